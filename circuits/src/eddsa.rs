@@ -361,7 +361,7 @@ mod tests {
         let r8 = alloc_point(&cs, sig.r8x, sig.r8y);
         let m = FpVar::new_witness(cs.clone(), || Ok(msg)).unwrap();
         let s = FpVar::new_witness(cs.clone(), || Ok(sig.s_as_fr())).unwrap();
-        let a8 = verify_var(&key, &m, &r8, &s).unwrap();
+        verify_var(&key, &m, &r8, &s).unwrap();
 
         (cs.is_satisfied().unwrap(), cs.num_constraints())
     }

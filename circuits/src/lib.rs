@@ -12,9 +12,15 @@
 //!   export ([`keys`], [`snarkjs`]).
 
 pub mod babyjub;
+pub mod batch;
+pub mod circuit;
 pub mod eddsa;
 pub mod field;
+pub mod merkle;
 pub mod poseidon;
+pub mod sample;
+pub mod state;
+pub mod tx;
 
 #[cfg(test)]
 mod testdata;

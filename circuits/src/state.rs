@@ -1,0 +1,770 @@
+//! The healthcare rollup state and its rules.
+//!
+//! Four sparse Merkle trees of the same height hold 7-field leaves:
+//!
+//! | tree | leaf fields |
+//! |---|---|
+//! | accounts | role, pk.x, pk.y, rsa key hash, nonce, 0, 0 |
+//! | records | owner, author, cid hi, cid lo, meta hash, version, deleted |
+//! | consents | patient, grantee, scope, all records?, record, expiry, revoked |
+//! | audit | kind (1 read, 2 emergency), actor, patient, record, consent, reason, time |
+//!
+//! A leaf's hash is `Poseidon(fields)`, or 0 when the leaf is empty (all
+//! fields 0; field 0 of an occupied leaf is never 0). The state root is
+//! `Poseidon(instance, accounts, records, consents, audit, audit count)`.
+//!
+//! [`State::check`] enforces every rule with a typed error; [`State::execute`]
+//! performs a transaction's effects without checking, in the fixed order the
+//! circuit follows (signer's account, two reads, one update) and records the
+//! Merkle paths: what an honest sequencer does after `check`, and what a
+//! cheating one would do instead.
+
+use crate::eddsa::{self, PublicKey};
+use crate::field::{Fr, fr_to_u64};
+use crate::merkle::{MerklePath, SparseTree};
+use crate::poseidon;
+use crate::tx::{ConsentTarget, SignedTx, TxBody, TxKind};
+use ark_ff::Zero;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// Fields per leaf.
+pub const LEAF_WIDTH: usize = 7;
+/// A leaf's fields.
+pub type Leaf = [Fr; LEAF_WIDTH];
+
+/// The four trees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TreeId {
+    /// Accounts.
+    Accounts = 0,
+    /// Records.
+    Records = 1,
+    /// Consents.
+    Consents = 2,
+    /// Audit log.
+    Audit = 3,
+}
+
+/// Account roles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Owns records, grants and revokes access.
+    Patient = 1,
+    /// Writes and reads records with consent; may break the glass.
+    Doctor = 2,
+    /// In the genesis state; registers doctors.
+    Hospital = 3,
+}
+
+impl Role {
+    fn from_code(x: Fr) -> Option<Role> {
+        match fr_to_u64(&x)? {
+            1 => Some(Role::Patient),
+            2 => Some(Role::Doctor),
+            3 => Some(Role::Hospital),
+            _ => None,
+        }
+    }
+}
+
+/// Audit entry kinds.
+pub const AUDIT_READ: u64 = 1;
+/// An emergency (break-glass) access: flagged for review.
+pub const AUDIT_EMERGENCY: u64 = 2;
+
+/// Why a transaction is refused. Each variant names what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TxError {
+    /// An id does not fit the tree.
+    #[error("{what} id {id} is outside the tree (ids are below {capacity})")]
+    IdOutOfRange {
+        /// Which id.
+        what: &'static str,
+        /// The id.
+        id: u64,
+        /// The tree's number of leaves.
+        capacity: u64,
+    },
+    /// Account id 0 means "nobody" and cannot be registered.
+    #[error("account id 0 is reserved; choose another id")]
+    ReservedAccountId,
+    /// Registration at an occupied id.
+    #[error("account {0} already exists")]
+    AccountExists(u64),
+    /// No such account.
+    #[error("account {0} does not exist")]
+    UnknownAccount(u64),
+    /// The signer's nonce differs.
+    #[error("wrong nonce for account {account}: expected {expected}, got {got}")]
+    BadNonce {
+        /// The signer.
+        account: u64,
+        /// The account's nonce.
+        expected: u64,
+        /// The transaction's nonce.
+        got: u64,
+    },
+    /// The account has used up its nonces.
+    #[error("account {0} has exhausted its nonces")]
+    NonceOverflow(u64),
+    /// The signature does not verify under the signer's key and this rollup's instance id.
+    #[error("signature of account {0} does not verify (wrong key, altered fields, or signed for another rollup instance)")]
+    BadSignature(u64),
+    /// The transaction names another rollup instance.
+    #[error("transaction is for rollup instance {got}, this is instance {expected}")]
+    WrongInstance {
+        /// This rollup's id.
+        expected: String,
+        /// The transaction's.
+        got: String,
+    },
+    /// A key that anyone could sign for (small order) or that is off the curve.
+    #[error("public key is not usable: {0}")]
+    InvalidPublicKey(String),
+    /// The signer's role does not allow this transaction.
+    #[error("account {account} is a {actual:?}; {action} needs a {expected}")]
+    WrongRole {
+        /// The account.
+        account: u64,
+        /// Its role.
+        actual: Role,
+        /// What it tried.
+        action: &'static str,
+        /// Which role is needed.
+        expected: &'static str,
+    },
+    /// A new record at an occupied id.
+    #[error("record {0} already exists")]
+    RecordExists(u64),
+    /// No such record.
+    #[error("record {0} does not exist")]
+    UnknownRecord(u64),
+    /// The record was deleted.
+    #[error("record {0} is deleted")]
+    RecordDeleted(u64),
+    /// The signer does not own the record or consent.
+    #[error("account {account} does not own {what} {id}")]
+    NotOwner {
+        /// The signer.
+        account: u64,
+        /// "record" or "consent".
+        what: &'static str,
+        /// Its id.
+        id: u64,
+    },
+    /// An update by someone who is neither the owner nor the author.
+    #[error("account {account} may not update record {record}: only its owner, or its author with write consent")]
+    NotAuthorized {
+        /// The signer.
+        account: u64,
+        /// The record.
+        record: u64,
+    },
+    /// No such consent.
+    #[error("consent {0} does not exist")]
+    UnknownConsent(u64),
+    /// The consent belongs to another grantee or patient, or does not cover the record.
+    #[error("consent {consent} does not allow this: {reason}")]
+    ConsentMismatch {
+        /// The consent.
+        consent: u64,
+        /// What does not match.
+        reason: &'static str,
+    },
+    /// The consent was revoked.
+    #[error("consent {0} is revoked")]
+    ConsentRevoked(u64),
+    /// The consent lapsed.
+    #[error("consent {consent} expired at {expiry}; the batch time is {now}")]
+    ConsentExpired {
+        /// The consent.
+        consent: u64,
+        /// Its expiry.
+        expiry: u64,
+        /// The batch timestamp.
+        now: u64,
+    },
+    /// A grant whose expiry is not in the future.
+    #[error("expiry {expiry} is not after the batch time {now}")]
+    ExpiryNotInFuture {
+        /// The requested expiry.
+        expiry: u64,
+        /// The batch timestamp.
+        now: u64,
+    },
+    /// The grantee must be a doctor or a hospital.
+    #[error("account {0} cannot receive consent: grantees are doctors or hospitals")]
+    InvalidGrantee(u64),
+    /// The record's version counter is exhausted.
+    #[error("record {0} has reached the last version")]
+    VersionOverflow(u64),
+    /// The audit log is full.
+    #[error("the audit log is full")]
+    AuditLogFull,
+    /// A field that must be 0 for this transaction is not.
+    #[error("{0}")]
+    NonCanonical(&'static str),
+}
+
+/// Account view of an accounts leaf.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// Role.
+    pub role: Role,
+    /// Signing key.
+    pub pubkey: PublicKey,
+    /// Hash of the RSA public key.
+    pub rsa_key_hash: Fr,
+    /// Next nonce.
+    pub nonce: u64,
+}
+
+/// A hospital in the genesis state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GenesisHospital {
+    /// Account id.
+    pub id: u64,
+    /// Signing key.
+    pub pubkey: PublicKey,
+    /// Hash of its RSA public key.
+    #[serde(with = "crate::field::serde_fr")]
+    pub rsa_key_hash: Fr,
+}
+
+/// Everything that defines a rollup's initial state.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Genesis {
+    /// The rollup instance id (bound into every signature and the state root).
+    #[serde(with = "crate::field::serde_fr")]
+    pub instance: Fr,
+    /// Height of every tree (each has `4^levels` leaves).
+    pub levels: usize,
+    /// The hospitals.
+    pub hospitals: Vec<GenesisHospital>,
+}
+
+/// One tree operation of a transaction, as the circuit needs it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitTrace {
+    /// The leaf index.
+    pub index: u64,
+    /// The leaf's fields before.
+    #[serde(with = "crate::field::serde_fr::array")]
+    pub old: Leaf,
+    /// The leaf's fields after (equal to `old` for a read).
+    #[serde(with = "crate::field::serde_fr::array")]
+    pub new: Leaf,
+    /// The leaf's path (siblings) before the operation.
+    pub path: MerklePath,
+}
+
+impl UnitTrace {
+    fn disabled(levels: usize) -> Self {
+        UnitTrace {
+            index: 0,
+            old: [Fr::zero(); LEAF_WIDTH],
+            new: [Fr::zero(); LEAF_WIDTH],
+            path: MerklePath::zeros(levels),
+        }
+    }
+}
+
+/// What one transaction did to the trees.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxTrace {
+    /// The transaction.
+    pub tx: SignedTx,
+    /// The signer's account (nonce bump, or creation for a patient's registration).
+    pub signer: UnitTrace,
+    /// First read: the grantee's account (grant) or the consent used (add, update, log).
+    pub read1: UnitTrace,
+    /// Second read: the record (grant of one record, log access, emergency access).
+    pub read2: UnitTrace,
+    /// The update: new doctor, record, consent or audit entry.
+    pub update: UnitTrace,
+}
+
+/// Which tree and leaf each of a transaction's operations touches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The signer's account, unless padding.
+    pub signer: Option<u64>,
+    /// First read.
+    pub read1: Option<(TreeId, u64)>,
+    /// Second read.
+    pub read2: Option<(TreeId, u64)>,
+    /// The update.
+    pub update: Option<(TreeId, u64)>,
+}
+
+/// The rollup state.
+#[derive(Clone, Debug)]
+pub struct State {
+    instance: Fr,
+    levels: usize,
+    trees: [SparseTree; 4],
+    leaves: [HashMap<u64, Leaf>; 4],
+    audit_count: u64,
+}
+
+fn f(x: u64) -> Fr {
+    Fr::from(x)
+}
+
+fn u(x: &Fr) -> u64 {
+    // Leaves written by valid transactions hold u64 ids and counters.
+    fr_to_u64(x).unwrap_or(u64::MAX)
+}
+
+/// The hash of a leaf: `Poseidon(fields)`, or 0 for the empty leaf.
+pub fn leaf_hash(leaf: &Leaf) -> Fr {
+    if leaf[0].is_zero() { Fr::zero() } else { poseidon::hash(leaf) }
+}
+
+/// The state root of the given components.
+pub fn state_root(instance: Fr, roots: &[Fr; 4], audit_count: u64) -> Fr {
+    poseidon::hash(&[instance, roots[0], roots[1], roots[2], roots[3], f(audit_count)])
+}
+
+impl State {
+    /// The genesis state.
+    pub fn genesis(g: &Genesis) -> Result<Self, TxError> {
+        let mut s = State {
+            instance: g.instance,
+            levels: g.levels,
+            trees: core::array::from_fn(|_| SparseTree::new(g.levels)),
+            leaves: Default::default(),
+            audit_count: 0,
+        };
+        for h in &g.hospitals {
+            s.check_id("hospital", h.id)?;
+            if h.id == 0 {
+                return Err(TxError::ReservedAccountId);
+            }
+            check_key(&h.pubkey)?;
+            if s.account(h.id).is_some() {
+                return Err(TxError::AccountExists(h.id));
+            }
+            s.write(
+                TreeId::Accounts,
+                h.id,
+                [f(Role::Hospital as u64), h.pubkey.x, h.pubkey.y, h.rsa_key_hash, f(0), f(0), f(0)],
+            );
+        }
+        Ok(s)
+    }
+
+    /// The instance id.
+    pub fn instance(&self) -> Fr {
+        self.instance
+    }
+
+    /// Tree height.
+    pub fn levels(&self) -> usize {
+        self.levels
+    }
+
+    /// Leaves per tree.
+    pub fn capacity(&self) -> u64 {
+        self.trees[0].capacity()
+    }
+
+    /// The four tree roots.
+    pub fn roots(&self) -> [Fr; 4] {
+        core::array::from_fn(|i| self.trees[i].root())
+    }
+
+    /// Entries in the audit log.
+    pub fn audit_count(&self) -> u64 {
+        self.audit_count
+    }
+
+    /// The state root.
+    pub fn root(&self) -> Fr {
+        state_root(self.instance, &self.roots(), self.audit_count)
+    }
+
+    /// A leaf's fields (all 0 when empty).
+    pub fn leaf(&self, tree: TreeId, index: u64) -> Leaf {
+        self.leaves[tree as usize].get(&index).copied().unwrap_or([Fr::zero(); LEAF_WIDTH])
+    }
+
+    /// A leaf's Merkle path.
+    pub fn path(&self, tree: TreeId, index: u64) -> MerklePath {
+        self.trees[tree as usize].path(index)
+    }
+
+    /// The account at `id`, if registered.
+    pub fn account(&self, id: u64) -> Option<Account> {
+        let l = self.leaves[TreeId::Accounts as usize].get(&id)?;
+        Some(Account {
+            role: Role::from_code(l[0])?,
+            pubkey: PublicKey { x: l[1], y: l[2] },
+            rsa_key_hash: l[3],
+            nonce: u(&l[4]),
+        })
+    }
+
+    fn write(&mut self, tree: TreeId, index: u64, leaf: Leaf) {
+        self.trees[tree as usize].set(index, leaf_hash(&leaf));
+        if leaf[0].is_zero() {
+            self.leaves[tree as usize].remove(&index);
+        } else {
+            self.leaves[tree as usize].insert(index, leaf);
+        }
+    }
+
+    fn check_id(&self, what: &'static str, id: u64) -> Result<(), TxError> {
+        if id < self.capacity() {
+            Ok(())
+        } else {
+            Err(TxError::IdOutOfRange { what, id, capacity: self.capacity() })
+        }
+    }
+
+    /// Which leaves `tx` touches, in the circuit's order. Fails only when an id
+    /// does not fit the trees.
+    pub fn plan(&self, tx: &SignedTx) -> Result<Plan, TxError> {
+        let t = &tx.tx;
+        let mut p = Plan { signer: None, read1: None, read2: None, update: None };
+        if t.kind() == TxKind::Noop {
+            return Ok(p);
+        }
+        self.check_id("signer", t.signer)?;
+        p.signer = Some(t.signer);
+        match &t.body {
+            TxBody::Noop | TxBody::RegisterPatient { .. } => {}
+            TxBody::RegisterDoctor { doctor, .. } => {
+                self.check_id("doctor", *doctor)?;
+                p.update = Some((TreeId::Accounts, *doctor));
+            }
+            TxBody::AddRecord { record, consent, .. } => {
+                self.check_id("record", *record)?;
+                self.check_id("consent", *consent)?;
+                p.read1 = Some((TreeId::Consents, *consent));
+                p.update = Some((TreeId::Records, *record));
+            }
+            TxBody::UpdateRecord { record, consent, .. } => {
+                self.check_id("record", *record)?;
+                self.check_id("consent", *consent)?;
+                let owner = self.leaf(TreeId::Records, *record)[0];
+                if owner != f(t.signer) {
+                    p.read1 = Some((TreeId::Consents, *consent));
+                }
+                p.update = Some((TreeId::Records, *record));
+            }
+            TxBody::DeleteRecord { record } => {
+                self.check_id("record", *record)?;
+                p.update = Some((TreeId::Records, *record));
+            }
+            TxBody::Grant { consent, grantee, target, .. } => {
+                self.check_id("grantee", *grantee)?;
+                self.check_id("consent", *consent)?;
+                p.read1 = Some((TreeId::Accounts, *grantee));
+                if let ConsentTarget::Record(r) = target {
+                    self.check_id("record", *r)?;
+                    p.read2 = Some((TreeId::Records, *r));
+                }
+                p.update = Some((TreeId::Consents, *consent));
+            }
+            TxBody::Revoke { consent } => {
+                self.check_id("consent", *consent)?;
+                p.update = Some((TreeId::Consents, *consent));
+            }
+            TxBody::LogAccess { record, consent } => {
+                self.check_id("record", *record)?;
+                self.check_id("consent", *consent)?;
+                p.read1 = Some((TreeId::Consents, *consent));
+                p.read2 = Some((TreeId::Records, *record));
+                if self.audit_count >= self.capacity() {
+                    return Err(TxError::AuditLogFull);
+                }
+                p.update = Some((TreeId::Audit, self.audit_count));
+            }
+            TxBody::EmergencyAccess { record, .. } => {
+                self.check_id("record", *record)?;
+                p.read2 = Some((TreeId::Records, *record));
+                if self.audit_count >= self.capacity() {
+                    return Err(TxError::AuditLogFull);
+                }
+                p.update = Some((TreeId::Audit, self.audit_count));
+            }
+        }
+        Ok(p)
+    }
+
+    /// Checks every rule for `tx` in a batch with timestamp `now`.
+    pub fn check(&self, tx: &SignedTx, now: u64) -> Result<(), TxError> {
+        let t = &tx.tx;
+        self.plan(tx)?;
+        let kind = t.kind();
+        if kind == TxKind::Noop {
+            return if t.signer == 0 && t.nonce == 0 {
+                Ok(())
+            } else {
+                Err(TxError::NonCanonical("padding transactions have signer 0 and nonce 0"))
+            };
+        }
+        let signer = t.signer;
+        // The signer's account, and the key the signature must verify under.
+        let (account, key) = match &t.body {
+            TxBody::RegisterPatient { pubkey, .. } => {
+                if signer == 0 {
+                    return Err(TxError::ReservedAccountId);
+                }
+                if self.account(signer).is_some() {
+                    return Err(TxError::AccountExists(signer));
+                }
+                check_key(pubkey)?;
+                (None, *pubkey)
+            }
+            _ => {
+                let a = self.account(signer).ok_or(TxError::UnknownAccount(signer))?;
+                let key = a.pubkey;
+                (Some(a), key)
+            }
+        };
+        let nonce = account.as_ref().map_or(0, |a| a.nonce);
+        if t.nonce != nonce {
+            return Err(TxError::BadNonce { account: signer, expected: nonce, got: t.nonce });
+        }
+        if nonce == u64::MAX {
+            return Err(TxError::NonceOverflow(signer));
+        }
+        if !eddsa::verify(&key, t.message(self.instance), &tx.signature) {
+            return Err(TxError::BadSignature(signer));
+        }
+        let role = account.map(|a| a.role);
+        let need = |expected: Role, action: &'static str, name: &'static str| match role {
+            Some(r) if r == expected => Ok(()),
+            Some(r) => Err(TxError::WrongRole { account: signer, actual: r, action, expected: name }),
+            None => Err(TxError::UnknownAccount(signer)),
+        };
+        match &t.body {
+            TxBody::Noop | TxBody::RegisterPatient { .. } => Ok(()),
+            TxBody::RegisterDoctor { doctor, pubkey, .. } => {
+                need(Role::Hospital, "registering a doctor", "hospital")?;
+                if *doctor == 0 {
+                    return Err(TxError::ReservedAccountId);
+                }
+                if self.account(*doctor).is_some() {
+                    return Err(TxError::AccountExists(*doctor));
+                }
+                check_key(pubkey)
+            }
+            TxBody::AddRecord { record, patient, consent, .. } => {
+                need(Role::Doctor, "adding a record", "doctor")?;
+                self.check_consent(*consent, signer, *patient, *record, true, now)?;
+                if !self.leaf(TreeId::Records, *record)[0].is_zero() {
+                    return Err(TxError::RecordExists(*record));
+                }
+                Ok(())
+            }
+            TxBody::UpdateRecord { record, consent, .. } => {
+                let r = self.live_record(*record)?;
+                if version_exhausted(&r) {
+                    return Err(TxError::VersionOverflow(*record));
+                }
+                if r[0] == f(signer) {
+                    if *consent != 0 {
+                        return Err(TxError::NonCanonical(
+                            "an owner's update names no consent (consent must be 0)",
+                        ));
+                    }
+                    return Ok(());
+                }
+                if r[1] != f(signer) {
+                    return Err(TxError::NotAuthorized { account: signer, record: *record });
+                }
+                self.check_consent(*consent, signer, u(&r[0]), *record, true, now)
+            }
+            TxBody::DeleteRecord { record } => {
+                let r = self.live_record(*record)?;
+                if r[0] != f(signer) {
+                    return Err(TxError::NotOwner { account: signer, what: "record", id: *record });
+                }
+                Ok(())
+            }
+            TxBody::Grant { consent, grantee, target, expiry, .. } => {
+                need(Role::Patient, "granting consent", "patient")?;
+                match self.account(*grantee) {
+                    None => return Err(TxError::UnknownAccount(*grantee)),
+                    Some(a) if a.role == Role::Patient => {
+                        return Err(TxError::InvalidGrantee(*grantee));
+                    }
+                    Some(_) => {}
+                }
+                if let ConsentTarget::Record(rid) = target {
+                    let r = self.live_record(*rid)?;
+                    if r[0] != f(signer) {
+                        return Err(TxError::NotOwner { account: signer, what: "record", id: *rid });
+                    }
+                }
+                if *expiry <= now {
+                    return Err(TxError::ExpiryNotInFuture { expiry: *expiry, now });
+                }
+                let old = self.leaf(TreeId::Consents, *consent);
+                if !old[0].is_zero() && old[0] != f(signer) {
+                    return Err(TxError::NotOwner { account: signer, what: "consent", id: *consent });
+                }
+                Ok(())
+            }
+            TxBody::Revoke { consent } => {
+                let c = self.leaf(TreeId::Consents, *consent);
+                if c[0].is_zero() {
+                    return Err(TxError::UnknownConsent(*consent));
+                }
+                if c[0] != f(signer) {
+                    return Err(TxError::NotOwner { account: signer, what: "consent", id: *consent });
+                }
+                if !c[6].is_zero() {
+                    return Err(TxError::ConsentRevoked(*consent));
+                }
+                Ok(())
+            }
+            TxBody::LogAccess { record, consent } => {
+                let r = self.live_record(*record)?;
+                self.check_consent(*consent, signer, u(&r[0]), *record, false, now)
+            }
+            TxBody::EmergencyAccess { record, .. } => {
+                need(Role::Doctor, "emergency access", "doctor")?;
+                self.live_record(*record).map(|_| ())
+            }
+        }
+    }
+
+    fn live_record(&self, id: u64) -> Result<Leaf, TxError> {
+        let r = self.leaf(TreeId::Records, id);
+        if r[0].is_zero() {
+            return Err(TxError::UnknownRecord(id));
+        }
+        if !r[6].is_zero() {
+            return Err(TxError::RecordDeleted(id));
+        }
+        Ok(r)
+    }
+
+    fn check_consent(
+        &self,
+        id: u64,
+        grantee: u64,
+        patient: u64,
+        record: u64,
+        write: bool,
+        now: u64,
+    ) -> Result<(), TxError> {
+        let c = self.leaf(TreeId::Consents, id);
+        let mismatch = |reason| Err(TxError::ConsentMismatch { consent: id, reason });
+        if c[0].is_zero() {
+            return Err(TxError::UnknownConsent(id));
+        }
+        if c[1] != f(grantee) {
+            return mismatch("it was granted to another account");
+        }
+        if c[0] != f(patient) {
+            return mismatch("it was granted by another patient");
+        }
+        if !c[6].is_zero() {
+            return Err(TxError::ConsentRevoked(id));
+        }
+        if write && c[2] != f(2) {
+            return mismatch("it is read-only");
+        }
+        if c[3].is_zero() && c[4] != f(record) {
+            return mismatch("it covers another record");
+        }
+        let expiry = u(&c[5]);
+        if expiry <= now {
+            return Err(TxError::ConsentExpired { consent: id, expiry, now });
+        }
+        Ok(())
+    }
+
+    /// Checks and applies `tx`, returning its trace.
+    pub fn apply(&mut self, tx: &SignedTx, now: u64) -> Result<TxTrace, TxError> {
+        self.check(tx, now)?;
+        self.execute(tx, now)
+    }
+
+    /// Performs `tx`'s effects without checking the rules (an honest sequencer
+    /// calls [`State::check`] first). Fails only when an id does not fit the trees.
+    pub fn execute(&mut self, tx: &SignedTx, now: u64) -> Result<TxTrace, TxError> {
+        let plan = self.plan(tx)?;
+        let fields = tx.tx.fields();
+        let a = fields.args;
+        let signer = fields.signer;
+        let kind = fields.kind;
+        let levels = self.levels;
+        let mut trace = TxTrace {
+            tx: tx.clone(),
+            signer: UnitTrace::disabled(levels),
+            read1: UnitTrace::disabled(levels),
+            read2: UnitTrace::disabled(levels),
+            update: UnitTrace::disabled(levels),
+        };
+        if let Some(id) = plan.signer {
+            let old = self.leaf(TreeId::Accounts, id);
+            let mut new = old;
+            if kind == TxKind::RegisterPatient {
+                new = [f(Role::Patient as u64), a[1], a[2], a[3], old[4], old[5], old[6]];
+            }
+            new[4] += Fr::from(1u64);
+            trace.signer =
+                UnitTrace { index: id, old, new, path: self.path(TreeId::Accounts, id) };
+            self.write(TreeId::Accounts, id, new);
+        }
+        let read = |s: &Self, op: Option<(TreeId, u64)>| match op {
+            None => UnitTrace::disabled(levels),
+            Some((tree, index)) => {
+                let l = s.leaf(tree, index);
+                UnitTrace { index, old: l, new: l, path: s.path(tree, index) }
+            }
+        };
+        trace.read1 = read(self, plan.read1);
+        trace.read2 = read(self, plan.read2);
+        if let Some((tree, index)) = plan.update {
+            let o = self.leaf(tree, index);
+            let owner = trace.read2.old[0];
+            let z = Fr::zero();
+            let one = Fr::from(1u64);
+            let new = match kind {
+                TxKind::RegisterDoctor => [f(Role::Doctor as u64), a[1], a[2], a[3], z, z, z],
+                TxKind::AddRecord => [a[1], signer, a[3], a[4], a[5], one, z],
+                TxKind::UpdateRecord => [o[0], o[1], a[3], a[4], a[5], o[5] + one, z],
+                TxKind::DeleteRecord | TxKind::Revoke => [o[0], o[1], o[2], o[3], o[4], o[5], one],
+                TxKind::Grant => [signer, a[1], a[3], a[4], a[0], a[5], z],
+                TxKind::LogAccess => [f(AUDIT_READ), signer, owner, a[0], a[2], z, f(now)],
+                TxKind::EmergencyAccess => {
+                    [f(AUDIT_EMERGENCY), signer, owner, a[0], z, a[3], f(now)]
+                }
+                TxKind::Noop | TxKind::RegisterPatient => unreachable!("no update planned"),
+            };
+            trace.update = UnitTrace { index, old: o, new, path: self.path(tree, index) };
+            self.write(tree, index, new);
+            if tree == TreeId::Audit {
+                self.audit_count += 1;
+            }
+        }
+        Ok(trace)
+    }
+}
+
+fn version_exhausted(r: &Leaf) -> bool {
+    u(&r[5]) == u64::MAX
+}
+
+/// Keys must be on the curve (parsing checks it) and not of small order.
+fn check_key(k: &PublicKey) -> Result<(), TxError> {
+    if !crate::babyjub::on_curve(k.x, k.y) {
+        return Err(TxError::InvalidPublicKey("not a point of Baby Jubjub".into()));
+    }
+    if k.is_small_order() {
+        return Err(TxError::InvalidPublicKey(
+            "a small-order point (anyone could sign for it)".into(),
+        ));
+    }
+    Ok(())
+}
