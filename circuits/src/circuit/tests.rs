@@ -232,8 +232,9 @@ fn tampered_merkle_path() {
 
 #[test]
 fn wrong_commitment_or_roots() {
-    let st = state_after(4);
-    let tx = sample::transactions()[4].clone();
+    // A read: its audit entry records the batch time.
+    let tx = sample::transactions()[7].clone();
+    let st = state_after(7);
     let w = one_tx_batch(&st, &tx, true, NOW);
     assert!(satisfied(&w));
     let claim = |f: &dyn Fn(&mut PublicInputs)| {
