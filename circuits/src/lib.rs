@@ -14,11 +14,14 @@
 pub mod babyjub;
 pub mod batch;
 pub mod circuit;
+pub mod cli;
 pub mod eddsa;
 pub mod field;
+pub mod keys;
 pub mod merkle;
 pub mod poseidon;
 pub mod sample;
+pub mod snarkjs;
 pub mod state;
 pub mod tx;
 

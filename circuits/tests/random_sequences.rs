@@ -1,0 +1,126 @@
+//! Property tests over random transaction sequences: the native rules and the
+//! circuit agree. Accepted transactions give satisfied batches whose roots are
+//! the native roots; refused ones, forced in by a cheating sequencer, give
+//! unsatisfiable batches.
+
+use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystem};
+use medrollup_circuits::Fr;
+use medrollup_circuits::batch::{BatchBuilder, BatchWitness, PushError};
+use medrollup_circuits::circuit::BatchCircuit;
+use medrollup_circuits::eddsa::PrivateKey;
+use medrollup_circuits::sample::{self, NOW};
+use medrollup_circuits::state::{State, TxError};
+use medrollup_circuits::tx::{ConsentTarget, Scope, SignedTx, Tx, TxBody};
+use proptest::prelude::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const LEVELS: usize = 3; // 64 leaves per tree: collisions and edge cases are frequent
+
+fn satisfied(w: &BatchWitness) -> bool {
+    let cs = ConstraintSystem::<Fr>::new_ref();
+    BatchCircuit::new(w.clone()).generate_constraints(cs.clone()).unwrap();
+    cs.is_satisfied().unwrap()
+}
+
+/// Keys for ids 1..64, derived from the id.
+fn key(id: u64) -> PrivateKey {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&id.to_le_bytes());
+    b[31] = 0x5a;
+    PrivateKey::from_bytes(b)
+}
+
+/// A random transaction, usually plausible, often invalid.
+fn random_tx(rng: &mut ChaCha8Rng, st: &State) -> SignedTx {
+    let id = |rng: &mut ChaCha8Rng| rng.gen_range(0..70u64); // some ids outside the tree
+    let signer = rng.gen_range(1..24u64);
+    let body = match rng.gen_range(0..9) {
+        0 => TxBody::RegisterPatient { pubkey: key(signer).public(), rsa_key_hash: Fr::from(rng.r#gen::<u64>()) },
+        1 => {
+            let d = rng.gen_range(0..24u64);
+            TxBody::RegisterDoctor { doctor: d, pubkey: key(d).public(), rsa_key_hash: Fr::from(7u64) }
+        }
+        2 => TxBody::AddRecord {
+            record: id(rng) % 40,
+            patient: rng.gen_range(1..24),
+            consent: rng.gen_range(0..20),
+            cid_digest: rng.r#gen(),
+            meta_hash: Fr::from(rng.r#gen::<u64>()),
+        },
+        3 => TxBody::UpdateRecord {
+            record: rng.gen_range(0..40),
+            consent: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(0..20) },
+            cid_digest: rng.r#gen(),
+            meta_hash: Fr::from(3u64),
+        },
+        4 => TxBody::DeleteRecord { record: rng.gen_range(0..40) },
+        5 => TxBody::Grant {
+            consent: rng.gen_range(0..20),
+            grantee: rng.gen_range(1..24),
+            scope: if rng.gen_bool(0.5) { Scope::Read } else { Scope::ReadWrite },
+            target: if rng.gen_bool(0.5) { ConsentTarget::AllRecords } else { ConsentTarget::Record(rng.gen_range(0..40)) },
+            expiry: NOW - 5 + rng.gen_range(0..400),
+        },
+        6 => TxBody::Revoke { consent: rng.gen_range(0..20) },
+        7 => TxBody::LogAccess { record: rng.gen_range(0..40), consent: rng.gen_range(0..20) },
+        _ => TxBody::EmergencyAccess { record: rng.gen_range(0..40), reason_hash: Fr::from(1u64) },
+    };
+    let mut nonce = st.account(signer).map_or(0, |a| a.nonce);
+    if rng.gen_bool(0.05) {
+        nonce += 1; // a stale or future nonce
+    }
+    let instance = if rng.gen_bool(0.03) { sample::INSTANCE + 1 } else { sample::INSTANCE };
+    let signer_key = if rng.gen_bool(0.03) { key(signer + 1) } else { key(signer) };
+    Tx { signer, nonce, body }.sign(&signer_key, Fr::from(instance))
+}
+
+fn genesis() -> State {
+    let mut g = sample::genesis(LEVELS);
+    g.hospitals = vec![
+        medrollup_circuits::state::GenesisHospital { id: 1, pubkey: key(1).public(), rsa_key_hash: Fr::from(1u64) },
+        medrollup_circuits::state::GenesisHospital { id: 2, pubkey: key(2).public(), rsa_key_hash: Fr::from(2u64) },
+    ];
+    State::genesis(&g).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    #[test]
+    fn native_rules_and_circuit_agree(seed in any::<u64>()) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut st = genesis();
+        let mut accepted = 0;
+        let mut refused_checked = 0;
+        for _round in 0..3 {
+            let before = st.clone();
+            let mut b = BatchBuilder::new(&mut st, 4, NOW);
+            let mut refused: Vec<(SignedTx, TxError)> = Vec::new();
+            for _ in 0..200 {
+                if b.len() == 4 { break; }
+                let tx = random_tx(&mut rng, &before);
+                match b.push(&tx) {
+                    Ok(()) => accepted += 1,
+                    Err(PushError::Rejected(e)) => refused.push((tx, e)),
+                    Err(PushError::Full(_)) => unreachable!(),
+                }
+            }
+            let w = b.finish();
+            prop_assert_eq!(w.public_inputs().new_root, st.root());
+            prop_assert!(satisfied(&w), "an honest batch of random valid transactions");
+            // A cheating sequencer forces refused transactions in: never satisfied.
+            for (tx, _) in refused.iter().filter(|(_, e)| !matches!(e, TxError::IdOutOfRange { .. })).take(3) {
+                // Refused earlier in the batch; judge it against the state it would now meet.
+                let Err(err) = st.check(tx, NOW) else { continue };
+                let mut cheat_state = st.clone();
+                let mut cb = BatchBuilder::new(&mut cheat_state, 1, NOW);
+                if cb.push_unchecked(tx).is_ok() {
+                    prop_assert!(!satisfied(&cb.finish()), "circuit accepted a transaction the rules refuse: {}", err);
+                    refused_checked += 1;
+                }
+            }
+        }
+        prop_assert!(accepted >= 3, "the generator produces valid transactions ({accepted})");
+        prop_assert!(refused_checked >= 3, "and invalid ones ({refused_checked})");
+    }
+}
