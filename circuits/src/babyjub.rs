@@ -16,9 +16,9 @@ use ark_ec::{
 use ark_ff::{BigInteger, Field, MontFp, PrimeField, Zero};
 use ark_r1cs_std::{
     GR1CSVar,
-    eq::EqGadget,
     alloc::AllocVar,
     boolean::Boolean,
+    eq::EqGadget,
     fields::{FieldVar, fp::FpVar},
 };
 use ark_relations::gr1cs::SynthesisError;
@@ -146,10 +146,7 @@ impl PointVar {
         let tau = &beta * &gamma;
         let dtau = tau * COEFF_D;
         let x3 = div(&(&beta + &gamma), &(FpVar::Constant(Fr::ONE) + &dtau))?;
-        let y3 = div(
-            &(delta + beta * COEFF_A - gamma),
-            &(FpVar::Constant(Fr::ONE) - dtau),
-        )?;
+        let y3 = div(&(delta + beta * COEFF_A - gamma), &(FpVar::Constant(Fr::ONE) - dtau))?;
         Ok(Self { x: x3, y: y3 })
     }
 
@@ -168,10 +165,7 @@ impl PointVar {
     /// `if bit { a } else { b }`, coordinate-wise.
     pub fn select(bit: &Boolean<Fr>, a: &Self, b: &Self) -> Result<Self, SynthesisError> {
         let bit = FpVar::from(bit.clone());
-        Ok(Self {
-            x: &b.x + &bit * (&a.x - &b.x),
-            y: &b.y + &bit * (&a.y - &b.y),
-        })
+        Ok(Self { x: &b.x + &bit * (&a.x - &b.x), y: &b.y + &bit * (&a.y - &b.y) })
     }
 
     /// Enforces `self == other`.
@@ -243,17 +237,13 @@ pub fn fixed_base_mul_le(bits: &[Boolean<Fr>]) -> Result<PointVar, SynthesisErro
         let looked_up = match window {
             [b0] => {
                 let b0 = FpVar::from(b0.clone());
-                PointVar {
-                    x: &b0 * (xs[1] - xs[0]) + xs[0],
-                    y: &b0 * (ys[1] - ys[0]) + ys[0],
-                }
+                PointVar { x: &b0 * (xs[1] - xs[0]) + xs[0], y: &b0 * (ys[1] - ys[0]) + ys[0] }
             }
             [b0, b1] => {
                 let b01 = FpVar::from(b0.clone() & b1);
                 let (b0, b1) = (FpVar::from(b0.clone()), FpVar::from(b1.clone()));
                 let lookup = |c: [Fr; 4]| {
-                    &b0 * (c[1] - c[0]) + &b1 * (c[2] - c[0]) + &b01 * (c[3] - c[2] - c[1] + c[0])
-                        + c[0]
+                    &b0 * (c[1] - c[0]) + &b1 * (c[2] - c[0]) + &b01 * (c[3] - c[2] - c[1] + c[0]) + c[0]
                 };
                 PointVar { x: lookup(xs), y: lookup(ys) }
             }

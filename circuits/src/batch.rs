@@ -36,8 +36,7 @@ impl PublicInputs {
 
 /// Commitment to a batch's transactions.
 pub fn tx_commitment<'a>(instance: Fr, txs: impl IntoIterator<Item = &'a SignedTx>) -> Fr {
-    txs.into_iter()
-        .fold(Fr::zero(), |c, tx| poseidon::hash2(c, tx.tx.message(instance)))
+    txs.into_iter().fold(Fr::zero(), |c, tx| poseidon::hash2(c, tx.tx.message(instance)))
 }
 
 /// Everything the batch circuit needs: the prover's witness.

@@ -340,8 +340,9 @@ fn slot(
     let keep = &delete + &revoke;
     let to_audit = &log + &emergency;
     let up_sel = [reg_doctor.clone(), &add + &update + &delete, &grant + &revoke, to_audit.clone()];
-    let expected_index =
-        (&reg_doctor + &add + &update + &delete) * &a[0] + (&grant + &revoke) * &a[2] + &to_audit * &roots.audit_count;
+    let expected_index = (&reg_doctor + &add + &update + &delete) * &a[0]
+        + (&grant + &revoke) * &a[2]
+        + &to_audit * &roots.audit_count;
     up.path.index()?.enforce_equal(&expected_index)?;
     let o = &up.old.f;
     zero_product(&(&reg_doctor + &add + &to_audit), &(konst(1) - &up.old.empty))?; // fresh leaf
@@ -353,9 +354,17 @@ fn slot(
     let version = &update * (&o[5] + konst(1));
     range64(&version)?;
     let new = [
-        &reg_doctor * Fr::from(2u64) + &add * &a[1] + (&update + &keep) * &o[0] + &grant * &signer + &log
+        &reg_doctor * Fr::from(2u64)
+            + &add * &a[1]
+            + (&update + &keep) * &o[0]
+            + &grant * &signer
+            + &log
             + &emergency * Fr::from(2u64),
-        &reg_doctor * &a[1] + &add * &signer + (&update + &keep) * &o[1] + &grant * &a[1] + &to_audit * &signer,
+        &reg_doctor * &a[1]
+            + &add * &signer
+            + (&update + &keep) * &o[1]
+            + &grant * &a[1]
+            + &to_audit * &signer,
         &reg_doctor * &a[2] + &writes * &a[3] + &keep * &o[2] + &grant * &a[3] + &to_audit * &r[0],
         &reg_doctor * &a[3] + &writes * &a[4] + &keep * &o[3] + &grant * &a[4] + &to_audit * &a[0],
         &writes * &a[5] + &keep * &o[4] + &grant * &a[0] + &log * &a[2],

@@ -123,7 +123,8 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(path, serde_json::to_vec_pretty(value)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_json::to_vec_pretty(value)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Parses the command line and runs it.
@@ -231,7 +232,12 @@ fn prove(keys_dir: &Path, batch: &Path, out: &Path) -> Result<()> {
     let load = t.elapsed();
     let t = Instant::now();
     let (proof, public) = keys::prove(&pk, m.shape, witness)?;
-    println!("proved {} in {:.2} s (key loaded in {:.2} s)", batch.display(), t.elapsed().as_secs_f64(), load.as_secs_f64());
+    println!(
+        "proved {} in {:.2} s (key loaded in {:.2} s)",
+        batch.display(),
+        t.elapsed().as_secs_f64(),
+        load.as_secs_f64()
+    );
     write_json(&out.join("proof.json"), &snarkjs::proof(&proof))?;
     write_json(&out.join("public.json"), &snarkjs::public_inputs(&public.to_vec()))?;
     println!("wrote {0}/proof.json and {0}/public.json", out.display());
@@ -243,10 +249,14 @@ fn verify(keys_dir: &Path, proof: &Path, public: &Path) -> Result<bool> {
     let proof = snarkjs::parse_proof(&read_json(proof, "snarkjs proof")?)?;
     let inputs = snarkjs::parse_public(&read_json::<Vec<String>>(public, "public inputs list")?)?;
     if inputs.len() != 4 {
-        bail!("public.json must hold 4 inputs (old root, new root, commitment, timestamp), not {}", inputs.len());
+        bail!(
+            "public.json must hold 4 inputs (old root, new root, commitment, timestamp), not {}",
+            inputs.len()
+        );
     }
     let ts = crate::field::fr_to_u64(&inputs[3]).context("the timestamp input is not a u64")?;
-    let public = PublicInputs { old_root: inputs[0], new_root: inputs[1], tx_commitment: inputs[2], timestamp: ts };
+    let public =
+        PublicInputs { old_root: inputs[0], new_root: inputs[1], tx_commitment: inputs[2], timestamp: ts };
     Ok(keys::verify(&keys::prepare(&vk), &public, &proof))
 }
 
@@ -287,7 +297,7 @@ pub fn constraint_report(levels: usize) -> Result<String> {
     writeln!(out, "\none slot by component:")?;
     let mut parts: Vec<_> = profile.lock().expect("profile").clone();
     parts.retain(|(k, _)| !k.starts_with("batch"));
-    parts.sort_by(|a, b| b.1.cmp(&a.1));
+    parts.sort_by_key(|p| std::cmp::Reverse(p.1));
     for (k, n) in parts {
         writeln!(out, "  {:<34} {:>6}  ({:.0}%)", k, n, 100.0 * n as f64 / per_slot as f64)?;
     }

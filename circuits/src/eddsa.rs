@@ -118,10 +118,7 @@ impl Signature {
 
     /// Parses `S` from decimal text, refusing values not below `l`.
     pub fn parse_s(text: &str) -> Result<Scalar, EddsaError> {
-        let n: BigUint = text
-            .trim()
-            .parse()
-            .map_err(|_| EddsaError::ScalarTooLarge(text.to_owned()))?;
+        let n: BigUint = text.trim().parse().map_err(|_| EddsaError::ScalarTooLarge(text.to_owned()))?;
         let l: BigUint = Scalar::MODULUS.into();
         if n >= l {
             return Err(EddsaError::ScalarTooLarge(text.to_owned()));
@@ -178,8 +175,7 @@ impl PrivateKey {
     pub fn from_hex(text: &str) -> Result<Self, EddsaError> {
         let bytes = hex::decode(text.trim().trim_start_matches("0x"))
             .map_err(|_| EddsaError::BadPrivateKey(text.to_owned()))?;
-        let bytes: [u8; 32] =
-            bytes.try_into().map_err(|_| EddsaError::BadPrivateKey(text.to_owned()))?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|_| EddsaError::BadPrivateKey(text.to_owned()))?;
         Ok(Self(bytes))
     }
 
@@ -279,8 +275,8 @@ mod tests {
             .eddsa
             .iter()
             .map(|c| {
-                let key = PublicKey::new(parse_fr(&c.r#pub[0]).unwrap(), parse_fr(&c.r#pub[1]).unwrap())
-                    .unwrap();
+                let key =
+                    PublicKey::new(parse_fr(&c.r#pub[0]).unwrap(), parse_fr(&c.r#pub[1]).unwrap()).unwrap();
                 let sig = Signature {
                     r8x: parse_fr(&c.r8[0]).unwrap(),
                     r8y: parse_fr(&c.r8[1]).unwrap(),
@@ -305,10 +301,8 @@ mod tests {
     /// key 0001…0001, message 0x09080706050403020100.
     #[test]
     fn circomlibjs_published_signature() {
-        let prv = PrivateKey::from_hex(
-            "0001020304050607080900010203040506070809000102030405060708090001",
-        )
-        .unwrap();
+        let prv =
+            PrivateKey::from_hex("0001020304050607080900010203040506070809000102030405060708090001").unwrap();
         let msg = parse_fr("0x09080706050403020100").unwrap();
         let pk = prv.public();
         assert_eq!(

@@ -11,7 +11,9 @@ pub type Fr = ark_bn254::Fr;
 
 /// A field element given as text was not a canonical element.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{text}` is not a field element: expected a decimal or 0x-hex integer below the BN254 scalar modulus")]
+#[error(
+    "`{text}` is not a field element: expected a decimal or 0x-hex integer below the BN254 scalar modulus"
+)]
 pub struct ParseFrError {
     /// The rejected text.
     pub text: String,
@@ -105,10 +107,7 @@ pub mod serde_fr {
         use serde::ser::SerializeSeq;
 
         /// Serialises `[Fr; N]`.
-        pub fn serialize<S: Serializer, const N: usize>(
-            xs: &[Fr; N],
-            s: S,
-        ) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer, const N: usize>(xs: &[Fr; N], s: S) -> Result<S::Ok, S::Error> {
             let mut seq = s.serialize_seq(Some(N))?;
             for x in xs {
                 seq.serialize_element(&fr_to_dec(x))?;
@@ -117,15 +116,10 @@ pub mod serde_fr {
         }
 
         /// Deserialises `[Fr; N]`.
-        pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
-            d: D,
-        ) -> Result<[Fr; N], D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(d: D) -> Result<[Fr; N], D::Error> {
             let texts = Vec::<String>::deserialize(d)?;
             if texts.len() != N {
-                return Err(D::Error::custom(format!(
-                    "expected {N} field elements, got {}",
-                    texts.len()
-                )));
+                return Err(D::Error::custom(format!("expected {N} field elements, got {}", texts.len())));
             }
             let mut out = [Fr::from(0u64); N];
             for (o, t) in out.iter_mut().zip(&texts) {
@@ -151,10 +145,7 @@ pub mod serde_fr {
 
         /// Deserialises `Vec<Fr>`.
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Fr>, D::Error> {
-            Vec::<String>::deserialize(d)?
-                .iter()
-                .map(|t| parse_fr(t).map_err(D::Error::custom))
-                .collect()
+            Vec::<String>::deserialize(d)?.iter().map(|t| parse_fr(t).map_err(D::Error::custom)).collect()
         }
     }
 }
@@ -172,11 +163,11 @@ pub mod serde_hex32 {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
         let text = String::deserialize(d)?;
         let t = text.strip_prefix("0x").unwrap_or(&text);
-        let bytes = hex::decode(t)
-            .map_err(|e| D::Error::custom(format!("digest `{text}` is not hex: {e}")))?;
-        bytes.try_into().map_err(|b: Vec<u8>| {
-            D::Error::custom(format!("digest must be 32 bytes, got {}", b.len()))
-        })
+        let bytes =
+            hex::decode(t).map_err(|e| D::Error::custom(format!("digest `{text}` is not hex: {e}")))?;
+        bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| D::Error::custom(format!("digest must be 32 bytes, got {}", b.len())))
     }
 }
 
@@ -188,8 +179,7 @@ mod tests {
     fn parses_decimal_and_hex_and_rejects_junk() {
         assert_eq!(parse_fr("42").unwrap(), Fr::from(42u64));
         assert_eq!(parse_fr("0x2a").unwrap(), Fr::from(42u64));
-        let p_minus_1 =
-            "21888242871839275222246405745257275088548364400416034343698204186575808495616";
+        let p_minus_1 = "21888242871839275222246405745257275088548364400416034343698204186575808495616";
         assert_eq!(parse_fr(p_minus_1).unwrap(), -Fr::from(1u64));
         let p = "21888242871839275222246405745257275088548364400416034343698204186575808495617";
         assert!(parse_fr(p).is_err(), "the modulus itself is not canonical");

@@ -51,7 +51,9 @@ pub enum KeyError {
         reason: String,
     },
     /// The witness does not fit the keys.
-    #[error("the batch has {got_batch} slots at tree height {got_levels}; the keys are for {batch_size} slots at height {levels}")]
+    #[error(
+        "the batch has {got_batch} slots at tree height {got_levels}; the keys are for {batch_size} slots at height {levels}"
+    )]
     ShapeMismatch {
         /// Keys' batch size.
         batch_size: usize,
@@ -122,7 +124,8 @@ pub fn setup(shape: CircuitShape, seed: Option<u64>) -> Result<ProvingKey<Bn254>
         Some(s) => ChaCha20Rng::seed_from_u64(s),
         None => ChaCha20Rng::from_entropy(),
     };
-    let (pk, _) = Groth16::<Bn254>::circuit_specific_setup(BatchCircuit::new(padding_witness(shape)), &mut rng)?;
+    let (pk, _) =
+        Groth16::<Bn254>::circuit_specific_setup(BatchCircuit::new(padding_witness(shape)), &mut rng)?;
     Ok(pk)
 }
 

@@ -13,11 +13,7 @@
 use crate::field::Fr;
 use crate::poseidon;
 use ark_ff::Zero;
-use ark_r1cs_std::{
-    alloc::AllocVar,
-    boolean::Boolean,
-    fields::fp::FpVar,
-};
+use ark_r1cs_std::{alloc::AllocVar, boolean::Boolean, fields::fp::FpVar};
 use ark_relations::gr1cs::{ConstraintSystemRef, SynthesisError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -187,11 +183,7 @@ pub struct PathVar {
 
 impl PathVar {
     /// Allocates a path and its index as witnesses.
-    pub fn alloc(
-        cs: ConstraintSystemRef<Fr>,
-        index: u64,
-        path: &MerklePath,
-    ) -> Result<Self, SynthesisError> {
+    pub fn alloc(cs: ConstraintSystemRef<Fr>, index: u64, path: &MerklePath) -> Result<Self, SynthesisError> {
         let levels = path.siblings.len();
         let index_bits = (0..2 * levels)
             .map(|i| Boolean::new_witness(cs.clone(), || Ok((index >> i) & 1 == 1)))
@@ -223,12 +215,7 @@ impl PathVar {
             .map(|b| {
                 let both = FpVar::from(&b[0] & &b[1]);
                 let (b0, b1) = (FpVar::from(b[0].clone()), FpVar::from(b[1].clone()));
-                [
-                    FpVar::Constant(Fr::from(1u64)) - &b0 - &b1 + &both,
-                    b0 - &both,
-                    b1 - &both,
-                    both,
-                ]
+                [FpVar::Constant(Fr::from(1u64)) - &b0 - &b1 + &both, b0 - &both, b1 - &both, both]
             })
             .collect()
     }
@@ -262,8 +249,7 @@ impl PathVar {
         for (e, s) in self.selectors().iter().zip(&self.siblings) {
             let c_old = Self::children(e, &old, s);
             let delta = &new - &old;
-            let c_new: Vec<FpVar<Fr>> =
-                c_old.iter().zip(e).map(|(c, ei)| c + ei * &delta).collect();
+            let c_new: Vec<FpVar<Fr>> = c_old.iter().zip(e).map(|(c, ei)| c + ei * &delta).collect();
             old = poseidon::hash_var(&c_old)?;
             new = poseidon::hash_var(&c_new)?;
         }

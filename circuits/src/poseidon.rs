@@ -30,10 +30,7 @@ struct Params {
 
 fn params(inputs: usize) -> &'static Params {
     static ALL: [OnceLock<Params>; MAX_INPUTS] = [const { OnceLock::new() }; MAX_INPUTS];
-    assert!(
-        (1..=MAX_INPUTS).contains(&inputs),
-        "Poseidon takes 1..={MAX_INPUTS} inputs, got {inputs}"
-    );
+    assert!((1..=MAX_INPUTS).contains(&inputs), "Poseidon takes 1..={MAX_INPUTS} inputs, got {inputs}");
     ALL[inputs - 1].get_or_init(|| {
         let p = bn254_x5::get_poseidon_parameters::<Fr>((inputs + 1) as u8)
             .expect("circomlib parameters exist for every width up to 13");
@@ -93,9 +90,8 @@ fn sbox(x: &FpVar<Fr>) -> Result<FpVar<Fr>, SynthesisError> {
 pub fn hash_var(inputs: &[FpVar<Fr>]) -> Result<FpVar<Fr>, SynthesisError> {
     let p = params(inputs.len());
     let t = p.width;
-    let mut state: Vec<FpVar<Fr>> = std::iter::once(FpVar::Constant(Fr::zero()))
-        .chain(inputs.iter().cloned())
-        .collect();
+    let mut state: Vec<FpVar<Fr>> =
+        std::iter::once(FpVar::Constant(Fr::zero())).chain(inputs.iter().cloned()).collect();
     let half = p.full_rounds / 2;
     for round in 0..p.full_rounds + p.partial_rounds {
         for (i, s) in state.iter_mut().enumerate() {
@@ -111,10 +107,7 @@ pub fn hash_var(inputs: &[FpVar<Fr>]) -> Result<FpVar<Fr>, SynthesisError> {
         }
         state = (0..t)
             .map(|i| {
-                state
-                    .iter()
-                    .zip(&p.mds[i])
-                    .fold(FpVar::Constant(Fr::zero()), |acc, (s, m)| acc + s * *m)
+                state.iter().zip(&p.mds[i]).fold(FpVar::Constant(Fr::zero()), |acc, (s, m)| acc + s * *m)
             })
             .collect();
     }
@@ -155,10 +148,8 @@ mod tests {
             assert_eq!(hash(&inputs), expected, "native, inputs {:?}", case.inputs);
 
             let cs = ConstraintSystem::<Fr>::new_ref();
-            let vars: Vec<_> = inputs
-                .iter()
-                .map(|x| FpVar::new_witness(cs.clone(), || Ok(*x)).unwrap())
-                .collect();
+            let vars: Vec<_> =
+                inputs.iter().map(|x| FpVar::new_witness(cs.clone(), || Ok(*x)).unwrap()).collect();
             let out = hash_var(&vars).unwrap();
             assert_eq!(out.value().unwrap(), expected, "gadget, inputs {:?}", case.inputs);
             assert!(cs.is_satisfied().unwrap());
@@ -171,8 +162,7 @@ mod tests {
         let a = FpVar::new_witness(cs.clone(), || Ok(Fr::from(1u64))).unwrap();
         let b = FpVar::new_witness(cs.clone(), || Ok(Fr::from(2u64))).unwrap();
         let out = hash_var(&[a, b]).unwrap();
-        let claimed = FpVar::new_input(cs.clone(), || Ok(hash2(Fr::from(1u64), Fr::from(2u64))))
-            .unwrap();
+        let claimed = FpVar::new_input(cs.clone(), || Ok(hash2(Fr::from(1u64), Fr::from(2u64)))).unwrap();
         out.enforce_equal(&claimed).unwrap();
         assert!(cs.is_satisfied().unwrap());
         assert_eq!(cs.num_constraints(), 241, "240 S-box constraints + the equality");
@@ -182,8 +172,7 @@ mod tests {
         let a = FpVar::new_witness(cs.clone(), || Ok(Fr::from(1u64))).unwrap();
         let b = FpVar::new_witness(cs.clone(), || Ok(Fr::from(2u64))).unwrap();
         let out = hash_var(&[a, b]).unwrap();
-        let wrong = FpVar::new_input(cs.clone(), || Ok(hash2(Fr::from(2u64), Fr::from(1u64))))
-            .unwrap();
+        let wrong = FpVar::new_input(cs.clone(), || Ok(hash2(Fr::from(2u64), Fr::from(1u64)))).unwrap();
         out.enforce_equal(&wrong).unwrap();
         assert!(!cs.is_satisfied().unwrap());
         let _ = fr_to_dec(&Fr::from(0u64));

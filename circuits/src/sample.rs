@@ -136,7 +136,13 @@ pub fn transactions() -> Vec<SignedTx> {
         ),
         s.sign(
             d1,
-            TxBody::AddRecord { record: 500, patient: p1.id, consent: 100, cid_digest: cid("emr-500-v1"), meta_hash: meta(1) },
+            TxBody::AddRecord {
+                record: 500,
+                patient: p1.id,
+                consent: 100,
+                cid_digest: cid("emr-500-v1"),
+                meta_hash: meta(1),
+            },
         ),
         reg_patient(&mut s, p2, "patient-2"),
         s.sign(
@@ -152,19 +158,35 @@ pub fn transactions() -> Vec<SignedTx> {
         s.sign(d2, TxBody::LogAccess { record: 500, consent: 101 }),
         s.sign(
             d1,
-            TxBody::UpdateRecord { record: 500, consent: 100, cid_digest: cid("emr-500-v2"), meta_hash: meta(2) },
+            TxBody::UpdateRecord {
+                record: 500,
+                consent: 100,
+                cid_digest: cid("emr-500-v2"),
+                meta_hash: meta(2),
+            },
         ),
         reg_doctor(&mut s, h1, d3, "doctor-3"),
         s.sign(d3, TxBody::EmergencyAccess { record: 500, reason_hash: meta(911) }),
         s.sign(p1, TxBody::Revoke { consent: 101 }),
         s.sign(
             p1,
-            TxBody::UpdateRecord { record: 500, consent: 0, cid_digest: cid("emr-500-v3"), meta_hash: meta(3) },
+            TxBody::UpdateRecord {
+                record: 500,
+                consent: 0,
+                cid_digest: cid("emr-500-v3"),
+                meta_hash: meta(3),
+            },
         ),
         reg_patient(&mut s, p3, "patient-3"),
         s.sign(
             d1,
-            TxBody::AddRecord { record: 501, patient: p1.id, consent: 100, cid_digest: cid("emr-501-v1"), meta_hash: meta(4) },
+            TxBody::AddRecord {
+                record: 501,
+                patient: p1.id,
+                consent: 100,
+                cid_digest: cid("emr-501-v1"),
+                meta_hash: meta(4),
+            },
         ),
         s.sign(p1, TxBody::DeleteRecord { record: 500 }),
     ]

@@ -112,7 +112,8 @@ pub struct ParseError {
 }
 
 fn parse_fq(what: &'static str, s: &str) -> Result<Fq, ParseError> {
-    let n: BigUint = s.parse().map_err(|_| ParseError { what, reason: format!("`{s}` is not a decimal integer") })?;
+    let n: BigUint =
+        s.parse().map_err(|_| ParseError { what, reason: format!("`{s}` is not a decimal integer") })?;
     if n >= BigUint::from(Fq::MODULUS) {
         return Err(ParseError { what, reason: format!("{s} is not below the base-field modulus") });
     }
@@ -140,22 +141,33 @@ fn parse_g2(what: &'static str, p: &[[String; 2]; 3]) -> Result<G2Affine, ParseE
     if p[2][0] != "1" || p[2][1] != "0" {
         return Err(ParseError { what, reason: "points must be affine (z = [\"1\", \"0\"])".into() });
     }
-    let f2 = |c: &[String; 2]| -> Result<Fq2, ParseError> { Ok(Fq2::new(parse_fq(what, &c[0])?, parse_fq(what, &c[1])?)) };
+    let f2 = |c: &[String; 2]| -> Result<Fq2, ParseError> {
+        Ok(Fq2::new(parse_fq(what, &c[0])?, parse_fq(what, &c[1])?))
+    };
     let pt = G2Affine::new_unchecked(f2(&p[0])?, f2(&p[1])?);
     if !pt.is_on_curve() || !pt.is_in_correct_subgroup_assuming_on_curve() {
-        return Err(ParseError { what, reason: "the G2 point is not on the curve or not in the prime-order subgroup".into() });
+        return Err(ParseError {
+            what,
+            reason: "the G2 point is not on the curve or not in the prime-order subgroup".into(),
+        });
     }
     Ok(pt)
 }
 
 /// Reads a proof back from snarkjs's format, checking every point.
 pub fn parse_proof(p: &SnarkjsProof) -> Result<Proof<Bn254>, ParseError> {
-    Ok(Proof { a: parse_g1("proof", &p.pi_a)?, b: parse_g2("proof", &p.pi_b)?, c: parse_g1("proof", &p.pi_c)? })
+    Ok(Proof {
+        a: parse_g1("proof", &p.pi_a)?,
+        b: parse_g2("proof", &p.pi_b)?,
+        c: parse_g1("proof", &p.pi_c)?,
+    })
 }
 
 /// Reads public inputs back from `public.json`.
 pub fn parse_public(xs: &[String]) -> Result<Vec<Fr>, ParseError> {
     xs.iter()
-        .map(|s| crate::field::parse_fr(s).map_err(|e| ParseError { what: "public inputs", reason: e.to_string() }))
+        .map(|s| {
+            crate::field::parse_fr(s).map_err(|e| ParseError { what: "public inputs", reason: e.to_string() })
+        })
         .collect()
 }

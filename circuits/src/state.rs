@@ -111,7 +111,9 @@ pub enum TxError {
     #[error("account {0} has exhausted its nonces")]
     NonceOverflow(u64),
     /// The signature does not verify under the signer's key and this rollup's instance id.
-    #[error("signature of account {0} does not verify (wrong key, altered fields, or signed for another rollup instance)")]
+    #[error(
+        "signature of account {0} does not verify (wrong key, altered fields, or signed for another rollup instance)"
+    )]
     BadSignature(u64),
     /// The transaction names another rollup instance.
     #[error("transaction is for rollup instance {got}, this is instance {expected}")]
@@ -156,7 +158,9 @@ pub enum TxError {
         id: u64,
     },
     /// An update by someone who is neither the owner nor the author.
-    #[error("account {account} may not update record {record}: only its owner, or its author with write consent")]
+    #[error(
+        "account {account} may not update record {record}: only its owner, or its author with write consent"
+    )]
     NotAuthorized {
         /// The signer.
         account: u64,
@@ -712,8 +716,7 @@ impl State {
                 new = [f(Role::Patient as u64), a[1], a[2], a[3], old[4], old[5], old[6]];
             }
             new[4] += Fr::from(1u64);
-            trace.signer =
-                UnitTrace { index: id, old, new, path: self.path(TreeId::Accounts, id) };
+            trace.signer = UnitTrace { index: id, old, new, path: self.path(TreeId::Accounts, id) };
             self.write(TreeId::Accounts, id, new);
         }
         let read = |s: &Self, op: Option<(TreeId, u64)>| match op {
@@ -737,9 +740,7 @@ impl State {
                 TxKind::DeleteRecord | TxKind::Revoke => [o[0], o[1], o[2], o[3], o[4], o[5], one],
                 TxKind::Grant => [signer, a[1], a[3], a[4], a[0], a[5], z],
                 TxKind::LogAccess => [f(AUDIT_READ), signer, owner, a[0], a[2], z, f(now)],
-                TxKind::EmergencyAccess => {
-                    [f(AUDIT_EMERGENCY), signer, owner, a[0], z, a[3], f(now)]
-                }
+                TxKind::EmergencyAccess => [f(AUDIT_EMERGENCY), signer, owner, a[0], z, a[3], f(now)],
                 TxKind::Noop | TxKind::RegisterPatient => unreachable!("no update planned"),
             };
             trace.update = UnitTrace { index, old: o, new, path: self.path(tree, index) };
@@ -762,9 +763,7 @@ fn check_key(k: &PublicKey) -> Result<(), TxError> {
         return Err(TxError::InvalidPublicKey("not a point of Baby Jubjub".into()));
     }
     if k.is_small_order() {
-        return Err(TxError::InvalidPublicKey(
-            "a small-order point (anyone could sign for it)".into(),
-        ));
+        return Err(TxError::InvalidPublicKey("a small-order point (anyone could sign for it)".into()));
     }
     Ok(())
 }

@@ -275,9 +275,7 @@ impl Tx {
             }
             TxBody::Revoke { consent } => [z, z, f(*consent), z, z, z, z],
             TxBody::LogAccess { record, consent } => [f(*record), z, f(*consent), z, z, z, z],
-            TxBody::EmergencyAccess { record, reason_hash } => {
-                [f(*record), z, z, *reason_hash, z, z, z]
-            }
+            TxBody::EmergencyAccess { record, reason_hash } => [f(*record), z, z, *reason_hash, z, z, z],
         };
         TxFields { kind: self.kind(), signer: f(self.signer), nonce: f(self.nonce), args }
     }

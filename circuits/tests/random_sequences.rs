@@ -36,7 +36,10 @@ fn random_tx(rng: &mut ChaCha8Rng, st: &State) -> SignedTx {
     let id = |rng: &mut ChaCha8Rng| rng.gen_range(0..70u64); // some ids outside the tree
     let signer = rng.gen_range(1..24u64);
     let body = match rng.gen_range(0..9) {
-        0 => TxBody::RegisterPatient { pubkey: key(signer).public(), rsa_key_hash: Fr::from(rng.r#gen::<u64>()) },
+        0 => TxBody::RegisterPatient {
+            pubkey: key(signer).public(),
+            rsa_key_hash: Fr::from(rng.r#gen::<u64>()),
+        },
         1 => {
             let d = rng.gen_range(0..24u64);
             TxBody::RegisterDoctor { doctor: d, pubkey: key(d).public(), rsa_key_hash: Fr::from(7u64) }
@@ -59,7 +62,11 @@ fn random_tx(rng: &mut ChaCha8Rng, st: &State) -> SignedTx {
             consent: rng.gen_range(0..20),
             grantee: rng.gen_range(1..24),
             scope: if rng.gen_bool(0.5) { Scope::Read } else { Scope::ReadWrite },
-            target: if rng.gen_bool(0.5) { ConsentTarget::AllRecords } else { ConsentTarget::Record(rng.gen_range(0..40)) },
+            target: if rng.gen_bool(0.5) {
+                ConsentTarget::AllRecords
+            } else {
+                ConsentTarget::Record(rng.gen_range(0..40))
+            },
             expiry: NOW - 5 + rng.gen_range(0..400),
         },
         6 => TxBody::Revoke { consent: rng.gen_range(0..20) },
@@ -78,8 +85,16 @@ fn random_tx(rng: &mut ChaCha8Rng, st: &State) -> SignedTx {
 fn genesis() -> State {
     let mut g = sample::genesis(LEVELS);
     g.hospitals = vec![
-        medrollup_circuits::state::GenesisHospital { id: 1, pubkey: key(1).public(), rsa_key_hash: Fr::from(1u64) },
-        medrollup_circuits::state::GenesisHospital { id: 2, pubkey: key(2).public(), rsa_key_hash: Fr::from(2u64) },
+        medrollup_circuits::state::GenesisHospital {
+            id: 1,
+            pubkey: key(1).public(),
+            rsa_key_hash: Fr::from(1u64),
+        },
+        medrollup_circuits::state::GenesisHospital {
+            id: 2,
+            pubkey: key(2).public(),
+            rsa_key_hash: Fr::from(2u64),
+        },
     ];
     State::genesis(&g).unwrap()
 }

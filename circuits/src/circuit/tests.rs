@@ -145,13 +145,22 @@ fn grant_by_a_non_owner() {
     // Patient 2 grants access to patient 1's record 500.
     let st = state_after(6);
     let ps = sample::parties();
-    let body = |consent, target| TxBody::Grant { consent, grantee: 21, scope: Scope::Read, target, expiry: NOW + 100 };
-    let good = signed(&ps.patients[0], nonce_of(&st, 10), body(150, ConsentTarget::Record(500)), sample::INSTANCE);
+    let body = |consent, target| TxBody::Grant {
+        consent,
+        grantee: 21,
+        scope: Scope::Read,
+        target,
+        expiry: NOW + 100,
+    };
+    let good =
+        signed(&ps.patients[0], nonce_of(&st, 10), body(150, ConsentTarget::Record(500)), sample::INSTANCE);
     assert!(satisfied(&one_tx_batch(&st, &good, true, NOW)), "honest twin");
-    let bad = signed(&ps.patients[1], nonce_of(&st, 11), body(151, ConsentTarget::Record(500)), sample::INSTANCE);
+    let bad =
+        signed(&ps.patients[1], nonce_of(&st, 11), body(151, ConsentTarget::Record(500)), sample::INSTANCE);
     assert_cheat_refused(&st, &bad, NOW, |e| matches!(e, TxError::NotOwner { what: "record", .. }));
     // ... nor may patient 2 overwrite patient 1's consent 100.
-    let bad = signed(&ps.patients[1], nonce_of(&st, 11), body(100, ConsentTarget::AllRecords), sample::INSTANCE);
+    let bad =
+        signed(&ps.patients[1], nonce_of(&st, 11), body(100, ConsentTarget::AllRecords), sample::INSTANCE);
     assert_cheat_refused(&st, &bad, NOW, |e| matches!(e, TxError::NotOwner { what: "consent", .. }));
 }
 
@@ -174,7 +183,12 @@ fn expired_consent() {
     // Consent 101 (doctor 2, record 500) lasts one hour from NOW.
     let st = state_after(7);
     let ps = sample::parties();
-    let tx = signed(&ps.doctors[1], nonce_of(&st, 21), TxBody::LogAccess { record: 500, consent: 101 }, sample::INSTANCE);
+    let tx = signed(
+        &ps.doctors[1],
+        nonce_of(&st, 21),
+        TxBody::LogAccess { record: 500, consent: 101 },
+        sample::INSTANCE,
+    );
     assert!(satisfied(&one_tx_batch(&st, &tx, true, NOW + 3_599)), "honest twin, one second before expiry");
     assert_cheat_refused(&st, &tx, NOW + 3_600, |e| matches!(e, TxError::ConsentExpired { .. }));
 }
@@ -184,7 +198,12 @@ fn revoked_consent() {
     let ps = sample::parties();
     let before = state_after(11);
     let after = state_after(12); // the 12th transaction revokes consent 101
-    let tx = signed(&ps.doctors[1], nonce_of(&after, 21), TxBody::LogAccess { record: 500, consent: 101 }, sample::INSTANCE);
+    let tx = signed(
+        &ps.doctors[1],
+        nonce_of(&after, 21),
+        TxBody::LogAccess { record: 500, consent: 101 },
+        sample::INSTANCE,
+    );
     assert!(satisfied(&one_tx_batch(&before, &tx, true, NOW)), "honest twin before the revocation");
     assert_cheat_refused(&after, &tx, NOW, |e| matches!(e, TxError::ConsentRevoked(101)));
 }
@@ -210,7 +229,12 @@ fn update_by_a_stranger() {
 fn tampered_merkle_path() {
     let st = state_after(6);
     let ps = sample::parties();
-    let tx = signed(&ps.doctors[0], nonce_of(&st, 20), TxBody::LogAccess { record: 500, consent: 100 }, sample::INSTANCE);
+    let tx = signed(
+        &ps.doctors[0],
+        nonce_of(&st, 20),
+        TxBody::LogAccess { record: 500, consent: 100 },
+        sample::INSTANCE,
+    );
     let w = one_tx_batch(&st, &tx, true, NOW);
     assert!(satisfied(&w));
     for unit in 0..4 {

@@ -1,0 +1,22 @@
+# medrollup — the two commands a newcomer needs, and a few more.
+.PHONY: demo test lint bench js-deps
+
+# The main job: today, the rollup core end to end on sample data (setup,
+# batches, Groth16 proofs, verification). It becomes the whole farm as it grows.
+demo:
+	cargo run --release -p medrollup-circuits --bin medrollup-circuits -- demo
+
+# The test suite (installs the npm tools the tests compare against).
+test:
+	./scripts/test
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# ark-groth16 baseline on the batch circuit (B = 4 and B = 16).
+bench:
+	cargo bench -p medrollup-circuits --bench groth16
+
+js-deps:
+	./scripts/js-deps
