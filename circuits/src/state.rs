@@ -226,6 +226,53 @@ pub struct Account {
     pub nonce: u64,
 }
 
+/// One entry of the append-only audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// [`AUDIT_READ`] or [`AUDIT_EMERGENCY`].
+    pub kind: u64,
+    /// Who read.
+    pub actor: u64,
+    /// Whose record.
+    pub patient: u64,
+    /// Which record.
+    pub record: u64,
+    /// The consent used (reads).
+    pub consent: u64,
+    /// Hash of the stated reason (emergency access).
+    #[serde(with = "crate::field::serde_fr")]
+    pub reason_hash: Fr,
+    /// Batch time of the access.
+    pub timestamp: u64,
+}
+
+impl AuditEntry {
+    /// The leaf fields.
+    pub fn fields(&self) -> Leaf {
+        [
+            f(self.kind),
+            f(self.actor),
+            f(self.patient),
+            f(self.record),
+            f(self.consent),
+            self.reason_hash,
+            f(self.timestamp),
+        ]
+    }
+
+    fn from_fields(l: &Leaf) -> Self {
+        AuditEntry {
+            kind: u(&l[0]),
+            actor: u(&l[1]),
+            patient: u(&l[2]),
+            record: u(&l[3]),
+            consent: u(&l[4]),
+            reason_hash: l[5],
+            timestamp: u(&l[6]),
+        }
+    }
+}
+
 /// A hospital in the genesis state.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct GenesisHospital {
@@ -410,6 +457,24 @@ impl State {
             rsa_key_hash: l[3],
             nonce: u(&l[4]),
         })
+    }
+
+    /// The audit entries about `patient`'s records, each with its index and
+    /// Merkle path, so the patient can prove them against the audit root.
+    pub fn audit_entries_of(&self, patient: u64) -> Vec<(u64, AuditEntry, MerklePath)> {
+        (0..self.audit_count)
+            .filter_map(|i| {
+                let l = self.leaf(TreeId::Audit, i);
+                (l[2] == f(patient)).then(|| (i, AuditEntry::from_fields(&l), self.path(TreeId::Audit, i)))
+            })
+            .collect()
+    }
+
+    /// Overwrites a leaf directly, bypassing every rule: for tests of states
+    /// that no transaction reaches (counters at their maximum).
+    #[doc(hidden)]
+    pub fn force_leaf(&mut self, tree: TreeId, index: u64, leaf: Leaf) {
+        self.write(tree, index, leaf);
     }
 
     fn write(&mut self, tree: TreeId, index: u64, leaf: Leaf) {

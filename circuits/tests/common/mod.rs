@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test crate uses some of the helpers
 
 use std::path::PathBuf;
 use std::process::Command;
