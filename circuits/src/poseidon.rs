@@ -9,8 +9,10 @@
 
 use crate::field::Fr;
 use ark_ff::{Field, Zero};
+use ark_r1cs_std::fields::fp::AllocatedFp;
 use ark_r1cs_std::fields::{FieldVar, fp::FpVar};
 use ark_relations::gr1cs::SynthesisError;
+use ark_relations::gr1cs::Variable;
 use light_poseidon::{Poseidon, PoseidonHasher, parameters::bn254_x5};
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -74,13 +76,61 @@ pub fn hash2(a: Fr, b: Fr) -> Fr {
     hash(&[a, b])
 }
 
-fn sbox(x: &FpVar<Fr>) -> Result<FpVar<Fr>, SynthesisError> {
-    if let FpVar::Constant(c) = x {
-        return Ok(FpVar::Constant(c.pow([5u64])));
+/// A state element during the permutation: a linear combination held as one
+/// symbolic variable plus a pending constant. Round constants and the MDS mix
+/// fold into a single linear combination per element and round, so the
+/// constraint system sees few, shallow linear combinations (cheap to inline
+/// when the prover builds its matrices).
+#[derive(Clone)]
+struct Elem {
+    var: Option<AllocatedFp<Fr>>,
+    constant: Fr,
+}
+
+impl Elem {
+    fn from_var(v: &FpVar<Fr>) -> Self {
+        match v {
+            FpVar::Constant(c) => Elem { var: None, constant: *c },
+            FpVar::Var(a) => Elem { var: Some(a.clone()), constant: Fr::zero() },
+        }
     }
-    let x2 = x.square()?;
-    let x4 = x2.square()?;
-    Ok(x4 * x)
+
+    /// The element as one variable (a linear combination including the constant).
+    fn materialize(&self) -> FpVar<Fr> {
+        match &self.var {
+            None => FpVar::Constant(self.constant),
+            Some(v) if self.constant.is_zero() => FpVar::Var(v.clone()),
+            Some(v) => {
+                let one = AllocatedFp::new(Some(Fr::ONE), Variable::One, v.cs.clone());
+                FpVar::Var(
+                    AllocatedFp::linear_combination([Fr::ONE, self.constant], &[v.clone(), one])
+                        .expect("two terms"),
+                )
+            }
+        }
+    }
+
+    /// x^5 with three constraints (none for a constant).
+    fn sbox(&self) -> Result<Self, SynthesisError> {
+        if self.var.is_none() {
+            return Ok(Elem { var: None, constant: self.constant.pow([5u64]) });
+        }
+        let x = self.materialize();
+        let x2 = x.square()?;
+        let x4 = x2.square()?;
+        match x4 * x {
+            FpVar::Var(v) => Ok(Elem { var: Some(v), constant: Fr::zero() }),
+            FpVar::Constant(c) => Ok(Elem { var: None, constant: c }),
+        }
+    }
+}
+
+/// `Σ m_j · state_j` as one linear combination plus a constant.
+fn mix(row: &[Fr], state: &[Elem]) -> Elem {
+    let constant = row.iter().zip(state).fold(Fr::zero(), |acc, (m, e)| acc + *m * e.constant);
+    let (coeffs, vars): (Vec<Fr>, Vec<AllocatedFp<Fr>>) =
+        row.iter().zip(state).filter_map(|(m, e)| e.var.clone().map(|v| (*m, v))).unzip();
+    Elem { var: AllocatedFp::linear_combination(coeffs, &vars), constant }
 }
 
 /// The Poseidon gadget: the same function as [`hash`], as constraints.
@@ -88,30 +138,37 @@ fn sbox(x: &FpVar<Fr>) -> Result<FpVar<Fr>, SynthesisError> {
 /// Costs three constraints per S-box on a non-constant input: 240 for two
 /// inputs, 300 for four.
 pub fn hash_var(inputs: &[FpVar<Fr>]) -> Result<FpVar<Fr>, SynthesisError> {
+    if let Ok(values) = inputs
+        .iter()
+        .map(|v| match v {
+            FpVar::Constant(c) => Ok(*c),
+            FpVar::Var(_) => Err(()),
+        })
+        .collect::<Result<Vec<_>, _>>()
+    {
+        return Ok(FpVar::Constant(hash(&values)));
+    }
     let p = params(inputs.len());
     let t = p.width;
-    let mut state: Vec<FpVar<Fr>> =
-        std::iter::once(FpVar::Constant(Fr::zero())).chain(inputs.iter().cloned()).collect();
+    let mut state: Vec<Elem> = std::iter::once(Elem { var: None, constant: Fr::zero() })
+        .chain(inputs.iter().map(Elem::from_var))
+        .collect();
     let half = p.full_rounds / 2;
     for round in 0..p.full_rounds + p.partial_rounds {
-        for (i, s) in state.iter_mut().enumerate() {
-            *s += p.ark[round * t + i];
+        for (i, e) in state.iter_mut().enumerate() {
+            e.constant += p.ark[round * t + i];
         }
         let full = round < half || round >= half + p.partial_rounds;
         if full {
-            for s in state.iter_mut() {
-                *s = sbox(s)?;
+            for e in state.iter_mut() {
+                *e = e.sbox()?;
             }
         } else {
-            state[0] = sbox(&state[0])?;
+            state[0] = state[0].sbox()?;
         }
-        state = (0..t)
-            .map(|i| {
-                state.iter().zip(&p.mds[i]).fold(FpVar::Constant(Fr::zero()), |acc, (s, m)| acc + s * *m)
-            })
-            .collect();
+        state = p.mds.iter().map(|row| mix(row, &state)).collect();
     }
-    Ok(state.swap_remove(0))
+    Ok(state[0].materialize())
 }
 
 #[cfg(test)]
