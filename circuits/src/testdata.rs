@@ -55,6 +55,14 @@ pub struct BlakeCase {
     pub output_hex: String,
 }
 
+/// A quaternary Poseidon Merkle root computed by circomlibjs's poseidon.
+#[derive(Debug, Deserialize)]
+pub struct MerkleCase {
+    pub levels: usize,
+    pub leaves: std::collections::BTreeMap<u64, String>,
+    pub root: String,
+}
+
 /// The whole vectors file.
 #[derive(Debug, Deserialize)]
 pub struct CircomlibVectors {
@@ -64,6 +72,7 @@ pub struct CircomlibVectors {
     pub babyjub: BabyJub,
     pub eddsa: Vec<EddsaCase>,
     pub blake512: Vec<BlakeCase>,
+    pub merkle4: Vec<MerkleCase>,
 }
 
 impl CircomlibVectors {
