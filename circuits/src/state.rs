@@ -115,14 +115,6 @@ pub enum TxError {
         "signature of account {0} does not verify (wrong key, altered fields, or signed for another rollup instance)"
     )]
     BadSignature(u64),
-    /// The transaction names another rollup instance.
-    #[error("transaction is for rollup instance {got}, this is instance {expected}")]
-    WrongInstance {
-        /// This rollup's id.
-        expected: String,
-        /// The transaction's.
-        got: String,
-    },
     /// A key that anyone could sign for (small order) or that is off the curve.
     #[error("public key is not usable: {0}")]
     InvalidPublicKey(String),
