@@ -11,11 +11,12 @@
 use crate::babyjub::{PointVar, to_bits_le_n};
 use crate::batch::{BatchWitness, PublicInputs};
 use crate::eddsa;
+use crate::eddsa::Signature;
 use crate::field::Fr;
 use crate::merkle::PathVar;
 use crate::poseidon;
 use crate::state::{LEAF_WIDTH, Leaf, TxTrace, UnitTrace};
-use crate::tx::{TX_ARGS, TxKind};
+use crate::tx::{TX_ARGS, TxFields, TxKind};
 use ark_ff::{Field, Zero};
 use ark_r1cs_std::{
     GR1CSVar,
@@ -42,12 +43,18 @@ pub struct BatchCircuit {
     pub public: PublicInputs,
     /// Where to record per-component constraint counts, if anywhere.
     pub profile: Option<Profile>,
+    /// Raw field encodings and signatures to use instead of the typed
+    /// transactions of some slots: what a cheating prover's own witness
+    /// generator could supply (values no typed transaction can express). Empty
+    /// outside soundness tests.
+    #[doc(hidden)]
+    pub raw_slots: Vec<(usize, TxFields, Signature)>,
 }
 
 impl BatchCircuit {
     /// A circuit for `witness`.
     pub fn new(witness: BatchWitness) -> Self {
-        Self { public: witness.public_inputs(), witness, profile: None }
+        Self { public: witness.public_inputs(), witness, profile: None, raw_slots: Vec::new() }
     }
 }
 
@@ -174,8 +181,12 @@ impl ConstraintSynthesizer<Fr> for BatchCircuit {
         meter.lap("batch: roots, timestamp");
 
         let mut chain = V::zero();
-        for trace in &w.txs {
-            slot(&cs, &mut meter, trace, &instance, &timestamp, &mut roots, &mut chain)?;
+        for (i, trace) in w.txs.iter().enumerate() {
+            let (fields, sig) = match self.raw_slots.iter().find(|(j, _, _)| *j == i) {
+                Some((_, f, s)) => (*f, *s),
+                None => (trace.tx.tx.fields(), trace.tx.signature),
+            };
+            slot(&cs, &mut meter, &fields, &sig, trace, &instance, &timestamp, &mut roots, &mut chain)?;
         }
         chain.enforce_equal(&commitment)?;
         state_root(&roots)?.enforce_equal(&new_root)?;
@@ -185,16 +196,18 @@ impl ConstraintSynthesizer<Fr> for BatchCircuit {
 }
 
 /// One transaction slot.
+#[allow(clippy::too_many_arguments)]
 fn slot(
     cs: &ConstraintSystemRef<Fr>,
     meter: &mut Meter,
+    fields: &TxFields,
+    sig: &Signature,
     trace: &TxTrace,
     instance: &V,
     ts: &V,
     roots: &mut Roots,
     chain: &mut V,
 ) -> Result<(), SynthesisError> {
-    let fields = trace.tx.tx.fields();
     let kind_code = fields.kind as usize;
 
     // Kind: one-hot flags.
@@ -269,8 +282,8 @@ fn slot(
     // ---- Signature under the account's key (the identity for padding). ----
     let key = PointVar::new(sa_new[1].clone(), &sa_new[2] + &noop);
     key.enforce_on_curve()?;
-    let r8 = PointVar::new(witness(cs, trace.tx.signature.r8x)?, witness(cs, trace.tx.signature.r8y)?);
-    let s = witness(cs, trace.tx.signature.s_as_fr())?;
+    let r8 = PointVar::new(witness(cs, sig.r8x)?, witness(cs, sig.r8y)?);
+    let s = witness(cs, sig.s_as_fr())?;
     let key8 = eddsa::verify_var(&key, &msg, &r8, &s)?;
     nonzero_if(cs, &signed, &key8.x)?; // no small-order keys
     meter.lap("EdDSA-Poseidon signature");
@@ -291,7 +304,8 @@ fn slot(
     let all_gate = &grant * &a[4];
     zero_product(&all_gate, &(&a[4] - konst(1)))?;
     zero_product(&all_gate, &a[0])?;
-    range64(&(&grant * (&a[5] - ts - konst(1))))?; // expiry in the future (and below 2^64)
+    range64(&(&grant * &a[5]))?; // expiry is a u64 ...
+    range64(&(&grant * (&a[5] - ts - konst(1))))?; // ... in the future
 
     // ---- Witnesses of the reads and the update. ----
     let r1 = Unit::alloc(cs, &trace.read1)?;
@@ -314,6 +328,10 @@ fn slot(
     let c = &r1.old.f;
     let grantee_gate = &grant * (&c[0] - konst(2));
     zero_product(&grantee_gate, &(&c[0] - konst(3)))?; // grantee is a doctor or hospital
+    // Invariants of every reachable state, enforced anyway: the consent exists
+    // and its all-records flag is a bit.
+    zero_product(&consent_mode, &r1.old.empty)?;
+    zero_product(&(&consent_mode * &c[3]), &(&c[3] - konst(1)))?;
     zero_product(&consent_mode, &(&c[1] - &signer))?; // granted to the signer
     zero_product(&consent_mode, &c[6])?; // not revoked
     zero_product(&add, &(&c[0] - &a[1]))?; // by the record's patient ...

@@ -563,11 +563,17 @@ impl State {
         self.plan(tx)?;
         let kind = t.kind();
         if kind == TxKind::Noop {
-            return if t.signer == 0 && t.nonce == 0 {
-                Ok(())
-            } else {
-                Err(TxError::NonCanonical("padding transactions have signer 0 and nonce 0"))
-            };
+            if t.signer != 0 || t.nonce != 0 {
+                return Err(TxError::NonCanonical("padding transactions have signer 0 and nonce 0"));
+            }
+            // The circuit checks every slot's signature against the identity
+            // key; only the empty signature keeps a padding slot provable.
+            if tx.signature != eddsa::Signature::padding() {
+                return Err(TxError::NonCanonical(
+                    "padding transactions carry the empty signature (R8 = (0, 1), S = 0)",
+                ));
+            }
+            return Ok(());
         }
         let signer = t.signer;
         // The signer's account, and the key the signature must verify under.

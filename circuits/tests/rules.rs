@@ -299,6 +299,10 @@ fn noop_nonce_and_ranges() {
     let mut bad = SignedTx::noop();
     bad.tx.signer = 1;
     fail(&st, &bad, |e| matches!(e, TxError::NonCanonical(_)));
+    // A padding transaction with a junk signature would make the batch unprovable.
+    let mut junk = SignedTx::noop();
+    junk.signature.r8x = Fr::from(1u64);
+    fail(&st, &junk, |e| matches!(e, TxError::NonCanonical(_)));
 
     let p = ps();
     // An id outside the trees: refused natively; no witness can even be built.

@@ -279,3 +279,44 @@ fn wrong_commitment_or_roots() {
     c.public = w.public_inputs();
     assert!(!satisfied_with(c), "the commitment fixes the order of the batch data");
 }
+
+#[test]
+fn grant_expiry_must_be_a_u64() {
+    // A cheating prover's own witness generator can put any field element in
+    // the encoding; an expiry of 2^64 + 5 would be a consent that never lapses.
+    use crate::state::TreeId;
+    let st = state_after(6);
+    let ps = sample::parties();
+    let p1 = &ps.patients[0];
+    let body = TxBody::Grant {
+        consent: 130,
+        grantee: 21,
+        scope: Scope::Read,
+        target: ConsentTarget::AllRecords,
+        expiry: NOW + 5,
+    };
+    let tx = signed(p1, nonce_of(&st, 10), body, sample::INSTANCE);
+    let honest = one_tx_batch(&st, &tx, true, NOW);
+    assert!(satisfied(&honest));
+    let with_expiry = |expiry: Fr| {
+        let mut fields = tx.tx.fields();
+        fields.args[5] = expiry;
+        let sig = p1.key.sign(fields.message(Fr::from(sample::INSTANCE)));
+        let mut claimed = st.clone();
+        claimed.execute(&tx, NOW).unwrap();
+        let mut leaf = claimed.leaf(TreeId::Consents, 130);
+        leaf[5] = expiry;
+        claimed.force_leaf(TreeId::Consents, 130, leaf);
+        let mut w = honest.clone();
+        w.new_roots = claimed.roots();
+        let mut c = BatchCircuit::new(w);
+        let inst = Fr::from(sample::INSTANCE);
+        let padding = SignedTx::noop().tx.message(inst);
+        c.public.tx_commitment = poseidon::hash2(poseidon::hash2(Fr::zero(), fields.message(inst)), padding);
+        c.raw_slots = vec![(0, fields, sig)];
+        satisfied_with(c)
+    };
+    assert!(with_expiry(Fr::from(NOW + 7)), "control: a raw u64 expiry goes through the same path");
+    let beyond = Fr::from(u64::MAX) + Fr::from(6u64); // 2^64 + 5
+    assert!(!with_expiry(beyond), "an expiry of 2^64 + 5 is refused");
+}
