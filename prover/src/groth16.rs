@@ -1,0 +1,201 @@
+//! Groth16 on BN254 over the backend traits.
+//!
+//! The steps and their order are ark-groth16 0.6's (libsnark's R1CS-to-QAP
+//! reduction, the same coset), so that with the same `(r, s)` the proof is the
+//! same, bit for bit; only the MSMs and NTTs run on the backend.
+
+use crate::backend::{self, BackendError, MsmBackend, NttBackend, NttDirection};
+use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Projective};
+use ark_ec::CurveGroup;
+use ark_ff::{FftField, Field, One, Zero};
+use ark_groth16::{Proof, ProvingKey};
+use ark_relations::gr1cs::{
+    ConstraintSynthesizer, ConstraintSystem, Matrix, OptimizationGoal, R1CS_PREDICATE_LABEL, SynthesisError,
+    SynthesisMode,
+};
+use rayon::prelude::*;
+use std::time::{Duration, Instant};
+
+/// Why proving failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProveError {
+    /// The circuit could not be synthesised (or its witness is missing).
+    #[error("synthesis failed: {0}")]
+    Synthesis(#[from] SynthesisError),
+    /// A backend call failed.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The circuit does not match the proving key.
+    #[error("the circuit does not match the proving key: {0}")]
+    KeyMismatch(String),
+}
+
+/// Wall-clock time of each stage of one proof.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StageTimes {
+    /// Synthesis, witness generation and constraint matrices.
+    pub synthesis: Duration,
+    /// Evaluating the constraints on the witness (the QAP's a, b, c).
+    pub witness_map: Duration,
+    /// The seven NTTs of the quotient.
+    pub ntt: Duration,
+    /// G1 MSM over the quotient h.
+    pub msm_h: Duration,
+    /// G1 MSM over the private witness (L).
+    pub msm_l: Duration,
+    /// G1 MSM for A.
+    pub msm_a: Duration,
+    /// G1 MSM for B in G1.
+    pub msm_b_g1: Duration,
+    /// G2 MSM for B.
+    pub msm_b_g2: Duration,
+}
+
+/// A proving key with its bases loaded on a backend (load once, prove many times).
+pub struct LoadedKey<B: MsmBackend> {
+    pk: ProvingKey<Bn254>,
+    a: B::G1Bases,
+    b_g1: B::G1Bases,
+    b_g2: B::G2Bases,
+    h: B::G1Bases,
+    l: B::G1Bases,
+}
+
+impl<B: MsmBackend> std::fmt::Debug for LoadedKey<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedKey").field("a_query", &self.pk.a_query.len()).finish_non_exhaustive()
+    }
+}
+
+impl<B: MsmBackend> LoadedKey<B> {
+    /// Loads the key's five query vectors (without their constant-one term,
+    /// which is added separately, as ark-groth16 does).
+    pub fn load(backend: &B, pk: ProvingKey<Bn254>) -> Result<Self, BackendError> {
+        let tail1 = |v: &[G1Affine]| v.get(1..).unwrap_or(&[]).to_vec();
+        let a = backend.load_g1(&tail1(&pk.a_query))?;
+        let b_g1 = backend.load_g1(&tail1(&pk.b_g1_query))?;
+        let b_g2 = backend.load_g2(pk.b_g2_query.get(1..).unwrap_or(&[]))?;
+        let h = backend.load_g1(&pk.h_query)?;
+        let l = backend.load_g1(&pk.l_query)?;
+        Ok(Self { pk, a, b_g1, b_g2, h, l })
+    }
+
+    /// The key.
+    pub fn proving_key(&self) -> &ProvingKey<Bn254> {
+        &self.pk
+    }
+}
+
+fn evaluate(row: &[(Fr, usize)], z: &[Fr]) -> Fr {
+    row.iter().fold(Fr::zero(), |acc, (c, i)| acc + *c * z[*i])
+}
+
+/// Proves `circuit` with randomness `(r, s)` (use fresh random values; fixed
+/// ones only to compare with another prover).
+pub fn prove<B, C>(
+    backend: &B,
+    key: &LoadedKey<B>,
+    circuit: C,
+    r: Fr,
+    s: Fr,
+) -> Result<(Proof<Bn254>, StageTimes), ProveError>
+where
+    B: MsmBackend + NttBackend,
+    C: ConstraintSynthesizer<Fr>,
+{
+    let mut times = StageTimes::default();
+    let t = Instant::now();
+    let cs = ConstraintSystem::<Fr>::new_ref();
+    cs.set_optimization_goal(OptimizationGoal::Constraints);
+    cs.set_mode(SynthesisMode::Prove { construct_matrices: true, generate_lc_assignments: false });
+    circuit.generate_constraints(cs.clone())?;
+    cs.finalize();
+    let matrices = cs.to_matrices()?;
+    let m: &Vec<Matrix<Fr>> = matrices
+        .get(R1CS_PREDICATE_LABEL)
+        .ok_or_else(|| ProveError::KeyMismatch("the circuit has no R1CS constraints".into()))?;
+    let num_inputs = cs.num_instance_variables();
+    let num_constraints = cs.num_constraints();
+    let instance = cs.instance_assignment()?;
+    let witness = cs.witness_assignment()?;
+    drop(cs);
+    let z: Vec<Fr> = instance.iter().chain(&witness).copied().collect();
+    if key.pk.a_query.len() != z.len() {
+        return Err(ProveError::KeyMismatch(format!(
+            "the key has {} variables, the circuit {}",
+            key.pk.a_query.len(),
+            z.len()
+        )));
+    }
+    times.synthesis = t.elapsed();
+
+    // QAP quotient h (libsnark's reduction, as ark-groth16 computes it).
+    let t = Instant::now();
+    let n = (num_constraints + num_inputs).next_power_of_two();
+    let mut a = vec![Fr::zero(); n];
+    let mut b = vec![Fr::zero(); n];
+    let mut c = vec![Fr::zero(); n];
+    a[..num_constraints]
+        .par_iter_mut()
+        .zip(&mut b[..num_constraints])
+        .zip(&mut c[..num_constraints])
+        .enumerate()
+        .for_each(|(i, ((ai, bi), ci))| {
+            *ai = evaluate(&m[0][i], &z);
+            *bi = evaluate(&m[1][i], &z);
+            *ci = evaluate(&m[2][i], &z);
+        });
+    a[num_constraints..num_constraints + num_inputs].copy_from_slice(&z[..num_inputs]);
+    times.witness_map = t.elapsed();
+
+    let t = Instant::now();
+    let g = Fr::GENERATOR;
+    for v in [&mut a, &mut b, &mut c] {
+        backend::ntt(backend, v, NttDirection::Inverse, None)?;
+        backend::ntt(backend, v, NttDirection::Forward, Some(g))?;
+    }
+    // On the coset g·⟨ω⟩ the vanishing polynomial x^n − 1 is the constant g^n − 1.
+    let z_inv = (g.pow([n as u64]) - Fr::one()).inverse().expect("g is not an n-th root of unity");
+    a.par_iter_mut().zip(&b).zip(&c).for_each(|((ai, bi), ci)| {
+        *ai = (*ai * bi - ci) * z_inv;
+    });
+    drop((b, c));
+    backend::ntt(backend, &mut a, NttDirection::Inverse, Some(g))?;
+    let h = a;
+    times.ntt = t.elapsed();
+
+    // The MSMs. Assignment without the constant one: public inputs, then the witness.
+    let assignment = &z[1..];
+    let aux = &z[num_inputs..];
+    let pk = &key.pk;
+
+    let t = Instant::now();
+    let h_acc = backend::msm_g1(backend, &key.h, &h[..backend.g1_len(&key.h).min(h.len())])?;
+    times.msm_h = t.elapsed();
+    let t = Instant::now();
+    let l_acc = backend::msm_g1(backend, &key.l, aux)?;
+    times.msm_l = t.elapsed();
+
+    let t = Instant::now();
+    let a_acc = backend::msm_g1(backend, &key.a, assignment)?;
+    let g_a: G1Projective = pk.delta_g1 * r + pk.a_query[0] + a_acc + pk.vk.alpha_g1;
+    times.msm_a = t.elapsed();
+
+    let t = Instant::now();
+    let g1_b: G1Projective = if r.is_zero() {
+        G1Projective::zero()
+    } else {
+        let b_acc = backend::msm_g1(backend, &key.b_g1, assignment)?;
+        pk.delta_g1 * s + pk.b_g1_query[0] + b_acc + pk.beta_g1
+    };
+    times.msm_b_g1 = t.elapsed();
+
+    let t = Instant::now();
+    let b2_acc = backend::msm_g2(backend, &key.b_g2, assignment)?;
+    let g2_b: G2Projective = pk.vk.delta_g2 * s + pk.b_g2_query[0] + b2_acc + pk.vk.beta_g2;
+    times.msm_b_g2 = t.elapsed();
+
+    let g_c = g_a * s + g1_b * r - pk.delta_g1 * (r * s) + l_acc + h_acc;
+    let proof = Proof { a: g_a.into_affine(), b: g2_b.into_affine(), c: g_c.into_affine() };
+    Ok((proof, times))
+}
