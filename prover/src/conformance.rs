@@ -66,7 +66,10 @@ macro_rules! msm_conformance {
                 let all_bits: Vec<Fr> = (0..n)
                     .map(|_| Fr::from_bigint(<Fr as PrimeField>::MODULUS_MINUS_ONE_DIV_TWO).unwrap())
                     .collect();
-                for scalars in [&zeros, &ones, &max, &small, &mixed, &all_bits] {
+                // P and -P meeting in one bucket cancel; P and P double.
+                let alternating: Vec<Fr> =
+                    (0..n).map(|i| if i % 2 == 0 { Fr::from(1u64) } else { -Fr::from(1u64) }).collect();
+                for scalars in [&zeros, &ones, &max, &small, &mixed, &all_bits, &alternating] {
                     check_g1(&bases, scalars);
                 }
                 // fewer scalars than bases

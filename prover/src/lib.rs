@@ -16,6 +16,7 @@ pub mod backend;
 pub mod conformance;
 pub mod cpu;
 pub mod groth16;
+pub mod peak_alloc;
 
 pub use backend::{BackendError, MsmBackend, NttBackend, NttDirection};
 pub use cpu::CpuBackend;

@@ -1,0 +1,234 @@
+//! Side by side, in one process, on the same inputs: the CPU backend and the
+//! prover against arkworks (ark-ec's MSM, ark-poly's radix-2 FFT, ark-groth16),
+//! with medians, ratios and peak heap.
+//!
+//! `cargo bench -p medrollup-prover --bench engine` runs everything (3 runs
+//! each); `MEDROLLUP_BENCH_QUICK=1` runs a quick subset once (what CI prints).
+
+use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_ec::{CurveGroup, VariableBaseMSM};
+use ark_ff::UniformRand;
+use ark_groth16::Groth16;
+use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
+use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, SynthesisError};
+use ark_snark::SNARK;
+use medrollup_circuits::batch::{BatchBuilder, BatchWitness};
+use medrollup_circuits::circuit::BatchCircuit;
+use medrollup_circuits::keys::{self, CircuitShape};
+use medrollup_circuits::sample::{self, NOW};
+use medrollup_circuits::state::State;
+use medrollup_prover::CpuBackend;
+use medrollup_prover::backend::{MsmBackend, NttDirection, msm_g1, msm_g2, ntt};
+use medrollup_prover::groth16::{LoadedKey, StageTimes, prove};
+use medrollup_prover::peak_alloc::{PeakAlloc, peak_since, reset_peak};
+use rand::SeedableRng;
+use rayon::prelude::*;
+use std::time::Instant;
+
+#[global_allocator]
+static ALLOC: PeakAlloc = PeakAlloc;
+
+struct Row {
+    what: String,
+    ark_s: f64,
+    ours_s: f64,
+    ark_mib: f64,
+    ours_mib: f64,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Median seconds and peak MiB of `f` over `runs` runs.
+fn measure(runs: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let mut times = Vec::new();
+    let mut peak = 0;
+    for _ in 0..runs {
+        let base = reset_peak();
+        let t = Instant::now();
+        f();
+        times.push(t.elapsed().as_secs_f64());
+        peak = peak.max(peak_since(base));
+    }
+    (median(times), peak as f64 / (1024.0 * 1024.0))
+}
+
+fn random_g1(n: usize) -> Vec<G1Affine> {
+    let p: Vec<G1Projective> = (0..n)
+        .into_par_iter()
+        .map(|i| G1Projective::rand(&mut rand_chacha::ChaCha8Rng::seed_from_u64(i as u64)))
+        .collect();
+    G1Projective::normalize_batch(&p)
+}
+
+fn random_scalars(n: usize, seed: u64) -> Vec<Fr> {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| Fr::rand(&mut r)).collect()
+}
+
+/// A dense synthetic circuit: `x_{i+1} = x_i · x_i + i`, `n` constraints.
+#[derive(Clone)]
+struct Chain(usize);
+
+impl ConstraintSynthesizer<Fr> for Chain {
+    fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
+        use ark_r1cs_std::{GR1CSVar, alloc::AllocVar, eq::EqGadget, fields::fp::FpVar};
+        let mut x = FpVar::new_input(cs.clone(), || Ok(Fr::from(3u64)))?;
+        for i in 0..self.0 - 1 {
+            x = &x * &x + Fr::from(i as u64);
+        }
+        let out = FpVar::new_witness(cs.clone(), || x.value())?;
+        x.enforce_equal(&out)
+    }
+}
+
+fn batch(shape: CircuitShape) -> BatchWitness {
+    let mut st = State::genesis(&sample::genesis(shape.levels)).expect("genesis");
+    let mut b = BatchBuilder::new(&mut st, shape.batch_size, NOW);
+    for tx in sample::transactions().iter().take(shape.batch_size) {
+        b.push(tx).expect("valid sample");
+    }
+    b.finish()
+}
+
+fn stages(t: &StageTimes) -> String {
+    format!(
+        "synthesis {:.2} s, witness map {:.2} s, NTT {:.2} s, MSM h {:.2} / l {:.2} / a {:.2} / b1 {:.2} / b2 {:.2} s",
+        t.synthesis.as_secs_f64(),
+        t.witness_map.as_secs_f64(),
+        t.ntt.as_secs_f64(),
+        t.msm_h.as_secs_f64(),
+        t.msm_l.as_secs_f64(),
+        t.msm_a.as_secs_f64(),
+        t.msm_b_g1.as_secs_f64(),
+        t.msm_b_g2.as_secs_f64()
+    )
+}
+
+fn groth16_row<C: ConstraintSynthesizer<Fr> + Clone>(
+    what: &str,
+    runs: usize,
+    pk: ark_groth16::ProvingKey<Bn254>,
+    circuit: C,
+    notes: &mut Vec<String>,
+) -> Row {
+    let cpu = CpuBackend::new();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let (ark_s, ark_mib) = measure(runs, || {
+        Groth16::<Bn254>::prove(&pk, circuit.clone(), &mut rng).expect("ark-groth16 proves");
+    });
+    let key = LoadedKey::load(&cpu, pk).expect("load");
+    let mut last = StageTimes::default();
+    let (ours_s, ours_mib) = measure(runs, || {
+        let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+        last = prove(&cpu, &key, circuit.clone(), r, s).expect("proves").1;
+    });
+    notes.push(format!("{what}: {}", stages(&last)));
+    Row { what: what.into(), ark_s, ours_s, ark_mib, ours_mib }
+}
+
+fn main() {
+    let quick = std::env::var_os("MEDROLLUP_BENCH_QUICK").is_some();
+    let runs = if quick { 1 } else { 3 };
+    let cpu = CpuBackend::new();
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+
+    let msm_logs: &[u32] = if quick { &[16] } else { &[16, 18, 20] };
+    let largest = 1usize << msm_logs.iter().max().unwrap();
+    let bases = random_g1(largest);
+    let scalars = random_scalars(largest, 1);
+    let loaded = cpu.load_g1(&bases).expect("load");
+    for &log in msm_logs {
+        let n = 1usize << log;
+        let (ark_s, ark_mib) = measure(runs, || {
+            let _ = std::hint::black_box(G1Projective::msm(&bases[..n], &scalars[..n]).unwrap());
+        });
+        let (ours_s, ours_mib) = measure(runs, || {
+            let _ = std::hint::black_box(msm_g1(&cpu, &loaded, &scalars[..n]).unwrap());
+        });
+        rows.push(Row { what: format!("G1 MSM 2^{log}, random scalars"), ark_s, ours_s, ark_mib, ours_mib });
+    }
+    drop(loaded);
+    {
+        let n = 1usize << 16;
+        let p: Vec<G2Projective> = (0..n as u64)
+            .into_par_iter()
+            .map(|i| G2Projective::rand(&mut rand_chacha::ChaCha8Rng::seed_from_u64(i)))
+            .collect();
+        let g2: Vec<G2Affine> = G2Projective::normalize_batch(&p);
+        let loaded = cpu.load_g2(&g2).expect("load");
+        let (ark_s, ark_mib) = measure(runs, || {
+            let _ = std::hint::black_box(G2Projective::msm(&g2, &scalars[..n]).unwrap());
+        });
+        let (ours_s, ours_mib) = measure(runs, || {
+            let _ = std::hint::black_box(msm_g2(&cpu, &loaded, &scalars[..n]).unwrap());
+        });
+        rows.push(Row { what: "G2 MSM 2^16, random scalars".into(), ark_s, ours_s, ark_mib, ours_mib });
+    }
+    let ntt_logs: Vec<u32> = if quick { vec![16, 18] } else { (16..=20).collect() };
+    for log in ntt_logs {
+        let n = 1usize << log;
+        let data = random_scalars(n, 2);
+        let d = Radix2EvaluationDomain::<Fr>::new(n).unwrap();
+        let (ark_s, ark_mib) = measure(runs, || {
+            let mut v = data.clone();
+            d.fft_in_place(&mut v);
+        });
+        let (ours_s, ours_mib) = measure(runs, || {
+            let mut v = data.clone();
+            ntt(&cpu, &mut v, NttDirection::Forward, None).unwrap();
+        });
+        rows.push(Row { what: format!("NTT 2^{log} (forward)"), ark_s, ours_s, ark_mib, ours_mib });
+    }
+
+    let sizes: &[usize] = if quick { &[4] } else { &[4, 16] };
+    for &b in sizes {
+        let shape = CircuitShape { batch_size: b, levels: medrollup_circuits::cli::DEFAULT_LEVELS };
+        let pk = keys::setup(shape, Some(1)).expect("setup");
+        let row = groth16_row(
+            &format!("Groth16, batch circuit B = {b} (2^24 trees)"),
+            runs,
+            pk,
+            BatchCircuit::new(batch(shape)),
+            &mut notes,
+        );
+        rows.push(row);
+    }
+    if !quick {
+        let chain = Chain(1 << 18);
+        let pk = Groth16::<Bn254>::circuit_specific_setup(
+            chain.clone(),
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(3),
+        )
+        .expect("setup")
+        .0;
+        rows.push(groth16_row("Groth16, synthetic 2^18 constraints", runs, pk, chain, &mut notes));
+    }
+
+    println!(
+        "medrollup-prover CPU backend vs arkworks 0.6, {} threads, {} run(s) each (median)",
+        rayon::current_num_threads(),
+        runs
+    );
+    println!("| what | arkworks s | ours s | speed-up | arkworks peak MiB | ours peak MiB | memory ratio |");
+    println!("|---|---|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {:.3} | {:.3} | {:.2}x | {:.0} | {:.0} | {:.2} |",
+            r.what,
+            r.ark_s,
+            r.ours_s,
+            r.ark_s / r.ours_s,
+            r.ark_mib,
+            r.ours_mib,
+            if r.ark_mib > 0.0 { r.ours_mib / r.ark_mib } else { 0.0 }
+        );
+    }
+    println!();
+    for n in notes {
+        println!("stages, ours: {n}");
+    }
+}
