@@ -10,7 +10,7 @@ use ark_ec::CurveGroup;
 use ark_ff::{FftField, Field, One, Zero};
 use ark_groth16::{Proof, ProvingKey};
 use ark_relations::gr1cs::{
-    ConstraintSynthesizer, ConstraintSystem, Matrix, OptimizationGoal, R1CS_PREDICATE_LABEL, SynthesisError,
+    ConstraintSynthesizer, ConstraintSystem, OptimizationGoal, R1CS_PREDICATE_LABEL, SynthesisError,
     SynthesisMode,
 };
 use rayon::prelude::*;
@@ -33,9 +33,9 @@ pub enum ProveError {
 /// Wall-clock time of each stage of one proof.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageTimes {
-    /// Synthesis, witness generation and constraint matrices.
+    /// Synthesis and witness generation (with every linear combination evaluated once).
     pub synthesis: Duration,
-    /// Evaluating the constraints on the witness (the QAP's a, b, c).
+    /// Collecting the constraints' values (the QAP's a, b, c).
     pub witness_map: Duration,
     /// The seven NTTs of the quotient.
     pub ntt: Duration,
@@ -86,10 +86,6 @@ impl<B: MsmBackend> LoadedKey<B> {
     }
 }
 
-fn evaluate(row: &[(Fr, usize)], z: &[Fr]) -> Fr {
-    row.iter().fold(Fr::zero(), |acc, (c, i)| acc + *c * z[*i])
-}
-
 /// Proves `circuit` with randomness `(r, s)` (use fresh random values; fixed
 /// ones only to compare with another prover).
 pub fn prove<B, C>(
@@ -105,21 +101,21 @@ where
 {
     let mut times = StageTimes::default();
     let t = Instant::now();
+    // Synthesis records every constraint's three linear combinations and
+    // evaluates each linear combination once, as it is created. The QAP needs
+    // only those values, so there is no inlining of linear combinations and no
+    // constraint matrix (what ark-groth16 spends most of its synthesis time
+    // and a large part of its memory on).
     let cs = ConstraintSystem::<Fr>::new_ref();
     cs.set_optimization_goal(OptimizationGoal::Constraints);
-    cs.set_mode(SynthesisMode::Prove { construct_matrices: true, generate_lc_assignments: false });
+    cs.set_mode(SynthesisMode::Prove { construct_matrices: true, generate_lc_assignments: true });
     circuit.generate_constraints(cs.clone())?;
-    cs.finalize();
-    let matrices = cs.to_matrices()?;
-    let m: &Vec<Matrix<Fr>> = matrices
-        .get(R1CS_PREDICATE_LABEL)
-        .ok_or_else(|| ProveError::KeyMismatch("the circuit has no R1CS constraints".into()))?;
     let num_inputs = cs.num_instance_variables();
     let num_constraints = cs.num_constraints();
-    let instance = cs.instance_assignment()?;
-    let witness = cs.witness_assignment()?;
-    drop(cs);
-    let z: Vec<Fr> = instance.iter().chain(&witness).copied().collect();
+    let inner = cs.borrow().ok_or(SynthesisError::MissingCS)?;
+    let instance = inner.instance_assignment()?.to_vec();
+    let witness = inner.witness_assignment()?;
+    let z: Vec<Fr> = instance.iter().chain(witness).copied().collect();
     if key.pk.a_query.len() != z.len() {
         return Err(ProveError::KeyMismatch(format!(
             "the key has {} variables, the circuit {}",
@@ -131,21 +127,30 @@ where
 
     // QAP quotient h (libsnark's reduction, as ark-groth16 computes it).
     let t = Instant::now();
+    let r1cs = inner
+        .predicate_constraint_systems
+        .get(R1CS_PREDICATE_LABEL)
+        .ok_or_else(|| ProveError::KeyMismatch("the circuit has no R1CS constraints".into()))?;
+    let lcs = r1cs.get_constraints();
     let n = (num_constraints + num_inputs).next_power_of_two();
-    let mut a = vec![Fr::zero(); n];
-    let mut b = vec![Fr::zero(); n];
-    let mut c = vec![Fr::zero(); n];
-    a[..num_constraints]
-        .par_iter_mut()
-        .zip(&mut b[..num_constraints])
-        .zip(&mut c[..num_constraints])
-        .enumerate()
-        .for_each(|(i, ((ai, bi), ci))| {
-            *ai = evaluate(&m[0][i], &z);
-            *bi = evaluate(&m[1][i], &z);
-            *ci = evaluate(&m[2][i], &z);
-        });
+    let assignments = &inner.assignments;
+    let value = |v| assignments.assigned_value(v).ok_or(SynthesisError::AssignmentMissing);
+    let column = |k: usize| -> Result<Vec<Fr>, SynthesisError> {
+        let mut out = vec![Fr::zero(); n];
+        out[..num_constraints].par_iter_mut().zip(lcs[k].par_iter()).try_for_each(
+            |(o, v)| -> Result<(), SynthesisError> {
+                *o = value(*v)?;
+                Ok(())
+            },
+        )?;
+        Ok(out)
+    };
+    let mut a = column(0)?;
+    let mut b = column(1)?;
+    let mut c = column(2)?;
     a[num_constraints..num_constraints + num_inputs].copy_from_slice(&z[..num_inputs]);
+    drop(inner);
+    drop(cs);
     times.witness_map = t.elapsed();
 
     let t = Instant::now();
