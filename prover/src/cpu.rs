@@ -51,16 +51,18 @@ fn signed_digits(scalars: &[Fr], c: usize, windows: usize) -> Vec<i16> {
             m.sub_with_borrow(&b);
             b = m;
         }
+        let limbs = b.0;
         let half = 1i32 << (c - 1);
+        let mask = (1u64 << c) - 1;
         let mut carry = 0i32;
         for (w, dw) in d.iter_mut().enumerate() {
-            let mut v = carry;
-            for k in 0..c {
-                let bit = w * c + k;
-                if bit < 256 && b.get_bit(bit) {
-                    v += 1 << k;
-                }
+            let start = w * c;
+            let (limb, off) = (start / 64, start % 64);
+            let mut bits = if limb < 4 { limbs[limb] >> off } else { 0 };
+            if off + c > 64 && limb + 1 < 4 {
+                bits |= limbs[limb + 1] << (64 - off);
             }
+            let mut v = carry + (bits & mask) as i32;
             if v > half {
                 v -= 1 << c;
                 carry = 1;
