@@ -1,5 +1,5 @@
 # medrollup — the two commands a newcomer needs, and a few more.
-.PHONY: demo test lint bench js-deps
+.PHONY: demo test lint bench bench-quick js-deps
 
 # The main job: today, the rollup core end to end on sample data (setup,
 # batches, Groth16 proofs, verification). It becomes the whole farm as it grows.
@@ -14,9 +14,15 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# ark-groth16 baseline on the batch circuit (B = 4 and B = 16).
+# Benchmarks: the ark-groth16 baseline on the batch circuit, and the prover
+# engine against arkworks side by side (prover/BENCHMARKS.md).
 bench:
 	cargo bench -p medrollup-circuits --bench groth16
+	cargo bench -p medrollup-prover --bench engine
+
+bench-quick:
+	MEDROLLUP_BENCH_RUNS=1 cargo bench -p medrollup-circuits --bench groth16
+	MEDROLLUP_BENCH_QUICK=1 cargo bench -p medrollup-prover --bench engine
 
 js-deps:
 	./scripts/js-deps
