@@ -237,7 +237,13 @@ fn bit_reverse(a: &mut [Fr]) {
     }
 }
 
-/// In-place radix-2 FFT with root `omega` of order `a.len()`.
+/// Stages whose butterflies stay within blocks of this many elements run
+/// block by block (cache-resident, one task per block).
+const NTT_BLOCK: usize = 1 << 11;
+
+/// In-place radix-2 FFT with root `omega` of order `a.len()`: bit reversal,
+/// then the first log2(NTT_BLOCK) stages block by block, then the remaining
+/// stages across the whole array.
 fn fft(a: &mut [Fr], omega: Fr) {
     let n = a.len();
     if n <= 1 {
@@ -246,33 +252,57 @@ fn fft(a: &mut [Fr], omega: Fr) {
     bit_reverse(a);
     let half_n = n / 2;
     let mut twiddles = vec![Fr::ONE; half_n];
-    for i in 1..half_n {
-        twiddles[i] = twiddles[i - 1] * omega;
+    {
+        // Powers of omega, computed in parallel chunks.
+        let chunk = 4096;
+        twiddles.par_chunks_mut(chunk).enumerate().for_each(|(k, out)| {
+            let mut p = omega.pow([(k * chunk) as u64]);
+            for t in out {
+                *t = p;
+                p *= omega;
+            }
+        });
     }
-    let mut m = 2;
+    let butterfly = |lo: &mut [Fr], hi: &mut [Fr], tw: &[Fr], base: usize, stride: usize| {
+        for (j, (u, v)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+            let t = *v * tw[(base + j) * stride];
+            *v = *u - t;
+            *u += t;
+        }
+    };
+    // Small stages, block by block, with compact per-stage twiddle tables.
+    let block = NTT_BLOCK.min(n);
+    let small: Vec<Vec<Fr>> = std::iter::successors(Some(2usize), |m| Some(m * 2))
+        .take_while(|m| *m <= block)
+        .map(|m| (0..m / 2).map(|j| twiddles[j * (n / m)]).collect())
+        .collect();
+    a.par_chunks_mut(block).for_each(|blk| {
+        for (s, tw) in small.iter().enumerate() {
+            let m = 2 << s;
+            for chunk in blk.chunks_mut(m) {
+                let (lo, hi) = chunk.split_at_mut(m / 2);
+                butterfly(lo, hi, tw, 0, 1);
+            }
+        }
+    });
+    // Large stages.
+    let mut m = block * 2;
     while m <= n {
         let half = m / 2;
         let stride = n / m;
-        let butterfly = |lo: &mut [Fr], hi: &mut [Fr], base: usize| {
-            for (j, (u, v)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
-                let t = *v * twiddles[(base + j) * stride];
-                *v = *u - t;
-                *u += t;
-            }
-        };
-        if n / m >= 64 {
+        if n / m >= rayon::current_num_threads() * 4 {
             a.par_chunks_mut(m).for_each(|chunk| {
                 let (lo, hi) = chunk.split_at_mut(half);
-                butterfly(lo, hi, 0);
+                butterfly(lo, hi, &twiddles, 0, stride);
             });
         } else {
             for chunk in a.chunks_mut(m) {
                 let (lo, hi) = chunk.split_at_mut(half);
-                let block = (half / 64).max(1024);
-                lo.par_chunks_mut(block)
-                    .zip(hi.par_chunks_mut(block))
+                let piece = 4096.min(half);
+                lo.par_chunks_mut(piece)
+                    .zip(hi.par_chunks_mut(piece))
                     .enumerate()
-                    .for_each(|(k, (l, h))| butterfly(l, h, k * block));
+                    .for_each(|(k, (l, h))| butterfly(l, h, &twiddles, k * piece, stride));
             }
         }
         m *= 2;
