@@ -179,42 +179,67 @@ impl<P: SWCurveConfig> AffineBuckets<P> {
 }
 
 /// `Σ scalars[i]·bases[i]` by the bucket method with signed digits and
-/// batch-affine bucket accumulation; windows run in parallel.
+/// batch-affine bucket accumulation.
+///
+/// The points are split into one contiguous part per thread, each part doing
+/// all its windows: witness scalars are mostly 0 and 1, so splitting by window
+/// instead would leave one thread with nearly all the work (window 0).
 pub fn msm<P: SWCurveConfig<ScalarField = Fr>>(bases: &[Affine<P>], scalars: &[Fr]) -> Projective<P> {
     let n = scalars.len().min(bases.len());
-    let nonzero = scalars[..n].iter().filter(|s| !s.is_zero()).count();
+    let threads = rayon::current_num_threads();
+    if threads == 1 || n < 1 << 12 {
+        return msm_part(&bases[..n], &scalars[..n], true);
+    }
+    let part = n.div_ceil(threads);
+    bases[..n]
+        .par_chunks(part)
+        .zip(scalars[..n].par_chunks(part))
+        .map(|(b, s)| msm_part(b, s, false))
+        .reduce(Projective::zero, |a, b| a + b)
+}
+
+/// One part of an MSM; windows in parallel when `parallel_windows`.
+fn msm_part<P: SWCurveConfig<ScalarField = Fr>>(
+    bases: &[Affine<P>],
+    scalars: &[Fr],
+    parallel_windows: bool,
+) -> Projective<P> {
+    let n = scalars.len();
+    let nonzero = scalars.iter().filter(|s| !s.is_zero()).count();
     if nonzero == 0 {
         return Projective::zero();
     }
     let c = window_bits(nonzero);
     let windows = 255 / c + 1;
-    let digits = signed_digits(&scalars[..n], c, windows);
-    let sums: Vec<Projective<P>> = (0..windows)
-        .into_par_iter()
-        .map(|w| {
-            let mut buckets = AffineBuckets::<P>::new(1 << (c - 1));
-            for (i, base) in bases[..n].iter().enumerate() {
-                let d = digits[i * windows + w];
-                if d == 0 {
-                    continue;
-                }
-                let Some((x, y)) = base.xy() else { continue };
-                let y = if d < 0 { -y } else { y };
-                buckets.add(d.unsigned_abs() as usize - 1, x, y);
+    let digits = signed_digits(scalars, c, windows);
+    let window_sum = |w: usize| {
+        let mut buckets = AffineBuckets::<P>::new(1 << (c - 1));
+        for (i, base) in bases[..n].iter().enumerate() {
+            let d = digits[i * windows + w];
+            if d == 0 {
+                continue;
             }
-            buckets.flush();
-            let mut running = Projective::<P>::zero();
-            let mut total = Projective::<P>::zero();
-            for b in (0..buckets.full.len()).rev() {
-                if buckets.full[b] {
-                    running += Affine::<P>::new_unchecked(buckets.x[b], buckets.y[b]);
-                }
-                running += &buckets.overflow[b];
-                total += &running;
+            let Some((x, y)) = base.xy() else { continue };
+            let y = if d < 0 { -y } else { y };
+            buckets.add(d.unsigned_abs() as usize - 1, x, y);
+        }
+        buckets.flush();
+        let mut running = Projective::<P>::zero();
+        let mut total = Projective::<P>::zero();
+        for b in (0..buckets.full.len()).rev() {
+            if buckets.full[b] {
+                running += Affine::<P>::new_unchecked(buckets.x[b], buckets.y[b]);
             }
-            total
-        })
-        .collect();
+            running += &buckets.overflow[b];
+            total += &running;
+        }
+        total
+    };
+    let sums: Vec<Projective<P>> = if parallel_windows {
+        (0..windows).into_par_iter().map(window_sum).collect()
+    } else {
+        (0..windows).map(window_sum).collect()
+    };
     sums.iter().rev().fold(Projective::zero(), |mut acc, s| {
         for _ in 0..c {
             acc.double_in_place();
