@@ -14,14 +14,12 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-# Benchmarks: the ark-groth16 baseline on the batch circuit, and the prover
-# engine against arkworks side by side (prover/BENCHMARKS.md).
+# Benchmarks: the prover engine against arkworks side by side, including the
+# ark-groth16 baseline on the batch circuit (prover/BENCHMARKS.md).
 bench:
-	cargo bench -p medrollup-circuits --bench groth16
 	cargo bench -p medrollup-prover --bench engine
 
 bench-quick:
-	MEDROLLUP_BENCH_RUNS=1 cargo bench -p medrollup-circuits --bench groth16
 	MEDROLLUP_BENCH_QUICK=1 cargo bench -p medrollup-prover --bench engine
 
 js-deps:

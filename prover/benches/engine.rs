@@ -4,6 +4,8 @@
 //!
 //! `cargo bench -p medrollup-prover --bench engine` runs everything (3 runs
 //! each); `MEDROLLUP_BENCH_QUICK=1` runs a quick subset once (what CI prints).
+//! The Groth16 rows on the batch circuit are also the ark-groth16 baseline
+//! (time and peak heap, B = 4 and B = 16) that the README quotes.
 
 use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::{CurveGroup, VariableBaseMSM};
@@ -136,7 +138,7 @@ fn groth16_row<C: ConstraintSynthesizer<Fr> + Clone>(
         let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
         last = prove(&cpu, &key, circuit.clone(), r, s).expect("proves").1;
     });
-    notes.push(format!("{what}: {}", stages(&last)));
+    notes.push(format!("{what}, our stages: {}", stages(&last)));
     Row { what: what.into(), ark_s, ours_s, ark_mib, ours_mib }
 }
 
@@ -198,7 +200,24 @@ fn main() {
     let sizes: &[usize] = if quick { &[4] } else { &[4, 16] };
     for &b in sizes {
         let shape = CircuitShape { batch_size: b, levels: medrollup_circuits::cli::DEFAULT_LEVELS };
+        let t = Instant::now();
         let pk = keys::setup(shape, Some(1)).expect("setup");
+        let setup_s = t.elapsed().as_secs_f64();
+        {
+            // ark-groth16 setup and verification times, for the record.
+            let w = batch(shape);
+            let public = w.public_inputs();
+            let (proof, _) = keys::prove(&pk, shape, w).expect("prove");
+            let pvk = keys::prepare(&pk.vk);
+            assert!(keys::verify(&pvk, &public, &proof)); // warm-up
+            let t = Instant::now();
+            assert!(keys::verify(&pvk, &public, &proof));
+            notes.push(format!(
+                "batch circuit B = {b}: {} constraints; ark-groth16 setup {setup_s:.1} s, verify {:.1} ms",
+                keys::constraint_count(shape),
+                t.elapsed().as_secs_f64() * 1e3
+            ));
+        }
         let row = groth16_row(
             &format!("Groth16, batch circuit B = {b} (2^24 trees)"),
             runs,
@@ -240,6 +259,6 @@ fn main() {
     }
     println!();
     for n in notes {
-        println!("stages, ours: {n}");
+        println!("- {n}");
     }
 }
