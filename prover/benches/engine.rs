@@ -212,10 +212,10 @@ fn main() {
             assert!(keys::verify(&pvk, &public, &proof)); // warm-up
             let t = Instant::now();
             assert!(keys::verify(&pvk, &public, &proof));
+            let verify_ms = t.elapsed().as_secs_f64() * 1e3;
             notes.push(format!(
-                "batch circuit B = {b}: {} constraints; ark-groth16 setup {setup_s:.1} s, verify {:.1} ms",
+                "batch circuit B = {b}: {} constraints; ark-groth16 setup {setup_s:.1} s, verify {verify_ms:.1} ms",
                 keys::constraint_count(shape),
-                t.elapsed().as_secs_f64() * 1e3
             ));
         }
         let row = groth16_row(
