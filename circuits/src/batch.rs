@@ -111,21 +111,24 @@ impl<'s> BatchBuilder<'s> {
 
     /// Checks and applies one transaction; a refused one leaves the state as it was.
     pub fn push(&mut self, tx: &SignedTx) -> Result<(), PushError> {
-        if self.traces.len() == self.batch_size {
-            return Err(PushError::Full(self.batch_size));
-        }
-        let trace = self.state.apply(tx, self.timestamp)?;
-        self.traces.push(trace);
-        Ok(())
+        self.push_with(tx, true)
     }
 
     /// Applies a transaction without checking it, as a cheating sequencer
     /// would (for tests that show the circuit refuses the result).
     pub fn push_unchecked(&mut self, tx: &SignedTx) -> Result<(), PushError> {
+        self.push_with(tx, false)
+    }
+
+    fn push_with(&mut self, tx: &SignedTx, checked: bool) -> Result<(), PushError> {
         if self.traces.len() == self.batch_size {
             return Err(PushError::Full(self.batch_size));
         }
-        let trace = self.state.execute(tx, self.timestamp)?;
+        let trace = if checked {
+            self.state.apply(tx, self.timestamp)?
+        } else {
+            self.state.execute(tx, self.timestamp)?
+        };
         self.traces.push(trace);
         Ok(())
     }
