@@ -91,10 +91,11 @@ pub enum PushError {
     Rejected(#[from] TxError),
 }
 
-/// Builds one batch on top of a state.
-#[derive(Debug)]
-pub struct BatchBuilder<'s> {
-    state: &'s mut State,
+/// A batch being filled, held apart from the state it applies to (so a
+/// long-running sequencer can keep it between events): every call takes the
+/// same state, which must not change in between by any other path.
+#[derive(Debug, Clone)]
+pub struct OpenBatch {
     batch_size: usize,
     timestamp: u64,
     old_roots: [Fr; 4],
@@ -102,33 +103,35 @@ pub struct BatchBuilder<'s> {
     traces: Vec<TxTrace>,
 }
 
-impl<'s> BatchBuilder<'s> {
-    /// Starts a batch of `batch_size` slots at `timestamp`.
-    pub fn new(state: &'s mut State, batch_size: usize, timestamp: u64) -> Self {
-        let (old_roots, old_audit_count) = (state.roots(), state.audit_count());
-        Self { state, batch_size, timestamp, old_roots, old_audit_count, traces: Vec::new() }
+impl OpenBatch {
+    /// Opens a batch of `batch_size` slots at `timestamp` on `state`.
+    pub fn new(state: &State, batch_size: usize, timestamp: u64) -> Self {
+        Self {
+            batch_size,
+            timestamp,
+            old_roots: state.roots(),
+            old_audit_count: state.audit_count(),
+            traces: Vec::new(),
+        }
     }
 
     /// Checks and applies one transaction; a refused one leaves the state as it was.
-    pub fn push(&mut self, tx: &SignedTx) -> Result<(), PushError> {
-        self.push_with(tx, true)
+    pub fn push(&mut self, state: &mut State, tx: &SignedTx) -> Result<(), PushError> {
+        self.push_with(state, tx, true)
     }
 
     /// Applies a transaction without checking it, as a cheating sequencer
     /// would (for tests that show the circuit refuses the result).
-    pub fn push_unchecked(&mut self, tx: &SignedTx) -> Result<(), PushError> {
-        self.push_with(tx, false)
+    pub fn push_unchecked(&mut self, state: &mut State, tx: &SignedTx) -> Result<(), PushError> {
+        self.push_with(state, tx, false)
     }
 
-    fn push_with(&mut self, tx: &SignedTx, checked: bool) -> Result<(), PushError> {
+    fn push_with(&mut self, state: &mut State, tx: &SignedTx, checked: bool) -> Result<(), PushError> {
         if self.traces.len() == self.batch_size {
             return Err(PushError::Full(self.batch_size));
         }
-        let trace = if checked {
-            self.state.apply(tx, self.timestamp)?
-        } else {
-            self.state.execute(tx, self.timestamp)?
-        };
+        let trace =
+            if checked { state.apply(tx, self.timestamp)? } else { state.execute(tx, self.timestamp)? };
         self.traces.push(trace);
         Ok(())
     }
@@ -143,21 +146,72 @@ impl<'s> BatchBuilder<'s> {
         self.traces.is_empty()
     }
 
+    /// Whether every slot is taken.
+    pub fn is_full(&self) -> bool {
+        self.traces.len() == self.batch_size
+    }
+
+    /// The batch time.
+    pub fn timestamp(&self) -> u64 {
+        self.timestamp
+    }
+
     /// Pads with no-ops and returns the witness.
-    pub fn finish(mut self) -> BatchWitness {
+    pub fn finish(mut self, state: &mut State) -> BatchWitness {
         while self.traces.len() < self.batch_size {
-            let t = self.state.execute(&SignedTx::noop(), self.timestamp).expect("no-op fits");
+            let t = state.execute(&SignedTx::noop(), self.timestamp).expect("no-op fits");
             self.traces.push(t);
         }
         BatchWitness {
-            levels: self.state.levels(),
-            instance: self.state.instance(),
+            levels: state.levels(),
+            instance: state.instance(),
             old_roots: self.old_roots,
             old_audit_count: self.old_audit_count,
-            new_roots: self.state.roots(),
-            new_audit_count: self.state.audit_count(),
+            new_roots: state.roots(),
+            new_audit_count: state.audit_count(),
             timestamp: self.timestamp,
             txs: self.traces,
         }
+    }
+}
+
+/// Builds one batch on top of a state it borrows.
+#[derive(Debug)]
+pub struct BatchBuilder<'s> {
+    state: &'s mut State,
+    open: OpenBatch,
+}
+
+impl<'s> BatchBuilder<'s> {
+    /// Starts a batch of `batch_size` slots at `timestamp`.
+    pub fn new(state: &'s mut State, batch_size: usize, timestamp: u64) -> Self {
+        let open = OpenBatch::new(state, batch_size, timestamp);
+        Self { state, open }
+    }
+
+    /// Checks and applies one transaction; a refused one leaves the state as it was.
+    pub fn push(&mut self, tx: &SignedTx) -> Result<(), PushError> {
+        self.open.push(self.state, tx)
+    }
+
+    /// Applies a transaction without checking it, as a cheating sequencer
+    /// would (for tests that show the circuit refuses the result).
+    pub fn push_unchecked(&mut self, tx: &SignedTx) -> Result<(), PushError> {
+        self.open.push_unchecked(self.state, tx)
+    }
+
+    /// Transactions so far.
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Whether no transaction was added.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+
+    /// Pads with no-ops and returns the witness.
+    pub fn finish(self) -> BatchWitness {
+        self.open.finish(self.state)
     }
 }

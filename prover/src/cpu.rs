@@ -129,6 +129,7 @@ impl<P: SWCurveConfig> AffineBuckets<P> {
     }
 
     /// Adds `(px, py)` to bucket `b`.
+    #[inline]
     fn add(&mut self, b: usize, px: P::BaseField, py: P::BaseField) {
         if self.stamp[b] == self.epoch {
             self.overflow[b] += Affine::<P>::new_unchecked(px, py);
@@ -140,29 +141,38 @@ impl<P: SWCurveConfig> AffineBuckets<P> {
             self.full[b] = true;
             return;
         }
-        if self.x[b] == px {
-            // Doubling or cancellation: rare, done on its own.
-            if self.y[b] == py && !py.is_zero() {
-                let (x, y) = (self.x[b], self.y[b]);
-                let lambda = (x.square() * P::BaseField::from(3u64) + P::COEFF_A) / y.double();
-                let x3 = lambda.square() - x.double();
-                self.y[b] = lambda * (x - x3) - y;
-                self.x[b] = x3;
-            } else {
-                self.full[b] = false;
-            }
-            return;
-        }
         self.stamp[b] = self.epoch;
-        self.denoms.push(px - self.x[b]);
         self.pending.push((b as u32, px, py));
         if self.pending.len() == BATCH {
             self.flush();
         }
     }
 
+    /// Applies the pending additions. The buckets are read in one tight pass
+    /// first (their cache misses overlap), equal x-coordinates (a doubling or a
+    /// cancellation, rare) are done on their own, then one inversion serves
+    /// all the others.
     fn flush(&mut self) {
         if !self.pending.is_empty() {
+            self.denoms.clear();
+            let mut special = false;
+            for &(b, px, _) in &self.pending {
+                let d = px - self.x[b as usize];
+                special |= d.is_zero();
+                self.denoms.push(d);
+            }
+            if special {
+                let mut k = 0;
+                while k < self.pending.len() {
+                    if self.denoms[k].is_zero() {
+                        let (b, _, py) = self.pending.swap_remove(k);
+                        self.denoms.swap_remove(k);
+                        self.add_equal_x(b as usize, py);
+                    } else {
+                        k += 1;
+                    }
+                }
+            }
             batch_invert(&mut self.denoms, &mut self.scratch);
             for ((b, px, py), inv) in self.pending.drain(..).zip(&self.denoms) {
                 let b = b as usize;
@@ -172,9 +182,22 @@ impl<P: SWCurveConfig> AffineBuckets<P> {
                 self.y[b] = lambda * (x1 - x3) - y1;
                 self.x[b] = x3;
             }
-            self.denoms.clear();
         }
         self.epoch += 1;
+    }
+
+    /// Adds the point `(x_b, py)` to bucket `b`, whose x is the same: a
+    /// doubling when the y-coordinates agree, otherwise the sum is zero.
+    fn add_equal_x(&mut self, b: usize, py: P::BaseField) {
+        let (x, y) = (self.x[b], self.y[b]);
+        if y == py && !py.is_zero() {
+            let lambda = (x.square() * P::BaseField::from(3u64) + P::COEFF_A) / y.double();
+            let x3 = lambda.square() - x.double();
+            self.y[b] = lambda * (x - x3) - y;
+            self.x[b] = x3;
+        } else {
+            self.full[b] = false;
+        }
     }
 }
 
@@ -302,11 +325,21 @@ fn fft(a: &mut [Fr], omega: Fr) {
         .map(|m| (0..m / 2).map(|j| twiddles[j * (n / m)]).collect())
         .collect();
     a.par_chunks_mut(block).for_each(|blk| {
-        for (s, tw) in small.iter().enumerate() {
+        // The first stage's twiddle is 1: no multiplications.
+        for pair in blk.chunks_exact_mut(2) {
+            let (u, v) = (pair[0], pair[1]);
+            pair[0] = u + v;
+            pair[1] = u - v;
+        }
+        for (s, tw) in small.iter().enumerate().skip(1) {
             let m = 2 << s;
             for chunk in blk.chunks_mut(m) {
                 let (lo, hi) = chunk.split_at_mut(m / 2);
-                butterfly(lo, hi, tw, 0, 1);
+                // Twiddle 1 first, without a multiplication.
+                let t = hi[0];
+                hi[0] = lo[0] - t;
+                lo[0] += t;
+                butterfly(&mut lo[1..], &mut hi[1..], &tw[1..], 0, 1);
             }
         }
     });
