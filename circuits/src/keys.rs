@@ -211,6 +211,24 @@ pub fn load_proving_key(dir: &Path) -> Result<(KeyManifest, ProvingKey<Bn254>), 
     Ok((m, pk))
 }
 
+/// A proving key from its file's bytes, after checking them against the
+/// sha256 it is known by (a worker fetching a key from the farm).
+pub fn proving_key_from_bytes(bytes: &[u8], sha256: &str) -> Result<ProvingKey<Bn254>, KeyError> {
+    let actual = sha256_hex(bytes);
+    if actual != sha256 {
+        return Err(KeyError::HashMismatch {
+            path: format!("proving key {sha256}").into(),
+            expected: sha256.into(),
+            actual,
+        });
+    }
+    ProvingKey::deserialize_uncompressed_unchecked(bytes).map_err(|e| KeyError::Malformed {
+        path: format!("proving key {sha256}").into(),
+        what: "proving key",
+        reason: e.to_string(),
+    })
+}
+
 /// Loads the verifying key named by the manifest in `dir`, checking its hash and its points.
 pub fn load_verifying_key(dir: &Path) -> Result<(KeyManifest, VerifyingKey<Bn254>), KeyError> {
     let m = read_manifest(dir)?;

@@ -205,6 +205,37 @@ pub enum TxError {
     NonCanonical(&'static str),
 }
 
+impl TxError {
+    /// A stable, machine-readable name for the error (for answers and metrics).
+    pub fn code(&self) -> &'static str {
+        match self {
+            TxError::IdOutOfRange { .. } => "id_out_of_range",
+            TxError::ReservedAccountId => "reserved_account_id",
+            TxError::AccountExists(_) => "account_exists",
+            TxError::UnknownAccount(_) => "unknown_account",
+            TxError::BadNonce { .. } => "bad_nonce",
+            TxError::NonceOverflow(_) => "nonce_overflow",
+            TxError::BadSignature(_) => "bad_signature",
+            TxError::InvalidPublicKey(_) => "invalid_public_key",
+            TxError::WrongRole { .. } => "wrong_role",
+            TxError::RecordExists(_) => "record_exists",
+            TxError::UnknownRecord(_) => "unknown_record",
+            TxError::RecordDeleted(_) => "record_deleted",
+            TxError::NotOwner { .. } => "not_owner",
+            TxError::NotAuthorized { .. } => "not_authorized",
+            TxError::UnknownConsent(_) => "unknown_consent",
+            TxError::ConsentMismatch { .. } => "consent_mismatch",
+            TxError::ConsentRevoked(_) => "consent_revoked",
+            TxError::ConsentExpired { .. } => "consent_expired",
+            TxError::ExpiryNotInFuture { .. } => "expiry_not_in_future",
+            TxError::InvalidGrantee(_) => "invalid_grantee",
+            TxError::VersionOverflow(_) => "version_overflow",
+            TxError::AuditLogFull => "audit_log_full",
+            TxError::NonCanonical(_) => "non_canonical",
+        }
+    }
+}
+
 /// Account view of an accounts leaf.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {

@@ -11,12 +11,15 @@
 //!   times. With the same randomness its proofs equal ark-groth16's bit for bit.
 //! - [`conformance`]: one test suite per trait that any backend instantiates
 //!   with one line, comparing it with arkworks.
+//! - [`worker`]: the hospital worker that proves the farm's jobs
+//!   (`medrollup-prover worker`).
 
 pub mod backend;
 pub mod conformance;
 pub mod cpu;
 pub mod groth16;
 pub mod peak_alloc;
+pub mod worker;
 
 pub use backend::{BackendError, MsmBackend, NttBackend, NttDirection};
 pub use cpu::CpuBackend;

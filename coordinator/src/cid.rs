@@ -1,0 +1,222 @@
+//! Content identifiers as IPFS makes them for content within one chunk:
+//! CIDv1, `raw` codec (0x55), sha2-256 multihash (0x12, 32 bytes), written in
+//! multibase base32 (`b…`, what Kubo prints) and read from base32 or
+//! base58btc (`z…`, what js-ipfs prints).
+
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::str::FromStr;
+
+/// A CIDv1 over raw bytes hashed with sha2-256.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cid {
+    digest: [u8; 32],
+}
+
+/// CID version, codec, multihash code and digest length.
+const PREFIX: [u8; 4] = [0x01, 0x55, 0x12, 0x20];
+
+impl Cid {
+    /// The CID of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Cid { digest: Sha256::digest(bytes).into() }
+    }
+
+    /// The CID whose sha256 digest is `digest` (what records carry on chain).
+    pub fn from_digest(digest: [u8; 32]) -> Self {
+        Cid { digest }
+    }
+
+    /// The content's sha256.
+    pub fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
+    /// The binary CID.
+    pub fn to_bytes(&self) -> [u8; 36] {
+        let mut b = [0u8; 36];
+        b[..4].copy_from_slice(&PREFIX);
+        b[4..].copy_from_slice(&self.digest);
+        b
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<Self, CidError> {
+        if b.len() != 36 {
+            return Err(CidError::Unsupported(format!("{} bytes, expected 36", b.len())));
+        }
+        if b[..4] != PREFIX {
+            return Err(CidError::Unsupported(format!(
+                "prefix {} (only CIDv1, raw codec, sha2-256 are served)",
+                hex::encode(&b[..4])
+            )));
+        }
+        Ok(Cid { digest: b[4..].try_into().expect("32 bytes") })
+    }
+}
+
+/// A string that is not a CID this store serves.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidError {
+    /// Not multibase base32 or base58btc.
+    #[error("not a CID: {0}")]
+    Encoding(String),
+    /// A CID of another version, codec or hash.
+    #[error("unsupported CID: {0}")]
+    Unsupported(String),
+}
+
+const B32: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+const B58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
+
+fn base32_encode(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(B32[((acc >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(B32[((acc << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+fn base32_decode(s: &str) -> Result<Vec<u8>, CidError> {
+    let mut out = Vec::with_capacity(s.len() * 5 / 8);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        let v = B32
+            .iter()
+            .position(|&x| x == c.to_ascii_lowercase())
+            .ok_or_else(|| CidError::Encoding(format!("{:?} is not a base32 letter", c as char)))?;
+        acc = (acc << 5) | v as u32;
+        bits += 5;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Ok(out)
+}
+
+fn base58_decode(s: &str) -> Result<Vec<u8>, CidError> {
+    // Big-endian base-58 to base-256, digit by digit.
+    let mut out: Vec<u8> = Vec::new();
+    for c in s.bytes() {
+        let mut carry = B58
+            .iter()
+            .position(|&x| x == c)
+            .ok_or_else(|| CidError::Encoding(format!("{:?} is not a base58btc letter", c as char)))?
+            as u32;
+        for byte in out.iter_mut().rev() {
+            carry += *byte as u32 * 58;
+            *byte = carry as u8;
+            carry >>= 8;
+        }
+        while carry > 0 {
+            out.insert(0, carry as u8);
+            carry >>= 8;
+        }
+    }
+    let zeros = s.bytes().take_while(|&c| c == b'1').count();
+    let mut v = vec![0u8; zeros];
+    v.extend(out);
+    Ok(v)
+}
+
+impl fmt::Display for Cid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "b{}", base32_encode(&self.to_bytes()))
+    }
+}
+
+impl fmt::Debug for Cid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cid({self})")
+    }
+}
+
+impl FromStr for Cid {
+    type Err = CidError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim().trim_start_matches("/ipfs/");
+        match s.as_bytes().first() {
+            Some(b'b') => Cid::from_bytes(&base32_decode(&s[1..])?),
+            Some(b'z') => Cid::from_bytes(&base58_decode(&s[1..])?),
+            Some(b'Q') => {
+                Err(CidError::Unsupported("CIDv0 (dag-pb); add with cid-version=1 and raw leaves".into()))
+            }
+            _ => {
+                Err(CidError::Encoding(format!("{s:?} has no base32 (b) or base58btc (z) multibase prefix")))
+            }
+        }
+    }
+}
+
+impl serde::Serialize for Cid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cid {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_content_matches_kubo() {
+        // Kubo's `ipfs add --cid-version=1 --raw-leaves` of an empty file.
+        let c = Cid::of(b"");
+        assert_eq!(c.to_string(), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
+        assert_eq!("bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku".parse::<Cid>().unwrap(), c);
+    }
+
+    #[test]
+    fn base58_and_base32_read_the_same_cid() {
+        // Encode the binary CID in base58btc by long division to cross-check the decoder.
+        let c = Cid::of(b"hello medrollup");
+        let mut n = c.to_bytes().to_vec();
+        let mut digits = Vec::new();
+        while n.iter().any(|&b| b != 0) {
+            let mut rem = 0u32;
+            for b in n.iter_mut() {
+                let cur = rem * 256 + *b as u32;
+                *b = (cur / 58) as u8;
+                rem = cur % 58;
+            }
+            digits.push(B58[rem as usize]);
+        }
+        digits.reverse();
+        let z = format!("z{}", String::from_utf8(digits).unwrap());
+        assert_eq!(z.parse::<Cid>().unwrap(), c);
+        assert_eq!(c.to_string().parse::<Cid>().unwrap(), c);
+    }
+
+    #[test]
+    fn other_cids_are_refused_with_the_reason() {
+        let v0 = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH".parse::<Cid>().unwrap_err();
+        assert!(v0.to_string().contains("CIDv0"), "{v0}");
+        assert!(matches!("bafy!".parse::<Cid>(), Err(CidError::Encoding(_))));
+        // dag-pb CIDv1 (codec 0x70): a real CID, but not one this store serves.
+        let dag_pb = format!(
+            "b{}",
+            base32_encode(
+                &[0x01, 0x70, 0x12, 0x20].iter().chain([7u8; 32].iter()).copied().collect::<Vec<_>>()
+            )
+        );
+        assert!(matches!(dag_pb.parse::<Cid>(), Err(CidError::Unsupported(_))));
+        assert!("".parse::<Cid>().is_err());
+    }
+}

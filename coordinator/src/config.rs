@@ -1,0 +1,52 @@
+//! The coordinator's settings, with defaults that run on one machine.
+
+use medrollup_circuits::state::Genesis;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything [`crate::run`] needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// NATS server URL.
+    pub nats_url: String,
+    /// NATS user and password (the coordinator's credential).
+    pub nats_credentials: Option<(String, String)>,
+    /// Where the database and the embedded content store live.
+    pub data_dir: PathBuf,
+    /// Directory with `keys.json` and the key files (`medrollup-circuits setup`).
+    pub keys_dir: PathBuf,
+    /// The initial state.
+    pub genesis: Genesis,
+    /// HTTP API address.
+    pub http_addr: SocketAddr,
+    /// A batch that is not full is sealed this long after its first transaction.
+    pub seal_timeout: Duration,
+    /// Proof attempts (rejected proofs and failures) before a job is dead.
+    pub max_attempts: u32,
+    /// A worker that neither acks progress nor finishes within this loses its job.
+    pub job_ack_wait: Duration,
+    /// Deliveries of one job message (worker deaths, timeouts) before it is dead.
+    pub job_max_deliver: i64,
+    /// A worker silent for this long is shown as lost.
+    pub worker_timeout: Duration,
+}
+
+impl Config {
+    /// Defaults for one machine: local NATS, `./data`, `./keys`, HTTP on 8080.
+    pub fn local(genesis: Genesis) -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_credentials: None,
+            data_dir: "data".into(),
+            keys_dir: "keys".into(),
+            genesis,
+            http_addr: ([127, 0, 0, 1], 8080).into(),
+            seal_timeout: Duration::from_secs(2),
+            max_attempts: 3,
+            job_ack_wait: Duration::from_secs(30),
+            job_max_deliver: 5,
+            worker_timeout: Duration::from_secs(15),
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! Content-addressed storage of batch data and encrypted records: the trait
+//! the coordinator uses, and the embedded store (the default) that gives the
+//! same CIDs as an IPFS node and that the coordinator serves over HTTP as the
+//! subset of the Kubo RPC API clients need.
+
+use crate::cid::Cid;
+use futures::future::BoxFuture;
+use std::path::{Path, PathBuf};
+
+/// Largest content the embedded store takes: one IPFS chunk (Kubo's default
+/// chunker, 256 KiB). Within it the CID of a raw leaf is the CID of the
+/// bytes; beyond it an IPFS node would build a DAG with another CID.
+pub const MAX_BLOCK: usize = 256 * 1024;
+
+/// What went wrong in a content store.
+#[derive(Debug, thiserror::Error)]
+pub enum ContentError {
+    /// The content is larger than one block.
+    #[error("content is {0} bytes; this store keeps at most {MAX_BLOCK} bytes per object (one IPFS chunk)")]
+    TooLarge(usize),
+    /// No such content.
+    #[error("{0} is not in the store")]
+    NotFound(Cid),
+    /// The disk.
+    #[error("storage I/O at {path}: {source}")]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// What.
+        source: std::io::Error,
+    },
+    /// A remote store (an IPFS node) failed.
+    #[error("remote store: {0}")]
+    Remote(String),
+}
+
+/// A content-addressed store: put bytes, get them back by CID, pin them.
+pub trait ContentStore: Send + Sync + std::fmt::Debug {
+    /// Stores `bytes`, returns their CID.
+    fn add(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<Cid, ContentError>>;
+    /// The bytes of `cid`.
+    fn cat(&self, cid: Cid) -> BoxFuture<'_, Result<Vec<u8>, ContentError>>;
+    /// Whether `cid` can be fetched.
+    fn has(&self, cid: Cid) -> BoxFuture<'_, Result<bool, ContentError>>;
+    /// Keeps `cid` from garbage collection.
+    fn pin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>>;
+}
+
+/// Files named by CID in a directory. Nothing is ever collected, so every
+/// object is pinned; `pin` checks that it exists.
+#[derive(Debug, Clone)]
+pub struct EmbeddedStore {
+    dir: PathBuf,
+}
+
+impl EmbeddedStore {
+    /// A store in `dir` (created if missing).
+    pub fn open(dir: &Path) -> Result<Self, ContentError> {
+        std::fs::create_dir_all(dir).map_err(|source| ContentError::Io { path: dir.into(), source })?;
+        Ok(Self { dir: dir.into() })
+    }
+
+    fn path(&self, cid: &Cid) -> PathBuf {
+        self.dir.join(cid.to_string())
+    }
+
+    fn add_sync(&self, bytes: &[u8]) -> Result<Cid, ContentError> {
+        if bytes.len() > MAX_BLOCK {
+            return Err(ContentError::TooLarge(bytes.len()));
+        }
+        let cid = Cid::of(bytes);
+        let path = self.path(&cid);
+        if !path.exists() {
+            // Write then rename: a crash never leaves a partial object under its CID.
+            let tmp = self.dir.join(format!(".{cid}.tmp"));
+            std::fs::write(&tmp, bytes).map_err(|source| ContentError::Io { path: tmp.clone(), source })?;
+            std::fs::rename(&tmp, &path).map_err(|source| ContentError::Io { path: path.clone(), source })?;
+        }
+        Ok(cid)
+    }
+
+    fn cat_sync(&self, cid: Cid) -> Result<Vec<u8>, ContentError> {
+        let path = self.path(&cid);
+        match std::fs::read(&path) {
+            Ok(b) => Ok(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ContentError::NotFound(cid)),
+            Err(source) => Err(ContentError::Io { path, source }),
+        }
+    }
+}
+
+impl ContentStore for EmbeddedStore {
+    fn add(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<Cid, ContentError>> {
+        Box::pin(async move { self.add_sync(&bytes) })
+    }
+
+    fn cat(&self, cid: Cid) -> BoxFuture<'_, Result<Vec<u8>, ContentError>> {
+        Box::pin(async move { self.cat_sync(cid) })
+    }
+
+    fn has(&self, cid: Cid) -> BoxFuture<'_, Result<bool, ContentError>> {
+        Box::pin(async move { Ok(self.path(&cid).exists()) })
+    }
+
+    fn pin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
+        Box::pin(
+            async move { if self.path(&cid).exists() { Ok(()) } else { Err(ContentError::NotFound(cid)) } },
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn add_cat_pin_round_trip_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let cid = s.add(b"record".to_vec()).await.unwrap();
+        assert_eq!(cid, Cid::of(b"record"));
+        assert_eq!(s.cat(cid).await.unwrap(), b"record");
+        assert!(s.has(cid).await.unwrap());
+        s.pin(cid).await.unwrap();
+        let missing = Cid::of(b"never added");
+        assert!(!s.has(missing).await.unwrap());
+        assert!(matches!(s.cat(missing).await, Err(ContentError::NotFound(_))));
+        assert!(matches!(s.pin(missing).await, Err(ContentError::NotFound(_))));
+        let big = vec![0u8; MAX_BLOCK + 1];
+        let e = s.add(big).await.unwrap_err();
+        assert!(e.to_string().contains("at most 262144 bytes"), "{e}");
+        // Adding again is idempotent.
+        assert_eq!(s.add(b"record".to_vec()).await.unwrap(), cid);
+    }
+}

@@ -1,0 +1,347 @@
+//! The coordinator's HTTP API: submit a transaction (for clients without
+//! NATS), the status of a transaction and of a batch, the state root, Merkle
+//! proofs of any leaf (for light clients), farm status, Prometheus metrics,
+//! and the subset of the Kubo RPC API clients need for content (`add`, `cat`,
+//! `pin/add`), so that one client talks to this or to a real IPFS node.
+
+use crate::cid::Cid;
+use crate::content::{ContentError, MAX_BLOCK};
+use crate::service::Shared;
+use crate::store::{JobRecord, JobState, ProofRecord};
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures::StreamExt;
+use medrollup_circuits::batch::PublicInputs;
+use medrollup_circuits::field::fr_to_dec;
+use medrollup_circuits::merkle::MerklePath;
+use medrollup_circuits::state::TreeId;
+use medrollup_wire::{MAX_TX_BYTES, TxAnswer, TxStatus, subjects, tx_id};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+
+type AppState = Arc<Shared>;
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+/// The router.
+pub fn router(shared: AppState) -> Router {
+    Router::new()
+        .route("/tx", post(submit))
+        .route("/tx/{id}", get(tx_status))
+        .route("/batch/{n}", get(batch))
+        .route("/root", get(root))
+        .route("/proof/{tree}/{index}", get(proof))
+        .route("/farm", get(farm))
+        .route("/metrics", get(metrics))
+        .route("/api/v0/add", post(kubo_add))
+        .route("/api/v0/cat", post(kubo_cat))
+        .route("/api/v0/pin/add", post(kubo_pin))
+        .layer(DefaultBodyLimit::max(MAX_BLOCK + 64 * 1024))
+        .with_state(shared)
+}
+
+/// Serves the API until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: AppState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(shared))
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await
+}
+
+fn lookup(s: &Shared, id: &str) -> Option<TxAnswer> {
+    if let Some(a) = s.view.read().expect("view lock").recent.get(id) {
+        return Some(a.clone());
+    }
+    s.store.answer(id).ok().flatten()
+}
+
+fn answer_response(a: TxAnswer) -> Response {
+    let status = match a.status {
+        TxStatus::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::OK,
+    };
+    (status, Json(a)).into_response()
+}
+
+/// `POST /tx`: the body is a signed transaction (JSON). It goes through the
+/// same stream as NATS clients' transactions; the answer comes back when the
+/// coordinator has decided it (200 accepted or duplicate, 422 rejected), or
+/// 202 with its id if that takes longer than 30 s.
+async fn submit(State(s): State<AppState>, body: Bytes) -> Response {
+    let id = tx_id(&body);
+    if body.len() > MAX_TX_BYTES {
+        return answer_response(TxAnswer {
+            id,
+            status: TxStatus::Rejected {
+                code: "too_large".into(),
+                reason: format!(
+                    "{} bytes; a transaction is at most {MAX_TX_BYTES} bytes of JSON",
+                    body.len()
+                ),
+            },
+        });
+    }
+    let mut answers = match s.client.subscribe(subjects::answer(&id)).await {
+        Ok(sub) => sub,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, format!("NATS: {e}")),
+    };
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", id.as_str());
+    let ack = match s.js.publish_with_headers(subjects::TX_SUBMIT, headers, body).await {
+        Ok(f) => f.await,
+        Err(e) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("could not queue the transaction: {e}"));
+        }
+    };
+    match ack {
+        Err(e) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, format!("could not queue the transaction: {e}"));
+        }
+        Ok(ack) if ack.duplicate => {
+            // Submitted before: its answer exists or is coming.
+            for _ in 0..60 {
+                if let Some(a) = lookup(&s, &id) {
+                    return answer_response(a);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Ok(_) => {
+            if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), answers.next()).await
+                && let Ok(a) = serde_json::from_slice::<TxAnswer>(&m.payload)
+            {
+                return answer_response(a);
+            }
+        }
+    }
+    (StatusCode::ACCEPTED, Json(json!({ "id": id, "status": "pending" }))).into_response()
+}
+
+/// `GET /tx/{id}`: the answer given to a transaction.
+async fn tx_status(State(s): State<AppState>, Path(id): Path<String>) -> Response {
+    match lookup(&s, &id) {
+        Some(a) => (StatusCode::OK, Json(a)).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no transaction with id {id} has been decided")),
+    }
+}
+
+/// A batch without its witness.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchSummary {
+    /// Index.
+    pub batch: u64,
+    /// Public inputs.
+    pub public_inputs: PublicInputs,
+    /// CID of its data.
+    pub cid: Cid,
+    /// Submitted transaction ids.
+    pub tx_ids: Vec<String>,
+    /// Sealed at (Unix ms).
+    pub sealed_at_ms: u64,
+    /// Its verified proof.
+    pub proof: Option<ProofRecord>,
+    /// Handed to L1.
+    pub submitted: bool,
+    /// Its job.
+    pub job: Option<JobRecord>,
+}
+
+/// `GET /batch/{n}`.
+async fn batch(State(s): State<AppState>, Path(n): Path<u64>) -> Response {
+    match (s.store.batch(n), s.store.job(n)) {
+        (Ok(Some(b)), Ok(job)) => Json(BatchSummary {
+            batch: b.batch,
+            public_inputs: b.public_inputs,
+            cid: b.cid,
+            tx_ids: b.tx_ids,
+            sealed_at_ms: b.sealed_at_ms,
+            proof: b.proof,
+            submitted: b.submitted,
+            job,
+        })
+        .into_response(),
+        (Ok(None), _) => error(StatusCode::NOT_FOUND, format!("batch {n} has not been sealed")),
+        (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /root`: the state root after the last sealed batch.
+async fn root(State(s): State<AppState>) -> Response {
+    let v = s.view.read().expect("view lock");
+    let submitted = s.store.next_submit().unwrap_or(0);
+    Json(json!({
+        "root": fr_to_dec(&v.sealed.root()),
+        "batches_sealed": v.batches_sealed,
+        "batches_submitted": submitted,
+        "instance": fr_to_dec(&v.sealed.instance()),
+    }))
+    .into_response()
+}
+
+/// `GET /proof/{tree}/{index}`: a leaf, its Merkle path, the four tree roots
+/// and the audit count, from which the state root follows.
+async fn proof(State(s): State<AppState>, Path((tree, index)): Path<(String, u64)>) -> Response {
+    let Ok(tree_id) = serde_json::from_value::<TreeId>(json!(tree)) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("no tree {tree:?}; trees are accounts, records, consents, audit"),
+        );
+    };
+    let v = s.view.read().expect("view lock");
+    if index >= v.sealed.capacity() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("index {index} is outside the tree (it has {} leaves)", v.sealed.capacity()),
+        );
+    }
+    let leaf = v.sealed.leaf(tree_id, index);
+    let path: MerklePath = v.sealed.path(tree_id, index);
+    Json(json!({
+        "tree": tree_id,
+        "index": index,
+        "leaf": leaf.iter().map(fr_to_dec).collect::<Vec<_>>(),
+        "path": path,
+        "tree_roots": v.sealed.roots().iter().map(fr_to_dec).collect::<Vec<_>>(),
+        "audit_count": v.sealed.audit_count(),
+        "root": fr_to_dec(&v.sealed.root()),
+        "batches_sealed": v.batches_sealed,
+    }))
+    .into_response()
+}
+
+/// `GET /farm`: workers, jobs by state, dead jobs.
+async fn farm(State(s): State<AppState>) -> Response {
+    let jobs = match s.store.jobs() {
+        Ok(j) => j,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let records: std::collections::HashMap<_, _> =
+        s.store.workers().unwrap_or_default().into_iter().collect();
+    let workers: Vec<_> = {
+        let w = s.workers.lock().expect("workers lock");
+        let mut v: Vec<_> = w
+            .values()
+            .map(|h| {
+                let rec = records.get(&h.info.name).cloned().unwrap_or_default();
+                json!({
+                    "name": h.info.name,
+                    "backend": h.info.backend,
+                    "devices": h.info.devices,
+                    "threads": h.info.threads,
+                    "memory_bytes": h.info.memory_bytes,
+                    "busy": h.info.busy,
+                    "jobs_done": h.info.jobs_done,
+                    "last_seen_seconds": h.at.elapsed().as_secs_f64(),
+                    "alive": h.at.elapsed() < s.worker_timeout,
+                    "proofs_accepted": rec.proofs_accepted,
+                    "proofs_rejected": rec.proofs_rejected,
+                    "jobs_failed": rec.jobs_failed,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        v
+    };
+    let by = |f: &dyn Fn(&JobState) -> bool| jobs.iter().filter(|j| f(&j.state)).count();
+    let dead: Vec<_> = jobs.iter().filter(|j| matches!(j.state, JobState::Dead { .. })).collect();
+    let queued: Vec<u64> = jobs.iter().filter(|j| j.state == JobState::Queued).map(|j| j.batch).collect();
+    Json(json!({
+        "workers": workers,
+        "jobs": {
+            "queued": by(&|s| *s == JobState::Queued),
+            "proven": by(&|s| *s == JobState::Proven),
+            "dead": dead.len(),
+        },
+        "queued": queued,
+        "dead": dead,
+    }))
+    .into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
+}
+
+/// A Kubo RPC error body.
+fn kubo_error(message: impl Into<String>) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({ "Message": message.into(), "Code": 0, "Type": "error" })),
+    )
+        .into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct Arg {
+    arg: Option<String>,
+}
+
+/// The CID in `?arg=`, or what is wrong with it.
+fn cid_arg(q: &Arg) -> Result<Cid, String> {
+    let arg = q.arg.as_deref().ok_or("argument \"ipfs-path\" is required")?;
+    arg.parse::<Cid>().map_err(|e| e.to_string())
+}
+
+/// `POST /api/v0/add` (multipart, one file): as Kubo with
+/// `cid-version=1&raw-leaves=true` for content within one chunk.
+async fn kubo_add(State(s): State<AppState>, mut form: Multipart) -> Response {
+    let field = match form.next_field().await {
+        Ok(Some(f)) => f,
+        Ok(None) => return kubo_error("no file in the multipart body"),
+        Err(e) => return kubo_error(format!("multipart body: {e}")),
+    };
+    let name = field.file_name().map(str::to_string);
+    let bytes = match field.bytes().await {
+        Ok(b) => b,
+        Err(e) => return kubo_error(format!("multipart body: {e}")),
+    };
+    let size = bytes.len();
+    match s.content.add(bytes.to_vec()).await {
+        Ok(cid) => Json(json!({
+            "Name": name.unwrap_or_else(|| cid.to_string()),
+            "Hash": cid.to_string(),
+            "Size": size.to_string(),
+        }))
+        .into_response(),
+        Err(e) => kubo_error(e.to_string()),
+    }
+}
+
+/// `POST /api/v0/cat?arg=CID`.
+async fn kubo_cat(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
+    let cid = match cid_arg(&q) {
+        Ok(c) => c,
+        Err(e) => return kubo_error(e),
+    };
+    match s.content.cat(cid).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
+        Err(e @ ContentError::NotFound(_)) => kubo_error(e.to_string()),
+        Err(e) => kubo_error(e.to_string()),
+    }
+}
+
+/// `POST /api/v0/pin/add?arg=CID`.
+async fn kubo_pin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
+    let cid = match cid_arg(&q) {
+        Ok(c) => c,
+        Err(e) => return kubo_error(e),
+    };
+    match s.content.pin(cid).await {
+        Ok(()) => Json(json!({ "Pins": [cid.to_string()] })).into_response(),
+        Err(e) => kubo_error(e.to_string()),
+    }
+}

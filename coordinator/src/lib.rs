@@ -1,0 +1,27 @@
+//! The medrollup coordinator: takes signed transactions from a NATS JetStream
+//! stream, decides and sequences them into batches on a durable state, farms
+//! each batch's Groth16 proof to hospital workers over a JetStream work queue,
+//! verifies every proof against public inputs it computed itself, and hands
+//! proven batches, strictly in order, to the L1 sink.
+//!
+//! - [`sequencer`]: the rules and the batches (no I/O).
+//! - [`store`]: what survives a crash (redb), written atomically per batch.
+//! - [`content`] and [`cid`]: content-addressed storage with IPFS's CIDs.
+//! - [`service`]: the NATS glue, the farm, verification and ordering: [`run`].
+//! - [`http`]: the HTTP API (transactions, batches, roots, Merkle proofs,
+//!   farm status, `/metrics`, and the Kubo RPC subset for content).
+//! - [`sink`]: where proven batches go (the L1 submitter; a recorder for now).
+
+pub mod cid;
+pub mod config;
+pub mod content;
+pub mod http;
+pub mod metrics;
+pub mod sequencer;
+pub mod service;
+pub mod sink;
+pub mod store;
+pub mod workload;
+
+pub use config::Config;
+pub use service::{CoordinatorError, run};

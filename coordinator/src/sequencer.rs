@@ -1,0 +1,351 @@
+//! The sequencer: decides every submitted transaction against the current
+//! state, applies the accepted ones in stream order to an open batch, and
+//! seals batches (padding with no-ops). Synchronous and free of I/O: the
+//! service feeds it and persists what it returns.
+
+use crate::store::BatchRecord;
+use medrollup_circuits::batch::{BatchWitness, OpenBatch, PushError};
+use medrollup_circuits::field::{Fr, fr_to_le32};
+use medrollup_circuits::keys::CircuitShape;
+use medrollup_circuits::state::{Genesis, State, TxError};
+use medrollup_circuits::tx::{SignedTx, TxBody};
+use medrollup_wire::{MAX_TX_BYTES, TxAnswer, TxStatus};
+use std::collections::HashMap;
+
+/// Why the stored batches cannot be replayed onto the genesis state.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The genesis does not fit the circuit or is invalid.
+    #[error("genesis: {0}")]
+    Genesis(TxError),
+    /// The genesis tree height differs from the circuit's.
+    #[error(
+        "genesis has trees of height {genesis}, the circuit {circuit}; use the keys made for this genesis"
+    )]
+    Levels {
+        /// The genesis's.
+        genesis: usize,
+        /// The circuit's.
+        circuit: usize,
+    },
+    /// A stored batch does not reproduce.
+    #[error(
+        "stored batch {batch} does not replay: {why} (the database belongs to another genesis or was altered)"
+    )]
+    Replay {
+        /// Which.
+        batch: u64,
+        /// What differed.
+        why: String,
+    },
+}
+
+/// A transaction parsed and ready to decide.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    /// Its id (hash of the payload).
+    pub id: String,
+    /// The transaction.
+    pub tx: SignedTx,
+}
+
+impl Parsed {
+    /// The content digest a record transaction refers to (must be fetchable).
+    pub fn record_digest(&self) -> Option<[u8; 32]> {
+        match &self.tx.tx.body {
+            TxBody::AddRecord { cid_digest, .. } | TxBody::UpdateRecord { cid_digest, .. } => {
+                Some(*cid_digest)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn rejected(id: &str, code: &str, reason: impl Into<String>) -> TxAnswer {
+    TxAnswer { id: id.into(), status: TxStatus::Rejected { code: code.into(), reason: reason.into() } }
+}
+
+/// Parses a submitted payload, or says what is wrong with it.
+pub fn parse(payload: &[u8]) -> Result<Parsed, TxAnswer> {
+    let id = medrollup_wire::tx_id(payload);
+    if payload.len() > MAX_TX_BYTES {
+        return Err(rejected(
+            &id,
+            "too_large",
+            format!("{} bytes; a transaction is at most {MAX_TX_BYTES} bytes of JSON", payload.len()),
+        ));
+    }
+    let tx: SignedTx = serde_json::from_slice(payload)
+        .map_err(|e| rejected(&id, "malformed", format!("not a signed transaction in JSON: {e}")))?;
+    if matches!(tx.tx.body, TxBody::Noop) {
+        return Err(rejected(
+            &id,
+            "padding_only",
+            "no-op transactions are batch padding; clients cannot submit them",
+        ));
+    }
+    Ok(Parsed { id, tx })
+}
+
+/// The hex of a transaction's signed message: its identity for duplicates.
+pub fn message_hex(tx: &SignedTx, instance: Fr) -> String {
+    hex::encode(fr_to_le32(&tx.tx.message(instance)))
+}
+
+struct Open {
+    batch: OpenBatch,
+    ids: Vec<String>,
+    txs: Vec<SignedTx>,
+    messages: HashMap<String, u32>,
+}
+
+/// A sealed batch, ready to persist and publish.
+#[derive(Debug, Clone)]
+pub struct Sealed {
+    /// Index.
+    pub batch: u64,
+    /// Witness.
+    pub witness: BatchWitness,
+    /// Ids of the submitted transactions, in order.
+    pub tx_ids: Vec<String>,
+    /// All transactions, padding included.
+    pub txs: Vec<SignedTx>,
+    /// Messages (hex) of the submitted transactions.
+    pub messages: Vec<String>,
+}
+
+/// The sequencer.
+pub struct Sequencer {
+    state: State,
+    sealed_state: State,
+    shape: CircuitShape,
+    open: Option<Open>,
+    next_batch: u64,
+    last_timestamp: u64,
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("shape", &self.shape)
+            .field("next_batch", &self.next_batch)
+            .field("open", &self.open.as_ref().map(|o| o.ids.len()))
+            .finish()
+    }
+}
+
+impl Sequencer {
+    /// The genesis state with the stored batches replayed onto it (each must
+    /// give the public inputs it was sealed with).
+    pub fn restore(
+        genesis: &Genesis,
+        shape: CircuitShape,
+        batches: &[BatchRecord],
+    ) -> Result<Self, RestoreError> {
+        if genesis.levels != shape.levels {
+            return Err(RestoreError::Levels { genesis: genesis.levels, circuit: shape.levels });
+        }
+        let mut state = State::genesis(genesis).map_err(RestoreError::Genesis)?;
+        let mut last_timestamp = 0;
+        for (i, rec) in batches.iter().enumerate() {
+            let n = i as u64;
+            if rec.batch != n {
+                return Err(RestoreError::Replay {
+                    batch: n,
+                    why: format!("found batch {} in its place", rec.batch),
+                });
+            }
+            let mut open = OpenBatch::new(&state, shape.batch_size, rec.witness.timestamp);
+            for t in rec.witness.txs.iter().take(rec.tx_ids.len()) {
+                open.push(&mut state, &t.tx).map_err(|e| RestoreError::Replay {
+                    batch: n,
+                    why: format!("a transaction is refused: {e}"),
+                })?;
+            }
+            let w = open.finish(&mut state);
+            if w.public_inputs() != rec.public_inputs {
+                return Err(RestoreError::Replay { batch: n, why: "public inputs differ".into() });
+            }
+            last_timestamp = rec.witness.timestamp;
+        }
+        Ok(Self {
+            sealed_state: state.clone(),
+            state,
+            shape,
+            open: None,
+            next_batch: batches.len() as u64,
+            last_timestamp,
+        })
+    }
+
+    /// The state as of the last sealed batch (what proofs and L1 speak of).
+    pub fn sealed_state(&self) -> &State {
+        &self.sealed_state
+    }
+
+    /// The circuit's shape.
+    pub fn shape(&self) -> CircuitShape {
+        self.shape
+    }
+
+    /// Index the next sealed batch will have.
+    pub fn next_batch(&self) -> u64 {
+        self.next_batch
+    }
+
+    /// Transactions in the open batch.
+    pub fn open_len(&self) -> usize {
+        self.open.as_ref().map_or(0, |o| o.ids.len())
+    }
+
+    /// Whether the open batch has no free slot.
+    pub fn is_full(&self) -> bool {
+        self.open.as_ref().is_some_and(|o| o.batch.is_full())
+    }
+
+    /// Decides a parsed transaction at time `now` (Unix seconds).
+    /// `applied_in` says in which sealed batch a message was applied, if any;
+    /// `content_ok` whether a record transaction's content can be fetched.
+    pub fn admit(
+        &mut self,
+        p: &Parsed,
+        now: u64,
+        applied_in: impl FnOnce(&str) -> Option<u64>,
+        content_ok: bool,
+    ) -> TxAnswer {
+        let message = message_hex(&p.tx, self.state.instance());
+        if let Some(o) = &self.open
+            && o.messages.contains_key(&message)
+        {
+            return TxAnswer { id: p.id.clone(), status: TxStatus::Duplicate { batch: self.next_batch } };
+        }
+        if let Some(batch) = applied_in(&message) {
+            return TxAnswer { id: p.id.clone(), status: TxStatus::Duplicate { batch } };
+        }
+        if !content_ok {
+            return rejected(
+                &p.id,
+                "record_content_missing",
+                "the record's content (CIDv1 raw, sha256 = cid_digest) cannot be fetched from the storage; add it first",
+            );
+        }
+        let open = self.open.get_or_insert_with(|| {
+            let ts = now.max(self.last_timestamp);
+            Open {
+                batch: OpenBatch::new(&self.state, self.shape.batch_size, ts),
+                ids: Vec::new(),
+                txs: Vec::new(),
+                messages: HashMap::new(),
+            }
+        });
+        match open.batch.push(&mut self.state, &p.tx) {
+            Ok(()) => {
+                let position = open.ids.len() as u32;
+                open.ids.push(p.id.clone());
+                open.txs.push(p.tx.clone());
+                open.messages.insert(message, position);
+                TxAnswer { id: p.id.clone(), status: TxStatus::Accepted { batch: self.next_batch, position } }
+            }
+            Err(PushError::Rejected(e)) => {
+                let answer = rejected(&p.id, e.code(), e.to_string());
+                if open.ids.is_empty() {
+                    self.open = None;
+                }
+                answer
+            }
+            Err(PushError::Full(_)) => unreachable!("a full batch is sealed before the next transaction"),
+        }
+    }
+
+    /// Seals the open batch, if it holds any transaction.
+    pub fn seal(&mut self) -> Option<Sealed> {
+        let open = self.open.take()?;
+        let witness = open.batch.finish(&mut self.state);
+        self.last_timestamp = witness.timestamp;
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.sealed_state = self.state.clone();
+        let txs = witness.txs.iter().map(|t| t.tx.clone()).collect();
+        let mut messages: Vec<(String, u32)> = open.messages.into_iter().collect();
+        messages.sort_by_key(|(_, pos)| *pos);
+        Some(Sealed {
+            batch,
+            witness,
+            tx_ids: open.ids,
+            txs,
+            messages: messages.into_iter().map(|(m, _)| m).collect(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medrollup_circuits::sample;
+
+    fn seq() -> Sequencer {
+        Sequencer::restore(&sample::genesis(5), CircuitShape { batch_size: 4, levels: 5 }, &[]).unwrap()
+    }
+
+    fn payload(tx: &SignedTx) -> Vec<u8> {
+        serde_json::to_vec(tx).unwrap()
+    }
+
+    #[test]
+    fn accepts_in_order_seals_full_batches_and_answers_duplicates() {
+        let mut s = seq();
+        let txs = sample::transactions();
+        for (i, tx) in txs.iter().take(4).enumerate() {
+            let p = parse(&payload(tx)).unwrap();
+            let a = s.admit(&p, sample::NOW, |_| None, true);
+            assert_eq!(a.status, TxStatus::Accepted { batch: 0, position: i as u32 }, "{a:?}");
+        }
+        assert!(s.is_full());
+        let sealed = s.seal().unwrap();
+        assert_eq!(sealed.batch, 0);
+        assert_eq!(sealed.tx_ids.len(), 4);
+        assert_eq!(sealed.messages.len(), 4);
+        assert_eq!(s.sealed_state().root(), sealed.witness.public_inputs().new_root);
+        // The same transaction again: a duplicate (the store knows its batch).
+        let p = parse(&payload(&txs[0])).unwrap();
+        let m = message_hex(&txs[0], s.sealed_state().instance());
+        let a = s.admit(&p, sample::NOW, |q| (q == m).then_some(0), true);
+        assert_eq!(a.status, TxStatus::Duplicate { batch: 0 });
+        // And a replay inside the open batch.
+        let p5 = parse(&payload(&txs[4])).unwrap();
+        assert!(matches!(
+            s.admit(&p5, sample::NOW, |_| None, true).status,
+            TxStatus::Accepted { batch: 1, .. }
+        ));
+        assert_eq!(s.admit(&p5, sample::NOW, |_| None, true).status, TxStatus::Duplicate { batch: 1 });
+        assert_eq!(s.seal().unwrap().witness.txs.len(), 4, "padded to the batch size");
+    }
+
+    #[test]
+    fn bad_input_gets_a_reason_and_changes_nothing() {
+        let mut s = seq();
+        let root = s.sealed_state().root();
+        let e = parse(b"\x00\xffgarbage").unwrap_err();
+        assert!(matches!(&e.status, TxStatus::Rejected { code, .. } if code == "malformed"));
+        let e = parse(&vec![b' '; MAX_TX_BYTES + 1]).unwrap_err();
+        assert!(matches!(&e.status, TxStatus::Rejected { code, .. } if code == "too_large"));
+        let e = parse(&payload(&SignedTx::noop())).unwrap_err();
+        assert!(matches!(&e.status, TxStatus::Rejected { code, .. } if code == "padding_only"));
+        // A wrong nonce: the second transaction of the sample first.
+        let txs = sample::transactions();
+        let p = parse(&payload(&txs[4])).unwrap();
+        let a = s.admit(&p, sample::NOW, |_| None, true);
+        assert!(matches!(&a.status, TxStatus::Rejected { code, .. } if code == "unknown_account"), "{a:?}");
+        // A forged signature.
+        let mut forged = txs[0].clone();
+        forged.tx.nonce += 1;
+        let a = s.admit(&parse(&payload(&forged)).unwrap(), sample::NOW, |_| None, true);
+        assert!(matches!(&a.status, TxStatus::Rejected { .. }), "{a:?}");
+        // Record content that the storage lacks.
+        let a = s.admit(&parse(&payload(&txs[0])).unwrap(), sample::NOW, |_| None, false);
+        assert!(matches!(&a.status, TxStatus::Rejected { code, .. } if code == "record_content_missing"));
+        assert_eq!(s.open_len(), 0);
+        assert!(s.seal().is_none(), "nothing accepted, nothing to seal");
+        assert_eq!(s.sealed_state().root(), root);
+    }
+}

@@ -1,0 +1,701 @@
+//! The running coordinator: NATS JetStream intake, the sequencer loop, the
+//! farm (jobs out, results in, every proof verified), in-order hand-over to
+//! the L1 sink, and the HTTP API beside it.
+//!
+//! Durability: the transaction stream keeps every submission; the database
+//! records, with each sealed batch, the stream sequence decided up to. On
+//! start the coordinator replays its sealed batches onto the genesis state
+//! and reads the stream from the next sequence, so accepted transactions in
+//! a batch that was still open at a crash are decided again, in the same
+//! order, and none is lost or applied twice.
+
+use crate::cid::Cid;
+use crate::config::Config;
+use crate::content::{ContentError, ContentStore, EmbeddedStore};
+use crate::http;
+use crate::metrics::Metrics;
+use crate::sequencer::{self, RestoreError, Sequencer};
+use crate::sink::{ProofSink, RecordingSink};
+use crate::store::{BatchRecord, JobRecord, JobState, ProofRecord, Seal, Store, StoreError};
+use ark_bn254::Bn254;
+use ark_groth16::PreparedVerifyingKey;
+use async_nats::jetstream::{self, consumer, stream};
+use futures::StreamExt;
+use medrollup_circuits::keys::{self, KeyError, KeyManifest};
+use medrollup_circuits::state::State;
+use medrollup_wire::{
+    BatchData, JobOutcome, JobResult, JobSpec, TxAnswer, TxStatus, WorkerInfo, streams, subjects,
+};
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::{info, info_span, warn};
+
+/// Why the coordinator stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinatorError {
+    /// The keys.
+    #[error("keys: {0}")]
+    Keys(#[from] KeyError),
+    /// The database.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The content store.
+    #[error("content store: {0}")]
+    Content(#[from] ContentError),
+    /// The stored state does not replay.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// NATS.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// Files or sockets.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+macro_rules! nats_err {
+    ($ctx:expr) => {
+        |e| CoordinatorError::Nats(format!("{}: {e}", $ctx))
+    };
+}
+
+/// Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// What the HTTP API reads.
+#[derive(Debug)]
+pub struct View {
+    /// The state as of the last sealed batch.
+    pub sealed: State,
+    /// Sealed batches.
+    pub batches_sealed: u64,
+    /// Answers not yet in the database (the open batch's).
+    pub recent: HashMap<String, TxAnswer>,
+}
+
+/// A worker as last heard from.
+#[derive(Debug, Clone)]
+pub struct Heard {
+    /// Its heartbeat.
+    pub info: WorkerInfo,
+    /// When.
+    pub at: Instant,
+}
+
+/// State shared by the loop and the HTTP API.
+#[derive(Debug)]
+pub struct Shared {
+    /// The database.
+    pub store: Arc<Store>,
+    /// The content store.
+    pub content: Arc<dyn ContentStore>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Read model.
+    pub view: RwLock<View>,
+    /// NATS.
+    pub client: async_nats::Client,
+    /// JetStream.
+    pub js: jetstream::Context,
+    /// Workers by name.
+    pub workers: Mutex<HashMap<String, Heard>>,
+    /// When a worker counts as lost.
+    pub worker_timeout: Duration,
+    /// The circuit's key manifest.
+    pub manifest: KeyManifest,
+}
+
+/// Connects to NATS with the configured credential.
+async fn connect(config: &Config, name: &str) -> Result<async_nats::Client, CoordinatorError> {
+    let opts = match &config.nats_credentials {
+        Some((u, p)) => async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone()),
+        None => async_nats::ConnectOptions::new(),
+    };
+    opts.name(name)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("connecting to {}: {e}", config.nats_url)))
+}
+
+/// The streams and consumers the farm uses (created if missing).
+struct Bus {
+    tx: stream::Stream,
+    jobs: stream::Stream,
+    results: consumer::Consumer<consumer::pull::Config>,
+}
+
+async fn setup_bus(js: &jetstream::Context, config: &Config) -> Result<Bus, CoordinatorError> {
+    let tx = js
+        .get_or_create_stream(stream::Config {
+            name: streams::TX.into(),
+            subjects: vec![subjects::TX_SUBMIT.into()],
+            duplicate_window: Duration::from_secs(120),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::TX)))?;
+    let jobs = js
+        .get_or_create_stream(stream::Config {
+            name: streams::JOBS.into(),
+            subjects: vec![subjects::JOBS.into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            duplicate_window: Duration::from_secs(3600),
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::JOBS)))?;
+    jobs.get_or_create_consumer(
+        streams::JOBS_CONSUMER,
+        consumer::pull::Config {
+            durable_name: Some(streams::JOBS_CONSUMER.into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: config.job_ack_wait,
+            max_deliver: config.job_max_deliver,
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| CoordinatorError::Nats(format!("creating consumer {}: {e}", streams::JOBS_CONSUMER)))?;
+    let results_stream = js
+        .get_or_create_stream(stream::Config {
+            name: streams::RESULTS.into(),
+            subjects: vec![format!("{}.*", subjects::RESULT_PREFIX)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::RESULTS)))?;
+    let results = results_stream
+        .get_or_create_consumer(
+            streams::RESULTS_CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(streams::RESULTS_CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            CoordinatorError::Nats(format!("creating consumer {}: {e}", streams::RESULTS_CONSUMER))
+        })?;
+    Ok(Bus { tx, jobs, results })
+}
+
+/// Puts the proving key into the key bucket under its sha256 (once).
+async fn publish_key(
+    js: &jetstream::Context,
+    config: &Config,
+    m: &KeyManifest,
+) -> Result<(), CoordinatorError> {
+    let bucket = match js.get_object_store(streams::KEYS_BUCKET).await {
+        Ok(b) => b,
+        Err(_) => js
+            .create_object_store(jetstream::object_store::Config {
+                bucket: streams::KEYS_BUCKET.into(),
+                description: Some("medrollup proving keys, named by sha256".into()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| CoordinatorError::Nats(format!("creating bucket {}: {e}", streams::KEYS_BUCKET)))?,
+    };
+    if bucket.info(&m.proving_key_sha256).await.is_ok() {
+        return Ok(());
+    }
+    let bytes = tokio::fs::read(config.keys_dir.join(&m.proving_key)).await?;
+    let actual = keys::sha256_hex(&bytes);
+    if actual != m.proving_key_sha256 {
+        return Err(KeyError::HashMismatch {
+            path: config.keys_dir.join(&m.proving_key),
+            expected: m.proving_key_sha256.clone(),
+            actual,
+        }
+        .into());
+    }
+    bucket
+        .put(m.proving_key_sha256.as_str(), &mut bytes.as_slice())
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("uploading the proving key: {e}")))?;
+    info!(sha256 = %m.proving_key_sha256, bytes = bytes.len(), "proving key published to the farm");
+    Ok(())
+}
+
+/// The coordinator's loop state.
+struct Coordinator {
+    shared: Arc<Shared>,
+    seq: Sequencer,
+    pvk: PreparedVerifyingKey<Bn254>,
+    sink: Box<dyn ProofSink>,
+    config: Config,
+    /// Answers since the last write to the database.
+    pending: Vec<TxAnswer>,
+    /// Stream sequence decided up to.
+    last_seq: u64,
+    seal_deadline: Option<tokio::time::Instant>,
+    /// Jobs whose publication failed; retried on the tick.
+    unpublished: VecDeque<u64>,
+}
+
+/// Runs the coordinator until `shutdown` completes; then it stops taking
+/// transactions, seals what it accepted, and returns.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), CoordinatorError> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let (manifest, vk) = keys::load_verifying_key(&config.keys_dir)?;
+    let pvk = keys::prepare(&vk);
+    let store = Arc::new(Store::open(&config.data_dir.join("coordinator.redb"))?);
+    let content: Arc<dyn ContentStore> = Arc::new(EmbeddedStore::open(&config.data_dir.join("content"))?);
+    let batches = store.batches()?;
+    let seq = tokio::task::block_in_place(|| Sequencer::restore(&config.genesis, manifest.shape, &batches))?;
+    info!(batches = batches.len(), root = %seq.sealed_state().root(), "state restored");
+
+    let client = connect(&config, "medrollup-coordinator").await?;
+    let js = jetstream::new(client.clone());
+    let bus = setup_bus(&js, &config).await?;
+    publish_key(&js, &config, &manifest).await?;
+
+    let metrics = Metrics::new();
+    let shared = Arc::new(Shared {
+        store: store.clone(),
+        content,
+        metrics,
+        view: RwLock::new(View {
+            sealed: seq.sealed_state().clone(),
+            batches_sealed: batches.len() as u64,
+            recent: HashMap::new(),
+        }),
+        client: client.clone(),
+        js: js.clone(),
+        workers: Mutex::new(HashMap::new()),
+        worker_timeout: config.worker_timeout,
+        manifest: manifest.clone(),
+    });
+    let last_seq = store.applied_seq()?;
+    let mut c = Coordinator {
+        shared: shared.clone(),
+        seq,
+        pvk,
+        sink: Box::new(RecordingSink::new(&config.data_dir.join("l1-sink.jsonl"))),
+        config: config.clone(),
+        pending: Vec::new(),
+        last_seq,
+        seal_deadline: None,
+        unpublished: VecDeque::new(),
+    };
+    c.refresh_job_metrics()?;
+    // Jobs still queued at the last stop go out again (the job stream drops
+    // duplicates within its window; a late duplicate result is ignored).
+    for job in store.jobs()? {
+        if job.state == JobState::Queued {
+            c.unpublished.push_back(job.batch);
+        }
+    }
+    c.advance_sink().await?;
+
+    // The HTTP API.
+    let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
+    let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
+    info!(addr = %listener.local_addr()?, "HTTP API listening");
+    let http_task = tokio::spawn(http::serve(listener, shared.clone(), http_stopped));
+
+    // Heartbeats.
+    let mut heartbeats = client
+        .subscribe(format!("{}.*", subjects::HEARTBEAT_PREFIX))
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("subscribing to heartbeats: {e}")))?;
+    let hb_shared = shared.clone();
+    let hb_task = tokio::spawn(async move {
+        while let Some(m) = heartbeats.next().await {
+            if let Ok(info) = serde_json::from_slice::<WorkerInfo>(&m.payload) {
+                let mut w = hb_shared.workers.lock().expect("workers lock");
+                w.insert(info.name.clone(), Heard { info, at: Instant::now() });
+            }
+        }
+    });
+
+    // Jobs that ran out of deliveries.
+    let advisory =
+        format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", streams::JOBS, streams::JOBS_CONSUMER);
+    let mut advisories = client
+        .subscribe(advisory)
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("subscribing to advisories: {e}")))?;
+
+    // The transaction stream from where the database left off.
+    let tx_consumer = bus
+        .tx
+        .create_consumer(consumer::pull::OrderedConfig {
+            deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: last_seq + 1 },
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("reading stream {}: {e}", streams::TX)))?;
+    let mut txs = tx_consumer
+        .messages()
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("reading stream {}: {e}", streams::TX)))?;
+    let mut results = bus
+        .results
+        .messages()
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("reading stream {}: {e}", streams::RESULTS)))?;
+    info!(from_sequence = last_seq + 1, "taking transactions");
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    let outcome = loop {
+        let deadline = c.seal_deadline;
+        let step = tokio::select! {
+            _ = &mut shutdown => break Ok(()),
+            m = txs.next() => match m {
+                Some(Ok(m)) => c.on_tx(m).await,
+                Some(Err(e)) => { warn!(error = %e, "transaction stream"); Ok(()) }
+                None => Err(CoordinatorError::Nats("the transaction stream ended".into())),
+            },
+            m = results.next() => match m {
+                Some(Ok(m)) => c.on_result(m).await,
+                Some(Err(e)) => { warn!(error = %e, "result stream"); Ok(()) }
+                None => Err(CoordinatorError::Nats("the result stream ended".into())),
+            },
+            Some(m) = advisories.next() => c.on_max_deliveries(&bus.jobs, &m.payload).await,
+            _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
+                c.seal().await
+            }
+            _ = tick.tick() => c.on_tick().await,
+        };
+        if let Err(e) = step {
+            break Err(e);
+        }
+    };
+    // Stop taking work; what was accepted goes into a sealed batch.
+    let sealed = c.seal().await;
+    let _ = stop_http.send(true);
+    let _ = http_task.await;
+    hb_task.abort();
+    let _ = client.flush().await;
+    info!("coordinator stopped");
+    outcome.and(sealed)
+}
+
+impl Coordinator {
+    async fn on_tx(&mut self, m: jetstream::Message) -> Result<(), CoordinatorError> {
+        let seq = m.info().map_err(nats_err!("message info"))?.stream_sequence;
+        let answer = match sequencer::parse(&m.payload) {
+            Err(a) => a,
+            Ok(p) => {
+                let content_ok = match p.record_digest() {
+                    None => true,
+                    Some(d) => self.shared.content.has(Cid::from_digest(d)).await.unwrap_or(false),
+                };
+                let store = self.shared.store.clone();
+                let now = now_ms() / 1000;
+                tokio::task::block_in_place(|| {
+                    self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), content_ok)
+                })
+            }
+        };
+        self.last_seq = seq;
+        let metrics = &self.shared.metrics;
+        match &answer.status {
+            TxStatus::Accepted { .. } => {
+                metrics.tx_total.with_label_values(&["accepted"]).inc();
+                if self.seal_deadline.is_none() {
+                    self.seal_deadline = Some(tokio::time::Instant::now() + self.config.seal_timeout);
+                }
+            }
+            TxStatus::Duplicate { .. } => metrics.tx_total.with_label_values(&["duplicate"]).inc(),
+            TxStatus::Rejected { code, .. } => {
+                metrics.tx_total.with_label_values(&["rejected"]).inc();
+                metrics.tx_rejected_total.with_label_values(&[code.as_str()]).inc();
+            }
+        }
+        // Queryable before it is announced: a client that got the answer can
+        // look it up at once.
+        self.shared.view.write().expect("view lock").recent.insert(answer.id.clone(), answer.clone());
+        let body = serde_json::to_vec(&answer).expect("answers serialise");
+        if let Err(e) = self.shared.client.publish(subjects::answer(&answer.id), body.into()).await {
+            warn!(error = %e, id = %answer.id, "could not publish an answer (it stays queryable over HTTP)");
+        }
+        self.pending.push(answer);
+        if self.seq.is_full() {
+            self.seal().await?;
+        } else if self.seq.open_len() == 0 {
+            // Nothing open: record the answers and the position now.
+            let store = self.shared.store.clone();
+            tokio::task::block_in_place(|| store.record_answers(&self.pending, self.last_seq))?;
+            self.pending.clear();
+            self.shared.view.write().expect("view lock").recent.clear();
+        }
+        Ok(())
+    }
+
+    async fn seal(&mut self) -> Result<(), CoordinatorError> {
+        self.seal_deadline = None;
+        let Some(sealed) = tokio::task::block_in_place(|| self.seq.seal()) else { return Ok(()) };
+        let _span = info_span!("batch", batch = sealed.batch).entered();
+        let public_inputs = sealed.witness.public_inputs();
+        let data = BatchData { batch: sealed.batch, public_inputs, txs: sealed.txs.clone() };
+        let cid = self.shared.content.add(serde_json::to_vec(&data).expect("serialises")).await?;
+        let record = BatchRecord {
+            batch: sealed.batch,
+            public_inputs,
+            cid,
+            tx_ids: sealed.tx_ids.clone(),
+            witness: sealed.witness,
+            sealed_at_ms: now_ms(),
+            proof: None,
+            submitted: false,
+        };
+        let job = JobRecord {
+            batch: sealed.batch,
+            attempt: 1,
+            state: JobState::Queued,
+            excluded: vec![],
+            failures: vec![],
+            queued_at_ms: now_ms(),
+        };
+        let store = self.shared.store.clone();
+        tokio::task::block_in_place(|| {
+            store.seal(Seal {
+                batch: &record,
+                job: &job,
+                answers: &self.pending,
+                applied: &sealed.messages,
+                applied_seq: self.last_seq,
+            })
+        })?;
+        self.pending.clear();
+        {
+            let mut v = self.shared.view.write().expect("view lock");
+            v.sealed = self.seq.sealed_state().clone();
+            v.batches_sealed = sealed.batch + 1;
+            v.recent.clear();
+        }
+        let m = &self.shared.metrics;
+        m.batches_sealed_total.inc();
+        m.batch_transactions.with_label_values::<&str>(&[]).observe(record.tx_ids.len() as f64);
+        info!(txs = record.tx_ids.len(), cid = %cid, new_root = %public_inputs.new_root, "batch sealed");
+        if let Err(e) = self.publish_job(&record, &job).await {
+            warn!(error = %e, "job not published yet; retrying");
+            self.unpublished.push_back(record.batch);
+        }
+        self.refresh_job_metrics()
+    }
+
+    async fn publish_job(&self, record: &BatchRecord, job: &JobRecord) -> Result<(), CoordinatorError> {
+        let spec = JobSpec {
+            batch: record.batch,
+            attempt: job.attempt,
+            shape: self.shared.manifest.shape,
+            proving_key_sha256: self.shared.manifest.proving_key_sha256.clone(),
+            exclude: job.excluded.clone(),
+            witness: record.witness.clone(),
+        };
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("job-{}-{}", record.batch, job.attempt).as_str());
+        let body = serde_json::to_vec(&spec).expect("serialises");
+        self.shared
+            .js
+            .publish_with_headers(subjects::JOBS, headers, body.into())
+            .await
+            .map_err(|e| CoordinatorError::Nats(format!("publishing job {}: {e}", record.batch)))?
+            .await
+            .map_err(|e| CoordinatorError::Nats(format!("publishing job {}: {e}", record.batch)))?;
+        Ok(())
+    }
+
+    async fn on_result(&mut self, m: jetstream::Message) -> Result<(), CoordinatorError> {
+        let r: JobResult = match serde_json::from_slice(&m.payload) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(subject = %m.subject, error = %e, "a result that does not decode; dropped");
+                m.ack().await.map_err(nats_err!("ack"))?;
+                return Ok(());
+            }
+        };
+        self.handle_result(r).await?;
+        m.ack().await.map_err(nats_err!("ack"))
+    }
+
+    async fn handle_result(&mut self, r: JobResult) -> Result<(), CoordinatorError> {
+        let _span = info_span!("job", batch = r.batch, attempt = r.attempt, worker = %r.worker).entered();
+        let store = self.shared.store.clone();
+        let Some(mut batch) = store.batch(r.batch)? else {
+            warn!("a result for a batch that does not exist; dropped");
+            return Ok(());
+        };
+        if batch.proof.is_some() {
+            return Ok(()); // already proven: a late or duplicate result
+        }
+        let Some(mut job) = store.job(r.batch)? else { return Ok(()) };
+        let mut worker = store.worker(&r.worker)?;
+        let metrics = &self.shared.metrics;
+        let failure = match &r.outcome {
+            JobOutcome::Proved { proof, backend, stages } => {
+                let verified = medrollup_wire::decode_proof(proof)
+                    .map(|p| {
+                        tokio::task::block_in_place(|| keys::verify(&self.pvk, &batch.public_inputs, &p))
+                    })
+                    .unwrap_or(false);
+                if verified {
+                    metrics.proofs_verified_total.with_label_values(&["accepted"]).inc();
+                    worker.proofs_accepted += 1;
+                    batch.proof = Some(ProofRecord {
+                        proof: proof.clone(),
+                        worker: r.worker.clone(),
+                        backend: backend.clone(),
+                        stages: stages.clone(),
+                        verified_at_ms: now_ms(),
+                    });
+                    job.state = JobState::Proven;
+                    store.prove(&batch, &job, &r.worker, &worker)?;
+                    metrics.batches_proven_total.inc();
+                    metrics
+                        .seal_to_proof_seconds
+                        .with_label_values::<&str>(&[])
+                        .observe(now_ms().saturating_sub(batch.sealed_at_ms) as f64 / 1000.0);
+                    for (stage, v) in [
+                        ("synthesis", stages.synthesis),
+                        ("ntt", stages.ntt),
+                        ("msm", stages.msm),
+                        ("total", stages.total),
+                    ] {
+                        metrics.prover_stage_seconds.with_label_values(&[stage, backend.as_str()]).observe(v);
+                    }
+                    info!("proof verified");
+                    self.refresh_job_metrics()?;
+                    return self.advance_sink().await;
+                }
+                metrics.proofs_verified_total.with_label_values(&["rejected"]).inc();
+                worker.proofs_rejected += 1;
+                if !job.excluded.contains(&r.worker) {
+                    job.excluded.push(r.worker.clone());
+                }
+                warn!("proof does not verify against the batch's public inputs: rejected");
+                format!("attempt {}: the proof from {} does not verify", r.attempt, r.worker)
+            }
+            JobOutcome::Failed { reason } => {
+                worker.jobs_failed += 1;
+                warn!(%reason, "worker failed the job");
+                format!("attempt {}: {} failed: {reason}", r.attempt, r.worker)
+            }
+        };
+        job.failures.push(failure.clone());
+        // Only a result for the current attempt moves the job on.
+        let requeue = r.attempt == job.attempt && job.state == JobState::Queued;
+        if requeue {
+            if job.attempt >= self.config.max_attempts {
+                job.state =
+                    JobState::Dead { reason: format!("{} attempts failed; last: {failure}", job.attempt) };
+                warn!("job is dead");
+            } else {
+                job.attempt += 1;
+                job.queued_at_ms = now_ms();
+            }
+        }
+        store.put_job(&job, Some((&r.worker, &worker)))?;
+        if requeue
+            && job.state == JobState::Queued
+            && let Err(e) = self.publish_job(&batch, &job).await
+        {
+            warn!(error = %e, "job not published yet; retrying");
+            self.unpublished.push_back(batch.batch);
+        }
+        self.refresh_job_metrics()
+    }
+
+    async fn on_max_deliveries(
+        &mut self,
+        jobs: &stream::Stream,
+        payload: &[u8],
+    ) -> Result<(), CoordinatorError> {
+        let Ok(adv) = serde_json::from_slice::<serde_json::Value>(payload) else { return Ok(()) };
+        let (Some(seq), deliveries) = (adv["stream_seq"].as_u64(), adv["deliveries"].as_u64().unwrap_or(0))
+        else {
+            return Ok(());
+        };
+        let Ok(raw) = jobs.get_raw_message(seq).await else { return Ok(()) };
+        let Ok(spec) = serde_json::from_slice::<JobSpec>(&raw.payload) else { return Ok(()) };
+        let store = self.shared.store.clone();
+        if let Some(mut job) = store.job(spec.batch)?
+            && job.state == JobState::Queued
+            && job.attempt == spec.attempt
+        {
+            let reason = format!(
+                "delivered {deliveries} times without a result: the workers that took it died or went silent"
+            );
+            warn!(batch = spec.batch, %reason, "job is dead");
+            job.failures.push(reason.clone());
+            job.state = JobState::Dead { reason };
+            store.put_job(&job, None)?;
+            self.refresh_job_metrics()?;
+        }
+        if let Err(e) = jobs.delete_message(seq).await {
+            warn!(error = %e, "could not remove a dead job from the queue");
+        }
+        Ok(())
+    }
+
+    async fn on_tick(&mut self) -> Result<(), CoordinatorError> {
+        for _ in 0..self.unpublished.len() {
+            let Some(n) = self.unpublished.pop_front() else { break };
+            let store = self.shared.store.clone();
+            let (Some(batch), Some(job)) = (store.batch(n)?, store.job(n)?) else { continue };
+            if job.state != JobState::Queued {
+                continue;
+            }
+            if self.publish_job(&batch, &job).await.is_err() {
+                self.unpublished.push_back(n);
+            }
+        }
+        let alive = {
+            let w = self.shared.workers.lock().expect("workers lock");
+            w.values().filter(|h| h.at.elapsed() < self.shared.worker_timeout).count()
+        };
+        self.shared.metrics.workers.set(alive as i64);
+        self.advance_sink().await
+    }
+
+    /// Hands proven batches to the sink, in order, from the cursor on.
+    async fn advance_sink(&mut self) -> Result<(), CoordinatorError> {
+        let store = self.shared.store.clone();
+        loop {
+            let n = store.next_submit()?;
+            let Some(mut batch) = store.batch(n)? else { return Ok(()) };
+            if batch.proof.is_none() {
+                return Ok(());
+            }
+            if let Err(e) = self.sink.submit(&batch).await {
+                warn!(batch = n, error = %e, "sink refused the batch; retrying");
+                return Ok(());
+            }
+            batch.submitted = true;
+            store.mark_submitted(&batch)?;
+            self.shared.metrics.batches_submitted_total.inc();
+            self.shared.metrics.last_submitted_batch.set(n as i64);
+            info!(batch = n, "batch handed to L1");
+        }
+    }
+
+    fn refresh_job_metrics(&self) -> Result<(), CoordinatorError> {
+        let jobs = self.shared.store.jobs()?;
+        let count = |f: &dyn Fn(&JobState) -> bool| jobs.iter().filter(|j| f(&j.state)).count() as i64;
+        let m = &self.shared.metrics;
+        let queued = count(&|s| *s == JobState::Queued);
+        m.jobs.with_label_values(&["queued"]).set(queued);
+        m.jobs.with_label_values(&["proven"]).set(count(&|s| *s == JobState::Proven));
+        m.jobs.with_label_values(&["dead"]).set(count(&|s| matches!(s, JobState::Dead { .. })));
+        m.queue_depth.set(queued);
+        Ok(())
+    }
+}

@@ -1,0 +1,344 @@
+//! The coordinator's durable state in an embedded database (redb): sealed
+//! batches with their witnesses and proofs, the job table, every answer given,
+//! and the transaction-stream sequence applied up to. A batch, its job, its
+//! answers and the new stream position are written in one transaction, so a
+//! restart resumes exactly where the last sealed batch left off.
+
+use crate::cid::Cid;
+use medrollup_circuits::batch::{BatchWitness, PublicInputs};
+use medrollup_wire::{StageSeconds, TxAnswer};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use std::path::Path;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const ANSWERS: TableDefinition<&str, &[u8]> = TableDefinition::new("answers");
+/// Poseidon message of every applied transaction (hex) → its batch: duplicates.
+const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("applied");
+const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
+
+const APPLIED_SEQ: &str = "applied_seq";
+const NEXT_SUBMIT: &str = "next_submit";
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database.
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    /// A record that does not decode (a corrupted or foreign database).
+    #[error("stored record {what} does not decode: {source}")]
+    Decode {
+        /// Which record.
+        what: String,
+        /// Why.
+        source: serde_json::Error,
+    },
+}
+
+macro_rules! db {
+    ($e:expr) => {
+        $e.map_err(|e| StoreError::Db(e.into()))
+    };
+}
+
+/// A proof accepted for a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProofRecord {
+    /// arkworks compressed, hex.
+    pub proof: String,
+    /// Who proved it.
+    pub worker: String,
+    /// With which backend.
+    pub backend: String,
+    /// Stage times the worker reported.
+    pub stages: StageSeconds,
+    /// When it was verified (Unix ms).
+    pub verified_at_ms: u64,
+}
+
+/// A sealed batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchRecord {
+    /// Index (0, 1, ...).
+    pub batch: u64,
+    /// Its public inputs, computed by the coordinator.
+    pub public_inputs: PublicInputs,
+    /// CID of its published data ([`medrollup_wire::BatchData`]).
+    pub cid: Cid,
+    /// Ids of its submitted transactions, in slot order (padding has none).
+    pub tx_ids: Vec<String>,
+    /// The witness (what workers prove).
+    pub witness: BatchWitness,
+    /// When it was sealed (Unix ms).
+    pub sealed_at_ms: u64,
+    /// The verified proof, once there is one.
+    pub proof: Option<ProofRecord>,
+    /// Whether it went to the L1 sink.
+    pub submitted: bool,
+}
+
+/// Where a job stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum JobState {
+    /// On the work queue.
+    Queued,
+    /// A verified proof came back.
+    Proven,
+    /// Given up after too many failed attempts.
+    Dead {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The proving job of a batch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// Batch index.
+    pub batch: u64,
+    /// Current attempt (1-based).
+    pub attempt: u32,
+    /// State.
+    #[serde(flatten)]
+    pub state: JobState,
+    /// Workers whose proof for it was rejected.
+    pub excluded: Vec<String>,
+    /// What went wrong in earlier attempts.
+    pub failures: Vec<String>,
+    /// When the current attempt was queued (Unix ms).
+    pub queued_at_ms: u64,
+}
+
+/// What a worker has done, as the coordinator saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    /// Proofs accepted.
+    pub proofs_accepted: u64,
+    /// Proofs rejected (did not verify).
+    pub proofs_rejected: u64,
+    /// Jobs it reported failing.
+    pub jobs_failed: u64,
+}
+
+/// Everything written when a batch is sealed.
+#[derive(Debug)]
+pub struct Seal<'a> {
+    /// The batch.
+    pub batch: &'a BatchRecord,
+    /// Its job.
+    pub job: &'a JobRecord,
+    /// Answers given since the previous seal.
+    pub answers: &'a [TxAnswer],
+    /// Messages (hex) of the transactions applied in it.
+    pub applied: &'a [String],
+    /// The stream sequence decided up to.
+    pub applied_seq: u64,
+}
+
+/// The database.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("records serialise")
+}
+
+fn decode<T: DeserializeOwned>(what: impl FnOnce() -> String, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|source| StoreError::Decode { what: what(), source })
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = db!(Database::create(path))?;
+        // Create every table, so readers never meet a missing one.
+        let w = db!(db.begin_write())?;
+        {
+            db!(w.open_table(META))?;
+            db!(w.open_table(BATCHES))?;
+            db!(w.open_table(JOBS))?;
+            db!(w.open_table(ANSWERS))?;
+            db!(w.open_table(APPLIED))?;
+            db!(w.open_table(WORKERS))?;
+        }
+        db!(w.commit())?;
+        Ok(Self { db })
+    }
+
+    fn meta(&self, key: &str) -> Result<u64, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(META))?;
+        Ok(db!(t.get(key))?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    /// The transaction-stream sequence decided up to (0: none).
+    pub fn applied_seq(&self) -> Result<u64, StoreError> {
+        self.meta(APPLIED_SEQ)
+    }
+
+    /// The first batch not yet handed to the L1 sink.
+    pub fn next_submit(&self) -> Result<u64, StoreError> {
+        self.meta(NEXT_SUBMIT)
+    }
+
+    /// Every sealed batch, in order.
+    pub fn batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(BATCHES))?;
+        let mut out = Vec::new();
+        for row in db!(t.iter())? {
+            let (k, v) = db!(row)?;
+            out.push(decode(|| format!("batch {}", k.value()), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One batch.
+    pub fn batch(&self, n: u64) -> Result<Option<BatchRecord>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(BATCHES))?;
+        db!(t.get(n))?.map(|g| decode(|| format!("batch {n}"), g.value())).transpose()
+    }
+
+    /// Number of sealed batches.
+    pub fn batch_count(&self) -> Result<u64, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(BATCHES))?;
+        Ok(db!(t.last())?.map(|(k, _)| k.value() + 1).unwrap_or(0))
+    }
+
+    /// Writes a sealed batch, its job, the answers and the stream position at once.
+    pub fn seal(&self, s: Seal<'_>) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            db!(db!(w.open_table(BATCHES))?.insert(s.batch.batch, encode(s.batch).as_slice()))?;
+            db!(db!(w.open_table(JOBS))?.insert(s.job.batch, encode(s.job).as_slice()))?;
+            let mut answers = db!(w.open_table(ANSWERS))?;
+            for a in s.answers {
+                db!(answers.insert(a.id.as_str(), encode(a).as_slice()))?;
+            }
+            let mut applied = db!(w.open_table(APPLIED))?;
+            for m in s.applied {
+                db!(applied.insert(m.as_str(), s.batch.batch))?;
+            }
+            db!(db!(w.open_table(META))?.insert(APPLIED_SEQ, s.applied_seq))?;
+        }
+        db!(w.commit())
+    }
+
+    /// Records answers and the stream position without a batch (a run of
+    /// rejections, so they are not decided again after a restart).
+    pub fn record_answers(&self, answers: &[TxAnswer], applied_seq: u64) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            let mut t = db!(w.open_table(ANSWERS))?;
+            for a in answers {
+                db!(t.insert(a.id.as_str(), encode(a).as_slice()))?;
+            }
+            db!(db!(w.open_table(META))?.insert(APPLIED_SEQ, applied_seq))?;
+        }
+        db!(w.commit())
+    }
+
+    /// The answer given to transaction `id`.
+    pub fn answer(&self, id: &str) -> Result<Option<TxAnswer>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(ANSWERS))?;
+        db!(t.get(id))?.map(|g| decode(|| format!("answer {id}"), g.value())).transpose()
+    }
+
+    /// The batch a transaction message (hex) was applied in.
+    pub fn applied_in(&self, message_hex: &str) -> Result<Option<u64>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(APPLIED))?;
+        Ok(db!(t.get(message_hex))?.map(|g| g.value()))
+    }
+
+    /// One job.
+    pub fn job(&self, n: u64) -> Result<Option<JobRecord>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(JOBS))?;
+        db!(t.get(n))?.map(|g| decode(|| format!("job {n}"), g.value())).transpose()
+    }
+
+    /// Every job, in batch order.
+    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(JOBS))?;
+        let mut out = Vec::new();
+        for row in db!(t.iter())? {
+            let (k, v) = db!(row)?;
+            out.push(decode(|| format!("job {}", k.value()), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Writes a job (and, with it, a worker's record).
+    pub fn put_job(&self, job: &JobRecord, worker: Option<(&str, &WorkerRecord)>) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            db!(db!(w.open_table(JOBS))?.insert(job.batch, encode(job).as_slice()))?;
+            if let Some((name, rec)) = worker {
+                db!(db!(w.open_table(WORKERS))?.insert(name, encode(rec).as_slice()))?;
+            }
+        }
+        db!(w.commit())
+    }
+
+    /// Stores a verified proof with its job and the worker's record.
+    pub fn prove(
+        &self,
+        batch: &BatchRecord,
+        job: &JobRecord,
+        worker: &str,
+        rec: &WorkerRecord,
+    ) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            db!(db!(w.open_table(BATCHES))?.insert(batch.batch, encode(batch).as_slice()))?;
+            db!(db!(w.open_table(JOBS))?.insert(job.batch, encode(job).as_slice()))?;
+            db!(db!(w.open_table(WORKERS))?.insert(worker, encode(rec).as_slice()))?;
+        }
+        db!(w.commit())
+    }
+
+    /// Marks batch `n` handed to the L1 sink and moves the submit cursor.
+    pub fn mark_submitted(&self, batch: &BatchRecord) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            db!(db!(w.open_table(BATCHES))?.insert(batch.batch, encode(batch).as_slice()))?;
+            db!(db!(w.open_table(META))?.insert(NEXT_SUBMIT, batch.batch + 1))?;
+        }
+        db!(w.commit())
+    }
+
+    /// A worker's record.
+    pub fn worker(&self, name: &str) -> Result<WorkerRecord, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(WORKERS))?;
+        Ok(db!(t.get(name))?
+            .map(|g| decode(|| format!("worker {name}"), g.value()))
+            .transpose()?
+            .unwrap_or_default())
+    }
+
+    /// Every worker's record.
+    pub fn workers(&self) -> Result<Vec<(String, WorkerRecord)>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(WORKERS))?;
+        let mut out = Vec::new();
+        for row in db!(t.iter())? {
+            let (k, v) = db!(row)?;
+            let name = k.value().to_string();
+            let rec = decode(|| format!("worker {name}"), v.value())?;
+            out.push((name, rec));
+        }
+        Ok(out)
+    }
+}

