@@ -32,6 +32,10 @@ impl Farm {
     }
 
     fn coordinator(&self, ack_wait_s: u64) -> Coordinator {
+        self.coordinator_with(ack_wait_s, 5)
+    }
+
+    fn coordinator_with(&self, ack_wait_s: u64, max_deliver: i64) -> Coordinator {
         Coordinator::start(&CoordinatorOpts {
             nats: &self.nats,
             keys: &self.keys,
@@ -40,7 +44,7 @@ impl Farm {
             http_port: self.http_port,
             seal_timeout_ms: 500,
             job_ack_wait_s: ack_wait_s,
-            job_max_deliver: 5,
+            job_max_deliver: max_deliver,
         })
     }
 
@@ -420,4 +424,97 @@ async fn worker_and_client_credentials_cannot_publish_what_is_not_theirs() {
     // A client's own subject works.
     let ok = client.publish(medrollup_wire::subjects::TX_SUBMIT, tx.into()).await.unwrap().await;
     assert!(ok.is_ok());
+}
+
+/// Binds to the job queue with a worker's credential, as a hostile worker would.
+async fn rogue_consumer(
+    farm: &Farm,
+) -> (
+    async_nats::jetstream::Context,
+    async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+) {
+    use async_nats::jetstream;
+    let js = jetstream::new(farm.nats.connect(WORKER).await);
+    let jobs = js.get_stream(medrollup_wire::streams::JOBS).await.unwrap();
+    let c = jobs.get_consumer(medrollup_wire::streams::JOBS_CONSUMER).await.unwrap();
+    (js, c)
+}
+
+async fn next_job(
+    c: &async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+) -> async_nats::jetstream::Message {
+    use futures::StreamExt;
+    wait_for("a job", Duration::from_secs(60), || async {
+        c.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await.ok()?.next().await?.ok()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_keeps_failing_is_parked_dead_with_its_reason() {
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let http = farm.http();
+    one_batch(&Client::connect(&farm.nats).await, &http).await;
+    let (js, c) = rogue_consumer(&farm).await;
+    // Three failed attempts (the coordinator's default bound).
+    for attempt in 1..=3u32 {
+        let m = next_job(&c).await;
+        let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(spec.attempt, attempt);
+        let result = medrollup_wire::JobResult {
+            batch: spec.batch,
+            attempt: spec.attempt,
+            worker: format!("flaky-{attempt}"),
+            outcome: medrollup_wire::JobOutcome::Failed { reason: "out of device memory".into() },
+        };
+        js.publish(medrollup_wire::subjects::result("flaky"), serde_json::to_vec(&result).unwrap().into())
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        m.ack().await.unwrap();
+    }
+    let f = wait_for("the job parked dead", Duration::from_secs(30), || async {
+        let f = get_json(&format!("{http}/farm")).await;
+        (f["jobs"]["dead"] == 1).then_some(f)
+    })
+    .await;
+    let reason = f["dead"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("3 attempts failed") && reason.contains("out of device memory"), "{reason}");
+    assert_eq!(f["dead"][0]["failures"].as_array().unwrap().len(), 3);
+    // Not re-queued: no fourth job.
+    use futures::StreamExt;
+    let more =
+        c.fetch().max_messages(1).expires(Duration::from_secs(2)).messages().await.unwrap().next().await;
+    assert!(more.is_none(), "a dead job is not queued again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_workers_keep_vanishing_is_parked_dead_after_its_deliveries() {
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator_with(1, 2);
+    let http = farm.http();
+    one_batch(&Client::connect(&farm.nats).await, &http).await;
+    let (_js, c) = rogue_consumer(&farm).await;
+    // Take it twice and never answer (as a worker that dies each time).
+    for delivery in 1..=2 {
+        let m = next_job(&c).await;
+        assert_eq!(m.info().unwrap().delivered, delivery);
+    }
+    // Workers keep pulling: the server sees the job is out of deliveries
+    // when it would hand it out a third time, and says so in an advisory.
+    let f = wait_for("the job parked dead", Duration::from_secs(30), || async {
+        use futures::StreamExt;
+        let extra =
+            c.fetch().max_messages(1).expires(Duration::from_millis(500)).messages().await.ok()?.next().await;
+        assert!(extra.is_none(), "a job past its deliveries is not handed out again");
+        let f = get_json(&format!("{http}/farm")).await;
+        (f["jobs"]["dead"] == 1).then_some(f)
+    })
+    .await;
+    let reason = f["dead"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("delivered 2 times"), "{reason}");
+    let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("medrollup_jobs{state=\"dead\"} 1"), "{metrics}");
 }
