@@ -30,7 +30,7 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 /// Why the coordinator stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -442,7 +442,12 @@ impl Coordinator {
     async fn seal(&mut self) -> Result<(), CoordinatorError> {
         self.seal_deadline = None;
         let Some(sealed) = tokio::task::block_in_place(|| self.seq.seal()) else { return Ok(()) };
-        let _span = info_span!("batch", batch = sealed.batch).entered();
+        let span = info_span!("batch", batch = sealed.batch);
+        self.persist_and_dispatch(sealed).instrument(span).await
+    }
+
+    /// Publishes a sealed batch's data, stores it with its job, dispatches the job.
+    async fn persist_and_dispatch(&mut self, sealed: sequencer::Sealed) -> Result<(), CoordinatorError> {
         let public_inputs = sealed.witness.public_inputs();
         let data = BatchData { batch: sealed.batch, public_inputs, txs: sealed.txs.clone() };
         let cid = self.shared.content.add(serde_json::to_vec(&data).expect("serialises")).await?;
@@ -528,7 +533,12 @@ impl Coordinator {
     }
 
     async fn handle_result(&mut self, r: JobResult) -> Result<(), CoordinatorError> {
-        let _span = info_span!("job", batch = r.batch, attempt = r.attempt, worker = %r.worker).entered();
+        let span = info_span!("job", batch = r.batch, attempt = r.attempt, worker = %r.worker);
+        self.judge_result(r).instrument(span).await
+    }
+
+    /// Verifies a result and moves its job on.
+    async fn judge_result(&mut self, r: JobResult) -> Result<(), CoordinatorError> {
         let store = self.shared.store.clone();
         let Some(mut batch) = store.batch(r.batch)? else {
             warn!("a result for a batch that does not exist; dropped");

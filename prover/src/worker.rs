@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tracing::{info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 /// A worker's settings.
 #[derive(Debug, Clone)]
@@ -279,7 +279,12 @@ impl Worker {
                 return;
             }
         };
-        let _span = info_span!("job", batch = spec.batch, attempt = spec.attempt).entered();
+        let span = info_span!("job", batch = spec.batch, attempt = spec.attempt);
+        self.run_job(m, spec).instrument(span).await
+    }
+
+    /// Proves one job, keeping it leased, and returns its result before acking it.
+    async fn run_job(&mut self, m: jetstream::Message, spec: JobSpec) {
         if spec.exclude.contains(&self.config.name) {
             // Our proof of it was rejected: leave it to another worker.
             let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
