@@ -201,29 +201,26 @@ fn read_checked(dir: &Path, name: &str, sha256: &str) -> Result<Vec<u8>, KeyErro
 pub fn load_proving_key(dir: &Path) -> Result<(KeyManifest, ProvingKey<Bn254>), KeyError> {
     let m = read_manifest(dir)?;
     let bytes = read_checked(dir, &m.proving_key, &m.proving_key_sha256)?;
-    // The hash check above is the integrity check; skipping the curve checks
-    // of every point keeps loading fast.
-    let pk = ProvingKey::deserialize_uncompressed_unchecked(&bytes[..]).map_err(|e| KeyError::Malformed {
-        path: dir.join(&m.proving_key),
-        what: "proving key",
-        reason: e.to_string(),
-    })?;
+    let pk = decode_proving_key(&bytes, dir.join(&m.proving_key))?;
     Ok((m, pk))
 }
 
 /// A proving key from its file's bytes, after checking them against the
 /// sha256 it is known by (a worker fetching a key from the farm).
 pub fn proving_key_from_bytes(bytes: &[u8], sha256: &str) -> Result<ProvingKey<Bn254>, KeyError> {
+    let origin = PathBuf::from(format!("proving key {sha256}"));
     let actual = sha256_hex(bytes);
     if actual != sha256 {
-        return Err(KeyError::HashMismatch {
-            path: format!("proving key {sha256}").into(),
-            expected: sha256.into(),
-            actual,
-        });
+        return Err(KeyError::HashMismatch { path: origin, expected: sha256.into(), actual });
     }
+    decode_proving_key(bytes, origin)
+}
+
+/// Decodes hash-checked proving key bytes. The hash is the integrity check;
+/// skipping the curve checks of every point keeps loading fast.
+fn decode_proving_key(bytes: &[u8], origin: PathBuf) -> Result<ProvingKey<Bn254>, KeyError> {
     ProvingKey::deserialize_uncompressed_unchecked(bytes).map_err(|e| KeyError::Malformed {
-        path: format!("proving key {sha256}").into(),
+        path: origin,
         what: "proving key",
         reason: e.to_string(),
     })
