@@ -194,8 +194,6 @@ async fn a_worker_killed_mid_proof_loses_its_job_to_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rogue_workers_proof_is_rejected_reproved_elsewhere_and_never_handed_on() {
-    use async_nats::jetstream::{self, consumer};
-    use futures::StreamExt;
     let _heavy = HEAVY.lock().await;
     let farm = Farm::new();
     let _coordinator = farm.coordinator(30);
@@ -204,15 +202,8 @@ async fn a_rogue_workers_proof_is_rejected_reproved_elsewhere_and_never_handed_o
     one_batch(&client, &http).await;
 
     // The rogue takes the job and answers with curve points that are no proof.
-    let rogue = farm.nats.connect(WORKER).await;
-    let js = jetstream::new(rogue);
-    let jobs = js.get_stream(medrollup_wire::streams::JOBS).await.unwrap();
-    let c: consumer::Consumer<consumer::pull::Config> =
-        jobs.get_consumer(medrollup_wire::streams::JOBS_CONSUMER).await.unwrap();
-    let m = wait_for("a job for the rogue", Duration::from_secs(30), || async {
-        c.fetch().max_messages(1).expires(Duration::from_secs(1)).messages().await.ok()?.next().await?.ok()
-    })
-    .await;
+    let (js, c) = rogue_consumer(&farm).await;
+    let m = next_job(&c).await;
     let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
     let bogus = {
         use ark_ec::PrimeGroup;
@@ -232,12 +223,7 @@ async fn a_rogue_workers_proof_is_rejected_reproved_elsewhere_and_never_handed_o
             stages: Default::default(),
         },
     };
-    js.publish(medrollup_wire::subjects::result("rogue"), serde_json::to_vec(&result).unwrap().into())
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    m.ack().await.unwrap();
+    return_result(&js, &m, &result).await;
 
     // Rejected and queued again without the rogue; an honest worker proves it.
     let job = wait_for("the rejection", Duration::from_secs(30), || async {
@@ -440,6 +426,17 @@ async fn rogue_consumer(
     (js, c)
 }
 
+/// Publishes a result for job message `m`, then acks it, as a worker does.
+async fn return_result(
+    js: &async_nats::jetstream::Context,
+    m: &async_nats::jetstream::Message,
+    result: &medrollup_wire::JobResult,
+) {
+    let subject = medrollup_wire::subjects::result(&result.worker);
+    js.publish(subject, serde_json::to_vec(result).unwrap().into()).await.unwrap().await.unwrap();
+    m.ack().await.unwrap();
+}
+
 async fn next_job(
     c: &async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
 ) -> async_nats::jetstream::Message {
@@ -468,12 +465,7 @@ async fn a_job_that_keeps_failing_is_parked_dead_with_its_reason() {
             worker: format!("flaky-{attempt}"),
             outcome: medrollup_wire::JobOutcome::Failed { reason: "out of device memory".into() },
         };
-        js.publish(medrollup_wire::subjects::result("flaky"), serde_json::to_vec(&result).unwrap().into())
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        m.ack().await.unwrap();
+        return_result(&js, &m, &result).await;
     }
     let f = wait_for("the job parked dead", Duration::from_secs(30), || async {
         let f = get_json(&format!("{http}/farm")).await;
