@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+import {IBatchVerifier} from "./IBatchVerifier.sol";
+
+/// @title MedRollup
+/// @notice The L1 anchor of the healthcare rollup: the source of truth for
+/// state roots. The sequencer submits each batch with a Groth16 proof that
+/// the batch's transactions move the state from the current root to the new
+/// one; the batch data itself is on IPFS under the CID given here.
+///
+/// Storage per batch is one slot: the hash of its record (see `recordHash`).
+/// The full record is in the `BatchSubmitted` event; anyone holding a record
+/// (from the event or from the coordinator) checks it with `isBatchRecord`.
+contract MedRollup {
+    /// @notice A batch as submitted.
+    struct BatchRecord {
+        bytes32 oldRoot;
+        bytes32 newRoot;
+        bytes32 txCommitment;
+        uint64 timestamp;
+        bytes cid;
+    }
+
+    error NotOwner(address caller);
+    error NotSequencer(address caller);
+    error ZeroAddress();
+    error StaleOldRoot(bytes32 current, bytes32 given);
+    error NoStateChange();
+    error TimestampInFuture(uint64 timestamp, uint256 blockTimestamp);
+    error TimestampBeforeLast(uint64 timestamp, uint64 last);
+    error BadCid(uint256 length);
+    error InvalidProof();
+    error NoSuchBatch(uint256 index, uint256 count);
+
+    event BatchSubmitted(
+        uint256 indexed index,
+        bytes32 indexed newRoot,
+        bytes32 oldRoot,
+        bytes32 txCommitment,
+        uint64 timestamp,
+        bytes cid
+    );
+    event VerifierChanged(address indexed previous, address indexed next, bytes32 vkHash);
+    event SequencerChanged(address indexed previous, address indexed next);
+    event OwnerChanged(address indexed previous, address indexed next);
+
+    /// @notice The state root before any batch.
+    bytes32 public immutable genesisRoot;
+    address public owner;
+    address public sequencer;
+    IBatchVerifier public verifier;
+    /// @notice The state root after the last batch.
+    bytes32 public currentRoot;
+    /// @notice Batches submitted so far (the next batch's index).
+    uint64 public batchCount;
+    /// @notice The last batch's timestamp (Unix seconds).
+    uint64 public lastTimestamp;
+    /// @notice `recordHash` of each batch, by index.
+    mapping(uint256 => bytes32) public batchRecordHash;
+
+    constructor(bytes32 genesisRoot_, IBatchVerifier verifier_, address sequencer_) {
+        if (address(verifier_) == address(0) || sequencer_ == address(0)) revert ZeroAddress();
+        genesisRoot = genesisRoot_;
+        currentRoot = genesisRoot_;
+        owner = msg.sender;
+        sequencer = sequencer_;
+        verifier = verifier_;
+        emit OwnerChanged(address(0), msg.sender);
+        emit SequencerChanged(address(0), sequencer_);
+        emit VerifierChanged(address(0), address(verifier_), verifier_.vkHash());
+    }
+
+    /// @notice Submits the next batch. Reverts unless `oldRoot` is the
+    /// current root, the state changes, the timestamp is neither in the
+    /// future nor before the last batch's, and the proof verifies.
+    function submitBatch(
+        bytes32 oldRoot,
+        bytes32 newRoot,
+        bytes32 txCommitment,
+        uint64 timestamp,
+        bytes calldata cid,
+        uint256[8] calldata proof
+    ) external {
+        if (msg.sender != sequencer) revert NotSequencer(msg.sender);
+        bytes32 current = currentRoot;
+        if (oldRoot != current) revert StaleOldRoot(current, oldRoot);
+        // Every transaction bumps a nonce, so a real batch always changes the
+        // root; refusing no-op transitions also makes a batch unreplayable.
+        if (newRoot == oldRoot) revert NoStateChange();
+        if (timestamp > block.timestamp) revert TimestampInFuture(timestamp, block.timestamp);
+        uint64 last = lastTimestamp;
+        if (timestamp < last) revert TimestampBeforeLast(timestamp, last);
+        if (cid.length == 0 || cid.length > 64) revert BadCid(cid.length);
+        uint256[4] memory input =
+            [uint256(oldRoot), uint256(newRoot), uint256(txCommitment), uint256(timestamp)];
+        if (!verifier.verifyProof(proof, input)) revert InvalidProof();
+
+        uint64 index = batchCount;
+        batchRecordHash[index] = recordHash(oldRoot, newRoot, txCommitment, timestamp, cid);
+        currentRoot = newRoot;
+        batchCount = index + 1;
+        lastTimestamp = timestamp;
+        emit BatchSubmitted(index, newRoot, oldRoot, txCommitment, timestamp, cid);
+    }
+
+    /// @notice The hash stored for a batch record.
+    function recordHash(
+        bytes32 oldRoot,
+        bytes32 newRoot,
+        bytes32 txCommitment,
+        uint64 timestamp,
+        bytes calldata cid
+    ) public pure returns (bytes32) {
+        return keccak256(abi.encode(oldRoot, newRoot, txCommitment, timestamp, keccak256(cid)));
+    }
+
+    /// @notice Whether `r` is exactly the record of batch `index`.
+    function isBatchRecord(uint256 index, BatchRecord calldata r) external view returns (bool) {
+        if (index >= batchCount) revert NoSuchBatch(index, batchCount);
+        return batchRecordHash[index] == recordHash(r.oldRoot, r.newRoot, r.txCommitment, r.timestamp, r.cid);
+    }
+
+    /// @notice The verifying key hash of the installed verifier.
+    function vkHash() external view returns (bytes32) {
+        return verifier.vkHash();
+    }
+
+    /// @notice Installs the verifier of a new circuit version.
+    function setVerifier(IBatchVerifier next) external onlyOwner {
+        if (address(next) == address(0)) revert ZeroAddress();
+        emit VerifierChanged(address(verifier), address(next), next.vkHash());
+        verifier = next;
+    }
+
+    function setSequencer(address next) external onlyOwner {
+        if (next == address(0)) revert ZeroAddress();
+        emit SequencerChanged(sequencer, next);
+        sequencer = next;
+    }
+
+    function transferOwnership(address next) external onlyOwner {
+        if (next == address(0)) revert ZeroAddress();
+        emit OwnerChanged(owner, next);
+        owner = next;
+    }
+
+    modifier onlyOwner() {
+        if (msg.sender != owner) revert NotOwner(msg.sender);
+        _;
+    }
+}

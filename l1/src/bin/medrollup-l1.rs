@@ -1,0 +1,139 @@
+//! `medrollup-l1`: generate the Solidity verifier and the forge fixtures,
+//! deploy the contracts on a dev chain, read the rollup's state.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use medrollup_circuits::keys;
+use medrollup_circuits::state::{Genesis, State};
+use medrollup_l1::contracts::{Artifact, verifier_artifact};
+use medrollup_l1::submitter::{self, L1Config, Submitter};
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(name = "medrollup-l1", about = "medrollup's L1 tools: verifier generator, fixtures, deployment")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Writes the Solidity verifier for the keys in --keys-dir.
+    Verifier {
+        #[arg(long, default_value = "keys")]
+        keys_dir: PathBuf,
+        #[arg(long, default_value = "contracts/src/BatchVerifier.sol")]
+        out: PathBuf,
+        /// Contract name.
+        #[arg(long, default_value = "BatchVerifier")]
+        name: String,
+    },
+    /// Proves sample batches with the keys in --keys-dir and writes them as
+    /// the forge tests' fixtures.
+    Fixtures {
+        #[arg(long, default_value = "keys")]
+        keys_dir: PathBuf,
+        #[arg(long, default_value = "contracts/test/Fixtures.sol")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+    },
+    /// Deploys a verifier and the rollup contract (key: MEDROLLUP_L1_KEY).
+    Deploy {
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc: String,
+        #[arg(long, default_value = "keys")]
+        keys_dir: PathBuf,
+        /// Genesis JSON (default: the sample genesis at the keys' levels).
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+        /// A verifier artifact for other keys than the checked-in verifier's.
+        #[arg(long)]
+        verifier_artifact: Option<PathBuf>,
+        /// Where to write the addresses.
+        #[arg(long, default_value = "deployment.json")]
+        out: PathBuf,
+    },
+    /// Shows the rollup's batch count, root and verifier key hash.
+    Status {
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc: String,
+        #[arg(long)]
+        rollup: alloy::primitives::Address,
+        #[arg(long, default_value = "keys")]
+        keys_dir: PathBuf,
+    },
+}
+
+fn key_from_env() -> Result<alloy::signers::local::PrivateKeySigner> {
+    let text = std::env::var("MEDROLLUP_L1_KEY")
+        .context("set MEDROLLUP_L1_KEY to the sequencer's private key (hex)")?;
+    Ok(submitter::parse_key(&text)?)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verifier { keys_dir, out, name } => {
+            let (m, vk) = keys::load_verifying_key(&keys_dir)?;
+            let src = medrollup_l1::verifier::solidity(&vk, &m.verifying_key_sha256, &name)?;
+            std::fs::write(&out, src).with_context(|| format!("writing {}", out.display()))?;
+            println!("{} <- verifying key {} ({:?})", out.display(), m.verifying_key_sha256, m.shape);
+        }
+        Command::Fixtures { keys_dir, out, count } => {
+            let (m, pk) = keys::load_proving_key(&keys_dir)?;
+            let (root, batches) = medrollup_l1::fixtures::prove_batches(pk, m.shape, count);
+            std::fs::write(&out, medrollup_l1::fixtures::solidity(root, &m.verifying_key_sha256, &batches))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{} <- {} batches proven with {}", out.display(), batches.len(), m.verifying_key_sha256);
+        }
+        Command::Deploy { rpc, keys_dir, genesis, verifier_artifact: artifact, out } => {
+            let m = keys::read_manifest(&keys_dir)?;
+            let verifier = match artifact {
+                Some(p) => Artifact::parse(
+                    &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("parsing {}", p.display()))?,
+                None => verifier_artifact(),
+            };
+            if verifier.vk_sha256.as_deref() != Some(m.verifying_key_sha256.as_str()) {
+                bail!(
+                    "the verifier {} is for verifying key {}, the keys in {} are {}: generate its verifier \
+                     (make contracts KEYS={}) and pass --verifier-artifact",
+                    verifier.contract,
+                    verifier.vk_sha256.as_deref().unwrap_or("(unknown)"),
+                    keys_dir.display(),
+                    m.verifying_key_sha256,
+                    keys_dir.display()
+                );
+            }
+            let genesis: Genesis = match genesis {
+                Some(p) => serde_json::from_slice(
+                    &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+                )
+                .with_context(|| format!("parsing {}", p.display()))?,
+                None => medrollup_circuits::sample::genesis(m.shape.levels),
+            };
+            let root = State::genesis(&genesis).map_err(|e| anyhow::anyhow!("genesis: {e}"))?.root();
+            let config = L1Config::local(&rpc, key_from_env()?);
+            let d = submitter::deploy(&config, &verifier, root).await?;
+            std::fs::write(&out, serde_json::to_vec_pretty(&d)?)?;
+            println!(
+                "rollup {} verifier {} on chain {} -> {}",
+                d.rollup,
+                d.verifier,
+                d.chain_id,
+                out.display()
+            );
+        }
+        Command::Status { rpc, rollup, keys_dir } => {
+            let m = keys::read_manifest(&keys_dir)?;
+            let config = L1Config::local(&rpc, alloy::signers::local::PrivateKeySigner::random());
+            let s = Submitter::connect(config, rollup, &m.verifying_key_sha256).await?;
+            let c = s.chain_state().await?;
+            println!("batches {} root {} vk {}", c.count, c.root, m.verifying_key_sha256);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,712 @@
+//! Deploying the contracts on a dev chain, and landing proven batches on it
+//! strictly in order.
+//!
+//! The chain is the source of truth: every round the submitter reads the
+//! contract's batch count and root, and offers the batch with that index.
+//! So a restart of the submitter, of the node (state reloaded) or a reorg
+//! that removes landed batches all come down to the same thing: the chain is
+//! at index `n`, batch `n` goes next. The contract refuses a batch whose old
+//! root is not the current root, so no batch can land twice or out of order.
+//!
+//! One transaction is in flight at a time. Its nonce is the account's
+//! confirmed transaction count; a transaction not mined within
+//! `stuck_after` has its fees raised (same nonce, so one of the versions
+//! lands); one the node no longer knows (dropped) is sent again. A landed
+//! batch counts once `confirmations` blocks hold it and it is still in the
+//! canonical chain.
+
+use crate::contracts::{Artifact, BatchVerifier, MedRollup};
+use crate::verifier::{fr_u256, input_words, proof_words};
+use alloy::consensus::TxEnvelope;
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::{Ethereum, EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
+use alloy::primitives::{Address, B256, Bytes, TxHash};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::{TransactionReceipt, TransactionRequest};
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::{SolCall, SolConstructor, SolInterface};
+use ark_bn254::{Bn254, Fr};
+use ark_groth16::Proof;
+use medrollup_circuits::batch::PublicInputs;
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tracing::{info, warn};
+
+/// The submitter's settings.
+#[derive(Clone)]
+pub struct L1Config {
+    /// JSON-RPC URL of the node.
+    pub rpc_url: String,
+    /// The sequencer's key (never logged: `Debug` shows its address only).
+    pub key: PrivateKeySigner,
+    /// Blocks on top of a batch's block before it counts as landed (1 = mined).
+    pub confirmations: u64,
+    /// How often the node is polled.
+    pub poll: Duration,
+    /// A transaction not mined after this has its fees raised.
+    pub stuck_after: Duration,
+    /// Fee raise per bump, in percent (nodes want at least 10).
+    pub fee_bump_percent: u64,
+    /// Gas limit of a submission.
+    pub gas_limit: u64,
+}
+
+impl std::fmt::Debug for L1Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("L1Config")
+            .field("rpc_url", &self.rpc_url)
+            .field("sequencer", &self.key.address())
+            .field("confirmations", &self.confirmations)
+            .field("poll", &self.poll)
+            .field("stuck_after", &self.stuck_after)
+            .field("fee_bump_percent", &self.fee_bump_percent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl L1Config {
+    /// Defaults for a local dev chain with `key`.
+    pub fn local(rpc_url: &str, key: PrivateKeySigner) -> Self {
+        Self {
+            rpc_url: rpc_url.into(),
+            key,
+            confirmations: 1,
+            poll: Duration::from_millis(250),
+            stuck_after: Duration::from_secs(6),
+            fee_bump_percent: 25,
+            gas_limit: 1_000_000,
+        }
+    }
+}
+
+/// Parses a hex private key (with or without 0x), saying what is wrong
+/// without echoing it.
+pub fn parse_key(text: &str) -> Result<PrivateKeySigner, L1Error> {
+    text.trim()
+        .parse::<PrivateKeySigner>()
+        .map_err(|_| L1Error::Config("the L1 private key is not 32 bytes of hex".into()))
+}
+
+/// What went wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum L1Error {
+    /// The node could not be reached or answered with an error.
+    #[error("L1 node: {0}")]
+    Rpc(String),
+    /// Bad settings.
+    #[error("L1 settings: {0}")]
+    Config(String),
+    /// The verifier on chain is for other keys.
+    #[error(
+        "the verifier on chain is for verifying key sha256 {chain}, this farm proves with {ours}: \
+         install the matching verifier (MedRollup.setVerifier) or use the matching keys"
+    )]
+    VkMismatch {
+        /// On chain.
+        chain: String,
+        /// Ours.
+        ours: String,
+    },
+    /// The chain's root is not the one the farm expects.
+    #[error(
+        "the rollup on chain is at batch {index} with root {chain}, but this coordinator's batch {index} \
+         starts from {ours}: the chain and the coordinator have diverged"
+    )]
+    Diverged {
+        /// The chain's batch count.
+        index: u64,
+        /// Root on chain.
+        chain: String,
+        /// The coordinator's old root for that batch.
+        ours: String,
+    },
+    /// The contract refused the batch.
+    #[error("the rollup contract refuses batch {index}: {reason}")]
+    Refused {
+        /// Batch index.
+        index: u64,
+        /// Decoded revert.
+        reason: String,
+    },
+}
+
+impl L1Error {
+    /// Whether retrying later can help.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, L1Error::Rpc(_) | L1Error::Refused { .. })
+    }
+}
+
+fn rpc<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> L1Error {
+    move |e| L1Error::Rpc(format!("{what}: {e}"))
+}
+
+/// A batch as the contract takes it.
+#[derive(Debug, Clone)]
+pub struct L1Batch {
+    /// Index.
+    pub index: u64,
+    /// Public inputs.
+    pub public: PublicInputs,
+    /// CID bytes of the batch data.
+    pub cid: Vec<u8>,
+    /// The proof, once there is one.
+    pub proof: Option<Proof<Bn254>>,
+}
+
+/// Where the submitter finds batches (the coordinator's database).
+pub trait BatchSource: Send + Sync {
+    /// Sealed batch `index`, if there is one.
+    fn batch(&self, index: u64) -> Result<Option<L1Batch>, String>;
+}
+
+/// A batch landed on chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landing {
+    /// Batch index.
+    pub index: u64,
+    /// The transaction that landed it.
+    pub tx_hash: TxHash,
+    /// Its block.
+    pub block: u64,
+    /// Gas it used.
+    pub gas_used: u64,
+    /// Price paid per gas (wei).
+    pub gas_price: u128,
+    /// From the first send to enough confirmations.
+    pub latency: Duration,
+    /// Versions sent (1 + fee bumps + resends).
+    pub sends: u32,
+}
+
+/// What the submitter tells its owner (for metrics and the database).
+pub trait Observer: Send + Sync {
+    /// A batch landed with enough confirmations.
+    fn landed(&self, landing: &Landing);
+    /// A transaction's fees were raised.
+    fn fee_bumped(&self, _index: u64) {}
+    /// A transaction vanished (dropped, or removed by a reorg) and is sent again.
+    fn resent(&self, _index: u64) {}
+    /// The chain's batch count went down (a reorg).
+    fn reorg(&self, _from: u64, _to: u64) {}
+    /// The submitter stopped on an error that retrying cannot fix.
+    fn failed(&self, _error: &L1Error) {}
+}
+
+/// Connects to the node with the sequencer's key.
+pub fn connect(config: &L1Config) -> Result<DynProvider, L1Error> {
+    let url =
+        config.rpc_url.parse().map_err(|e| L1Error::Config(format!("RPC URL {:?}: {e}", config.rpc_url)))?;
+    Ok(ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased())
+}
+
+/// Deployed contract addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Deployment {
+    /// The rollup contract.
+    pub rollup: Address,
+    /// Its verifier.
+    pub verifier: Address,
+    /// The chain id.
+    pub chain_id: u64,
+    /// Block of the rollup's deployment.
+    pub block: u64,
+}
+
+/// Fees for a fresh transaction: twice the next base fee plus a tip.
+async fn fresh_fees(p: &DynProvider) -> Result<(u128, u128), L1Error> {
+    let f = p.estimate_eip1559_fees().await.map_err(rpc("estimating fees"))?;
+    let tip = f.max_priority_fee_per_gas.max(1_000_000_000);
+    Ok((f.max_fee_per_gas.max(tip) + tip, tip))
+}
+
+/// Signs and sends `req` (nonce, gas and fees already set); returns its hash.
+async fn send(p: &DynProvider, wallet: &EthereumWallet, req: TransactionRequest) -> Result<TxHash, L1Error> {
+    let env: TxEnvelope = <TransactionRequest as NetworkTransactionBuilder<Ethereum>>::build(req, wallet)
+        .await
+        .map_err(|e| L1Error::Config(format!("signing: {e}")))?;
+    let hash = *env.tx_hash();
+    match p.send_raw_transaction(&env.encoded_2718()).await {
+        Ok(_) => Ok(hash),
+        // The node has it already (a resend of the very same bytes).
+        Err(e) if e.to_string().contains("already known") => Ok(hash),
+        Err(e) => Err(L1Error::Rpc(format!("sending a transaction: {e}"))),
+    }
+}
+
+/// Deploys a verifier from `verifier` and the rollup contract with
+/// `genesis_root`, the key's address as sequencer and owner; waits for both.
+pub async fn deploy(config: &L1Config, verifier: &Artifact, genesis_root: Fr) -> Result<Deployment, L1Error> {
+    let p = connect(config)?;
+    let wallet = EthereumWallet::from(config.key.clone());
+    let from = config.key.address();
+    let chain_id = p.get_chain_id().await.map_err(rpc("reading the chain id"))?;
+    let mut deployed = Vec::new();
+    for (code, what) in [(verifier.bytecode.clone(), "verifier"), (Bytes::new(), "rollup")] {
+        let code = if what == "rollup" {
+            let args = MedRollup::constructorCall {
+                genesisRoot_: fr_u256(&genesis_root).into(),
+                verifier_: deployed[0],
+                sequencer_: from,
+            }
+            .abi_encode();
+            let mut c = crate::contracts::rollup_artifact().bytecode.to_vec();
+            c.extend_from_slice(&args);
+            Bytes::from(c)
+        } else {
+            code
+        };
+        let nonce = p.get_transaction_count(from).pending().await.map_err(rpc("reading the nonce"))?;
+        let (max_fee, tip) = fresh_fees(&p).await?;
+        let req = TransactionRequest::default()
+            .with_from(from)
+            .with_deploy_code(code)
+            .with_nonce(nonce)
+            .with_chain_id(chain_id)
+            .with_gas_limit(3_000_000)
+            .with_max_fee_per_gas(max_fee)
+            .with_max_priority_fee_per_gas(tip);
+        let hash = send(&p, &wallet, req).await?;
+        let receipt = wait_receipt(&p, hash, Duration::from_secs(60), config.poll).await?;
+        if !receipt.status() {
+            return Err(L1Error::Rpc(format!("deploying the {what} reverted")));
+        }
+        let addr = receipt
+            .contract_address
+            .ok_or_else(|| L1Error::Rpc(format!("the {what} deployment has no contract address")))?;
+        info!(%addr, what, gas = receipt.gas_used, "deployed");
+        deployed.push(addr);
+        if what == "rollup" {
+            return Ok(Deployment {
+                rollup: addr,
+                verifier: deployed[0],
+                chain_id,
+                block: receipt.block_number.unwrap_or_default(),
+            });
+        }
+    }
+    unreachable!("the loop returns after the rollup")
+}
+
+async fn wait_receipt(
+    p: &DynProvider,
+    hash: TxHash,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<TransactionReceipt, L1Error> {
+    let t = Instant::now();
+    loop {
+        if let Some(r) = p.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))? {
+            return Ok(r);
+        }
+        if t.elapsed() > timeout {
+            return Err(L1Error::Rpc(format!("transaction {hash} not mined within {timeout:?}")));
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Reads a revert's reason from an error that carries revert data.
+fn revert_reason(e: &alloy::contract::Error) -> String {
+    if let Some(data) = e.as_revert_data() {
+        if let Ok(err) = MedRollup::MedRollupErrors::abi_decode(&data) {
+            return format!("{err:?}");
+        }
+        return format!("revert 0x{}", hex::encode(&data));
+    }
+    e.to_string()
+}
+
+/// What the chain says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChainState {
+    /// Batches on chain.
+    pub count: u64,
+    /// Current root.
+    pub root: B256,
+}
+
+/// Lands batches on one rollup contract.
+#[derive(Debug)]
+pub struct Submitter {
+    config: L1Config,
+    provider: DynProvider,
+    wallet: EthereumWallet,
+    rollup: Address,
+    vk_sha256: String,
+    chain_id: u64,
+    /// The chain's count as last seen (to notice reorgs).
+    last_count: Option<u64>,
+}
+
+/// How one round ended.
+enum Round {
+    /// A batch landed.
+    Landed(Landing),
+    /// Nothing to do until a batch is proven.
+    Idle,
+    /// Something transient; try again.
+    Retry,
+}
+
+impl Submitter {
+    /// A submitter for `rollup`, proving with the key of sha256 `vk_sha256`.
+    /// Checks the node, the contract and that its verifier is for our keys.
+    pub async fn connect(config: L1Config, rollup: Address, vk_sha256: &str) -> Result<Self, L1Error> {
+        let provider = connect(&config)?;
+        let chain_id = provider.get_chain_id().await.map_err(rpc("reading the chain id"))?;
+        let wallet = EthereumWallet::from(config.key.clone());
+        let s = Self {
+            config,
+            provider,
+            wallet,
+            rollup,
+            vk_sha256: vk_sha256.to_ascii_lowercase(),
+            chain_id,
+            last_count: None,
+        };
+        s.check_vk().await?;
+        Ok(s)
+    }
+
+    /// The sequencer's address.
+    pub fn address(&self) -> Address {
+        self.config.key.address()
+    }
+
+    fn contract(&self) -> MedRollup::MedRollupInstance<&DynProvider> {
+        MedRollup::new(self.rollup, &self.provider)
+    }
+
+    /// Refuses a verifier generated from other keys.
+    pub async fn check_vk(&self) -> Result<(), L1Error> {
+        let code = self.provider.get_code_at(self.rollup).await.map_err(rpc("reading the rollup's code"))?;
+        if code.is_empty() {
+            return Err(L1Error::Config(format!(
+                "no contract at {} on chain {}",
+                self.rollup, self.chain_id
+            )));
+        }
+        let chain = self.contract().vkHash().call().await.map_err(rpc("reading the verifier's key hash"))?;
+        let chain = hex::encode(chain);
+        if chain != self.vk_sha256 {
+            return Err(L1Error::VkMismatch { chain, ours: self.vk_sha256.clone() });
+        }
+        Ok(())
+    }
+
+    /// The chain's batch count and root.
+    pub async fn chain_state(&self) -> Result<ChainState, L1Error> {
+        let c = self.contract();
+        let count = c.batchCount().call().await.map_err(rpc("reading the batch count"))?;
+        let root = c.currentRoot().call().await.map_err(rpc("reading the current root"))?;
+        Ok(ChainState { count, root })
+    }
+
+    /// Runs until `shutdown`, landing batches from `source` in order; wakes
+    /// on `wake` (a batch was proven) or every poll interval. Returns on an
+    /// error that retrying cannot fix (reported to `observer` first).
+    pub async fn run(
+        mut self,
+        source: &dyn BatchSource,
+        observer: &dyn Observer,
+        mut wake: tokio::sync::watch::Receiver<u64>,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), L1Error> {
+        tokio::pin!(shutdown);
+        let mut backoff = self.config.poll;
+        loop {
+            let round = tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                r = self.round(source, observer) => r,
+            };
+            let pause = match round {
+                Ok(Round::Landed(l)) => {
+                    observer.landed(&l);
+                    backoff = self.config.poll;
+                    continue;
+                }
+                Ok(Round::Idle) => self.config.poll * 4,
+                Ok(Round::Retry) => self.config.poll,
+                Err(e) if e.is_transient() => {
+                    warn!(error = %e, "L1 submission failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "L1 submitter stopped");
+                    observer.failed(&e);
+                    return Err(e);
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = wake.changed() => {}
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn round(&mut self, source: &dyn BatchSource, observer: &dyn Observer) -> Result<Round, L1Error> {
+        let chain = self.chain_state().await?;
+        if let Some(last) = self.last_count
+            && chain.count < last
+        {
+            warn!(from = last, to = chain.count, "the chain lost batches (reorg or reset): resubmitting");
+            observer.reorg(last, chain.count);
+        }
+        self.last_count = Some(chain.count);
+        let index = chain.count;
+        let Some(batch) = source.batch(index).map_err(L1Error::Config)? else {
+            // Nothing sealed at this index. If the chain is ahead of us, the
+            // root of our last batch must be the chain's.
+            if index > 0
+                && let Some(prev) = source.batch(index - 1).map_err(L1Error::Config)?
+            {
+                let ours: B256 = fr_u256(&prev.public.new_root).into();
+                if ours != chain.root {
+                    return Err(self.diverged(index, chain.root, prev.public.new_root));
+                }
+            } else if index > 0 {
+                return Err(L1Error::Config(format!(
+                    "the rollup on chain has {index} batches, more than this coordinator has sealed"
+                )));
+            }
+            return Ok(Round::Idle);
+        };
+        let ours: B256 = fr_u256(&batch.public.old_root).into();
+        if ours != chain.root {
+            return Err(self.diverged(index, chain.root, batch.public.old_root));
+        }
+        let Some(proof) = &batch.proof else { return Ok(Round::Idle) };
+        let [old, new, commitment, _] = input_words(&batch.public);
+        let calldata = MedRollup::submitBatchCall {
+            oldRoot: old.into(),
+            newRoot: new.into(),
+            txCommitment: commitment.into(),
+            timestamp: batch.public.timestamp,
+            cid: batch.cid.clone().into(),
+            proof: proof_words(proof),
+        }
+        .abi_encode();
+        // Simulate first: a refusal is explained before any gas is spent.
+        let contract = self.contract();
+        let call = contract.submitBatch(
+            old.into(),
+            new.into(),
+            commitment.into(),
+            batch.public.timestamp,
+            batch.cid.clone().into(),
+            proof_words(proof),
+        );
+        if let Err(e) = call.from(self.address()).call().await {
+            let reason = revert_reason(&e);
+            if reason.contains("InvalidProof") {
+                // Verified off chain already: the verifier must have changed.
+                self.check_vk().await?;
+            }
+            if e.as_revert_data().is_none() {
+                return Err(L1Error::Rpc(format!("simulating batch {index}: {reason}")));
+            }
+            return Err(L1Error::Refused { index, reason });
+        }
+        self.land(index, Bytes::from(calldata), observer).await
+    }
+
+    fn diverged(&self, index: u64, chain: B256, ours: Fr) -> L1Error {
+        L1Error::Diverged {
+            index,
+            chain: format!("{chain}"),
+            ours: format!("{}", B256::from(fr_u256(&ours))),
+        }
+    }
+
+    /// Sends the submission and follows it until it lands with enough
+    /// confirmations, raising fees and resending as needed.
+    async fn land(&mut self, index: u64, calldata: Bytes, observer: &dyn Observer) -> Result<Round, L1Error> {
+        let p = self.provider.clone();
+        let from = self.address();
+        let nonce = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
+        let (mut max_fee, mut tip) = fresh_fees(&p).await?;
+        let request = |max_fee: u128, tip: u128| {
+            TransactionRequest::default()
+                .with_from(from)
+                .with_to(self.rollup)
+                .with_input(calldata.clone())
+                .with_nonce(nonce)
+                .with_chain_id(self.chain_id)
+                .with_gas_limit(self.config.gas_limit)
+                .with_max_fee_per_gas(max_fee)
+                .with_max_priority_fee_per_gas(tip)
+        };
+        let started = Instant::now();
+        let mut sends = 1u32;
+        let mut hashes = vec![send(&p, &self.wallet, request(max_fee, tip)).await?];
+        info!(batch = index, nonce, tx = %hashes[0], "batch sent to L1");
+        let mut sent_at = Instant::now();
+        loop {
+            tokio::time::sleep(self.config.poll).await;
+            // Any version of the transaction may be the one that is mined.
+            let mut mined = None;
+            for h in hashes.iter().rev() {
+                if let Some(r) = p.get_transaction_receipt(*h).await.map_err(rpc("reading a receipt"))? {
+                    mined = Some(r);
+                    break;
+                }
+            }
+            if let Some(r) = mined {
+                if !r.status() {
+                    // Lost a race (the batch is already on chain, e.g. from
+                    // before a restart) or the chain changed: the next round
+                    // reads the chain again and explains any refusal.
+                    warn!(batch = index, tx = %r.transaction_hash, "submission reverted on chain");
+                    return Ok(Round::Retry);
+                }
+                return match self.confirm(&r).await? {
+                    true => Ok(Round::Landed(Landing {
+                        index,
+                        tx_hash: r.transaction_hash,
+                        block: r.block_number.unwrap_or_default(),
+                        gas_used: r.gas_used,
+                        gas_price: r.effective_gas_price,
+                        latency: started.elapsed(),
+                        sends,
+                    })),
+                    false => {
+                        observer.resent(index);
+                        Ok(Round::Retry)
+                    }
+                };
+            }
+            // Our nonce used by something else (another version mined and
+            // then lost, or a transaction sent from elsewhere): start over.
+            let confirmed = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
+            if confirmed > nonce {
+                return Ok(Round::Retry);
+            }
+            if sent_at.elapsed() < self.config.stuck_after {
+                continue;
+            }
+            let known = p
+                .get_transaction_by_hash(*hashes.last().expect("one sent"))
+                .await
+                .map_err(rpc("looking up a transaction"))?
+                .is_some();
+            if known {
+                let bump = |x: u128| x + x * u128::from(self.config.fee_bump_percent) / 100 + 1;
+                (max_fee, tip) = (bump(max_fee), bump(tip));
+                let (fresh_max, fresh_tip) = fresh_fees(&p).await?;
+                max_fee = max_fee.max(fresh_max);
+                tip = tip.max(fresh_tip).min(max_fee);
+                warn!(batch = index, nonce, max_fee, tip, "transaction stuck: raising its fees");
+                observer.fee_bumped(index);
+            } else {
+                warn!(batch = index, nonce, "transaction dropped by the node: sending it again");
+                observer.resent(index);
+            }
+            match send(&p, &self.wallet, request(max_fee, tip)).await {
+                Ok(h) => {
+                    if !hashes.contains(&h) {
+                        hashes.push(h);
+                    }
+                    sends += 1;
+                }
+                Err(e) => warn!(batch = index, error = %e, "resend failed"),
+            }
+            sent_at = Instant::now();
+        }
+    }
+
+    /// Waits until `r`'s block has `confirmations` blocks (itself included)
+    /// and checks that it is still in the canonical chain.
+    async fn confirm(&self, r: &TransactionReceipt) -> Result<bool, L1Error> {
+        let block = r.block_number.unwrap_or_default();
+        let wait_started = Instant::now();
+        loop {
+            let head = self.provider.get_block_number().await.map_err(rpc("reading the block number"))?;
+            if head + 1 >= block + self.config.confirmations {
+                break;
+            }
+            if head < block || wait_started.elapsed() > self.config.stuck_after * 20 {
+                break; // reorged below it, or no blocks coming: check below
+            }
+            tokio::time::sleep(self.config.poll).await;
+        }
+        match self
+            .provider
+            .get_transaction_receipt(r.transaction_hash)
+            .await
+            .map_err(rpc("reading a receipt"))?
+        {
+            Some(now) if now.block_hash == r.block_hash => {
+                let head = self.provider.get_block_number().await.map_err(rpc("reading the block number"))?;
+                Ok(head + 1 >= block + self.config.confirmations)
+            }
+            _ => {
+                warn!(tx = %r.transaction_hash, "a landed batch left the chain (reorg): resubmitting");
+                Ok(false)
+            }
+        }
+    }
+
+    /// Calls the verifier directly (a check the CLI and tests use).
+    pub async fn verify_on_chain(
+        &self,
+        verifier: Address,
+        public: &PublicInputs,
+        proof: &Proof<Bn254>,
+    ) -> Result<bool, L1Error> {
+        BatchVerifier::new(verifier, &self.provider)
+            .verifyProof(proof_words(proof), input_words(public))
+            .call()
+            .await
+            .map_err(rpc("calling the verifier"))
+    }
+
+    /// The provider (for reading events and receipts).
+    pub fn provider(&self) -> &DynProvider {
+        &self.provider
+    }
+
+    /// The rollup contract's address.
+    pub fn rollup(&self) -> Address {
+        self.rollup
+    }
+}
+
+/// The reason a submission reverted, from its revert data (for tests and logs).
+pub fn decode_revert(data: &[u8]) -> Option<String> {
+    MedRollup::MedRollupErrors::abi_decode(data).ok().map(|e| format!("{e:?}"))
+}
+
+/// `U256` of a root, for callers comparing with the chain.
+pub fn root_word(root: &Fr) -> B256 {
+    fr_u256(root).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_stays_out_of_debug_output_and_errors() {
+        let hex_key = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcaf784d7bf4f2ff80";
+        let config = L1Config::local("http://127.0.0.1:1", parse_key(hex_key).unwrap());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(hex_key) && !shown.contains(&hex_key[..16]), "{shown}");
+        assert!(shown.contains("0xf39F"), "the address is shown: {shown}");
+        let bad = format!("{}", parse_key("0x1234zz").unwrap_err());
+        assert!(bad.contains("not 32 bytes of hex") && !bad.contains("1234zz"), "{bad}");
+        assert!(parse_key(&format!("0x{hex_key}\n")).is_ok());
+    }
+
+    #[test]
+    fn reverts_decode_to_named_errors() {
+        use alloy::sol_types::SolError;
+        let data = MedRollup::StaleOldRoot { current: B256::repeat_byte(1), given: B256::repeat_byte(2) }
+            .abi_encode();
+        let reason = decode_revert(&data).unwrap();
+        assert!(reason.contains("StaleOldRoot"), "{reason}");
+        assert!(decode_revert(&[0xde, 0xad, 0xbe, 0xef]).is_none());
+    }
+}
