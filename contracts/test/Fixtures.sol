@@ -25,14 +25,14 @@ library Fixtures {
             b.timestamp = 1767225600;
             b.cid = hex"0155122005a0d306125ad3f0b03789b8a0c84462695b93b9724979c33eb34fc9793907eb";
             b.proof = [
-                uint256(0x0017138fabc82a0d7535bfe36095cb8792e4eaeb94904d2eadce6f0936c06780),
-                uint256(0x09601c5095c50c1b1b9337d7c42e38b5e926aad2ef37ca795e46793d3aca81ee),
-                uint256(0x046be653e77655d727e0154245bd4288ffee618f85d1ff7f67345c62349c19fd),
-                uint256(0x19cce1bdaa05f41c9d71326570ba2fca5d96d5d79b33d87e01a7d386a89648c7),
-                uint256(0x047c99b68eab5b3c679c01e46b3fc2fa1c01be15f01ece80c5373bad33929636),
-                uint256(0x1fde040e093c119172ef4eaa638d5f9ba1796899a38ab55c95f46006c63c8854),
-                uint256(0x0f7faf2891dd2ea90768a1e6b0a1590fcd4401950e368cd323291ed38dc91a6f),
-                uint256(0x26c0419fdfa5f229477ea5be8e47f9e3428e1f0f21652278db0bc58a60586c97)
+                uint256(0x0c702c0d9bae8e4cd742976eabf068248a670d57f5a4781fd15114fbc8e7418c),
+                uint256(0x03a248f90b1506fcd2a505d6a28584ae668db32ab694a978a48b3f67731b7c83),
+                uint256(0x2c6ae3c26e97d178b28ea561581cc36b502995168d4d92295ec044b829ff0af6),
+                uint256(0x08153e058f87ea180e835affabaf19797d592ac7e8d3c0c1456a59bd4049f479),
+                uint256(0x248476201aea643dd7f7feae97d7672362ca1bd2e4b47b22575dd853918e1452),
+                uint256(0x103adcd562b16552d362f1e50416ef6a2cb24001b13060260d10db682992a8df),
+                uint256(0x1237316e27f18d7806e1fb354863f8831579583294606d94e0409033f6de2f91),
+                uint256(0x1b71e31b3b4cfd6af905fa4def824b57fbeead47bdfa3edf1a0b78cb206f9905)
             ];
             return b;
         }
@@ -43,14 +43,14 @@ library Fixtures {
             b.timestamp = 1767225610;
             b.cid = hex"01551220fc74a0bb0a51f14ade5467e9e71e416af9a32dcc02544425f504ade2e506ca63";
             b.proof = [
-                uint256(0x2d95071672f6455f4914701e5392da3b4ebf9a2e8f87632f79ef52190f435b37),
-                uint256(0x0398a12c9c70c472a62582990a17045c14af123418519346136ca303897eceb2),
-                uint256(0x2fa20dee28d206b049f0db1aa1a126a86ff79f235892d5eb2a387d8f33b292b6),
-                uint256(0x01a4a75c85aaf74afefb5e6bbe2b8e4d1e78840163c22206423b661bacf50fe0),
-                uint256(0x10685edfe9b87662d532fea7b58403ccbb49564a997ef43d502ef0f2c403fba8),
-                uint256(0x2d9282ea089bd981d0d99215bbea3054c0b5c1e824e05f10313ff0c500bad50a),
-                uint256(0x2e36cea219a30af33eaba271a5c2e04cf21c4212a06d9d69d4381b4412f4bb79),
-                uint256(0x26ba66da9729487553ca0460da9cd0f90c9af1b2114b3020c8215ec1a0a778e1)
+                uint256(0x2ee2624790055a81603991d2e08acc7717fc0fdc5a27bdd4c8f3620b30e6db2c),
+                uint256(0x04f5510adce2645cb90271c04c80da696c8483f3d5039faa5940b8f2c669ac3c),
+                uint256(0x2c43b38943f1813f8e0e63ae59c655a93ad022fefd9ed3f8cf4d405e670f7e9c),
+                uint256(0x1f4e35ee963ceee952f3ec3ee2a5dcc3f492324e672774da2254ade159d76c44),
+                uint256(0x118329eaae34bd57920bb8747d72f0e4e75bc583b728e42f252478e1d9c6e76a),
+                uint256(0x09f244f70492c1912b1d06949eb6ff01be3d9f111e765ea187775f0e5ab35b5e),
+                uint256(0x0df33bdbab553e8fb0c5e1fb7edb2c7e623e76ee50b99d7cf098577ddd6bf241),
+                uint256(0x203c76d74edf4fb39f805a4c92d0ede05fb1f3c08aa914b9132ab27f77228ea0)
             ];
             return b;
         }
@@ -61,14 +61,14 @@ library Fixtures {
             b.timestamp = 1767225620;
             b.cid = hex"01551220a0a32e0b2200eeb3066737c85559a7f339d5755e1616e89cea55f696d679686f";
             b.proof = [
-                uint256(0x2beac308140c90e94ce78eceb4a22350ecdaddd6af855cedf69ddedfcd6aa669),
-                uint256(0x1c528ab8df3baab16486108292c71b891b6d959a2067c0be02b65c36f7a243ca),
-                uint256(0x057d399373489a972e0ef16de2b3ebd7f1c5249d8bf16576d0af2bd226e91367),
-                uint256(0x187ee65e183cbde634f6e13f14c10a7de249b84e475bd0042ce9044daa744614),
-                uint256(0x0a1c6354b7b92a42d93446d99c3d48a18bd371755fc01210cecaa6949c29619f),
-                uint256(0x2155273dc36b3b491cac26daa6bfe046bab6d3352ecf155bdae46a0db8a685e8),
-                uint256(0x03e02ca22b7e54857a3f8c9a15017905203f15ced6005196f8f2941ec57c62d7),
-                uint256(0x0535919c70cf0f3a1bfa385a1a43d12f7218a5b5b58b62b05cc5c535a5dcb0c4)
+                uint256(0x1e79f04e16a768ebdf82cfc8e8e91aec4770b3e7d771326a1f0c6b8380152dea),
+                uint256(0x06c230fcb9d9fbfba8d890487b7b7ccd1761dabd95f0b6164513f59698bcbb41),
+                uint256(0x092b2ecbf15d05b7ad3c0f9934b7838d851d65d0262a6e4726a3389313f71dd0),
+                uint256(0x14434bab3b1256d5d96a792e1ee42a179b0e8609542dc3c2098db53c8a5e3d11),
+                uint256(0x1ff27c3efa3909180b42a4f44b70a11c084b705591924bb8bb9ebf061e650f51),
+                uint256(0x186526ac6c14214a71759318c18867b39dc30e9c1aa224f256b3e7ac59c82659),
+                uint256(0x054f9d9069b6981c43a3b77fc27e2beca943c01558fe331d5274eaffaedfccf6),
+                uint256(0x0cff4e093ddfdabc9ffa6b10f30a5ba20f12bb69a20026cbf4f019cc5e2d630d)
             ];
             return b;
         }

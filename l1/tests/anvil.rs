@@ -1,0 +1,409 @@
+//! The submitter against a real anvil (npm `@foundry-rs/anvil-linux-amd64`,
+//! installed by `scripts/contracts`): batches of the sample transactions,
+//! proven by the engine with the canonical keys, land in order through stuck
+//! and dropped transactions, a reorg and a node restart with reloaded state.
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use ark_bn254::Fr;
+use ark_std::UniformRand;
+use medrollup_circuits::circuit::BatchCircuit;
+use medrollup_circuits::keys;
+use medrollup_l1::contracts::{MedRollup, verifier_artifact};
+use medrollup_l1::fixtures::{raw_cid, sample_batches};
+use medrollup_l1::submitter::{
+    self, BatchSource, L1Batch, L1Config, L1Error, Landing, Observer, Submitter, root_word,
+};
+use medrollup_l1::{canonical, vk_sha256};
+use medrollup_prover::CpuBackend;
+use medrollup_prover::groth16::{self, LoadedKey};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// anvil's first default account (a public development key).
+const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// The four sample batches, proven once per test binary.
+fn proven() -> &'static (Fr, Vec<L1Batch>, String) {
+    static P: OnceLock<(Fr, Vec<L1Batch>, String)> = OnceLock::new();
+    P.get_or_init(|| {
+        let pk = keys::setup(canonical::SHAPE, Some(canonical::SEED)).unwrap();
+        let vk_hash = vk_sha256(&pk.vk);
+        let backend = CpuBackend::new();
+        let key = LoadedKey::load(&backend, pk).unwrap();
+        let (root, witnesses) = sample_batches(canonical::SHAPE, 4);
+        let mut rng = ark_std::rand::thread_rng();
+        let batches = witnesses
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| {
+                let public = w.public_inputs();
+                let cid = raw_cid(&serde_json::to_vec(&w.txs).unwrap());
+                let (proof, _) = groth16::prove(
+                    &backend,
+                    &key,
+                    BatchCircuit::new(w),
+                    Fr::rand(&mut rng),
+                    Fr::rand(&mut rng),
+                )
+                .unwrap();
+                L1Batch { index: i as u64, public, cid, proof: Some(proof) }
+            })
+            .collect();
+        (root, batches, vk_hash)
+    })
+}
+
+fn anvil_bin() -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../contracts/node_modules/.bin/anvil");
+    assert!(p.exists(), "{} is missing: run scripts/contracts (it installs anvil from npm)", p.display());
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Anvil {
+    child: Child,
+    port: u16,
+}
+
+impl Anvil {
+    fn start(port: u16, args: &[&str]) -> Self {
+        let child = Command::new(anvil_bin())
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("anvil starts");
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "anvil did not open port {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { child, port }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops anvil with SIGINT, so that it dumps its state.
+    fn stop(mut self) {
+        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Anvil {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Batches whose proofs are handed over one by one, as the farm proves them.
+#[derive(Default)]
+struct Source {
+    batches: Mutex<Vec<L1Batch>>,
+    proven_upto: Mutex<usize>,
+}
+
+impl Source {
+    fn new() -> Arc<Self> {
+        let s = Self::default();
+        *s.batches.lock().unwrap() = proven().1.clone();
+        Arc::new(s)
+    }
+    fn prove_upto(&self, n: usize) {
+        *self.proven_upto.lock().unwrap() = n;
+    }
+}
+
+impl BatchSource for Source {
+    fn batch(&self, index: u64) -> Result<Option<L1Batch>, String> {
+        let upto = *self.proven_upto.lock().unwrap();
+        Ok(self.batches.lock().unwrap().get(index as usize).cloned().map(|mut b| {
+            if index as usize >= upto {
+                b.proof = None;
+            }
+            b
+        }))
+    }
+}
+
+#[derive(Default)]
+struct Seen {
+    landed: Mutex<Vec<Landing>>,
+    bumps: Mutex<u32>,
+    resends: Mutex<u32>,
+    reorgs: Mutex<Vec<(u64, u64)>>,
+}
+
+impl Observer for Seen {
+    fn landed(&self, l: &Landing) {
+        self.landed.lock().unwrap().push(l.clone());
+    }
+    fn fee_bumped(&self, _: u64) {
+        *self.bumps.lock().unwrap() += 1;
+    }
+    fn resent(&self, _: u64) {
+        *self.resends.lock().unwrap() += 1;
+    }
+    fn reorg(&self, from: u64, to: u64) {
+        self.reorgs.lock().unwrap().push((from, to));
+    }
+}
+
+impl Seen {
+    fn indices(&self) -> Vec<u64> {
+        self.landed.lock().unwrap().iter().map(|l| l.index).collect()
+    }
+}
+
+fn config(url: &str) -> L1Config {
+    let mut c = L1Config::local(url, submitter::parse_key(DEV_KEY).unwrap());
+    c.poll = Duration::from_millis(100);
+    c.stuck_after = Duration::from_secs(1);
+    c
+}
+
+/// Deploys the canonical verifier and the rollup at the sample genesis.
+async fn deploy(url: &str) -> Address {
+    let (root, _, _) = proven();
+    submitter::deploy(&config(url), &verifier_artifact(), *root).await.unwrap().rollup
+}
+
+/// A running submitter and the means to stop it.
+struct Running {
+    seen: Arc<Seen>,
+    wake: tokio::sync::watch::Sender<u64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), L1Error>>,
+}
+
+impl Running {
+    async fn start(c: L1Config, rollup: Address, source: Arc<Source>) -> Self {
+        let (_, _, vk) = proven();
+        let s = Submitter::connect(c, rollup, vk).await.unwrap();
+        let seen = Arc::new(Seen::default());
+        let (wake, wake_rx) = tokio::sync::watch::channel(0);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel();
+        let obs = seen.clone();
+        let task = tokio::spawn(async move {
+            s.run(source.as_ref(), obs.as_ref(), wake_rx, async {
+                let _ = stop_rx.await;
+            })
+            .await
+        });
+        Self { seen, wake, stop: Some(stop), task }
+    }
+
+    async fn wait_landed(&self, n: usize, within: Duration) {
+        let t = Instant::now();
+        while self.seen.landed.lock().unwrap().len() < n {
+            assert!(!self.task.is_finished(), "the submitter stopped");
+            assert!(t.elapsed() < within, "only {:?} landed within {within:?}", self.seen.indices());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn poke(&self) {
+        self.wake.send_modify(|x| *x += 1);
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// The `BatchSubmitted` events of the canonical chain, as (index, new root).
+async fn events(url: &str, rollup: Address) -> Vec<(u64, B256)> {
+    let p = submitter::connect(&config(url)).unwrap();
+    let logs = p
+        .get_logs(
+            &Filter::new()
+                .address(rollup)
+                .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
+                .from_block(0),
+        )
+        .await
+        .unwrap();
+    logs.iter()
+        .map(|l| {
+            let e = MedRollup::BatchSubmitted::decode_log_data(l.data()).unwrap();
+            (e.index.to::<u64>(), e.newRoot)
+        })
+        .collect()
+}
+
+/// Every batch on chain exactly once, in order, with the farm's roots.
+async fn assert_chain_holds(url: &str, rollup: Address, n: usize) {
+    let (_, batches, _) = proven();
+    let expect: Vec<(u64, B256)> =
+        batches[..n].iter().map(|b| (b.index, root_word(&b.public.new_root))).collect();
+    assert_eq!(events(url, rollup).await, expect, "BatchSubmitted events on the canonical chain");
+    let p = submitter::connect(&config(url)).unwrap();
+    let c = MedRollup::new(rollup, &p);
+    assert_eq!(c.batchCount().call().await.unwrap(), n as u64);
+    assert_eq!(c.currentRoot().call().await.unwrap(), expect.last().unwrap().1);
+    for b in &batches[..n] {
+        let r = MedRollup::BatchRecord {
+            oldRoot: root_word(&b.public.old_root),
+            newRoot: root_word(&b.public.new_root),
+            txCommitment: root_word(&b.public.tx_commitment),
+            timestamp: b.public.timestamp,
+            cid: b.cid.clone().into(),
+        };
+        assert!(c.isBatchRecord(U256::from(b.index), r).call().await.unwrap(), "record of batch {}", b.index);
+    }
+}
+
+async fn rpc(url: &str, method: &'static str, params: serde_json::Value) -> serde_json::Value {
+    let p = submitter::connect(&config(url)).unwrap();
+    p.raw_request(method.into(), params).await.unwrap()
+}
+
+/// Heavy set-up (proofs) once, then one anvil per test.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_land_in_order_and_a_new_submitter_resumes_from_the_chain() {
+    let _t = TURN.lock().await;
+    tokio::task::block_in_place(proven);
+    let anvil = Anvil::start(free_port(), &[]);
+    let rollup = deploy(&anvil.url()).await;
+    let source = Source::new();
+    source.prove_upto(2);
+    let run = Running::start(config(&anvil.url()), rollup, source.clone()).await;
+    run.wait_landed(2, Duration::from_secs(60)).await;
+    assert_eq!(run.seen.indices(), vec![0, 1]);
+    for l in run.seen.landed.lock().unwrap().iter() {
+        println!("batch {} landed: gas {} in {:?}", l.index, l.gas_used, l.latency);
+        assert!(l.gas_used < 300_000, "gas per batch {} is over the 300k target", l.gas_used);
+    }
+    run.stop().await;
+
+    // A fresh submitter (a restarted coordinator) reads where the chain is.
+    source.prove_upto(4);
+    let run = Running::start(config(&anvil.url()), rollup, source.clone()).await;
+    run.wait_landed(2, Duration::from_secs(60)).await;
+    assert_eq!(run.seen.indices(), vec![2, 3], "it resumes at the chain's batch count");
+    run.stop().await;
+    assert_chain_holds(&anvil.url(), rollup, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verifier_for_other_keys_is_refused() {
+    let _t = TURN.lock().await;
+    tokio::task::block_in_place(proven);
+    let anvil = Anvil::start(free_port(), &[]);
+    let rollup = deploy(&anvil.url()).await;
+    let other = "ab".repeat(32);
+    let err = Submitter::connect(config(&anvil.url()), rollup, &other).await.unwrap_err();
+    assert!(matches!(err, L1Error::VkMismatch { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains(&other) && msg.contains(&proven().2), "{msg}");
+    // No contract there at all.
+    let err =
+        Submitter::connect(config(&anvil.url()), Address::repeat_byte(7), &proven().2).await.unwrap_err();
+    assert!(err.to_string().contains("no contract at"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_transaction_gets_higher_fees_and_a_dropped_one_is_sent_again() {
+    let _t = TURN.lock().await;
+    tokio::task::block_in_place(proven);
+    let anvil = Anvil::start(free_port(), &[]);
+    let url = anvil.url();
+    let rollup = deploy(&url).await;
+    rpc(&url, "evm_setAutomine", serde_json::json!([false])).await;
+    let source = Source::new();
+    source.prove_upto(1);
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    // Not mined: after `stuck_after` the fees go up (same nonce).
+    let t = Instant::now();
+    while *run.seen.bumps.lock().unwrap() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no fee bump");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The node forgets every pending transaction: it is sent again.
+    rpc(&url, "anvil_dropAllTransactions", serde_json::json!([])).await;
+    let t = Instant::now();
+    while *run.seen.resends.lock().unwrap() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(30), "no resend after the drop");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pending = rpc(&url, "txpool_content", serde_json::json!([])).await;
+    assert!(pending["pending"].as_object().is_some_and(|m| !m.is_empty()), "resent into the pool: {pending}");
+    rpc(&url, "evm_mine", serde_json::json!([])).await;
+    run.wait_landed(1, Duration::from_secs(30)).await;
+    let l = run.seen.landed.lock().unwrap()[0].clone();
+    assert!(l.sends >= 3, "first send, a bump and a resend: {}", l.sends);
+    run.stop().await;
+    assert_chain_holds(&url, rollup, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reorg_the_lost_batches_land_again_once_in_order() {
+    let _t = TURN.lock().await;
+    tokio::task::block_in_place(proven);
+    let anvil = Anvil::start(free_port(), &[]);
+    let url = anvil.url();
+    let rollup = deploy(&url).await;
+    let source = Source::new();
+    source.prove_upto(1);
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    run.wait_landed(1, Duration::from_secs(60)).await;
+    let snapshot = rpc(&url, "evm_snapshot", serde_json::json!([])).await;
+    source.prove_upto(3);
+    run.poke();
+    run.wait_landed(3, Duration::from_secs(60)).await;
+    // Batches 1 and 2 leave the chain.
+    let reverted = rpc(&url, "evm_revert", serde_json::json!([snapshot])).await;
+    assert_eq!(reverted, serde_json::Value::Bool(true));
+    assert_eq!(events(&url, rollup).await.len(), 1, "the reorg removed batches 1 and 2");
+    source.prove_upto(4);
+    run.poke();
+    run.wait_landed(6, Duration::from_secs(60)).await;
+    assert_eq!(run.seen.indices(), vec![0, 1, 2, 1, 2, 3]);
+    assert!(run.seen.reorgs.lock().unwrap().contains(&(3, 1)), "{:?}", run.seen.reorgs.lock().unwrap());
+    run.stop().await;
+    assert_chain_holds(&url, rollup, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anvil_restarted_with_its_state_reloaded_mid_run() {
+    let _t = TURN.lock().await;
+    tokio::task::block_in_place(proven);
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("anvil-state.json");
+    let state_arg = state.to_str().unwrap();
+    let port = free_port();
+    let anvil = Anvil::start(port, &["--dump-state", state_arg]);
+    let url = anvil.url();
+    let rollup = deploy(&url).await;
+    let source = Source::new();
+    source.prove_upto(2);
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    run.wait_landed(2, Duration::from_secs(60)).await;
+    anvil.stop();
+    assert!(state.exists(), "anvil dumped its state on SIGINT");
+    // The farm goes on proving while the node is down.
+    source.prove_upto(4);
+    run.poke();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!run.task.is_finished(), "the submitter waits for the node");
+    let anvil = Anvil::start(port, &["--load-state", state_arg]);
+    run.wait_landed(4, Duration::from_secs(60)).await;
+    assert_eq!(run.seen.indices(), vec![0, 1, 2, 3]);
+    run.stop().await;
+    assert_chain_holds(&anvil.url(), rollup, 4).await;
+}
