@@ -30,6 +30,9 @@ pub struct Config {
     pub job_max_deliver: i64,
     /// A worker silent for this long is shown as lost.
     pub worker_timeout: Duration,
+    /// L1: the rollup contract and the submitter; `None` records proven
+    /// batches to `<data>/l1-sink.jsonl` instead.
+    pub l1: Option<crate::l1::L1Settings>,
 }
 
 impl Config {
@@ -47,6 +50,7 @@ impl Config {
             job_ack_wait: Duration::from_secs(30),
             job_max_deliver: 5,
             worker_timeout: Duration::from_secs(15),
+            l1: None,
         }
     }
 }

@@ -41,6 +41,7 @@ pub fn router(shared: AppState) -> Router {
         .route("/root", get(root))
         .route("/proof/{tree}/{index}", get(proof))
         .route("/farm", get(farm))
+        .route("/l1", get(l1_status))
         .route("/metrics", get(metrics))
         .route("/api/v0/add", post(kubo_add))
         .route("/api/v0/cat", post(kubo_cat))
@@ -154,8 +155,10 @@ pub struct BatchSummary {
     pub sealed_at_ms: u64,
     /// Its verified proof.
     pub proof: Option<ProofRecord>,
-    /// Handed to L1.
+    /// Handed to L1 (without L1: recorded to the sink file).
     pub submitted: bool,
+    /// How it landed on L1.
+    pub l1: Option<crate::store::Landing>,
     /// Its job.
     pub job: Option<JobRecord>,
 }
@@ -170,7 +173,8 @@ async fn batch(State(s): State<AppState>, Path(n): Path<u64>) -> Response {
             tx_ids: b.tx_ids,
             sealed_at_ms: b.sealed_at_ms,
             proof: b.proof,
-            submitted: b.submitted,
+            submitted: b.submitted || s.store.landing(n).ok().flatten().is_some(),
+            l1: s.store.landing(n).ok().flatten(),
             job,
         })
         .into_response(),
@@ -221,6 +225,17 @@ async fn proof(State(s): State<AppState>, Path((tree, index)): Path<(String, u64
         "batches_sealed": v.batches_sealed,
     }))
     .into_response()
+}
+
+/// `GET /l1`: the rollup contract and the submitter's progress.
+async fn l1_status(State(s): State<AppState>) -> Response {
+    match &s.l1 {
+        Some(st) => Json(st.lock().expect("l1 status").clone()).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "no L1 configured: proven batches are recorded to <data>/l1-sink.jsonl",
+        ),
+    }
 }
 
 /// `GET /farm`: workers, jobs by state, dead jobs.

@@ -10,12 +10,15 @@
 //! - [`service`]: the NATS glue, the farm, verification and ordering: [`run`].
 //! - [`http`]: the HTTP API (transactions, batches, roots, Merkle proofs,
 //!   farm status, `/metrics`, and the Kubo RPC subset for content).
-//! - [`sink`]: where proven batches go (the L1 submitter; a recorder for now).
+//! - [`l1`]: proven batches land, in order, on the rollup contract on
+//!   Ethereum (the submitter of `medrollup-l1`); without L1 settings,
+//!   [`sink`] records them to a file.
 
 pub mod cid;
 pub mod config;
 pub mod content;
 pub mod http;
+pub mod l1;
 pub mod metrics;
 pub mod sequencer;
 pub mod service;

@@ -35,6 +35,18 @@ pub struct Metrics {
     pub prover_stage_seconds: HistogramVec,
     /// Index of the last batch handed to L1 (-1: none).
     pub last_submitted_batch: IntGauge,
+    /// Gas used by each batch submission.
+    pub l1_gas_per_batch: HistogramVec,
+    /// Gas per submitted transaction of each landed batch.
+    pub l1_gas_per_transaction: HistogramVec,
+    /// From the first send of a batch to enough confirmations.
+    pub l1_submit_seconds: HistogramVec,
+    /// From sealing a batch to its landing on L1.
+    pub intake_to_l1_seconds: HistogramVec,
+    /// Submitter events (fee_bump, resend, reorg).
+    pub l1_events_total: IntCounterVec,
+    /// 1 while the L1 submitter runs, 0 once it stopped on an error.
+    pub l1_up: IntGauge,
 }
 
 impl Metrics {
@@ -92,13 +104,47 @@ impl Metrics {
                     "medrollup_prover_stage_seconds",
                     "Proving stage times reported by workers"
                 )
-                .buckets(secs),
+                .buckets(secs.clone()),
                 &["stage", "backend"]
             )),
             last_submitted_batch: reg!(IntGauge::new(
                 "medrollup_last_submitted_batch",
                 "Index of the last batch handed to L1 (-1: none)"
             )),
+            l1_gas_per_batch: reg!(HistogramVec::new(
+                HistogramOpts::new("medrollup_l1_gas_per_batch", "Gas used by each batch submission")
+                    .buckets(vec![200e3, 250e3, 275e3, 300e3, 325e3, 350e3, 400e3, 500e3]),
+                &[]
+            )),
+            l1_gas_per_transaction: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "medrollup_l1_gas_per_transaction",
+                    "Gas per submitted transaction of each landed batch"
+                )
+                .buckets(vec![1e3, 2.5e3, 5e3, 10e3, 20e3, 40e3, 80e3, 160e3, 320e3]),
+                &[]
+            )),
+            l1_submit_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "medrollup_l1_submit_seconds",
+                    "From the first send of a batch to enough confirmations"
+                )
+                .buckets(secs.clone()),
+                &[]
+            )),
+            intake_to_l1_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "medrollup_seal_to_l1_seconds",
+                    "From sealing a batch to its landing on L1"
+                )
+                .buckets(secs.clone()),
+                &[]
+            )),
+            l1_events_total: reg!(IntCounterVec::new(
+                Opts::new("medrollup_l1_events_total", "L1 submitter events (fee_bump, resend, reorg)"),
+                &["event"]
+            )),
+            l1_up: reg!(IntGauge::new("medrollup_l1_up", "1 while the L1 submitter runs")),
             registry,
         };
         m.last_submitted_batch.set(-1);

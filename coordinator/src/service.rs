@@ -53,6 +53,9 @@ pub enum CoordinatorError {
     /// Files or sockets.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// L1 (node, contract, deployment).
+    #[error("L1: {0}")]
+    L1(#[from] crate::l1::L1SetupError),
 }
 
 macro_rules! nats_err {
@@ -107,6 +110,8 @@ pub struct Shared {
     pub worker_timeout: Duration,
     /// The circuit's key manifest.
     pub manifest: KeyManifest,
+    /// The L1 submitter's status (`None`: no L1 configured).
+    pub l1: Option<Arc<Mutex<crate::l1::L1Status>>>,
 }
 
 /// Connects to NATS with the configured credential.
@@ -234,6 +239,8 @@ struct Coordinator {
     seq: Sequencer,
     pvk: PreparedVerifyingKey<Bn254>,
     sink: Box<dyn ProofSink>,
+    /// The L1 submitter, which reads proven batches itself (`sink` is unused then).
+    l1: Option<crate::l1::L1Handle>,
     config: Config,
     /// Answers since the last write to the database.
     pending: Vec<TxAnswer>,
@@ -265,6 +272,22 @@ pub async fn run(
     publish_key(&js, &config, &manifest).await?;
 
     let metrics = Metrics::new();
+    let l1 = match &config.l1 {
+        Some(settings) => {
+            let genesis_root = State::genesis(&config.genesis).map_err(RestoreError::Genesis)?.root();
+            let h = crate::l1::start(
+                settings,
+                &config.data_dir,
+                &manifest,
+                genesis_root,
+                store.clone(),
+                metrics.clone(),
+            )
+            .await?;
+            Some(h)
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
         store: store.clone(),
         content,
@@ -279,6 +302,7 @@ pub async fn run(
         workers: Mutex::new(HashMap::new()),
         worker_timeout: config.worker_timeout,
         manifest: manifest.clone(),
+        l1: l1.as_ref().map(|h| h.status.clone()),
     });
     let last_seq = store.applied_seq()?;
     let mut c = Coordinator {
@@ -286,6 +310,7 @@ pub async fn run(
         seq,
         pvk,
         sink: Box::new(RecordingSink::new(&config.data_dir.join("l1-sink.jsonl"))),
+        l1,
         config: config.clone(),
         pending: Vec::new(),
         last_seq,
@@ -381,6 +406,9 @@ pub async fn run(
     let sealed = c.seal().await;
     let _ = stop_http.send(true);
     let _ = http_task.await;
+    if let Some(l1) = c.l1.take() {
+        l1.stop().await;
+    }
     hb_task.abort();
     let _ = client.flush().await;
     info!("coordinator stopped");
@@ -678,6 +706,11 @@ impl Coordinator {
 
     /// Hands proven batches to the sink, in order, from the cursor on.
     async fn advance_sink(&mut self) -> Result<(), CoordinatorError> {
+        if let Some(l1) = &self.l1 {
+            // The submitter follows the chain and the database itself.
+            l1.poke();
+            return Ok(());
+        }
         let store = self.shared.store.clone();
         loop {
             let n = store.next_submit()?;

@@ -18,6 +18,8 @@ const ANSWERS: TableDefinition<&str, &[u8]> = TableDefinition::new("answers");
 /// Poseidon message of every applied transaction (hex) → its batch: duplicates.
 const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("applied");
 const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
+/// Batch index → how it landed on L1.
+const LANDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("landings");
 
 const APPLIED_SEQ: &str = "applied_seq";
 const NEXT_SUBMIT: &str = "next_submit";
@@ -57,6 +59,25 @@ pub struct ProofRecord {
     pub stages: StageSeconds,
     /// When it was verified (Unix ms).
     pub verified_at_ms: u64,
+}
+
+/// How a batch landed on L1 (the latest landing, if a reorg made it land twice).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Landing {
+    /// Transaction hash.
+    pub tx_hash: String,
+    /// Block number.
+    pub block: u64,
+    /// Gas used.
+    pub gas_used: u64,
+    /// Effective gas price (wei, decimal).
+    pub gas_price_wei: String,
+    /// From the first send to enough confirmations.
+    pub latency_ms: u64,
+    /// Versions sent (fee bumps and resends included).
+    pub sends: u32,
+    /// When (Unix ms).
+    pub landed_at_ms: u64,
 }
 
 /// A sealed batch.
@@ -166,6 +187,7 @@ impl Store {
             db!(w.open_table(ANSWERS))?;
             db!(w.open_table(APPLIED))?;
             db!(w.open_table(WORKERS))?;
+            db!(w.open_table(LANDINGS))?;
         }
         db!(w.commit())?;
         Ok(Self { db })
@@ -316,6 +338,25 @@ impl Store {
             db!(db!(w.open_table(META))?.insert(NEXT_SUBMIT, batch.batch + 1))?;
         }
         db!(w.commit())
+    }
+
+    /// Records that batch `n` landed on L1 and moves the submit cursor past it.
+    pub fn record_landing(&self, n: u64, landing: &Landing) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            db!(db!(w.open_table(LANDINGS))?.insert(n, encode(landing).as_slice()))?;
+            let mut meta = db!(w.open_table(META))?;
+            let next = db!(meta.get(NEXT_SUBMIT))?.map(|g| g.value()).unwrap_or(0);
+            db!(meta.insert(NEXT_SUBMIT, next.max(n + 1)))?;
+        }
+        db!(w.commit())
+    }
+
+    /// How batch `n` landed on L1.
+    pub fn landing(&self, n: u64) -> Result<Option<Landing>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(LANDINGS))?;
+        db!(t.get(n))?.map(|g| decode(|| format!("landing {n}"), g.value())).transpose()
     }
 
     /// A worker's record.

@@ -45,6 +45,7 @@ impl Farm {
             seal_timeout_ms: 500,
             job_ack_wait_s: ack_wait_s,
             job_max_deliver: max_deliver,
+            l1: None,
         })
     }
 

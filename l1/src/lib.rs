@@ -10,6 +10,7 @@
 //!   transactions, reorgs and node restarts.
 
 pub mod contracts;
+pub mod devnet;
 pub mod fixtures;
 pub mod submitter;
 pub mod verifier;

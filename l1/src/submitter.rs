@@ -19,6 +19,7 @@ use crate::contracts::{Artifact, BatchVerifier, MedRollup};
 use crate::verifier::{fr_u256, input_words, proof_words};
 use alloy::consensus::TxEnvelope;
 use alloy::eips::eip2718::Encodable2718;
+use alloy::eips::{BlockId, BlockNumberOrTag};
 use alloy::network::{Ethereum, EthereumWallet, NetworkTransactionBuilder, TransactionBuilder};
 use alloy::primitives::{Address, B256, Bytes, TxHash};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
@@ -395,11 +396,19 @@ impl Submitter {
         Ok(())
     }
 
-    /// The chain's batch count and root.
+    /// The chain's batch count and root, both read at the same (latest)
+    /// block, so that a reorg between the two reads cannot mix two chains.
     pub async fn chain_state(&self) -> Result<ChainState, L1Error> {
+        let head = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(rpc("reading the latest block"))?
+            .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
+        let at = BlockId::hash(head.header.hash);
         let c = self.contract();
-        let count = c.batchCount().call().await.map_err(rpc("reading the batch count"))?;
-        let root = c.currentRoot().call().await.map_err(rpc("reading the current root"))?;
+        let count = c.batchCount().block(at).call().await.map_err(rpc("reading the batch count"))?;
+        let root = c.currentRoot().block(at).call().await.map_err(rpc("reading the current root"))?;
         Ok(ChainState { count, root })
     }
 
@@ -546,6 +555,9 @@ impl Submitter {
         let mut sent_at = Instant::now();
         loop {
             tokio::time::sleep(self.config.poll).await;
+            // The nonce first: if it moved, a receipt read after it shows
+            // whether one of ours moved it.
+            let confirmed = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
             // Any version of the transaction may be the one that is mined.
             let mut mined = None;
             for h in hashes.iter().rev() {
@@ -578,9 +590,8 @@ impl Submitter {
                     }
                 };
             }
-            // Our nonce used by something else (another version mined and
-            // then lost, or a transaction sent from elsewhere): start over.
-            let confirmed = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
+            // Our nonce used by something else (a transaction sent before a
+            // restart, or from elsewhere): the next round reads the chain.
             if confirmed > nonce {
                 return Ok(Round::Retry);
             }

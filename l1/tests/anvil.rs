@@ -12,6 +12,7 @@ use ark_std::UniformRand;
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys;
 use medrollup_l1::contracts::{MedRollup, verifier_artifact};
+use medrollup_l1::devnet::{Anvil, DEV_KEY};
 use medrollup_l1::fixtures::{raw_cid, sample_batches};
 use medrollup_l1::submitter::{
     self, BatchSource, L1Batch, L1Config, L1Error, Landing, Observer, Submitter, root_word,
@@ -19,13 +20,8 @@ use medrollup_l1::submitter::{
 use medrollup_l1::{canonical, vk_sha256};
 use medrollup_prover::CpuBackend;
 use medrollup_prover::groth16::{self, LoadedKey};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-/// anvil's first default account (a public development key).
-const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 /// The four sample batches, proven once per test binary.
 fn proven() -> &'static (Fr, Vec<L1Batch>, String) {
@@ -58,54 +54,12 @@ fn proven() -> &'static (Fr, Vec<L1Batch>, String) {
     })
 }
 
-fn anvil_bin() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../contracts/node_modules/.bin/anvil");
-    assert!(p.exists(), "{} is missing: run scripts/contracts (it installs anvil from npm)", p.display());
-    p
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-struct Anvil {
-    child: Child,
-    port: u16,
-}
-
-impl Anvil {
-    fn start(port: u16, args: &[&str]) -> Self {
-        let child = Command::new(anvil_bin())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--silent"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("anvil starts");
-        let t = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "anvil did not open port {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Stops anvil with SIGINT, so that it dumps its state.
-    fn stop(mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Anvil {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start_anvil(port: u16, args: &[&str]) -> Anvil {
+    Anvil::start(port, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Batches whose proofs are handed over one by one, as the farm proves them.
@@ -278,7 +232,7 @@ static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn batches_land_in_order_and_a_new_submitter_resumes_from_the_chain() {
     let _t = TURN.lock().await;
     tokio::task::block_in_place(proven);
-    let anvil = Anvil::start(free_port(), &[]);
+    let anvil = start_anvil(free_port(), &[]);
     let rollup = deploy(&anvil.url()).await;
     let source = Source::new();
     source.prove_upto(2);
@@ -304,7 +258,7 @@ async fn batches_land_in_order_and_a_new_submitter_resumes_from_the_chain() {
 async fn a_verifier_for_other_keys_is_refused() {
     let _t = TURN.lock().await;
     tokio::task::block_in_place(proven);
-    let anvil = Anvil::start(free_port(), &[]);
+    let anvil = start_anvil(free_port(), &[]);
     let rollup = deploy(&anvil.url()).await;
     let other = "ab".repeat(32);
     let err = Submitter::connect(config(&anvil.url()), rollup, &other).await.unwrap_err();
@@ -321,7 +275,7 @@ async fn a_verifier_for_other_keys_is_refused() {
 async fn a_stuck_transaction_gets_higher_fees_and_a_dropped_one_is_sent_again() {
     let _t = TURN.lock().await;
     tokio::task::block_in_place(proven);
-    let anvil = Anvil::start(free_port(), &[]);
+    let anvil = start_anvil(free_port(), &[]);
     let url = anvil.url();
     let rollup = deploy(&url).await;
     rpc(&url, "evm_setAutomine", serde_json::json!([false])).await;
@@ -355,7 +309,7 @@ async fn a_stuck_transaction_gets_higher_fees_and_a_dropped_one_is_sent_again() 
 async fn after_a_reorg_the_lost_batches_land_again_once_in_order() {
     let _t = TURN.lock().await;
     tokio::task::block_in_place(proven);
-    let anvil = Anvil::start(free_port(), &[]);
+    let anvil = start_anvil(free_port(), &[]);
     let url = anvil.url();
     let rollup = deploy(&url).await;
     let source = Source::new();
@@ -387,7 +341,7 @@ async fn anvil_restarted_with_its_state_reloaded_mid_run() {
     let state = dir.path().join("anvil-state.json");
     let state_arg = state.to_str().unwrap();
     let port = free_port();
-    let anvil = Anvil::start(port, &["--dump-state", state_arg]);
+    let anvil = start_anvil(port, &["--dump-state", state_arg]);
     let url = anvil.url();
     let rollup = deploy(&url).await;
     let source = Source::new();
@@ -401,7 +355,7 @@ async fn anvil_restarted_with_its_state_reloaded_mid_run() {
     run.poke();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!run.task.is_finished(), "the submitter waits for the node");
-    let anvil = Anvil::start(port, &["--load-state", state_arg]);
+    let anvil = start_anvil(port, &["--load-state", state_arg]);
     run.wait_landed(4, Duration::from_secs(60)).await;
     assert_eq!(run.seen.indices(), vec![0, 1, 2, 3]);
     run.stop().await;

@@ -6,6 +6,8 @@ use clap::Parser;
 use medrollup_circuits::sample;
 use medrollup_circuits::state::Genesis;
 use medrollup_coordinator::Config;
+use medrollup_coordinator::l1::L1Settings;
+use medrollup_l1::submitter::{self, L1Config};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,6 +49,27 @@ struct Args {
     /// Deliveries of one job before it is dead.
     #[arg(long, default_value_t = 5)]
     job_max_deliver: i64,
+    /// Ethereum JSON-RPC URL: proven batches land on the rollup contract
+    /// there (key: MEDROLLUP_L1_KEY). Without it they are recorded to
+    /// <data>/l1-sink.jsonl.
+    #[arg(long, env = "MEDROLLUP_L1_RPC")]
+    l1_rpc: Option<String>,
+    /// The sequencer's private key (hex; from the environment only).
+    #[arg(long = "l1-key-from-env-only", env = "MEDROLLUP_L1_KEY", hide = true, hide_env_values = true)]
+    l1_key: Option<String>,
+    /// The rollup contract; absent: the one this coordinator deployed
+    /// (<data>/l1-deployment.json), or a fresh deployment on a dev chain.
+    #[arg(long)]
+    l1_rollup: Option<alloy::primitives::Address>,
+    /// Verifier artifact to deploy, for keys other than the canonical ones.
+    #[arg(long)]
+    l1_verifier_artifact: Option<PathBuf>,
+    /// Blocks that must hold a batch before it counts as landed.
+    #[arg(long, default_value_t = 1)]
+    l1_confirmations: u64,
+    /// Raise the fees of a submission not mined within this many milliseconds.
+    #[arg(long, default_value_t = 12_000)]
+    l1_stuck_after_ms: u64,
 }
 
 #[tokio::main]
@@ -77,6 +100,19 @@ async fn main() -> anyhow::Result<()> {
     config.max_attempts = args.max_attempts;
     config.job_ack_wait = Duration::from_secs(args.job_ack_wait_s);
     config.job_max_deliver = args.job_max_deliver;
+    if let Some(rpc) = &args.l1_rpc {
+        let key = args.l1_key.as_deref().context("--l1-rpc needs the sequencer's key in MEDROLLUP_L1_KEY")?;
+        let mut l1 = L1Config::local(rpc, submitter::parse_key(key)?);
+        l1.confirmations = args.l1_confirmations.max(1);
+        l1.stuck_after = Duration::from_millis(args.l1_stuck_after_ms);
+        config.l1 = Some(L1Settings {
+            config: l1,
+            rollup: args.l1_rollup,
+            verifier_artifact: args.l1_verifier_artifact,
+        });
+    } else if args.l1_rollup.is_some() {
+        anyhow::bail!("--l1-rollup needs --l1-rpc");
+    }
     medrollup_coordinator::run(config, medrollup_wire::service::shutdown_signal()).await?;
     Ok(())
 }

@@ -184,8 +184,13 @@ impl Nats {
 
 /// Keys for `shape`, made once per test binary and shape (seeded setup).
 pub fn keys_dir(shape: CircuitShape) -> PathBuf {
+    keys_dir_seeded(shape, 7)
+}
+
+/// Keys for `shape` from a setup with `seed`, made once per test binary.
+pub fn keys_dir_seeded(shape: CircuitShape, seed: u64) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
-        "medrollup-test-keys-{}-{}-{}",
+        "medrollup-test-keys-{}-{}-{seed}-{}",
         shape.batch_size,
         shape.levels,
         std::process::id()
@@ -193,7 +198,7 @@ pub fn keys_dir(shape: CircuitShape) -> PathBuf {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.join("keys.json").exists() {
-        let pk = keys::setup(shape, Some(7)).unwrap();
+        let pk = keys::setup(shape, Some(seed)).unwrap();
         keys::write_keys(&dir, shape, &pk, true).unwrap();
     }
     dir
@@ -233,15 +238,22 @@ pub struct CoordinatorOpts<'a> {
     pub seal_timeout_ms: u64,
     pub job_ack_wait_s: u64,
     pub job_max_deliver: i64,
+    /// `(RPC URL, key, confirmations)` to land batches on L1.
+    pub l1: Option<(&'a str, &'a str, u64)>,
 }
 
 impl Coordinator {
     pub fn start(o: &CoordinatorOpts<'_>) -> Self {
         let http = format!("http://127.0.0.1:{}", o.http_port);
+        let mut cmd = Command::new(coordinator_bin());
+        if let Some((rpc, key, confirmations)) = o.l1 {
+            cmd.args(["--l1-rpc", rpc, "--l1-confirmations", &confirmations.to_string()])
+                .args(["--l1-stuck-after-ms", "3000"])
+                .env("MEDROLLUP_L1_KEY", key);
+        }
         let proc = Proc::spawn(
             "coordinator",
-            Command::new(coordinator_bin())
-                .args(["--nats-url", &o.nats.url, "--nats-user", COORDINATOR.0])
+            cmd.args(["--nats-url", &o.nats.url, "--nats-user", COORDINATOR.0])
                 .env("MEDROLLUP_NATS_PASSWORD", COORDINATOR.1)
                 .arg("--data-dir")
                 .arg(o.data)

@@ -1,0 +1,264 @@
+//! The L1 submitter wired into the coordinator: it reads proven batches from
+//! the database, and what lands on chain goes back into the database, the
+//! metrics and `GET /l1`.
+//!
+//! The rollup contract is found in this order: the address given in the
+//! settings; the deployment recorded in `<data>/l1-deployment.json` if the
+//! chain still has it; otherwise (a dev chain) the coordinator deploys the
+//! verifier and the rollup at its genesis root and records the deployment.
+
+use crate::metrics::Metrics;
+use crate::service::now_ms;
+use crate::store::{Landing as LandingRecord, Store};
+use alloy::primitives::Address;
+use alloy::providers::Provider;
+use medrollup_circuits::keys::KeyManifest;
+use medrollup_l1::contracts::{Artifact, verifier_artifact};
+use medrollup_l1::submitter::{
+    self, BatchSource, Deployment, L1Batch, L1Config, L1Error, Landing, Observer, Submitter,
+};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
+
+/// How the coordinator reaches L1.
+#[derive(Debug, Clone)]
+pub struct L1Settings {
+    /// Node, key, confirmations, fee policy.
+    pub config: L1Config,
+    /// The rollup contract; `None`: reuse the recorded deployment or deploy.
+    pub rollup: Option<Address>,
+    /// Verifier to deploy, for keys other than the canonical ones.
+    pub verifier_artifact: Option<PathBuf>,
+}
+
+/// What `GET /l1` shows.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct L1Status {
+    /// Rollup contract.
+    pub rollup: String,
+    /// Chain id.
+    pub chain_id: u64,
+    /// The sequencer's address.
+    pub sequencer: String,
+    /// Batches landed since start (this process).
+    pub landed: u64,
+    /// Index of the last landed batch.
+    pub last_landed: Option<u64>,
+    /// Fee bumps, resends and reorgs seen.
+    pub fee_bumps: u64,
+    /// Transactions sent again after they vanished.
+    pub resends: u64,
+    /// Times the chain lost batches.
+    pub reorgs: u64,
+    /// Why the submitter stopped, if it did.
+    pub error: Option<String>,
+}
+
+/// The running submitter.
+#[derive(Debug)]
+pub struct L1Handle {
+    /// Poked whenever a batch is proven.
+    pub wake: tokio::sync::watch::Sender<u64>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    /// Shared with the HTTP API.
+    pub status: Arc<Mutex<L1Status>>,
+}
+
+impl L1Handle {
+    /// Tells the submitter a batch was proven.
+    pub fn poke(&self) {
+        self.wake.send_modify(|n| *n += 1);
+    }
+
+    /// Stops the submitter (a transaction in flight is finished by the next start).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The coordinator's database as the submitter's batch source.
+struct StoreSource(Arc<Store>);
+
+impl BatchSource for StoreSource {
+    fn batch(&self, index: u64) -> Result<Option<L1Batch>, String> {
+        let Some(b) = self.0.batch(index).map_err(|e| e.to_string())? else { return Ok(None) };
+        let proof = match &b.proof {
+            Some(p) => Some(
+                medrollup_wire::decode_proof(&p.proof)
+                    .map_err(|e| format!("batch {index}: stored proof does not decode: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Some(L1Batch { index, public: b.public_inputs, cid: b.cid.to_bytes().to_vec(), proof }))
+    }
+}
+
+/// Records what the submitter does.
+struct Recorder {
+    store: Arc<Store>,
+    metrics: Metrics,
+    status: Arc<Mutex<L1Status>>,
+}
+
+impl Observer for Recorder {
+    fn landed(&self, l: &Landing) {
+        let txs = self.store.batch(l.index).ok().flatten().map(|b| b.tx_ids.len()).unwrap_or(0);
+        let rec = LandingRecord {
+            tx_hash: l.tx_hash.to_string(),
+            block: l.block,
+            gas_used: l.gas_used,
+            gas_price_wei: l.gas_price.to_string(),
+            latency_ms: l.latency.as_millis() as u64,
+            sends: l.sends,
+            landed_at_ms: now_ms(),
+        };
+        if let Err(e) = self.store.record_landing(l.index, &rec) {
+            warn!(batch = l.index, error = %e, "could not record the landing (the chain has it)");
+        }
+        let m = &self.metrics;
+        m.batches_submitted_total.inc();
+        m.last_submitted_batch.set(l.index as i64);
+        m.l1_gas_per_batch.with_label_values::<&str>(&[]).observe(l.gas_used as f64);
+        if txs > 0 {
+            m.l1_gas_per_transaction.with_label_values::<&str>(&[]).observe(l.gas_used as f64 / txs as f64);
+        }
+        m.l1_submit_seconds.with_label_values::<&str>(&[]).observe(l.latency.as_secs_f64());
+        if let Some(b) = self.store.batch(l.index).ok().flatten() {
+            m.intake_to_l1_seconds
+                .with_label_values::<&str>(&[])
+                .observe(now_ms().saturating_sub(b.sealed_at_ms) as f64 / 1000.0);
+        }
+        let mut s = self.status.lock().expect("l1 status");
+        s.landed += 1;
+        s.last_landed = Some(l.index);
+        info!(batch = l.index, tx = %l.tx_hash, block = l.block, gas = l.gas_used, "batch landed on L1");
+    }
+    fn fee_bumped(&self, _: u64) {
+        self.metrics.l1_events_total.with_label_values(&["fee_bump"]).inc();
+        self.status.lock().expect("l1 status").fee_bumps += 1;
+    }
+    fn resent(&self, _: u64) {
+        self.metrics.l1_events_total.with_label_values(&["resend"]).inc();
+        self.status.lock().expect("l1 status").resends += 1;
+    }
+    fn reorg(&self, _: u64, _: u64) {
+        self.metrics.l1_events_total.with_label_values(&["reorg"]).inc();
+        self.status.lock().expect("l1 status").reorgs += 1;
+    }
+    fn failed(&self, e: &L1Error) {
+        self.metrics.l1_up.set(0);
+        self.status.lock().expect("l1 status").error = Some(e.to_string());
+    }
+}
+
+/// Why L1 could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum L1SetupError {
+    /// The submitter.
+    #[error(transparent)]
+    L1(#[from] L1Error),
+    /// The verifier to deploy.
+    #[error("{0}")]
+    Verifier(String),
+    /// The deployment file.
+    #[error("{path}: {reason}")]
+    File {
+        /// Which.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn load_verifier(settings: &L1Settings, manifest: &KeyManifest) -> Result<Artifact, L1SetupError> {
+    let artifact = match &settings.verifier_artifact {
+        Some(p) => Artifact::parse(
+            &std::fs::read_to_string(p)
+                .map_err(|e| L1SetupError::File { path: p.clone(), reason: e.to_string() })?,
+        )
+        .map_err(|e| L1SetupError::File {
+            path: p.clone(),
+            reason: format!("not a verifier artifact: {e}"),
+        })?,
+        None => verifier_artifact(),
+    };
+    if artifact.vk_sha256.as_deref() != Some(manifest.verifying_key_sha256.as_str()) {
+        return Err(L1SetupError::Verifier(format!(
+            "the verifier to deploy is for verifying key {}, but the farm proves with {}: generate the \
+             verifier for these keys (`KEYS=<keys dir> scripts/contracts`) and pass its artifact",
+            artifact.vk_sha256.as_deref().unwrap_or("(unknown)"),
+            manifest.verifying_key_sha256
+        )));
+    }
+    Ok(artifact)
+}
+
+/// The rollup to use: given, recorded and still on chain, or freshly deployed.
+async fn resolve(
+    settings: &L1Settings,
+    data_dir: &Path,
+    manifest: &KeyManifest,
+    genesis_root: ark_bn254::Fr,
+) -> Result<Address, L1SetupError> {
+    if let Some(a) = settings.rollup {
+        return Ok(a);
+    }
+    let path = data_dir.join("l1-deployment.json");
+    let provider = submitter::connect(&settings.config)?;
+    let chain_id =
+        provider.get_chain_id().await.map_err(|e| L1Error::Rpc(format!("reading the chain id: {e}")))?;
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let d: Deployment = serde_json::from_str(&text)
+            .map_err(|e| L1SetupError::File { path: path.clone(), reason: e.to_string() })?;
+        let code = provider
+            .get_code_at(d.rollup)
+            .await
+            .map_err(|e| L1Error::Rpc(format!("reading the rollup's code: {e}")))?;
+        if d.chain_id == chain_id && !code.is_empty() {
+            return Ok(d.rollup);
+        }
+        warn!(rollup = %d.rollup, "the recorded rollup is not on this chain (a fresh dev chain?): deploying anew");
+    }
+    let d = submitter::deploy(&settings.config, &load_verifier(settings, manifest)?, genesis_root).await?;
+    std::fs::write(&path, serde_json::to_vec_pretty(&d).expect("json"))
+        .map_err(|e| L1SetupError::File { path: path.clone(), reason: e.to_string() })?;
+    info!(rollup = %d.rollup, verifier = %d.verifier, chain_id, "rollup deployed");
+    Ok(d.rollup)
+}
+
+/// Connects to L1 (deploying on a dev chain if needed) and starts the submitter.
+pub async fn start(
+    settings: &L1Settings,
+    data_dir: &Path,
+    manifest: &KeyManifest,
+    genesis_root: ark_bn254::Fr,
+    store: Arc<Store>,
+    metrics: Metrics,
+) -> Result<L1Handle, L1SetupError> {
+    let rollup = resolve(settings, data_dir, manifest, genesis_root).await?;
+    let s = Submitter::connect(settings.config.clone(), rollup, &manifest.verifying_key_sha256).await?;
+    let chain = s.chain_state().await?;
+    info!(%rollup, batches_on_chain = chain.count, root = %chain.root, "L1 submitter resumes from the chain");
+    let status = Arc::new(Mutex::new(L1Status {
+        rollup: rollup.to_string(),
+        chain_id: s.provider().get_chain_id().await.unwrap_or_default(),
+        sequencer: s.address().to_string(),
+        ..Default::default()
+    }));
+    metrics.l1_up.set(1);
+    let (wake, wake_rx) = tokio::sync::watch::channel(0u64);
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let recorder = Recorder { store: store.clone(), metrics, status: status.clone() };
+    let task = tokio::spawn(async move {
+        let source = StoreSource(store);
+        let shutdown = async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        };
+        let _ = s.run(&source, &recorder, wake_rx, shutdown).await;
+    });
+    Ok(L1Handle { wake, stop, task, status })
+}

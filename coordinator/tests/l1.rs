@@ -1,0 +1,176 @@
+//! The farm landing its batches on a real anvil: transactions over NATS,
+//! proofs from worker processes, and the rollup contract's roots equal to the
+//! coordinator's, batch by batch, through a reorg and an anvil restart with
+//! its state reloaded.
+
+mod common;
+
+use alloy::primitives::{Address, B256, U256};
+use alloy::providers::Provider;
+use alloy::rpc::types::Filter;
+use alloy::sol_types::SolEvent;
+use common::*;
+use medrollup_coordinator::workload;
+use medrollup_l1::canonical;
+use medrollup_l1::contracts::MedRollup;
+use medrollup_l1::devnet::{Anvil, DEV_KEY};
+use medrollup_l1::submitter::{self, L1Config};
+use medrollup_wire::TxStatus;
+use std::time::Duration;
+
+fn provider(url: &str) -> alloy::providers::DynProvider {
+    submitter::connect(&L1Config::local(url, submitter::parse_key(DEV_KEY).unwrap())).unwrap()
+}
+
+async fn rpc(url: &str, method: &'static str, params: serde_json::Value) -> serde_json::Value {
+    provider(url).raw_request(method.into(), params).await.unwrap()
+}
+
+/// (index, new root) of every `BatchSubmitted` in the canonical chain.
+async fn events(url: &str, rollup: Address) -> Vec<(u64, B256)> {
+    let filter = Filter::new()
+        .address(rollup)
+        .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
+        .from_block(0);
+    provider(url)
+        .get_logs(&filter)
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| {
+            let e = MedRollup::BatchSubmitted::decode_log_data(l.data()).unwrap();
+            (e.index.to::<u64>(), e.newRoot)
+        })
+        .collect()
+}
+
+fn root_of(dec: &serde_json::Value) -> B256 {
+    U256::from_str_radix(dec.as_str().expect("a decimal root"), 10).unwrap().into()
+}
+
+async fn landed(http: &str) -> Option<u64> {
+    get_json(&format!("{http}/l1")).await["last_landed"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = Nats::start(dir.path());
+    let keys = keys_dir_seeded(canonical::SHAPE, canonical::SEED);
+    let state = dir.path().join("anvil-state.json");
+    let state_arg = state.to_str().unwrap();
+    let port = free_port();
+    let anvil = Anvil::start(port, &["--block-time", "1", "--dump-state", state_arg]).unwrap();
+    let url = anvil.url();
+    let http_port = free_port();
+    let http = format!("http://127.0.0.1:{http_port}");
+    let coordinator = Coordinator::start(&CoordinatorOpts {
+        nats: &nats,
+        keys: &keys,
+        data: &dir.path().join("coordinator"),
+        logs: dir.path(),
+        http_port,
+        seal_timeout_ms: 500,
+        job_ack_wait_s: 30,
+        job_max_deliver: 5,
+        l1: Some((&url, DEV_KEY, 2)),
+    });
+    let _w1 = start_worker(&nats, "hospital-a", &dir.path().join("cache-a"), dir.path());
+    let _w2 = start_worker(&nats, "hospital-b", &dir.path().join("cache-b"), dir.path());
+    let status = get_json(&format!("{http}/l1")).await;
+    let rollup: Address = status["rollup"].as_str().unwrap().parse().unwrap();
+
+    // Three clinics' transactions, one after another.
+    let load = workload::generate(3, now(), "l1");
+    let client = Client::connect(&nats).await;
+    let mut accepted = 0;
+    let mut steps = load.admin.clone();
+    steps.extend(load.clinics.concat());
+    let submit = |steps: Vec<workload::Step>| {
+        let (client, http) = (client.clone(), http.clone());
+        tokio::spawn(async move {
+            let mut accepted = 0;
+            for s in steps {
+                if let Some(c) = &s.content {
+                    kubo_add(&http, c.clone()).await;
+                }
+                let a = client.submit_bytes(serde_json::to_vec(&s.tx).unwrap()).await;
+                match a.status {
+                    TxStatus::Accepted { .. } => accepted += 1,
+                    TxStatus::Rejected { .. } => assert!(s.expect_rejected, "{a:?}"),
+                    TxStatus::Duplicate { .. } => panic!("{a:?}"),
+                }
+            }
+            accepted
+        })
+    };
+    let half = steps.len() / 2;
+    let second = steps.split_off(half);
+    accepted += submit(steps).await.unwrap();
+
+    // Two batches on chain; then a snapshot, more batches, and a reorg that
+    // takes the later ones away.
+    wait_for("two batches on L1", Duration::from_secs(300), || async {
+        landed(&http).await.filter(|&n| n >= 1)
+    })
+    .await;
+    let snapshot = rpc(&url, "evm_snapshot", serde_json::json!([])).await;
+    let before = events(&url, rollup).await.len();
+    let task = submit(second);
+    wait_for("more batches on L1", Duration::from_secs(300), || async {
+        landed(&http).await.filter(|&n| n as usize > before)
+    })
+    .await;
+    assert_eq!(rpc(&url, "evm_revert", serde_json::json!([snapshot])).await, serde_json::Value::Bool(true));
+    assert_eq!(events(&url, rollup).await.len(), before, "the reorg removed the later batches");
+
+    // anvil goes down (dumping its state) and comes back with it.
+    anvil.stop();
+    assert!(state.exists());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let anvil = Anvil::start(port, &["--block-time", "1", "--load-state", state_arg]).unwrap();
+    accepted += task.await.unwrap();
+
+    // Everything proven ends on chain: once each, in order, with the
+    // coordinator's roots.
+    let sealed = wait_for("every batch on L1", Duration::from_secs(600), || async {
+        let root = get_json(&format!("{http}/root")).await;
+        let sealed = root["batches_sealed"].as_u64()?;
+        let on_chain = events(&anvil.url(), rollup).await.len() as u64;
+        (sealed > 0 && on_chain == sealed).then_some(sealed)
+    })
+    .await;
+    let ev = events(&anvil.url(), rollup).await;
+    let mut ids = 0;
+    for n in 0..sealed {
+        let b = get_json(&format!("{http}/batch/{n}")).await;
+        assert_eq!(ev[n as usize], (n, root_of(&b["public_inputs"]["new_root"])), "batch {n} on chain");
+        ids += b["tx_ids"].as_array().unwrap().len();
+    }
+    assert_eq!(ids, accepted, "every accepted transaction is in a batch on L1");
+    let c = MedRollup::new(rollup, provider(&anvil.url()));
+    let api = get_json(&format!("{http}/root")).await;
+    assert_eq!(c.currentRoot().call().await.unwrap(), root_of(&api["root"]), "L1 root = coordinator root");
+    assert_eq!(c.batchCount().call().await.unwrap(), sealed);
+    let st = wait_for("landings recorded", Duration::from_secs(30), || async {
+        let st = get_json(&format!("{http}/l1")).await;
+        (st["last_landed"].as_u64() == Some(sealed - 1)).then_some(st)
+    })
+    .await;
+    println!("{sealed} batches on L1, {accepted} transactions; submitter: {st}");
+    assert!(st["reorgs"].as_u64().unwrap() >= 1, "the reorg was noticed: {st}");
+    let last = get_json(&format!("{http}/batch/{}", sealed - 1)).await;
+    let gas = last["l1"]["gas_used"].as_u64().unwrap();
+    assert!(gas > 200_000 && gas < 300_000, "gas per batch {gas}");
+    let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("medrollup_l1_gas_per_batch_count"), "gas metric exported");
+    // The sequencer's key is in no log.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(!text.contains(DEV_KEY), "{} shows the private key", p.display());
+        }
+    }
+    drop(coordinator);
+}
