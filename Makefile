@@ -1,5 +1,5 @@
 # medrollup — the two commands a newcomer needs, and a few more.
-.PHONY: demo test lint bench bench-quick js-deps
+.PHONY: demo test lint bench bench-quick js-deps contracts gas-table
 
 # The main job: today, the rollup core end to end on sample data (setup,
 # batches, Groth16 proofs, verification). It becomes the whole farm as it grows.
@@ -24,3 +24,12 @@ bench-quick:
 
 js-deps:
 	./scripts/js-deps
+
+# Regenerates the Solidity verifier, the forge fixtures and the compiled
+# contracts from the keys (KEYS=dir for other keys than the canonical ones).
+contracts:
+	./scripts/contracts
+
+# Gas per batch and per transaction on anvil for B = 4, 16, 64 (contracts/README.md).
+gas-table:
+	./scripts/gas-table

@@ -25,14 +25,14 @@ library Fixtures {
             b.timestamp = 1767225600;
             b.cid = hex"0155122005a0d306125ad3f0b03789b8a0c84462695b93b9724979c33eb34fc9793907eb";
             b.proof = [
-                uint256(0x0c702c0d9bae8e4cd742976eabf068248a670d57f5a4781fd15114fbc8e7418c),
-                uint256(0x03a248f90b1506fcd2a505d6a28584ae668db32ab694a978a48b3f67731b7c83),
-                uint256(0x2c6ae3c26e97d178b28ea561581cc36b502995168d4d92295ec044b829ff0af6),
-                uint256(0x08153e058f87ea180e835affabaf19797d592ac7e8d3c0c1456a59bd4049f479),
-                uint256(0x248476201aea643dd7f7feae97d7672362ca1bd2e4b47b22575dd853918e1452),
-                uint256(0x103adcd562b16552d362f1e50416ef6a2cb24001b13060260d10db682992a8df),
-                uint256(0x1237316e27f18d7806e1fb354863f8831579583294606d94e0409033f6de2f91),
-                uint256(0x1b71e31b3b4cfd6af905fa4def824b57fbeead47bdfa3edf1a0b78cb206f9905)
+                uint256(0x19d7f454c575197a1370ae0cc0c16fb5f99bb454e8a8fbffeb3328e7d2db778a),
+                uint256(0x1e7fb1213256a5fa1a573915260bab5e390b724b9cfd74c39e5ee321c9cfd7f7),
+                uint256(0x0cf8ef73023ec2f4a52fdbb4294bd55edcb15cfed17ae04c540cde106ec962ec),
+                uint256(0x302b2d79491330d84d78f658bccc1bb30405f1b4389186564543ad320849bb6b),
+                uint256(0x0a3dd42ac23665815d9e5083528dc4e9092c3195f73a86b54de9953db409a420),
+                uint256(0x28220d3fdfb9c4e716b8780a9d36020a86b0bd5e09b51e5f78afd449690eb42c),
+                uint256(0x02ae936f3dce2e7ebb46524ff8e3f78bb596d84647ea1f9f3a5fef755be10698),
+                uint256(0x25dee6ee2b4d19faf315accde41743040c108c0aa9126bf9def3b361adeba109)
             ];
             return b;
         }
@@ -43,14 +43,14 @@ library Fixtures {
             b.timestamp = 1767225610;
             b.cid = hex"01551220fc74a0bb0a51f14ade5467e9e71e416af9a32dcc02544425f504ade2e506ca63";
             b.proof = [
-                uint256(0x2ee2624790055a81603991d2e08acc7717fc0fdc5a27bdd4c8f3620b30e6db2c),
-                uint256(0x04f5510adce2645cb90271c04c80da696c8483f3d5039faa5940b8f2c669ac3c),
-                uint256(0x2c43b38943f1813f8e0e63ae59c655a93ad022fefd9ed3f8cf4d405e670f7e9c),
-                uint256(0x1f4e35ee963ceee952f3ec3ee2a5dcc3f492324e672774da2254ade159d76c44),
-                uint256(0x118329eaae34bd57920bb8747d72f0e4e75bc583b728e42f252478e1d9c6e76a),
-                uint256(0x09f244f70492c1912b1d06949eb6ff01be3d9f111e765ea187775f0e5ab35b5e),
-                uint256(0x0df33bdbab553e8fb0c5e1fb7edb2c7e623e76ee50b99d7cf098577ddd6bf241),
-                uint256(0x203c76d74edf4fb39f805a4c92d0ede05fb1f3c08aa914b9132ab27f77228ea0)
+                uint256(0x11bcd603716b854fcd007cc4238fcc428caae0ae455427075344563dcb6fd8e9),
+                uint256(0x059b658b9e0dbcb2aebdda3fce3e3fde5d2c32aa0ada0f2f1b407d3e09b2c64f),
+                uint256(0x0d7eb4c792c16a17e5a8ae82fa4bafd3ab473f10aba5c483e6ce6f5e0b1ddad9),
+                uint256(0x278bc1422e5f82abce69ef7b47733cf4b3dee0dce0554f4a77269a863e8486c1),
+                uint256(0x1c6d410ed6543430eeddcca238c3728686fb3e55d2fd70111a492278e2d4a147),
+                uint256(0x0cb9ff5b45fe05d48b6fa2a3ef941f09810061b86274ededbc04340dc562ed1e),
+                uint256(0x297430d79c8cdefced51ca0c84409f422f8feaa52b8c8d55e7ecbfb56408e47d),
+                uint256(0x1a1a430616f22ec8e64b0b49d2c1b25e15b5cb1e09d5c0d67539ad3244378da6)
             ];
             return b;
         }
@@ -61,14 +61,14 @@ library Fixtures {
             b.timestamp = 1767225620;
             b.cid = hex"01551220a0a32e0b2200eeb3066737c85559a7f339d5755e1616e89cea55f696d679686f";
             b.proof = [
-                uint256(0x1e79f04e16a768ebdf82cfc8e8e91aec4770b3e7d771326a1f0c6b8380152dea),
-                uint256(0x06c230fcb9d9fbfba8d890487b7b7ccd1761dabd95f0b6164513f59698bcbb41),
-                uint256(0x092b2ecbf15d05b7ad3c0f9934b7838d851d65d0262a6e4726a3389313f71dd0),
-                uint256(0x14434bab3b1256d5d96a792e1ee42a179b0e8609542dc3c2098db53c8a5e3d11),
-                uint256(0x1ff27c3efa3909180b42a4f44b70a11c084b705591924bb8bb9ebf061e650f51),
-                uint256(0x186526ac6c14214a71759318c18867b39dc30e9c1aa224f256b3e7ac59c82659),
-                uint256(0x054f9d9069b6981c43a3b77fc27e2beca943c01558fe331d5274eaffaedfccf6),
-                uint256(0x0cff4e093ddfdabc9ffa6b10f30a5ba20f12bb69a20026cbf4f019cc5e2d630d)
+                uint256(0x08bcdf91070a588f1d72590bdc77211fcef161513a0d9adcb2bf9ead3ef18828),
+                uint256(0x217e4e513539a20e6ebe1366c102e4635bd6a97f5cfe34a421a6d1611491408d),
+                uint256(0x15a4ad9a389666064f72faaee3db9d713b4d71ff35e794f9d709aba5f5fe0e41),
+                uint256(0x1540b40b0801dfb36bbe8f84cdc86dd5fc1a15b8334161b3dc50b60cc95ef3ec),
+                uint256(0x1d14f41bb03d711b99ea2cde9b416af8495681bc48ea7864684a377e264dc2c6),
+                uint256(0x16a32419dfc06f0a76a1dec908f9137890e701a0ff2eb8a91e1dbb8bec2b8309),
+                uint256(0x052b48d08ddf2576dbdfb52ef406e9759d083fb9067578ee1bbaa4b8f40e1086),
+                uint256(0x1c48dd07a3d880ecb641c390277c20098ebb9eed7ad35c3117446f3aba4a37a9)
             ];
             return b;
         }

@@ -174,3 +174,70 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     }
     drop(coordinator);
 }
+
+/// Runs the coordinator binary to its exit; returns (success, output).
+fn coordinator_exit(args: &[&str], key: Option<&str>, data: &std::path::Path) -> (bool, String) {
+    let mut cmd = std::process::Command::new(coordinator_bin());
+    cmd.args(args).arg("--data-dir").arg(data).env_remove("MEDROLLUP_L1_KEY").env_remove("MEDROLLUP_L1_RPC");
+    if let Some(k) = key {
+        cmd.env("MEDROLLUP_L1_KEY", k);
+    }
+    if args.contains(&"--nats-user") {
+        cmd.env("MEDROLLUP_NATS_PASSWORD", COORDINATOR.1);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_l1_settings_stop_the_coordinator_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys_dir_seeded(canonical::SHAPE, canonical::SEED);
+    let keys_arg = keys.to_str().unwrap();
+    let data = dir.path().join("data");
+    let base = ["--keys-dir", keys_arg, "--l1-rpc", "http://127.0.0.1:9"];
+
+    let (ok, out) = coordinator_exit(&base, None, &data);
+    assert!(!ok && out.contains("MEDROLLUP_L1_KEY"), "{out}");
+    let secret = "0x1234567890abcdefzz";
+    let (ok, out) = coordinator_exit(&base, Some(secret), &data);
+    assert!(!ok && out.contains("not 32 bytes of hex") && !out.contains(secret), "{out}");
+    let (ok, out) = coordinator_exit(
+        &["--keys-dir", keys_arg, "--l1-rollup", "0x0000000000000000000000000000000000000001"],
+        Some(DEV_KEY),
+        &data,
+    );
+    assert!(!ok && out.contains("--l1-rollup needs --l1-rpc"), "{out}");
+
+    // A rollup address where there is no contract.
+    let nats = Nats::start(dir.path());
+    let anvil = Anvil::start(free_port(), &[]).unwrap();
+    let url = anvil.url();
+    let http = format!("127.0.0.1:{}", free_port());
+    let (ok, out) = coordinator_exit(
+        &[
+            "--keys-dir",
+            keys_arg,
+            "--nats-url",
+            &nats.url,
+            "--nats-user",
+            "coordinator",
+            "--http",
+            &http,
+            "--l1-rpc",
+            &url,
+            "--l1-rollup",
+            "0x00000000000000000000000000000000000000aa",
+        ],
+        Some(DEV_KEY),
+        &data,
+    );
+    assert!(
+        !ok && out.to_lowercase().contains("no contract at 0x00000000000000000000000000000000000000aa"),
+        "{out}"
+    );
+    assert!(!out.contains(DEV_KEY), "the key is not echoed: {out}");
+}

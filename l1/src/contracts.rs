@@ -65,6 +65,13 @@ sol! {
         function setVerifier(address next) external;
     }
 
+    /// The per-record baseline (contracts/src/baseline/DirectIndex.sol).
+    #[sol(rpc)]
+    #[derive(Debug)]
+    contract DirectIndex {
+        function index(uint256 record, bytes32 cid) external;
+    }
+
     /// A generated verifier (contracts/src/BatchVerifier.sol).
     #[sol(rpc)]
     #[derive(Debug)]
@@ -103,4 +110,9 @@ pub fn rollup_artifact() -> Artifact {
 pub fn verifier_artifact() -> Artifact {
     Artifact::parse(include_str!("../../contracts/artifacts/BatchVerifier.json"))
         .expect("checked-in artifact")
+}
+
+/// The per-record baseline's compiled code (for the gas comparison).
+pub fn direct_index_artifact() -> Artifact {
+    Artifact::parse(include_str!("../../contracts/artifacts/DirectIndex.json")).expect("checked-in artifact")
 }

@@ -235,58 +235,68 @@ async fn send(p: &DynProvider, wallet: &EthereumWallet, req: TransactionRequest)
     }
 }
 
-/// Deploys a verifier from `verifier` and the rollup contract with
-/// `genesis_root`, the key's address as sequencer and owner; waits for both.
-pub async fn deploy(config: &L1Config, verifier: &Artifact, genesis_root: Fr) -> Result<Deployment, L1Error> {
+/// Sends one transaction from the key's account (a call to `to`, or a
+/// deployment when `to` is `None`) at current fees and waits for its receipt.
+/// For deployments and tools; batches go through [`Submitter`].
+pub async fn send_and_wait(
+    config: &L1Config,
+    to: Option<Address>,
+    input: Bytes,
+    gas_limit: u64,
+) -> Result<TransactionReceipt, L1Error> {
     let p = connect(config)?;
     let wallet = EthereumWallet::from(config.key.clone());
     let from = config.key.address();
     let chain_id = p.get_chain_id().await.map_err(rpc("reading the chain id"))?;
-    let mut deployed = Vec::new();
-    for (code, what) in [(verifier.bytecode.clone(), "verifier"), (Bytes::new(), "rollup")] {
-        let code = if what == "rollup" {
-            let args = MedRollup::constructorCall {
-                genesisRoot_: fr_u256(&genesis_root).into(),
-                verifier_: deployed[0],
-                sequencer_: from,
-            }
-            .abi_encode();
-            let mut c = crate::contracts::rollup_artifact().bytecode.to_vec();
-            c.extend_from_slice(&args);
-            Bytes::from(c)
-        } else {
-            code
-        };
-        let nonce = p.get_transaction_count(from).pending().await.map_err(rpc("reading the nonce"))?;
-        let (max_fee, tip) = fresh_fees(&p).await?;
-        let req = TransactionRequest::default()
-            .with_from(from)
-            .with_deploy_code(code)
-            .with_nonce(nonce)
-            .with_chain_id(chain_id)
-            .with_gas_limit(3_000_000)
-            .with_max_fee_per_gas(max_fee)
-            .with_max_priority_fee_per_gas(tip);
-        let hash = send(&p, &wallet, req).await?;
-        let receipt = wait_receipt(&p, hash, Duration::from_secs(60), config.poll).await?;
-        if !receipt.status() {
-            return Err(L1Error::Rpc(format!("deploying the {what} reverted")));
-        }
-        let addr = receipt
-            .contract_address
-            .ok_or_else(|| L1Error::Rpc(format!("the {what} deployment has no contract address")))?;
-        info!(%addr, what, gas = receipt.gas_used, "deployed");
-        deployed.push(addr);
-        if what == "rollup" {
-            return Ok(Deployment {
-                rollup: addr,
-                verifier: deployed[0],
-                chain_id,
-                block: receipt.block_number.unwrap_or_default(),
-            });
-        }
+    let nonce = p.get_transaction_count(from).pending().await.map_err(rpc("reading the nonce"))?;
+    let (max_fee, tip) = fresh_fees(&p).await?;
+    let req = TransactionRequest::default()
+        .with_from(from)
+        .with_nonce(nonce)
+        .with_chain_id(chain_id)
+        .with_gas_limit(gas_limit)
+        .with_max_fee_per_gas(max_fee)
+        .with_max_priority_fee_per_gas(tip);
+    let req = match to {
+        Some(to) => req.with_to(to).with_input(input),
+        None => req.with_deploy_code(input),
+    };
+    let hash = send(&p, &wallet, req).await?;
+    wait_receipt(&p, hash, Duration::from_secs(60), config.poll).await
+}
+
+/// Deploys `artifact` with ABI-encoded constructor `args`; returns its address.
+pub async fn deploy_contract(
+    config: &L1Config,
+    artifact: &Artifact,
+    args: &[u8],
+) -> Result<(Address, u64), L1Error> {
+    let mut code = artifact.bytecode.to_vec();
+    code.extend_from_slice(args);
+    let receipt = send_and_wait(config, None, code.into(), 5_000_000).await?;
+    if !receipt.status() {
+        return Err(L1Error::Rpc(format!("deploying {} reverted", artifact.contract)));
     }
-    unreachable!("the loop returns after the rollup")
+    let addr = receipt.contract_address.ok_or_else(|| {
+        L1Error::Rpc(format!("the {} deployment has no contract address", artifact.contract))
+    })?;
+    info!(%addr, contract = %artifact.contract, gas = receipt.gas_used, "deployed");
+    Ok((addr, receipt.block_number.unwrap_or_default()))
+}
+
+/// Deploys a verifier from `verifier` and the rollup contract with
+/// `genesis_root`, the key's address as sequencer and owner.
+pub async fn deploy(config: &L1Config, verifier: &Artifact, genesis_root: Fr) -> Result<Deployment, L1Error> {
+    let chain_id = connect(config)?.get_chain_id().await.map_err(rpc("reading the chain id"))?;
+    let (verifier_addr, _) = deploy_contract(config, verifier, &[]).await?;
+    let args = MedRollup::constructorCall {
+        genesisRoot_: fr_u256(&genesis_root).into(),
+        verifier_: verifier_addr,
+        sequencer_: config.key.address(),
+    }
+    .abi_encode();
+    let (rollup, block) = deploy_contract(config, &crate::contracts::rollup_artifact(), &args).await?;
+    Ok(Deployment { rollup, verifier: verifier_addr, chain_id, block })
 }
 
 async fn wait_receipt(

@@ -193,6 +193,28 @@ pub fn proof_words(p: &Proof<Bn254>) -> [U256; 8] {
     ]
 }
 
+/// The inverse of [`proof_words`]: the proof, with its points checked to be
+/// on their curves and in the right subgroups.
+pub fn proof_from_words(w: &[U256; 8]) -> Result<Proof<Bn254>, String> {
+    use ark_bn254::Fq2;
+    let fq = |x: &U256| -> Result<Fq, String> {
+        let bytes = x.to_be_bytes::<32>();
+        let v = Fq::from_be_bytes_mod_order(&bytes);
+        (fq_u256(&v) == *x).then_some(v).ok_or_else(|| format!("{x} is not below the base field modulus"))
+    };
+    let g1 = |x: &U256, y: &U256| -> Result<G1Affine, String> {
+        let p = G1Affine::new_unchecked(fq(x)?, fq(y)?);
+        (p.is_on_curve() && p.is_in_correct_subgroup_assuming_on_curve())
+            .then_some(p)
+            .ok_or_else(|| "a G1 point of the proof is not on the curve".to_string())
+    };
+    let b = G2Affine::new_unchecked(Fq2::new(fq(&w[3])?, fq(&w[2])?), Fq2::new(fq(&w[5])?, fq(&w[4])?));
+    if !(b.is_on_curve() && b.is_in_correct_subgroup_assuming_on_curve()) {
+        return Err("the G2 point of the proof is not on the curve".into());
+    }
+    Ok(Proof { a: g1(&w[0], &w[1])?, b, c: g1(&w[6], &w[7])? })
+}
+
 /// The public inputs as the verifier's `uint256[4]`.
 pub fn input_words(p: &PublicInputs) -> [U256; PUBLIC_INPUTS] {
     [fr_u256(&p.old_root), fr_u256(&p.new_root), fr_u256(&p.tx_commitment), U256::from(p.timestamp)]
@@ -251,5 +273,9 @@ mod tests {
         for (i, d) in eip197.iter().enumerate() {
             assert_eq!(w[2 + i], U256::from_str_radix(d, 10).unwrap(), "word {}", 2 + i);
         }
+        assert_eq!(proof_from_words(&w).unwrap(), p, "words decode back");
+        let mut bad = w;
+        bad[7] = U256::from(5u8);
+        assert!(proof_from_words(&bad).unwrap_err().contains("not on the curve"));
     }
 }

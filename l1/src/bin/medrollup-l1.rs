@@ -1,13 +1,16 @@
 //! `medrollup-l1`: generate the Solidity verifier and the forge fixtures,
 //! deploy the contracts on a dev chain, read the rollup's state.
 
+use alloy::primitives::{B256, U256};
+use alloy::sol_types::SolCall;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use medrollup_circuits::keys;
 use medrollup_circuits::state::{Genesis, State};
-use medrollup_l1::contracts::{Artifact, verifier_artifact};
-use medrollup_l1::submitter::{self, L1Config, Submitter};
-use std::path::PathBuf;
+use medrollup_circuits::tx::TxBody;
+use medrollup_l1::contracts::{Artifact, DirectIndex, direct_index_artifact, verifier_artifact};
+use medrollup_l1::submitter::{self, BatchSource, L1Batch, L1Config, Landing, Observer, Submitter};
+use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
 #[command(name = "medrollup-l1", about = "medrollup's L1 tools: verifier generator, fixtures, deployment")]
@@ -53,6 +56,18 @@ enum Command {
         /// Where to write the addresses.
         #[arg(long, default_value = "deployment.json")]
         out: PathBuf,
+    },
+    /// Measures gas on a dev chain: one batch proven with the keys in
+    /// --keys-dir submitted to a fresh rollup with their verifier, next to
+    /// the per-record baseline (DirectIndex). Prints one JSON line.
+    Gas {
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc: String,
+        #[arg(long, default_value = "keys")]
+        keys_dir: PathBuf,
+        /// The verifier artifact for these keys (default: the checked-in one).
+        #[arg(long)]
+        verifier_artifact: Option<PathBuf>,
     },
     /// Shows the rollup's batch count, root and verifier key hash.
     Status {
@@ -127,6 +142,7 @@ async fn main() -> Result<()> {
                 out.display()
             );
         }
+        Command::Gas { rpc, keys_dir, verifier_artifact: artifact } => gas(&rpc, &keys_dir, artifact).await?,
         Command::Status { rpc, rollup, keys_dir } => {
             let m = keys::read_manifest(&keys_dir)?;
             let config = L1Config::local(&rpc, alloy::signers::local::PrivateKeySigner::random());
@@ -135,5 +151,81 @@ async fn main() -> Result<()> {
             println!("batches {} root {} vk {}", c.count, c.root, m.verifying_key_sha256);
         }
     }
+    Ok(())
+}
+
+/// One batch, handed over as proven.
+struct OneBatch(L1Batch);
+
+impl BatchSource for OneBatch {
+    fn batch(&self, index: u64) -> Result<Option<L1Batch>, String> {
+        Ok((index == 0).then(|| self.0.clone()))
+    }
+}
+
+#[derive(Default)]
+struct FirstLanding(std::sync::Mutex<Option<Landing>>, tokio::sync::Notify);
+
+impl Observer for FirstLanding {
+    fn landed(&self, l: &Landing) {
+        *self.0.lock().expect("lock") = Some(l.clone());
+        self.1.notify_one();
+    }
+}
+
+async fn gas(rpc: &str, keys_dir: &Path, artifact: Option<PathBuf>) -> Result<()> {
+    let (m, pk) = keys::load_proving_key(keys_dir)?;
+    let verifier = match artifact {
+        Some(p) => Artifact::parse(
+            &std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?,
+        )?,
+        None => verifier_artifact(),
+    };
+    anyhow::ensure!(
+        verifier.vk_sha256.as_deref() == Some(m.verifying_key_sha256.as_str()),
+        "the verifier artifact is not for the keys in {}",
+        keys_dir.display()
+    );
+    let (root, witnesses) = medrollup_l1::fixtures::sample_batches(m.shape, 1);
+    let real_txs = witnesses[0].txs.iter().filter(|t| !matches!(t.tx.tx.body, TxBody::Noop)).count();
+    let (_, batches) = tokio::task::block_in_place(|| medrollup_l1::fixtures::prove_batches(pk, m.shape, 1));
+    let b = &batches[0];
+    let proof_public = witnesses[0].public_inputs();
+    let config = L1Config::local(rpc, key_from_env()?);
+    let d = submitter::deploy(&config, &verifier, root).await?;
+    let s = Submitter::connect(config.clone(), d.rollup, &m.verifying_key_sha256).await?;
+    let proof = medrollup_l1::verifier::proof_from_words(&b.proof).map_err(anyhow::Error::msg)?;
+    let source = OneBatch(L1Batch { index: 0, public: proof_public, cid: b.cid.clone(), proof: Some(proof) });
+    let seen = FirstLanding::default();
+    let (_wake, wake_rx) = tokio::sync::watch::channel(0u64);
+    tokio::select! {
+        r = s.run(&source, &seen, wake_rx, std::future::pending()) => r?,
+        _ = seen.1.notified() => {}
+    }
+    let landing = seen.0.lock().expect("lock").clone().context("no landing")?;
+
+    // The baseline: one L1 transaction per record.
+    let (index, _) = submitter::deploy_contract(&config, &direct_index_artifact(), &[]).await?;
+    let mut direct = Vec::new();
+    for record in 0..4u64 {
+        let call = DirectIndex::indexCall {
+            record: U256::from(400 + 2 * record),
+            cid: B256::repeat_byte(0x5a + record as u8),
+        };
+        let r = submitter::send_and_wait(&config, Some(index), call.abi_encode().into(), 200_000).await?;
+        anyhow::ensure!(r.status(), "DirectIndex.index reverted");
+        direct.push(r.gas_used);
+    }
+    let direct_avg = direct.iter().sum::<u64>() / direct.len() as u64;
+    let out = serde_json::json!({
+        "batch_size": m.shape.batch_size,
+        "levels": m.shape.levels,
+        "constraints": m.constraints,
+        "real_txs_in_measured_batch": real_txs,
+        "gas_per_batch": landing.gas_used,
+        "gas_per_tx_full_batch": landing.gas_used / m.shape.batch_size as u64,
+        "direct_index_gas_per_record": direct_avg,
+    });
+    println!("{out}");
     Ok(())
 }
