@@ -377,6 +377,14 @@ impl Submitter {
             last_count: None,
         };
         s.check_vk().await?;
+        let sequencer = s.contract().sequencer().call().await.map_err(rpc("reading the sequencer"))?;
+        if sequencer != s.address() {
+            return Err(L1Error::Config(format!(
+                "this key's account {} is not the rollup's sequencer ({sequencer}): use the sequencer's key, or \
+                 have the owner call setSequencer",
+                s.address()
+            )));
+        }
         Ok(s)
     }
 

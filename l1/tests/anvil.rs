@@ -255,7 +255,7 @@ async fn batches_land_in_order_and_a_new_submitter_resumes_from_the_chain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_verifier_for_other_keys_is_refused() {
+async fn a_verifier_for_other_keys_or_a_key_that_is_not_the_sequencer_is_refused() {
     let _t = TURN.lock().await;
     tokio::task::block_in_place(proven);
     let anvil = start_anvil(free_port(), &[]);
@@ -265,6 +265,11 @@ async fn a_verifier_for_other_keys_is_refused() {
     assert!(matches!(err, L1Error::VkMismatch { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains(&other) && msg.contains(&proven().2), "{msg}");
+    // A key that is not the sequencer's.
+    let mut stranger = config(&anvil.url());
+    stranger.key = alloy::signers::local::PrivateKeySigner::random();
+    let err = Submitter::connect(stranger, rollup, &proven().2).await.unwrap_err();
+    assert!(err.to_string().contains("is not the rollup's sequencer"), "{err}");
     // No contract there at all.
     let err =
         Submitter::connect(config(&anvil.url()), Address::repeat_byte(7), &proven().2).await.unwrap_err();
