@@ -166,18 +166,21 @@ pub struct BatchSummary {
 /// `GET /batch/{n}`.
 async fn batch(State(s): State<AppState>, Path(n): Path<u64>) -> Response {
     match (s.store.batch(n), s.store.job(n)) {
-        (Ok(Some(b)), Ok(job)) => Json(BatchSummary {
-            batch: b.batch,
-            public_inputs: b.public_inputs,
-            cid: b.cid,
-            tx_ids: b.tx_ids,
-            sealed_at_ms: b.sealed_at_ms,
-            proof: b.proof,
-            submitted: b.submitted || s.store.landing(n).ok().flatten().is_some(),
-            l1: s.store.landing(n).ok().flatten(),
-            job,
-        })
-        .into_response(),
+        (Ok(Some(b)), Ok(job)) => {
+            let l1 = s.store.landing(n).ok().flatten();
+            Json(BatchSummary {
+                batch: b.batch,
+                public_inputs: b.public_inputs,
+                cid: b.cid,
+                tx_ids: b.tx_ids,
+                sealed_at_ms: b.sealed_at_ms,
+                proof: b.proof,
+                submitted: b.submitted || l1.is_some(),
+                l1,
+                job,
+            })
+            .into_response()
+        }
         (Ok(None), _) => error(StatusCode::NOT_FOUND, format!("batch {n} has not been sealed")),
         (Err(e), _) | (_, Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }

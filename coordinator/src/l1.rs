@@ -128,7 +128,7 @@ impl Observer for Recorder {
         }
         m.l1_submit_seconds.with_label_values::<&str>(&[]).observe(l.latency.as_secs_f64());
         if let Some(b) = self.store.batch(l.index).ok().flatten() {
-            m.intake_to_l1_seconds
+            m.seal_to_l1_seconds
                 .with_label_values::<&str>(&[])
                 .observe(now_ms().saturating_sub(b.sealed_at_ms) as f64 / 1000.0);
         }

@@ -42,7 +42,7 @@ pub struct Metrics {
     /// From the first send of a batch to enough confirmations.
     pub l1_submit_seconds: HistogramVec,
     /// From sealing a batch to its landing on L1.
-    pub intake_to_l1_seconds: HistogramVec,
+    pub seal_to_l1_seconds: HistogramVec,
     /// Submitter events (fee_bump, resend, reorg).
     pub l1_events_total: IntCounterVec,
     /// 1 while the L1 submitter runs, 0 once it stopped on an error.
@@ -132,7 +132,7 @@ impl Metrics {
                 .buckets(secs.clone()),
                 &[]
             )),
-            intake_to_l1_seconds: reg!(HistogramVec::new(
+            seal_to_l1_seconds: reg!(HistogramVec::new(
                 HistogramOpts::new(
                     "medrollup_seal_to_l1_seconds",
                     "From sealing a batch to its landing on L1"

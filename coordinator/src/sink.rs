@@ -1,6 +1,7 @@
-//! Where proven batches go, strictly in batch order. The L1 submitter
-//! implements [`ProofSink`]; until it exists, [`RecordingSink`] appends each
-//! batch to a JSON-lines file.
+//! Where proven batches go when no L1 is configured: [`RecordingSink`]
+//! appends each batch, strictly in batch order, to a JSON-lines file. With L1
+//! settings the submitter of [`crate::l1`] takes proven batches from the
+//! database itself and lands them on the rollup contract.
 
 use crate::store::BatchRecord;
 use futures::future::BoxFuture;

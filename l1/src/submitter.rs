@@ -350,6 +350,16 @@ pub struct Submitter {
     last_count: Option<u64>,
 }
 
+/// Where a mined submission stands.
+enum Confirmation {
+    /// Deep enough and still canonical.
+    Confirmed,
+    /// Its block left the chain.
+    Reorged,
+    /// Still canonical but not deep enough yet (no blocks came).
+    Pending,
+}
+
 /// How one round ended.
 enum Round {
     /// A batch landed.
@@ -593,7 +603,7 @@ impl Submitter {
                     return Ok(Round::Retry);
                 }
                 return match self.confirm(&r).await? {
-                    true => Ok(Round::Landed(Landing {
+                    Confirmation::Confirmed => Ok(Round::Landed(Landing {
                         index,
                         tx_hash: r.transaction_hash,
                         block: r.block_number.unwrap_or_default(),
@@ -602,15 +612,19 @@ impl Submitter {
                         latency: started.elapsed(),
                         sends,
                     })),
-                    false => {
+                    Confirmation::Reorged => {
                         observer.resent(index);
                         Ok(Round::Retry)
                     }
+                    // No blocks coming (a chain that mines only on demand):
+                    // the next round reads where the chain is.
+                    Confirmation::Pending => Ok(Round::Retry),
                 };
             }
             // Our nonce used by something else (a transaction sent before a
-            // restart, or from elsewhere): the next round reads the chain.
-            if confirmed > nonce {
+            // restart, or from elsewhere), or the account's count went back
+            // below it (a reorg): the next round reads the chain.
+            if confirmed != nonce {
                 return Ok(Round::Retry);
             }
             if sent_at.elapsed() < self.config.stuck_after {
@@ -648,7 +662,7 @@ impl Submitter {
 
     /// Waits until `r`'s block has `confirmations` blocks (itself included)
     /// and checks that it is still in the canonical chain.
-    async fn confirm(&self, r: &TransactionReceipt) -> Result<bool, L1Error> {
+    async fn confirm(&self, r: &TransactionReceipt) -> Result<Confirmation, L1Error> {
         let block = r.block_number.unwrap_or_default();
         let wait_started = Instant::now();
         loop {
@@ -669,11 +683,15 @@ impl Submitter {
         {
             Some(now) if now.block_hash == r.block_hash => {
                 let head = self.provider.get_block_number().await.map_err(rpc("reading the block number"))?;
-                Ok(head + 1 >= block + self.config.confirmations)
+                Ok(if head + 1 >= block + self.config.confirmations {
+                    Confirmation::Confirmed
+                } else {
+                    Confirmation::Pending
+                })
             }
             _ => {
                 warn!(tx = %r.transaction_hash, "a landed batch left the chain (reorg): resubmitting");
-                Ok(false)
+                Ok(Confirmation::Reorged)
             }
         }
     }
