@@ -1,0 +1,469 @@
+//! A user's keys and the encrypted file that keeps them.
+//!
+//! Every user has a Baby Jubjub key (signs rollup transactions) and an
+//! RSA-3072 key pair (receives record keys wrapped with RSA-OAEP-SHA256). The
+//! account registers `rsa_key_hash = Poseidon(sha256(SPKI DER) as two limbs)`.
+//!
+//! ## Keystore file, version 1 (JSON)
+//!
+//! ```text
+//! { "format": "medrollup-keystore", "version": 1,
+//!   "kdf":    { "algorithm": "argon2id", "memory_kib", "iterations", "parallelism", "salt": hex(16) },
+//!   "cipher": { "algorithm": "aes-256-gcm", "nonce": hex(12) },
+//!   "check":  hex(32),
+//!   "public": { "babyjub": { "x", "y" } (decimal), "rsa_spki": hex(DER), "rsa_key_hash" (decimal) },
+//!   "ciphertext": hex }
+//! ```
+//!
+//! Argon2id turns the password and salt into 64 bytes: the first 32 are the
+//! AES-256-GCM key, the sha256 of the last 32 is `check`. The plaintext is the
+//! JSON `{ "babyjub": hex(32), "rsa_pkcs8": hex(DER) }`; the associated data is
+//! the format tag and the sha256 of the `public` part, so the public part
+//! cannot be swapped. A wrong password fails `check`; a file whose check
+//! passes but whose ciphertext or public part does not authenticate is
+//! corrupted. Without the password the file gives nothing but the public keys.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use medrollup_circuits::eddsa;
+use medrollup_circuits::field::{Fr, digest_to_limbs, serde_fr};
+use medrollup_circuits::poseidon;
+use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use rsa::{Generate, PrivateKey as RsaPrivateKey, PublicKey as RsaPublicKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// The `format` tag of keystore files.
+pub const FORMAT: &str = "medrollup-keystore";
+/// The keystore version this code writes and reads.
+pub const VERSION: u32 = 1;
+
+/// What went wrong with keys or a keystore.
+#[derive(Debug, thiserror::Error)]
+pub enum KeystoreError {
+    /// The password does not open this keystore.
+    #[error("wrong password for this keystore")]
+    WrongPassword,
+    /// The file is damaged or was altered.
+    #[error("the keystore is corrupted: {0}")]
+    Corrupted(String),
+    /// A format or version this code does not read.
+    #[error("unsupported keystore: {0}")]
+    Unsupported(String),
+    /// Bad settings (weak KDF parameters, empty password, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// Reading or writing the file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Random bytes from the operating system.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system's random source");
+    b
+}
+
+/// A user's secret keys.
+pub struct Identity {
+    signing: eddsa::PrivateKey,
+    rsa: RsaPrivateKey,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("public", &self.public()).finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Fresh keys (RSA-3072 key generation takes a few seconds).
+    pub fn generate() -> Self {
+        Self { signing: eddsa::PrivateKey::from_bytes(random()), rsa: RsaPrivateKey::generate() }
+    }
+
+    /// From existing keys.
+    pub fn from_parts(signing: eddsa::PrivateKey, rsa: RsaPrivateKey) -> Self {
+        Self { signing, rsa }
+    }
+
+    /// The Baby Jubjub signing key.
+    pub fn signing_key(&self) -> &eddsa::PrivateKey {
+        &self.signing
+    }
+
+    /// The RSA private key.
+    pub fn rsa_key(&self) -> &RsaPrivateKey {
+        &self.rsa
+    }
+
+    /// The public halves.
+    pub fn public(&self) -> PublicIdentity {
+        let spki =
+            self.rsa.to_public_key().to_public_key_der().expect("an RSA key encodes").as_bytes().to_vec();
+        PublicIdentity::new(self.signing.public(), spki)
+    }
+}
+
+/// A user's public keys, as others see them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicIdentity {
+    /// Baby Jubjub public key.
+    pub babyjub: eddsa::PublicKey,
+    /// RSA public key, SubjectPublicKeyInfo DER.
+    #[serde(with = "hex_bytes")]
+    pub rsa_spki: Vec<u8>,
+    /// What the account registers: Poseidon of sha256(`rsa_spki`).
+    #[serde(with = "serde_fr")]
+    pub rsa_key_hash: Fr,
+}
+
+impl PublicIdentity {
+    /// From the keys, computing the hash.
+    pub fn new(babyjub: eddsa::PublicKey, rsa_spki: Vec<u8>) -> Self {
+        let rsa_key_hash = rsa_key_hash(&rsa_spki);
+        Self { babyjub, rsa_spki, rsa_key_hash }
+    }
+
+    /// The RSA public key.
+    pub fn rsa_key(&self) -> Result<RsaPublicKey, KeystoreError> {
+        RsaPublicKey::from_public_key_der(&self.rsa_spki)
+            .map_err(|e| KeystoreError::Corrupted(format!("the RSA public key does not decode: {e}")))
+    }
+
+    /// Checks that the stored hash is the hash of the stored key.
+    pub fn check(&self) -> Result<(), KeystoreError> {
+        if rsa_key_hash(&self.rsa_spki) != self.rsa_key_hash {
+            return Err(KeystoreError::Corrupted("rsa_key_hash is not the hash of rsa_spki".into()));
+        }
+        self.rsa_key().map(|_| ())
+    }
+}
+
+/// `Poseidon(sha256(spki) as two 128-bit limbs)`.
+pub fn rsa_key_hash(spki: &[u8]) -> Fr {
+    poseidon::hash(&digest_to_limbs(&Sha256::digest(spki).into()))
+}
+
+/// Argon2id parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KdfParams {
+    /// Memory in KiB.
+    pub memory_kib: u32,
+    /// Passes.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+}
+
+impl KdfParams {
+    /// The default: 64 MiB, 3 passes, 1 lane (OWASP's second recommended
+    /// Argon2id configuration is 12 MiB / 3; this is stronger).
+    pub const DEFAULT: Self = Self { memory_kib: 64 * 1024, iterations: 3, parallelism: 1 };
+    /// The weakest accepted (for tests that create many keystores).
+    pub const MIN: Self = Self { memory_kib: 8 * 1024, iterations: 1, parallelism: 1 };
+
+    fn validate(&self) -> Result<(), KeystoreError> {
+        if self.memory_kib < Self::MIN.memory_kib || self.iterations < 1 || self.parallelism < 1 {
+            return Err(KeystoreError::Invalid(format!(
+                "argon2id parameters {self:?} are below the minimum {:?}",
+                Self::MIN
+            )));
+        }
+        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism > 64 {
+            return Err(KeystoreError::Unsupported(format!("argon2id parameters {self:?} are out of range")));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct KdfSection {
+    algorithm: String,
+    #[serde(flatten)]
+    params: KdfParams,
+    #[serde(with = "hex_bytes")]
+    salt: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CipherSection {
+    algorithm: String,
+    #[serde(with = "hex_bytes")]
+    nonce: Vec<u8>,
+}
+
+/// A keystore file's contents.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Keystore {
+    format: String,
+    version: u32,
+    kdf: KdfSection,
+    cipher: CipherSection,
+    #[serde(with = "hex_bytes")]
+    check: Vec<u8>,
+    /// The public keys (readable without the password).
+    pub public: PublicIdentity,
+    #[serde(with = "hex_bytes")]
+    ciphertext: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Secret {
+    #[serde(with = "hex_bytes")]
+    babyjub: Vec<u8>,
+    #[serde(with = "hex_bytes")]
+    rsa_pkcs8: Vec<u8>,
+}
+
+fn derive(password: &str, salt: &[u8], p: KdfParams) -> Result<([u8; 32], [u8; 32]), KeystoreError> {
+    let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(64))
+        .map_err(|e| KeystoreError::Unsupported(format!("argon2id parameters: {e}")))?;
+    let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 64];
+    a.hash_password_into(password.as_bytes(), salt, &mut out)
+        .map_err(|e| KeystoreError::Invalid(format!("argon2id: {e}")))?;
+    let (mut enc, mut chk) = ([0u8; 32], [0u8; 32]);
+    enc.copy_from_slice(&out[..32]);
+    chk.copy_from_slice(&out[32..]);
+    Ok((enc, Sha256::digest(chk).into()))
+}
+
+fn aad(public: &PublicIdentity) -> Vec<u8> {
+    let mut a = format!("{FORMAT}/v{VERSION}/").into_bytes();
+    a.extend_from_slice(&Sha256::digest(serde_json::to_vec(public).expect("json")));
+    a
+}
+
+impl Keystore {
+    /// Encrypts `identity` under `password`.
+    pub fn seal(identity: &Identity, password: &str, params: KdfParams) -> Result<Self, KeystoreError> {
+        if password.is_empty() {
+            return Err(KeystoreError::Invalid("the password is empty".into()));
+        }
+        params.validate()?;
+        let salt: [u8; 16] = random();
+        let nonce: [u8; 12] = random();
+        let (key, check) = derive(password, &salt, params)?;
+        let public = identity.public();
+        let secret = Secret {
+            babyjub: identity.signing.to_bytes().to_vec(),
+            rsa_pkcs8: identity.rsa.to_pkcs8_der().expect("an RSA key encodes").as_bytes().to_vec(),
+        };
+        let plain = serde_json::to_vec(&secret).expect("json");
+        let ciphertext = Aes256Gcm::new(&key.into())
+            .encrypt(&Nonce::from(nonce), Payload { msg: &plain, aad: &aad(&public) })
+            .expect("AES-GCM encrypts");
+        Ok(Self {
+            format: FORMAT.into(),
+            version: VERSION,
+            kdf: KdfSection { algorithm: "argon2id".into(), params, salt: salt.to_vec() },
+            cipher: CipherSection { algorithm: "aes-256-gcm".into(), nonce: nonce.to_vec() },
+            check: check.to_vec(),
+            public,
+            ciphertext,
+        })
+    }
+
+    /// Decrypts the keys with `password`.
+    pub fn open(&self, password: &str) -> Result<Identity, KeystoreError> {
+        if self.format != FORMAT {
+            return Err(KeystoreError::Unsupported(format!("format {:?} is not {FORMAT:?}", self.format)));
+        }
+        if self.version != VERSION {
+            return Err(KeystoreError::Unsupported(format!(
+                "version {} (this client reads {VERSION})",
+                self.version
+            )));
+        }
+        if self.kdf.algorithm != "argon2id" || self.cipher.algorithm != "aes-256-gcm" {
+            return Err(KeystoreError::Unsupported(format!(
+                "kdf {:?} with cipher {:?} (this client reads argon2id with aes-256-gcm)",
+                self.kdf.algorithm, self.cipher.algorithm
+            )));
+        }
+        self.kdf.params.validate()?;
+        let nonce: [u8; 12] = self.cipher.nonce.as_slice().try_into().map_err(|_| {
+            KeystoreError::Corrupted(format!("the nonce has {} bytes, not 12", self.cipher.nonce.len()))
+        })?;
+        if self.kdf.salt.len() < 16 {
+            return Err(KeystoreError::Corrupted(format!(
+                "the salt has {} bytes, fewer than 16",
+                self.kdf.salt.len()
+            )));
+        }
+        let (key, check) = derive(password, &self.kdf.salt, self.kdf.params)?;
+        if check.as_slice() != self.check.as_slice() {
+            return Err(KeystoreError::WrongPassword);
+        }
+        let plain = Aes256Gcm::new(&key.into())
+            .decrypt(&Nonce::from(nonce), Payload { msg: &self.ciphertext, aad: &aad(&self.public) })
+            .map_err(|_| {
+                KeystoreError::Corrupted(
+                    "the password is right but the keys or the public part were altered".into(),
+                )
+            })?;
+        let secret: Secret = serde_json::from_slice(&plain)
+            .map_err(|e| KeystoreError::Corrupted(format!("the decrypted keys do not parse: {e}")))?;
+        let babyjub: [u8; 32] = secret
+            .babyjub
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeystoreError::Corrupted("the Baby Jubjub key is not 32 bytes".into()))?;
+        let rsa = RsaPrivateKey::from_pkcs8_der(&secret.rsa_pkcs8)
+            .map_err(|e| KeystoreError::Corrupted(format!("the RSA key does not decode: {e}")))?;
+        let identity = Identity { signing: eddsa::PrivateKey::from_bytes(babyjub), rsa };
+        if identity.public() != self.public {
+            return Err(KeystoreError::Corrupted("the public keys are not those of the secret keys".into()));
+        }
+        Ok(identity)
+    }
+
+    /// Parses a keystore file's text.
+    pub fn parse(text: &str) -> Result<Self, KeystoreError> {
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| KeystoreError::Corrupted(format!("not JSON: {e}")))?;
+        if v.get("format").and_then(|f| f.as_str()) != Some(FORMAT) {
+            return Err(KeystoreError::Unsupported(
+                "not a medrollup keystore (no \"format\": \"medrollup-keystore\")".into(),
+            ));
+        }
+        let ks: Self = serde_json::from_value(v).map_err(|e| KeystoreError::Corrupted(e.to_string()))?;
+        ks.public.check()?;
+        Ok(ks)
+    }
+
+    /// Reads a keystore file.
+    pub fn read(path: &Path) -> Result<Self, KeystoreError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| KeystoreError::Io { path: path.display().to_string(), source })?;
+        Self::parse(&text)
+    }
+
+    /// Writes the keystore to `path` (atomically: a temporary file renamed,
+    /// so a crash never leaves half a keystore), readable by its owner only.
+    pub fn write(&self, path: &Path) -> Result<(), KeystoreError> {
+        let io = |source| KeystoreError::Io { path: path.display().to_string(), source };
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("json")).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The same keys under a new password (and fresh salt and nonce).
+    pub fn change_password(&self, old: &str, new: &str, params: KdfParams) -> Result<Self, KeystoreError> {
+        Self::seal(&self.open(old)?, new, params)
+    }
+}
+
+/// Hex (de)serialisation of byte strings.
+pub(crate) mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        hex::decode(&s).map_err(|e| serde::de::Error::custom(format!("not hex: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::OnceLock;
+
+    fn alice() -> &'static Identity {
+        static A: OnceLock<Identity> = OnceLock::new();
+        A.get_or_init(Identity::generate)
+    }
+
+    #[test]
+    fn a_keystore_opens_with_its_password_only() {
+        let ks = Keystore::seal(alice(), "correct horse", KdfParams::MIN).unwrap();
+        let text = serde_json::to_string(&ks).unwrap();
+        assert!(
+            !text.contains(&hex::encode(alice().signing_key().to_bytes())),
+            "the secret key is not in the file"
+        );
+        let back = Keystore::parse(&text).unwrap().open("correct horse").unwrap();
+        assert_eq!(back.public(), alice().public());
+        assert_eq!(back.signing_key().to_bytes(), alice().signing_key().to_bytes());
+        assert!(matches!(ks.open("wrong horse"), Err(KeystoreError::WrongPassword)));
+        assert!(matches!(Keystore::seal(alice(), "", KdfParams::MIN), Err(KeystoreError::Invalid(_))));
+        let weak = KdfParams { memory_kib: 64, ..KdfParams::MIN };
+        assert!(matches!(Keystore::seal(alice(), "pw", weak), Err(KeystoreError::Invalid(_))));
+    }
+
+    #[test]
+    fn corruption_is_told_apart_from_a_wrong_password() {
+        let ks = Keystore::seal(alice(), "pw", KdfParams::MIN).unwrap();
+        let mut flipped = ks.clone();
+        flipped.ciphertext[10] ^= 1;
+        let e = flipped.open("pw").unwrap_err();
+        assert!(matches!(e, KeystoreError::Corrupted(_)), "{e}");
+        // Another user's public keys pasted in: caught by the hash check or
+        // by the authenticated data.
+        let mut swapped = ks.clone();
+        swapped.public =
+            Identity::from_parts(eddsa::PrivateKey::from_bytes([7; 32]), alice().rsa_key().clone()).public();
+        assert!(matches!(swapped.open("pw"), Err(KeystoreError::Corrupted(_))));
+        // Text-level damage.
+        let text = serde_json::to_string(&ks).unwrap();
+        let e = Keystore::parse(&text[..text.len() / 2]).unwrap_err();
+        assert!(matches!(e, KeystoreError::Corrupted(ref m) if m.contains("not JSON")), "{e}");
+        let e = Keystore::parse("{\"format\": \"something else\"}").unwrap_err();
+        assert!(matches!(e, KeystoreError::Unsupported(_)), "{e}");
+        let e =
+            Keystore::parse(&text.replace("\"version\":1", "\"version\":9")).unwrap().open("pw").unwrap_err();
+        assert!(e.to_string().contains("version 9"), "{e}");
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["public"]["rsa_key_hash"] = serde_json::json!("12345");
+        let e = Keystore::parse(&v.to_string()).unwrap_err();
+        assert!(e.to_string().contains("rsa_key_hash"), "{e}");
+    }
+
+    #[test]
+    fn files_round_trip_and_passwords_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alice.keystore");
+        Keystore::seal(alice(), "one", KdfParams::MIN).unwrap().write(&path).unwrap();
+        let ks = Keystore::read(&path).unwrap();
+        let changed = ks.change_password("one", "two", KdfParams::MIN).unwrap();
+        assert!(matches!(changed.open("one"), Err(KeystoreError::WrongPassword)));
+        assert_eq!(changed.open("two").unwrap().public(), alice().public());
+        assert!(matches!(
+            ks.change_password("nope", "two", KdfParams::MIN),
+            Err(KeystoreError::WrongPassword)
+        ));
+        let e = Keystore::read(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("missing"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn the_registered_hash_is_poseidon_of_the_spki_digest() {
+        let p = alice().public();
+        let d: [u8; 32] = Sha256::digest(&p.rsa_spki).into();
+        assert_eq!(p.rsa_key_hash, poseidon::hash(&digest_to_limbs(&d)));
+        assert_ne!(rsa_key_hash(b"another key"), p.rsa_key_hash);
+        assert!(format!("{:?}", alice()).contains("public"));
+    }
+}
