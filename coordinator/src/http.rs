@@ -46,6 +46,8 @@ pub fn router(shared: AppState) -> Router {
         .route("/api/v0/add", post(kubo_add))
         .route("/api/v0/cat", post(kubo_cat))
         .route("/api/v0/pin/add", post(kubo_pin))
+        .route("/api/v0/pin/rm", post(kubo_unpin))
+        .route("/api/v0/block/stat", post(kubo_block_stat))
         .layer(DefaultBodyLimit::max(MAX_BLOCK + 64 * 1024))
         .with_state(shared)
 }
@@ -360,6 +362,30 @@ async fn kubo_pin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
     };
     match s.content.pin(cid).await {
         Ok(()) => Json(json!({ "Pins": [cid.to_string()] })).into_response(),
+        Err(e) => kubo_error(e.to_string()),
+    }
+}
+
+/// `POST /api/v0/pin/rm?arg=<cid>` (the embedded store deletes it).
+async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
+    let cid = match cid_arg(&q) {
+        Ok(c) => c,
+        Err(e) => return kubo_error(e),
+    };
+    match s.content.unpin(cid).await {
+        Ok(()) => Json(json!({ "Pins": [cid.to_string()] })).into_response(),
+        Err(e) => kubo_error(e.to_string()),
+    }
+}
+
+/// `POST /api/v0/block/stat?arg=<cid>`: the block's size, if it is here.
+async fn kubo_block_stat(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
+    let cid = match cid_arg(&q) {
+        Ok(c) => c,
+        Err(e) => return kubo_error(e),
+    };
+    match s.content.cat(cid).await {
+        Ok(b) => Json(json!({ "Key": cid.to_string(), "Size": b.len() })).into_response(),
         Err(e) => kubo_error(e.to_string()),
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! - [`sequencer`]: the rules and the batches (no I/O).
 //! - [`store`]: what survives a crash (redb), written atomically per batch.
-//! - [`content`] and [`cid`]: content-addressed storage with IPFS's CIDs.
+//! - [`content`] and [`cid`] (from `medrollup-storage`): content-addressed
+//!   storage with IPFS's CIDs.
 //! - [`service`]: the NATS glue, the farm, verification and ordering: [`run`].
 //! - [`http`]: the HTTP API (transactions, batches, roots, Merkle proofs,
 //!   farm status, `/metrics`, and the Kubo RPC subset for content).
@@ -14,9 +15,7 @@
 //!   Ethereum (the submitter of `medrollup-l1`); without L1 settings,
 //!   [`sink`] records them to a file.
 
-pub mod cid;
 pub mod config;
-pub mod content;
 pub mod http;
 pub mod l1;
 pub mod metrics;
@@ -27,4 +26,5 @@ pub mod store;
 pub mod workload;
 
 pub use config::Config;
+pub use medrollup_storage::{cid, content};
 pub use service::{CoordinatorError, run};

@@ -378,6 +378,16 @@ async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_chan
             .unwrap()
             .contains("not in the store")
     );
+    // The same API through the Kubo RPC client the client library uses.
+    use medrollup_coordinator::content::{ContentError, ContentStore};
+    let kubo = medrollup_storage::kubo::KuboStore::new(&http);
+    let record = kubo.add(b"an encrypted record".to_vec()).await.unwrap();
+    assert_eq!(kubo.cat(record).await.unwrap(), b"an encrypted record");
+    assert!(kubo.has(record).await.unwrap());
+    kubo.unpin(record).await.unwrap();
+    assert!(!kubo.has(record).await.unwrap(), "unpinned from the embedded store");
+    assert!(matches!(kubo.cat(record).await, Err(ContentError::NotFound(_))));
+    assert!(matches!(kubo.unpin(record).await, Err(ContentError::NotFound(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

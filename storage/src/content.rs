@@ -44,10 +44,12 @@ pub trait ContentStore: Send + Sync + std::fmt::Debug {
     fn has(&self, cid: Cid) -> BoxFuture<'_, Result<bool, ContentError>>;
     /// Keeps `cid` from garbage collection.
     fn pin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>>;
+    /// Lets `cid` go: a revoked record's old ciphertext, a deleted record.
+    fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>>;
 }
 
-/// Files named by CID in a directory. Nothing is ever collected, so every
-/// object is pinned; `pin` checks that it exists.
+/// Files named by CID in a directory. Every object is pinned while it
+/// exists (`pin` checks that it does); `unpin` deletes it at once.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
     dir: PathBuf,
@@ -107,6 +109,17 @@ impl ContentStore for EmbeddedStore {
             async move { if self.path(&cid).exists() { Ok(()) } else { Err(ContentError::NotFound(cid)) } },
         )
     }
+
+    fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
+        Box::pin(async move {
+            let path = self.path(&cid);
+            match std::fs::remove_file(&path) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ContentError::NotFound(cid)),
+                Err(source) => Err(ContentError::Io { path, source }),
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -131,5 +144,8 @@ mod tests {
         assert!(e.to_string().contains("at most 262144 bytes"), "{e}");
         // Adding again is idempotent.
         assert_eq!(s.add(b"record".to_vec()).await.unwrap(), cid);
+        s.unpin(cid).await.unwrap();
+        assert!(!s.has(cid).await.unwrap(), "unpinned content is gone");
+        assert!(matches!(s.unpin(cid).await, Err(ContentError::NotFound(_))));
     }
 }

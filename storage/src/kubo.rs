@@ -1,0 +1,165 @@
+//! A client of an IPFS node's RPC API (`/api/v0`, as Kubo and js-ipfs serve
+//! it), as a [`ContentStore`].
+//!
+//! Content goes in with `add?cid-version=1&raw-leaves=true`, so that within
+//! one chunk the node's CID is the CID of the bytes; the client checks that
+//! it is, and that `cat` returns bytes with the CID asked for (a node, or
+//! anything between, cannot hand back other content). Answers are parsed
+//! leniently where nodes differ: `Size` is a string in Kubo and a number in
+//! js-ipfs, and CIDs come in base32 or base58btc.
+
+use crate::cid::Cid;
+use crate::content::{ContentError, ContentStore, MAX_BLOCK};
+use futures::future::BoxFuture;
+use std::time::Duration;
+
+/// An IPFS node's RPC API.
+#[derive(Debug, Clone)]
+pub struct KuboStore {
+    base: String,
+    http: reqwest::Client,
+    /// How long the node may look for content it does not hold (its
+    /// `timeout` option): past it, the content counts as not found.
+    fetch_timeout: Duration,
+}
+
+impl KuboStore {
+    /// A client of the node at `api` (e.g. `http://127.0.0.1:5001`).
+    pub fn new(api: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
+        Self { base: api.trim_end_matches('/').to_string(), http, fetch_timeout: Duration::from_secs(5) }
+    }
+
+    /// Sets how long the node may look for content it does not hold.
+    pub fn with_fetch_timeout(mut self, t: Duration) -> Self {
+        self.fetch_timeout = t;
+        self
+    }
+
+    fn timeout_arg(&self) -> String {
+        format!("timeout={}ms", self.fetch_timeout.as_millis().max(1))
+    }
+
+    async fn call(
+        &self,
+        path: &str,
+        form: Option<reqwest::multipart::Form>,
+    ) -> Result<reqwest::Response, ContentError> {
+        let url = format!("{}/api/v0/{path}", self.base);
+        let req = self.http.post(&url);
+        let req = match form {
+            Some(f) => req.multipart(f),
+            None => req,
+        };
+        let r = req.send().await.map_err(|e| {
+            ContentError::Remote(format!("the IPFS node at {} does not answer: {e}", self.base))
+        })?;
+        if r.status().is_success() {
+            return Ok(r);
+        }
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        // Kubo's errors: {"Message": "...", "Code": 0, "Type": "error"}.
+        let message = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["Message"].as_str().map(str::to_string))
+            .unwrap_or(body);
+        Err(ContentError::Remote(format!("{path}: {status}: {message}")))
+    }
+
+    fn not_found(message: &str) -> bool {
+        let m = message.to_ascii_lowercase();
+        // Kubo and js-ipfs say it in several ways; a fetch that timed out
+        // means the content is not to be had either.
+        ["not found", "not in the store", "no link named", "not pinned", "timed out", "deadline exceeded"]
+            .iter()
+            .any(|p| m.contains(p))
+    }
+
+    async fn add_bytes(&self, bytes: Vec<u8>) -> Result<Cid, ContentError> {
+        if bytes.len() > MAX_BLOCK {
+            return Err(ContentError::TooLarge(bytes.len()));
+        }
+        let expected = Cid::of(&bytes);
+        // js-ipfs needs an explicit Content-Type on the part.
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name("content")
+            .mime_str("application/octet-stream")
+            .expect("a valid MIME type");
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let r = self.call("add?cid-version=1&raw-leaves=true&pin=true", Some(form)).await?;
+        let text =
+            r.text().await.map_err(|e| ContentError::Remote(format!("add: reading the answer: {e}")))?;
+        // One JSON object per line (progress lines carry no Hash).
+        let hash = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find_map(|v| v["Hash"].as_str().map(str::to_string))
+            .ok_or_else(|| ContentError::Remote(format!("add: no Hash in the answer {text:?}")))?;
+        let got: Cid = hash.parse().map_err(|e| ContentError::Remote(format!("add: CID {hash:?}: {e}")))?;
+        if got != expected {
+            return Err(ContentError::Remote(format!(
+                "add: the node says {got}, the content's CID is {expected} (is it adding with other settings?)"
+            )));
+        }
+        Ok(got)
+    }
+
+    async fn cat_bytes(&self, cid: Cid) -> Result<Vec<u8>, ContentError> {
+        let r = match self.call(&format!("cat?arg={cid}&{}", self.timeout_arg()), None).await {
+            Err(ContentError::Remote(m)) if Self::not_found(&m) => return Err(ContentError::NotFound(cid)),
+            other => other?,
+        };
+        let bytes = r.bytes().await.map_err(|e| ContentError::Remote(format!("cat {cid}: {e}")))?.to_vec();
+        if Cid::of(&bytes) != cid {
+            return Err(ContentError::Remote(format!("cat {cid}: the node returned other content")));
+        }
+        Ok(bytes)
+    }
+
+    /// Whether the node has the block or finds it within the fetch timeout.
+    async fn has_block(&self, cid: Cid) -> Result<bool, ContentError> {
+        match self.call(&format!("block/stat?arg={cid}&{}", self.timeout_arg()), None).await {
+            Ok(_) => Ok(true),
+            Err(ContentError::Remote(m)) if Self::not_found(&m) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl ContentStore for KuboStore {
+    fn add(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<Cid, ContentError>> {
+        Box::pin(self.add_bytes(bytes))
+    }
+
+    fn cat(&self, cid: Cid) -> BoxFuture<'_, Result<Vec<u8>, ContentError>> {
+        Box::pin(self.cat_bytes(cid))
+    }
+
+    fn has(&self, cid: Cid) -> BoxFuture<'_, Result<bool, ContentError>> {
+        Box::pin(self.has_block(cid))
+    }
+
+    fn pin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
+        Box::pin(async move {
+            if !self.has_block(cid).await? {
+                return Err(ContentError::NotFound(cid));
+            }
+            self.call(&format!("pin/add?arg={cid}&{}", self.timeout_arg()), None).await.map(|_| ())
+        })
+    }
+
+    fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
+        Box::pin(async move {
+            match self.call(&format!("pin/rm?arg={cid}"), None).await {
+                Ok(_) => Ok(()),
+                Err(ContentError::Remote(m)) if Self::not_found(&m) => Err(ContentError::NotFound(cid)),
+                Err(e) => Err(e),
+            }
+        })
+    }
+}

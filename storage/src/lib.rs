@@ -1,0 +1,13 @@
+//! Content-addressed storage for batch data and encrypted records, with the
+//! CIDs an IPFS node gives:
+//!
+//! - [`cid`]: CIDv1 (raw codec, sha2-256), printed in base32 as Kubo does,
+//!   read from base32 or base58btc (what js-ipfs prints);
+//! - [`content`]: the [`content::ContentStore`] trait and the embedded store
+//!   (files named by CID; the default);
+//! - [`kubo`]: a client of an IPFS node's RPC API (Kubo's `/api/v0`, which
+//!   js-ipfs serves too).
+
+pub mod cid;
+pub mod content;
+pub mod kubo;
