@@ -1,56 +1,72 @@
-//! Content identifiers as IPFS makes them for content within one chunk:
-//! CIDv1, `raw` codec (0x55), sha2-256 multihash (0x12, 32 bytes), written in
-//! multibase base32 (`b…`, what Kubo prints) and read from base32 or
-//! base58btc (`z…`, what js-ipfs prints).
+//! Content identifiers as IPFS makes them with `cid-version=1` and raw
+//! leaves: CIDv1 with the `raw` codec (0x55) for content within one chunk
+//! and for the leaves of larger content, `dag-pb` (0x70) for the UnixFS
+//! nodes above them ([`crate::unixfs`]); sha2-256 multihash (0x12, 32
+//! bytes); written in multibase base32 (`b…`, what Kubo prints) and read from
+//! base32 or base58btc (`z…`, what js-ipfs prints).
 
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::str::FromStr;
 
-/// A CIDv1 over raw bytes hashed with sha2-256.
+/// A CIDv1 (raw or dag-pb) with a sha2-256 multihash.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Cid {
+    codec: u8,
     digest: [u8; 32],
 }
 
-/// CID version, codec, multihash code and digest length.
-const PREFIX: [u8; 4] = [0x01, 0x55, 0x12, 0x20];
+/// The `raw` multicodec.
+pub const RAW: u8 = 0x55;
+/// The `dag-pb` multicodec.
+pub const DAG_PB: u8 = 0x70;
 
 impl Cid {
-    /// The CID of `bytes`.
+    /// The CID of `bytes` as one raw block.
     pub fn of(bytes: &[u8]) -> Self {
-        Cid { digest: Sha256::digest(bytes).into() }
+        Cid { codec: RAW, digest: Sha256::digest(bytes).into() }
     }
 
-    /// The CID whose sha256 digest is `digest` (what records carry on chain).
+    /// The CID of an encoded dag-pb node.
+    pub fn of_dag_pb(node: &[u8]) -> Self {
+        Cid { codec: DAG_PB, digest: Sha256::digest(node).into() }
+    }
+
+    /// The raw CID whose sha256 digest is `digest` (what records carry on chain).
     pub fn from_digest(digest: [u8; 32]) -> Self {
-        Cid { digest }
+        Cid { codec: RAW, digest }
     }
 
-    /// The content's sha256.
+    /// The block's sha256.
     pub fn digest(&self) -> [u8; 32] {
         self.digest
+    }
+
+    /// The multicodec ([`RAW`] or [`DAG_PB`]).
+    pub fn codec(&self) -> u8 {
+        self.codec
     }
 
     /// The binary CID.
     pub fn to_bytes(&self) -> [u8; 36] {
         let mut b = [0u8; 36];
-        b[..4].copy_from_slice(&PREFIX);
+        b[..4].copy_from_slice(&[0x01, self.codec, 0x12, 0x20]);
         b[4..].copy_from_slice(&self.digest);
         b
     }
 
-    fn from_bytes(b: &[u8]) -> Result<Self, CidError> {
+    /// Parses a binary CID.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, CidError> {
         if b.len() != 36 {
             return Err(CidError::Unsupported(format!("{} bytes, expected 36", b.len())));
         }
-        if b[..4] != PREFIX {
+        if b[0] != 0x01 || !(b[1] == RAW || b[1] == DAG_PB) || b[2..4] != [0x12, 0x20] {
             return Err(CidError::Unsupported(format!(
-                "prefix {} (only CIDv1, raw codec, sha2-256 are served)",
+                "prefix {} (only CIDv1, raw or dag-pb codec, sha2-256 are served)",
                 hex::encode(&b[..4])
             )));
         }
-        Ok(Cid { digest: b[4..].try_into().expect("32 bytes") })
+        Ok(Cid { codec: b[1], digest: b[4..].try_into().expect("32 bytes") })
     }
 }
 
@@ -209,14 +225,19 @@ mod tests {
         let v0 = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQH".parse::<Cid>().unwrap_err();
         assert!(v0.to_string().contains("CIDv0"), "{v0}");
         assert!(matches!("bafy!".parse::<Cid>(), Err(CidError::Encoding(_))));
-        // dag-pb CIDv1 (codec 0x70): a real CID, but not one this store serves.
-        let dag_pb = format!(
-            "b{}",
-            base32_encode(
-                &[0x01, 0x70, 0x12, 0x20].iter().chain([7u8; 32].iter()).copied().collect::<Vec<_>>()
+        // dag-pb CIDv1 (codec 0x70) round-trips; dag-cbor (0x71) is refused.
+        let cid_of = |codec: u8| {
+            format!(
+                "b{}",
+                base32_encode(
+                    &[0x01, codec, 0x12, 0x20].iter().chain([7u8; 32].iter()).copied().collect::<Vec<_>>()
+                )
             )
-        );
-        assert!(matches!(dag_pb.parse::<Cid>(), Err(CidError::Unsupported(_))));
+        };
+        let dag_pb: Cid = cid_of(0x70).parse().unwrap();
+        assert_eq!(dag_pb.codec(), DAG_PB);
+        assert_eq!(dag_pb.to_string(), cid_of(0x70));
+        assert!(matches!(cid_of(0x71).parse::<Cid>(), Err(CidError::Unsupported(_))));
         assert!("".parse::<Cid>().is_err());
     }
 }

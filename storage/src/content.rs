@@ -7,17 +7,23 @@ use crate::cid::Cid;
 use futures::future::BoxFuture;
 use std::path::{Path, PathBuf};
 
-/// Largest content the embedded store takes: one IPFS chunk (Kubo's default
-/// chunker, 256 KiB). Within it the CID of a raw leaf is the CID of the
-/// bytes; beyond it an IPFS node would build a DAG with another CID.
-pub const MAX_BLOCK: usize = 256 * 1024;
+/// One IPFS chunk (Kubo's default chunker, 256 KiB): within it the CID of the
+/// content is the CID of its bytes as a raw leaf; beyond it the content is a
+/// UnixFS DAG ([`crate::unixfs`]) whose root CID an IPFS node gives too.
+pub const MAX_BLOCK: usize = crate::unixfs::CHUNK;
+
+/// Largest content the stores take (an encrypted record, a batch's data).
+pub const MAX_CONTENT: usize = 64 * 1024 * 1024;
 
 /// What went wrong in a content store.
 #[derive(Debug, thiserror::Error)]
 pub enum ContentError {
-    /// The content is larger than one block.
-    #[error("content is {0} bytes; this store keeps at most {MAX_BLOCK} bytes per object (one IPFS chunk)")]
+    /// The content is larger than the stores take.
+    #[error("content is {0} bytes; at most {MAX_CONTENT} bytes per object")]
     TooLarge(usize),
+    /// A stored block does not decode.
+    #[error("{0}")]
+    Corrupted(String),
     /// No such content.
     #[error("{0} is not in the store")]
     NotFound(Cid),
@@ -48,7 +54,8 @@ pub trait ContentStore: Send + Sync + std::fmt::Debug {
     fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>>;
 }
 
-/// Files named by CID in a directory. Every object is pinned while it
+/// Blocks as files named by CID in a directory; content larger than one
+/// chunk is stored as its UnixFS blocks. Every object is pinned while it
 /// exists (`pin` checks that it does); `unpin` deletes it at once.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
@@ -66,28 +73,61 @@ impl EmbeddedStore {
         self.dir.join(cid.to_string())
     }
 
-    fn add_sync(&self, bytes: &[u8]) -> Result<Cid, ContentError> {
-        if bytes.len() > MAX_BLOCK {
-            return Err(ContentError::TooLarge(bytes.len()));
-        }
-        let cid = Cid::of(bytes);
+    fn put_block(&self, cid: Cid, bytes: &[u8]) -> Result<(), ContentError> {
         let path = self.path(&cid);
         if !path.exists() {
-            // Write then rename: a crash never leaves a partial object under its CID.
+            // Write then rename: a crash never leaves a partial block under its CID.
             let tmp = self.dir.join(format!(".{cid}.tmp"));
             std::fs::write(&tmp, bytes).map_err(|source| ContentError::Io { path: tmp.clone(), source })?;
             std::fs::rename(&tmp, &path).map_err(|source| ContentError::Io { path: path.clone(), source })?;
         }
-        Ok(cid)
+        Ok(())
     }
 
-    fn cat_sync(&self, cid: Cid) -> Result<Vec<u8>, ContentError> {
+    fn add_sync(&self, bytes: &[u8]) -> Result<Cid, ContentError> {
+        if bytes.len() > MAX_CONTENT {
+            return Err(ContentError::TooLarge(bytes.len()));
+        }
+        // Leaves before the nodes that name them, the root last.
+        let dag = crate::unixfs::import(bytes);
+        for b in &dag.blocks {
+            self.put_block(b.cid, &b.bytes)?;
+        }
+        Ok(dag.root())
+    }
+
+    fn block(&self, cid: Cid) -> Result<Vec<u8>, ContentError> {
         let path = self.path(&cid);
         match std::fs::read(&path) {
             Ok(b) => Ok(b),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ContentError::NotFound(cid)),
             Err(source) => Err(ContentError::Io { path, source }),
         }
+    }
+
+    fn cat_sync(&self, cid: Cid) -> Result<Vec<u8>, ContentError> {
+        crate::unixfs::export(cid, &mut |c| self.block(c))
+    }
+
+    fn remove(&self, cid: Cid) -> Result<(), ContentError> {
+        if cid.codec() == crate::cid::DAG_PB {
+            for child in crate::unixfs::links(&self.block(cid)?)? {
+                self.remove(child)?;
+            }
+        }
+        let path = self.path(&cid);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            // A leaf shared with other content, removed with it already.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && cid.codec() == crate::cid::RAW => Ok(()),
+            Err(source) => Err(ContentError::Io { path, source }),
+        }
+    }
+}
+
+impl From<crate::unixfs::DecodeError> for ContentError {
+    fn from(e: crate::unixfs::DecodeError) -> Self {
+        ContentError::Corrupted(e.to_string())
     }
 }
 
@@ -112,12 +152,10 @@ impl ContentStore for EmbeddedStore {
 
     fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
         Box::pin(async move {
-            let path = self.path(&cid);
-            match std::fs::remove_file(&path) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ContentError::NotFound(cid)),
-                Err(source) => Err(ContentError::Io { path, source }),
+            if !self.path(&cid).exists() {
+                return Err(ContentError::NotFound(cid));
             }
+            self.remove(cid)
         })
     }
 }
@@ -139,9 +177,15 @@ mod tests {
         assert!(!s.has(missing).await.unwrap());
         assert!(matches!(s.cat(missing).await, Err(ContentError::NotFound(_))));
         assert!(matches!(s.pin(missing).await, Err(ContentError::NotFound(_))));
-        let big = vec![0u8; MAX_BLOCK + 1];
-        let e = s.add(big).await.unwrap_err();
-        assert!(e.to_string().contains("at most 262144 bytes"), "{e}");
+        let big: Vec<u8> = (0..3 * MAX_BLOCK + 5).map(|i| (i * 7) as u8).collect();
+        let big_cid = s.add(big.clone()).await.unwrap();
+        assert_eq!(big_cid, crate::unixfs::import(&big).root());
+        assert_eq!(s.cat(big_cid).await.unwrap(), big);
+        s.unpin(big_cid).await.unwrap();
+        assert!(matches!(s.cat(big_cid).await, Err(ContentError::NotFound(_))));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "its blocks are gone too");
+        let e = s.add(vec![0u8; MAX_CONTENT + 1]).await.unwrap_err();
+        assert!(e.to_string().contains("at most 67108864 bytes"), "{e}");
         // Adding again is idempotent.
         assert_eq!(s.add(b"record".to_vec()).await.unwrap(), cid);
         s.unpin(cid).await.unwrap();

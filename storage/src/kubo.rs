@@ -1,15 +1,15 @@
 //! A client of an IPFS node's RPC API (`/api/v0`, as Kubo and js-ipfs serve
 //! it), as a [`ContentStore`].
 //!
-//! Content goes in with `add?cid-version=1&raw-leaves=true`, so that within
-//! one chunk the node's CID is the CID of the bytes; the client checks that
-//! it is, and that `cat` returns bytes with the CID asked for (a node, or
+//! Content goes in with `add?cid-version=1&raw-leaves=true`, so that the
+//! node's CID is the one [`crate::unixfs::import`] computes; the client checks
+//! that it is, and that `cat` returns bytes with the CID asked for (a node, or
 //! anything between, cannot hand back other content). Answers are parsed
 //! leniently where nodes differ: `Size` is a string in Kubo and a number in
 //! js-ipfs, and CIDs come in base32 or base58btc.
 
 use crate::cid::Cid;
-use crate::content::{ContentError, ContentStore, MAX_BLOCK};
+use crate::content::{ContentError, ContentStore, MAX_CONTENT};
 use futures::future::BoxFuture;
 use std::time::Duration;
 
@@ -81,10 +81,10 @@ impl KuboStore {
     }
 
     async fn add_bytes(&self, bytes: Vec<u8>) -> Result<Cid, ContentError> {
-        if bytes.len() > MAX_BLOCK {
+        if bytes.len() > MAX_CONTENT {
             return Err(ContentError::TooLarge(bytes.len()));
         }
-        let expected = Cid::of(&bytes);
+        let expected = crate::unixfs::import(&bytes).root();
         // js-ipfs needs an explicit Content-Type on the part.
         let part = reqwest::multipart::Part::bytes(bytes)
             .file_name("content")
@@ -115,7 +115,7 @@ impl KuboStore {
             other => other?,
         };
         let bytes = r.bytes().await.map_err(|e| ContentError::Remote(format!("cat {cid}: {e}")))?.to_vec();
-        if Cid::of(&bytes) != cid {
+        if crate::unixfs::import(&bytes).root() != cid {
             return Err(ContentError::Remote(format!("cat {cid}: the node returned other content")));
         }
         Ok(bytes)

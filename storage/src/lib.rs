@@ -4,10 +4,13 @@
 //! - [`cid`]: CIDv1 (raw codec, sha2-256), printed in base32 as Kubo does,
 //!   read from base32 or base58btc (what js-ipfs prints);
 //! - [`content`]: the [`content::ContentStore`] trait and the embedded store
-//!   (files named by CID; the default);
+//!   (blocks as files named by CID; the default);
+//! - [`unixfs`]: content beyond one chunk as the UnixFS DAG an IPFS node
+//!   builds, so that its root CID is the node's;
 //! - [`kubo`]: a client of an IPFS node's RPC API (Kubo's `/api/v0`, which
 //!   js-ipfs serves too).
 
 pub mod cid;
 pub mod content;
 pub mod kubo;
+pub mod unixfs;

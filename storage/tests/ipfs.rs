@@ -3,7 +3,7 @@
 //! no Kubo binary is installable here), started offline by the test.
 
 use medrollup_storage::cid::Cid;
-use medrollup_storage::content::{ContentError, ContentStore, EmbeddedStore, MAX_BLOCK};
+use medrollup_storage::content::{ContentError, ContentStore, EmbeddedStore, MAX_BLOCK, MAX_CONTENT};
 use medrollup_storage::kubo::KuboStore;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -102,7 +102,10 @@ async fn the_node_and_the_embedded_store_give_the_same_cids() {
     assert_eq!(empty.to_string(), "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku");
 
     let mut seed = 0x2545f4914f6cdd1du64;
-    for len in [1usize, 100, 10_000, 100_000, MAX_BLOCK] {
+    // One chunk, just over, a full node of 174 chunks and a second level.
+    let sizes =
+        [1usize, 100, 10_000, MAX_BLOCK, MAX_BLOCK + 1, 1_000_000, 174 * MAX_BLOCK, 174 * MAX_BLOCK + 7];
+    for len in sizes {
         let bytes: Vec<u8> = (0..len)
             .map(|_| {
                 seed ^= seed << 13;
@@ -118,8 +121,7 @@ async fn the_node_and_the_embedded_store_give_the_same_cids() {
         assert!(kubo.has(from_node).await.unwrap());
         kubo.pin(from_node).await.unwrap();
     }
-    // One chunk is the limit of both.
-    assert!(matches!(kubo.add(vec![0; MAX_BLOCK + 1]).await, Err(ContentError::TooLarge(_))));
+    assert!(matches!(kubo.add(vec![0; MAX_CONTENT + 1]).await, Err(ContentError::TooLarge(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
