@@ -1,5 +1,5 @@
 # medrollup — the two commands a newcomer needs, and a few more.
-.PHONY: demo test lint bench bench-quick js-deps contracts gas-table
+.PHONY: demo test lint bench bench-quick bench-records js-deps contracts gas-table
 
 # The main job: today, the rollup core end to end on sample data (setup,
 # batches, Groth16 proofs, verification). It becomes the whole farm as it grows.
@@ -21,6 +21,12 @@ bench:
 
 bench-quick:
 	MEDROLLUP_BENCH_QUICK=1 cargo bench -p medrollup-prover --bench engine
+
+# Records through storage: encrypt + store, fetch + decrypt, embedded store
+# and a real IPFS node (client/BENCHMARKS.md).
+bench-records:
+	./scripts/ipfs
+	cargo bench -p medrollup-client --bench records
 
 js-deps:
 	./scripts/js-deps

@@ -7,7 +7,7 @@
 //! ```text
 //! { "format": "medrollup-emr-envelope", "version": 1,
 //!   "record": <record id>, "content_type": "application/fhir+json",
-//!   "cipher": "aes-256-gcm", "nonce": hex(12), "ciphertext": hex,
+//!   "cipher": "aes-256-gcm", "nonce": hex(12), "ciphertext": base64,
 //!   "recipients": [ { "rsa_key_hash": decimal, "wrapped_key": hex(RSA-OAEP-SHA256(key)) } ] }
 //! ```
 //!
@@ -155,8 +155,8 @@ pub struct Envelope {
     /// GCM nonce.
     #[serde(with = "hex_bytes")]
     pub nonce: Vec<u8>,
-    /// The encrypted bundle (with its tag).
-    #[serde(with = "hex_bytes")]
+    /// The encrypted bundle (with its tag), base64 (standard alphabet, padded).
+    #[serde(with = "b64_bytes")]
     pub ciphertext: Vec<u8>,
     /// Who can read it.
     pub recipients: Vec<Recipient>,
@@ -168,6 +168,22 @@ pub struct RecordKey([u8; 32]);
 impl std::fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("RecordKey(..)")
+    }
+}
+
+/// Base64 (de)serialisation of the ciphertext (a third larger, not twice).
+mod b64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = String::deserialize(d)?;
+        STANDARD.decode(s.as_bytes()).map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
     }
 }
 

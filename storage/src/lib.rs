@@ -7,10 +7,12 @@
 //!   (blocks as files named by CID; the default);
 //! - [`unixfs`]: content beyond one chunk as the UnixFS DAG an IPFS node
 //!   builds, so that its root CID is the node's;
+//! - [`devnode`]: a js-ipfs daemon as a child process, for tests and benchmarks;
 //! - [`kubo`]: a client of an IPFS node's RPC API (Kubo's `/api/v0`, which
 //!   js-ipfs serves too).
 
 pub mod cid;
 pub mod content;
+pub mod devnode;
 pub mod kubo;
 pub mod unixfs;
