@@ -6,7 +6,11 @@
 //!   AES-256-GCM key per record, the key wrapped with RSA-OAEP-SHA256 for
 //!   each reader.
 //!
-//! Storage, the consent flows and the light client build on these.
+//! - [`light`]: the light client, which believes a coordinator's answer only
+//!   when its Merkle proof leads to the state root on the L1 contract.
+//!
+//! Storage (`medrollup-storage`) and the consent flows build on these.
 
 pub mod envelope;
 pub mod keystore;
+pub mod light;

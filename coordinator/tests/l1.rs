@@ -164,6 +164,37 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     assert!(gas > 200_000 && gas < 300_000, "gas per batch {gas}");
     let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("medrollup_l1_gas_per_batch_count"), "gas metric exported");
+    // A light client believes the coordinator's state only as L1 backs it.
+    use medrollup_circuits::field::Fr;
+    use medrollup_circuits::state::{TreeId, leaf_hash, state_root};
+    use medrollup_client::light::{LightClient, LightError};
+    let instance = Fr::from(medrollup_circuits::sample::INSTANCE);
+    let light = LightClient::new(&http, &anvil.url(), rollup, instance).unwrap();
+    let doctor = load.admin[0].tx.tx.body.clone();
+    let doctor_id = match doctor {
+        medrollup_circuits::tx::TxBody::RegisterDoctor { doctor, .. } => doctor,
+        other => panic!("the workload starts with a doctor's registration: {other:?}"),
+    };
+    let leaf = light.leaf(TreeId::Accounts, doctor_id).await.unwrap();
+    let api = get_json(&format!("{http}/proof/accounts/{doctor_id}")).await;
+    assert_eq!(
+        serde_json::to_value(leaf.map(|x| medrollup_circuits::field::fr_to_dec(&x))).unwrap(),
+        api["leaf"]
+    );
+    // A tampered answer: refused, with the reason.
+    let mut forged = light.fetch(TreeId::Accounts, doctor_id).await.unwrap();
+    forged.leaf[3] += Fr::from(1u64);
+    let e = light.verify(&forged).await.unwrap_err();
+    assert!(matches!(e, LightError::PathMismatch { .. }), "{e}");
+    // A consistent forgery (trees and root recomputed) that is not L1's state.
+    forged.tree_roots[0] =
+        forged.path.root(forged.index, leaf_hash(&forged.leaf.clone().try_into().unwrap()));
+    let roots: [Fr; 4] = forged.tree_roots.clone().try_into().unwrap();
+    forged.root = state_root(instance, &roots, forged.audit_count);
+    let e = light.verify(&forged).await.unwrap_err();
+    assert!(matches!(e, LightError::NotOnL1 { .. }), "{e}");
+    assert!(e.to_string().contains("not the chain's state"), "{e}");
+
     // The sequencer's key is in no log.
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let p = entry.unwrap().path();

@@ -337,6 +337,28 @@ pub struct ChainState {
     pub root: B256,
 }
 
+/// The rollup's batch count and root, both read at the same (latest) block,
+/// so that a reorg between the two reads cannot mix two chains. Needs no key:
+/// light clients read the roots they trust this way.
+pub async fn chain_state(provider: &DynProvider, rollup: Address) -> Result<ChainState, L1Error> {
+    let head = provider
+        .get_block_by_number(BlockNumberOrTag::Latest)
+        .await
+        .map_err(rpc("reading the latest block"))?
+        .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
+    let at = BlockId::hash(head.header.hash);
+    let c = MedRollup::new(rollup, provider);
+    let count = c.batchCount().block(at).call().await.map_err(rpc("reading the batch count"))?;
+    let root = c.currentRoot().block(at).call().await.map_err(rpc("reading the current root"))?;
+    Ok(ChainState { count, root })
+}
+
+/// A read-only connection to a node (no key).
+pub fn connect_read_only(rpc_url: &str) -> Result<DynProvider, L1Error> {
+    let url = rpc_url.parse().map_err(|e| L1Error::Config(format!("RPC URL {rpc_url:?}: {e}")))?;
+    Ok(ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased())
+}
+
 /// Lands batches on one rollup contract.
 #[derive(Debug)]
 pub struct Submitter {
@@ -424,20 +446,9 @@ impl Submitter {
         Ok(())
     }
 
-    /// The chain's batch count and root, both read at the same (latest)
-    /// block, so that a reorg between the two reads cannot mix two chains.
+    /// The chain's batch count and root (see [`chain_state`]).
     pub async fn chain_state(&self) -> Result<ChainState, L1Error> {
-        let head = self
-            .provider
-            .get_block_by_number(BlockNumberOrTag::Latest)
-            .await
-            .map_err(rpc("reading the latest block"))?
-            .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
-        let at = BlockId::hash(head.header.hash);
-        let c = self.contract();
-        let count = c.batchCount().block(at).call().await.map_err(rpc("reading the batch count"))?;
-        let root = c.currentRoot().block(at).call().await.map_err(rpc("reading the current root"))?;
-        Ok(ChainState { count, root })
+        chain_state(&self.provider, self.rollup).await
     }
 
     /// Runs until `shutdown`, landing batches from `source` in order; wakes

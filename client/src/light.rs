@@ -1,0 +1,279 @@
+//! The light client: nothing the coordinator says about the state (a
+//! record's CID, a consent, an audit entry) is believed until its Merkle
+//! proof leads to the state root on the L1 rollup contract.
+//!
+//! A `GET /proof/{tree}/{index}` answer holds the leaf, its Merkle path, the
+//! four tree roots and the audit count. The client recomputes
+//! `path.root(index, leaf_hash(leaf))`, which must be the tree's root, and
+//! `state_root(instance, tree_roots, audit_count)`, which must be the root
+//! L1 holds. The coordinator answers from its latest sealed batch, which L1
+//! reaches once that batch is proven and landed: until then the client waits
+//! (bounded); once L1 has as many batches and still another root, the
+//! coordinator is lying.
+
+use alloy::primitives::Address;
+use medrollup_circuits::field::{Fr, fr_to_dec, serde_fr};
+use medrollup_circuits::merkle::MerklePath;
+use medrollup_circuits::state::{LEAF_WIDTH, Leaf, TreeId, leaf_hash, state_root};
+use medrollup_l1::submitter::{self as l1, L1Error};
+use serde::Deserialize;
+use std::time::{Duration, Instant};
+
+/// A `GET /proof/{tree}/{index}` answer.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ProofAnswer {
+    /// Which tree.
+    pub tree: TreeId,
+    /// Leaf index.
+    pub index: u64,
+    /// The leaf's fields (decimal).
+    #[serde(with = "serde_fr::vec")]
+    pub leaf: Vec<Fr>,
+    /// Siblings from the leaf up.
+    pub path: MerklePath,
+    /// Roots of the four trees.
+    #[serde(with = "serde_fr::vec")]
+    pub tree_roots: Vec<Fr>,
+    /// Audit entries so far.
+    pub audit_count: u64,
+    /// The state root the coordinator claims.
+    #[serde(with = "serde_fr")]
+    pub root: Fr,
+    /// Sealed batches behind that root.
+    pub batches_sealed: u64,
+}
+
+/// Why an answer is not believed.
+#[derive(Debug, thiserror::Error)]
+pub enum LightError {
+    /// The answer's shape is wrong.
+    #[error("the coordinator's answer is malformed: {0}")]
+    Malformed(String),
+    /// The path does not lead from the leaf to the tree's root.
+    #[error(
+        "refused: the Merkle path of {tree:?} leaf {index} does not lead to the tree root the coordinator gave \
+         (the leaf or the path was altered)"
+    )]
+    PathMismatch {
+        /// Tree.
+        tree: TreeId,
+        /// Index.
+        index: u64,
+    },
+    /// The trees do not hash to the claimed root.
+    #[error(
+        "refused: the tree roots and audit count hash to {computed}, not to the root {claimed} the coordinator claims"
+    )]
+    RootMismatch {
+        /// Computed.
+        computed: String,
+        /// Claimed.
+        claimed: String,
+    },
+    /// L1 holds another root for as many batches or more.
+    #[error(
+        "refused: L1 has {l1_batches} batches with root {l1_root}, but the coordinator's state after \
+         {claimed_batches} batches has root {claimed}: the coordinator's answer is not the chain's state"
+    )]
+    NotOnL1 {
+        /// L1's batch count.
+        l1_batches: u64,
+        /// L1's root.
+        l1_root: String,
+        /// The coordinator's batch count.
+        claimed_batches: u64,
+        /// The coordinator's root.
+        claimed: String,
+    },
+    /// L1 did not reach the coordinator's batch in time.
+    #[error(
+        "L1 is at batch {l1_batches}, the coordinator's answer is for {claimed_batches}: not landed within {waited:?}"
+    )]
+    NotYetOnL1 {
+        /// L1's batch count.
+        l1_batches: u64,
+        /// The coordinator's.
+        claimed_batches: u64,
+        /// How long the client waited.
+        waited: Duration,
+    },
+    /// L1 could not be read.
+    #[error(transparent)]
+    L1(#[from] L1Error),
+    /// The coordinator could not be reached.
+    #[error("the coordinator: {0}")]
+    Coordinator(String),
+}
+
+impl ProofAnswer {
+    /// Checks the answer on its own: the leaf's path leads to its tree's
+    /// root, and the trees hash to the claimed state root. Returns the leaf.
+    pub fn check(&self, instance: Fr) -> Result<Leaf, LightError> {
+        let leaf: Leaf = self.leaf.as_slice().try_into().map_err(|_| {
+            LightError::Malformed(format!("a leaf has {LEAF_WIDTH} fields, not {}", self.leaf.len()))
+        })?;
+        let roots: [Fr; 4] = self.tree_roots.as_slice().try_into().map_err(|_| {
+            LightError::Malformed(format!("4 tree roots expected, got {}", self.tree_roots.len()))
+        })?;
+        if self.path.root(self.index, leaf_hash(&leaf)) != roots[self.tree as usize] {
+            return Err(LightError::PathMismatch { tree: self.tree, index: self.index });
+        }
+        let computed = state_root(instance, &roots, self.audit_count);
+        if computed != self.root {
+            return Err(LightError::RootMismatch {
+                computed: fr_to_dec(&computed),
+                claimed: fr_to_dec(&self.root),
+            });
+        }
+        Ok(leaf)
+    }
+}
+
+/// Reads leaves through a coordinator, believing only what L1 backs.
+#[derive(Debug)]
+pub struct LightClient {
+    coordinator: String,
+    http: reqwest::Client,
+    l1: alloy::providers::DynProvider,
+    rollup: Address,
+    instance: Fr,
+    /// How long to wait for L1 to reach the coordinator's batch.
+    pub wait: Duration,
+}
+
+impl LightClient {
+    /// A client of the coordinator at `coordinator` (its HTTP API), checking
+    /// against the rollup at `rollup` on the node at `rpc_url`.
+    pub fn new(coordinator: &str, rpc_url: &str, rollup: Address, instance: Fr) -> Result<Self, LightError> {
+        Ok(Self {
+            coordinator: coordinator.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("an HTTP client"),
+            l1: l1::connect_read_only(rpc_url)?,
+            rollup,
+            instance,
+            wait: Duration::from_secs(120),
+        })
+    }
+
+    /// The coordinator's answer for a leaf, unchecked.
+    pub async fn fetch(&self, tree: TreeId, index: u64) -> Result<ProofAnswer, LightError> {
+        let name = serde_json::to_value(tree).expect("json");
+        let url = format!("{}/proof/{}/{index}", self.coordinator, name.as_str().unwrap_or_default());
+        let r = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| LightError::Coordinator(format!("GET {url}: {e}")))?;
+        if !r.status().is_success() {
+            let status = r.status();
+            return Err(LightError::Coordinator(format!(
+                "GET {url}: {status}: {}",
+                r.text().await.unwrap_or_default()
+            )));
+        }
+        r.json().await.map_err(|e| LightError::Malformed(e.to_string()))
+    }
+
+    /// Checks `answer` against L1, waiting (bounded) for L1 to reach it.
+    pub async fn verify(&self, answer: &ProofAnswer) -> Result<Leaf, LightError> {
+        let leaf = answer.check(self.instance)?;
+        let claimed = l1::root_word(&answer.root);
+        let started = Instant::now();
+        loop {
+            let chain = l1::chain_state(&self.l1, self.rollup).await?;
+            if chain.root == claimed {
+                return Ok(leaf);
+            }
+            if chain.count >= answer.batches_sealed {
+                return Err(LightError::NotOnL1 {
+                    l1_batches: chain.count,
+                    l1_root: chain.root.to_string(),
+                    claimed_batches: answer.batches_sealed,
+                    claimed: claimed.to_string(),
+                });
+            }
+            if started.elapsed() > self.wait {
+                return Err(LightError::NotYetOnL1 {
+                    l1_batches: chain.count,
+                    claimed_batches: answer.batches_sealed,
+                    waited: self.wait,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// A leaf, fetched and verified.
+    pub async fn leaf(&self, tree: TreeId, index: u64) -> Result<Leaf, LightError> {
+        let a = self.fetch(tree, index).await?;
+        if a.tree != tree || a.index != index {
+            return Err(LightError::Malformed(format!(
+                "asked for {tree:?} leaf {index}, the answer is for {:?} leaf {}",
+                a.tree, a.index
+            )));
+        }
+        self.verify(&a).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medrollup_circuits::batch::BatchBuilder;
+    use medrollup_circuits::sample;
+    use medrollup_circuits::state::State;
+
+    /// What the coordinator's `GET /proof` gives, built from a state.
+    fn answer(st: &State, tree: TreeId, index: u64) -> ProofAnswer {
+        let v = serde_json::json!({
+            "tree": tree, "index": index,
+            "leaf": st.leaf(tree, index).iter().map(fr_to_dec).collect::<Vec<_>>(),
+            "path": st.path(tree, index),
+            "tree_roots": st.roots().iter().map(fr_to_dec).collect::<Vec<_>>(),
+            "audit_count": st.audit_count(), "root": fr_to_dec(&st.root()), "batches_sealed": 4,
+        });
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn honest_answers_check_and_tampered_ones_are_refused_with_the_reason() {
+        let mut st = State::genesis(&sample::genesis(5)).unwrap();
+        let mut b = BatchBuilder::new(&mut st, 16, sample::NOW);
+        for tx in sample::transactions() {
+            b.push(&tx).unwrap();
+        }
+        b.finish();
+        let instance = st.instance();
+        for (tree, index) in
+            [(TreeId::Accounts, 100), (TreeId::Records, 500), (TreeId::Consents, 100), (TreeId::Audit, 0)]
+        {
+            let a = answer(&st, tree, index);
+            assert_eq!(a.check(instance).unwrap(), st.leaf(tree, index), "{tree:?} {index}");
+        }
+        let honest = answer(&st, TreeId::Records, 500);
+        // A changed field of the record (its CID digest, its owner, ...).
+        let mut a = honest.clone();
+        a.leaf[2] += Fr::from(1u64);
+        assert!(matches!(a.check(instance), Err(LightError::PathMismatch { .. })));
+        // A leaf moved to another index.
+        let mut a = honest.clone();
+        a.index += 1;
+        assert!(matches!(a.check(instance), Err(LightError::PathMismatch { .. })));
+        // A forged tree root that fits the forged leaf, but not the state root.
+        let mut a = honest.clone();
+        a.leaf[2] += Fr::from(1u64);
+        a.tree_roots[1] = a.path.root(a.index, leaf_hash(&a.leaf.clone().try_into().unwrap()));
+        let e = a.check(instance).unwrap_err();
+        assert!(matches!(e, LightError::RootMismatch { .. }), "{e}");
+        assert!(e.to_string().contains("refused"), "{e}");
+        // And another instance's state.
+        assert!(matches!(honest.check(instance + Fr::from(1u64)), Err(LightError::RootMismatch { .. })));
+        let mut a = honest.clone();
+        a.leaf.pop();
+        assert!(matches!(a.check(instance), Err(LightError::Malformed(_))));
+    }
+}
