@@ -118,7 +118,9 @@ impl EmbeddedStore {
         let path = self.path(&cid);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
-            // A leaf shared with other content, removed with it already.
+            // A leaf that appears twice in this DAG (repeated content),
+            // removed already. Leaves shared with other content would go
+            // too: encrypted records never share any (fresh keys and nonces).
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && cid.codec() == crate::cid::RAW => Ok(()),
             Err(source) => Err(ContentError::Io { path, source }),
         }
