@@ -25,14 +25,14 @@ library Fixtures {
             b.timestamp = 1767225600;
             b.cid = hex"0155122005a0d306125ad3f0b03789b8a0c84462695b93b9724979c33eb34fc9793907eb";
             b.proof = [
-                uint256(0x19d7f454c575197a1370ae0cc0c16fb5f99bb454e8a8fbffeb3328e7d2db778a),
-                uint256(0x1e7fb1213256a5fa1a573915260bab5e390b724b9cfd74c39e5ee321c9cfd7f7),
-                uint256(0x0cf8ef73023ec2f4a52fdbb4294bd55edcb15cfed17ae04c540cde106ec962ec),
-                uint256(0x302b2d79491330d84d78f658bccc1bb30405f1b4389186564543ad320849bb6b),
-                uint256(0x0a3dd42ac23665815d9e5083528dc4e9092c3195f73a86b54de9953db409a420),
-                uint256(0x28220d3fdfb9c4e716b8780a9d36020a86b0bd5e09b51e5f78afd449690eb42c),
-                uint256(0x02ae936f3dce2e7ebb46524ff8e3f78bb596d84647ea1f9f3a5fef755be10698),
-                uint256(0x25dee6ee2b4d19faf315accde41743040c108c0aa9126bf9def3b361adeba109)
+                uint256(0x1afd84122c29ed379240d3016b962dd130b0fb590d228052b106776dfa0b07e8),
+                uint256(0x220f81aad2210cddeca72583d47ea34b6d6273501cdff504c92020a9f19e9338),
+                uint256(0x1bbb68ca22cacc634031f42133660e5037102d754eb6b93fde8b839c0388c8e0),
+                uint256(0x2cd701aadf58bcd47505f53ba2d9275a635cfc6c5e6d170588c9fedd7449504c),
+                uint256(0x1008e29cbe5d249d8ecbf097514fad8ff08f905e9e22ef8e31bbfbd14097bfc3),
+                uint256(0x1446edd6e1ebc5ebe62d09fed183683cd1b5309b647e88ce14a6f9c0f3492525),
+                uint256(0x13c19a639651502ee259f6d6db7606339f616e6ef77c81b7ed9939cc7f993293),
+                uint256(0x27cff8e8d32af4e783a8a523a8b1d9b3c740e0e018965d6e3a2f8ad00b92fbe6)
             ];
             return b;
         }
@@ -43,14 +43,14 @@ library Fixtures {
             b.timestamp = 1767225610;
             b.cid = hex"01551220fc74a0bb0a51f14ade5467e9e71e416af9a32dcc02544425f504ade2e506ca63";
             b.proof = [
-                uint256(0x11bcd603716b854fcd007cc4238fcc428caae0ae455427075344563dcb6fd8e9),
-                uint256(0x059b658b9e0dbcb2aebdda3fce3e3fde5d2c32aa0ada0f2f1b407d3e09b2c64f),
-                uint256(0x0d7eb4c792c16a17e5a8ae82fa4bafd3ab473f10aba5c483e6ce6f5e0b1ddad9),
-                uint256(0x278bc1422e5f82abce69ef7b47733cf4b3dee0dce0554f4a77269a863e8486c1),
-                uint256(0x1c6d410ed6543430eeddcca238c3728686fb3e55d2fd70111a492278e2d4a147),
-                uint256(0x0cb9ff5b45fe05d48b6fa2a3ef941f09810061b86274ededbc04340dc562ed1e),
-                uint256(0x297430d79c8cdefced51ca0c84409f422f8feaa52b8c8d55e7ecbfb56408e47d),
-                uint256(0x1a1a430616f22ec8e64b0b49d2c1b25e15b5cb1e09d5c0d67539ad3244378da6)
+                uint256(0x285354e440623f654248f6fac2af2c353b4d028e6102ff7bea35125ce9cb60a0),
+                uint256(0x011a217b6ceeb32bfe90e03b95b51101fd0992034350336d1a7a5f451ad1b060),
+                uint256(0x19f9723957ffbdcf8cd21697284cc7e12052bb68b58fb79f9b3a059d76aeb41e),
+                uint256(0x0537b6c0a6276ec299de8bb05853f2e3e4c83168452743a496e75d12b561c091),
+                uint256(0x15476cf82a9bc7388626b21589ec1755d332bc574336d79396c0fa309bcedde4),
+                uint256(0x02fd2fcb1e410756a56586bb44c0074f38c1e8aab2150cb47ab5e38edc939fb8),
+                uint256(0x2eedc8aaaf326ea3ccc87ac3df89309be2340ab2d79ba3917fe3b720084d1146),
+                uint256(0x1a2dad29eb9b9476e676fe411412551198a227911205fd6e9f85a51a5b0ac8a8)
             ];
             return b;
         }
@@ -61,14 +61,14 @@ library Fixtures {
             b.timestamp = 1767225620;
             b.cid = hex"01551220a0a32e0b2200eeb3066737c85559a7f339d5755e1616e89cea55f696d679686f";
             b.proof = [
-                uint256(0x08bcdf91070a588f1d72590bdc77211fcef161513a0d9adcb2bf9ead3ef18828),
-                uint256(0x217e4e513539a20e6ebe1366c102e4635bd6a97f5cfe34a421a6d1611491408d),
-                uint256(0x15a4ad9a389666064f72faaee3db9d713b4d71ff35e794f9d709aba5f5fe0e41),
-                uint256(0x1540b40b0801dfb36bbe8f84cdc86dd5fc1a15b8334161b3dc50b60cc95ef3ec),
-                uint256(0x1d14f41bb03d711b99ea2cde9b416af8495681bc48ea7864684a377e264dc2c6),
-                uint256(0x16a32419dfc06f0a76a1dec908f9137890e701a0ff2eb8a91e1dbb8bec2b8309),
-                uint256(0x052b48d08ddf2576dbdfb52ef406e9759d083fb9067578ee1bbaa4b8f40e1086),
-                uint256(0x1c48dd07a3d880ecb641c390277c20098ebb9eed7ad35c3117446f3aba4a37a9)
+                uint256(0x2c9c7676c85a1484f8cb9655e17bb40a73b5c55a32608ad35d375d833e8c580c),
+                uint256(0x22223e43afa41712d9999680f4549ed9be302374cbdbefc894a73f2b778575c0),
+                uint256(0x2a936cc541180e706c303392fc2f9bbec6ff7720ec62d9f40b7ffb99b89b5b22),
+                uint256(0x2c8b4884e17e1025be6633861032f59fc840ab698151f6c88a32cb0c1de674dd),
+                uint256(0x04b5d18acca69a47543be2d49725c1e540a81d042d238726117b0e3e60d1fd9f),
+                uint256(0x0111ef9f6e707fb7f966db4cbb669272c412c1912a3b66b42190503f94c0ab2b),
+                uint256(0x1d5a8a25f1d207a811ca15320ffa48dd671a52f372ab07d908d40a84bbfa10f1),
+                uint256(0x19025b8647d9ed8a5c4c344c7a92dc9205a32e24244bcd3bb06b12246e3c232b)
             ];
             return b;
         }

@@ -106,7 +106,7 @@ struct Recorder {
 
 impl Observer for Recorder {
     fn landed(&self, l: &Landing) {
-        let txs = self.store.batch(l.index).ok().flatten().map(|b| b.tx_ids.len()).unwrap_or(0);
+        let batch = self.store.batch(l.index).ok().flatten();
         let rec = LandingRecord {
             tx_hash: l.tx_hash.to_string(),
             block: l.block,
@@ -123,11 +123,13 @@ impl Observer for Recorder {
         m.batches_submitted_total.inc();
         m.last_submitted_batch.set(l.index as i64);
         m.l1_gas_per_batch.with_label_values::<&str>(&[]).observe(l.gas_used as f64);
-        if txs > 0 {
-            m.l1_gas_per_transaction.with_label_values::<&str>(&[]).observe(l.gas_used as f64 / txs as f64);
-        }
         m.l1_submit_seconds.with_label_values::<&str>(&[]).observe(l.latency.as_secs_f64());
-        if let Some(b) = self.store.batch(l.index).ok().flatten() {
+        if let Some(b) = batch {
+            if !b.tx_ids.is_empty() {
+                m.l1_gas_per_transaction
+                    .with_label_values::<&str>(&[])
+                    .observe(l.gas_used as f64 / b.tx_ids.len() as f64);
+            }
             m.seal_to_l1_seconds
                 .with_label_values::<&str>(&[])
                 .observe(now_ms().saturating_sub(b.sealed_at_ms) as f64 / 1000.0);

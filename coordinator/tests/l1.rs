@@ -7,8 +7,6 @@ mod common;
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
-use alloy::rpc::types::Filter;
-use alloy::sol_types::SolEvent;
 use common::*;
 use medrollup_coordinator::workload;
 use medrollup_l1::canonical;
@@ -28,20 +26,7 @@ async fn rpc(url: &str, method: &'static str, params: serde_json::Value) -> serd
 
 /// (index, new root) of every `BatchSubmitted` in the canonical chain.
 async fn events(url: &str, rollup: Address) -> Vec<(u64, B256)> {
-    let filter = Filter::new()
-        .address(rollup)
-        .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
-        .from_block(0);
-    provider(url)
-        .get_logs(&filter)
-        .await
-        .unwrap()
-        .iter()
-        .map(|l| {
-            let e = MedRollup::BatchSubmitted::decode_log_data(l.data()).unwrap();
-            (e.index.to::<u64>(), e.newRoot)
-        })
-        .collect()
+    submitter::batch_events(&provider(url), rollup).await.unwrap()
 }
 
 fn root_of(dec: &serde_json::Value) -> B256 {

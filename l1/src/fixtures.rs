@@ -2,6 +2,7 @@
 //! sample transactions of `medrollup_circuits::sample`, batched and proven
 //! by the prover engine with the canonical keys.
 
+use crate::submitter::L1Batch;
 use crate::verifier::{fr_u256, input_words, proof_words};
 use alloy::primitives::U256;
 use ark_bn254::{Bn254, Fr};
@@ -16,17 +17,6 @@ use medrollup_prover::CpuBackend;
 use medrollup_prover::groth16::{self, LoadedKey};
 use sha2::{Digest, Sha256};
 use std::fmt::Write;
-
-/// One fixture batch.
-#[derive(Debug, Clone)]
-pub struct FixtureBatch {
-    /// Public inputs as the verifier's words.
-    pub input: [U256; 4],
-    /// The batch data's CID bytes (CIDv1, raw, sha2-256).
-    pub cid: Vec<u8>,
-    /// The proof words.
-    pub proof: [U256; 8],
-}
 
 /// CIDv1 bytes (raw codec, sha2-256) of `data`.
 pub fn raw_cid(data: &[u8]) -> Vec<u8> {
@@ -52,21 +42,23 @@ pub fn sample_batches(shape: CircuitShape, count: usize) -> (Fr, Vec<BatchWitnes
     (root, out)
 }
 
-/// Proves `count` sample batches with `pk` on the CPU backend.
-pub fn prove_batches(pk: ProvingKey<Bn254>, shape: CircuitShape, count: usize) -> (Fr, Vec<FixtureBatch>) {
+/// Proves `count` sample batches with `pk` on the CPU backend, as the
+/// contract takes them (the CID is that of the batch's transactions).
+pub fn prove_batches(pk: ProvingKey<Bn254>, shape: CircuitShape, count: usize) -> (Fr, Vec<L1Batch>) {
     let backend = CpuBackend::new();
     let key = LoadedKey::load(&backend, pk).expect("the key loads");
     let (genesis_root, witnesses) = sample_batches(shape, count);
     let mut rng = ark_std::rand::thread_rng();
     let batches = witnesses
         .into_iter()
-        .map(|w| {
+        .enumerate()
+        .map(|(i, w)| {
             let public = w.public_inputs();
-            let data = serde_json::to_vec(&w.txs).expect("json");
+            let cid = raw_cid(&serde_json::to_vec(&w.txs).expect("json"));
             let (proof, _) =
                 groth16::prove(&backend, &key, BatchCircuit::new(w), Fr::rand(&mut rng), Fr::rand(&mut rng))
                     .expect("sample batches prove");
-            FixtureBatch { input: input_words(&public), cid: raw_cid(&data), proof: proof_words(&proof) }
+            L1Batch { index: i as u64, public, cid, proof: Some(proof) }
         })
         .collect();
     (genesis_root, batches)
@@ -77,7 +69,7 @@ fn word(x: &U256) -> String {
 }
 
 /// `Fixtures.sol`.
-pub fn solidity(genesis_root: Fr, vk_sha256: &str, batches: &[FixtureBatch]) -> String {
+pub fn solidity(genesis_root: Fr, vk_sha256: &str, batches: &[L1Batch]) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
@@ -106,7 +98,9 @@ library Fixtures {{
         count = batches.len(),
     );
     for (i, b) in batches.iter().enumerate() {
-        let proof: Vec<String> = b.proof.iter().map(|w| format!("uint256({})", word(w))).collect();
+        let words = proof_words(b.proof.as_ref().expect("fixture batches are proven"));
+        let input = input_words(&b.public);
+        let proof: Vec<String> = words.iter().map(|w| format!("uint256({})", word(w))).collect();
         let _ = write!(
             s,
             r#"        if (i == {i}) {{
@@ -121,10 +115,10 @@ library Fixtures {{
             return b;
         }}
 "#,
-            old = word(&b.input[0]),
-            new = word(&b.input[1]),
-            c = word(&b.input[2]),
-            t = b.input[3],
+            old = word(&input[0]),
+            new = word(&input[1]),
+            c = word(&input[2]),
+            t = input[3],
             cid = hex::encode(&b.cid),
             proof = proof.join(",\n                "),
         );

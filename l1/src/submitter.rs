@@ -196,9 +196,7 @@ pub trait Observer: Send + Sync {
 
 /// Connects to the node with the sequencer's key.
 pub fn connect(config: &L1Config) -> Result<DynProvider, L1Error> {
-    let url =
-        config.rpc_url.parse().map_err(|e| L1Error::Config(format!("RPC URL {:?}: {e}", config.rpc_url)))?;
-    Ok(ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased())
+    connect_read_only(&config.rpc_url)
 }
 
 /// Deployed contract addresses.
@@ -353,7 +351,31 @@ pub async fn chain_state(provider: &DynProvider, rollup: Address) -> Result<Chai
     Ok(ChainState { count, root })
 }
 
-/// A read-only connection to a node (no key).
+/// `(index, new root)` of every `BatchSubmitted` of `rollup` in the
+/// canonical chain, in log order: what a reorg leaves, and what an auditor
+/// replays.
+pub async fn batch_events(provider: &DynProvider, rollup: Address) -> Result<Vec<(u64, B256)>, L1Error> {
+    use alloy::rpc::types::Filter;
+    use alloy::sol_types::SolEvent;
+    let filter = Filter::new()
+        .address(rollup)
+        .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
+        .from_block(0);
+    provider
+        .get_logs(&filter)
+        .await
+        .map_err(rpc("reading BatchSubmitted events"))?
+        .iter()
+        .map(|l| {
+            MedRollup::BatchSubmitted::decode_log_data(l.data())
+                .map(|e| (e.index.to::<u64>(), e.newRoot))
+                .map_err(|e| L1Error::Rpc(format!("a BatchSubmitted event does not decode: {e}")))
+        })
+        .collect()
+}
+
+/// A connection to a node that signs nothing: the callers sign (the
+/// submitter) or only read (light clients, tools).
 pub fn connect_read_only(rpc_url: &str) -> Result<DynProvider, L1Error> {
     let url = rpc_url.parse().map_err(|e| L1Error::Config(format!("RPC URL {rpc_url:?}: {e}")))?;
     Ok(ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased())

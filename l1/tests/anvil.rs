@@ -5,21 +5,15 @@
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
-use alloy::rpc::types::Filter;
-use alloy::sol_types::SolEvent;
 use ark_bn254::Fr;
-use ark_std::UniformRand;
-use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys;
 use medrollup_l1::contracts::{MedRollup, verifier_artifact};
 use medrollup_l1::devnet::{Anvil, DEV_KEY};
-use medrollup_l1::fixtures::{raw_cid, sample_batches};
+use medrollup_l1::fixtures::prove_batches;
 use medrollup_l1::submitter::{
     self, BatchSource, L1Batch, L1Config, L1Error, Landing, Observer, Submitter, root_word,
 };
 use medrollup_l1::{canonical, vk_sha256};
-use medrollup_prover::CpuBackend;
-use medrollup_prover::groth16::{self, LoadedKey};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,27 +23,7 @@ fn proven() -> &'static (Fr, Vec<L1Batch>, String) {
     P.get_or_init(|| {
         let pk = keys::setup(canonical::SHAPE, Some(canonical::SEED)).unwrap();
         let vk_hash = vk_sha256(&pk.vk);
-        let backend = CpuBackend::new();
-        let key = LoadedKey::load(&backend, pk).unwrap();
-        let (root, witnesses) = sample_batches(canonical::SHAPE, 4);
-        let mut rng = ark_std::rand::thread_rng();
-        let batches = witnesses
-            .into_iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let public = w.public_inputs();
-                let cid = raw_cid(&serde_json::to_vec(&w.txs).unwrap());
-                let (proof, _) = groth16::prove(
-                    &backend,
-                    &key,
-                    BatchCircuit::new(w),
-                    Fr::rand(&mut rng),
-                    Fr::rand(&mut rng),
-                )
-                .unwrap();
-                L1Batch { index: i as u64, public, cid, proof: Some(proof) }
-            })
-            .collect();
+        let (root, batches) = prove_batches(pk, canonical::SHAPE, 4);
         (root, batches, vk_hash)
     })
 }
@@ -180,22 +154,7 @@ impl Running {
 
 /// The `BatchSubmitted` events of the canonical chain, as (index, new root).
 async fn events(url: &str, rollup: Address) -> Vec<(u64, B256)> {
-    let p = submitter::connect(&config(url)).unwrap();
-    let logs = p
-        .get_logs(
-            &Filter::new()
-                .address(rollup)
-                .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
-                .from_block(0),
-        )
-        .await
-        .unwrap();
-    logs.iter()
-        .map(|l| {
-            let e = MedRollup::BatchSubmitted::decode_log_data(l.data()).unwrap();
-            (e.index.to::<u64>(), e.newRoot)
-        })
-        .collect()
+    submitter::batch_events(&submitter::connect(&config(url)).unwrap(), rollup).await.unwrap()
 }
 
 /// Every batch on chain exactly once, in order, with the farm's roots.

@@ -7,7 +7,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use medrollup_circuits::keys;
 use medrollup_circuits::state::{Genesis, State};
-use medrollup_circuits::tx::TxBody;
 use medrollup_l1::contracts::{Artifact, DirectIndex, direct_index_artifact, verifier_artifact};
 use medrollup_l1::submitter::{self, BatchSource, L1Batch, L1Config, Landing, Observer, Submitter};
 use std::path::{Path, PathBuf};
@@ -186,16 +185,14 @@ async fn gas(rpc: &str, keys_dir: &Path, artifact: Option<PathBuf>) -> Result<()
         "the verifier artifact is not for the keys in {}",
         keys_dir.display()
     );
-    let (root, witnesses) = medrollup_l1::fixtures::sample_batches(m.shape, 1);
-    let real_txs = witnesses[0].txs.iter().filter(|t| !matches!(t.tx.tx.body, TxBody::Noop)).count();
-    let (_, batches) = tokio::task::block_in_place(|| medrollup_l1::fixtures::prove_batches(pk, m.shape, 1));
-    let b = &batches[0];
-    let proof_public = witnesses[0].public_inputs();
+    // The first sample batch holds the first B sample transactions.
+    let real_txs = medrollup_circuits::sample::transactions().len().min(m.shape.batch_size);
+    let (root, batches) =
+        tokio::task::block_in_place(|| medrollup_l1::fixtures::prove_batches(pk, m.shape, 1));
     let config = L1Config::local(rpc, key_from_env()?);
     let d = submitter::deploy(&config, &verifier, root).await?;
     let s = Submitter::connect(config.clone(), d.rollup, &m.verifying_key_sha256).await?;
-    let proof = medrollup_l1::verifier::proof_from_words(&b.proof).map_err(anyhow::Error::msg)?;
-    let source = OneBatch(L1Batch { index: 0, public: proof_public, cid: b.cid.clone(), proof: Some(proof) });
+    let source = OneBatch(batches.into_iter().next().context("one sample batch")?);
     let seen = FirstLanding::default();
     let (_wake, wake_rx) = tokio::sync::watch::channel(0u64);
     tokio::select! {
