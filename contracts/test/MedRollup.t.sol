@@ -21,16 +21,6 @@ contract OtherVerifier is IBatchVerifier {
 /// The rollup contract against proofs made by the real prover
 /// (test/Fixtures.sol, from `medrollup-l1 fixtures`).
 contract MedRollupTest is CheatTest {
-    event BatchSubmitted(
-        uint256 indexed index,
-        bytes32 indexed newRoot,
-        bytes32 oldRoot,
-        bytes32 txCommitment,
-        uint64 timestamp,
-        bytes cid
-    );
-    event VerifierChanged(address indexed previous, address indexed next, bytes32 vkHash);
-
     address constant SEQUENCER = address(0x5E0);
     MedRollup rollup;
     BatchVerifier verifier;
@@ -56,7 +46,7 @@ contract MedRollupTest is CheatTest {
             Fixtures.Batch memory b = Fixtures.batch(i);
             assertEq(rollup.currentRoot(), b.oldRoot, "old root");
             vm.expectEmit();
-            emit BatchSubmitted(i, b.newRoot, b.oldRoot, b.txCommitment, b.timestamp, b.cid);
+            emit MedRollup.BatchSubmitted(i, b.newRoot, b.oldRoot, b.txCommitment, b.timestamp, b.cid);
             submit(b);
             assertEq(rollup.currentRoot(), b.newRoot, "new root");
             assertEq(rollup.batchCount(), i + 1, "count");
@@ -147,7 +137,7 @@ contract MedRollupTest is CheatTest {
         vm.expectRevert(abi.encodeWithSelector(MedRollup.NotOwner.selector, SEQUENCER));
         rollup.setVerifier(next);
         vm.expectEmit();
-        emit VerifierChanged(address(verifier), address(next), keccak256("another circuit"));
+        emit MedRollup.VerifierChanged(address(verifier), address(next), keccak256("another circuit"));
         rollup.setVerifier(next);
         assertEq(rollup.vkHash(), keccak256("another circuit"), "new vk hash");
         // Proofs of the old circuit no longer pass.
