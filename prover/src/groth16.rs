@@ -4,10 +4,10 @@
 //! reduction, the same coset), so that with the same `(r, s)` the proof is the
 //! same, bit for bit; only the MSMs and NTTs run on the backend.
 
-use crate::backend::{self, BackendError, MsmBackend, NttBackend, NttDirection};
+use crate::backend::{self, BackendError, MsmBackend, NttBackend};
 use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Projective};
 use ark_ec::CurveGroup;
-use ark_ff::{FftField, Field, One, Zero};
+use ark_ff::Zero;
 use ark_groth16::{Proof, ProvingKey};
 use ark_relations::gr1cs::{
     ConstraintSynthesizer, ConstraintSystem, OptimizationGoal, R1CS_PREDICATE_LABEL, SynthesisError,
@@ -37,9 +37,11 @@ pub struct StageTimes {
     pub synthesis: Duration,
     /// Collecting the constraints' values (the QAP's a, b, c).
     pub witness_map: Duration,
-    /// The seven NTTs of the quotient.
+    /// The quotient: seven NTTs and the pointwise step.
     pub ntt: Duration,
-    /// G1 MSM over the quotient h.
+    /// G1 MSM over the quotient h. The MSM times are the backend's time on
+    /// each MSM; a backend with several devices runs them side by side, so
+    /// they may add up to more than the wall-clock time of the batch.
     pub msm_h: Duration,
     /// G1 MSM over the private witness (L).
     pub msm_l: Duration,
@@ -146,59 +148,46 @@ where
         Ok(out)
     };
     let mut a = column(0)?;
-    let mut b = column(1)?;
-    let mut c = column(2)?;
+    let b = column(1)?;
+    let c = column(2)?;
     a[num_constraints..num_constraints + num_inputs].copy_from_slice(&z[..num_inputs]);
     drop(inner);
     drop(cs);
     times.witness_map = t.elapsed();
 
     let t = Instant::now();
-    let g = Fr::GENERATOR;
-    for v in [&mut a, &mut b, &mut c] {
-        backend::ntt(backend, v, NttDirection::Inverse, None)?;
-        backend::ntt(backend, v, NttDirection::Forward, Some(g))?;
-    }
-    // On the coset g·⟨ω⟩ the vanishing polynomial x^n − 1 is the constant g^n − 1.
-    let z_inv = (g.pow([n as u64]) - Fr::one()).inverse().expect("g is not an n-th root of unity");
-    a.par_iter_mut().zip(&b).zip(&c).for_each(|((ai, bi), ci)| {
-        *ai = (*ai * bi - ci) * z_inv;
-    });
-    drop((b, c));
-    backend::ntt(backend, &mut a, NttDirection::Inverse, Some(g))?;
-    let h = a;
+    let h = backend::qap_quotient(backend, a, b, c)?;
     times.ntt = t.elapsed();
 
-    // The MSMs. Assignment without the constant one: public inputs, then the witness.
+    // The five MSMs in one batch (a backend with several devices runs them
+    // side by side). The assignment without the constant one: public
+    // inputs, then the witness.
     let assignment = &z[1..];
     let aux = &z[num_inputs..];
     let pk = &key.pk;
-
-    let t = Instant::now();
-    let h_acc = backend::msm_g1(backend, &key.h, &h[..backend.g1_len(&key.h).min(h.len())])?;
-    times.msm_h = t.elapsed();
-    let t = Instant::now();
-    let l_acc = backend::msm_g1(backend, &key.l, aux)?;
-    times.msm_l = t.elapsed();
-
-    let t = Instant::now();
-    let a_acc = backend::msm_g1(backend, &key.a, assignment)?;
+    let h_len = backend.g1_len(&key.h).min(h.len());
+    let mut g1_jobs: Vec<(&B::G1Bases, &[Fr])> =
+        vec![(&key.h, &h[..h_len]), (&key.l, aux), (&key.a, assignment)];
+    // With r = 0, ark-groth16 computes no B in G1 (it is multiplied by r).
+    if !r.is_zero() {
+        g1_jobs.push((&key.b_g1, assignment));
+    }
+    let out = backend::msm_batch(backend, &g1_jobs, &[(&key.b_g2, assignment)])?;
+    let (h_acc, l_acc, a_acc) = (out.g1[0].0, out.g1[1].0, out.g1[2].0);
+    times.msm_h = out.g1[0].1;
+    times.msm_l = out.g1[1].1;
+    times.msm_a = out.g1[2].1;
     let g_a: G1Projective = pk.delta_g1 * r + pk.a_query[0] + a_acc + pk.vk.alpha_g1;
-    times.msm_a = t.elapsed();
-
-    let t = Instant::now();
-    let g1_b: G1Projective = if r.is_zero() {
-        G1Projective::zero()
-    } else {
-        let b_acc = backend::msm_g1(backend, &key.b_g1, assignment)?;
-        pk.delta_g1 * s + pk.b_g1_query[0] + b_acc + pk.beta_g1
+    let g1_b: G1Projective = match out.g1.get(3) {
+        Some(&(b_acc, took)) => {
+            times.msm_b_g1 = took;
+            pk.delta_g1 * s + pk.b_g1_query[0] + b_acc + pk.beta_g1
+        }
+        None => G1Projective::zero(),
     };
-    times.msm_b_g1 = t.elapsed();
-
-    let t = Instant::now();
-    let b2_acc = backend::msm_g2(backend, &key.b_g2, assignment)?;
+    let (b2_acc, took) = out.g2[0];
+    times.msm_b_g2 = took;
     let g2_b: G2Projective = pk.vk.delta_g2 * s + pk.b_g2_query[0] + b2_acc + pk.vk.beta_g2;
-    times.msm_b_g2 = t.elapsed();
 
     let g_c = g_a * s + g1_b * r - pk.delta_g1 * (r * s) + l_acc + h_acc;
     let proof = Proof { a: g_a.into_affine(), b: g2_b.into_affine(), c: g_c.into_affine() };

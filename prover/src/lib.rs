@@ -6,6 +6,10 @@
 //! - [`backend`]: the traits, bases that stay loaded between proofs, and the
 //!   validating front end (checks once, then calls the unchecked fast path).
 //! - [`cpu`]: the CPU backend, the reference for every other backend.
+//! - [`gpu`]: the GPU backend: our BN254 MSM and NTT kernels for CUDA and
+//!   OpenCL from one source, sharded across devices, the CPU as fallback.
+//! - [`dual`]: a backend that runs two backends side by side and compares
+//!   every result (a device against the CPU, inside the full prover).
 //! - [`groth16`]: the prover: witness → QAP quotient through the NTT backend →
 //!   the four G1 MSMs and the G2 MSM through the MSM backend, with per-stage
 //!   times. With the same randomness its proofs equal ark-groth16's bit for bit.
@@ -17,9 +21,12 @@
 pub mod backend;
 pub mod conformance;
 pub mod cpu;
+pub mod dual;
+pub mod gpu;
 pub mod groth16;
 pub mod peak_alloc;
 pub mod worker;
 
 pub use backend::{BackendError, MsmBackend, NttBackend, NttDirection};
 pub use cpu::CpuBackend;
+pub use gpu::{GpuBackend, GpuConfig};

@@ -1,0 +1,276 @@
+//! The CUDA runtime: cudarc with dynamic loading (nothing CUDA is needed to
+//! build), the kernels compiled at run time by NVRTC and cached on disk by
+//! source hash and GPU architecture.
+//!
+//! cudarc panics when libcuda or libnvrtc is missing, so every entry point
+//! probes for them first and answers a clean [`GpuError::NoCuda`].
+#![allow(unsafe_code)]
+
+use super::runtime::{GpuError, KArg, Runtime};
+use super::source::{self, Dialect};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+fn driver_present() -> bool {
+    // SAFETY: only tries to open the library; no CUDA call is made.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Whether libnvrtc can be loaded (the compile check needs only this).
+pub fn nvrtc_present() -> bool {
+    // SAFETY: only tries to open the library.
+    unsafe { cudarc::nvrtc::sys::is_culib_present() }
+}
+
+/// The number of CUDA devices, or why there is none.
+pub(crate) fn device_count() -> Result<usize, GpuError> {
+    if !driver_present() {
+        return Err(GpuError::NoCuda(
+            "libcuda could not be loaded (no NVIDIA driver on this machine)".into(),
+        ));
+    }
+    if !nvrtc_present() {
+        return Err(GpuError::NoCuda(
+            "libnvrtc could not be loaded: install CUDA's NVRTC (or PyPI nvidia-cuda-nvrtc-cu12) and put \
+             its lib folder on LD_LIBRARY_PATH"
+                .into(),
+        ));
+    }
+    match CudaContext::device_count() {
+        Ok(0) => Err(GpuError::NoCuda("the driver lists no device".into())),
+        Ok(n) => Ok(n as usize),
+        Err(e) => Err(GpuError::NoCuda(format!("the driver found no usable device ({e})"))),
+    }
+}
+
+/// Compiles the CUDA dialect of the kernels with NVRTC for `arch`: a virtual
+/// architecture ("compute_90") gives PTX text, which the driver compiles
+/// when it loads it; a real one ("sm_90") gives a CUBIN, ready to load.
+/// Through `cache` when given: a file named by the hash of the source and the
+/// architecture.
+pub fn compile_kernels(portable: bool, arch: &str, cache: Option<&Path>) -> Result<Vec<u8>, GpuError> {
+    if !nvrtc_present() {
+        return Err(GpuError::NoCuda("libnvrtc could not be loaded".into()));
+    }
+    let src = source::source(Dialect::Cuda { portable });
+    let key = {
+        let mut h = Sha256::new();
+        h.update(src.as_bytes());
+        h.update(arch.as_bytes());
+        hex::encode(h.finalize())
+    };
+    let cached = cache.map(|d| d.join(format!("medrollup-{arch}-{key}.bin")));
+    if let Some(path) = &cached
+        && let Ok(code) = std::fs::read(path)
+    {
+        return Ok(code);
+    }
+    let code = nvrtc_compile(&src, arch)?;
+    if let (Some(path), Some(dir)) = (&cached, cache) {
+        // A cache that cannot be written only costs a compilation next time.
+        let tmp = dir.join(format!(".medrollup-{key}.{}.tmp", std::process::id()));
+        if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &code).is_ok() {
+            let _ = std::fs::rename(&tmp, path);
+        }
+    }
+    Ok(code)
+}
+
+fn nvrtc_compile(src: &str, arch: &str) -> Result<Vec<u8>, GpuError> {
+    use cudarc::nvrtc::{result, sys};
+    let fail = |log: String| GpuError::Compile { compiler: "NVRTC", device: arch.into(), log };
+    let csrc = CString::new(src).map_err(|_| fail("the source holds a NUL byte".into()))?;
+    let prog = result::create_program(&csrc, None).map_err(|e| fail(format!("{e:?}")))?;
+    let opts = [format!("--gpu-architecture={arch}")];
+    // SAFETY: `prog` was created above and is destroyed once, below; the
+    // buffers handed to NVRTC are as long as the sizes it reported.
+    let out = unsafe {
+        match result::compile_program(prog, &opts) {
+            Err(e) => {
+                let log = result::get_program_log(prog)
+                    .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                Err(fail(format!("{e:?}: {log}")))
+            }
+            Ok(()) if arch.starts_with("sm_") => {
+                let mut size = 0usize;
+                let code = sys::nvrtcGetCUBINSize(prog, &mut size).result().and_then(|()| {
+                    let mut code = vec![0u8; size];
+                    sys::nvrtcGetCUBIN(prog, code.as_mut_ptr().cast()).result().map(|()| code)
+                });
+                code.map_err(|e| fail(format!("reading the CUBIN: {e:?}")))
+            }
+            Ok(()) => result::get_ptx(prog)
+                .map(|p| CStr::from_ptr(p.as_ptr()).to_bytes().to_vec())
+                .map_err(|e| fail(format!("reading the PTX: {e:?}"))),
+        }
+    };
+    // SAFETY: created above, not destroyed before.
+    let _ = unsafe { result::destroy_program(prog) };
+    out
+}
+
+/// The default kernel cache: `$MEDROLLUP_KERNEL_CACHE`, else
+/// `$XDG_CACHE_HOME/medrollup/kernels`, else `~/.cache/medrollup/kernels`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("MEDROLLUP_KERNEL_CACHE") {
+        return Some(PathBuf::from(d));
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("medrollup").join("kernels"))
+}
+
+/// What a CUDA device is.
+#[derive(Debug, Clone)]
+pub(crate) struct CudaDeviceInfo {
+    pub name: String,
+    pub memory: u64,
+    pub compute_units: u32,
+    pub arch: (i32, i32),
+}
+
+/// The kernels loaded on one device, with a stream of their own.
+pub(crate) struct Cuda {
+    label: String,
+    stream: Arc<CudaStream>,
+    funcs: HashMap<&'static str, CudaFunction>,
+}
+
+fn fail_text(device: &str, reason: &str) -> GpuError {
+    GpuError::Call { device: device.into(), op: "loading the kernels".into(), reason: reason.into() }
+}
+
+impl std::fmt::Debug for Cuda {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cuda").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
+impl Cuda {
+    /// Opens device `ordinal` (call [`device_count`] first), compiles (or
+    /// reads from `cache`) and loads the kernels.
+    pub(crate) fn new(
+        ordinal: usize,
+        portable: bool,
+        cache: Option<&Path>,
+    ) -> Result<(Self, CudaDeviceInfo), GpuError> {
+        let fail = |op: &str, e: cudarc::driver::DriverError| GpuError::Call {
+            device: format!("cuda:{ordinal}"),
+            op: op.into(),
+            reason: e.to_string(),
+        };
+        let ctx = CudaContext::new(ordinal).map_err(|e| fail("opening the device", e))?;
+        let arch = ctx.compute_capability().map_err(|e| fail("reading its architecture", e))?;
+        let info = CudaDeviceInfo {
+            name: ctx.name().map_err(|e| fail("reading its name", e))?,
+            memory: ctx.total_mem().map_err(|e| fail("reading its memory", e))? as u64,
+            compute_units: ctx
+                .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+                .map_err(|e| fail("reading its multiprocessors", e))? as u32,
+            arch,
+        };
+        let label = format!("cuda:{ordinal} {}", info.name);
+        // CUBIN for the device's own architecture (cached, so the compiler
+        // runs once per source and machine); PTX for the driver to compile
+        // if NVRTC cannot target it.
+        let sm = format!("sm_{}{}", arch.0, arch.1);
+        let compute = format!("compute_{}{}", arch.0, arch.1);
+        let module = match compile_kernels(portable, &sm, cache) {
+            Ok(cubin) => {
+                ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| fail("loading the kernels", e))?
+            }
+            Err(e) => {
+                tracing::warn!(device = %label, error = %e, "no CUBIN; loading PTX");
+                let ptx = compile_kernels(portable, &compute, cache)?;
+                let text = String::from_utf8(ptx).map_err(|_| fail_text(&label, "the PTX is not text"))?;
+                ctx.load_module(Ptx::from_src(text)).map_err(|e| fail("loading the kernels", e))?
+            }
+        };
+        let mut funcs = HashMap::new();
+        for k in source::KERNELS {
+            funcs.insert(*k, module.load_function(k).map_err(|e| fail(&format!("loading {k}"), e))?);
+        }
+        let stream = ctx.new_stream().map_err(|e| fail("creating a stream", e))?;
+        Ok((Self { label, stream, funcs }, info))
+    }
+
+    fn err(&self, op: &str, e: impl std::fmt::Display) -> GpuError {
+        GpuError::Call { device: self.label.clone(), op: op.into(), reason: e.to_string() }
+    }
+
+    fn func(&self, name: &str) -> Result<&CudaFunction, GpuError> {
+        self.funcs.get(name).ok_or_else(|| self.err("finding a kernel", format!("no kernel {name}")))
+    }
+}
+
+impl Runtime for Cuda {
+    type Buf = CudaSlice<u8>;
+
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, GpuError> {
+        // SAFETY: the buffers are written (by a copy or a kernel) before they
+        // are read; the drivers never read memory they did not write.
+        unsafe { self.stream.alloc::<u8>(bytes.max(16)) }
+            .map_err(|e| self.err(&format!("allocating {bytes} bytes"), e))
+    }
+
+    fn upload(&self, buf: &mut CudaSlice<u8>, data: &[u8]) -> Result<(), GpuError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let mut view = buf.slice_mut(0..data.len());
+        self.stream.memcpy_htod(data, &mut view).map_err(|e| self.err("copying to the device", e))
+    }
+
+    fn download(&self, buf: &CudaSlice<u8>, out: &mut [u8]) -> Result<(), GpuError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        let view = buf.slice(0..out.len());
+        self.stream.memcpy_dtoh(&view, out).map_err(|e| self.err("copying from the device", e))?;
+        self.stream.synchronize().map_err(|e| self.err("waiting for the device", e))
+    }
+
+    fn max_group(&self, kernel: &str) -> Result<usize, GpuError> {
+        let f = self.func(kernel)?;
+        f.get_attribute(cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)
+            .map(|v| v as usize)
+            .map_err(|e| self.err("querying a kernel", e))
+    }
+
+    fn launch(
+        &self,
+        kernel: &str,
+        groups: usize,
+        group: usize,
+        args: &[KArg<'_, CudaSlice<u8>>],
+    ) -> Result<(), GpuError> {
+        let f = self.func(kernel)?;
+        let mut b = self.stream.launch_builder(f);
+        for a in args {
+            match a {
+                KArg::Buf(x) => b.arg(*x),
+                KArg::U32(v) => b.arg(v),
+            };
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (groups as u32, 1, 1),
+            block_dim: (group as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: the arguments match the kernel's signature (buffers for
+        // pointers, u32 for u32); every buffer outlives its use on the stream
+        // (frees are stream-ordered).
+        unsafe { b.launch(cfg) }.map(drop).map_err(|e| self.err(&format!("launching {kernel}"), e))
+    }
+}

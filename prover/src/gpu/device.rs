@@ -1,0 +1,602 @@
+//! The MSM and NTT drivers, written once over [`Runtime`]: what each device
+//! does for a call, with its resident bases and its cached NTT tables.
+
+use super::layout::{self, DeviceCurve, FIELD_BYTES, G1, G2};
+use super::runtime::{GpuError, KArg, Runtime};
+use super::source::{NTT_MAX_LOG, SCAN_BLOCK, SCAN_THREADS};
+use crate::backend::NttDirection;
+use ark_bn254::{Fr, G1Projective, G2Projective};
+use ark_ff::{FftField, Field, One, Zero};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Which curve a set of bases is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum CurveId {
+    G1,
+    G2,
+}
+
+/// One MSM over resident bases `id`, from base `offset` on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target {
+    pub id: u64,
+    pub curve: CurveId,
+    pub offset: usize,
+}
+
+/// An MSM's result.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum MsmValue {
+    G1(G1Projective),
+    G2(G2Projective),
+}
+
+/// What a device does; object-safe, so devices of both runtimes sit side by side.
+pub(crate) trait DeviceOps: Send {
+    /// "opencl:0 NAME" or "cuda:0 NAME".
+    fn label(&self) -> String;
+    /// Makes bases resident under `id`.
+    fn load_bases(&mut self, id: u64, curve: CurveId, packed: &[u8], len: usize) -> Result<(), GpuError>;
+    /// Frees bases `id` (if resident).
+    fn free_bases(&mut self, id: u64);
+    /// Whether bases `id` are resident.
+    fn has_bases(&self, id: u64) -> bool;
+    /// The MSMs of `scalars` with each target's bases, sharing one sort of the
+    /// scalars' digits.
+    fn msm(&mut self, scalars: &[Fr], targets: &[Target]) -> Result<Vec<MsmValue>, GpuError>;
+    /// An NTT in place.
+    fn ntt(&mut self, data: &mut [Fr], dir: NttDirection, coset: Option<Fr>) -> Result<(), GpuError>;
+    /// One chain of the quotient: coefficients of the evaluations `v`, then
+    /// their evaluations on the coset (Fr's generator).
+    fn coset_evals(&mut self, v: &mut [Fr]) -> Result<(), GpuError>;
+    /// The rest of the quotient from the three chains' coset evaluations.
+    fn quotient_from_evals(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError>;
+    /// The whole quotient on this device.
+    fn quotient(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError>;
+    /// Makes every launch after the next `launches` fail (a test's fault).
+    fn inject_fault(&self, launches: usize);
+}
+
+/// Entries a segment (one thread) sums before its bucket needs another level.
+const SEGMENT: u32 = 32;
+/// Bucket runs per thread in the window reduction.
+const REDUCE_RUN: u32 = 16;
+/// Accumulators one thread of the final sums adds.
+const SUM_GROUP: u32 = 16;
+/// Threads of the one-dimensional kernels' work-groups, at most.
+const GROUP: usize = 256;
+/// Largest window, and the largest MSM the kernels' 32-bit indices allow.
+const MAX_WINDOW: u32 = 20;
+const MAX_MSM: usize = 1 << 30;
+
+/// Window size for an MSM of `n` points: minimises windows * (n + 3 * 2^(c-1))
+/// (one mixed addition per digit, about three per bucket to reduce), within
+/// the memory the sorted digits take.
+pub(crate) fn window_bits(n: usize) -> u32 {
+    (4..=MAX_WINDOW)
+        .min_by_key(|&c| windows(c) as usize * (n + 3 * (1usize << (c - 1))))
+        .expect("non-empty range")
+}
+
+/// Windows of `c` bits covering a 254-bit scalar whose top window may carry.
+fn windows(c: u32) -> u32 {
+    254u32.div_ceil(c)
+}
+
+struct Level<B> {
+    seg_off: B,
+    seg_cnt: B,
+    segments: u32,
+}
+
+/// The sorted digits of one scalar vector, shared by every MSM over it.
+struct Plan<B> {
+    c: u32,
+    windows: u32,
+    buckets: u32,
+    entries: B,
+    off: B,
+    cnt: B,
+    levels: Vec<Level<B>>,
+}
+
+struct NttTables<B> {
+    fwd: B,
+    inv: B,
+    n_inv: B,
+}
+
+struct CosetTables<B> {
+    /// g^i.
+    pow: B,
+    /// n^-1 g^-i.
+    inv_scaled: B,
+}
+
+struct Resident<B> {
+    buf: B,
+    curve: CurveId,
+    len: usize,
+}
+
+/// One device: its runtime, resident bases and cached tables.
+pub(crate) struct DeviceState<R: Runtime> {
+    rt: R,
+    bases: HashMap<u64, Resident<R::Buf>>,
+    ntt: HashMap<u32, NttTables<R::Buf>>,
+    cosets: HashMap<(u32, [u64; 4]), CosetTables<R::Buf>>,
+    /// Launches left before an injected fault (usize::MAX: none).
+    fault_after: AtomicUsize,
+}
+
+impl<R: Runtime> DeviceState<R> {
+    pub(crate) fn new(rt: R) -> Self {
+        Self {
+            rt,
+            bases: HashMap::new(),
+            ntt: HashMap::new(),
+            cosets: HashMap::new(),
+            fault_after: AtomicUsize::new(usize::MAX),
+        }
+    }
+
+    /// Launches `kernel` over `threads` threads (nothing for none).
+    fn launch(&self, kernel: &str, threads: usize, args: &[KArg<'_, R::Buf>]) -> Result<(), GpuError> {
+        self.launch_groups(kernel, threads.div_ceil(GROUP), GROUP, args)
+    }
+
+    fn launch_groups(
+        &self,
+        kernel: &str,
+        groups: usize,
+        group: usize,
+        args: &[KArg<'_, R::Buf>],
+    ) -> Result<(), GpuError> {
+        if groups == 0 {
+            return Ok(());
+        }
+        let left = self.fault_after.load(Ordering::Relaxed);
+        if left != usize::MAX {
+            if left == 0 {
+                return Err(GpuError::Injected(self.rt.label().into()));
+            }
+            self.fault_after.store(left - 1, Ordering::Relaxed);
+        }
+        self.rt.launch(kernel, groups, group, args)
+    }
+
+    fn alloc_u32(&self, n: usize) -> Result<R::Buf, GpuError> {
+        self.rt.alloc(4 * n)
+    }
+
+    fn read_u32(&self, buf: &R::Buf) -> Result<u32, GpuError> {
+        let mut b = [0u8; 4];
+        self.rt.download(buf, &mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn upload_fr(&self, v: &[Fr]) -> Result<R::Buf, GpuError> {
+        let mut buf = self.rt.alloc(v.len() * FIELD_BYTES)?;
+        self.rt.upload(&mut buf, layout::fr_bytes(v))?;
+        Ok(buf)
+    }
+
+    fn download_fr(&self, buf: &R::Buf, out: &mut [Fr]) -> Result<(), GpuError> {
+        self.rt.download(buf, layout::fr_bytes_mut(out))
+    }
+
+    /// Exclusive prefix sums of `input[..n]` into `output`; returns the total.
+    fn scan(&self, input: &R::Buf, output: &R::Buf, n: usize) -> Result<u32, GpuError> {
+        let groups = n.div_ceil(SCAN_BLOCK).max(1);
+        let sums = self.alloc_u32(groups)?;
+        self.launch_groups(
+            "scan_blocks",
+            groups,
+            SCAN_THREADS,
+            &[KArg::Buf(input), KArg::Buf(output), KArg::Buf(&sums), KArg::U32(n as u32)],
+        )?;
+        if groups == 1 {
+            return self.read_u32(&sums);
+        }
+        let offsets = self.alloc_u32(groups)?;
+        let total = self.scan(&sums, &offsets, groups)?;
+        self.launch_groups(
+            "scan_add",
+            groups,
+            SCAN_THREADS,
+            &[KArg::Buf(output), KArg::Buf(&offsets), KArg::U32(n as u32)],
+        )?;
+        Ok(total)
+    }
+
+    fn fill_u32(&self, buf: &R::Buf, value: u32, n: usize) -> Result<(), GpuError> {
+        self.launch("fill_u32", n, &[KArg::Buf(buf), KArg::U32(value), KArg::U32(n as u32)])
+    }
+
+    /// Sorts the signed digits of `scalars` into buckets and cuts the buckets
+    /// into segments, level by level, until every bucket is one segment.
+    fn plan(&self, scalars: &[Fr]) -> Result<Plan<R::Buf>, GpuError> {
+        let n = scalars.len();
+        let c = window_bits(n);
+        let windows = windows(c);
+        let h = 1usize << (c - 1);
+        let buckets = windows as usize * h;
+        let prepared = self.upload_fr(scalars)?;
+        self.launch("msm_prepare", n, &[KArg::Buf(&prepared), KArg::Buf(&prepared), KArg::U32(n as u32)])?;
+        let cnt = self.alloc_u32(buckets)?;
+        self.fill_u32(&cnt, 0, buckets)?;
+        let dims = [KArg::U32(n as u32), KArg::U32(c), KArg::U32(windows)];
+        self.launch("msm_histogram", n, &[KArg::Buf(&prepared), dims[0], dims[1], dims[2], KArg::Buf(&cnt)])?;
+        let off = self.alloc_u32(buckets)?;
+        let total = self.scan(&cnt, &off, buckets)?;
+        let cursor = self.alloc_u32(buckets)?;
+        self.launch("copy_u32", buckets, &[KArg::Buf(&off), KArg::Buf(&cursor), KArg::U32(buckets as u32)])?;
+        let entries = self.alloc_u32(total as usize)?;
+        self.launch(
+            "msm_scatter",
+            n,
+            &[KArg::Buf(&prepared), dims[0], dims[1], dims[2], KArg::Buf(&cursor), KArg::Buf(&entries)],
+        )?;
+        drop((prepared, cursor));
+
+        let more = self.alloc_u32(1)?;
+        let mut levels: Vec<Level<R::Buf>> = Vec::new();
+        loop {
+            let input = levels.last().map_or(&cnt, |l| &l.seg_cnt);
+            let seg_cnt = self.alloc_u32(buckets)?;
+            self.fill_u32(&more, 0, 1)?;
+            self.launch(
+                "msm_segments",
+                buckets,
+                &[
+                    KArg::Buf(input),
+                    KArg::Buf(&seg_cnt),
+                    KArg::U32(buckets as u32),
+                    KArg::U32(SEGMENT),
+                    KArg::Buf(&more),
+                ],
+            )?;
+            let seg_off = self.alloc_u32(buckets)?;
+            let segments = self.scan(&seg_cnt, &seg_off, buckets)?;
+            levels.push(Level { seg_off, seg_cnt, segments });
+            if self.read_u32(&more)? == 0 {
+                break;
+            }
+        }
+        Ok(Plan { c, windows, buckets: buckets as u32, entries, off, cnt, levels })
+    }
+
+    /// The MSM of a plan's scalars with resident bases, from `offset` on.
+    fn msm_curve<C: DeviceCurve>(
+        &self,
+        plan: &Plan<R::Buf>,
+        bases: &R::Buf,
+        offset: usize,
+    ) -> Result<C::Projective, GpuError> {
+        let name = |k: &str| format!("{}_{k}", C::NAME);
+        let buckets = KArg::U32(plan.buckets);
+        let first = &plan.levels[0];
+        let mut sums = self.rt.alloc(first.segments as usize * C::XYZZ_BYTES)?;
+        self.launch(
+            &name("bucket_acc"),
+            first.segments as usize,
+            &[
+                KArg::Buf(bases),
+                KArg::U32(offset as u32),
+                KArg::Buf(&plan.entries),
+                KArg::Buf(&plan.off),
+                KArg::Buf(&plan.cnt),
+                KArg::Buf(&first.seg_off),
+                buckets,
+                KArg::U32(first.segments),
+                KArg::U32(SEGMENT),
+                KArg::Buf(&sums),
+            ],
+        )?;
+        for pair in plan.levels.windows(2) {
+            let (prev, level) = (&pair[0], &pair[1]);
+            let next = self.rt.alloc(level.segments as usize * C::XYZZ_BYTES)?;
+            self.launch(
+                &name("partial_acc"),
+                level.segments as usize,
+                &[
+                    KArg::Buf(&sums),
+                    KArg::Buf(&prev.seg_off),
+                    KArg::Buf(&prev.seg_cnt),
+                    KArg::Buf(&level.seg_off),
+                    buckets,
+                    KArg::U32(level.segments),
+                    KArg::U32(SEGMENT),
+                    KArg::Buf(&next),
+                ],
+            )?;
+            sums = next;
+        }
+        let last = plan.levels.last().expect("at least one level");
+        let h = 1u32 << (plan.c - 1);
+        let mut per_window = (h / REDUCE_RUN).max(1);
+        let threads = plan.windows * per_window;
+        let mut acc = self.rt.alloc(threads as usize * C::XYZZ_BYTES)?;
+        self.launch(
+            &name("window_reduce"),
+            threads as usize,
+            &[
+                KArg::Buf(&sums),
+                KArg::Buf(&last.seg_off),
+                KArg::Buf(&last.seg_cnt),
+                KArg::U32(h),
+                KArg::U32(per_window),
+                KArg::U32(threads),
+                KArg::Buf(&acc),
+            ],
+        )?;
+        while per_window > 1 {
+            let g = per_window.min(SUM_GROUP);
+            let count = plan.windows * per_window;
+            let next = self.rt.alloc((count / g) as usize * C::XYZZ_BYTES)?;
+            self.launch(
+                &name("sum_groups"),
+                (count / g) as usize,
+                &[KArg::Buf(&acc), KArg::U32(count), KArg::U32(g), KArg::Buf(&next)],
+            )?;
+            acc = next;
+            per_window /= g;
+        }
+        let mut bytes = vec![0u8; plan.windows as usize * C::XYZZ_BYTES];
+        self.rt.download(&acc, &mut bytes)?;
+        let window_sums: Vec<C::Projective> = bytes.chunks_exact(C::XYZZ_BYTES).map(C::from_xyzz).collect();
+        Ok(window_sums
+            .iter()
+            .rev()
+            .fold(C::Projective::zero(), |acc, s| C::double_k(acc, plan.c as usize) + *s))
+    }
+
+    fn ntt_tables(&mut self, log_n: u32) -> Result<(), GpuError> {
+        if self.ntt.contains_key(&log_n) {
+            return Ok(());
+        }
+        let n = 1usize << log_n;
+        let omega = Fr::get_root_of_unity(n as u64).expect("size checked against the two-adicity");
+        let powers = |base: Fr, count: usize| -> Result<R::Buf, GpuError> {
+            let out = self.rt.alloc(count * FIELD_BYTES)?;
+            let b = self.upload_fr(&[base])?;
+            self.launch(
+                "fr_powers",
+                count.div_ceil(32),
+                &[KArg::Buf(&out), KArg::Buf(&b), KArg::U32(count as u32)],
+            )?;
+            Ok(out)
+        };
+        let half = (n / 2).max(1);
+        let fwd = powers(omega, half)?;
+        let inv = powers(omega.inverse().expect("a root of unity is invertible"), half)?;
+        let n_inv = self.upload_fr(&[Fr::from(n as u64).inverse().expect("n < r")])?;
+        self.ntt.insert(log_n, NttTables { fwd, inv, n_inv });
+        Ok(())
+    }
+
+    fn coset_tables(&mut self, log_n: u32, g: Fr) -> Result<(u32, [u64; 4]), GpuError> {
+        let key = (log_n, g.0.0);
+        if self.cosets.contains_key(&key) {
+            return Ok(key);
+        }
+        let n = 1usize << log_n;
+        let g_inv = g.inverse().expect("a coset generator is not zero");
+        let pow = self.rt.alloc(n * FIELD_BYTES)?;
+        let gb = self.upload_fr(&[g])?;
+        self.launch("fr_powers", n.div_ceil(32), &[KArg::Buf(&pow), KArg::Buf(&gb), KArg::U32(n as u32)])?;
+        let inv_scaled = self.rt.alloc(n * FIELD_BYTES)?;
+        let gib = self.upload_fr(&[g_inv])?;
+        self.launch(
+            "fr_powers",
+            n.div_ceil(32),
+            &[KArg::Buf(&inv_scaled), KArg::Buf(&gib), KArg::U32(n as u32)],
+        )?;
+        let n_inv = self.upload_fr(&[Fr::from(n as u64).inverse().expect("n < r")])?;
+        self.launch("fr_mul_const", n, &[KArg::Buf(&inv_scaled), KArg::Buf(&n_inv), KArg::U32(n as u32)])?;
+        self.cosets.insert(key, CosetTables { pow, inv_scaled });
+        Ok(key)
+    }
+
+    /// The stages of a transform, split into passes of at most the device's
+    /// work-group allowance, as even as possible.
+    fn passes(&self, log_n: u32) -> Result<Vec<u32>, GpuError> {
+        let group = self.rt.max_group("ntt_pass")?;
+        let max_k = (group.ilog2() + 1).clamp(1, NTT_MAX_LOG);
+        let count = log_n.div_ceil(max_k);
+        Ok((0..count).map(|i| log_n / count + u32::from(i < log_n % count)).collect())
+    }
+
+    /// An NTT of `data` (2^log_n elements on the device); `scratch` is as
+    /// large; the result is in `data`.
+    fn ntt_buf(
+        &mut self,
+        data: &mut R::Buf,
+        scratch: &mut R::Buf,
+        log_n: u32,
+        dir: NttDirection,
+        coset: Option<Fr>,
+    ) -> Result<(), GpuError> {
+        if log_n == 0 {
+            return Ok(()); // one element: every transform is the identity
+        }
+        self.ntt_tables(log_n)?;
+        let coset_key = coset.map(|g| self.coset_tables(log_n, g)).transpose()?;
+        let n = 1u32 << log_n;
+        let tables = &self.ntt[&log_n];
+        let coset = coset_key.map(|k| &self.cosets[&k]);
+        if let (NttDirection::Forward, Some(t)) = (dir, coset) {
+            self.launch("fr_mul_table", n as usize, &[KArg::Buf(data), KArg::Buf(&t.pow), KArg::U32(n)])?;
+        }
+        let tw = if dir == NttDirection::Forward { &tables.fwd } else { &tables.inv };
+        let mut s0 = 0;
+        for k in self.passes(log_n)? {
+            let src: &R::Buf = if s0 == 0 { data } else { scratch };
+            self.launch_groups(
+                "ntt_pass",
+                (n >> k) as usize,
+                1 << (k - 1),
+                &[
+                    KArg::Buf(src),
+                    KArg::Buf(scratch),
+                    KArg::Buf(tw),
+                    KArg::U32(log_n),
+                    KArg::U32(s0),
+                    KArg::U32(k),
+                    KArg::U32(u32::from(s0 == 0)),
+                ],
+            )?;
+            s0 += k;
+        }
+        std::mem::swap(data, scratch);
+        if dir == NttDirection::Inverse {
+            match coset {
+                Some(t) => self.launch(
+                    "fr_mul_table",
+                    n as usize,
+                    &[KArg::Buf(data), KArg::Buf(&t.inv_scaled), KArg::U32(n)],
+                )?,
+                None => self.launch(
+                    "fr_mul_const",
+                    n as usize,
+                    &[KArg::Buf(data), KArg::Buf(&tables.n_inv), KArg::U32(n)],
+                )?,
+            }
+        }
+        Ok(())
+    }
+
+    fn log_size(n: usize) -> Result<u32, GpuError> {
+        if !n.is_power_of_two() || n > 1 << Fr::TWO_ADICITY.min(30) {
+            return Err(GpuError::Unsupported(format!("an NTT of {n} elements")));
+        }
+        Ok(n.trailing_zeros())
+    }
+
+    fn pointwise_and_interpolate(
+        &mut self,
+        a: &mut R::Buf,
+        b: &R::Buf,
+        c: &R::Buf,
+        scratch: &mut R::Buf,
+        log_n: u32,
+    ) -> Result<(), GpuError> {
+        let n = 1u64 << log_n;
+        let g = Fr::GENERATOR;
+        let z_inv = (g.pow([n]) - Fr::one()).inverse().expect("g is not an n-th root of unity");
+        let zb = self.upload_fr(&[z_inv])?;
+        self.launch(
+            "qap_pointwise",
+            n as usize,
+            &[KArg::Buf(a), KArg::Buf(b), KArg::Buf(c), KArg::Buf(&zb), KArg::U32(n as u32)],
+        )?;
+        self.ntt_buf(a, scratch, log_n, NttDirection::Inverse, Some(g))
+    }
+}
+
+impl<R: Runtime> DeviceOps for DeviceState<R> {
+    fn label(&self) -> String {
+        self.rt.label().to_string()
+    }
+
+    fn load_bases(&mut self, id: u64, curve: CurveId, packed: &[u8], len: usize) -> Result<(), GpuError> {
+        if len >= MAX_MSM {
+            return Err(GpuError::Unsupported(format!("{len} bases: the kernels take fewer than 2^30")));
+        }
+        let mut buf = self.rt.alloc(packed.len())?;
+        self.rt.upload(&mut buf, packed)?;
+        self.bases.insert(id, Resident { buf, curve, len });
+        Ok(())
+    }
+
+    fn free_bases(&mut self, id: u64) {
+        self.bases.remove(&id);
+    }
+
+    fn has_bases(&self, id: u64) -> bool {
+        self.bases.contains_key(&id)
+    }
+
+    fn msm(&mut self, scalars: &[Fr], targets: &[Target]) -> Result<Vec<MsmValue>, GpuError> {
+        for t in targets {
+            let r = self
+                .bases
+                .get(&t.id)
+                .ok_or_else(|| GpuError::Unsupported(format!("bases {} are not resident", t.id)))?;
+            if r.curve != t.curve || t.offset + scalars.len() > r.len {
+                return Err(GpuError::Unsupported("bases and scalars do not match".into()));
+            }
+        }
+        if scalars.is_empty() {
+            return Ok(targets
+                .iter()
+                .map(|t| match t.curve {
+                    CurveId::G1 => MsmValue::G1(G1Projective::default()),
+                    CurveId::G2 => MsmValue::G2(G2Projective::default()),
+                })
+                .collect());
+        }
+        let plan = self.plan(scalars)?;
+        targets
+            .iter()
+            .map(|t| {
+                let bases = &self.bases[&t.id].buf;
+                Ok(match t.curve {
+                    CurveId::G1 => MsmValue::G1(self.msm_curve::<G1>(&plan, bases, t.offset)?),
+                    CurveId::G2 => MsmValue::G2(self.msm_curve::<G2>(&plan, bases, t.offset)?),
+                })
+            })
+            .collect()
+    }
+
+    fn ntt(&mut self, data: &mut [Fr], dir: NttDirection, coset: Option<Fr>) -> Result<(), GpuError> {
+        let log_n = Self::log_size(data.len())?;
+        let mut buf = self.upload_fr(data)?;
+        let mut scratch = self.rt.alloc(data.len() * FIELD_BYTES)?;
+        self.ntt_buf(&mut buf, &mut scratch, log_n, dir, coset)?;
+        self.download_fr(&buf, data)
+    }
+
+    fn coset_evals(&mut self, v: &mut [Fr]) -> Result<(), GpuError> {
+        let log_n = Self::log_size(v.len())?;
+        let mut buf = self.upload_fr(v)?;
+        let mut scratch = self.rt.alloc(v.len() * FIELD_BYTES)?;
+        self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Inverse, None)?;
+        self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Forward, Some(Fr::GENERATOR))?;
+        self.download_fr(&buf, v)
+    }
+
+    fn quotient_from_evals(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError> {
+        let log_n = Self::log_size(a.len())?;
+        let mut ab = self.upload_fr(a)?;
+        let bb = self.upload_fr(b)?;
+        let cb = self.upload_fr(c)?;
+        let mut scratch = self.rt.alloc(a.len() * FIELD_BYTES)?;
+        self.pointwise_and_interpolate(&mut ab, &bb, &cb, &mut scratch, log_n)?;
+        let mut h = vec![Fr::default(); a.len()];
+        self.download_fr(&ab, &mut h)?;
+        Ok(h)
+    }
+
+    fn quotient(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError> {
+        let log_n = Self::log_size(a.len())?;
+        let mut scratch = self.rt.alloc(a.len() * FIELD_BYTES)?;
+        let mut bufs = Vec::with_capacity(3);
+        for v in [a, b, c] {
+            let mut buf = self.upload_fr(v)?;
+            self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Inverse, None)?;
+            self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Forward, Some(Fr::GENERATOR))?;
+            bufs.push(buf);
+        }
+        let (cb, bb, mut ab) = (bufs.pop().expect("c"), bufs.pop().expect("b"), bufs.pop().expect("a"));
+        self.pointwise_and_interpolate(&mut ab, &bb, &cb, &mut scratch, log_n)?;
+        let mut h = vec![Fr::default(); a.len()];
+        self.download_fr(&ab, &mut h)?;
+        Ok(h)
+    }
+
+    fn inject_fault(&self, launches: usize) {
+        self.fault_after.store(launches, Ordering::Relaxed);
+    }
+}

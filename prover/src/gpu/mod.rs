@@ -1,0 +1,945 @@
+//! The GPU backend: our own BN254 MSM and NTT kernels, from one source for
+//! CUDA (NVRTC at run time, through cudarc) and OpenCL (opencl3; POCL runs
+//! them on the CPU in CI), sharded across every usable device, with the CPU
+//! backend as the fallback.
+//!
+//! The model is ICICLE's design: a device-agnostic front end ([`GpuBackend`],
+//! which implements the engine's [`MsmBackend`] and [`NttBackend`]), runtimes
+//! chosen at run time ([`GpuConfig`]), the CPU backend as the reference
+//! device, and bases that stay resident on every device.
+//!
+//! - A device is admitted only after a known-answer test against the CPU
+//!   backend (G1 and G2 MSMs with infinity, repeated points and 0/±1
+//!   scalars; forward, inverse and coset NTTs).
+//! - [`MsmBackend::msm_batch_unchecked`] schedules a proof's MSMs across the
+//!   devices, largest first (longest-processing-time); MSMs over the same
+//!   scalars share one sort of their digits when they land on one device;
+//!   when devices outnumber MSMs, the largest are split by ranges of points.
+//! - The quotient's three NTT chains run on up to three devices, the rest of
+//!   the quotient on the first.
+//! - A device that fails is taken out of service, and its unfinished work is
+//!   finished on the CPU; the proof goes on. Per-device counters
+//!   ([`GpuBackend::report`]) feed the worker's metrics.
+
+mod cuda;
+mod device;
+mod layout;
+mod opencl;
+mod runtime;
+pub mod source;
+
+pub use cuda::{compile_kernels, default_cache_dir, nvrtc_present};
+pub use runtime::GpuError;
+
+use crate::backend::{BackendError, MsmBackend, MsmBatch, NttBackend, NttDirection};
+use crate::cpu;
+use ark_bn254::{Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_ec::CurveGroup;
+use ark_ff::{FftField, UniformRand, Zero};
+use device::{CurveId, DeviceOps, DeviceState, MsmValue, Target};
+use layout::DeviceCurve;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Which runtimes to look for devices with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtimes {
+    /// CUDA devices if there are any, else OpenCL GPUs.
+    Auto,
+    /// CUDA only.
+    Cuda,
+    /// OpenCL only.
+    OpenCl,
+    /// No device: everything on the CPU.
+    None,
+}
+
+impl std::str::FromStr for Runtimes {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cuda" => Ok(Self::Cuda),
+            "opencl" => Ok(Self::OpenCl),
+            "none" | "cpu" => Ok(Self::None),
+            _ => Err(format!("unknown device runtime {s:?}: use auto, cuda, opencl or none")),
+        }
+    }
+}
+
+/// How to find and use devices.
+#[derive(Debug, Clone)]
+pub struct GpuConfig {
+    /// Which runtimes.
+    pub runtimes: Runtimes,
+    /// Also use OpenCL devices that are CPUs (POCL): slower than the CPU
+    /// backend, but how CI executes the kernels.
+    pub opencl_cpu: bool,
+    /// Logical devices made of each physical one (at least 1): sharding can
+    /// then be exercised on a machine with one device.
+    pub logical_per_device: usize,
+    /// At most this many devices.
+    pub max_devices: usize,
+    /// The portable arithmetic on CUDA instead of the PTX carry chains.
+    pub cuda_portable: bool,
+    /// Where compiled kernels are cached (`None`: not cached).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for GpuConfig {
+    fn default() -> Self {
+        Self {
+            runtimes: Runtimes::Auto,
+            opencl_cpu: false,
+            logical_per_device: 1,
+            max_devices: usize::MAX,
+            cuda_portable: false,
+            cache_dir: default_cache_dir(),
+        }
+    }
+}
+
+impl GpuConfig {
+    /// OpenCL devices of every kind, CPUs (POCL) included: what CI runs.
+    pub fn opencl_any() -> Self {
+        Self { runtimes: Runtimes::OpenCl, opencl_cpu: true, ..Self::default() }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    msm_calls: AtomicU64,
+    msm_points: AtomicU64,
+    ntt_calls: AtomicU64,
+    ntt_elements: AtomicU64,
+    busy_nanos: AtomicU64,
+    errors: AtomicU64,
+    fallbacks: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, v: u64) {
+        c.fetch_add(v, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> DeviceCounters {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        DeviceCounters {
+            msm_calls: g(&self.msm_calls),
+            msm_points: g(&self.msm_points),
+            ntt_calls: g(&self.ntt_calls),
+            ntt_elements: g(&self.ntt_elements),
+            busy_seconds: g(&self.busy_nanos) as f64 * 1e-9,
+            errors: g(&self.errors),
+            fallbacks: g(&self.fallbacks),
+        }
+    }
+}
+
+/// Work counted on one device (or on the CPU).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceCounters {
+    /// MSM calls (one per sorted scalar vector).
+    pub msm_calls: u64,
+    /// Points multiplied (scalars × bases sets).
+    pub msm_points: u64,
+    /// NTTs (a quotient chain counts its transforms).
+    pub ntt_calls: u64,
+    /// Elements transformed.
+    pub ntt_elements: u64,
+    /// Time spent working.
+    pub busy_seconds: f64,
+    /// Failures (each takes the device out of service).
+    pub errors: u64,
+    /// Pieces of work given to this device that the CPU finished.
+    pub fallbacks: u64,
+}
+
+/// A device in service, or one that failed.
+#[derive(Debug, Clone)]
+pub struct DeviceReport {
+    /// "cuda:0 NVIDIA H100 …" or "opencl:0 pthread-…" (with "#k" for logical copies).
+    pub label: String,
+    /// "cuda" or "opencl".
+    pub runtime: &'static str,
+    /// Device memory in bytes.
+    pub memory: u64,
+    /// Multiprocessors or compute units.
+    pub compute_units: u32,
+    /// Still in service.
+    pub healthy: bool,
+    /// What it did.
+    pub counters: DeviceCounters,
+}
+
+/// The devices, the ones refused and why, and the CPU's share.
+#[derive(Debug, Clone)]
+pub struct GpuReport {
+    /// Admitted devices.
+    pub devices: Vec<DeviceReport>,
+    /// Devices (or runtimes) not admitted, each with its reason.
+    pub refused: Vec<String>,
+    /// Work done on the CPU (with no device, or after a device failed).
+    pub cpu: DeviceCounters,
+}
+
+struct Slot {
+    label: String,
+    runtime: &'static str,
+    memory: u64,
+    compute_units: u32,
+    ops: Mutex<Box<dyn DeviceOps>>,
+    healthy: AtomicBool,
+    counters: Counters,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, Box<dyn DeviceOps>> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    fn failed(&self, e: &GpuError) {
+        Counters::add(&self.counters.errors, 1);
+        self.healthy.store(false, Ordering::Relaxed);
+        tracing::warn!(device = %self.label, error = %e, "device failed; its work goes to the CPU");
+    }
+}
+
+struct Manager {
+    slots: Vec<Slot>,
+    refused: Vec<String>,
+    next_id: AtomicU64,
+    cpu: Counters,
+}
+
+/// The GPU backend (see the module documentation). With no usable device it
+/// is the CPU backend, and says why in [`GpuBackend::report`].
+#[derive(Clone)]
+pub struct GpuBackend {
+    m: Arc<Manager>,
+}
+
+impl std::fmt::Debug for GpuBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let labels: Vec<&str> = self.m.slots.iter().map(|s| s.label.as_str()).collect();
+        f.debug_struct("GpuBackend").field("devices", &labels).field("refused", &self.m.refused).finish()
+    }
+}
+
+/// Bases resident on every device, with the host copy the CPU falls back on.
+pub struct GpuBases<A> {
+    id: u64,
+    host: Vec<A>,
+    m: Arc<Manager>,
+}
+
+impl<A> std::fmt::Debug for GpuBases<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuBases").field("id", &self.id).field("len", &self.host.len()).finish()
+    }
+}
+
+impl<A> Drop for GpuBases<A> {
+    fn drop(&mut self) {
+        for s in &self.m.slots {
+            s.lock().free_bases(self.id);
+        }
+    }
+}
+
+/// A device made ready, before admission.
+struct Candidate {
+    label: String,
+    runtime: &'static str,
+    memory: u64,
+    compute_units: u32,
+    ops: Box<dyn DeviceOps>,
+}
+
+fn find_cuda(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let count = match cuda::device_count() {
+        Ok(n) => n,
+        Err(e) => {
+            refused.push(e.to_string());
+            return out;
+        }
+    };
+    for ordinal in 0..count {
+        for copy in 0..config.logical_per_device.max(1) {
+            match cuda::Cuda::new(ordinal, config.cuda_portable, config.cache_dir.as_deref()) {
+                Ok((rt, info)) => {
+                    let mut label =
+                        format!("cuda:{ordinal} {} (sm_{}{})", info.name, info.arch.0, info.arch.1);
+                    if config.logical_per_device > 1 {
+                        label.push_str(&format!(" #{copy}"));
+                    }
+                    out.push(Candidate {
+                        label,
+                        runtime: "cuda",
+                        memory: info.memory,
+                        compute_units: info.compute_units,
+                        ops: Box::new(DeviceState::new(rt)),
+                    });
+                }
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+    }
+    out
+}
+
+fn find_opencl(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> {
+    let mut out = Vec::new();
+    let devices = match opencl::list() {
+        Ok(d) => d,
+        Err(e) => {
+            refused.push(e.to_string());
+            return out;
+        }
+    };
+    for (i, d) in devices.iter().enumerate() {
+        if d.is_cpu && !config.opencl_cpu {
+            refused.push(format!(
+                "opencl:{i} {}: a CPU device (the CPU backend is faster; set opencl_cpu to use it)",
+                d.name
+            ));
+            continue;
+        }
+        for copy in 0..config.logical_per_device.max(1) {
+            let mut label = format!("opencl:{i} {}", d.name);
+            if config.logical_per_device > 1 {
+                label.push_str(&format!(" #{copy}"));
+            }
+            match opencl::OpenCl::new(d, label.clone()) {
+                Ok(rt) => out.push(Candidate {
+                    label,
+                    runtime: "opencl",
+                    memory: d.memory,
+                    compute_units: d.compute_units,
+                    ops: Box::new(DeviceState::new(rt)),
+                }),
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+    }
+    out
+}
+
+/// Random points `r_i·G` for the admission test (deterministic).
+fn kat_points<P: ark_ec::short_weierstrass::SWCurveConfig<ScalarField = Fr>>(
+    n: usize,
+    rng: &mut impl ark_std::rand::Rng,
+) -> Vec<ark_ec::short_weierstrass::Affine<P>> {
+    use ark_ec::short_weierstrass::{Affine, Projective};
+    let p: Vec<Projective<P>> = (0..n).map(|_| Projective::<P>::rand(rng)).collect();
+    let mut a = Projective::normalize_batch(&p);
+    if n > 5 {
+        a[3] = Affine::identity();
+        a[5] = a[4];
+    }
+    a
+}
+
+fn kat_scalars(n: usize, rng: &mut impl ark_std::rand::Rng) -> Vec<Fr> {
+    let mut s: Vec<Fr> = (0..n).map(|_| Fr::rand(rng)).collect();
+    s[0] = Fr::zero();
+    s[1] = Fr::from(1u64);
+    s[2] = -Fr::from(1u64);
+    s[6] = Fr::from(3u64);
+    s
+}
+
+/// The known-answer test a device passes before it is admitted.
+fn known_answer(ops: &mut dyn DeviceOps) -> Result<(), GpuError> {
+    let label = ops.label();
+    let wrong = |what: &str| GpuError::KnownAnswer { device: label.clone(), what: what.into() };
+    let mut rng = ark_std::test_rng();
+    const ID: u64 = u64::MAX;
+
+    let g1 = kat_points::<ark_bn254::g1::Config>(37, &mut rng);
+    let s = kat_scalars(37, &mut rng);
+    ops.load_bases(ID, CurveId::G1, &layout::G1::pack(&g1), g1.len())?;
+    let got = ops.msm(&s, &[Target { id: ID, curve: CurveId::G1, offset: 0 }]);
+    ops.free_bases(ID);
+    if got? != [MsmValue::G1(cpu::msm(&g1, &s))] {
+        return Err(wrong("G1 MSM"));
+    }
+
+    let g2 = kat_points::<ark_bn254::g2::Config>(9, &mut rng);
+    let s = kat_scalars(9, &mut rng);
+    ops.load_bases(ID, CurveId::G2, &layout::G2::pack(&g2), g2.len())?;
+    let got = ops.msm(&s[1..], &[Target { id: ID, curve: CurveId::G2, offset: 1 }]);
+    ops.free_bases(ID);
+    if got? != [MsmValue::G2(cpu::msm(&g2[1..], &s[1..]))] {
+        return Err(wrong("G2 MSM"));
+    }
+
+    let v: Vec<Fr> = (0..64).map(|_| Fr::rand(&mut rng)).collect();
+    for (dir, coset) in [
+        (NttDirection::Forward, None),
+        (NttDirection::Inverse, None),
+        (NttDirection::Forward, Some(Fr::GENERATOR)),
+        (NttDirection::Inverse, Some(Fr::GENERATOR)),
+    ] {
+        let mut got = v.clone();
+        ops.ntt(&mut got, dir, coset)?;
+        let mut want = v.clone();
+        cpu::ntt_in_place(&mut want, dir, coset);
+        if got != want {
+            return Err(wrong(&format!("NTT {dir:?}, coset {}", coset.is_some())));
+        }
+    }
+    Ok(())
+}
+
+/// The jobs of a batch, as the scheduler splits and places them.
+#[derive(Clone, Copy)]
+enum JobRef {
+    G1(usize),
+    G2(usize),
+}
+
+#[derive(Clone)]
+struct Unit<'a> {
+    scalars: &'a [Fr],
+    offset: usize,
+    /// (job, bases id, curve).
+    targets: Vec<(JobRef, u64, CurveId)>,
+}
+
+impl Unit<'_> {
+    fn cost(&self) -> usize {
+        let w: usize = self
+            .targets
+            .iter()
+            .map(|t| match t.2 {
+                CurveId::G1 => layout::G1::WEIGHT,
+                CurveId::G2 => layout::G2::WEIGHT,
+            })
+            .sum();
+        self.scalars.len() * w
+    }
+}
+
+/// Units smaller than this are not split further.
+const MIN_SPLIT: usize = 1 << 10;
+
+/// The scheduler's plan: merge MSMs over the same scalars when there are
+/// fewer devices than MSMs (one sort serves them all), split the largest by
+/// ranges when there are more, then place the units largest first on the
+/// least loaded device.
+fn schedule(units: Vec<Unit<'_>>, devices: usize) -> Vec<Vec<Unit<'_>>> {
+    let mut units = units;
+    if devices < units.len() {
+        let mut merged: Vec<Unit> = Vec::new();
+        for u in units {
+            match merged.iter_mut().find(|m| {
+                m.offset == u.offset
+                    && std::ptr::eq(m.scalars, u.scalars)
+                    && m.scalars.len() == u.scalars.len()
+            }) {
+                Some(m) => m.targets.extend(u.targets),
+                None => merged.push(u),
+            }
+        }
+        units = merged;
+    }
+    while units.len() < devices {
+        let Some((i, _)) = units
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.scalars.len() >= 2 * MIN_SPLIT)
+            .max_by_key(|(_, u)| u.cost())
+        else {
+            break;
+        };
+        let u = units.swap_remove(i);
+        let mid = u.scalars.len() / 2;
+        units.push(Unit { scalars: &u.scalars[..mid], offset: u.offset, targets: u.targets.clone() });
+        units.push(Unit { scalars: &u.scalars[mid..], offset: u.offset + mid, targets: u.targets });
+    }
+    units.sort_by_key(|u| std::cmp::Reverse(u.cost()));
+    let mut plan: Vec<Vec<Unit>> = vec![Vec::new(); devices];
+    let mut load = vec![0usize; devices];
+    for u in units {
+        let d = (0..devices).min_by_key(|&d| load[d]).expect("at least one device");
+        load[d] += u.cost();
+        plan[d].push(u);
+    }
+    plan
+}
+
+impl GpuBackend {
+    /// Finds, builds and admits the devices `config` asks for. Never fails:
+    /// with no usable device every call runs on the CPU, and
+    /// [`Self::report`] says why.
+    pub fn new(config: &GpuConfig) -> Self {
+        let mut refused = Vec::new();
+        let mut candidates = Vec::new();
+        if let Err(e) = layout::check_field_layout() {
+            refused.push(e);
+        } else {
+            if matches!(config.runtimes, Runtimes::Auto | Runtimes::Cuda) {
+                candidates = find_cuda(config, &mut refused);
+            }
+            let opencl_wanted = config.runtimes == Runtimes::OpenCl
+                || (config.runtimes == Runtimes::Auto && candidates.is_empty());
+            if opencl_wanted {
+                candidates.extend(find_opencl(config, &mut refused));
+            }
+        }
+        let mut slots = Vec::new();
+        for mut c in candidates.into_iter().take(config.max_devices) {
+            match known_answer(c.ops.as_mut()) {
+                Ok(()) => {
+                    tracing::info!(device = %c.label, "device admitted");
+                    slots.push(Slot {
+                        label: c.label,
+                        runtime: c.runtime,
+                        memory: c.memory,
+                        compute_units: c.compute_units,
+                        ops: Mutex::new(c.ops),
+                        healthy: AtomicBool::new(true),
+                        counters: Counters::default(),
+                    });
+                }
+                Err(e) => refused.push(e.to_string()),
+            }
+        }
+        for r in &refused {
+            tracing::info!(reason = %r, "device not used");
+        }
+        Self { m: Arc::new(Manager { slots, refused, next_id: AtomicU64::new(0), cpu: Counters::default() }) }
+    }
+
+    /// Devices in service.
+    pub fn device_count(&self) -> usize {
+        self.m.slots.iter().filter(|s| s.healthy()).count()
+    }
+
+    /// The devices, what they did, and what the CPU did.
+    pub fn report(&self) -> GpuReport {
+        GpuReport {
+            devices: self
+                .m
+                .slots
+                .iter()
+                .map(|s| DeviceReport {
+                    label: s.label.clone(),
+                    runtime: s.runtime,
+                    memory: s.memory,
+                    compute_units: s.compute_units,
+                    healthy: s.healthy(),
+                    counters: s.counters.snapshot(),
+                })
+                .collect(),
+            refused: self.m.refused.clone(),
+            cpu: self.m.cpu.snapshot(),
+        }
+    }
+
+    /// Makes device `index` fail after `launches` more kernel launches (for
+    /// tests of the fallback: the failure is indistinguishable from a real
+    /// one to everything above the device).
+    pub fn inject_fault(&self, index: usize, launches: usize) {
+        if let Some(s) = self.m.slots.get(index) {
+            s.lock().inject_fault(launches);
+        }
+    }
+
+    fn healthy_slots(&self) -> Vec<&Slot> {
+        self.m.slots.iter().filter(|s| s.healthy()).collect()
+    }
+
+    fn load<C: DeviceCurve>(&self, points: &[C::Affine], curve: CurveId) -> GpuBases<C::Affine> {
+        let id = self.m.next_id.fetch_add(1, Ordering::Relaxed);
+        if !self.m.slots.is_empty() {
+            let packed = C::pack(points);
+            for s in self.m.slots.iter().filter(|s| s.healthy()) {
+                if let Err(e) = s.lock().load_bases(id, curve, &packed, points.len()) {
+                    // Not resident there: that device gets no work over these bases.
+                    tracing::warn!(device = %s.label, error = %e, "bases not loaded");
+                }
+            }
+        }
+        GpuBases { id, host: points.to_vec(), m: self.m.clone() }
+    }
+
+    /// Runs one unit on the CPU.
+    fn unit_on_cpu(
+        unit: &Unit<'_>,
+        g1: &[(&GpuBases<G1Affine>, &[Fr])],
+        g2: &[(&GpuBases<G2Affine>, &[Fr])],
+    ) -> Vec<MsmValue> {
+        let range = unit.offset..unit.offset + unit.scalars.len();
+        unit.targets
+            .iter()
+            .map(|(job, _, _)| match *job {
+                JobRef::G1(j) => MsmValue::G1(cpu::msm(&g1[j].0.host[range.clone()], unit.scalars)),
+                JobRef::G2(j) => MsmValue::G2(cpu::msm(&g2[j].0.host[range.clone()], unit.scalars)),
+            })
+            .collect()
+    }
+
+    fn count_cpu_msm(&self, unit: &Unit<'_>, took: Duration) {
+        let c = &self.m.cpu;
+        Counters::add(&c.msm_calls, 1);
+        Counters::add(&c.msm_points, (unit.scalars.len() * unit.targets.len()) as u64);
+        Counters::add(&c.busy_nanos, took.as_nanos() as u64);
+    }
+
+    /// A unit on a device's thread: on the device while it is healthy, else
+    /// (or when it fails) on the CPU.
+    fn run_unit(
+        &self,
+        slot: &Slot,
+        unit: &Unit<'_>,
+        g1: &[(&GpuBases<G1Affine>, &[Fr])],
+        g2: &[(&GpuBases<G2Affine>, &[Fr])],
+    ) -> (Vec<MsmValue>, Duration) {
+        let t = Instant::now();
+        let mut ops = slot.lock();
+        // Health is read under the lock: a failure seen by another thread
+        // while this one waited counts once.
+        if slot.healthy() {
+            let targets: Vec<Target> = unit
+                .targets
+                .iter()
+                .map(|&(_, id, curve)| Target { id, curve, offset: unit.offset })
+                .collect();
+            let result = ops.msm(unit.scalars, &targets);
+            drop(ops);
+            match result {
+                Ok(v) => {
+                    let took = t.elapsed();
+                    Counters::add(&slot.counters.msm_calls, 1);
+                    Counters::add(&slot.counters.msm_points, (unit.scalars.len() * targets.len()) as u64);
+                    Counters::add(&slot.counters.busy_nanos, took.as_nanos() as u64);
+                    return (v, took);
+                }
+                Err(e) => slot.failed(&e),
+            }
+        } else {
+            drop(ops);
+        }
+        Counters::add(&slot.counters.fallbacks, 1);
+        Counters::add(&self.m.cpu.fallbacks, 1);
+        let t = Instant::now();
+        let v = Self::unit_on_cpu(unit, g1, g2);
+        self.count_cpu_msm(unit, t.elapsed());
+        (v, t.elapsed())
+    }
+
+    fn ntt_on_cpu(&self, data: &mut [Fr], dir: NttDirection, coset: Option<Fr>) {
+        let t = Instant::now();
+        cpu::ntt_in_place(data, dir, coset);
+        let c = &self.m.cpu;
+        Counters::add(&c.ntt_calls, 1);
+        Counters::add(&c.ntt_elements, data.len() as u64);
+        Counters::add(&c.busy_nanos, t.elapsed().as_nanos() as u64);
+    }
+
+    /// `f` on a healthy device (an idle one if any), counting `ntts`
+    /// transforms of `n` elements; `None` when no device could do it.
+    fn on_device<T>(
+        &self,
+        ntts: u64,
+        n: usize,
+        f: impl FnOnce(&mut dyn DeviceOps) -> Result<T, GpuError>,
+    ) -> Option<T> {
+        let slots = self.healthy_slots();
+        let slot = slots.iter().find(|s| s.ops.try_lock().is_ok()).or(slots.first())?;
+        Self::on_slot(slot, ntts, n, f)
+    }
+
+    fn on_slot<T>(
+        slot: &Slot,
+        ntts: u64,
+        n: usize,
+        f: impl FnOnce(&mut dyn DeviceOps) -> Result<T, GpuError>,
+    ) -> Option<T> {
+        let mut ops = slot.lock();
+        if !slot.healthy() {
+            return None;
+        }
+        let t = Instant::now();
+        let r = f(ops.as_mut());
+        drop(ops);
+        match r {
+            Ok(v) => {
+                Counters::add(&slot.counters.ntt_calls, ntts);
+                Counters::add(&slot.counters.ntt_elements, ntts * n as u64);
+                Counters::add(&slot.counters.busy_nanos, t.elapsed().as_nanos() as u64);
+                Some(v)
+            }
+            Err(e) => {
+                slot.failed(&e);
+                Counters::add(&slot.counters.fallbacks, 1);
+                None
+            }
+        }
+    }
+
+    fn fallback_counted(&self) {
+        Counters::add(&self.m.cpu.fallbacks, 1);
+    }
+}
+
+fn msm_value_g1(v: MsmValue) -> G1Projective {
+    match v {
+        MsmValue::G1(p) => p,
+        MsmValue::G2(_) => unreachable!("a G1 target gives a G1 value"),
+    }
+}
+
+fn msm_value_g2(v: MsmValue) -> G2Projective {
+    match v {
+        MsmValue::G2(p) => p,
+        MsmValue::G1(_) => unreachable!("a G2 target gives a G2 value"),
+    }
+}
+
+impl MsmBackend for GpuBackend {
+    type G1Bases = GpuBases<G1Affine>;
+    type G2Bases = GpuBases<G2Affine>;
+
+    fn name(&self) -> String {
+        match self.device_count() {
+            0 => "cpu (no device)".into(),
+            n => format!("gpu ({n} devices)"),
+        }
+    }
+
+    fn load_g1(&self, points: &[G1Affine]) -> Result<Self::G1Bases, BackendError> {
+        Ok(self.load::<layout::G1>(points, CurveId::G1))
+    }
+
+    fn load_g2(&self, points: &[G2Affine]) -> Result<Self::G2Bases, BackendError> {
+        Ok(self.load::<layout::G2>(points, CurveId::G2))
+    }
+
+    fn g1_len(&self, bases: &Self::G1Bases) -> usize {
+        bases.host.len()
+    }
+
+    fn g2_len(&self, bases: &Self::G2Bases) -> usize {
+        bases.host.len()
+    }
+
+    fn msm_g1_unchecked(&self, bases: &Self::G1Bases, scalars: &[Fr]) -> Result<G1Projective, BackendError> {
+        Ok(self.msm_batch_unchecked(&[(bases, scalars)], &[])?.g1[0].0)
+    }
+
+    fn msm_g2_unchecked(&self, bases: &Self::G2Bases, scalars: &[Fr]) -> Result<G2Projective, BackendError> {
+        Ok(self.msm_batch_unchecked(&[], &[(bases, scalars)])?.g2[0].0)
+    }
+
+    fn msm_batch_unchecked(
+        &self,
+        g1: &[(&Self::G1Bases, &[Fr])],
+        g2: &[(&Self::G2Bases, &[Fr])],
+    ) -> Result<MsmBatch, BackendError> {
+        let mut units: Vec<Unit> = Vec::new();
+        for (j, (b, s)) in g1.iter().enumerate() {
+            units.push(Unit { scalars: s, offset: 0, targets: vec![(JobRef::G1(j), b.id, CurveId::G1)] });
+        }
+        for (j, (b, s)) in g2.iter().enumerate() {
+            units.push(Unit { scalars: s, offset: 0, targets: vec![(JobRef::G2(j), b.id, CurveId::G2)] });
+        }
+        let mut out = MsmBatch {
+            g1: vec![(G1Projective::zero(), Duration::ZERO); g1.len()],
+            g2: vec![(G2Projective::zero(), Duration::ZERO); g2.len()],
+        };
+        let mut add = |unit: &Unit, values: Vec<MsmValue>, took: Duration| {
+            let total: usize = unit.cost().max(1);
+            for ((job, _, curve), v) in unit.targets.iter().zip(values) {
+                let w = match curve {
+                    CurveId::G1 => layout::G1::WEIGHT,
+                    CurveId::G2 => layout::G2::WEIGHT,
+                };
+                let share = took.mul_f64((unit.scalars.len() * w) as f64 / total as f64);
+                match *job {
+                    JobRef::G1(j) => {
+                        out.g1[j].0 += msm_value_g1(v);
+                        out.g1[j].1 += share;
+                    }
+                    JobRef::G2(j) => {
+                        out.g2[j].0 += msm_value_g2(v);
+                        out.g2[j].1 += share;
+                    }
+                }
+            }
+        };
+
+        // Only devices that hold every set of bases of the batch.
+        let ids: Vec<u64> = g1.iter().map(|(b, _)| b.id).chain(g2.iter().map(|(b, _)| b.id)).collect();
+        let slots: Vec<&Slot> = self
+            .healthy_slots()
+            .into_iter()
+            .filter(|s| ids.iter().all(|id| s.lock().has_bases(*id)))
+            .collect();
+        if slots.is_empty() {
+            if !self.m.slots.is_empty() {
+                self.fallback_counted();
+            }
+            for u in &units {
+                let t = Instant::now();
+                let v = Self::unit_on_cpu(u, g1, g2);
+                self.count_cpu_msm(u, t.elapsed());
+                add(u, v, t.elapsed());
+            }
+            return Ok(out);
+        }
+
+        let plan = schedule(units, slots.len());
+        let results: Vec<Vec<(Unit, Vec<MsmValue>, Duration)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = plan
+                .into_iter()
+                .zip(&slots)
+                .filter(|(units, _)| !units.is_empty())
+                .map(|(units, slot)| {
+                    scope.spawn(move || {
+                        units
+                            .into_iter()
+                            .map(|u| {
+                                let (v, took) = self.run_unit(slot, &u, g1, g2);
+                                (u, v, took)
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a device thread panicked")).collect()
+        });
+        for (u, v, took) in results.into_iter().flatten() {
+            add(&u, v, took);
+        }
+        Ok(out)
+    }
+}
+
+impl NttBackend for GpuBackend {
+    fn name(&self) -> String {
+        MsmBackend::name(self)
+    }
+
+    fn max_log_size(&self) -> u32 {
+        Fr::TWO_ADICITY
+    }
+
+    fn ntt_unchecked(
+        &self,
+        data: &mut [Fr],
+        dir: NttDirection,
+        coset: Option<Fr>,
+    ) -> Result<(), BackendError> {
+        let n = data.len();
+        let done = self.on_device(1, n, |d| {
+            let mut v = data.to_vec();
+            d.ntt(&mut v, dir, coset).map(|()| v)
+        });
+        match done {
+            Some(v) => data.copy_from_slice(&v),
+            None => {
+                if !self.m.slots.is_empty() {
+                    self.fallback_counted();
+                }
+                self.ntt_on_cpu(data, dir, coset);
+            }
+        }
+        Ok(())
+    }
+
+    fn qap_quotient_unchecked(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>, BackendError> {
+        let n = a.len();
+        let slots = self.healthy_slots();
+        if slots.len() <= 1 {
+            if let Some(h) = self.on_device(7, n, |d| d.quotient(&a, &b, &c)) {
+                return Ok(h);
+            }
+            if !self.m.slots.is_empty() {
+                self.fallback_counted();
+            }
+            let (mut a, mut b, mut c) = (a, b, c);
+            for v in [&mut a, &mut b, &mut c] {
+                self.ntt_on_cpu(v, NttDirection::Inverse, None);
+                self.ntt_on_cpu(v, NttDirection::Forward, Some(Fr::GENERATOR));
+            }
+            crate::backend::pointwise_quotient(&mut a, &b, &c);
+            self.ntt_on_cpu(&mut a, NttDirection::Inverse, Some(Fr::GENERATOR));
+            return Ok(a);
+        }
+        // The three chains side by side on up to three devices.
+        let mut chains = [a, b, c];
+        std::thread::scope(|scope| {
+            for (k, v) in chains.iter_mut().enumerate() {
+                let slot = slots[k % slots.len()];
+                scope.spawn(move || {
+                    if Self::on_slot(slot, 2, v.len(), |d| d.coset_evals(v)).is_none() {
+                        self.fallback_counted();
+                        self.ntt_on_cpu(v, NttDirection::Inverse, None);
+                        self.ntt_on_cpu(v, NttDirection::Forward, Some(Fr::GENERATOR));
+                    }
+                });
+            }
+        });
+        let [mut a, b, c] = chains;
+        if let Some(h) = self.on_device(1, n, |d| d.quotient_from_evals(&a, &b, &c)) {
+            return Ok(h);
+        }
+        self.fallback_counted();
+        crate::backend::pointwise_quotient(&mut a, &b, &c);
+        self.ntt_on_cpu(&mut a, NttDirection::Inverse, Some(Fr::GENERATOR));
+        Ok(a)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(s: &[Fr], job: usize, curve: CurveId) -> Unit<'_> {
+        let j = if curve == CurveId::G1 { JobRef::G1(job) } else { JobRef::G2(job) };
+        Unit { scalars: s, offset: 0, targets: vec![(j, job as u64, curve)] }
+    }
+
+    #[test]
+    fn scheduler_merges_shares_and_splits() {
+        let h = vec![Fr::zero(); 4096];
+        let z = vec![Fr::zero(); 3000];
+        let units = || {
+            vec![
+                unit(&h, 0, CurveId::G1),
+                unit(&z, 1, CurveId::G1),
+                unit(&z, 2, CurveId::G1),
+                unit(&z, 3, CurveId::G2),
+            ]
+        };
+        // One device: the three MSMs over z share one unit (one sort).
+        let one = schedule(units(), 1);
+        assert_eq!(one[0].len(), 2);
+        assert_eq!(one[0].iter().map(|u| u.targets.len()).sum::<usize>(), 4);
+        // Two devices: merged, then placed largest first: z's (cost 5 * 3000)
+        // on one, h's on the other.
+        let two = schedule(units(), 2);
+        assert_eq!(two.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
+        // Eight devices: nothing merged, the largest split by ranges until
+        // every device has work.
+        let eight = schedule(units(), 8);
+        assert!(eight.iter().all(|d| !d.is_empty()), "{:?}", eight.iter().map(Vec::len).collect::<Vec<_>>());
+        let covered: usize = eight
+            .iter()
+            .flatten()
+            .filter(|u| matches!(u.targets[0].0, JobRef::G1(0)))
+            .map(|u| u.scalars.len())
+            .sum();
+        assert_eq!(covered, 4096, "the split ranges of h cover it once");
+    }
+}

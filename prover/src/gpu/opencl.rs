@@ -1,0 +1,184 @@
+//! The OpenCL runtime (opencl3, which loads libOpenCL at run time, so nothing
+//! OpenCL is needed to build). In CI it runs the kernels on the CPU through
+//! POCL; on a machine with GPUs, through their vendors' drivers.
+#![allow(unsafe_code)]
+
+use super::runtime::{GpuError, KArg, Runtime};
+use super::source::{self, Dialect};
+use opencl3::command_queue::CommandQueue;
+use opencl3::context::Context;
+use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU, Device, get_all_devices};
+use opencl3::kernel::{ExecuteKernel, Kernel};
+use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
+use opencl3::program::Program;
+use opencl3::types::{CL_BLOCKING, cl_uint};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// An OpenCL device as listed, before its program is built.
+#[derive(Debug, Clone)]
+pub(crate) struct ClDeviceInfo {
+    pub id: opencl3::types::cl_device_id,
+    pub name: String,
+    pub memory: u64,
+    pub compute_units: u32,
+    pub is_cpu: bool,
+}
+
+// SAFETY: a cl_device_id is an opaque handle that OpenCL lets any thread use.
+unsafe impl Send for ClDeviceInfo {}
+
+/// Every device of every OpenCL platform, or why there is none.
+pub(crate) fn list() -> Result<Vec<ClDeviceInfo>, GpuError> {
+    if !cl3::is_opencl_runtime_available() {
+        return Err(GpuError::NoOpenCl(
+            "libOpenCL.so.1 could not be loaded (install an ICD loader and a driver, e.g. Debian's \
+             ocl-icd-libopencl1 and pocl-opencl-icd)"
+                .into(),
+        ));
+    }
+    let ids = get_all_devices(CL_DEVICE_TYPE_ALL)
+        .map_err(|e| GpuError::NoOpenCl(format!("no platform answered ({e})")))?;
+    if ids.is_empty() {
+        return Err(GpuError::NoOpenCl("the platforms list no device".into()));
+    }
+    Ok(ids
+        .into_iter()
+        .map(|id| {
+            let d = Device::new(id);
+            ClDeviceInfo {
+                id,
+                name: d.name().unwrap_or_else(|_| "unnamed".into()).trim().to_string(),
+                memory: d.global_mem_size().unwrap_or(0),
+                compute_units: d.max_compute_units().unwrap_or(0),
+                is_cpu: d.dev_type().is_ok_and(|t| t & CL_DEVICE_TYPE_CPU != 0),
+            }
+        })
+        .collect())
+}
+
+/// The program built for one device, with its own context and queue (so that
+/// one physical device can act as several logical ones).
+pub(crate) struct OpenCl {
+    label: String,
+    device: Device,
+    context: Context,
+    queue: CommandQueue,
+    program: Program,
+    kernels: Mutex<HashMap<String, Kernel>>,
+}
+
+impl std::fmt::Debug for OpenCl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenCl").field("label", &self.label).finish_non_exhaustive()
+    }
+}
+
+impl OpenCl {
+    /// Builds the kernels for `info`.
+    pub(crate) fn new(info: &ClDeviceInfo, label: String) -> Result<Self, GpuError> {
+        let call = |op: &str, e: opencl3::error_codes::ClError| GpuError::Call {
+            device: label.clone(),
+            op: op.into(),
+            reason: e.to_string(),
+        };
+        let device = Device::new(info.id);
+        let context = Context::from_device(&device).map_err(|e| call("creating a context", e))?;
+        let queue = CommandQueue::create_default_with_properties(&context, 0, 0)
+            .map_err(|e| call("creating a queue", e))?;
+        let program = Program::create_and_build_from_source(
+            &context,
+            &source::source(Dialect::OpenCl),
+            "-cl-std=CL1.2",
+        )
+        .map_err(|log| GpuError::Compile { compiler: "OpenCL", device: label.clone(), log })?;
+        Ok(Self { label, device, context, queue, program, kernels: Mutex::new(HashMap::new()) })
+    }
+
+    fn err(&self, op: &str, e: impl std::fmt::Display) -> GpuError {
+        GpuError::Call { device: self.label.clone(), op: op.into(), reason: e.to_string() }
+    }
+
+    fn with_kernel<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Kernel) -> Result<T, GpuError>,
+    ) -> Result<T, GpuError> {
+        let mut kernels = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        if !kernels.contains_key(name) {
+            let k =
+                Kernel::create(&self.program, name).map_err(|e| self.err(&format!("loading {name}"), e))?;
+            kernels.insert(name.to_string(), k);
+        }
+        f(&kernels[name])
+    }
+}
+
+impl Runtime for OpenCl {
+    type Buf = Buffer<u8>;
+
+    fn label(&self) -> &str {
+        &self.label
+    }
+
+    fn alloc(&self, bytes: usize) -> Result<Buffer<u8>, GpuError> {
+        // SAFETY: no host pointer is given; the buffer is owned by the result.
+        unsafe { Buffer::<u8>::create(&self.context, CL_MEM_READ_WRITE, bytes.max(16), std::ptr::null_mut()) }
+            .map_err(|e| self.err(&format!("allocating {bytes} bytes"), e))
+    }
+
+    fn upload(&self, buf: &mut Buffer<u8>, data: &[u8]) -> Result<(), GpuError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: a blocking write: `data` outlives the call.
+        unsafe { self.queue.enqueue_write_buffer(buf, CL_BLOCKING, 0, data, &[]) }
+            .map(drop)
+            .map_err(|e| self.err("writing a buffer", e))
+    }
+
+    fn download(&self, buf: &Buffer<u8>, out: &mut [u8]) -> Result<(), GpuError> {
+        if out.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: a blocking read: `out` outlives the call.
+        unsafe { self.queue.enqueue_read_buffer(buf, CL_BLOCKING, 0, out, &[]) }
+            .map(drop)
+            .map_err(|e| self.err("reading a buffer", e))
+    }
+
+    fn max_group(&self, kernel: &str) -> Result<usize, GpuError> {
+        self.with_kernel(kernel, |k| {
+            k.get_work_group_size(self.device.id()).map_err(|e| self.err("querying a work-group size", e))
+        })
+    }
+
+    fn launch(
+        &self,
+        kernel: &str,
+        groups: usize,
+        group: usize,
+        args: &[KArg<'_, Buffer<u8>>],
+    ) -> Result<(), GpuError> {
+        self.with_kernel(kernel, |k| {
+            let mut exec = ExecuteKernel::new(k);
+            for a in args {
+                // SAFETY: the argument types match the kernel's signature
+                // (buffers for pointers, u32 for u32), which the conformance
+                // suites exercise for every kernel.
+                unsafe {
+                    match a {
+                        KArg::Buf(b) => exec.set_arg(*b),
+                        KArg::U32(v) => exec.set_arg(&(*v as cl_uint)),
+                    };
+                }
+            }
+            exec.set_global_work_size(groups * group).set_local_work_size(group);
+            // SAFETY: every buffer argument lives until the queue is drained
+            // by the next blocking read.
+            unsafe { exec.enqueue_nd_range(&self.queue) }
+                .map(drop)
+                .map_err(|e| self.err(&format!("launching {kernel}"), e))
+        })
+    }
+}

@@ -1,0 +1,88 @@
+//! The device-agnostic seam under the MSM and NTT drivers: buffers, copies and
+//! kernel launches, implemented by the OpenCL and CUDA runtimes.
+
+/// What went wrong on (or while looking for) a device.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GpuError {
+    /// No usable CUDA driver or NVRTC.
+    #[error("no CUDA: {0}")]
+    NoCuda(String),
+    /// No usable OpenCL platform.
+    #[error("no OpenCL: {0}")]
+    NoOpenCl(String),
+    /// The kernel source did not compile.
+    #[error("{compiler} could not compile the kernels for {device}: {log}")]
+    Compile {
+        /// NVRTC or the OpenCL compiler.
+        compiler: &'static str,
+        /// The device it was compiled for.
+        device: String,
+        /// The compiler's log.
+        log: String,
+    },
+    /// A runtime call failed.
+    #[error("{device}: {op} failed: {reason}")]
+    Call {
+        /// The device.
+        device: String,
+        /// What was being done.
+        op: String,
+        /// The runtime's error.
+        reason: String,
+    },
+    /// A device computed a wrong answer in its admission test.
+    #[error("{device} failed its known-answer test: {what}")]
+    KnownAnswer {
+        /// The device.
+        device: String,
+        /// Which check.
+        what: String,
+    },
+    /// A problem this device's kernels do not take (the caller uses the CPU).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A failure injected by a test.
+    #[error("{0}: injected fault")]
+    Injected(String),
+}
+
+/// A kernel argument.
+#[derive(Debug)]
+pub(crate) enum KArg<'a, B> {
+    /// A device buffer.
+    Buf(&'a B),
+    /// A 32-bit unsigned integer.
+    U32(u32),
+}
+
+impl<B> Clone for KArg<'_, B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B> Copy for KArg<'_, B> {}
+
+/// A compiled program on one device, with its queue.
+pub(crate) trait Runtime: Send + 'static {
+    /// A buffer in device memory.
+    type Buf: Send;
+    /// "opencl:0 NAME" or "cuda:0 NAME".
+    fn label(&self) -> &str;
+    /// An uninitialised buffer of at least `bytes` bytes (never empty).
+    fn alloc(&self, bytes: usize) -> Result<Self::Buf, GpuError>;
+    /// Copies `data` to the start of `buf`.
+    fn upload(&self, buf: &mut Self::Buf, data: &[u8]) -> Result<(), GpuError>;
+    /// Copies the start of `buf` into `out` (waits for the queue).
+    fn download(&self, buf: &Self::Buf, out: &mut [u8]) -> Result<(), GpuError>;
+    /// The largest work-group `kernel` can be launched with here.
+    fn max_group(&self, kernel: &str) -> Result<usize, GpuError>;
+    /// Launches `kernel` on `groups` work-groups of `group` threads.
+    fn launch(
+        &self,
+        kernel: &str,
+        groups: usize,
+        group: usize,
+        args: &[KArg<'_, Self::Buf>],
+    ) -> Result<(), GpuError>;
+}

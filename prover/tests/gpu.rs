@@ -1,0 +1,290 @@
+//! The GPU backend: the engine's conformance suites on OpenCL (POCL runs them
+//! on the CPU in CI) and on CUDA, the NVRTC compile check, sharding over
+//! logical devices, the fallbacks, and full proofs through the devices.
+//!
+//! A runtime that is missing skips its tests with the reason printed, unless
+//! the environment says it must be there: `MEDROLLUP_REQUIRE_OPENCL=1` and
+//! `MEDROLLUP_REQUIRE_NVRTC=1` (CI installs POCL and NVRTC and sets both),
+//! `MEDROLLUP_REQUIRE_CUDA=1` (on a GPU machine).
+
+use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
+use ark_ec::{CurveGroup, VariableBaseMSM};
+use ark_ff::{FftField, UniformRand};
+use ark_groth16::Groth16;
+use ark_snark::SNARK;
+use medrollup_circuits::batch::{BatchBuilder, BatchWitness};
+use medrollup_circuits::circuit::BatchCircuit;
+use medrollup_circuits::keys::{self, CircuitShape};
+use medrollup_circuits::sample::{self, NOW};
+use medrollup_circuits::state::State;
+use medrollup_prover::backend::{MsmBackend, NttDirection, msm_batch, msm_g1, ntt, qap_quotient};
+use medrollup_prover::dual::DualBackend;
+use medrollup_prover::gpu::{self, GpuBackend, GpuConfig, Runtimes};
+use medrollup_prover::groth16::{LoadedKey, prove};
+use medrollup_prover::{CpuBackend, NttBackend};
+use std::sync::OnceLock;
+
+fn required(var: &str) -> bool {
+    std::env::var(var).is_ok_and(|v| v == "1")
+}
+
+/// A backend with the devices `config` finds, or why there is none (a
+/// panic instead when `require` is set).
+fn devices(config: GpuConfig, require: &str) -> Result<GpuBackend, String> {
+    let b = GpuBackend::new(&config);
+    if b.device_count() > 0 {
+        return Ok(b);
+    }
+    let why = format!("no device admitted: {}", b.report().refused.join("; "));
+    assert!(!required(require), "{require}=1 but {why}");
+    Err(why)
+}
+
+fn opencl() -> Result<GpuBackend, String> {
+    static B: OnceLock<Result<GpuBackend, String>> = OnceLock::new();
+    B.get_or_init(|| devices(GpuConfig::opencl_any(), "MEDROLLUP_REQUIRE_OPENCL")).clone()
+}
+
+fn cuda() -> Result<GpuBackend, String> {
+    static B: OnceLock<Result<GpuBackend, String>> = OnceLock::new();
+    B.get_or_init(|| {
+        devices(GpuConfig { runtimes: Runtimes::Cuda, ..GpuConfig::default() }, "MEDROLLUP_REQUIRE_CUDA")
+    })
+    .clone()
+}
+
+fn two_opencl() -> Result<GpuBackend, String> {
+    devices(GpuConfig { logical_per_device: 2, ..GpuConfig::opencl_any() }, "MEDROLLUP_REQUIRE_OPENCL")
+}
+
+medrollup_prover::msm_conformance!(opencl_msm, try crate::opencl());
+medrollup_prover::ntt_conformance!(opencl_ntt, try crate::opencl());
+medrollup_prover::msm_conformance!(cuda_msm, try crate::cuda());
+medrollup_prover::ntt_conformance!(cuda_ntt, try crate::cuda());
+
+#[test]
+fn nvrtc_compiles_the_cuda_dialect() {
+    if !gpu::nvrtc_present() {
+        assert!(
+            !required("MEDROLLUP_REQUIRE_NVRTC"),
+            "MEDROLLUP_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded"
+        );
+        println!("skipped nvrtc_compiles_the_cuda_dialect: libnvrtc cannot be loaded");
+        return;
+    }
+    let cache = tempfile::tempdir().unwrap();
+    for arch in ["compute_90", "compute_80"] {
+        let ptx = String::from_utf8(gpu::compile_kernels(false, arch, Some(cache.path())).unwrap()).unwrap();
+        for k in gpu::source::KERNELS {
+            assert!(ptx.contains(&format!(".entry {k}(")), "{arch}: kernel {k} is not in the PTX");
+        }
+        // The fast path is the one compiled: the carry-chain multiply-adds.
+        assert!(ptx.contains("madc.hi.cc.u32"), "{arch}: no PTX carry chains");
+        assert!(ptx.contains(&format!(".target sm_{}", &arch[8..])), "{arch}: wrong target");
+    }
+    // Cached by source and architecture: the second compilation is a read.
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
+    let again = gpu::compile_kernels(false, "compute_90", Some(cache.path())).unwrap();
+    assert!(String::from_utf8(again).unwrap().contains(".entry ntt_pass("));
+    assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
+    // Through ptxas to Hopper machine code (what the driver would do with the
+    // PTX): an ELF CUBIN.
+    let cubin = gpu::compile_kernels(false, "sm_90", None).unwrap();
+    assert_eq!(&cubin[..4], b"\x7fELF");
+    // The portable arithmetic compiles too.
+    let portable = String::from_utf8(gpu::compile_kernels(true, "compute_90", None).unwrap()).unwrap();
+    assert!(portable.contains(".entry G2_bucket_acc("));
+}
+
+fn points_g1(n: usize) -> Vec<G1Affine> {
+    let mut r = ark_std::test_rng();
+    G1Projective::normalize_batch(&(0..n).map(|_| G1Projective::rand(&mut r)).collect::<Vec<_>>())
+}
+
+fn points_g2(n: usize) -> Vec<G2Affine> {
+    let mut r = ark_std::test_rng();
+    G2Projective::normalize_batch(&(0..n).map(|_| G2Projective::rand(&mut r)).collect::<Vec<_>>())
+}
+
+#[test]
+fn sharding_spreads_a_proofs_msms_and_chains_over_two_devices() {
+    let Some(b) = medrollup_prover::conformance::available(two_opencl(), "sharding") else { return };
+    assert_eq!(b.device_count(), 2);
+    let mut r = ark_std::test_rng();
+    let n = 4096;
+    let (ga, gb, g2) = (points_g1(n), points_g1(n), points_g2(n));
+    let h: Vec<Fr> = (0..n).map(|_| Fr::rand(&mut r)).collect();
+    let z: Vec<Fr> = (0..n).map(|_| Fr::rand(&mut r)).collect();
+    let (la, lb, l2) = (b.load_g1(&ga).unwrap(), b.load_g1(&gb).unwrap(), b.load_g2(&g2).unwrap());
+
+    // Five MSMs, as in a proof.
+    let out = msm_batch(&b, &[(&la, &h), (&lb, &h), (&la, &z), (&lb, &z)], &[(&l2, &z)]).unwrap();
+    let want = [(&ga, &h), (&gb, &h), (&ga, &z), (&gb, &z)].map(|(p, s)| G1Projective::msm(p, s).unwrap());
+    for (k, w) in want.iter().enumerate() {
+        assert_eq!(out.g1[k].0, *w, "job {k}");
+    }
+    assert_eq!(out.g2[0].0, G2Projective::msm(&g2, &z).unwrap());
+    let report = b.report();
+    for d in &report.devices {
+        assert!(d.counters.msm_points > 0, "{} did no MSM work: {report:?}", d.label);
+    }
+
+    // One MSM, two devices: split by ranges, both take part.
+    let before: Vec<u64> = b.report().devices.iter().map(|d| d.counters.msm_points).collect();
+    assert_eq!(msm_g1(&b, &la, &h).unwrap(), want[0]);
+    let after: Vec<u64> = b.report().devices.iter().map(|d| d.counters.msm_points).collect();
+    assert!(after.iter().zip(&before).all(|(a, b)| a > b), "{before:?} -> {after:?}");
+
+    // The quotient's three chains on both devices.
+    let m = 1 << 9;
+    let v: Vec<Vec<Fr>> = (0..3).map(|_| (0..m).map(|_| Fr::rand(&mut r)).collect()).collect();
+    let got = qap_quotient(&b, v[0].clone(), v[1].clone(), v[2].clone()).unwrap();
+    let want = qap_quotient(&CpuBackend::new(), v[0].clone(), v[1].clone(), v[2].clone()).unwrap();
+    assert_eq!(got, want);
+    let report = b.report();
+    for d in &report.devices {
+        assert!(d.counters.ntt_elements > 0, "{} did no NTT work: {report:?}", d.label);
+        assert!(d.healthy && d.counters.errors == 0);
+    }
+    assert_eq!(report.cpu.fallbacks, 0);
+}
+
+#[test]
+fn with_no_device_everything_runs_on_the_cpu() {
+    let b = GpuBackend::new(&GpuConfig { runtimes: Runtimes::None, ..GpuConfig::default() });
+    assert_eq!(b.device_count(), 0);
+    assert_eq!(MsmBackend::name(&b), "cpu (no device)");
+    let mut r = ark_std::test_rng();
+    let g = points_g1(300);
+    let s: Vec<Fr> = (0..300).map(|_| Fr::rand(&mut r)).collect();
+    let l = b.load_g1(&g).unwrap();
+    assert_eq!(msm_g1(&b, &l, &s).unwrap(), G1Projective::msm(&g, &s).unwrap());
+    let mut v = s[..256].to_vec();
+    let mut w = v.clone();
+    ntt(&b, &mut v, NttDirection::Forward, Some(Fr::GENERATOR)).unwrap();
+    ntt(&CpuBackend::new(), &mut w, NttDirection::Forward, Some(Fr::GENERATOR)).unwrap();
+    assert_eq!(v, w);
+    let report = b.report();
+    assert_eq!(report.cpu.msm_points, 300);
+    assert_eq!(report.cpu.ntt_elements, 256);
+    // Not a fallback: there was never a device.
+    assert_eq!(report.cpu.fallbacks, 0);
+}
+
+#[test]
+fn missing_runtimes_are_refused_with_their_reason() {
+    if gpu::nvrtc_present() && cuda().is_ok() {
+        println!("skipped the no-CUDA half: this machine has CUDA");
+    } else {
+        let b = GpuBackend::new(&GpuConfig { runtimes: Runtimes::Cuda, ..GpuConfig::default() });
+        assert_eq!(b.device_count(), 0);
+        let refused = b.report().refused.join("; ");
+        assert!(refused.starts_with("no CUDA: "), "{refused}");
+    }
+    // OpenCL CPU devices (POCL) are not used unless asked for.
+    if let Ok(all) = opencl()
+        && all.report().devices.iter().all(|d| d.label.contains("pthread") || d.label.contains("cpu"))
+    {
+        let b = GpuBackend::new(&GpuConfig { runtimes: Runtimes::OpenCl, ..GpuConfig::default() });
+        assert_eq!(b.device_count(), 0);
+        assert!(b.report().refused.iter().any(|r| r.contains("a CPU device")), "{:?}", b.report().refused);
+    }
+}
+
+fn batch(shape: CircuitShape) -> BatchWitness {
+    let mut st = State::genesis(&sample::genesis(shape.levels)).unwrap();
+    let mut b = BatchBuilder::new(&mut st, shape.batch_size, NOW);
+    for tx in sample::transactions().iter().take(shape.batch_size) {
+        b.push(tx).unwrap();
+    }
+    b.finish()
+}
+
+fn proof_setup() -> &'static (ark_groth16::ProvingKey<Bn254>, BatchWitness) {
+    static S: OnceLock<(ark_groth16::ProvingKey<Bn254>, BatchWitness)> = OnceLock::new();
+    S.get_or_init(|| {
+        let shape = CircuitShape { batch_size: 1, levels: 4 };
+        (keys::setup(shape, Some(5)).unwrap(), batch(shape))
+    })
+}
+
+/// A full proof through `backend`: bit for bit ark-groth16's with the same
+/// randomness, and accepted by its verifier.
+fn proves_like_ark_groth16<B: MsmBackend + NttBackend>(backend: &B) {
+    let (pk, w) = proof_setup();
+    let key = LoadedKey::load(backend, pk.clone()).unwrap();
+    let mut rng = ark_std::test_rng();
+    let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+    let (ours, _) = prove(backend, &key, BatchCircuit::new(w.clone()), r, s).unwrap();
+    let theirs =
+        Groth16::<Bn254>::create_proof_with_reduction(BatchCircuit::new(w.clone()), pk, r, s).unwrap();
+    assert_eq!(ours, theirs);
+    let pvk = keys::prepare(&pk.vk);
+    assert!(Groth16::<Bn254>::verify_with_processed_vk(&pvk, &w.public_inputs().to_vec(), &ours).unwrap());
+}
+
+#[test]
+fn a_batch_proof_through_opencl_is_ark_groth16s() {
+    let Some(b) = medrollup_prover::conformance::available(opencl(), "proof through OpenCL") else { return };
+    let before = b.report();
+    proves_like_ark_groth16(&b);
+    let after = b.report();
+    // All of it on the device.
+    assert!(after.devices[0].counters.msm_points > before.devices[0].counters.msm_points, "{after:?}");
+    assert!(after.devices[0].counters.ntt_elements > before.devices[0].counters.ntt_elements, "{after:?}");
+    assert_eq!(after.cpu.fallbacks, 0, "{after:?}");
+    assert_eq!(after.cpu.msm_points, before.cpu.msm_points, "{after:?}");
+    // Dual mode: the CPU backend and the device, every result compared.
+    let dual = DualBackend::new(CpuBackend::new(), b);
+    proves_like_ark_groth16(&dual);
+    assert!(dual.compared() >= 6, "{} comparisons", dual.compared());
+}
+
+#[test]
+fn a_batch_proof_through_cuda_is_ark_groth16s() {
+    let Some(b) = medrollup_prover::conformance::available(cuda(), "proof through CUDA") else { return };
+    proves_like_ark_groth16(&b);
+    let report = b.report();
+    assert!(report.devices.iter().all(|d| d.healthy), "{report:?}");
+    assert_eq!(report.cpu.fallbacks, 0, "{report:?}");
+    let dual = DualBackend::new(CpuBackend::new(), b);
+    proves_like_ark_groth16(&dual);
+}
+
+#[test]
+fn a_device_failing_mid_msm_is_finished_on_the_cpu() {
+    let Some(b) = medrollup_prover::conformance::available(two_opencl(), "failure mid-MSM") else { return };
+    let mut r = ark_std::test_rng();
+    let n = 3000;
+    let (g, g2) = (points_g1(n), points_g2(n));
+    let s: Vec<Fr> = (0..n).map(|_| Fr::rand(&mut r)).collect();
+    let (l, l2) = (b.load_g1(&g).unwrap(), b.load_g2(&g2).unwrap());
+    // Device 0 fails in the middle of sorting its first MSM's digits.
+    b.inject_fault(0, 3);
+    let out = msm_batch(&b, &[(&l, &s), (&l, &s[..n / 2])], &[(&l2, &s)]).unwrap();
+    assert_eq!(out.g1[0].0, G1Projective::msm(&g, &s).unwrap());
+    assert_eq!(out.g1[1].0, G1Projective::msm(&g[..n / 2], &s[..n / 2]).unwrap());
+    assert_eq!(out.g2[0].0, G2Projective::msm(&g2, &s).unwrap());
+    let report = b.report();
+    let d0 = &report.devices[0];
+    assert!(!d0.healthy && d0.counters.errors == 1 && d0.counters.fallbacks >= 1, "{report:?}");
+    assert!(report.devices[1].healthy && report.devices[1].counters.msm_points > 0, "{report:?}");
+    assert!(report.cpu.msm_points > 0 && report.cpu.fallbacks >= 1, "{report:?}");
+}
+
+#[test]
+fn a_device_failing_mid_proof_is_finished_on_the_cpu() {
+    let Some(b) = medrollup_prover::conformance::available(two_opencl(), "failure mid-proof") else { return };
+    // Device 0 fails a few launches into the proof, in the middle of its
+    // first quotient chain.
+    b.inject_fault(0, 7);
+    proves_like_ark_groth16(&b);
+    let report = b.report();
+    let d0 = &report.devices[0];
+    assert!(!d0.healthy && d0.counters.errors == 1 && d0.counters.fallbacks >= 1, "{report:?}");
+    assert!(report.devices[1].healthy, "{report:?}");
+    assert!(report.cpu.fallbacks >= 1, "{report:?}");
+    // The next proof avoids the failed device.
+    proves_like_ark_groth16(&b);
+    assert_eq!(b.device_count(), 1);
+}
