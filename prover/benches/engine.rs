@@ -7,25 +7,25 @@
 //! The Groth16 rows on the batch circuit are also the ark-groth16 baseline
 //! (time and peak heap, B = 4 and B = 16) that the README quotes.
 
-use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
-use ark_ec::{CurveGroup, VariableBaseMSM};
+use ark_bn254::{Bn254, Fr, G1Projective, G2Projective};
+use ark_ec::VariableBaseMSM;
 use ark_ff::UniformRand;
 use ark_groth16::Groth16;
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
-use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, SynthesisError};
+use ark_relations::gr1cs::ConstraintSynthesizer;
 use ark_snark::SNARK;
-use medrollup_circuits::batch::{BatchBuilder, BatchWitness};
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys::{self, CircuitShape};
-use medrollup_circuits::sample::{self, NOW};
-use medrollup_circuits::state::State;
 use medrollup_prover::CpuBackend;
 use medrollup_prover::backend::{MsmBackend, NttDirection, msm_g1, msm_g2, ntt};
 use medrollup_prover::groth16::{LoadedKey, StageTimes, prove};
 use medrollup_prover::peak_alloc::{PeakAlloc, peak_since, reset_peak};
 use rand::SeedableRng;
-use rayon::prelude::*;
 use std::time::Instant;
+
+mod common;
+
+use common::{Chain, batch, median, random_g1, random_g2, random_scalars, stages};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;
@@ -36,11 +36,6 @@ struct Row {
     ours_s: f64,
     ark_mib: f64,
     ours_mib: f64,
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 /// Median seconds and peak MiB of `f` over `runs` runs.
@@ -64,69 +59,6 @@ fn measure_on<T, R>(runs: usize, mut setup: impl FnMut() -> T, mut f: impl FnMut
         drop(out);
     }
     (median(times), peak as f64 / (1024.0 * 1024.0))
-}
-
-/// `n` distinct points `R + i·G` (fast to make: one addition each).
-fn random_g1(n: usize) -> Vec<G1Affine> {
-    use ark_ec::PrimeGroup;
-    let r = G1Projective::rand(&mut rand_chacha::ChaCha8Rng::seed_from_u64(9));
-    let g = G1Projective::generator();
-    let chunk = 4096;
-    let p: Vec<G1Projective> = (0..n.div_ceil(chunk))
-        .into_par_iter()
-        .flat_map_iter(|k| {
-            let mut acc = r + g * Fr::from((k * chunk) as u64);
-            (0..chunk.min(n - k * chunk)).map(move |_| {
-                acc += g;
-                acc
-            })
-        })
-        .collect();
-    G1Projective::normalize_batch(&p)
-}
-
-fn random_scalars(n: usize, seed: u64) -> Vec<Fr> {
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..n).map(|_| Fr::rand(&mut r)).collect()
-}
-
-/// A dense synthetic circuit: `x_{i+1} = x_i · x_i + i`, `n` constraints.
-#[derive(Clone)]
-struct Chain(usize);
-
-impl ConstraintSynthesizer<Fr> for Chain {
-    fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
-        use ark_r1cs_std::{GR1CSVar, alloc::AllocVar, eq::EqGadget, fields::fp::FpVar};
-        let mut x = FpVar::new_input(cs.clone(), || Ok(Fr::from(3u64)))?;
-        for i in 0..self.0 - 1 {
-            x = &x * &x + Fr::from(i as u64);
-        }
-        let out = FpVar::new_witness(cs.clone(), || x.value())?;
-        x.enforce_equal(&out)
-    }
-}
-
-fn batch(shape: CircuitShape) -> BatchWitness {
-    let mut st = State::genesis(&sample::genesis(shape.levels)).expect("genesis");
-    let mut b = BatchBuilder::new(&mut st, shape.batch_size, NOW);
-    for tx in sample::transactions().iter().take(shape.batch_size) {
-        b.push(tx).expect("valid sample");
-    }
-    b.finish()
-}
-
-fn stages(t: &StageTimes) -> String {
-    format!(
-        "synthesis {:.2} s, witness map {:.2} s, NTT {:.2} s, MSM h {:.2} / l {:.2} / a {:.2} / b1 {:.2} / b2 {:.2} s",
-        t.synthesis.as_secs_f64(),
-        t.witness_map.as_secs_f64(),
-        t.ntt.as_secs_f64(),
-        t.msm_h.as_secs_f64(),
-        t.msm_l.as_secs_f64(),
-        t.msm_a.as_secs_f64(),
-        t.msm_b_g1.as_secs_f64(),
-        t.msm_b_g2.as_secs_f64()
-    )
 }
 
 fn groth16_row<C: ConstraintSynthesizer<Fr> + Clone>(
@@ -176,11 +108,7 @@ fn main() {
     drop(loaded);
     {
         let n = 1usize << 16;
-        let p: Vec<G2Projective> = (0..n as u64)
-            .into_par_iter()
-            .map(|i| G2Projective::rand(&mut rand_chacha::ChaCha8Rng::seed_from_u64(i)))
-            .collect();
-        let g2: Vec<G2Affine> = G2Projective::normalize_batch(&p);
+        let g2 = random_g2(n);
         let loaded = cpu.load_g2(&g2).expect("load");
         let (ark_s, ark_mib) = measure(runs, || {
             let _ = std::hint::black_box(G2Projective::msm(&g2, &scalars[..n]).unwrap());

@@ -1,6 +1,7 @@
 //! Prints the kernel source as a compiler sees it, or compiles its CUDA
-//! dialect with NVRTC and reports the time and size:
-//! `cargo run -p medrollup-prover --example kernel-source -- [opencl|cuda|cuda-portable] [--compile ARCH]`.
+//! dialect with NVRTC and reports the time and size, or ptxas's resource use
+//! per kernel:
+//! `cargo run -p medrollup-prover --example kernel-source -- [opencl|cuda|cuda-portable] [--compile ARCH | --resources sm_XY]`.
 
 use medrollup_prover::gpu::source::{Dialect, source};
 use std::time::Instant;
@@ -20,8 +21,21 @@ fn main() {
         (Some("--compile"), Some(arch)) => {
             let portable = dialect == Dialect::Cuda { portable: true };
             let t = Instant::now();
-            match medrollup_prover::gpu::compile_kernels(portable, arch, None) {
+            // Into the kernel cache ($MEDROLLUP_KERNEL_CACHE or the default),
+            // where a device of that architecture will find it.
+            let cache = medrollup_prover::gpu::default_cache_dir();
+            match medrollup_prover::gpu::compile_kernels(portable, arch, cache.as_deref()) {
                 Ok(code) => println!("{arch}: {} bytes in {:.1} s", code.len(), t.elapsed().as_secs_f64()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+        }
+        (Some("--resources"), Some(arch)) => {
+            let portable = dialect == Dialect::Cuda { portable: true };
+            match medrollup_prover::gpu::resource_report(portable, arch) {
+                Ok(log) => print!("{log}"),
                 Err(e) => {
                     eprintln!("{e}");
                     std::process::exit(1);

@@ -70,7 +70,7 @@ pub fn compile_kernels(portable: bool, arch: &str, cache: Option<&Path>) -> Resu
     {
         return Ok(code);
     }
-    let code = nvrtc_compile(&src, arch)?;
+    let (code, _) = nvrtc_compile(&src, arch, &[])?;
     if let (Some(path), Some(dir)) = (&cached, cache) {
         // A cache that cannot be written only costs a compilation next time.
         let tmp = dir.join(format!(".medrollup-{key}.{}.tmp", std::process::id()));
@@ -81,32 +81,39 @@ pub fn compile_kernels(portable: bool, arch: &str, cache: Option<&Path>) -> Resu
     Ok(code)
 }
 
-fn nvrtc_compile(src: &str, arch: &str) -> Result<Vec<u8>, GpuError> {
+/// The resource use ptxas reports for each kernel (registers, stack, spills)
+/// of the CUDA dialect compiled for `arch` (a real architecture, "sm_90").
+pub fn resource_report(portable: bool, arch: &str) -> Result<String, GpuError> {
+    nvrtc_compile(&source::source(Dialect::Cuda { portable }), arch, &["--ptxas-options=-v"])
+        .map(|(_, log)| log)
+}
+
+fn nvrtc_compile(src: &str, arch: &str, extra: &[&str]) -> Result<(Vec<u8>, String), GpuError> {
     use cudarc::nvrtc::{result, sys};
     let fail = |log: String| GpuError::Compile { compiler: "NVRTC", device: arch.into(), log };
     let csrc = CString::new(src).map_err(|_| fail("the source holds a NUL byte".into()))?;
     let prog = result::create_program(&csrc, None).map_err(|e| fail(format!("{e:?}")))?;
-    let opts = [format!("--gpu-architecture={arch}")];
+    let mut opts = vec![format!("--gpu-architecture={arch}")];
+    opts.extend(extra.iter().map(|o| o.to_string()));
     // SAFETY: `prog` was created above and is destroyed once, below; the
     // buffers handed to NVRTC are as long as the sizes it reported.
     let out = unsafe {
-        match result::compile_program(prog, &opts) {
-            Err(e) => {
-                let log = result::get_program_log(prog)
-                    .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                Err(fail(format!("{e:?}: {log}")))
-            }
+        let compiled = result::compile_program(prog, &opts);
+        let log = result::get_program_log(prog)
+            .map(|l| CStr::from_ptr(l.as_ptr()).to_string_lossy().into_owned())
+            .unwrap_or_default();
+        match compiled {
+            Err(e) => Err(fail(format!("{e:?}: {log}"))),
             Ok(()) if arch.starts_with("sm_") => {
                 let mut size = 0usize;
                 let code = sys::nvrtcGetCUBINSize(prog, &mut size).result().and_then(|()| {
                     let mut code = vec![0u8; size];
                     sys::nvrtcGetCUBIN(prog, code.as_mut_ptr().cast()).result().map(|()| code)
                 });
-                code.map_err(|e| fail(format!("reading the CUBIN: {e:?}")))
+                code.map(|c| (c, log)).map_err(|e| fail(format!("reading the CUBIN: {e:?}")))
             }
             Ok(()) => result::get_ptx(prog)
-                .map(|p| CStr::from_ptr(p.as_ptr()).to_bytes().to_vec())
+                .map(|p| (CStr::from_ptr(p.as_ptr()).to_bytes().to_vec(), log))
                 .map_err(|e| fail(format!("reading the PTX: {e:?}"))),
         }
     };
@@ -238,6 +245,10 @@ impl Runtime for Cuda {
         }
         let view = buf.slice(0..out.len());
         self.stream.memcpy_dtoh(&view, out).map_err(|e| self.err("copying from the device", e))?;
+        self.stream.synchronize().map_err(|e| self.err("waiting for the device", e))
+    }
+
+    fn sync(&self) -> Result<(), GpuError> {
         self.stream.synchronize().map_err(|e| self.err("waiting for the device", e))
     }
 

@@ -7,8 +7,48 @@ use super::source::{NTT_MAX_LOG, SCAN_BLOCK, SCAN_THREADS};
 use crate::backend::NttDirection;
 use ark_bn254::{Fr, G1Projective, G2Projective};
 use ark_ff::{FftField, Field, One, Zero};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Time per phase of the drivers, when `MEDROLLUP_GPU_PROFILE=1`: each phase
+/// then waits for the device at its end (which costs a little), so that
+/// its time is its own. For benchmarks and tuning.
+fn profiling() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MEDROLLUP_GPU_PROFILE").is_ok_and(|v| v == "1"))
+}
+
+static PROFILE: Mutex<BTreeMap<String, (u64, Duration)>> = Mutex::new(BTreeMap::new());
+
+/// The phases timed so far: (phase and size, times run, total time).
+pub(crate) fn profile() -> Vec<(String, u64, Duration)> {
+    PROFILE.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, (n, t))| (k.clone(), *n, *t)).collect()
+}
+
+/// The start of a profiled phase of a problem of `size` elements.
+struct Phase(Option<Instant>, usize);
+
+impl Phase {
+    fn start(size: usize) -> Self {
+        Phase(profiling().then(Instant::now), size)
+    }
+
+    /// Ends the phase `name` (after the device has finished it) and starts the next.
+    fn mark<R: Runtime>(&mut self, rt: &R, name: &'static str) -> Result<(), GpuError> {
+        if let Some(t) = self.0 {
+            rt.sync()?;
+            let mut p = PROFILE.lock().unwrap_or_else(|p| p.into_inner());
+            let key = format!("{name}, 2^{:.1}", (self.1.max(1) as f64).log2());
+            let e = p.entry(key).or_default();
+            e.0 += 1;
+            e.1 += t.elapsed();
+            self.0 = Some(Instant::now());
+        }
+        Ok(())
+    }
+}
 
 /// Which curve a set of bases is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,6 +96,9 @@ pub(crate) trait DeviceOps: Send {
     fn quotient(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError>;
     /// Makes every launch after the next `launches` fail (a test's fault).
     fn inject_fault(&self, launches: usize);
+    /// The time of one forward NTT of 2^log_n elements already on the device
+    /// (the median of `reps`, after a warm-up), copies excluded.
+    fn time_resident_ntt(&mut self, log_n: u32, reps: usize) -> Result<Duration, GpuError>;
 }
 
 /// Entries a segment (one thread) sums before its bucket needs another level.
@@ -92,6 +135,7 @@ struct Level<B> {
 
 /// The sorted digits of one scalar vector, shared by every MSM over it.
 struct Plan<B> {
+    n: usize,
     c: u32,
     windows: u32,
     buckets: u32,
@@ -222,7 +266,9 @@ impl<R: Runtime> DeviceState<R> {
         let windows = windows(c);
         let h = 1usize << (c - 1);
         let buckets = windows as usize * h;
+        let mut phase = Phase::start(n);
         let prepared = self.upload_fr(scalars)?;
+        phase.mark(&self.rt, "msm 1 scalars upload")?;
         self.launch("msm_prepare", n, &[KArg::Buf(&prepared), KArg::Buf(&prepared), KArg::U32(n as u32)])?;
         let cnt = self.alloc_u32(buckets)?;
         self.fill_u32(&cnt, 0, buckets)?;
@@ -239,6 +285,7 @@ impl<R: Runtime> DeviceState<R> {
             &[KArg::Buf(&prepared), dims[0], dims[1], dims[2], KArg::Buf(&cursor), KArg::Buf(&entries)],
         )?;
         drop((prepared, cursor));
+        phase.mark(&self.rt, "msm 2 digits and sort")?;
 
         let more = self.alloc_u32(1)?;
         let mut levels: Vec<Level<R::Buf>> = Vec::new();
@@ -264,7 +311,8 @@ impl<R: Runtime> DeviceState<R> {
                 break;
             }
         }
-        Ok(Plan { c, windows, buckets: buckets as u32, entries, off, cnt, levels })
+        phase.mark(&self.rt, "msm 3 segments")?;
+        Ok(Plan { n, c, windows, buckets: buckets as u32, entries, off, cnt, levels })
     }
 
     /// The MSM of a plan's scalars with resident bases, from `offset` on.
@@ -275,6 +323,7 @@ impl<R: Runtime> DeviceState<R> {
         offset: usize,
     ) -> Result<C::Projective, GpuError> {
         let name = |k: &str| format!("{}_{k}", C::NAME);
+        let mut phase = Phase::start(plan.n);
         let buckets = KArg::U32(plan.buckets);
         let first = &plan.levels[0];
         let mut sums = self.rt.alloc(first.segments as usize * C::XYZZ_BYTES)?;
@@ -313,6 +362,8 @@ impl<R: Runtime> DeviceState<R> {
             )?;
             sums = next;
         }
+        phase
+            .mark(&self.rt, if C::NAME == "G1" { "msm 4 G1 bucket sums" } else { "msm 4 G2 bucket sums" })?;
         let last = plan.levels.last().expect("at least one level");
         let h = 1u32 << (plan.c - 1);
         let mut per_window = (h / REDUCE_RUN).max(1);
@@ -343,6 +394,8 @@ impl<R: Runtime> DeviceState<R> {
             acc = next;
             per_window /= g;
         }
+        phase
+            .mark(&self.rt, if C::NAME == "G1" { "msm 5 G1 window sums" } else { "msm 5 G2 window sums" })?;
         let mut bytes = vec![0u8; plan.windows as usize * C::XYZZ_BYTES];
         self.rt.download(&acc, &mut bytes)?;
         let window_sums: Vec<C::Projective> = bytes.chunks_exact(C::XYZZ_BYTES).map(C::from_xyzz).collect();
@@ -424,6 +477,7 @@ impl<R: Runtime> DeviceState<R> {
         self.ntt_tables(log_n)?;
         let coset_key = coset.map(|g| self.coset_tables(log_n, g)).transpose()?;
         let n = 1u32 << log_n;
+        let mut phase = Phase::start(n as usize);
         let tables = &self.ntt[&log_n];
         let coset = coset_key.map(|k| &self.cosets[&k]);
         if let (NttDirection::Forward, Some(t)) = (dir, coset) {
@@ -450,6 +504,7 @@ impl<R: Runtime> DeviceState<R> {
             s0 += k;
         }
         std::mem::swap(data, scratch);
+        phase.mark(&self.rt, "ntt passes (and coset scaling)")?;
         if dir == NttDirection::Inverse {
             match coset {
                 Some(t) => self.launch(
@@ -598,5 +653,23 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
 
     fn inject_fault(&self, launches: usize) {
         self.fault_after.store(launches, Ordering::Relaxed);
+    }
+
+    fn time_resident_ntt(&mut self, log_n: u32, reps: usize) -> Result<Duration, GpuError> {
+        let n = 1usize << log_n;
+        let v: Vec<Fr> = (0..n as u64).map(|i| Fr::from(i * i + 7)).collect();
+        let mut buf = self.upload_fr(&v)?;
+        let mut scratch = self.rt.alloc(n * FIELD_BYTES)?;
+        self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Forward, None)?;
+        self.rt.sync()?;
+        let mut times = Vec::with_capacity(reps);
+        for _ in 0..reps.max(1) {
+            let t = Instant::now();
+            self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Forward, None)?;
+            self.rt.sync()?;
+            times.push(t.elapsed());
+        }
+        times.sort();
+        Ok(times[times.len() / 2])
     }
 }

@@ -28,7 +28,7 @@ mod opencl;
 mod runtime;
 pub mod source;
 
-pub use cuda::{compile_kernels, default_cache_dir, nvrtc_present};
+pub use cuda::{compile_kernels, default_cache_dir, nvrtc_present, resource_report};
 pub use runtime::GpuError;
 
 use crate::backend::{BackendError, MsmBackend, MsmBatch, NttBackend, NttDirection};
@@ -82,7 +82,8 @@ pub struct GpuConfig {
     pub logical_per_device: usize,
     /// At most this many devices.
     pub max_devices: usize,
-    /// The portable arithmetic on CUDA instead of the PTX carry chains.
+    /// The portable arithmetic on CUDA instead of the PTX carry chains
+    /// (default: `MEDROLLUP_CUDA_PORTABLE=1`).
     pub cuda_portable: bool,
     /// Where compiled kernels are cached (`None`: not cached).
     pub cache_dir: Option<PathBuf>,
@@ -95,7 +96,7 @@ impl Default for GpuConfig {
             opencl_cpu: false,
             logical_per_device: 1,
             max_devices: usize::MAX,
-            cuda_portable: false,
+            cuda_portable: std::env::var("MEDROLLUP_CUDA_PORTABLE").is_ok_and(|v| v == "1"),
             cache_dir: default_cache_dir(),
         }
     }
@@ -552,6 +553,24 @@ impl GpuBackend {
         if let Some(s) = self.m.slots.get(index) {
             s.lock().inject_fault(launches);
         }
+    }
+
+    /// The time of one forward NTT of 2^log_n elements resident on the first
+    /// device (median of `reps`), without the copies: the device's own speed.
+    pub fn time_resident_ntt(&self, log_n: u32, reps: usize) -> Result<Duration, GpuError> {
+        let slot = self
+            .healthy_slots()
+            .into_iter()
+            .next()
+            .ok_or_else(|| GpuError::Unsupported("no device".into()))?;
+        slot.lock().time_resident_ntt(log_n, reps)
+    }
+
+    /// Time per phase of the device drivers, summed over every call, when the
+    /// process runs with `MEDROLLUP_GPU_PROFILE=1` (empty otherwise):
+    /// (phase, calls, total).
+    pub fn profile() -> Vec<(String, u64, Duration)> {
+        device::profile()
     }
 
     fn healthy_slots(&self) -> Vec<&Slot> {

@@ -147,6 +147,10 @@ impl Runtime for OpenCl {
             .map_err(|e| self.err("reading a buffer", e))
     }
 
+    fn sync(&self) -> Result<(), GpuError> {
+        self.queue.finish().map_err(|e| self.err("waiting for the queue", e))
+    }
+
     fn max_group(&self, kernel: &str) -> Result<usize, GpuError> {
         self.with_kernel(kernel, |k| {
             k.get_work_group_size(self.device.id()).map_err(|e| self.err("querying a work-group size", e))

@@ -75,6 +75,8 @@ pub(crate) trait Runtime: Send + 'static {
     fn upload(&self, buf: &mut Self::Buf, data: &[u8]) -> Result<(), GpuError>;
     /// Copies the start of `buf` into `out` (waits for the queue).
     fn download(&self, buf: &Self::Buf, out: &mut [u8]) -> Result<(), GpuError>;
+    /// Waits until everything queued has run.
+    fn sync(&self) -> Result<(), GpuError>;
     /// The largest work-group `kernel` can be launched with here.
     fn max_group(&self, kernel: &str) -> Result<usize, GpuError>;
     /// Launches `kernel` on `groups` work-groups of `group` threads.
