@@ -205,7 +205,9 @@ impl Bench {
             proof = Some(p);
         });
         let c = time(1, false, || {
-            drop(prove(&cpu, &kc, circuit.clone(), Fr::from(1u64), Fr::from(2u64)).expect("proves"))
+            let _ = std::hint::black_box(
+                prove(&cpu, &kc, circuit.clone(), Fr::from(1u64), Fr::from(2u64)).expect("proves"),
+            );
         });
         let pvk = keys::prepare(&pk.vk);
         let ok = Groth16::<Bn254>::verify_with_processed_vk(&pvk, &public, proof.as_ref().expect("a proof"))
