@@ -76,7 +76,11 @@ impl Bench {
 
     fn row(&mut self, what: impl Into<String>, cpu_s: Option<f64>, gpu_s: f64) {
         let what = what.into();
-        eprintln!("  {what}: gpu {:.4} s, cpu {}", gpu_s, cpu_s.map_or("-".into(), |c| format!("{c:.4} s")));
+        eprintln!(
+            "  {what}: gpu {:.3} ms, cpu {}",
+            gpu_s * 1e3,
+            cpu_s.map_or("-".into(), |c| format!("{:.2} ms", c * 1e3))
+        );
         self.rows.push(Row { what, cpu_s, gpu_s });
     }
 
@@ -325,13 +329,13 @@ fn main() {
     let after = gpu.report();
 
     let mut out = header;
-    let _ = writeln!(out, "\n| what | CPU backend s | GPU s | speed-up |\n|---|---|---|---|");
+    let _ = writeln!(out, "\n| what | CPU backend ms | GPU ms | speed-up |\n|---|---|---|---|");
     for r in &b.rows {
         let (c, x) = match r.cpu_s {
-            Some(c) => (format!("{c:.4}"), format!("{:.1}x", c / r.gpu_s)),
+            Some(c) => (format!("{:.2}", c * 1e3), format!("{:.1}x", c / r.gpu_s)),
             None => ("-".into(), "-".into()),
         };
-        let _ = writeln!(out, "| {} | {c} | {:.4} | {x} |", r.what, r.gpu_s);
+        let _ = writeln!(out, "| {} | {c} | {:.3} | {x} |", r.what, r.gpu_s * 1e3);
     }
     let _ = writeln!(out);
     for n in &b.notes {

@@ -109,6 +109,21 @@ DEVICE_NOINLINE POINT_xyzz POINT_add(POINT_xyzz p, POINT_xyzz q) {
   return r;
 }
 
+/* The affine form of p (one inversion: 1/ZZ = ZZ^2 / ZZZ^2, as ZZ^3 = ZZZ^2). */
+DEVICE_NOINLINE POINT_affine POINT_to_affine(POINT_xyzz p) {
+  POINT_affine r;
+  if (POINT_is_identity(p)) {
+    r.x = FIELD_zero();
+    r.y = FIELD_zero();
+    return r;
+  }
+  FIELD izzz = FIELD_inv(p.zzz);
+  FIELD izz = FIELD_mul(FIELD_sqr(p.zz), FIELD_sqr(izzz));
+  r.x = FIELD_mul(p.x, izz);
+  r.y = FIELD_mul(p.y, izzz);
+  return r;
+}
+
 /* k * p for a small k, by double-and-add from the top bit. */
 DEVICE_NOINLINE POINT_xyzz POINT_mul_small(POINT_xyzz p, u32 k) {
   if (k == 0) return POINT_identity();

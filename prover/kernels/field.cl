@@ -274,6 +274,18 @@ DEVICE FIELD FIELD_from_mont(FIELD a) {
   return FIELD_mul(a, one);
 }
 
+/* a^-1 = a^(p-2) (Fermat); 0 for 0. */
+DEVICE FIELD FIELD_inv(FIELD a) {
+  const u32 p[8] = FIELD_MODULUS;
+  FIELD r = FIELD_one();
+  for (int i = 255; i >= 0; i--) {
+    r = FIELD_sqr(r);
+    u32 e = p[i >> 5] - (i < 32 ? 2u : 0u); /* p is odd: no borrow from limb 0 */
+    if ((e >> (i & 31)) & 1) r = FIELD_mul(r, a);
+  }
+  return r;
+}
+
 /* a^e for a small exponent. */
 DEVICE FIELD FIELD_pow(FIELD a, u32 e) {
   FIELD r = FIELD_one();

@@ -62,3 +62,12 @@ DEVICE Fq2 Fq2_sqr(Fq2 a) {
   r.c1 = Fq_dbl(ab);
   return r;
 }
+
+/* (c0 + c1 u)^-1 = (c0 - c1 u) / (c0^2 + c1^2). */
+DEVICE Fq2 Fq2_inv(Fq2 a) {
+  Fq t = Fq_inv(Fq_add(Fq_sqr(a.c0), Fq_sqr(a.c1)));
+  Fq2 r;
+  r.c0 = Fq_mul(a.c0, t);
+  r.c1 = Fq_neg(Fq_mul(a.c1, t));
+  return r;
+}

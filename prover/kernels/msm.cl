@@ -10,7 +10,9 @@
  *    are mostly 0 and 1) is summed by many threads, level after level.
  *
  * Bucket key = window * 2^(c-1) + |digit| - 1; entry = point index, with the
- * sign of the point in bit 31. */
+ * sign of the point in bit 31. With precomputed bases (2^(c*w) * P stored for
+ * every window w, see POINT_precompute) the windows share one set of
+ * buckets ("merged"): key = |digit| - 1, entry = w * n + point index. */
 
 DEVICE u32 msm_bits(Fr s, u32 start, u32 c) {
   u32 limb = start >> 5;
@@ -36,7 +38,7 @@ KERNEL void msm_prepare(GLOBAL const Fr* in, GLOBAL Fr* out, u32 n) {
   out[i] = s;
 }
 
-KERNEL void msm_histogram(GLOBAL const Fr* scalars, u32 n, u32 c, u32 windows, GLOBAL u32* counts) {
+KERNEL void msm_histogram(GLOBAL const Fr* scalars, u32 n, u32 c, u32 windows, u32 merged, GLOBAL u32* counts) {
   u32 i = GLOBAL_ID();
   if (i >= n) return;
   Fr s = scalars[i];
@@ -47,11 +49,11 @@ KERNEL void msm_histogram(GLOBAL const Fr* scalars, u32 n, u32 c, u32 windows, G
     u32 d = msm_bits(s, w * c, c) + carry;
     carry = d > mid ? 1 : 0;
     u32 mag = carry ? (1u << c) - d : d;
-    if (mag != 0) ATOMIC_INC(&counts[w * mid + mag - 1]);
+    if (mag != 0) ATOMIC_INC(&counts[(merged ? 0 : w * mid) + mag - 1]);
   }
 }
 
-KERNEL void msm_scatter(GLOBAL const Fr* scalars, u32 n, u32 c, u32 windows, GLOBAL u32* cursor,
+KERNEL void msm_scatter(GLOBAL const Fr* scalars, u32 n, u32 c, u32 windows, u32 merged, GLOBAL u32* cursor,
                         GLOBAL u32* entries) {
   u32 i = GLOBAL_ID();
   if (i >= n) return;
@@ -65,8 +67,8 @@ KERNEL void msm_scatter(GLOBAL const Fr* scalars, u32 n, u32 c, u32 windows, GLO
     carry = d > mid ? 1 : 0;
     u32 mag = carry ? (1u << c) - d : d;
     if (mag != 0) {
-      u32 pos = ATOMIC_INC(&cursor[w * mid + mag - 1]);
-      entries[pos] = i | ((neg ^ carry) << 31);
+      u32 pos = ATOMIC_INC(&cursor[(merged ? 0 : w * mid) + mag - 1]);
+      entries[pos] = (merged ? w * n + i : i) | ((neg ^ carry) << 31);
     }
   }
 }

@@ -1,9 +1,29 @@
 /* Template: the point side of the MSM for POINT (G1, G2); see msm.cl. */
 
-/* Level 1: segment s sums its (at most k) bases into one accumulator. */
-KERNEL void POINT_bucket_acc(GLOBAL const POINT_affine* bases, u32 base_offset, GLOBAL const u32* entries,
-                             GLOBAL const u32* off, GLOBAL const u32* cnt, GLOBAL const u32* seg_off,
-                             u32 buckets, u32 segments, u32 k, GLOBAL POINT_xyzz* out) {
+/* Bases times 2^(c*w) for every window w: thread i writes
+ * bases[w * len + i] for w = 1 .. windows - 1 from bases[i]. */
+KERNEL void POINT_precompute(GLOBAL POINT_affine* bases, u32 len, u32 c, u32 windows) {
+  u32 i = GLOBAL_ID();
+  if (i >= len) return;
+  POINT_affine p = bases[i];
+  if (POINT_affine_is_identity(p)) {
+    for (u32 w = 1; w < windows; w++) bases[w * len + i] = p;
+    return;
+  }
+  POINT_xyzz acc = POINT_madd(POINT_identity(), p.x, p.y);
+  for (u32 w = 1; w < windows; w++) {
+    for (u32 j = 0; j < c; j++) acc = POINT_dbl(acc);
+    bases[w * len + i] = POINT_to_affine(acc);
+  }
+}
+
+/* Level 1: segment s sums its (at most k) bases into one accumulator. With
+ * precomputed bases (stride = their count, else 0), entry e names window
+ * e / n, point e % n. */
+KERNEL void POINT_bucket_acc(GLOBAL const POINT_affine* bases, u32 base_offset, u32 stride, u32 n,
+                             GLOBAL const u32* entries, GLOBAL const u32* off, GLOBAL const u32* cnt,
+                             GLOBAL const u32* seg_off, u32 buckets, u32 segments, u32 k,
+                             GLOBAL POINT_xyzz* out) {
   u32 s = GLOBAL_ID();
   if (s >= segments) return;
   u32 b = msm_find_bucket(seg_off, buckets, s);
@@ -13,7 +33,12 @@ KERNEL void POINT_bucket_acc(GLOBAL const POINT_affine* bases, u32 base_offset, 
   POINT_xyzz acc = POINT_identity();
   for (u32 e = start; e < end; e++) {
     u32 entry = entries[e];
-    POINT_affine p = bases[base_offset + (entry & 0x7fffffffu)];
+    u32 idx = entry & 0x7fffffffu;
+    if (stride) {
+      u32 w = idx / n;
+      idx = w * stride + (idx - w * n);
+    }
+    POINT_affine p = bases[base_offset + idx];
     if (POINT_affine_is_identity(p)) continue;
     if (entry >> 31) p.y = FIELD_neg(p.y);
     acc = POINT_madd(acc, p.x, p.y);

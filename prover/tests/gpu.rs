@@ -53,13 +53,35 @@ fn cuda() -> Result<GpuBackend, String> {
     .clone()
 }
 
+/// Every bases set precomputed (the default does it from 2^16 bases on).
+fn opencl_precomputed() -> Result<GpuBackend, String> {
+    static B: OnceLock<Result<GpuBackend, String>> = OnceLock::new();
+    B.get_or_init(|| {
+        devices(GpuConfig { precompute_min: 0, ..GpuConfig::opencl_any() }, "MEDROLLUP_REQUIRE_OPENCL")
+    })
+    .clone()
+}
+
+fn cuda_precomputed() -> Result<GpuBackend, String> {
+    static B: OnceLock<Result<GpuBackend, String>> = OnceLock::new();
+    B.get_or_init(|| {
+        devices(
+            GpuConfig { runtimes: Runtimes::Cuda, precompute_min: 0, ..GpuConfig::default() },
+            "MEDROLLUP_REQUIRE_CUDA",
+        )
+    })
+    .clone()
+}
+
 fn two_opencl() -> Result<GpuBackend, String> {
     devices(GpuConfig { logical_per_device: 2, ..GpuConfig::opencl_any() }, "MEDROLLUP_REQUIRE_OPENCL")
 }
 
 medrollup_prover::msm_conformance!(opencl_msm, try crate::opencl());
 medrollup_prover::ntt_conformance!(opencl_ntt, try crate::opencl());
+medrollup_prover::msm_conformance!(opencl_precomputed_msm, try crate::opencl_precomputed());
 medrollup_prover::msm_conformance!(cuda_msm, try crate::cuda());
+medrollup_prover::msm_conformance!(cuda_precomputed_msm, try crate::cuda_precomputed());
 medrollup_prover::ntt_conformance!(cuda_ntt, try crate::cuda());
 
 #[test]

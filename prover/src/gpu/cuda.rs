@@ -8,13 +8,16 @@
 
 use super::runtime::{GpuError, KArg, Runtime};
 use super::source::{self, Dialect};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaFunction, CudaSlice, CudaStream, LaunchConfig, PinnedHostSlice, PushKernelArg,
+};
 use cudarc::nvrtc::Ptx;
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 fn driver_present() -> bool {
     // SAFETY: only tries to open the library; no CUDA call is made.
@@ -143,11 +146,76 @@ pub(crate) struct CudaDeviceInfo {
     pub arch: (i32, i32),
 }
 
+/// Copies at least this large go through pinned staging buffers.
+const STAGED: usize = 1 << 20;
+/// The staging buffers' size: a copy moves in pieces this large, the host
+/// filling (or draining) one buffer while the device reads (or writes) the
+/// other.
+const STAGE: usize = 8 << 20;
+
+/// A pinned host buffer and the event after the last copy that used it.
+struct Stage {
+    buf: PinnedHostSlice<u8>,
+    done: Option<CudaEvent>,
+}
+
+impl Stage {
+    fn new(ctx: &Arc<CudaContext>, write_combined: bool) -> Result<Self, cudarc::driver::DriverError> {
+        // Write-combined memory is fast for the host to write and the device
+        // to read, and slow for the host to read: uploads only.
+        let flags = if write_combined { cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED } else { 0 };
+        // SAFETY: the buffer is written before it is read (by the host for
+        // uploads, by the device for downloads).
+        let buf = unsafe { ctx.alloc_pinned_with_flags::<u8>(STAGE, flags) }?;
+        Ok(Self { buf, done: None })
+    }
+
+    /// The buffer, once the device is done with it.
+    fn ready(&mut self) -> Result<&mut [u8], cudarc::driver::DriverError> {
+        if let Some(e) = self.done.take() {
+            e.synchronize()?;
+        }
+        self.buf.as_mut_slice()
+    }
+}
+
+/// Two staging buffers each way, made at the first large copy.
+#[derive(Default)]
+struct Staging {
+    up: Vec<Stage>,
+    down: Vec<Stage>,
+}
+
 /// The kernels loaded on one device, with a stream of their own.
 pub(crate) struct Cuda {
     label: String,
+    ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
+    staging: Mutex<Staging>,
+}
+
+/// Lets the stream-ordered allocator keep freed memory for the next
+/// allocation instead of returning it to the driver at every
+/// synchronisation (its default): an MSM allocates and frees a dozen
+/// buffers, some of tens of megabytes.
+fn keep_freed_memory(ctx: &CudaContext) {
+    use cudarc::driver::sys;
+    let mut pool = std::mem::MaybeUninit::<sys::CUmemoryPool>::uninit();
+    // SAFETY: plain driver calls on this context's device; the attribute
+    // value is a u64, as the driver API specifies for the release threshold.
+    unsafe {
+        if ctx.bind_to_thread().is_ok()
+            && sys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), ctx.cu_device()).result().is_ok()
+        {
+            let mut threshold = u64::MAX;
+            let _ = sys::cuMemPoolSetAttribute(
+                pool.assume_init(),
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut threshold as *mut u64).cast(),
+            );
+        }
+    }
 }
 
 fn fail_text(device: &str, reason: &str) -> GpuError {
@@ -205,7 +273,8 @@ impl Cuda {
             funcs.insert(*k, module.load_function(k).map_err(|e| fail(&format!("loading {k}"), e))?);
         }
         let stream = ctx.new_stream().map_err(|e| fail("creating a stream", e))?;
-        Ok((Self { label, stream, funcs }, info))
+        keep_freed_memory(&ctx);
+        Ok((Self { label, ctx, stream, funcs, staging: Mutex::new(Staging::default()) }, info))
     }
 
     fn err(&self, op: &str, e: impl std::fmt::Display) -> GpuError {
@@ -235,17 +304,70 @@ impl Runtime for Cuda {
         if data.is_empty() {
             return Ok(());
         }
-        let mut view = buf.slice_mut(0..data.len());
-        self.stream.memcpy_htod(data, &mut view).map_err(|e| self.err("copying to the device", e))
+        let e = |e| self.err("copying to the device", e);
+        if data.len() < STAGED {
+            let mut view = buf.slice_mut(0..data.len());
+            return self.stream.memcpy_htod(data, &mut view).map_err(e);
+        }
+        // Pageable memory copies at a fraction of the bus's speed: through
+        // two pinned buffers in turn, the host filling one (on all cores)
+        // while the device reads the other.
+        let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        while staging.up.len() < 2 {
+            staging.up.push(Stage::new(&self.ctx, true).map_err(e)?);
+        }
+        for (k, piece) in data.chunks(STAGE).enumerate() {
+            let stage = &mut staging.up[k % 2];
+            let host = &mut stage.ready().map_err(e)?[..piece.len()];
+            host.par_chunks_mut(1 << 18)
+                .zip(piece.par_chunks(1 << 18))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+            let mut view = buf.slice_mut(k * STAGE..k * STAGE + piece.len());
+            // The source is pinned: the copy runs after the call returns, and
+            // the event says when the buffer may be filled again.
+            self.stream.memcpy_htod(&*host, &mut view).map_err(e)?;
+            stage.done = Some(self.stream.record_event(None).map_err(e)?);
+        }
+        Ok(())
     }
 
     fn download(&self, buf: &CudaSlice<u8>, out: &mut [u8]) -> Result<(), GpuError> {
         if out.is_empty() {
             return Ok(());
         }
-        let view = buf.slice(0..out.len());
-        self.stream.memcpy_dtoh(&view, out).map_err(|e| self.err("copying from the device", e))?;
-        self.stream.synchronize().map_err(|e| self.err("waiting for the device", e))
+        let e = |e| self.err("copying from the device", e);
+        if out.len() < STAGED {
+            let view = buf.slice(0..out.len());
+            self.stream.memcpy_dtoh(&view, out).map_err(e)?;
+            return self.stream.synchronize().map_err(|e| self.err("waiting for the device", e));
+        }
+        let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        while staging.down.len() < 2 {
+            staging.down.push(Stage::new(&self.ctx, false).map_err(e)?);
+        }
+        let total = out.len();
+        let pieces = total.div_ceil(STAGE);
+        let len = |k: usize| STAGE.min(total - k * STAGE);
+        // Piece k + 1 is on its way while the host drains piece k.
+        let start = |k: usize, stage: &mut Stage| -> Result<(), GpuError> {
+            let host = &mut stage.ready().map_err(e)?[..len(k)];
+            let view = buf.slice(k * STAGE..k * STAGE + len(k));
+            self.stream.memcpy_dtoh(&view, host).map_err(e)?;
+            stage.done = Some(self.stream.record_event(None).map_err(e)?);
+            Ok(())
+        };
+        start(0, &mut staging.down[0])?;
+        for k in 0..pieces {
+            if k + 1 < pieces {
+                start(k + 1, &mut staging.down[(k + 1) % 2])?;
+            }
+            let host = &staging.down[k % 2].ready().map_err(e)?[..len(k)];
+            out[k * STAGE..k * STAGE + len(k)]
+                .par_chunks_mut(1 << 18)
+                .zip(host.par_chunks(1 << 18))
+                .for_each(|(d, s)| d.copy_from_slice(s));
+        }
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), GpuError> {

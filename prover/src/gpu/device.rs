@@ -76,8 +76,18 @@ pub(crate) enum MsmValue {
 pub(crate) trait DeviceOps: Send {
     /// "opencl:0 NAME" or "cuda:0 NAME".
     fn label(&self) -> String;
-    /// Makes bases resident under `id`.
-    fn load_bases(&mut self, id: u64, curve: CurveId, packed: &[u8], len: usize) -> Result<(), GpuError>;
+    /// Makes bases resident under `id`; with `precompute`, also their
+    /// multiples 2^(c·w)·P for every window w of the window size their
+    /// length calls for, so that an MSM's windows share one set of buckets
+    /// (ICICLE's precomputed bases: the window reduction runs once).
+    fn load_bases(
+        &mut self,
+        id: u64,
+        curve: CurveId,
+        packed: &[u8],
+        len: usize,
+        precompute: bool,
+    ) -> Result<(), GpuError>;
     /// Frees bases `id` (if resident).
     fn free_bases(&mut self, id: u64);
     /// Whether bases `id` are resident.
@@ -138,6 +148,8 @@ struct Plan<B> {
     n: usize,
     c: u32,
     windows: u32,
+    /// The windows share one set of buckets (precomputed bases).
+    merged: bool,
     buckets: u32,
     entries: B,
     off: B,
@@ -162,6 +174,8 @@ struct Resident<B> {
     buf: B,
     curve: CurveId,
     len: usize,
+    /// The window size the bases were precomputed for.
+    precomputed: Option<u32>,
 }
 
 /// One device: its runtime, resident bases and cached tables.
@@ -258,22 +272,27 @@ impl<R: Runtime> DeviceState<R> {
         self.launch("fill_u32", n, &[KArg::Buf(buf), KArg::U32(value), KArg::U32(n as u32)])
     }
 
-    /// Sorts the signed digits of `scalars` into buckets and cuts the buckets
-    /// into segments, level by level, until every bucket is one segment.
-    fn plan(&self, scalars: &[Fr]) -> Result<Plan<R::Buf>, GpuError> {
+    /// Sorts the signed digits of `scalars` (windows of `c` bits) into
+    /// buckets, one set per window or one for all (`merged`), and cuts the
+    /// buckets into segments, level by level, until every bucket is one
+    /// segment.
+    fn plan(&self, scalars: &[Fr], c: u32, merged: bool) -> Result<Plan<R::Buf>, GpuError> {
         let n = scalars.len();
-        let c = window_bits(n);
         let windows = windows(c);
         let h = 1usize << (c - 1);
-        let buckets = windows as usize * h;
+        let buckets = if merged { h } else { windows as usize * h };
         let mut phase = Phase::start(n);
         let prepared = self.upload_fr(scalars)?;
         phase.mark(&self.rt, "msm 1 scalars upload")?;
         self.launch("msm_prepare", n, &[KArg::Buf(&prepared), KArg::Buf(&prepared), KArg::U32(n as u32)])?;
         let cnt = self.alloc_u32(buckets)?;
         self.fill_u32(&cnt, 0, buckets)?;
-        let dims = [KArg::U32(n as u32), KArg::U32(c), KArg::U32(windows)];
-        self.launch("msm_histogram", n, &[KArg::Buf(&prepared), dims[0], dims[1], dims[2], KArg::Buf(&cnt)])?;
+        let dims = [KArg::U32(n as u32), KArg::U32(c), KArg::U32(windows), KArg::U32(u32::from(merged))];
+        self.launch(
+            "msm_histogram",
+            n,
+            &[KArg::Buf(&prepared), dims[0], dims[1], dims[2], dims[3], KArg::Buf(&cnt)],
+        )?;
         let off = self.alloc_u32(buckets)?;
         let total = self.scan(&cnt, &off, buckets)?;
         let cursor = self.alloc_u32(buckets)?;
@@ -282,7 +301,15 @@ impl<R: Runtime> DeviceState<R> {
         self.launch(
             "msm_scatter",
             n,
-            &[KArg::Buf(&prepared), dims[0], dims[1], dims[2], KArg::Buf(&cursor), KArg::Buf(&entries)],
+            &[
+                KArg::Buf(&prepared),
+                dims[0],
+                dims[1],
+                dims[2],
+                dims[3],
+                KArg::Buf(&cursor),
+                KArg::Buf(&entries),
+            ],
         )?;
         drop((prepared, cursor));
         phase.mark(&self.rt, "msm 2 digits and sort")?;
@@ -312,14 +339,14 @@ impl<R: Runtime> DeviceState<R> {
             }
         }
         phase.mark(&self.rt, "msm 3 segments")?;
-        Ok(Plan { n, c, windows, buckets: buckets as u32, entries, off, cnt, levels })
+        Ok(Plan { n, c, windows, merged, buckets: buckets as u32, entries, off, cnt, levels })
     }
 
     /// The MSM of a plan's scalars with resident bases, from `offset` on.
     fn msm_curve<C: DeviceCurve>(
         &self,
         plan: &Plan<R::Buf>,
-        bases: &R::Buf,
+        bases: &Resident<R::Buf>,
         offset: usize,
     ) -> Result<C::Projective, GpuError> {
         let name = |k: &str| format!("{}_{k}", C::NAME);
@@ -331,8 +358,10 @@ impl<R: Runtime> DeviceState<R> {
             &name("bucket_acc"),
             first.segments as usize,
             &[
-                KArg::Buf(bases),
+                KArg::Buf(&bases.buf),
                 KArg::U32(offset as u32),
+                KArg::U32(if plan.merged { bases.len as u32 } else { 0 }),
+                KArg::U32(plan.n as u32),
                 KArg::Buf(&plan.entries),
                 KArg::Buf(&plan.off),
                 KArg::Buf(&plan.cnt),
@@ -366,8 +395,9 @@ impl<R: Runtime> DeviceState<R> {
             .mark(&self.rt, if C::NAME == "G1" { "msm 4 G1 bucket sums" } else { "msm 4 G2 bucket sums" })?;
         let last = plan.levels.last().expect("at least one level");
         let h = 1u32 << (plan.c - 1);
+        let sets = if plan.merged { 1 } else { plan.windows };
         let mut per_window = (h / REDUCE_RUN).max(1);
-        let threads = plan.windows * per_window;
+        let threads = sets * per_window;
         let mut acc = self.rt.alloc(threads as usize * C::XYZZ_BYTES)?;
         self.launch(
             &name("window_reduce"),
@@ -384,7 +414,7 @@ impl<R: Runtime> DeviceState<R> {
         )?;
         while per_window > 1 {
             let g = per_window.min(SUM_GROUP);
-            let count = plan.windows * per_window;
+            let count = sets * per_window;
             let next = self.rt.alloc((count / g) as usize * C::XYZZ_BYTES)?;
             self.launch(
                 &name("sum_groups"),
@@ -396,7 +426,7 @@ impl<R: Runtime> DeviceState<R> {
         }
         phase
             .mark(&self.rt, if C::NAME == "G1" { "msm 5 G1 window sums" } else { "msm 5 G2 window sums" })?;
-        let mut bytes = vec![0u8; plan.windows as usize * C::XYZZ_BYTES];
+        let mut bytes = vec![0u8; sets as usize * C::XYZZ_BYTES];
         self.rt.download(&acc, &mut bytes)?;
         let window_sums: Vec<C::Projective> = bytes.chunks_exact(C::XYZZ_BYTES).map(C::from_xyzz).collect();
         Ok(window_sums
@@ -555,13 +585,43 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         self.rt.label().to_string()
     }
 
-    fn load_bases(&mut self, id: u64, curve: CurveId, packed: &[u8], len: usize) -> Result<(), GpuError> {
+    fn load_bases(
+        &mut self,
+        id: u64,
+        curve: CurveId,
+        packed: &[u8],
+        len: usize,
+        precompute: bool,
+    ) -> Result<(), GpuError> {
         if len >= MAX_MSM {
             return Err(GpuError::Unsupported(format!("{len} bases: the kernels take fewer than 2^30")));
         }
-        let mut buf = self.rt.alloc(packed.len())?;
+        let c = window_bits(len);
+        let sets = windows(c) as usize;
+        // Precomputed only where the device has the memory (sets times the bases).
+        let precomputed = if precompute && len > 0 && len * sets < MAX_MSM {
+            self.rt.alloc(packed.len() * sets).ok().map(|b| (b, c))
+        } else {
+            None
+        };
+        let (mut buf, c) = match precomputed {
+            Some((b, c)) => (b, Some(c)),
+            None => (self.rt.alloc(packed.len())?, None),
+        };
         self.rt.upload(&mut buf, packed)?;
-        self.bases.insert(id, Resident { buf, curve, len });
+        if let Some(c) = c {
+            let name = match curve {
+                CurveId::G1 => "G1_precompute",
+                CurveId::G2 => "G2_precompute",
+            };
+            self.launch(
+                name,
+                len,
+                &[KArg::Buf(&buf), KArg::U32(len as u32), KArg::U32(c), KArg::U32(sets as u32)],
+            )?;
+            self.rt.sync()?;
+        }
+        self.bases.insert(id, Resident { buf, curve, len, precomputed: c });
         Ok(())
     }
 
@@ -592,17 +652,29 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
                 })
                 .collect());
         }
-        let plan = self.plan(scalars)?;
-        targets
-            .iter()
-            .map(|t| {
-                let bases = &self.bases[&t.id].buf;
-                Ok(match t.curve {
+        // One plan (one sort of the digits) per window layout: the classic one
+        // sized for these scalars, or each precomputed set's own.
+        let mut out = vec![None; targets.len()];
+        let mut layouts: Vec<Option<u32>> = targets.iter().map(|t| self.bases[&t.id].precomputed).collect();
+        layouts.sort();
+        layouts.dedup();
+        for layout in layouts {
+            let plan = match layout {
+                Some(c) => self.plan(scalars, c, true)?,
+                None => self.plan(scalars, window_bits(scalars.len()), false)?,
+            };
+            for (k, t) in targets.iter().enumerate() {
+                let bases = &self.bases[&t.id];
+                if bases.precomputed != layout {
+                    continue;
+                }
+                out[k] = Some(match t.curve {
                     CurveId::G1 => MsmValue::G1(self.msm_curve::<G1>(&plan, bases, t.offset)?),
                     CurveId::G2 => MsmValue::G2(self.msm_curve::<G2>(&plan, bases, t.offset)?),
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(out.into_iter().map(|v| v.expect("every target has a layout")).collect())
     }
 
     fn ntt(&mut self, data: &mut [Fr], dir: NttDirection, coset: Option<Fr>) -> Result<(), GpuError> {

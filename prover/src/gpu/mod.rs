@@ -87,6 +87,10 @@ pub struct GpuConfig {
     pub cuda_portable: bool,
     /// Where compiled kernels are cached (`None`: not cached).
     pub cache_dir: Option<PathBuf>,
+    /// Bases sets at least this long are stored with their multiples for
+    /// every window (memory: the window count times the bases) so that an
+    /// MSM reduces one set of buckets instead of one per window.
+    pub precompute_min: usize,
 }
 
 impl Default for GpuConfig {
@@ -98,6 +102,7 @@ impl Default for GpuConfig {
             max_devices: usize::MAX,
             cuda_portable: std::env::var("MEDROLLUP_CUDA_PORTABLE").is_ok_and(|v| v == "1"),
             cache_dir: default_cache_dir(),
+            precompute_min: 1 << 16,
         }
     }
 }
@@ -213,6 +218,7 @@ impl Slot {
 }
 
 struct Manager {
+    precompute_min: usize,
     slots: Vec<Slot>,
     refused: Vec<String>,
     next_id: AtomicU64,
@@ -366,20 +372,21 @@ fn known_answer(ops: &mut dyn DeviceOps) -> Result<(), GpuError> {
 
     let g1 = kat_points::<ark_bn254::g1::Config>(37, &mut rng);
     let s = kat_scalars(37, &mut rng);
-    ops.load_bases(ID, CurveId::G1, &layout::G1::pack(&g1), g1.len())?;
-    let got = ops.msm(&s, &[Target { id: ID, curve: CurveId::G1, offset: 0 }]);
-    ops.free_bases(ID);
-    if got? != [MsmValue::G1(cpu::msm(&g1, &s))] {
-        return Err(wrong("G1 MSM"));
-    }
-
     let g2 = kat_points::<ark_bn254::g2::Config>(9, &mut rng);
-    let s = kat_scalars(9, &mut rng);
-    ops.load_bases(ID, CurveId::G2, &layout::G2::pack(&g2), g2.len())?;
-    let got = ops.msm(&s[1..], &[Target { id: ID, curve: CurveId::G2, offset: 1 }]);
-    ops.free_bases(ID);
-    if got? != [MsmValue::G2(cpu::msm(&g2[1..], &s[1..]))] {
-        return Err(wrong("G2 MSM"));
+    let s2 = kat_scalars(9, &mut rng);
+    for precompute in [false, true] {
+        ops.load_bases(ID, CurveId::G1, &layout::G1::pack(&g1), g1.len(), precompute)?;
+        let got = ops.msm(&s, &[Target { id: ID, curve: CurveId::G1, offset: 0 }]);
+        ops.free_bases(ID);
+        if got? != [MsmValue::G1(cpu::msm(&g1, &s))] {
+            return Err(wrong(&format!("G1 MSM (precomputed bases: {precompute})")));
+        }
+        ops.load_bases(ID, CurveId::G2, &layout::G2::pack(&g2), g2.len(), precompute)?;
+        let got = ops.msm(&s2[1..], &[Target { id: ID, curve: CurveId::G2, offset: 1 }]);
+        ops.free_bases(ID);
+        if got? != [MsmValue::G2(cpu::msm(&g2[1..], &s2[1..]))] {
+            return Err(wrong(&format!("G2 MSM (precomputed bases: {precompute})")));
+        }
     }
 
     let v: Vec<Fr> = (0..64).map(|_| Fr::rand(&mut rng)).collect();
@@ -517,7 +524,15 @@ impl GpuBackend {
         for r in &refused {
             tracing::info!(reason = %r, "device not used");
         }
-        Self { m: Arc::new(Manager { slots, refused, next_id: AtomicU64::new(0), cpu: Counters::default() }) }
+        Self {
+            m: Arc::new(Manager {
+                precompute_min: config.precompute_min,
+                slots,
+                refused,
+                next_id: AtomicU64::new(0),
+                cpu: Counters::default(),
+            }),
+        }
     }
 
     /// Devices in service.
@@ -582,7 +597,8 @@ impl GpuBackend {
         if !self.m.slots.is_empty() {
             let packed = C::pack(points);
             for s in self.m.slots.iter().filter(|s| s.healthy()) {
-                if let Err(e) = s.lock().load_bases(id, curve, &packed, points.len()) {
+                let precompute = points.len() >= self.m.precompute_min;
+                if let Err(e) = s.lock().load_bases(id, curve, &packed, points.len(), precompute) {
                     // Not resident there: that device gets no work over these bases.
                     tracing::warn!(device = %s.label, error = %e, "bases not loaded");
                 }
