@@ -147,6 +147,13 @@ impl Bench {
         }
     }
 
+    fn copies(&mut self, gpu: &GpuBackend) {
+        let mib = if self.quick { 4 } else { 32 };
+        let (up, down) = gpu.time_copies(mib << 20, 5).expect("copies");
+        self.row(format!("copy {mib} MiB to the device"), None, up.as_secs_f64());
+        self.row(format!("copy {mib} MiB from the device"), None, down.as_secs_f64());
+    }
+
     fn ntts(&mut self, gpu: &GpuBackend, cpu: &CpuBackend) {
         let logs: Vec<u32> = if self.quick { vec![12, 14] } else { (16..=20).collect() };
         for &log in &logs {
@@ -204,7 +211,9 @@ impl Bench {
         let mut proof = None;
         let g = time(self.gpu_runs.min(3), true, || {
             let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+            let t0 = Instant::now();
             let (p, t) = prove(gpu, &kg, circuit.clone(), r, s).expect("proves");
+            eprintln!("    {what}: {:.3} s, {}", t0.elapsed().as_secs_f64(), stages(&t));
             last = t;
             proof = Some(p);
         });
@@ -306,6 +315,7 @@ fn main() {
         notes: Vec::new(),
     };
     let cpu = CpuBackend::new();
+    b.copies(&gpu);
     b.msms(&gpu, &cpu);
     b.ntts(&gpu, &cpu);
     if env_flag("MEDROLLUP_BENCH_VARIANTS") && runtimes != Runtimes::OpenCl {

@@ -11,7 +11,7 @@
  *
  * Bucket key = window * 2^(c-1) + |digit| - 1; entry = point index, with the
  * sign of the point in bit 31. With precomputed bases (2^(c*w) * P stored for
- * every window w, see POINT_precompute) the windows share one set of
+ * every window w, see G1_precompute) the windows share one set of
  * buckets ("merged"): key = |digit| - 1, entry = w * n + point index. */
 
 DEVICE u32 msm_bits(Fr s, u32 start, u32 c) {

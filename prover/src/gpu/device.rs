@@ -7,6 +7,7 @@ use super::source::{NTT_MAX_LOG, SCAN_BLOCK, SCAN_THREADS};
 use crate::backend::NttDirection;
 use ark_bn254::{Fr, G1Projective, G2Projective};
 use ark_ff::{FftField, Field, One, Zero};
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -109,13 +110,17 @@ pub(crate) trait DeviceOps: Send {
     /// The time of one forward NTT of 2^log_n elements already on the device
     /// (the median of `reps`, after a warm-up), copies excluded.
     fn time_resident_ntt(&mut self, log_n: u32, reps: usize) -> Result<Duration, GpuError>;
+    /// The time of a copy of `bytes` to the device and back (medians of `reps`).
+    fn time_copies(&mut self, bytes: usize, reps: usize) -> Result<(Duration, Duration), GpuError>;
 }
 
 /// Entries a segment (one thread) sums before its bucket needs another level.
 const SEGMENT: u32 = 32;
-/// Bucket runs per thread in the window reduction.
-const REDUCE_RUN: u32 = 16;
-/// Accumulators one thread of the final sums adds.
+/// Bucket runs per thread in the window reduction: short, so that the
+/// reduction (a chain of additions per thread) runs wide.
+const REDUCE_RUN: u32 = 4;
+/// Accumulators one thread of the final device-side sum adds; the host adds
+/// what is left (in parallel, in Jacobian coordinates, no inversions).
 const SUM_GROUP: u32 = 16;
 /// Threads of the one-dimensional kernels' work-groups, at most.
 const GROUP: usize = 256;
@@ -235,13 +240,17 @@ impl<R: Runtime> DeviceState<R> {
     }
 
     fn upload_fr(&self, v: &[Fr]) -> Result<R::Buf, GpuError> {
+        let mut phase = Phase::start(v.len());
         let mut buf = self.rt.alloc(v.len() * FIELD_BYTES)?;
         self.rt.upload(&mut buf, layout::fr_bytes(v))?;
+        phase.mark(&self.rt, "copy Fr to the device")?;
         Ok(buf)
     }
 
     fn download_fr(&self, buf: &R::Buf, out: &mut [Fr]) -> Result<(), GpuError> {
-        self.rt.download(buf, layout::fr_bytes_mut(out))
+        let mut phase = Phase::start(out.len());
+        self.rt.download(buf, layout::fr_bytes_mut(out))?;
+        phase.mark(&self.rt, "copy Fr from the device")
     }
 
     /// Exclusive prefix sums of `input[..n]` into `output`; returns the total.
@@ -412,7 +421,7 @@ impl<R: Runtime> DeviceState<R> {
                 KArg::Buf(&acc),
             ],
         )?;
-        while per_window > 1 {
+        if per_window > 1 {
             let g = per_window.min(SUM_GROUP);
             let count = sets * per_window;
             let next = self.rt.alloc((count / g) as usize * C::XYZZ_BYTES)?;
@@ -426,9 +435,16 @@ impl<R: Runtime> DeviceState<R> {
         }
         phase
             .mark(&self.rt, if C::NAME == "G1" { "msm 5 G1 window sums" } else { "msm 5 G2 window sums" })?;
-        let mut bytes = vec![0u8; sets as usize * C::XYZZ_BYTES];
+        let mut bytes = vec![0u8; (sets * per_window) as usize * C::XYZZ_BYTES];
         self.rt.download(&acc, &mut bytes)?;
-        let window_sums: Vec<C::Projective> = bytes.chunks_exact(C::XYZZ_BYTES).map(C::from_xyzz).collect();
+        // Each window's partial sums, added on the host, then the windows by
+        // Horner's rule (doublings between them).
+        let window_sums: Vec<C::Projective> = bytes
+            .par_chunks(per_window as usize * C::XYZZ_BYTES)
+            .map(|w| {
+                w.chunks_exact(C::XYZZ_BYTES).map(C::from_xyzz).fold(C::Projective::zero(), |a, p| a + p)
+            })
+            .collect();
         Ok(window_sums
             .iter()
             .rev()
@@ -725,6 +741,32 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
 
     fn inject_fault(&self, launches: usize) {
         self.fault_after.store(launches, Ordering::Relaxed);
+    }
+
+    fn time_copies(&mut self, bytes: usize, reps: usize) -> Result<(Duration, Duration), GpuError> {
+        let host: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
+        let mut back = vec![0u8; bytes];
+        let mut buf = self.rt.alloc(bytes)?;
+        let (mut up, mut down) = (Vec::new(), Vec::new());
+        for _ in 0..reps.max(1) + 1 {
+            self.rt.sync()?;
+            let t = Instant::now();
+            self.rt.upload(&mut buf, &host)?;
+            self.rt.sync()?;
+            up.push(t.elapsed());
+            let t = Instant::now();
+            self.rt.download(&buf, &mut back)?;
+            down.push(t.elapsed());
+        }
+        if back != host {
+            return Err(GpuError::Unsupported("the copy came back different".into()));
+        }
+        let median = |mut v: Vec<Duration>| {
+            v.remove(0); // the warm-up
+            v.sort();
+            v[v.len() / 2]
+        };
+        Ok((median(up), median(down)))
     }
 
     fn time_resident_ntt(&mut self, log_n: u32, reps: usize) -> Result<Duration, GpuError> {

@@ -12,6 +12,7 @@
 
 use ark_bn254::{Fq, Fq2, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::AffineRepr;
+use ark_ec::short_weierstrass::{Projective, SWCurveConfig};
 use ark_ff::{BigInt, Field, Zero};
 
 /// Bytes of one field element.
@@ -77,6 +78,23 @@ fn fq2_at(b: &[u8]) -> Fq2 {
     Fq2::new(fq_at(&b[..32]), fq_at(&b[32..64]))
 }
 
+/// XYZZ to arkworks' Jacobian coordinates (x = X/Z², y = Y/Z³) without an
+/// inversion: with ZZ = z², ZZZ = z³, the point (X·ZZ², Y·ZZ³, ZZZ) is the
+/// same (X·ZZ²/ZZZ² = X/ZZ and Y·ZZ³/ZZZ³ = Y/ZZZ). ZZ = 0 gives Z = 0, the
+/// point at infinity.
+fn jacobian<P: SWCurveConfig>(
+    x: P::BaseField,
+    y: P::BaseField,
+    zz: P::BaseField,
+    zzz: P::BaseField,
+) -> Projective<P> {
+    if zz.is_zero() {
+        return Projective::zero();
+    }
+    let zz2 = zz.square();
+    Projective::new_unchecked(x * zz2, y * zz2 * zz, zzz)
+}
+
 /// A curve whose points the kernels handle.
 pub(crate) trait DeviceCurve: Send + Sync + 'static {
     /// Affine bases on the host.
@@ -125,10 +143,7 @@ impl DeviceCurve for G1 {
 
     fn from_xyzz(b: &[u8]) -> G1Projective {
         let (x, y, zz, zzz) = (fq_at(&b[0..]), fq_at(&b[32..]), fq_at(&b[64..]), fq_at(&b[96..]));
-        match (zz.inverse(), zzz.inverse()) {
-            (Some(izz), Some(izzz)) => G1Affine::new_unchecked(x * izz, y * izzz).into(),
-            _ => G1Projective::zero(),
-        }
+        jacobian(x, y, zz, zzz)
     }
 
     fn double_k(mut p: G1Projective, k: usize) -> G1Projective {
@@ -161,10 +176,7 @@ impl DeviceCurve for G2 {
 
     fn from_xyzz(b: &[u8]) -> G2Projective {
         let (x, y, zz, zzz) = (fq2_at(&b[0..]), fq2_at(&b[64..]), fq2_at(&b[128..]), fq2_at(&b[192..]));
-        match (zz.inverse(), zzz.inverse()) {
-            (Some(izz), Some(izzz)) => G2Affine::new_unchecked(x * izz, y * izzz).into(),
-            _ => G2Projective::zero(),
-        }
+        jacobian(x, y, zz, zzz)
     }
 
     fn double_k(mut p: G2Projective, k: usize) -> G2Projective {

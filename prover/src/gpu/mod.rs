@@ -581,6 +581,16 @@ impl GpuBackend {
         slot.lock().time_resident_ntt(log_n, reps)
     }
 
+    /// The times of copying `bytes` to the first device and back (medians).
+    pub fn time_copies(&self, bytes: usize, reps: usize) -> Result<(Duration, Duration), GpuError> {
+        let slot = self
+            .healthy_slots()
+            .into_iter()
+            .next()
+            .ok_or_else(|| GpuError::Unsupported("no device".into()))?;
+        slot.lock().time_copies(bytes, reps)
+    }
+
     /// Time per phase of the device drivers, summed over every call, when the
     /// process runs with `MEDROLLUP_GPU_PROFILE=1` (empty otherwise):
     /// (phase, calls, total).
