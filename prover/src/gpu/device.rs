@@ -96,15 +96,18 @@ pub(crate) trait DeviceOps: Send {
     /// The MSMs of `scalars` with each target's bases, sharing one sort of the
     /// scalars' digits.
     fn msm(&mut self, scalars: &[Fr], targets: &[Target]) -> Result<Vec<MsmValue>, GpuError>;
-    /// An NTT in place.
+    /// An NTT in place. The in-place calls write their output only at the
+    /// end, after the device has finished: an error leaves the input whole
+    /// (the CPU can take over) unless it is [`GpuError::OutputLost`].
     fn ntt(&mut self, data: &mut [Fr], dir: NttDirection, coset: Option<Fr>) -> Result<(), GpuError>;
-    /// One chain of the quotient: coefficients of the evaluations `v`, then
-    /// their evaluations on the coset (Fr's generator).
+    /// One chain of the quotient, in place: coefficients of the evaluations
+    /// `v`, then their evaluations on the coset (Fr's generator).
     fn coset_evals(&mut self, v: &mut [Fr]) -> Result<(), GpuError>;
-    /// The rest of the quotient from the three chains' coset evaluations.
-    fn quotient_from_evals(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError>;
-    /// The whole quotient on this device.
-    fn quotient(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError>;
+    /// The rest of the quotient from the three chains' coset evaluations,
+    /// into `a`.
+    fn quotient_from_evals(&mut self, a: &mut [Fr], b: &[Fr], c: &[Fr]) -> Result<(), GpuError>;
+    /// The whole quotient on this device, into `a`.
+    fn quotient(&mut self, a: &mut [Fr], b: &[Fr], c: &[Fr]) -> Result<(), GpuError>;
     /// Makes every launch after the next `launches` fail (a test's fault).
     fn inject_fault(&self, launches: usize);
     /// The time of one forward NTT of 2^log_n elements already on the device
@@ -247,9 +250,16 @@ impl<R: Runtime> DeviceState<R> {
         Ok(buf)
     }
 
-    fn download_fr(&self, buf: &R::Buf, out: &mut [Fr]) -> Result<(), GpuError> {
+    /// Copies a finished result over `out` (an input of the call): first
+    /// waits for the device, so that its errors come while `out` is whole;
+    /// an error in the copy itself is [`GpuError::OutputLost`].
+    fn finish_into(&self, buf: &R::Buf, out: &mut [Fr]) -> Result<(), GpuError> {
+        self.rt.sync()?;
         let mut phase = Phase::start(out.len());
-        self.rt.download(buf, layout::fr_bytes_mut(out))?;
+        self.rt.download(buf, layout::fr_bytes_mut(out)).map_err(|e| GpuError::OutputLost {
+            device: self.rt.label().to_string(),
+            reason: e.to_string(),
+        })?;
         phase.mark(&self.rt, "copy Fr from the device")
     }
 
@@ -698,7 +708,7 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         let mut buf = self.upload_fr(data)?;
         let mut scratch = self.rt.alloc(data.len() * FIELD_BYTES)?;
         self.ntt_buf(&mut buf, &mut scratch, log_n, dir, coset)?;
-        self.download_fr(&buf, data)
+        self.finish_into(&buf, data)
     }
 
     fn coset_evals(&mut self, v: &mut [Fr]) -> Result<(), GpuError> {
@@ -707,26 +717,24 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         let mut scratch = self.rt.alloc(v.len() * FIELD_BYTES)?;
         self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Inverse, None)?;
         self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Forward, Some(Fr::GENERATOR))?;
-        self.download_fr(&buf, v)
+        self.finish_into(&buf, v)
     }
 
-    fn quotient_from_evals(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError> {
+    fn quotient_from_evals(&mut self, a: &mut [Fr], b: &[Fr], c: &[Fr]) -> Result<(), GpuError> {
         let log_n = Self::log_size(a.len())?;
         let mut ab = self.upload_fr(a)?;
         let bb = self.upload_fr(b)?;
         let cb = self.upload_fr(c)?;
         let mut scratch = self.rt.alloc(a.len() * FIELD_BYTES)?;
         self.pointwise_and_interpolate(&mut ab, &bb, &cb, &mut scratch, log_n)?;
-        let mut h = vec![Fr::default(); a.len()];
-        self.download_fr(&ab, &mut h)?;
-        Ok(h)
+        self.finish_into(&ab, a)
     }
 
-    fn quotient(&mut self, a: &[Fr], b: &[Fr], c: &[Fr]) -> Result<Vec<Fr>, GpuError> {
+    fn quotient(&mut self, a: &mut [Fr], b: &[Fr], c: &[Fr]) -> Result<(), GpuError> {
         let log_n = Self::log_size(a.len())?;
         let mut scratch = self.rt.alloc(a.len() * FIELD_BYTES)?;
         let mut bufs = Vec::with_capacity(3);
-        for v in [a, b, c] {
+        for v in [&*a, b, c] {
             let mut buf = self.upload_fr(v)?;
             self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Inverse, None)?;
             self.ntt_buf(&mut buf, &mut scratch, log_n, NttDirection::Forward, Some(Fr::GENERATOR))?;
@@ -734,9 +742,7 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         }
         let (cb, bb, mut ab) = (bufs.pop().expect("c"), bufs.pop().expect("b"), bufs.pop().expect("a"));
         self.pointwise_and_interpolate(&mut ab, &bb, &cb, &mut scratch, log_n)?;
-        let mut h = vec![Fr::default(); a.len()];
-        self.download_fr(&ab, &mut h)?;
-        Ok(h)
+        self.finish_into(&ab, a)
     }
 
     fn inject_fault(&self, launches: usize) {
@@ -746,6 +752,7 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
     fn time_copies(&mut self, bytes: usize, reps: usize) -> Result<(Duration, Duration), GpuError> {
         let host: Vec<u8> = (0..bytes).map(|i| i as u8).collect();
         let mut back = vec![0u8; bytes];
+        back.fill(1); // touched: the timing is the copy's, not the page faults'.
         let mut buf = self.rt.alloc(bytes)?;
         let (mut up, mut down) = (Vec::new(), Vec::new());
         for _ in 0..reps.max(1) + 1 {

@@ -692,15 +692,19 @@ impl GpuBackend {
     }
 
     /// `f` on a healthy device (an idle one if any), counting `ntts`
-    /// transforms of `n` elements; `None` when no device could do it.
+    /// transforms of `n` elements: `Ok(None)` when no device could do it
+    /// (the caller's inputs are whole, the CPU takes over), an error when a
+    /// device lost the output it was writing over an input.
     fn on_device<T>(
         &self,
         ntts: u64,
         n: usize,
         f: impl FnOnce(&mut dyn DeviceOps) -> Result<T, GpuError>,
-    ) -> Option<T> {
+    ) -> Result<Option<T>, BackendError> {
         let slots = self.healthy_slots();
-        let slot = slots.iter().find(|s| s.ops.try_lock().is_ok()).or(slots.first())?;
+        let Some(slot) = slots.iter().find(|s| s.ops.try_lock().is_ok()).or(slots.first()) else {
+            return Ok(None);
+        };
         Self::on_slot(slot, ntts, n, f)
     }
 
@@ -709,10 +713,10 @@ impl GpuBackend {
         ntts: u64,
         n: usize,
         f: impl FnOnce(&mut dyn DeviceOps) -> Result<T, GpuError>,
-    ) -> Option<T> {
+    ) -> Result<Option<T>, BackendError> {
         let mut ops = slot.lock();
         if !slot.healthy() {
-            return None;
+            return Ok(None);
         }
         let t = Instant::now();
         let r = f(ops.as_mut());
@@ -722,12 +726,16 @@ impl GpuBackend {
                 Counters::add(&slot.counters.ntt_calls, ntts);
                 Counters::add(&slot.counters.ntt_elements, ntts * n as u64);
                 Counters::add(&slot.counters.busy_nanos, t.elapsed().as_nanos() as u64);
-                Some(v)
+                Ok(Some(v))
+            }
+            Err(e @ GpuError::OutputLost { .. }) => {
+                slot.failed(&e);
+                Err(BackendError::Device { backend: slot.label.clone(), reason: e.to_string() })
             }
             Err(e) => {
                 slot.failed(&e);
                 Counters::add(&slot.counters.fallbacks, 1);
-                None
+                Ok(None)
             }
         }
     }
@@ -886,60 +894,66 @@ impl NttBackend for GpuBackend {
         coset: Option<Fr>,
     ) -> Result<(), BackendError> {
         let n = data.len();
-        let done = self.on_device(1, n, |d| {
-            let mut v = data.to_vec();
-            d.ntt(&mut v, dir, coset).map(|()| v)
-        });
-        match done {
-            Some(v) => data.copy_from_slice(&v),
-            None => {
-                if !self.m.slots.is_empty() {
-                    self.fallback_counted();
-                }
-                self.ntt_on_cpu(data, dir, coset);
+        if self.on_device(1, n, |d| d.ntt(data, dir, coset))?.is_none() {
+            if !self.m.slots.is_empty() {
+                self.fallback_counted();
             }
+            self.ntt_on_cpu(data, dir, coset);
         }
         Ok(())
     }
 
     fn qap_quotient_unchecked(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>, BackendError> {
+        let (mut a, mut b, mut c) = (a, b, c);
         let n = a.len();
         let slots = self.healthy_slots();
+        let cpu_chain = |v: &mut [Fr]| {
+            self.ntt_on_cpu(v, NttDirection::Inverse, None);
+            self.ntt_on_cpu(v, NttDirection::Forward, Some(Fr::GENERATOR));
+        };
         if slots.len() <= 1 {
-            if let Some(h) = self.on_device(7, n, |d| d.quotient(&a, &b, &c)) {
-                return Ok(h);
+            // The whole chain on the device, the result over a.
+            if self.on_device(7, n, |d| d.quotient(&mut a, &b, &c))?.is_some() {
+                return Ok(a);
             }
             if !self.m.slots.is_empty() {
                 self.fallback_counted();
             }
-            let (mut a, mut b, mut c) = (a, b, c);
             for v in [&mut a, &mut b, &mut c] {
-                self.ntt_on_cpu(v, NttDirection::Inverse, None);
-                self.ntt_on_cpu(v, NttDirection::Forward, Some(Fr::GENERATOR));
+                cpu_chain(v);
             }
-            crate::backend::pointwise_quotient(&mut a, &b, &c);
-            self.ntt_on_cpu(&mut a, NttDirection::Inverse, Some(Fr::GENERATOR));
-            return Ok(a);
-        }
-        // The three chains side by side on up to three devices.
-        let mut chains = [a, b, c];
-        std::thread::scope(|scope| {
-            for (k, v) in chains.iter_mut().enumerate() {
-                let slot = slots[k % slots.len()];
-                scope.spawn(move || {
-                    if Self::on_slot(slot, 2, v.len(), |d| d.coset_evals(v)).is_none() {
-                        self.fallback_counted();
-                        self.ntt_on_cpu(v, NttDirection::Inverse, None);
-                        self.ntt_on_cpu(v, NttDirection::Forward, Some(Fr::GENERATOR));
-                    }
-                });
+        } else {
+            // The three chains side by side on up to three devices.
+            let mut chains = [a, b, c];
+            let lost: Vec<BackendError> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chains
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(k, v)| {
+                        let slot = slots[k % slots.len()];
+                        let cpu_chain = &cpu_chain;
+                        scope.spawn(move || match Self::on_slot(slot, 2, v.len(), |d| d.coset_evals(v)) {
+                            Ok(Some(())) => None,
+                            Ok(None) => {
+                                self.fallback_counted();
+                                cpu_chain(v);
+                                None
+                            }
+                            Err(e) => Some(e),
+                        })
+                    })
+                    .collect();
+                handles.into_iter().filter_map(|h| h.join().expect("a device thread panicked")).collect()
+            });
+            if let Some(e) = lost.into_iter().next() {
+                return Err(e);
             }
-        });
-        let [mut a, b, c] = chains;
-        if let Some(h) = self.on_device(1, n, |d| d.quotient_from_evals(&a, &b, &c)) {
-            return Ok(h);
+            [a, b, c] = chains;
+            if self.on_device(1, n, |d| d.quotient_from_evals(&mut a, &b, &c))?.is_some() {
+                return Ok(a);
+            }
+            self.fallback_counted();
         }
-        self.fallback_counted();
         crate::backend::pointwise_quotient(&mut a, &b, &c);
         self.ntt_on_cpu(&mut a, NttDirection::Inverse, Some(Fr::GENERATOR));
         Ok(a)

@@ -41,6 +41,15 @@ pub enum GpuError {
     /// A problem this device's kernels do not take (the caller uses the CPU).
     #[error("{0}")]
     Unsupported(String),
+    /// The device failed while its result was being copied over the input
+    /// (an in-place call): the input is gone, so the CPU cannot take over.
+    #[error("{device} failed while copying its result back, over the input: {reason}")]
+    OutputLost {
+        /// The device.
+        device: String,
+        /// The copy's error.
+        reason: String,
+    },
     /// A failure injected by a test.
     #[error("{0}: injected fault")]
     Injected(String),
