@@ -1,5 +1,5 @@
 # medrollup — the two commands a newcomer needs, and a few more.
-.PHONY: demo test lint bench bench-quick bench-records js-deps contracts gas-table
+.PHONY: demo test lint bench bench-quick bench-gpu bench-records js-deps contracts gas-table
 
 # The main job: today, the rollup core end to end on sample data (setup,
 # batches, Groth16 proofs, verification). It becomes the whole farm as it grows.
@@ -21,6 +21,12 @@ bench:
 
 bench-quick:
 	MEDROLLUP_BENCH_QUICK=1 cargo bench -p medrollup-prover --bench engine
+
+# The GPU backend against the CPU backend on this machine's devices
+# (prover/BENCHMARKS.md; scripts/gpu-check runs it on a GPU machine from
+# binaries built elsewhere).
+bench-gpu:
+	MEDROLLUP_GPU_PROFILE=1 cargo bench -p medrollup-prover --bench gpu
 
 # Records through storage: encrypt + store, fetch + decrypt, embedded store
 # and a real IPFS node (client/BENCHMARKS.md).

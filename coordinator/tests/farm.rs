@@ -167,6 +167,82 @@ async fn one_batch(client: &Client, http: &str) -> Vec<TxAnswer> {
     run_steps(client, http, &load.admin).await.into_iter().map(|(_, a)| a).collect()
 }
 
+/// The OpenCL device a worker would use here (POCL in CI), or why there is none.
+fn opencl_device() -> Result<String, String> {
+    let out = std::process::Command::new(prover_bin())
+        .args(["devices", "--devices", "opencl", "--opencl-cpu"])
+        .output()
+        .expect("medrollup-prover devices runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    match text.lines().find_map(|l| l.strip_prefix("device ")) {
+        Some(l) => Ok(l.split(" (opencl").next().unwrap_or(l).to_string()),
+        None => Err(text),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hospital_worker_proves_on_its_device_and_reports_what_it_did() {
+    let device = match opencl_device() {
+        Ok(d) => d,
+        Err(why) => {
+            assert!(
+                std::env::var("MEDROLLUP_REQUIRE_OPENCL").as_deref() != Ok("1"),
+                "MEDROLLUP_REQUIRE_OPENCL=1 but: {why}"
+            );
+            println!("skipped: no OpenCL device ({why})");
+            return;
+        }
+    };
+    let _heavy = HEAVY.lock().await;
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let http = farm.http();
+    let metrics_port = free_port();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let _w = start_worker_with(
+        &farm.nats,
+        "gpu-hospital",
+        &farm.dir.path().join("cache-gpu"),
+        farm.dir.path(),
+        // No precomputed bases: on a CPU device (POCL) they cost more than they save.
+        &["--devices", "opencl", "--opencl-cpu", "--precompute-min", "100000000", "--metrics", &metrics_addr],
+    );
+    let client = Client::connect(&farm.nats).await;
+    one_batch(&client, &http).await;
+    wait_for("the batch sealed", Duration::from_secs(60), || async {
+        let root = get_json(&format!("{http}/root")).await;
+        (root["batches_sealed"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    let who = wait_for("the batch proven", Duration::from_secs(300), || proven_by(&http, 0)).await;
+    assert_eq!(who, "gpu-hospital");
+
+    // The farm sees the device; the proof was made on it (the coordinator
+    // verified it); the worker's metrics count the device's work.
+    let f = get_json(&format!("{http}/farm")).await;
+    let w = &f["workers"][0];
+    assert_eq!(w["backend"], "opencl", "{f}");
+    assert!(w["devices"][0].as_str().unwrap().starts_with(&device), "{f}");
+    let metrics = reqwest::get(format!("http://{metrics_addr}/metrics")).await.unwrap().text().await.unwrap();
+    let value = |name: &str, label: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} for {label}:\n{metrics}"))
+    };
+    let on_device = format!("device=\"{device}\"");
+    assert!(value("medrollup_worker_device_msm_points_total", &on_device) > 0.0, "{metrics}");
+    assert!(value("medrollup_worker_device_ntt_elements_total", &on_device) > 0.0, "{metrics}");
+    assert_eq!(value("medrollup_worker_device_healthy", &on_device), 1.0);
+    assert_eq!(value("medrollup_worker_device_errors_total", &on_device), 0.0);
+    assert_eq!(value("medrollup_worker_device_msm_points_total", "device=\"cpu\""), 0.0, "all on the device");
+    assert!(metrics.contains("medrollup_worker_stage_seconds_count{backend=\"opencl\""), "{metrics}");
+    wait_for("batch 0 on L1", Duration::from_secs(30), || all_submitted(&http)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_worker_killed_mid_proof_loses_its_job_to_another() {
     let _heavy = HEAVY.lock().await;

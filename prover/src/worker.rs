@@ -7,8 +7,12 @@
 //! trouble (the proving key cannot be fetched yet) hands the job back with a
 //! delay; a job that cannot be proved (wrong shape, bad witness) is answered
 //! as failed, so the coordinator decides.
+//!
+//! It proves on the devices [`WorkerConfig::gpu`] finds (CUDA GPUs, or
+//! OpenCL ones), with the CPU as the fallback and, with no device, as the
+//! prover; `/metrics` reports each device's work, errors and fallbacks.
 
-use crate::CpuBackend;
+use crate::gpu::{DeviceCounters, GpuBackend, GpuConfig};
 use crate::groth16::{LoadedKey, prove};
 use ark_bn254::Fr;
 use ark_ff::UniformRand;
@@ -18,14 +22,15 @@ use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys;
 use medrollup_wire::{JobOutcome, JobResult, JobSpec, StageSeconds, WorkerInfo, streams, subjects};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tracing::{Instrument, info, info_span, warn};
@@ -47,6 +52,8 @@ pub struct WorkerConfig {
     pub progress: Duration,
     /// Prometheus `/metrics` address, if any.
     pub metrics_addr: Option<SocketAddr>,
+    /// Which devices to prove on (the CPU when none is usable).
+    pub gpu: GpuConfig,
 }
 
 impl WorkerConfig {
@@ -60,6 +67,7 @@ impl WorkerConfig {
             heartbeat: Duration::from_secs(2),
             progress: Duration::from_secs(5),
             metrics_addr: None,
+            gpu: GpuConfig::default(),
         }
     }
 }
@@ -86,6 +94,19 @@ enum JobError {
     Fatal(String),
 }
 
+/// Per-device counters, as the backend reports them.
+#[derive(Debug, Clone)]
+struct DeviceMetrics {
+    msm_points: CounterVec,
+    ntt_elements: CounterVec,
+    busy: CounterVec,
+    errors: CounterVec,
+    fallbacks: CounterVec,
+    healthy: IntGaugeVec,
+    /// What was last added, per device: the backend's counters only grow.
+    seen: Arc<Mutex<HashMap<String, DeviceCounters>>>,
+}
+
 /// The worker's metrics.
 #[derive(Debug, Clone)]
 struct Metrics {
@@ -93,10 +114,12 @@ struct Metrics {
     jobs: IntCounterVec,
     stages: HistogramVec,
     busy: IntGauge,
+    devices: DeviceMetrics,
+    backend: GpuBackend,
 }
 
 impl Metrics {
-    fn new() -> Self {
+    fn new(backend: GpuBackend) -> Self {
         let registry = Registry::new();
         let jobs = IntCounterVec::new(
             Opts::new("medrollup_worker_jobs_total", "Jobs finished by this worker, by outcome"),
@@ -110,24 +133,94 @@ impl Metrics {
         )
         .expect("metric");
         let busy = IntGauge::new("medrollup_worker_busy", "1 while proving").expect("metric");
+        let labels = &["device", "runtime"];
+        let counter =
+            |name: &str, help: &str| CounterVec::new(Opts::new(name, help), labels).expect("metric");
+        let devices = DeviceMetrics {
+            msm_points: counter(
+                "medrollup_worker_device_msm_points_total",
+                "Points multiplied in MSMs, per device (the CPU is device \"cpu\")",
+            ),
+            ntt_elements: counter(
+                "medrollup_worker_device_ntt_elements_total",
+                "Elements transformed by NTTs, per device",
+            ),
+            busy: counter("medrollup_worker_device_busy_seconds_total", "Time each device spent working"),
+            errors: counter(
+                "medrollup_worker_device_errors_total",
+                "Device failures (each takes the device out of service)",
+            ),
+            fallbacks: counter(
+                "medrollup_worker_device_fallbacks_total",
+                "Pieces of work a device was given that the CPU finished",
+            ),
+            healthy: IntGaugeVec::new(
+                Opts::new("medrollup_worker_device_healthy", "1 while a device is in service"),
+                labels,
+            )
+            .expect("metric"),
+            seen: Arc::new(Mutex::new(HashMap::new())),
+        };
         registry.register(Box::new(jobs.clone())).expect("unique");
         registry.register(Box::new(stages.clone())).expect("unique");
         registry.register(Box::new(busy.clone())).expect("unique");
-        Self { registry, jobs, stages, busy }
+        for c in
+            [&devices.msm_points, &devices.ntt_elements, &devices.busy, &devices.errors, &devices.fallbacks]
+        {
+            registry.register(Box::new(c.clone())).expect("unique");
+        }
+        registry.register(Box::new(devices.healthy.clone())).expect("unique");
+        let m = Self { registry, jobs, stages, busy, devices, backend };
+        m.sync_devices();
+        m
+    }
+
+    /// Brings the device counters up to the backend's.
+    fn sync_devices(&self) {
+        let report = self.backend.report();
+        let d = &self.devices;
+        let mut seen = d.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let rows = report
+            .devices
+            .iter()
+            .map(|r| (r.label.as_str(), r.runtime, r.healthy, &r.counters))
+            .chain(std::iter::once(("cpu", "cpu", true, &report.cpu)));
+        for (label, runtime, healthy, now) in rows {
+            let before = seen.entry(label.to_string()).or_default();
+            let l = [label, runtime];
+            d.msm_points
+                .with_label_values(&l)
+                .inc_by(now.msm_points.saturating_sub(before.msm_points) as f64);
+            d.ntt_elements
+                .with_label_values(&l)
+                .inc_by(now.ntt_elements.saturating_sub(before.ntt_elements) as f64);
+            d.busy.with_label_values(&l).inc_by((now.busy_seconds - before.busy_seconds).max(0.0));
+            d.errors.with_label_values(&l).inc_by(now.errors.saturating_sub(before.errors) as f64);
+            d.fallbacks.with_label_values(&l).inc_by(now.fallbacks.saturating_sub(before.fallbacks) as f64);
+            d.healthy.with_label_values(&l).set(i64::from(healthy));
+            *before = now.clone();
+        }
     }
 
     fn render(&self) -> String {
+        self.sync_devices();
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding");
         String::from_utf8(buf).expect("utf-8")
     }
 }
 
+/// "cuda", "opencl" or "cpu": what a proof runs on.
+fn backend_kind(backend: &GpuBackend) -> String {
+    let report = backend.report();
+    report.devices.iter().find(|d| d.healthy).map_or("cpu", |d| d.runtime).to_string()
+}
+
 struct Worker {
     config: WorkerConfig,
     js: jetstream::Context,
-    backend: CpuBackend,
-    keys: HashMap<String, Arc<LoadedKey<CpuBackend>>>,
+    backend: GpuBackend,
+    keys: HashMap<String, Arc<LoadedKey<GpuBackend>>>,
     metrics: Metrics,
     busy: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
@@ -152,12 +245,24 @@ pub async fn run(
         .map_err(|e| WorkerError::Nats(format!("connecting to {}: {e}", config.nats_url)))?;
     let js = jetstream::new(client.clone());
     std::fs::create_dir_all(&config.cache_dir)?;
+    // Finding devices compiles (or reads cached) kernels and tests each one.
+    let gpu = config.gpu.clone();
+    let backend = tokio::task::spawn_blocking(move || GpuBackend::new(&gpu))
+        .await
+        .map_err(|e| WorkerError::Nats(format!("device discovery panicked: {e}")))?;
+    let report = backend.report();
+    for d in &report.devices {
+        info!(device = %d.label, memory_gib = d.memory >> 30, "proving on this device");
+    }
+    if report.devices.is_empty() {
+        info!(reasons = ?report.refused, "no device: proving on the CPU");
+    }
     let mut w = Worker {
         config: config.clone(),
         js: js.clone(),
-        backend: CpuBackend::new(),
+        backend: backend.clone(),
         keys: HashMap::new(),
-        metrics: Metrics::new(),
+        metrics: Metrics::new(backend.clone()),
         busy: Arc::new(AtomicBool::new(false)),
         done: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
@@ -165,6 +270,7 @@ pub async fn run(
     let heartbeat = tokio::spawn(heartbeats(
         client.clone(),
         config.clone(),
+        backend,
         w.busy.clone(),
         w.done.clone(),
         w.failed.clone(),
@@ -218,6 +324,7 @@ pub async fn run(
 async fn heartbeats(
     client: async_nats::Client,
     config: WorkerConfig,
+    backend: GpuBackend,
     busy: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -227,10 +334,17 @@ async fn heartbeats(
     let mut tick = tokio::time::interval(config.heartbeat);
     loop {
         tick.tick().await;
+        let report = backend.report();
+        let mut devices: Vec<String> = report
+            .devices
+            .iter()
+            .map(|d| format!("{}{}", d.label, if d.healthy { "" } else { " (failed)" }))
+            .collect();
+        devices.push(format!("cpu ({threads} threads)"));
         let info = WorkerInfo {
             name: config.name.clone(),
-            backend: "cpu".into(),
-            devices: vec![format!("cpu ({threads} threads)")],
+            backend: backend_kind(&backend),
+            devices,
             threads,
             memory_bytes,
             jobs_done: done.load(Ordering::Relaxed),
@@ -366,7 +480,7 @@ impl Worker {
                 spec.shape
             )));
         }
-        let backend = self.backend;
+        let backend = self.backend.clone();
         let witness = spec.witness;
         let proved = tokio::task::spawn_blocking(move || {
             let mut rng = rand::thread_rng();
@@ -383,21 +497,25 @@ impl Worker {
             msm: msm.as_secs_f64(),
             total: (times.synthesis + times.witness_map + times.ntt + msm).as_secs_f64(),
         };
+        let kind = backend_kind(&self.backend);
+        let report = self.backend.report();
+        let device = report.devices.iter().find(|d| d.healthy).map_or("cpu", |d| d.label.as_str());
         for (stage, v) in [
             ("synthesis", stages.synthesis),
             ("ntt", stages.ntt),
             ("msm", stages.msm),
             ("total", stages.total),
         ] {
-            self.metrics.stages.with_label_values(&[stage, "cpu", "cpu"]).observe(v);
+            self.metrics.stages.with_label_values(&[stage, &kind, device]).observe(v);
         }
-        Ok(JobOutcome::Proved { proof: medrollup_wire::encode_proof(&proof), backend: "cpu".into(), stages })
+        self.metrics.sync_devices();
+        Ok(JobOutcome::Proved { proof: medrollup_wire::encode_proof(&proof), backend: kind, stages })
     }
 
     /// The proving key with this hash: from memory, the disk cache, or the
     /// farm's key bucket; its bytes are checked against the hash every time
     /// they are read.
-    async fn key(&mut self, sha256: &str) -> Result<Arc<LoadedKey<CpuBackend>>, JobError> {
+    async fn key(&mut self, sha256: &str) -> Result<Arc<LoadedKey<GpuBackend>>, JobError> {
         if let Some(k) = self.keys.get(sha256) {
             return Ok(k.clone());
         }
@@ -435,7 +553,7 @@ impl Worker {
                 b
             }
         };
-        let backend = self.backend;
+        let backend = self.backend.clone();
         let sha = sha256.to_string();
         let loaded = tokio::task::spawn_blocking(move || {
             let pk =

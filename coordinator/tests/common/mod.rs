@@ -284,10 +284,16 @@ impl Coordinator {
 
 /// A worker process named `name`.
 pub fn start_worker(nats: &Nats, name: &str, cache: &Path, logs: &Path) -> Proc {
+    start_worker_with(nats, name, cache, logs, &[])
+}
+
+/// A worker process named `name`, with more arguments.
+pub fn start_worker_with(nats: &Nats, name: &str, cache: &Path, logs: &Path, extra: &[&str]) -> Proc {
     Proc::spawn(
         &format!("worker-{name}"),
         Command::new(prover_bin())
             .args(["worker", "--nats-url", &nats.url, "--nats-user", WORKER.0, "--name", name])
+            .args(extra)
             .env("MEDROLLUP_NATS_PASSWORD", WORKER.1)
             .arg("--cache-dir")
             .arg(cache)

@@ -1,6 +1,7 @@
 //! `medrollup-prover worker`: a hospital's prover in the farm.
 
 use clap::{Parser, Subcommand};
+use medrollup_prover::gpu::{GpuBackend, GpuConfig, Runtimes};
 use medrollup_prover::worker::{self, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,15 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// List the devices a worker would prove on, and why others are not used.
+    Devices {
+        /// Which devices: auto, cuda, opencl or none.
+        #[arg(long, default_value = "auto", env = "MEDROLLUP_DEVICES")]
+        devices: Runtimes,
+        /// Also OpenCL CPU devices (POCL).
+        #[arg(long)]
+        opencl_cpu: bool,
+    },
     /// Take proving jobs from the farm until Ctrl-C or SIGTERM.
     Worker {
         /// NATS server.
@@ -42,6 +52,19 @@ enum Command {
         /// the coordinator's job ack wait).
         #[arg(long, default_value_t = 5000)]
         progress_ms: u64,
+        /// Devices to prove on: auto (CUDA GPUs, else OpenCL GPUs), cuda,
+        /// opencl or none; the CPU proves when no device is usable.
+        #[arg(long, default_value = "auto", env = "MEDROLLUP_DEVICES")]
+        devices: Runtimes,
+        /// Also use OpenCL CPU devices (POCL): slower than the CPU backend,
+        /// for checking the kernels without a GPU.
+        #[arg(long)]
+        opencl_cpu: bool,
+        /// Bases sets at least this long are kept on the devices with their
+        /// multiples for every MSM window (faster MSMs; about 16 times the
+        /// memory of the proving key's points).
+        #[arg(long, default_value_t = 1 << 16)]
+        precompute_min: usize,
     },
 }
 
@@ -49,6 +72,25 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     medrollup_wire::service::init_logging();
     match Args::parse().command {
+        Command::Devices { devices, opencl_cpu } => {
+            let config = GpuConfig { runtimes: devices, opencl_cpu, ..GpuConfig::default() };
+            let report = tokio::task::spawn_blocking(move || GpuBackend::new(&config).report()).await?;
+            for d in &report.devices {
+                println!(
+                    "device {} ({}, {:.1} GiB, {} compute units): admitted",
+                    d.label,
+                    d.runtime,
+                    d.memory as f64 / f64::from(1u32 << 30),
+                    d.compute_units
+                );
+            }
+            for r in &report.refused {
+                println!("not used: {r}");
+            }
+            if report.devices.is_empty() {
+                println!("no device: the worker proves on the CPU");
+            }
+        }
         Command::Worker {
             nats_url,
             nats_user,
@@ -58,6 +100,9 @@ async fn main() -> anyhow::Result<()> {
             metrics,
             heartbeat_ms,
             progress_ms,
+            devices,
+            opencl_cpu,
+            precompute_min,
         } => {
             let mut config = WorkerConfig::local(&name);
             config.nats_url = nats_url;
@@ -70,6 +115,9 @@ async fn main() -> anyhow::Result<()> {
             config.metrics_addr = metrics;
             config.heartbeat = std::time::Duration::from_millis(heartbeat_ms);
             config.progress = std::time::Duration::from_millis(progress_ms);
+            config.gpu.runtimes = devices;
+            config.gpu.opencl_cpu = opencl_cpu;
+            config.gpu.precompute_min = precompute_min;
             worker::run(config, medrollup_wire::service::shutdown_signal()).await?;
         }
     }

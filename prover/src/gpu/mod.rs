@@ -314,7 +314,7 @@ fn find_opencl(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> 
     for (i, d) in devices.iter().enumerate() {
         if d.is_cpu && !config.opencl_cpu {
             refused.push(format!(
-                "opencl:{i} {}: a CPU device (the CPU backend is faster; set opencl_cpu to use it)",
+                "opencl:{i} {}: a CPU device (the CPU backend is faster; --opencl-cpu uses it anyway)",
                 d.name
             ));
             continue;
