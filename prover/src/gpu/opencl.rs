@@ -29,7 +29,12 @@ pub(crate) struct ClDeviceInfo {
 unsafe impl Send for ClDeviceInfo {}
 
 /// Every device of every OpenCL platform, or why there is none.
+///
+/// One discovery at a time in a process: POCL's first platform query is not
+/// safe to race (seen: a concurrent query answered no device at all).
 pub(crate) fn list() -> Result<Vec<ClDeviceInfo>, GpuError> {
+    static DISCOVERY: Mutex<()> = Mutex::new(());
+    let _one = DISCOVERY.lock().unwrap_or_else(|p| p.into_inner());
     if !cl3::is_opencl_runtime_available() {
         return Err(GpuError::NoOpenCl(
             "libOpenCL.so.1 could not be loaded (install an ICD loader and a driver, e.g. Debian's \
