@@ -102,6 +102,17 @@ pub fn cid(label: &str) -> [u8; 32] {
     Sha256::digest(label.as_bytes()).into()
 }
 
+/// The first `shape.batch_size` sample transactions as one batch from the
+/// sample genesis (what the prover's tests and benchmarks prove).
+pub fn batch(shape: crate::keys::CircuitShape) -> crate::batch::BatchWitness {
+    let mut st = crate::state::State::genesis(&genesis(shape.levels)).expect("the sample genesis is valid");
+    let mut b = crate::batch::BatchBuilder::new(&mut st, shape.batch_size, NOW);
+    for tx in transactions().iter().take(shape.batch_size) {
+        b.push(tx).expect("the sample transactions are valid in order");
+    }
+    b.finish()
+}
+
 /// A realistic sequence exercising every transaction kind, valid in order at
 /// time [`NOW`] (16 transactions).
 pub fn transactions() -> Vec<SignedTx> {

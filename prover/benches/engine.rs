@@ -16,6 +16,7 @@ use ark_relations::gr1cs::ConstraintSynthesizer;
 use ark_snark::SNARK;
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys::{self, CircuitShape};
+use medrollup_circuits::sample::batch;
 use medrollup_prover::CpuBackend;
 use medrollup_prover::backend::{MsmBackend, NttDirection, msm_g1, msm_g2, ntt};
 use medrollup_prover::groth16::{LoadedKey, StageTimes, prove};
@@ -25,7 +26,7 @@ use std::time::Instant;
 
 mod common;
 
-use common::{Chain, batch, median, random_g1, random_g2, random_scalars, stages};
+use common::{Chain, median, random_g1, random_g2, random_scalars, stages};
 
 #[global_allocator]
 static ALLOC: PeakAlloc = PeakAlloc;

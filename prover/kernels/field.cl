@@ -51,23 +51,29 @@ DEVICE bool FIELD_gt(FIELD a, FIELD b) {
 
 #ifdef MEDROLLUP_PTX
 
+/* r = a - b over eight limbs; borrow = 0xffffffff when a < b, else 0. */
+#define FIELD_SUB_CHAIN(r, a, b, borrow)                                                     \
+  asm("sub.cc.u32 %0, %9, %17;\n\t"                                                         \
+      "subc.cc.u32 %1, %10, %18;\n\t"                                                       \
+      "subc.cc.u32 %2, %11, %19;\n\t"                                                       \
+      "subc.cc.u32 %3, %12, %20;\n\t"                                                       \
+      "subc.cc.u32 %4, %13, %21;\n\t"                                                       \
+      "subc.cc.u32 %5, %14, %22;\n\t"                                                       \
+      "subc.cc.u32 %6, %15, %23;\n\t"                                                       \
+      "subc.cc.u32 %7, %16, %24;\n\t"                                                       \
+      "subc.u32 %8, 0, 0;"                                                                   \
+      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]), "=r"(r[4]), "=r"(r[5]), "=r"(r[6]),  \
+        "=r"(r[7]), "=r"(borrow)                                                             \
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(a[4]), "r"(a[5]), "r"(a[6]),         \
+        "r"(a[7]), "r"(b[0]), "r"(b[1]), "r"(b[2]), "r"(b[3]), "r"(b[4]), "r"(b[5]),         \
+        "r"(b[6]), "r"(b[7]))
+
 /* a - p if a >= p (a < 2p). */
 DEVICE FIELD FIELD_sub_p_if_needed(FIELD a) {
   const u32 p[8] = FIELD_MODULUS;
   FIELD s;
   u32 borrow;
-  asm("sub.cc.u32 %0, %9, %17;\n\t"
-      "subc.cc.u32 %1, %10, %18;\n\t"
-      "subc.cc.u32 %2, %11, %19;\n\t"
-      "subc.cc.u32 %3, %12, %20;\n\t"
-      "subc.cc.u32 %4, %13, %21;\n\t"
-      "subc.cc.u32 %5, %14, %22;\n\t"
-      "subc.cc.u32 %6, %15, %23;\n\t"
-      "subc.cc.u32 %7, %16, %24;\n\t"
-      "subc.u32 %8, 0, 0;"
-      : "=r"(s.v[0]), "=r"(s.v[1]), "=r"(s.v[2]), "=r"(s.v[3]), "=r"(s.v[4]), "=r"(s.v[5]), "=r"(s.v[6]), "=r"(s.v[7]), "=r"(borrow)
-      : "r"(a.v[0]), "r"(a.v[1]), "r"(a.v[2]), "r"(a.v[3]), "r"(a.v[4]), "r"(a.v[5]), "r"(a.v[6]), "r"(a.v[7]),
-        "r"(p[0]), "r"(p[1]), "r"(p[2]), "r"(p[3]), "r"(p[4]), "r"(p[5]), "r"(p[6]), "r"(p[7]));
+  FIELD_SUB_CHAIN(s.v, a.v, p, borrow);
   return borrow ? a : s;
 }
 
@@ -92,18 +98,7 @@ DEVICE FIELD FIELD_sub(FIELD a, FIELD b) {
   const u32 p[8] = FIELD_MODULUS;
   FIELD r;
   u32 borrow;
-  asm("sub.cc.u32 %0, %9, %17;\n\t"
-      "subc.cc.u32 %1, %10, %18;\n\t"
-      "subc.cc.u32 %2, %11, %19;\n\t"
-      "subc.cc.u32 %3, %12, %20;\n\t"
-      "subc.cc.u32 %4, %13, %21;\n\t"
-      "subc.cc.u32 %5, %14, %22;\n\t"
-      "subc.cc.u32 %6, %15, %23;\n\t"
-      "subc.cc.u32 %7, %16, %24;\n\t"
-      "subc.u32 %8, 0, 0;"
-      : "=r"(r.v[0]), "=r"(r.v[1]), "=r"(r.v[2]), "=r"(r.v[3]), "=r"(r.v[4]), "=r"(r.v[5]), "=r"(r.v[6]), "=r"(r.v[7]), "=r"(borrow)
-      : "r"(a.v[0]), "r"(a.v[1]), "r"(a.v[2]), "r"(a.v[3]), "r"(a.v[4]), "r"(a.v[5]), "r"(a.v[6]), "r"(a.v[7]),
-        "r"(b.v[0]), "r"(b.v[1]), "r"(b.v[2]), "r"(b.v[3]), "r"(b.v[4]), "r"(b.v[5]), "r"(b.v[6]), "r"(b.v[7]));
+  FIELD_SUB_CHAIN(r.v, a.v, b.v, borrow);
   /* On a borrow, add p back (masked, without a branch). */
   u32 m[8];
 #pragma unroll

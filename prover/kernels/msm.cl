@@ -22,6 +22,14 @@ DEVICE u32 msm_bits(Fr s, u32 start, u32 c) {
   return bits & ((1u << c) - 1);
 }
 
+/* The signed digit of window w given the carry from window w - 1: its
+ * magnitude, with bit 31 set when it is negative (which carries one into
+ * window w + 1). Digits lie in [-2^(c-1), 2^(c-1)]. */
+DEVICE u32 msm_digit(Fr s, u32 w, u32 c, u32 carry) {
+  u32 d = msm_bits(s, w * c, c) + carry;
+  return d > (1u << (c - 1)) ? ((1u << c) - d) | 0x80000000u : d;
+}
+
 KERNEL void msm_prepare(GLOBAL const Fr* in, GLOBAL Fr* out, u32 n) {
   u32 i = GLOBAL_ID();
   if (i >= n) return;
@@ -46,9 +54,9 @@ KERNEL void msm_histogram(GLOBAL const Fr* scalars, u32 n, u32 c, u32 windows, u
   u32 mid = 1u << (c - 1);
   u32 carry = 0;
   for (u32 w = 0; w < windows; w++) {
-    u32 d = msm_bits(s, w * c, c) + carry;
-    carry = d > mid ? 1 : 0;
-    u32 mag = carry ? (1u << c) - d : d;
+    u32 digit = msm_digit(s, w, c, carry);
+    u32 mag = digit & 0x7fffffffu;
+    carry = digit >> 31;
     if (mag != 0) ATOMIC_INC(&counts[(merged ? 0 : w * mid) + mag - 1]);
   }
 }
@@ -63,9 +71,9 @@ KERNEL void msm_scatter(GLOBAL const Fr* scalars, u32 n, u32 c, u32 windows, u32
   u32 mid = 1u << (c - 1);
   u32 carry = 0;
   for (u32 w = 0; w < windows; w++) {
-    u32 d = msm_bits(s, w * c, c) + carry;
-    carry = d > mid ? 1 : 0;
-    u32 mag = carry ? (1u << c) - d : d;
+    u32 digit = msm_digit(s, w, c, carry);
+    u32 mag = digit & 0x7fffffffu;
+    carry = digit >> 31;
     if (mag != 0) {
       u32 pos = ATOMIC_INC(&cursor[(merged ? 0 : w * mid) + mag - 1]);
       entries[pos] = (merged ? w * n + i : i) | ((neg ^ carry) << 31);
@@ -91,4 +99,20 @@ DEVICE u32 msm_find_bucket(GLOBAL const u32* seg_off, u32 buckets, u32 s) {
     else hi = mid;
   }
   return lo;
+}
+
+/* The entries [start, end) that segment s sums: a bucket's segments take k
+ * entries each, the last one what is left. */
+typedef struct {
+  u32 start, end;
+} msm_range;
+
+DEVICE msm_range msm_segment(GLOBAL const u32* off, GLOBAL const u32* cnt, GLOBAL const u32* seg_off, u32 buckets,
+                             u32 s, u32 k) {
+  u32 b = msm_find_bucket(seg_off, buckets, s);
+  msm_range r;
+  r.start = off[b] + (s - seg_off[b]) * k;
+  r.end = off[b] + cnt[b];
+  if (r.start + k < r.end) r.end = r.start + k;
+  return r;
 }

@@ -26,12 +26,9 @@ KERNEL void POINT_bucket_acc(GLOBAL const POINT_affine* bases, u32 base_offset, 
                              GLOBAL POINT_xyzz* out) {
   u32 s = GLOBAL_ID();
   if (s >= segments) return;
-  u32 b = msm_find_bucket(seg_off, buckets, s);
-  u32 start = off[b] + (s - seg_off[b]) * k;
-  u32 end = off[b] + cnt[b];
-  if (start + k < end) end = start + k;
+  msm_range r = msm_segment(off, cnt, seg_off, buckets, s, k);
   POINT_xyzz acc = POINT_identity();
-  for (u32 e = start; e < end; e++) {
+  for (u32 e = r.start; e < r.end; e++) {
     u32 entry = entries[e];
     u32 idx = entry & 0x7fffffffu;
     if (stride) {
@@ -52,12 +49,9 @@ KERNEL void POINT_partial_acc(GLOBAL const POINT_xyzz* in, GLOBAL const u32* off
                               GLOBAL POINT_xyzz* out) {
   u32 s = GLOBAL_ID();
   if (s >= segments) return;
-  u32 b = msm_find_bucket(seg_off, buckets, s);
-  u32 start = off[b] + (s - seg_off[b]) * k;
-  u32 end = off[b] + cnt[b];
-  if (start + k < end) end = start + k;
+  msm_range r = msm_segment(off, cnt, seg_off, buckets, s, k);
   POINT_xyzz acc = POINT_identity();
-  for (u32 e = start; e < end; e++) acc = POINT_add(acc, in[e]);
+  for (u32 e = r.start; e < r.end; e++) acc = POINT_add(acc, in[e]);
   out[s] = acc;
 }
 

@@ -12,11 +12,10 @@ use ark_ec::{CurveGroup, VariableBaseMSM};
 use ark_ff::{FftField, UniformRand};
 use ark_groth16::Groth16;
 use ark_snark::SNARK;
-use medrollup_circuits::batch::{BatchBuilder, BatchWitness};
+use medrollup_circuits::batch::BatchWitness;
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys::{self, CircuitShape};
-use medrollup_circuits::sample::{self, NOW};
-use medrollup_circuits::state::State;
+use medrollup_circuits::sample::batch;
 use medrollup_prover::backend::{MsmBackend, NttDirection, msm_batch, msm_g1, ntt, qap_quotient};
 use medrollup_prover::dual::DualBackend;
 use medrollup_prover::gpu::{self, GpuBackend, GpuConfig, Runtimes};
@@ -211,15 +210,6 @@ fn missing_runtimes_are_refused_with_their_reason() {
         assert_eq!(b.device_count(), 0);
         assert!(b.report().refused.iter().any(|r| r.contains("a CPU device")), "{:?}", b.report().refused);
     }
-}
-
-fn batch(shape: CircuitShape) -> BatchWitness {
-    let mut st = State::genesis(&sample::genesis(shape.levels)).unwrap();
-    let mut b = BatchBuilder::new(&mut st, shape.batch_size, NOW);
-    for tx in sample::transactions().iter().take(shape.batch_size) {
-        b.push(tx).unwrap();
-    }
-    b.finish()
 }
 
 fn proof_setup() -> &'static (ark_groth16::ProvingKey<Bn254>, BatchWitness) {

@@ -5,22 +5,11 @@ use ark_bn254::{Bn254, Fr};
 use ark_ff::UniformRand;
 use ark_groth16::Groth16;
 use ark_snark::SNARK;
-use medrollup_circuits::batch::{BatchBuilder, BatchWitness};
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys::{self, CircuitShape};
-use medrollup_circuits::sample::{self, NOW};
-use medrollup_circuits::state::State;
+use medrollup_circuits::sample::batch;
 use medrollup_prover::CpuBackend;
 use medrollup_prover::groth16::{LoadedKey, ProveError, prove};
-
-fn batch(shape: CircuitShape) -> BatchWitness {
-    let mut st = State::genesis(&sample::genesis(shape.levels)).unwrap();
-    let mut b = BatchBuilder::new(&mut st, shape.batch_size, NOW);
-    for tx in sample::transactions().iter().take(shape.batch_size) {
-        b.push(tx).unwrap();
-    }
-    b.finish()
-}
 
 #[test]
 fn bit_identical_to_ark_groth16_and_verified_by_it() {

@@ -6,10 +6,6 @@ use ark_bn254::{Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::CurveGroup;
 use ark_ff::UniformRand;
 use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, SynthesisError};
-use medrollup_circuits::batch::{BatchBuilder, BatchWitness};
-use medrollup_circuits::keys::CircuitShape;
-use medrollup_circuits::sample::{self, NOW};
-use medrollup_circuits::state::State;
 use medrollup_prover::groth16::StageTimes;
 use rand::SeedableRng;
 use rayon::prelude::*;
@@ -73,15 +69,6 @@ impl ConstraintSynthesizer<Fr> for Chain {
         let out = FpVar::new_witness(cs.clone(), || x.value())?;
         x.enforce_equal(&out)
     }
-}
-
-pub fn batch(shape: CircuitShape) -> BatchWitness {
-    let mut st = State::genesis(&sample::genesis(shape.levels)).expect("genesis");
-    let mut b = BatchBuilder::new(&mut st, shape.batch_size, NOW);
-    for tx in sample::transactions().iter().take(shape.batch_size) {
-        b.push(tx).expect("valid sample");
-    }
-    b.finish()
 }
 
 pub fn stages(t: &StageTimes) -> String {
