@@ -5,8 +5,8 @@
  * Rules the rest of the source keeps, so that it is valid in both dialects:
  * - helpers are DEVICE functions (DEVICE_NOINLINE for the large curve
  *   formulas, which would otherwise be copied into every kernel) that take
- *   and return values (structs by value), never pointers into global memory
- *   (OpenCL 1.2 has no generic address space);
+ *   and return values (structs by value), or GLOBAL pointers, never
+ *   unqualified ones (OpenCL 1.2 has no generic address space);
  * - kernels are KERNEL functions whose pointer arguments are GLOBAL;
  * - work-group memory is declared at the top of a kernel with LOCAL;
  * - no C++-only and no C-only syntax (no designated initialisers, no

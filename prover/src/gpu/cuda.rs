@@ -218,10 +218,6 @@ fn keep_freed_memory(ctx: &CudaContext) {
     }
 }
 
-fn fail_text(device: &str, reason: &str) -> GpuError {
-    GpuError::Call { device: device.into(), op: "loading the kernels".into(), reason: reason.into() }
-}
-
 impl std::fmt::Debug for Cuda {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cuda").field("label", &self.label).finish_non_exhaustive()
@@ -236,19 +232,19 @@ impl Cuda {
         portable: bool,
         cache: Option<&Path>,
     ) -> Result<(Self, CudaDeviceInfo), GpuError> {
-        let fail = |op: &str, e: cudarc::driver::DriverError| GpuError::Call {
+        let fail = |op: &str, e: &dyn std::fmt::Display| GpuError::Call {
             device: format!("cuda:{ordinal}"),
             op: op.into(),
             reason: e.to_string(),
         };
-        let ctx = CudaContext::new(ordinal).map_err(|e| fail("opening the device", e))?;
-        let arch = ctx.compute_capability().map_err(|e| fail("reading its architecture", e))?;
+        let ctx = CudaContext::new(ordinal).map_err(|e| fail("opening the device", &e))?;
+        let arch = ctx.compute_capability().map_err(|e| fail("reading its architecture", &e))?;
         let info = CudaDeviceInfo {
-            name: ctx.name().map_err(|e| fail("reading its name", e))?,
-            memory: ctx.total_mem().map_err(|e| fail("reading its memory", e))? as u64,
+            name: ctx.name().map_err(|e| fail("reading its name", &e))?,
+            memory: ctx.total_mem().map_err(|e| fail("reading its memory", &e))? as u64,
             compute_units: ctx
                 .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-                .map_err(|e| fail("reading its multiprocessors", e))? as u32,
+                .map_err(|e| fail("reading its multiprocessors", &e))? as u32,
             arch,
         };
         let label = format!("cuda:{ordinal} {}", info.name);
@@ -259,20 +255,21 @@ impl Cuda {
         let compute = format!("compute_{}{}", arch.0, arch.1);
         let module = match compile_kernels(portable, &sm, cache) {
             Ok(cubin) => {
-                ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| fail("loading the kernels", e))?
+                ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| fail("loading the kernels", &e))?
             }
             Err(e) => {
                 tracing::warn!(device = %label, error = %e, "no CUBIN; loading PTX");
                 let ptx = compile_kernels(portable, &compute, cache)?;
-                let text = String::from_utf8(ptx).map_err(|_| fail_text(&label, "the PTX is not text"))?;
-                ctx.load_module(Ptx::from_src(text)).map_err(|e| fail("loading the kernels", e))?
+                let text = String::from_utf8(ptx)
+                    .map_err(|_| fail("loading the kernels", &"the PTX is not text"))?;
+                ctx.load_module(Ptx::from_src(text)).map_err(|e| fail("loading the kernels", &e))?
             }
         };
         let mut funcs = HashMap::new();
         for k in source::KERNELS {
-            funcs.insert(*k, module.load_function(k).map_err(|e| fail(&format!("loading {k}"), e))?);
+            funcs.insert(*k, module.load_function(k).map_err(|e| fail(&format!("loading {k}"), &e))?);
         }
-        let stream = ctx.new_stream().map_err(|e| fail("creating a stream", e))?;
+        let stream = ctx.new_stream().map_err(|e| fail("creating a stream", &e))?;
         keep_freed_memory(&ctx);
         Ok((Self { label, ctx, stream, funcs, staging: Mutex::new(Staging::default()) }, info))
     }
