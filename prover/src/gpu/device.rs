@@ -91,8 +91,6 @@ pub(crate) trait DeviceOps: Send {
     ) -> Result<(), GpuError>;
     /// Frees bases `id` (if resident).
     fn free_bases(&mut self, id: u64);
-    /// Whether bases `id` are resident.
-    fn has_bases(&self, id: u64) -> bool;
     /// The MSMs of `scalars` with each target's bases, sharing one sort of the
     /// scalars' digits.
     fn msm(&mut self, scalars: &[Fr], targets: &[Target]) -> Result<Vec<MsmValue>, GpuError>;
@@ -653,10 +651,6 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
 
     fn free_bases(&mut self, id: u64) {
         self.bases.remove(&id);
-    }
-
-    fn has_bases(&self, id: u64) -> bool {
-        self.bases.contains_key(&id)
     }
 
     fn msm(&mut self, scalars: &[Fr], targets: &[Target]) -> Result<Vec<MsmValue>, GpuError> {

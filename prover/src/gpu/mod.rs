@@ -243,6 +243,8 @@ impl std::fmt::Debug for GpuBackend {
 pub struct GpuBases<A> {
     id: u64,
     host: Vec<A>,
+    /// Per device (by index): whether the bases are resident there.
+    resident: Vec<bool>,
     m: Arc<Manager>,
 }
 
@@ -604,17 +606,19 @@ impl GpuBackend {
 
     fn load<C: DeviceCurve>(&self, points: &[C::Affine], curve: CurveId) -> GpuBases<C::Affine> {
         let id = self.m.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut resident = vec![false; self.m.slots.len()];
         if !self.m.slots.is_empty() {
             let packed = C::pack(points);
-            for s in self.m.slots.iter().filter(|s| s.healthy()) {
-                let precompute = points.len() >= self.m.precompute_min;
-                if let Err(e) = s.lock().load_bases(id, curve, &packed, points.len(), precompute) {
+            let precompute = points.len() >= self.m.precompute_min;
+            for (s, on) in self.m.slots.iter().zip(&mut resident).filter(|(s, _)| s.healthy()) {
+                match s.lock().load_bases(id, curve, &packed, points.len(), precompute) {
+                    Ok(()) => *on = true,
                     // Not resident there: that device gets no work over these bases.
-                    tracing::warn!(device = %s.label, error = %e, "bases not loaded");
+                    Err(e) => tracing::warn!(device = %s.label, error = %e, "bases not loaded"),
                 }
             }
         }
-        GpuBases { id, host: points.to_vec(), m: self.m.clone() }
+        GpuBases { id, host: points.to_vec(), resident, m: self.m.clone() }
     }
 
     /// Runs one unit on the CPU.
@@ -831,12 +835,17 @@ impl MsmBackend for GpuBackend {
             }
         };
 
-        // Only devices that hold every set of bases of the batch.
-        let ids: Vec<u64> = g1.iter().map(|(b, _)| b.id).chain(g2.iter().map(|(b, _)| b.id)).collect();
+        // Only devices that hold every set of bases of the batch (known here,
+        // without waiting for a busy device's lock).
         let slots: Vec<&Slot> = self
-            .healthy_slots()
-            .into_iter()
-            .filter(|s| ids.iter().all(|id| s.lock().has_bases(*id)))
+            .m
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|&(i, s)| {
+                s.healthy() && g1.iter().all(|(b, _)| b.resident[i]) && g2.iter().all(|(b, _)| b.resident[i])
+            })
+            .map(|(_, s)| s)
             .collect();
         if slots.is_empty() {
             if !self.m.slots.is_empty() {
