@@ -23,7 +23,7 @@ use crate::eddsa::{self, PublicKey};
 use crate::field::{Fr, fr_to_u64};
 use crate::merkle::{MerklePath, SparseTree};
 use crate::poseidon;
-use crate::tx::{ConsentTarget, SignedTx, TxBody, TxKind};
+use crate::tx::{ConsentTarget, Scope, SignedTx, TxBody, TxKind};
 use ark_ff::Zero;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -249,6 +249,13 @@ pub struct Account {
     pub nonce: u64,
 }
 
+/// What an account registers for its RSA public key (`spki`, the
+/// SubjectPublicKeyInfo DER): `Poseidon(sha256(spki) as two 128-bit limbs)`.
+pub fn rsa_key_hash(spki: &[u8]) -> Fr {
+    use sha2::Digest;
+    poseidon::hash(&crate::field::digest_to_limbs(&sha2::Sha256::digest(spki).into()))
+}
+
 /// One entry of the append-only audit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -283,7 +290,8 @@ impl AuditEntry {
         ]
     }
 
-    fn from_fields(l: &Leaf) -> Self {
+    /// The entry an audit leaf holds.
+    pub fn from_fields(l: &Leaf) -> Self {
         AuditEntry {
             kind: u(&l[0]),
             actor: u(&l[1]),
@@ -294,6 +302,109 @@ impl AuditEntry {
             timestamp: u(&l[6]),
         }
     }
+}
+
+/// A records leaf, read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordLeaf {
+    /// The patient who owns it.
+    pub owner: u64,
+    /// The doctor who added it (0 when the owner wrote the last version).
+    pub author: u64,
+    /// sha256 digest inside the content's CID.
+    #[serde(with = "crate::field::serde_hex32")]
+    pub cid_digest: [u8; 32],
+    /// Hash of the record's metadata.
+    #[serde(with = "crate::field::serde_fr")]
+    pub meta_hash: Fr,
+    /// Versions written (1 after the add).
+    pub version: u64,
+    /// Deleted (crypto-shredded).
+    pub deleted: bool,
+}
+
+impl RecordLeaf {
+    /// The record a records leaf holds, or `None` for an empty leaf or one
+    /// whose content digest is not two 128-bit limbs.
+    pub fn from_fields(l: &Leaf) -> Option<Self> {
+        if l[0].is_zero() {
+            return None;
+        }
+        Some(RecordLeaf {
+            owner: u(&l[0]),
+            author: u(&l[1]),
+            cid_digest: crate::field::limbs_to_digest([l[2], l[3]])?,
+            meta_hash: l[4],
+            version: u(&l[5]),
+            deleted: !l[6].is_zero(),
+        })
+    }
+}
+
+/// A consents leaf, read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsentLeaf {
+    /// The patient who granted it.
+    pub patient: u64,
+    /// Who holds it.
+    pub grantee: u64,
+    /// What it allows.
+    pub scope: Scope,
+    /// Which records.
+    pub target: ConsentTarget,
+    /// When it lapses (Unix seconds).
+    pub expiry: u64,
+    /// Revoked.
+    pub revoked: bool,
+}
+
+impl ConsentLeaf {
+    /// The consent a consents leaf holds, or `None` for an empty or
+    /// malformed leaf.
+    pub fn from_fields(l: &Leaf) -> Option<Self> {
+        if l[0].is_zero() {
+            return None;
+        }
+        let scope = match u(&l[2]) {
+            1 => Scope::Read,
+            2 => Scope::ReadWrite,
+            _ => return None,
+        };
+        let target = if l[3].is_zero() { ConsentTarget::Record(u(&l[4])) } else { ConsentTarget::AllRecords };
+        Some(ConsentLeaf {
+            patient: u(&l[0]),
+            grantee: u(&l[1]),
+            scope,
+            target,
+            expiry: u(&l[5]),
+            revoked: !l[6].is_zero(),
+        })
+    }
+
+    /// Whether it lets its grantee read `record` of `owner` at time `now`
+    /// (and write it, with `write`): the rule [`State::check`] applies.
+    pub fn allows(&self, owner: u64, record: u64, write: bool, now: u64) -> bool {
+        self.patient == owner
+            && !self.revoked
+            && self.expiry > now
+            && (!write || self.scope == Scope::ReadWrite)
+            && match self.target {
+                ConsentTarget::AllRecords => true,
+                ConsentTarget::Record(r) => r == record,
+            }
+    }
+}
+
+/// Where an account appears in the state: what a client asks the
+/// coordinator for, then checks leaf by leaf.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountIndex {
+    /// Records it owns or wrote.
+    pub records: Vec<u64>,
+    /// Consents it granted or holds.
+    pub consents: Vec<u64>,
+    /// Audit entries about its records or by it.
+    pub audit: Vec<u64>,
 }
 
 /// A hospital in the genesis state.
@@ -491,6 +602,26 @@ impl State {
                 (l[2] == f(patient)).then(|| (i, AuditEntry::from_fields(&l), self.path(TreeId::Audit, i)))
             })
             .collect()
+    }
+
+    /// Where `account` appears: records it owns or wrote, consents it
+    /// granted or holds, audit entries it made or that concern it (sorted).
+    pub fn index_of(&self, account: u64) -> AccountIndex {
+        let a = f(account);
+        let find = |tree: TreeId, cols: &[usize]| {
+            let mut ids: Vec<u64> = self.leaves[tree as usize]
+                .iter()
+                .filter(|(_, l)| cols.iter().any(|&c| l[c] == a))
+                .map(|(&i, _)| i)
+                .collect();
+            ids.sort_unstable();
+            ids
+        };
+        AccountIndex {
+            records: find(TreeId::Records, &[0, 1]),
+            consents: find(TreeId::Consents, &[0, 1]),
+            audit: find(TreeId::Audit, &[1, 2]),
+        }
     }
 
     /// Overwrites a leaf directly, bypassing every rule: for tests of states

@@ -375,3 +375,59 @@ fn audit_log_full_is_refused() {
     );
     assert_eq!(err, Err(TxError::AuditLogFull));
 }
+
+/// The leaf views clients read (records, consents) say what the rules
+/// enforce: `ConsentLeaf::allows` agrees with `State::check` on every consent
+/// and record of the sample state, and the index finds an account's leaves.
+#[test]
+fn leaf_views_and_the_account_index_agree_with_the_rules() {
+    use medrollup_circuits::state::{AuditEntry, ConsentLeaf, RecordLeaf};
+    let st = after(sample::transactions().len());
+    let consents: Vec<u64> =
+        (0..1024).filter(|&c| ConsentLeaf::from_fields(&st.leaf(TreeId::Consents, c)).is_some()).collect();
+    let records: Vec<u64> =
+        (0..1024).filter(|&r| RecordLeaf::from_fields(&st.leaf(TreeId::Records, r)).is_some()).collect();
+    assert!(!consents.is_empty() && !records.is_empty());
+    let mut seen = [0usize; 2];
+    for &c in &consents {
+        let view = ConsentLeaf::from_fields(&st.leaf(TreeId::Consents, c)).unwrap();
+        for &r in &records {
+            let rec = RecordLeaf::from_fields(&st.leaf(TreeId::Records, r)).unwrap();
+            let grantee = ps().doctors.into_iter().find(|d| d.id == view.grantee).unwrap();
+            let log = tx(&st, &grantee, TxBody::LogAccess { record: r, consent: c });
+            let ruled = st.check(&log, NOW).is_ok();
+            assert_eq!(
+                view.allows(rec.owner, r, false, NOW) && !rec.deleted,
+                ruled,
+                "consent {c}, record {r}"
+            );
+            seen[usize::from(ruled)] += 1;
+        }
+        assert!(!view.allows(view.patient, 0, false, view.expiry), "expired at its expiry");
+    }
+    assert!(seen[0] > 0 && seen[1] > 0, "both outcomes occur: {seen:?}");
+    for p in ps().patients.iter().chain(&ps().doctors) {
+        let idx = st.index_of(p.id);
+        for &r in &idx.records {
+            let rec = RecordLeaf::from_fields(&st.leaf(TreeId::Records, r)).unwrap();
+            assert!(rec.owner == p.id || rec.author == p.id);
+        }
+        let owned = records.iter().filter(|&&r| {
+            let rec = RecordLeaf::from_fields(&st.leaf(TreeId::Records, r)).unwrap();
+            rec.owner == p.id || rec.author == p.id
+        });
+        assert_eq!(owned.count(), idx.records.len(), "account {}", p.id);
+        for &c in &idx.consents {
+            let v = ConsentLeaf::from_fields(&st.leaf(TreeId::Consents, c)).unwrap();
+            assert!(v.patient == p.id || v.grantee == p.id);
+        }
+        let audit: Vec<u64> = (0..st.audit_count())
+            .filter(|&i| {
+                let e = AuditEntry::from_fields(&st.leaf(TreeId::Audit, i));
+                e.actor == p.id || e.patient == p.id
+            })
+            .collect();
+        assert_eq!(idx.audit, audit, "account {}", p.id);
+    }
+    assert!(st.index_of(999).records.is_empty() && st.index_of(999).audit.is_empty());
+}

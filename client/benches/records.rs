@@ -17,23 +17,7 @@ use std::time::{Duration, Instant};
 
 /// A FHIR R4 bundle of about `size` bytes: a patient and observations.
 fn bundle(size: usize) -> Vec<u8> {
-    let mut entries = vec![serde_json::json!({ "resource": { "resourceType": "Patient", "id": "p1" } })];
-    let mut len = 100;
-    let mut i = 0;
-    while len < size {
-        let e = serde_json::json!({ "resource": {
-            "resourceType": "Observation", "id": format!("o{i}"), "status": "final",
-            "code": { "coding": [ { "system": "http://loinc.org", "code": "8867-4", "display": "Heart rate" } ] },
-            "valueQuantity": { "value": 60 + i % 40, "unit": "beats/minute" },
-            "note": [ { "text": "x".repeat(800) } ]
-        }});
-        len += e.to_string().len() + 1;
-        entries.push(e);
-        i += 1;
-    }
-    serde_json::json!({ "resourceType": "Bundle", "type": "collection", "entry": entries })
-        .to_string()
-        .into_bytes()
+    medrollup_client::envelope::example_bundle("p1", size)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -128,6 +128,30 @@ pub fn validate_bundle(json: &[u8]) -> Result<Vec<String>, RecordError> {
         .collect()
 }
 
+/// An example record: a FHIR R4 `collection` Bundle for patient `patient`
+/// with heart-rate Observations (LOINC 8867-4) until it is about `size`
+/// bytes of JSON. For demos, tests and benchmarks.
+pub fn example_bundle(patient: &str, size: usize) -> Vec<u8> {
+    let mut entries = vec![serde_json::json!({ "resource": { "resourceType": "Patient", "id": patient } })];
+    let mut len = 100;
+    let mut i = 0;
+    while len < size {
+        let e = serde_json::json!({ "resource": {
+            "resourceType": "Observation", "id": format!("o{i}"), "status": "final",
+            "subject": { "reference": format!("Patient/{patient}") },
+            "code": { "coding": [ { "system": "http://loinc.org", "code": "8867-4", "display": "Heart rate" } ] },
+            "valueQuantity": { "value": 60 + i % 40, "unit": "beats/minute" },
+            "note": [ { "text": "x".repeat(800) } ]
+        }});
+        len += e.to_string().len() + 1;
+        entries.push(e);
+        i += 1;
+    }
+    serde_json::json!({ "resourceType": "Bundle", "type": "collection", "entry": entries })
+        .to_string()
+        .into_bytes()
+}
+
 /// One reader's copy of the record key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recipient {

@@ -26,8 +26,7 @@
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use medrollup_circuits::eddsa;
-use medrollup_circuits::field::{Fr, digest_to_limbs, serde_fr};
-use medrollup_circuits::poseidon;
+use medrollup_circuits::field::{Fr, serde_fr};
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use rsa::{Generate, PrivateKey as RsaPrivateKey, PublicKey as RsaPublicKey};
 use serde::{Deserialize, Serialize};
@@ -147,10 +146,7 @@ impl PublicIdentity {
     }
 }
 
-/// `Poseidon(sha256(spki) as two 128-bit limbs)`.
-pub fn rsa_key_hash(spki: &[u8]) -> Fr {
-    poseidon::hash(&digest_to_limbs(&Sha256::digest(spki).into()))
-}
+pub use medrollup_circuits::state::rsa_key_hash;
 
 /// Argon2id parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -462,7 +458,10 @@ mod tests {
     fn the_registered_hash_is_poseidon_of_the_spki_digest() {
         let p = alice().public();
         let d: [u8; 32] = Sha256::digest(&p.rsa_spki).into();
-        assert_eq!(p.rsa_key_hash, poseidon::hash(&digest_to_limbs(&d)));
+        assert_eq!(
+            p.rsa_key_hash,
+            medrollup_circuits::poseidon::hash(&medrollup_circuits::field::digest_to_limbs(&d))
+        );
         assert_ne!(rsa_key_hash(b"another key"), p.rsa_key_hash);
         assert!(format!("{:?}", alice()).contains("public"));
     }

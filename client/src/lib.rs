@@ -9,8 +9,11 @@
 //! - [`light`]: the light client, which believes a coordinator's answer only
 //!   when its Merkle proof leads to the state root on the L1 contract.
 //!
-//! Storage (`medrollup-storage`) and the consent flows build on these.
+//! - [`session`]: the flows (register, add and update records, grant,
+//!   revoke with re-keying, delete, read with the access logged, emergency
+//!   access, consents and audit log) as library calls.
 
 pub mod envelope;
 pub mod keystore;
 pub mod light;
+pub mod session;

@@ -30,6 +30,10 @@ pub struct Config {
     pub job_max_deliver: i64,
     /// A worker silent for this long is shown as lost.
     pub worker_timeout: Duration,
+    /// An IPFS node's RPC API (e.g. `http://127.0.0.1:5001`) to keep batch
+    /// data and check records' content on; `None`: the embedded store in
+    /// `<data>/content`.
+    pub ipfs_api: Option<String>,
     /// L1: the rollup contract and the submitter; `None` records proven
     /// batches to `<data>/l1-sink.jsonl` instead.
     pub l1: Option<crate::l1::L1Settings>,
@@ -50,6 +54,7 @@ impl Config {
             job_ack_wait: Duration::from_secs(30),
             job_max_deliver: 5,
             worker_timeout: Duration::from_secs(15),
+            ipfs_api: None,
             l1: None,
         }
     }

@@ -40,6 +40,8 @@ pub fn router(shared: AppState) -> Router {
         .route("/batch/{n}", get(batch))
         .route("/root", get(root))
         .route("/proof/{tree}/{index}", get(proof))
+        .route("/index/{account}", get(index))
+        .route("/directory/{account}", get(directory).post(publish_directory))
         .route("/farm", get(farm))
         .route("/l1", get(l1_status))
         .route("/metrics", get(metrics))
@@ -197,6 +199,8 @@ async fn root(State(s): State<AppState>) -> Response {
         "batches_sealed": v.batches_sealed,
         "batches_submitted": submitted,
         "instance": fr_to_dec(&v.sealed.instance()),
+        "levels": v.sealed.levels(),
+        "capacity": v.sealed.capacity(),
     }))
     .into_response()
 }
@@ -230,6 +234,81 @@ async fn proof(State(s): State<AppState>, Path((tree, index)): Path<(String, u64
         "batches_sealed": v.batches_sealed,
     }))
     .into_response()
+}
+
+/// `GET /index/{account}`: the records, consents and audit entries where
+/// the account appears in the last sealed state. A hint: clients fetch each
+/// leaf with `/proof` and check it against L1.
+async fn index(State(s): State<AppState>, Path(account): Path<u64>) -> Response {
+    let v = s.view.read().expect("view lock");
+    Json(json!({ "account": account, "batches_sealed": v.batches_sealed, "index": v.sealed.index_of(account) }))
+        .into_response()
+}
+
+/// An account's public keys as it publishes them.
+#[derive(Debug, Serialize, Deserialize)]
+struct DirectoryEntry {
+    babyjub: medrollup_circuits::eddsa::PublicKey,
+    /// RSA SubjectPublicKeyInfo DER, hex.
+    rsa_spki: String,
+    /// Its hash (decimal), as registered.
+    rsa_key_hash: String,
+}
+
+/// `POST /directory/{account}`: publishes the account's public keys, so
+/// that others can wrap record keys for it. Taken only when they are the
+/// keys the account registered (its leaf in the last sealed state), so the
+/// entry needs no other authentication.
+async fn publish_directory(State(s): State<AppState>, Path(account): Path<u64>, body: Bytes) -> Response {
+    let entry: DirectoryEntry = match serde_json::from_slice(&body) {
+        Ok(e) => e,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a directory entry is {{\"babyjub\": {{\"x\", \"y\"}}, \"rsa_spki\": hex, \"rsa_key_hash\"}}: {e}"
+                ),
+            );
+        }
+    };
+    let Ok(spki) = hex::decode(&entry.rsa_spki) else {
+        return error(StatusCode::BAD_REQUEST, "rsa_spki is not hex");
+    };
+    let hash = medrollup_circuits::state::rsa_key_hash(&spki);
+    if fr_to_dec(&hash) != entry.rsa_key_hash {
+        return error(StatusCode::BAD_REQUEST, "rsa_key_hash is not the hash of rsa_spki");
+    }
+    let registered = s.view.read().expect("view lock").sealed.account(account);
+    match registered {
+        None => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("account {account} is not registered in the last sealed batch; publish after it is"),
+            );
+        }
+        Some(a) if a.pubkey != entry.babyjub || a.rsa_key_hash != hash => {
+            return error(
+                StatusCode::FORBIDDEN,
+                format!("these are not the keys account {account} registered"),
+            );
+        }
+        Some(_) => {}
+    }
+    let canonical = serde_json::to_vec(&entry).expect("serialises");
+    match s.store.put_directory(account, &canonical) {
+        Ok(()) => (StatusCode::OK, Json(json!({ "account": account, "published": true }))).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `GET /directory/{account}`: the account's published public keys
+/// (clients check them against the account's leaf on L1).
+async fn directory(State(s): State<AppState>, Path(account): Path<u64>) -> Response {
+    match s.store.directory(account) {
+        Ok(Some(bytes)) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("account {account} has published no keys")),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 /// `GET /l1`: the rollup contract and the submitter's progress.

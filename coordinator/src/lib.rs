@@ -26,5 +26,5 @@ pub mod store;
 pub mod workload;
 
 pub use config::Config;
-pub use medrollup_storage::{cid, content};
+pub use medrollup_storage::{cid, content, kubo};
 pub use service::{CoordinatorError, run};

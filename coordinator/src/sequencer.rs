@@ -226,7 +226,7 @@ impl Sequencer {
             return rejected(
                 &p.id,
                 "record_content_missing",
-                "the record's content (CIDv1 raw, sha256 = cid_digest) cannot be fetched from the storage; add it first",
+                "the record's content (CIDv1, raw or dag-pb, sha256 = cid_digest) cannot be fetched from the content store; add it first (or the store is down: send the transaction again)",
             );
         }
         let open = self.open.get_or_insert_with(|| {

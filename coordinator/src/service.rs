@@ -261,7 +261,10 @@ pub async fn run(
     let (manifest, vk) = keys::load_verifying_key(&config.keys_dir)?;
     let pvk = keys::prepare(&vk);
     let store = Arc::new(Store::open(&config.data_dir.join("coordinator.redb"))?);
-    let content: Arc<dyn ContentStore> = Arc::new(EmbeddedStore::open(&config.data_dir.join("content"))?);
+    let content: Arc<dyn ContentStore> = match &config.ipfs_api {
+        Some(api) => Arc::new(crate::kubo::KuboStore::new(api)),
+        None => Arc::new(EmbeddedStore::open(&config.data_dir.join("content"))?),
+    };
     let batches = store.batches()?;
     let seq = tokio::task::block_in_place(|| Sequencer::restore(&config.genesis, manifest.shape, &batches))?;
     info!(batches = batches.len(), root = %seq.sealed_state().root(), "state restored");
@@ -416,6 +419,23 @@ pub async fn run(
 }
 
 impl Coordinator {
+    /// Whether a record's content (raw block or, beyond one chunk, a dag-pb
+    /// root) with sha256 `digest` can be fetched; a store that fails counts
+    /// as not having it (the transaction is refused and can be sent again).
+    async fn content_present(&self, digest: [u8; 32]) -> bool {
+        for cid in Cid::candidates(digest) {
+            match self.shared.content.has(cid).await {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(%cid, error = %e, "the content store cannot say whether it holds a record's content");
+                    return false;
+                }
+            }
+        }
+        false
+    }
+
     async fn on_tx(&mut self, m: jetstream::Message) -> Result<(), CoordinatorError> {
         let seq = m.info().map_err(nats_err!("message info"))?.stream_sequence;
         let answer = match sequencer::parse(&m.payload) {
@@ -423,7 +443,7 @@ impl Coordinator {
             Ok(p) => {
                 let content_ok = match p.record_digest() {
                     None => true,
-                    Some(d) => self.shared.content.has(Cid::from_digest(d)).await.unwrap_or(false),
+                    Some(d) => self.content_present(d).await,
                 };
                 let store = self.shared.store.clone();
                 let now = now_ms() / 1000;

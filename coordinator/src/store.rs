@@ -20,6 +20,8 @@ const APPLIED: TableDefinition<&str, u64> = TableDefinition::new("applied");
 const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
 /// Batch index → how it landed on L1.
 const LANDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("landings");
+/// Account → its published public keys (JSON), checked against its leaf.
+const DIRECTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("directory");
 
 const APPLIED_SEQ: &str = "applied_seq";
 const NEXT_SUBMIT: &str = "next_submit";
@@ -188,6 +190,7 @@ impl Store {
             db!(w.open_table(APPLIED))?;
             db!(w.open_table(WORKERS))?;
             db!(w.open_table(LANDINGS))?;
+            db!(w.open_table(DIRECTORY))?;
         }
         db!(w.commit())?;
         Ok(Self { db })
@@ -381,5 +384,22 @@ impl Store {
             out.push((name, rec));
         }
         Ok(out)
+    }
+
+    /// Publishes an account's public keys (JSON), replacing earlier ones.
+    pub fn put_directory(&self, account: u64, entry: &[u8]) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            let mut t = db!(w.open_table(DIRECTORY))?;
+            db!(t.insert(account, entry))?;
+        }
+        db!(w.commit())
+    }
+
+    /// An account's published public keys.
+    pub fn directory(&self, account: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(DIRECTORY))?;
+        Ok(db!(t.get(account))?.map(|g| g.value().to_vec()))
     }
 }

@@ -46,6 +46,7 @@ impl Farm {
             job_ack_wait_s: ack_wait_s,
             job_max_deliver: max_deliver,
             l1: None,
+            ipfs_api: None,
         })
     }
 

@@ -59,6 +59,7 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
         job_ack_wait_s: 30,
         job_max_deliver: 5,
         l1: Some((&url, DEV_KEY, 2)),
+        ipfs_api: None,
     });
     let _w1 = start_worker(&nats, "hospital-a", &dir.path().join("cache-a"), dir.path());
     let _w2 = start_worker(&nats, "hospital-b", &dir.path().join("cache-b"), dir.path());

@@ -37,6 +37,18 @@ impl Cid {
         Cid { codec: RAW, digest }
     }
 
+    /// The dag-pb CID whose sha256 digest is `digest` (the root of content
+    /// larger than one chunk).
+    pub fn dag_pb_from_digest(digest: [u8; 32]) -> Self {
+        Cid { codec: DAG_PB, digest }
+    }
+
+    /// The two CIDs a record's on-chain digest can stand for: raw (content
+    /// within one chunk), then dag-pb (a larger file's root).
+    pub fn candidates(digest: [u8; 32]) -> [Self; 2] {
+        [Self::from_digest(digest), Self::dag_pb_from_digest(digest)]
+    }
+
     /// The block's sha256.
     pub fn digest(&self) -> [u8; 32] {
         self.digest

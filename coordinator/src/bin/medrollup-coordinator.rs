@@ -49,6 +49,11 @@ struct Args {
     /// Deliveries of one job before it is dead.
     #[arg(long, default_value_t = 5)]
     job_max_deliver: i64,
+    /// An IPFS node's RPC API (e.g. http://127.0.0.1:5001): batch data and
+    /// records' content live there. Without it, in the embedded store under
+    /// --data-dir (same CIDs), served at /api/v0.
+    #[arg(long, env = "MEDROLLUP_IPFS_API")]
+    ipfs_api: Option<String>,
     /// Ethereum JSON-RPC URL: proven batches land on the rollup contract
     /// there (key: MEDROLLUP_L1_KEY). Without it they are recorded to
     /// <data>/l1-sink.jsonl.
@@ -100,6 +105,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_attempts = args.max_attempts;
     config.job_ack_wait = Duration::from_secs(args.job_ack_wait_s);
     config.job_max_deliver = args.job_max_deliver;
+    config.ipfs_api = args.ipfs_api;
     if let Some(rpc) = &args.l1_rpc {
         let key = args.l1_key.as_deref().context("--l1-rpc needs the sequencer's key in MEDROLLUP_L1_KEY")?;
         let mut l1 = L1Config::local(rpc, submitter::parse_key(key)?);

@@ -240,6 +240,8 @@ pub struct CoordinatorOpts<'a> {
     pub job_max_deliver: i64,
     /// `(RPC URL, key, confirmations)` to land batches on L1.
     pub l1: Option<(&'a str, &'a str, u64)>,
+    /// An IPFS node's RPC API as the content store.
+    pub ipfs_api: Option<&'a str>,
 }
 
 impl Coordinator {
@@ -250,6 +252,9 @@ impl Coordinator {
             cmd.args(["--l1-rpc", rpc, "--l1-confirmations", &confirmations.to_string()])
                 .args(["--l1-stuck-after-ms", "3000"])
                 .env("MEDROLLUP_L1_KEY", key);
+        }
+        if let Some(api) = o.ipfs_api {
+            cmd.args(["--ipfs-api", api]);
         }
         let proc = Proc::spawn(
             "coordinator",

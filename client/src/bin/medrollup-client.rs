@@ -1,0 +1,406 @@
+//! `medrollup-client`: the patients', doctors' and hospitals' command line.
+//! Every command is one library call of `medrollup_client::session`.
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use medrollup_circuits::eddsa;
+use medrollup_circuits::state::AUDIT_EMERGENCY;
+use medrollup_circuits::tx::{ConsentTarget, Scope};
+use medrollup_client::keystore::{Identity, KdfParams, Keystore, PublicIdentity};
+use medrollup_client::session::{Endpoints, Session};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(name = "medrollup-client", version, about = "Patients' and doctors' client of a medrollup rollup")]
+struct Cli {
+    /// The keystore file (keys are encrypted under MEDROLLUP_PASSWORD).
+    #[arg(long, global = true, env = "MEDROLLUP_KEYSTORE", default_value = "medrollup-keystore.json")]
+    keystore: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct Conn {
+    /// Your account id.
+    #[arg(long, env = "MEDROLLUP_ACCOUNT")]
+    account: u64,
+    /// The coordinator's HTTP API.
+    #[arg(long, env = "MEDROLLUP_COORDINATOR", default_value = "http://127.0.0.1:8080")]
+    coordinator: String,
+    /// An IPFS node's RPC API for records (default: the coordinator's store).
+    #[arg(long, env = "MEDROLLUP_IPFS_API")]
+    ipfs_api: Option<String>,
+    /// Ethereum JSON-RPC.
+    #[arg(long, env = "MEDROLLUP_L1_RPC", default_value = "http://127.0.0.1:8545")]
+    l1_rpc: String,
+    /// The rollup contract; without it, the address the coordinator reports
+    /// is used (with a warning: the contract is what the client trusts).
+    #[arg(long, env = "MEDROLLUP_ROLLUP")]
+    rollup: Option<alloy::primitives::Address>,
+    /// Seconds to wait for L1 to reach the coordinator's state.
+    #[arg(long, default_value_t = 300)]
+    l1_wait_s: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Keys and the keystore.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Register yourself as a patient at --account.
+    Register {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// (Hospital) register a doctor from their public keys file.
+    RegisterDoctor {
+        #[command(flatten)]
+        conn: Conn,
+        /// The doctor's account id.
+        #[arg(long)]
+        doctor: u64,
+        /// The doctor's `keys public` file.
+        #[arg(long)]
+        public: PathBuf,
+    },
+    /// Publish your public keys (done by `register`; again after a restore).
+    PublishKeys {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// (Doctor) add a record (a FHIR R4 Bundle, JSON) for a patient.
+    Add {
+        #[command(flatten)]
+        conn: Conn,
+        /// The patient.
+        #[arg(long)]
+        patient: u64,
+        /// The bundle.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Write a new version of a record (its owner, or its author with consent).
+    Update {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record.
+        #[arg(long)]
+        record: u64,
+        /// The new bundle.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Read a record (your consent is checked on L1 and the read is logged).
+    Read {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record.
+        #[arg(long)]
+        record: u64,
+        /// Write the bundle here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// (Doctor) break-glass read without consent: logged and flagged.
+    Emergency {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record.
+        #[arg(long)]
+        record: u64,
+        /// Why (its hash goes into the audit log).
+        #[arg(long)]
+        reason: String,
+        /// Write the bundle here (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// (Patient) give a doctor or hospital access.
+    Grant {
+        #[command(flatten)]
+        conn: Conn,
+        /// Who.
+        #[arg(long)]
+        grantee: u64,
+        /// Also let them add and update records.
+        #[arg(long)]
+        write: bool,
+        /// One record (default: all your records, present and future).
+        #[arg(long)]
+        record: Option<u64>,
+        /// Days until it lapses.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+    },
+    /// (Patient) take access back: the covered records are re-keyed.
+    Revoke {
+        #[command(flatten)]
+        conn: Conn,
+        /// The consent.
+        #[arg(long)]
+        consent: u64,
+    },
+    /// (Patient) delete a record: its content and keys are destroyed on our nodes.
+    Delete {
+        #[command(flatten)]
+        conn: Conn,
+        /// The record.
+        #[arg(long)]
+        record: u64,
+    },
+    /// Your consents (granted or held), checked against L1.
+    Consents {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Who read your records (and what you read), checked against L1.
+    Audit {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCmd {
+    /// Create a keystore with new keys.
+    New {
+        /// An existing Baby Jubjub key (hex) instead of a new one, e.g. a
+        /// hospital's key from its genesis entry.
+        #[arg(long, env = "MEDROLLUP_SIGNING_KEY", hide_env_values = true)]
+        signing_key_hex: Option<String>,
+    },
+    /// Print your public keys (no password needed).
+    Public {
+        /// Write them here (what a hospital needs to register a doctor).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Copy the keystore to a file, optionally under a new password
+    /// (MEDROLLUP_NEW_PASSWORD).
+    Export {
+        /// The copy.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Take a keystore file (opened with MEDROLLUP_PASSWORD) as yours.
+    Import {
+        /// The file.
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Change the keystore's password to MEDROLLUP_NEW_PASSWORD.
+    Passwd,
+}
+
+fn password(var: &str) -> anyhow::Result<String> {
+    let p = std::env::var(var).with_context(|| format!("set {var} to the keystore password"))?;
+    if p.is_empty() {
+        bail!("{var} is empty");
+    }
+    Ok(p)
+}
+
+fn write_new(path: &Path, ks: &Keystore) -> anyhow::Result<()> {
+    if path.exists() {
+        bail!("{} exists; move it away first (nothing was overwritten)", path.display());
+    }
+    ks.write(path)?;
+    Ok(())
+}
+
+fn unlock(path: &Path) -> anyhow::Result<Identity> {
+    let ks = Keystore::read(path).with_context(|| format!("keystore {}", path.display()))?;
+    ks.open(&password("MEDROLLUP_PASSWORD")?).with_context(|| format!("keystore {}", path.display()))
+}
+
+async fn session(keystore: &Path, conn: &Conn) -> anyhow::Result<Session> {
+    let identity = unlock(keystore)?;
+    let rollup = match conn.rollup {
+        Some(r) => r,
+        None => {
+            let url = format!("{}/l1", conn.coordinator.trim_end_matches('/'));
+            let v: serde_json::Value = reqwest::get(&url)
+                .await
+                .with_context(|| format!("GET {url}"))?
+                .json()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            let r = v["rollup"].as_str().with_context(|| format!("{url} names no rollup contract: {v}"))?;
+            eprintln!(
+                "warning: trusting the coordinator for the rollup contract {r}; pass --rollup to check it"
+            );
+            r.parse()?
+        }
+    };
+    let endpoints = Endpoints {
+        coordinator: conn.coordinator.clone(),
+        ipfs_api: conn.ipfs_api.clone(),
+        l1_rpc: conn.l1_rpc.clone(),
+        rollup,
+        l1_wait: Duration::from_secs(conn.l1_wait_s),
+    };
+    Ok(Session::open(&endpoints, conn.account, identity).await?)
+}
+
+fn output(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(bytes)?;
+            Ok(())
+        }
+    }
+}
+
+fn read_file(p: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("reading {}", p.display()))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let ks = &cli.keystore;
+    match cli.command {
+        Command::Keys(k) => keys(ks, k)?,
+        Command::Register { conn } => {
+            let mut s = session(ks, &conn).await?;
+            s.register_patient().await?;
+            println!("registered patient {} and published its keys", conn.account);
+        }
+        Command::RegisterDoctor { conn, doctor, public } => {
+            let p: PublicIdentity = serde_json::from_slice(&read_file(&public)?)
+                .with_context(|| format!("{} is not a public keys file", public.display()))?;
+            let mut s = session(ks, &conn).await?;
+            s.register_doctor(doctor, &p).await?;
+            println!("registered doctor {doctor} and published its keys");
+        }
+        Command::PublishKeys { conn } => {
+            session(ks, &conn).await?.publish_keys().await?;
+            println!("published the keys of account {}", conn.account);
+        }
+        Command::Add { conn, patient, file } => {
+            let bundle = read_file(&file)?;
+            let record = session(ks, &conn).await?.add_record(patient, &bundle).await?;
+            println!("record {record} added for patient {patient}");
+        }
+        Command::Update { conn, record, file } => {
+            let bundle = read_file(&file)?;
+            let cid = session(ks, &conn).await?.update_record(record, &bundle).await?;
+            println!("record {record} updated: {cid}");
+        }
+        Command::Read { conn, record, out } => {
+            let r = session(ks, &conn).await?.read(record).await?;
+            match r.consent {
+                Some(c) => {
+                    eprintln!("record {record} ({}), read under consent {c}; the read is logged", r.cid)
+                }
+                None => eprintln!("record {record} ({}), your own", r.cid),
+            }
+            output(out.as_deref(), &r.bundle)?;
+        }
+        Command::Emergency { conn, record, reason, out } => {
+            let r = session(ks, &conn).await?.emergency_read(record, &reason).await?;
+            eprintln!("EMERGENCY access to record {record} logged and flagged for review");
+            output(out.as_deref(), &r.bundle)?;
+        }
+        Command::Grant { conn, grantee, write, record, days } => {
+            let scope = if write { Scope::ReadWrite } else { Scope::Read };
+            let target = record.map_or(ConsentTarget::AllRecords, ConsentTarget::Record);
+            let expiry = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()
+                + days.max(1) * 86_400;
+            let c = session(ks, &conn).await?.grant(grantee, scope, target, expiry).await?;
+            println!("consent {c}: {grantee} may {scope:?} {target:?} until {expiry}");
+        }
+        Command::Revoke { conn, consent } => {
+            let records = session(ks, &conn).await?.revoke(consent).await?;
+            println!("consent {consent} revoked; records re-keyed: {records:?}");
+        }
+        Command::Delete { conn, record } => {
+            let cid = session(ks, &conn).await?.delete(record).await?;
+            println!("record {record} deleted; {cid} unpinned");
+        }
+        Command::Consents { conn } => {
+            let s = session(ks, &conn).await?;
+            for (id, c) in s.my_consents().await? {
+                let state = if c.revoked { "revoked" } else { "active" };
+                println!(
+                    "consent {id}: patient {} -> {} {:?} {:?} until {} ({state})",
+                    c.patient, c.grantee, c.scope, c.target, c.expiry
+                );
+            }
+        }
+        Command::Audit { conn } => {
+            let s = session(ks, &conn).await?;
+            for (i, e) in s.audit_log().await? {
+                let what = if e.kind == AUDIT_EMERGENCY { "EMERGENCY read" } else { "read" };
+                println!(
+                    "#{i} at {}: account {} {what} record {} of patient {} (consent {})",
+                    e.timestamp, e.actor, e.record, e.patient, e.consent
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn keys(path: &Path, cmd: KeysCmd) -> anyhow::Result<()> {
+    match cmd {
+        KeysCmd::New { signing_key_hex } => {
+            let pw = password("MEDROLLUP_PASSWORD")?;
+            let identity = match signing_key_hex {
+                None => Identity::generate(),
+                Some(h) => {
+                    let b: [u8; 32] = hex::decode(h.trim())
+                        .context("the signing key is not hex")?
+                        .try_into()
+                        .map_err(|_| anyhow::anyhow!("the signing key is 32 bytes"))?;
+                    Identity::from_parts(
+                        eddsa::PrivateKey::from_bytes(b),
+                        Identity::generate().rsa_key().clone(),
+                    )
+                }
+            };
+            write_new(path, &Keystore::seal(&identity, &pw, KdfParams::DEFAULT)?)?;
+            println!(
+                "{}: new keys, rsa key hash {}",
+                path.display(),
+                medrollup_client::session::dec(&identity.public().rsa_key_hash)
+            );
+        }
+        KeysCmd::Public { out } => {
+            let ks = Keystore::read(path)?;
+            output(out.as_deref(), &serde_json::to_vec_pretty(&ks.public)?)?;
+        }
+        KeysCmd::Export { out } => {
+            let ks = Keystore::read(path)?;
+            let pw = password("MEDROLLUP_PASSWORD")?;
+            ks.open(&pw)?;
+            let copy = match std::env::var("MEDROLLUP_NEW_PASSWORD") {
+                Ok(new) if !new.is_empty() => ks.change_password(&pw, &new, KdfParams::DEFAULT)?,
+                _ => ks,
+            };
+            write_new(&out, &copy)?;
+            println!("exported to {}", out.display());
+        }
+        KeysCmd::Import { from } => {
+            let ks = Keystore::read(&from)?;
+            ks.open(&password("MEDROLLUP_PASSWORD")?)?;
+            write_new(path, &ks)?;
+            println!("imported {} as {}", from.display(), path.display());
+        }
+        KeysCmd::Passwd => {
+            let ks = Keystore::read(path)?;
+            let changed = ks.change_password(
+                &password("MEDROLLUP_PASSWORD")?,
+                &password("MEDROLLUP_NEW_PASSWORD")?,
+                KdfParams::DEFAULT,
+            )?;
+            changed.write(path)?; // written aside, then renamed over
+            println!("password changed");
+        }
+    }
+    Ok(())
+}

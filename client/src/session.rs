@@ -1,0 +1,817 @@
+//! The flows patients, doctors and hospitals run, as library calls (the
+//! `medrollup-client` CLI is a thin layer over them).
+//!
+//! A [`Session`] is one user (account id + keys) talking to a coordinator's
+//! HTTP API, storing envelopes on an IPFS node (or the coordinator's
+//! embedded store, which speaks the same API), and believing nothing about
+//! the state that L1 does not back ([`crate::light`]).
+//!
+//! Every flow that writes ends when its transactions are sealed into a
+//! batch, so the next flow (even from another process) sees their effects.
+//! Flows that read check each leaf against L1 first, so they wait for the
+//! last sealed batch to be proven and landed.
+//!
+//! Who can decrypt a record is who holds a wrapped copy of its key in the
+//! envelope: the patient, the author, and every grantee whose consent covers
+//! it. A grant adds the grantee's copy (a new envelope, a new CID, an update
+//! transaction); a revoke re-keys every record the consent covered: a fresh
+//! key for the remaining readers, the old content unpinned. Deleting a
+//! record unpins its content, which holds the only wrapped copies of its key
+//! (crypto-shredding on our nodes: a copy someone saved elsewhere is out of
+//! reach of any protocol).
+//!
+//! A record's metadata hash says how its content is addressed:
+//! `Poseidon(ENVELOPE VERSION, codec)` where codec is 0x55 (raw: envelopes
+//! within one 256 KiB chunk) or 0x70 (dag-pb: the root of a larger one). The
+//! on-chain digest and this hash give the exact CID.
+
+use crate::envelope::{Envelope, RecordError};
+use crate::keystore::{Identity, KeystoreError, PublicIdentity};
+use crate::light::{LightClient, LightError};
+use alloy::primitives::Address;
+use medrollup_circuits::field::{Fr, fr_to_dec};
+use medrollup_circuits::poseidon;
+use medrollup_circuits::state::{AccountIndex, AuditEntry, ConsentLeaf, RecordLeaf, TreeId};
+use medrollup_circuits::tx::{ConsentTarget, Scope, Tx, TxBody};
+use medrollup_storage::cid::{Cid, DAG_PB, RAW};
+use medrollup_storage::content::{ContentError, ContentStore};
+use medrollup_storage::kubo::KuboStore;
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What went wrong in a flow. Each names what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The coordinator refused a transaction.
+    #[error("the coordinator refused the {kind} transaction ({code}): {reason}")]
+    Rejected {
+        /// Which transaction.
+        kind: &'static str,
+        /// Its stable code (`consent_revoked`, `bad_nonce`, ...).
+        code: String,
+        /// Why, for a person.
+        reason: String,
+    },
+    /// The coordinator could not be reached or answered nonsense.
+    #[error("the coordinator at {url}: {why}")]
+    Coordinator {
+        /// Its URL.
+        url: String,
+        /// What happened.
+        why: String,
+    },
+    /// An answer about the state was not believed.
+    #[error(transparent)]
+    Light(#[from] LightError),
+    /// The content store (IPFS node or embedded store).
+    #[error("storage: {0}")]
+    Storage(#[from] ContentError),
+    /// An envelope or a record.
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// Keys.
+    #[error(transparent)]
+    Keys(#[from] KeystoreError),
+    /// The flow is not allowed by the state (checked before sending).
+    #[error("{0}")]
+    Refused(String),
+    /// A published key does not match what the account registered.
+    #[error("account {account}'s published keys are not the ones it registered: {why}")]
+    ForeignKeys {
+        /// The account.
+        account: u64,
+        /// What differs.
+        why: String,
+    },
+}
+
+/// Where the client talks to.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// The coordinator's HTTP API.
+    pub coordinator: String,
+    /// An IPFS node's RPC API for records; `None`: the coordinator's
+    /// embedded store (the same `/api/v0` subset, the same CIDs).
+    pub ipfs_api: Option<String>,
+    /// Ethereum JSON-RPC.
+    pub l1_rpc: String,
+    /// The rollup contract (the client's root of trust: take it from the
+    /// deployment, not from the coordinator).
+    pub rollup: Address,
+    /// How long to wait for L1 to reach the coordinator's state.
+    pub l1_wait: Duration,
+}
+
+/// The coordinator's `GET /root`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RootInfo {
+    /// The state root (decimal).
+    pub root: String,
+    /// Sealed batches.
+    pub batches_sealed: u64,
+    /// Rollup instance id (decimal).
+    pub instance: String,
+    /// Leaves per tree.
+    pub capacity: u64,
+}
+
+/// One user's session.
+#[derive(Debug)]
+pub struct Session {
+    account: u64,
+    identity: Identity,
+    coordinator: String,
+    http: reqwest::Client,
+    light: LightClient,
+    store: Arc<dyn ContentStore>,
+    instance: Fr,
+    capacity: u64,
+    nonce: Option<u64>,
+    /// The batch the last accepted transaction went into.
+    last_batch: Option<u64>,
+}
+
+/// A record as its reader gets it.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    /// The record's leaf (checked against L1).
+    pub leaf: RecordLeaf,
+    /// Its content's CID.
+    pub cid: Cid,
+    /// The FHIR bundle (JSON).
+    pub bundle: Vec<u8>,
+    /// The consent used (`None`: the owner, or an emergency access).
+    pub consent: Option<u64>,
+}
+
+/// The metadata hash of a record whose content has CID codec `codec`.
+pub fn record_meta_hash(codec: u8) -> Fr {
+    poseidon::hash(&[Fr::from(u64::from(crate::envelope::VERSION)), Fr::from(u64::from(codec))])
+}
+
+/// Poseidon of an emergency access's stated reason (sha256 as two limbs).
+pub fn reason_hash(reason: &str) -> Fr {
+    use sha2::Digest;
+    poseidon::hash(&medrollup_circuits::field::digest_to_limbs(
+        &sha2::Sha256::digest(reason.as_bytes()).into(),
+    ))
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
+}
+
+impl Session {
+    /// Opens a session for `account` with `identity`: reads the rollup's
+    /// instance from the coordinator (a wrong one cannot match L1's root).
+    pub async fn open(endpoints: &Endpoints, account: u64, identity: Identity) -> Result<Self, ClientError> {
+        let coordinator = endpoints.coordinator.trim_end_matches('/').to_string();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(90))
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client");
+        let root: RootInfo = get_json(&http, &format!("{coordinator}/root")).await?;
+        let instance = medrollup_circuits::field::parse_fr(&root.instance).map_err(|e| {
+            ClientError::Coordinator { url: coordinator.clone(), why: format!("instance: {e}") }
+        })?;
+        let mut light = LightClient::new(&coordinator, &endpoints.l1_rpc, endpoints.rollup, instance)?;
+        light.wait = endpoints.l1_wait;
+        let store: Arc<dyn ContentStore> =
+            Arc::new(KuboStore::new(endpoints.ipfs_api.as_deref().unwrap_or(&coordinator)));
+        Ok(Self {
+            account,
+            identity,
+            coordinator,
+            http,
+            light,
+            store,
+            instance,
+            capacity: root.capacity,
+            nonce: None,
+            last_batch: None,
+        })
+    }
+
+    /// The account id.
+    pub fn account(&self) -> u64 {
+        self.account
+    }
+
+    /// The user's keys.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
+    /// The content store records go to.
+    pub fn store(&self) -> &Arc<dyn ContentStore> {
+        &self.store
+    }
+
+    /// The light client.
+    pub fn light(&self) -> &LightClient {
+        &self.light
+    }
+
+    /// The light client, to tune (how long it waits for L1).
+    pub fn light_mut(&mut self) -> &mut LightClient {
+        &mut self.light
+    }
+
+    // ---- talking to the coordinator -------------------------------------
+
+    /// The coordinator's `GET /root`.
+    pub async fn root_info(&self) -> Result<RootInfo, ClientError> {
+        get_json(&self.http, &format!("{}/root", self.coordinator)).await
+    }
+
+    /// Where an account appears (the coordinator's hint; leaves are checked
+    /// one by one when used).
+    pub async fn index_of(&self, account: u64) -> Result<AccountIndex, ClientError> {
+        #[derive(Deserialize)]
+        struct A {
+            index: AccountIndex,
+        }
+        let a: A = get_json(&self.http, &format!("{}/index/{account}", self.coordinator)).await?;
+        Ok(a.index)
+    }
+
+    async fn next_nonce(&mut self) -> Result<u64, ClientError> {
+        if let Some(n) = self.nonce {
+            return Ok(n);
+        }
+        // Unchecked: a wrong nonce only gets the transaction refused.
+        let a = self.light.fetch(TreeId::Accounts, self.account).await?;
+        let n = a.leaf.get(4).and_then(medrollup_circuits::field::fr_to_u64).unwrap_or(0);
+        self.nonce = Some(n);
+        Ok(n)
+    }
+
+    /// Signs `body` with the next nonce and submits it; returns the batch it
+    /// is in. A refusal comes back as [`ClientError::Rejected`].
+    pub async fn submit(&mut self, body: TxBody) -> Result<u64, ClientError> {
+        let nonce = self.next_nonce().await?;
+        let tx = Tx { signer: self.account, nonce, body };
+        let kind = tx.kind().name();
+        let signed = tx.sign(self.identity.signing_key(), self.instance);
+        let payload = serde_json::to_vec(&signed).expect("a transaction serialises");
+        let id = medrollup_wire::tx_id(&payload);
+        let url = format!("{}/tx", self.coordinator);
+        let r = self.http.post(&url).body(payload).send().await.map_err(|e| self.unreachable(&url, e))?;
+        let mut answer: serde_json::Value =
+            r.json().await.map_err(|e| ClientError::Coordinator { url: url.clone(), why: e.to_string() })?;
+        // Still deciding: ask until it has.
+        let started = Instant::now();
+        while answer.get("status").and_then(|s| s.as_str()) == Some("pending") {
+            if started.elapsed() > Duration::from_secs(300) {
+                return Err(ClientError::Coordinator {
+                    url,
+                    why: format!("transaction {id} undecided after 300 s; ask GET /tx/{id} later"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let u = format!("{}/tx/{id}", self.coordinator);
+            let r = self.http.get(&u).send().await.map_err(|e| self.unreachable(&u, e))?;
+            if r.status().is_success() {
+                answer =
+                    r.json().await.map_err(|e| ClientError::Coordinator { url: u, why: e.to_string() })?;
+            }
+        }
+        let answer: medrollup_wire::TxAnswer = serde_json::from_value(answer.clone())
+            .map_err(|e| ClientError::Coordinator { url: url.clone(), why: format!("{e}: {answer}") })?;
+        match answer.status {
+            medrollup_wire::TxStatus::Accepted { batch, .. }
+            | medrollup_wire::TxStatus::Duplicate { batch } => {
+                self.nonce = Some(nonce + 1);
+                self.last_batch = Some(batch);
+                Ok(batch)
+            }
+            medrollup_wire::TxStatus::Rejected { code, reason } => {
+                if code == "bad_nonce" {
+                    self.nonce = None;
+                }
+                Err(ClientError::Rejected { kind, code, reason })
+            }
+        }
+    }
+
+    /// Waits until the batch of the last accepted transaction is sealed.
+    pub async fn settle(&self) -> Result<(), ClientError> {
+        let Some(batch) = self.last_batch else { return Ok(()) };
+        let started = Instant::now();
+        loop {
+            if self.root_info().await?.batches_sealed > batch {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(120) {
+                return Err(ClientError::Coordinator {
+                    url: self.coordinator.clone(),
+                    why: format!("batch {batch} not sealed within 120 s"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn unreachable(&self, url: &str, e: reqwest::Error) -> ClientError {
+        ClientError::Coordinator { url: url.to_string(), why: format!("does not answer: {e}") }
+    }
+
+    // ---- verified reads ---------------------------------------------------
+
+    /// A record's leaf, checked against L1.
+    pub async fn record(&self, record: u64) -> Result<RecordLeaf, ClientError> {
+        let leaf = self.light.leaf(TreeId::Records, record).await?;
+        RecordLeaf::from_fields(&leaf)
+            .ok_or_else(|| ClientError::Refused(format!("record {record} does not exist")))
+    }
+
+    /// A consent's leaf, checked against L1.
+    pub async fn consent(&self, consent: u64) -> Result<ConsentLeaf, ClientError> {
+        let leaf = self.light.leaf(TreeId::Consents, consent).await?;
+        ConsentLeaf::from_fields(&leaf)
+            .ok_or_else(|| ClientError::Refused(format!("consent {consent} does not exist")))
+    }
+
+    /// An account's published keys, checked against its leaf on L1.
+    pub async fn public_identity(&self, account: u64) -> Result<PublicIdentity, ClientError> {
+        let leaf = self.light.leaf(TreeId::Accounts, account).await?;
+        if leaf[0] == Fr::from(0u64) {
+            return Err(ClientError::Refused(format!("account {account} is not registered")));
+        }
+        let id: PublicIdentity =
+            get_json(&self.http, &format!("{}/directory/{account}", self.coordinator)).await?;
+        id.check()?;
+        if id.babyjub.x != leaf[1] || id.babyjub.y != leaf[2] {
+            return Err(ClientError::ForeignKeys { account, why: "another signing key".into() });
+        }
+        if id.rsa_key_hash != leaf[3] {
+            return Err(ClientError::ForeignKeys { account, why: "another RSA key".into() });
+        }
+        Ok(id)
+    }
+
+    /// Consents `account` granted or holds, each checked against L1.
+    pub async fn consents_of(&self, account: u64) -> Result<Vec<(u64, ConsentLeaf)>, ClientError> {
+        let mut out = Vec::new();
+        for c in self.index_of(account).await?.consents {
+            let leaf = self.consent(c).await?;
+            if leaf.patient != account && leaf.grantee != account {
+                return Err(ClientError::Refused(format!(
+                    "the coordinator listed consent {c} for account {account}, but it is between {} and {}",
+                    leaf.patient, leaf.grantee
+                )));
+            }
+            out.push((c, leaf));
+        }
+        Ok(out)
+    }
+
+    /// This user's consents (granted or held).
+    pub async fn my_consents(&self) -> Result<Vec<(u64, ConsentLeaf)>, ClientError> {
+        self.consents_of(self.account).await
+    }
+
+    /// The audit entries about this user's records or by this user, each
+    /// checked against L1.
+    pub async fn audit_log(&self) -> Result<Vec<(u64, AuditEntry)>, ClientError> {
+        let mut out = Vec::new();
+        for i in self.index_of(self.account).await?.audit {
+            let e = AuditEntry::from_fields(&self.light.leaf(TreeId::Audit, i).await?);
+            if e.patient != self.account && e.actor != self.account {
+                return Err(ClientError::Refused(format!(
+                    "the coordinator listed audit entry {i} as about account {}, but it is not",
+                    self.account
+                )));
+            }
+            out.push((i, e));
+        }
+        Ok(out)
+    }
+
+    /// Grantees whose consents (from `owner`) let them read `record` now.
+    async fn readers_of(&self, owner: u64, record: u64) -> Result<Vec<u64>, ClientError> {
+        let t = now();
+        let mut readers: Vec<u64> = self
+            .consents_of(owner)
+            .await?
+            .into_iter()
+            .filter(|(_, c)| c.allows(owner, record, false, t))
+            .map(|(_, c)| c.grantee)
+            .collect();
+        readers.sort_unstable();
+        readers.dedup();
+        Ok(readers)
+    }
+
+    /// The public keys of `owner` and `others` (deduplicated).
+    async fn identities(&self, owner: u64, others: &[u64]) -> Result<Vec<PublicIdentity>, ClientError> {
+        let mut ids = vec![owner];
+        for &o in others {
+            if !ids.contains(&o) {
+                ids.push(o);
+            }
+        }
+        let mut out = Vec::new();
+        for a in ids {
+            out.push(if a == self.account {
+                self.identity.public()
+            } else {
+                self.public_identity(a).await?
+            });
+        }
+        Ok(out)
+    }
+
+    /// A consent of this user's that lets it read (or write) `record` of `owner`.
+    async fn my_consent_for(&self, owner: u64, record: u64, write: bool) -> Result<Option<u64>, ClientError> {
+        let t = now();
+        Ok(self
+            .my_consents()
+            .await?
+            .into_iter()
+            .find(|(_, c)| c.grantee == self.account && c.allows(owner, record, write, t))
+            .map(|(id, _)| id))
+    }
+
+    /// A free leaf index in `tree` (random, checked unverified: a collision
+    /// only gets the transaction refused).
+    async fn free_id(&self, tree: TreeId) -> Result<u64, ClientError> {
+        for _ in 0..16 {
+            let mut b = [0u8; 8];
+            getrandom::fill(&mut b).expect("the operating system's random source");
+            let id = 1 + u64::from_le_bytes(b) % (self.capacity - 1);
+            let a = self.light.fetch(tree, id).await?;
+            if a.leaf.first().is_none_or(|f| *f == Fr::from(0u64)) {
+                return Ok(id);
+            }
+        }
+        Err(ClientError::Refused(format!("no free {tree:?} id found in 16 tries; the tree is nearly full")))
+    }
+
+    // ---- content ----------------------------------------------------------
+
+    /// Stores an envelope; returns its CID and the metadata hash that says
+    /// how it is addressed.
+    async fn put(&self, env: &Envelope) -> Result<(Cid, Fr), ClientError> {
+        let cid = self.store.add(env.to_bytes()).await?;
+        self.store.pin(cid).await?;
+        Ok((cid, record_meta_hash(cid.codec())))
+    }
+
+    /// The CID a record leaf names: its metadata hash says which codec;
+    /// records written by other tools are looked up as raw, then dag-pb.
+    async fn cid_of(&self, leaf: &RecordLeaf) -> Result<Cid, ClientError> {
+        for codec in [RAW, DAG_PB] {
+            if leaf.meta_hash == record_meta_hash(codec) {
+                return Ok(if codec == RAW {
+                    Cid::from_digest(leaf.cid_digest)
+                } else {
+                    Cid::dag_pb_from_digest(leaf.cid_digest)
+                });
+            }
+        }
+        for cid in Cid::candidates(leaf.cid_digest) {
+            if self.store.has(cid).await? {
+                return Ok(cid);
+            }
+        }
+        Err(ContentError::NotFound(Cid::from_digest(leaf.cid_digest)).into())
+    }
+
+    /// Fetches the envelope a record leaf names (the store checks the bytes
+    /// against the CID).
+    async fn envelope(&self, record: u64, leaf: &RecordLeaf) -> Result<(Cid, Envelope), ClientError> {
+        let cid = self.cid_of(leaf).await?;
+        let env = Envelope::from_bytes(&self.store.cat(cid).await?)?;
+        if env.record != record {
+            return Err(RecordError::Corrupted(format!(
+                "the content at {cid} is record {}'s envelope, not record {record}'s",
+                env.record
+            ))
+            .into());
+        }
+        Ok((cid, env))
+    }
+
+    /// Lets an old envelope go; a node that no longer has it is fine.
+    async fn release(&self, cid: Cid) -> Result<(), ClientError> {
+        match self.store.unpin(cid).await {
+            Ok(()) | Err(ContentError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    // ---- flows --------------------------------------------------------------
+
+    /// Publishes this user's public keys (after its registration is sealed),
+    /// so that others can wrap record keys for it.
+    pub async fn publish_keys(&self) -> Result<(), ClientError> {
+        self.publish(self.account, &self.identity.public()).await
+    }
+
+    async fn publish(&self, account: u64, public: &PublicIdentity) -> Result<(), ClientError> {
+        let url = format!("{}/directory/{account}", self.coordinator);
+        let r = self.http.post(&url).json(public).send().await.map_err(|e| self.unreachable(&url, e))?;
+        if !r.status().is_success() {
+            let why = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+            return Err(ClientError::Coordinator { url, why });
+        }
+        Ok(())
+    }
+
+    /// A patient registers themself at this session's account id.
+    pub async fn register_patient(&mut self) -> Result<(), ClientError> {
+        let public = self.identity.public();
+        self.submit(TxBody::RegisterPatient { pubkey: public.babyjub, rsa_key_hash: public.rsa_key_hash })
+            .await?;
+        self.settle().await?;
+        self.publish_keys().await
+    }
+
+    /// A hospital registers a doctor (its public keys) at `doctor`.
+    pub async fn register_doctor(&mut self, doctor: u64, public: &PublicIdentity) -> Result<(), ClientError> {
+        public.check()?;
+        self.submit(TxBody::RegisterDoctor {
+            doctor,
+            pubkey: public.babyjub,
+            rsa_key_hash: public.rsa_key_hash,
+        })
+        .await?;
+        self.settle().await?;
+        self.publish(doctor, public).await
+    }
+
+    /// A doctor adds a record (a FHIR bundle) for `patient`, under a
+    /// read-write consent covering all the patient's records. The record is
+    /// readable by the patient, the doctor, and every grantee whose consent
+    /// covers all the patient's records. Returns the record id.
+    pub async fn add_record(&mut self, patient: u64, bundle: &[u8]) -> Result<u64, ClientError> {
+        crate::envelope::validate_bundle(bundle)?;
+        let t = now();
+        let consent = self
+            .my_consents()
+            .await?
+            .into_iter()
+            .find(|(_, c)| {
+                c.grantee == self.account
+                    && c.target == ConsentTarget::AllRecords
+                    && c.allows(patient, 0, true, t)
+            })
+            .map(|(id, _)| id)
+            .ok_or_else(|| {
+                ClientError::Refused(format!(
+                    "account {} holds no read-write consent to all of patient {patient}'s records",
+                    self.account
+                ))
+            })?;
+        let record = self.free_id(TreeId::Records).await?;
+        let mut readers = self.readers_of(patient, record).await?;
+        readers.push(self.account);
+        let ids = self.identities(patient, &readers).await?;
+        let (env, _key) = Envelope::seal(bundle, record, &ids.iter().collect::<Vec<_>>())?;
+        let (cid, meta_hash) = self.put(&env).await?;
+        let body = TxBody::AddRecord { record, patient, consent, cid_digest: cid.digest(), meta_hash };
+        if let Err(e) = self.submit(body).await {
+            // Nothing refers to the content: let it go.
+            let _ = self.release(cid).await;
+            return Err(e);
+        }
+        self.settle().await?;
+        Ok(record)
+    }
+
+    /// Writes a new version of a record: its owner, or its author under a
+    /// read-write consent. The new envelope is for the same readers (owner,
+    /// author, current grantees) under a fresh key; the old one is unpinned.
+    pub async fn update_record(&mut self, record: u64, bundle: &[u8]) -> Result<Cid, ClientError> {
+        crate::envelope::validate_bundle(bundle)?;
+        let leaf = self.live_record(record).await?;
+        let consent = if leaf.owner == self.account {
+            0
+        } else if leaf.author == self.account {
+            self.my_consent_for(leaf.owner, record, true).await?.ok_or_else(|| {
+                ClientError::Refused(format!(
+                    "account {} holds no read-write consent for record {record}",
+                    self.account
+                ))
+            })?
+        } else {
+            return Err(ClientError::Refused(format!(
+                "only record {record}'s owner or author may update it"
+            )));
+        };
+        let mut readers = self.readers_of(leaf.owner, record).await?;
+        if leaf.author != 0 {
+            readers.push(leaf.author);
+        }
+        let old = self.cid_of(&leaf).await?;
+        self.rekey_to(record, leaf.owner, &readers, bundle, consent, old).await
+    }
+
+    /// Seals `bundle` for `owner` and `readers` under a fresh key, stores it,
+    /// sends the update, unpins `old`.
+    async fn rekey_to(
+        &mut self,
+        record: u64,
+        owner: u64,
+        readers: &[u64],
+        bundle: &[u8],
+        consent: u64,
+        old: Cid,
+    ) -> Result<Cid, ClientError> {
+        let ids = self.identities(owner, readers).await?;
+        let (env, _key) = Envelope::seal(bundle, record, &ids.iter().collect::<Vec<_>>())?;
+        self.replace(record, &env, consent, old).await
+    }
+
+    async fn replace(
+        &mut self,
+        record: u64,
+        env: &Envelope,
+        consent: u64,
+        old: Cid,
+    ) -> Result<Cid, ClientError> {
+        let (cid, meta_hash) = self.put(env).await?;
+        let body = TxBody::UpdateRecord { record, consent, cid_digest: cid.digest(), meta_hash };
+        if let Err(e) = self.submit(body).await {
+            if cid != old {
+                let _ = self.release(cid).await;
+            }
+            return Err(e);
+        }
+        self.settle().await?;
+        if cid != old {
+            self.release(old).await?;
+        }
+        Ok(cid)
+    }
+
+    async fn live_record(&self, record: u64) -> Result<RecordLeaf, ClientError> {
+        let leaf = self.record(record).await?;
+        if leaf.deleted {
+            return Err(ClientError::Refused(format!("record {record} was deleted")));
+        }
+        Ok(leaf)
+    }
+
+    /// Reads a record: checks it and the reader's consent against L1, logs
+    /// the access with a transaction (the owner's own reads are not logged),
+    /// then fetches and decrypts it.
+    pub async fn read(&mut self, record: u64) -> Result<ReadRecord, ClientError> {
+        let leaf = self.live_record(record).await?;
+        let consent = if leaf.owner == self.account {
+            None
+        } else {
+            let c = self.my_consent_for(leaf.owner, record, false).await?.ok_or_else(|| {
+                ClientError::Refused(format!(
+                    "account {} holds no active consent to read record {record} (none granted, revoked or expired)",
+                    self.account
+                ))
+            })?;
+            self.submit(TxBody::LogAccess { record, consent: c }).await?;
+            self.settle().await?;
+            Some(c)
+        };
+        let (cid, env) = self.envelope(record, &leaf).await?;
+        let bundle = env.open(&self.identity)?;
+        Ok(ReadRecord { leaf, cid, bundle, consent })
+    }
+
+    /// Break-glass: a doctor reads a record without consent. The access is
+    /// logged first, flagged as an emergency with the reason's hash; the
+    /// record opens only if the envelope holds a key for this doctor (for
+    /// instance from a consent that has since lapsed).
+    pub async fn emergency_read(&mut self, record: u64, reason: &str) -> Result<ReadRecord, ClientError> {
+        if reason.trim().is_empty() {
+            return Err(ClientError::Refused("an emergency access needs a stated reason".into()));
+        }
+        let leaf = self.live_record(record).await?;
+        self.submit(TxBody::EmergencyAccess { record, reason_hash: reason_hash(reason) }).await?;
+        self.settle().await?;
+        let (cid, env) = self.envelope(record, &leaf).await?;
+        let bundle = env.open(&self.identity)?;
+        Ok(ReadRecord { leaf, cid, bundle, consent: None })
+    }
+
+    /// The live records a consent of this patient's covers.
+    async fn covered_records(&self, target: ConsentTarget) -> Result<Vec<(u64, RecordLeaf)>, ClientError> {
+        let ids = match target {
+            ConsentTarget::Record(r) => vec![r],
+            ConsentTarget::AllRecords => self.index_of(self.account).await?.records,
+        };
+        let mut out = Vec::new();
+        for r in ids {
+            let leaf = self.record(r).await?;
+            if leaf.owner == self.account && !leaf.deleted {
+                out.push((r, leaf));
+            }
+        }
+        Ok(out)
+    }
+
+    /// A patient grants `grantee` access: the consent transaction, then the
+    /// grantee's copy of each covered record's key (new envelopes, the old
+    /// ones unpinned). Returns the consent id.
+    pub async fn grant(
+        &mut self,
+        grantee: u64,
+        scope: Scope,
+        target: ConsentTarget,
+        expiry: u64,
+    ) -> Result<u64, ClientError> {
+        let reader = self.public_identity(grantee).await?;
+        let consent = self.free_id(TreeId::Consents).await?;
+        self.submit(TxBody::Grant { consent, grantee, scope, target, expiry }).await?;
+        self.settle().await?;
+        for (record, leaf) in self.covered_records(target).await? {
+            let (old, mut env) = self.envelope(record, &leaf).await?;
+            if env.recipients.iter().any(|r| r.rsa_key_hash == reader.rsa_key_hash) {
+                continue;
+            }
+            let key = env.record_key(&self.identity)?;
+            env.add_reader(&key, &reader)?;
+            self.replace(record, &env, 0, old).await?;
+        }
+        Ok(consent)
+    }
+
+    /// A patient revokes a consent: the revoke transaction, then every
+    /// record it covered is re-keyed for the readers that remain (the
+    /// revoked grantee's copy of the old key opens nothing new), and the old
+    /// content is unpinned. Returns the records re-keyed.
+    pub async fn revoke(&mut self, consent: u64) -> Result<Vec<u64>, ClientError> {
+        let c = self.consent(consent).await?;
+        if c.patient != self.account {
+            return Err(ClientError::Refused(format!(
+                "consent {consent} was not granted by account {}",
+                self.account
+            )));
+        }
+        self.submit(TxBody::Revoke { consent }).await?;
+        self.settle().await?;
+        let mut rekeyed = Vec::new();
+        for (record, leaf) in self.covered_records(c.target).await? {
+            let (old, env) = self.envelope(record, &leaf).await?;
+            let bundle = env.open(&self.identity)?;
+            // Readers are read after the revoke is on L1, so the grantee is
+            // gone unless another consent still covers the record.
+            let readers = self.readers_of(self.account, record).await?;
+            self.rekey_to(record, self.account, &readers, &bundle, 0, old).await?;
+            rekeyed.push(record);
+        }
+        Ok(rekeyed)
+    }
+
+    /// A patient deletes a record: the delete transaction, then its content
+    /// (the only place its wrapped keys live) is unpinned.
+    pub async fn delete(&mut self, record: u64) -> Result<Cid, ClientError> {
+        let leaf = self.live_record(record).await?;
+        if leaf.owner != self.account {
+            return Err(ClientError::Refused(format!(
+                "account {} does not own record {record}",
+                self.account
+            )));
+        }
+        let cid = self.cid_of(&leaf).await?;
+        self.submit(TxBody::DeleteRecord { record }).await?;
+        self.settle().await?;
+        self.release(cid).await?;
+        Ok(cid)
+    }
+}
+
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+) -> Result<T, ClientError> {
+    let r = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| ClientError::Coordinator { url: url.into(), why: format!("does not answer: {e}") })?;
+    if !r.status().is_success() {
+        let why = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
+        return Err(ClientError::Coordinator { url: url.into(), why });
+    }
+    r.json()
+        .await
+        .map_err(|e| ClientError::Coordinator { url: url.into(), why: format!("malformed answer: {e}") })
+}
+
+/// Decimal of a field element (for display).
+pub fn dec(x: &Fr) -> String {
+    fr_to_dec(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metadata_hash_names_the_codec() {
+        assert_ne!(record_meta_hash(RAW), record_meta_hash(DAG_PB));
+        assert_ne!(reason_hash("a"), reason_hash("b"));
+    }
+}

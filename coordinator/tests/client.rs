@@ -1,0 +1,272 @@
+//! The patients' and doctors' client against the real services: nats-server,
+//! the coordinator with a worker, anvil with the rollup contract, and a js-ipfs
+//! node holding the records. A hospital registers doctors; a patient
+//! registers and grants; doctors write and read; the patient sees the reads
+//! in the audit log, revokes (the record is re-keyed), deletes; and a lying
+//! coordinator is caught.
+
+mod common;
+
+use alloy::primitives::Address;
+use axum::extract::{Path as UrlPath, State};
+use axum::response::IntoResponse;
+use common::*;
+use medrollup_circuits::field::Fr;
+use medrollup_circuits::sample;
+use medrollup_circuits::state::{AUDIT_EMERGENCY, AUDIT_READ, TreeId, leaf_hash, state_root};
+use medrollup_circuits::tx::{ConsentTarget, Scope, TxBody};
+use medrollup_client::envelope::{Envelope, RecordError, example_bundle};
+use medrollup_client::keystore::Identity;
+use medrollup_client::light::LightError;
+use medrollup_client::session::{ClientError, Endpoints, Session};
+use medrollup_l1::canonical;
+use medrollup_l1::devnet::{Anvil, DEV_KEY};
+use medrollup_storage::content::{ContentError, ContentStore};
+use medrollup_storage::devnode::IpfsNode;
+use medrollup_storage::kubo::KuboStore;
+use std::time::Duration;
+
+const HOSPITAL: u64 = 1;
+const PATIENT: u64 = 10;
+const DOCTOR_A: u64 = 20;
+const DOCTOR_B: u64 = 21;
+const PATIENT_2: u64 = 11;
+
+/// Runs `medrollup-client` (built beside this package's binaries by
+/// `cargo test --workspace`) in `dir`; returns its standard output.
+fn cli(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let bin = coordinator_bin().with_file_name("medrollup-client");
+    assert!(bin.exists(), "{} is missing: run the tests with --workspace", bin.display());
+    let mut c = std::process::Command::new(bin);
+    c.current_dir(dir).envs(env.iter().copied()).args(args);
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "medrollup-client {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn in_a_week() -> u64 {
+    now() + 7 * 86_400
+}
+
+/// A coordinator that forges consents: its `/proof/consents/*` answers say
+/// the consent is not revoked, with trees and root recomputed to fit; every
+/// other GET is passed through.
+async fn lying_coordinator(honest: String) -> String {
+    async fn forward(
+        State(honest): State<String>,
+        UrlPath(path): UrlPath<String>,
+    ) -> axum::response::Response {
+        let body = reqwest::get(format!("{honest}/{path}")).await.unwrap().bytes().await.unwrap();
+        if !path.starts_with("proof/consents/") {
+            return ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let mut a: medrollup_client::light::ProofAnswer = serde_json::from_value(v.clone()).unwrap();
+        a.leaf[6] = Fr::from(0u64); // not revoked
+        let leaf: [Fr; 7] = a.leaf.clone().try_into().unwrap();
+        a.tree_roots[TreeId::Consents as usize] = a.path.root(a.index, leaf_hash(&leaf));
+        let roots: [Fr; 4] = a.tree_roots.clone().try_into().unwrap();
+        let root = state_root(Fr::from(sample::INSTANCE), &roots, a.audit_count);
+        let dec = |x: &Fr| serde_json::json!(medrollup_circuits::field::fr_to_dec(x));
+        v["leaf"] = a.leaf.iter().map(dec).collect();
+        v["tree_roots"] = a.tree_roots.iter().map(dec).collect();
+        v["root"] = dec(&root);
+        axum::Json(v).into_response()
+    }
+    let app = axum::Router::new().route("/{*path}", axum::routing::get(forward)).with_state(honest);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_against_l1() {
+    let dir = tempfile::tempdir().unwrap();
+    let ipfs = IpfsNode::start().expect("a js-ipfs node (scripts/ipfs installs it)");
+    let nats = Nats::start(dir.path());
+    let keys = keys_dir_seeded(canonical::SHAPE, canonical::SEED);
+    let anvil = Anvil::start(free_port(), &["--block-time", "1"]).unwrap();
+    let http_port = free_port();
+    let _coordinator = Coordinator::start(&CoordinatorOpts {
+        nats: &nats,
+        keys: &keys,
+        data: &dir.path().join("coordinator"),
+        logs: dir.path(),
+        http_port,
+        seal_timeout_ms: 300,
+        job_ack_wait_s: 30,
+        job_max_deliver: 5,
+        l1: Some((&anvil.url(), DEV_KEY, 1)),
+        ipfs_api: Some(ipfs.api()),
+    });
+    let _w1 = start_worker(&nats, "hospital-a", &dir.path().join("cache-a"), dir.path());
+    let _w2 = start_worker(&nats, "hospital-b", &dir.path().join("cache-b"), dir.path());
+    let http = format!("http://127.0.0.1:{http_port}");
+    let rollup: Address = get_json(&format!("{http}/l1")).await["rollup"].as_str().unwrap().parse().unwrap();
+    let endpoints = Endpoints {
+        coordinator: http.clone(),
+        ipfs_api: Some(ipfs.api().to_string()),
+        l1_rpc: anvil.url(),
+        rollup,
+        l1_wait: Duration::from_secs(300),
+    };
+    let hospital_key = sample::parties().hospitals[0].key.clone();
+    let hospital_id = Identity::from_parts(hospital_key, Identity::generate().rsa_key().clone());
+    let mut hospital = Session::open(&endpoints, HOSPITAL, hospital_id).await.unwrap();
+    let mut patient = Session::open(&endpoints, PATIENT, Identity::generate()).await.unwrap();
+    let mut doc_a = Session::open(&endpoints, DOCTOR_A, Identity::generate()).await.unwrap();
+    let mut doc_b = Session::open(&endpoints, DOCTOR_B, Identity::generate()).await.unwrap();
+
+    // Registration: the hospital registers its doctors, the patient themself.
+    hospital.register_doctor(DOCTOR_A, &doc_a.identity().public()).await.unwrap();
+    hospital.register_doctor(DOCTOR_B, &doc_b.identity().public()).await.unwrap();
+    patient.register_patient().await.unwrap();
+    assert_eq!(patient.public_identity(DOCTOR_A).await.unwrap(), doc_a.identity().public());
+
+    // Doctor A has no consent yet: refused before anything is sent or stored.
+    let small = example_bundle("p10", 4_000);
+    let e = doc_a.add_record(PATIENT, &small).await.unwrap_err();
+    assert!(e.to_string().contains("holds no read-write consent"), "{e}");
+
+    // The patient lets doctor A write; A adds a record (on the IPFS node).
+    let c_a =
+        patient.grant(DOCTOR_A, Scope::ReadWrite, ConsentTarget::AllRecords, in_a_week()).await.unwrap();
+    let record = doc_a.add_record(PATIENT, &small).await.unwrap();
+    let leaf = patient.record(record).await.unwrap();
+    assert_eq!((leaf.owner, leaf.author, leaf.version), (PATIENT, DOCTOR_A, 1));
+    let on_node = KuboStore::new(ipfs.api());
+    assert!(on_node.has(medrollup_storage::cid::Cid::from_digest(leaf.cid_digest)).await.unwrap());
+    assert_eq!(patient.read(record).await.unwrap().bundle, small, "the patient reads their record");
+
+    // Doctor B gets read access to that record and reads it; the read is
+    // in the patient's audit log.
+    let c_b = patient.grant(DOCTOR_B, Scope::Read, ConsentTarget::Record(record), in_a_week()).await.unwrap();
+    let read = doc_b.read(record).await.unwrap();
+    assert_eq!((read.bundle.as_slice(), read.consent), (small.as_slice(), Some(c_b)));
+    let old_cid = read.cid;
+    let old_envelope = Envelope::from_bytes(&on_node.cat(old_cid).await.unwrap()).unwrap();
+    let b_old_key = old_envelope.record_key(doc_b.identity()).unwrap();
+    let log = patient.audit_log().await.unwrap();
+    assert!(
+        log.iter().any(|(_, e)| e.kind == AUDIT_READ
+            && e.actor == DOCTOR_B
+            && e.record == record
+            && e.consent == c_b),
+        "doctor B's read is in the audit log: {log:?}"
+    );
+    let consents = patient.my_consents().await.unwrap();
+    assert_eq!(
+        consents.iter().map(|(c, _)| *c).collect::<std::collections::BTreeSet<_>>(),
+        [c_a, c_b].into()
+    );
+
+    // A lying coordinator cannot hand doctor B a revoked consent as active:
+    // (checked after the revoke below).
+    let liar = lying_coordinator(http.clone()).await;
+
+    // The patient revokes B: the record is re-keyed to a new CID, the old
+    // content unpinned.
+    assert_eq!(patient.revoke(c_b).await.unwrap(), vec![record]);
+    let e = doc_b.read(record).await.unwrap_err();
+    assert!(matches!(e, ClientError::Refused(_)) && e.to_string().contains("no active consent"), "{e}");
+    // Sent anyway, the access is refused by the rules.
+    let e = doc_b.submit(TxBody::LogAccess { record, consent: c_b }).await.unwrap_err();
+    assert!(matches!(&e, ClientError::Rejected { code, .. } if code == "consent_revoked"), "{e}");
+    let leaf = patient.record(record).await.unwrap();
+    let new_cid = medrollup_storage::cid::Cid::from_digest(leaf.cid_digest);
+    assert_ne!(new_cid, old_cid, "re-keyed content has a new CID");
+    let new_envelope = Envelope::from_bytes(&on_node.cat(new_cid).await.unwrap()).unwrap();
+    assert!(matches!(new_envelope.open(doc_b.identity()), Err(RecordError::NotARecipient(_))));
+    assert!(
+        matches!(new_envelope.open_with(&b_old_key), Err(RecordError::Corrupted(_))),
+        "B's old key opens nothing new"
+    );
+    assert_eq!(new_envelope.open(doc_a.identity()).unwrap(), small, "A still reads");
+    let pins = reqwest::Client::new()
+        .post(format!("{}/api/v0/pin/ls?type=recursive", ipfs.api()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!pins.contains(&old_cid.to_string()), "the old ciphertext is unpinned: {pins}");
+    // ...and the liar's forged consent is refused against L1.
+    let mut fooled =
+        Session::open(&Endpoints { coordinator: liar, ..endpoints.clone() }, DOCTOR_B, Identity::generate())
+            .await
+            .unwrap();
+    fooled.light_mut().wait = Duration::from_secs(20);
+    let e = fooled.consent(c_b).await.unwrap_err();
+    assert!(matches!(e, ClientError::Light(LightError::NotOnL1 { .. })), "{e}");
+    assert!(e.to_string().contains("not the chain's state"), "{e}");
+
+    // A large record (beyond one 256 KiB chunk: a dag-pb root on IPFS).
+    let large = example_bundle("p10", 400_000);
+    let cid = doc_a.update_record(record, &large).await.unwrap();
+    assert_eq!(cid.codec(), medrollup_storage::cid::DAG_PB);
+    assert_eq!(patient.read(record).await.unwrap().bundle, large);
+
+    // Break-glass by B: logged and flagged, but the re-keyed record does not open for B.
+    let e = doc_b.emergency_read(record, "unconscious in the emergency room").await.unwrap_err();
+    assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
+    let log = patient.audit_log().await.unwrap();
+    assert!(log.iter().any(|(_, e)| e.kind == AUDIT_EMERGENCY && e.actor == DOCTOR_B), "{log:?}");
+
+    // With the IPFS node unreachable, a write fails cleanly and changes nothing.
+    let mut offline = Session::open(
+        &Endpoints { ipfs_api: Some(format!("http://127.0.0.1:{}", free_port())), ..endpoints.clone() },
+        DOCTOR_A,
+        Identity::from_parts(doc_a.identity().signing_key().clone(), doc_a.identity().rsa_key().clone()),
+    )
+    .await
+    .unwrap();
+    let before = doc_a.index_of(PATIENT).await.unwrap().records;
+    let e = offline.add_record(PATIENT, &small).await.unwrap_err();
+    assert!(matches!(e, ClientError::Storage(ContentError::Remote(_))), "{e}");
+    assert!(e.to_string().contains("does not answer"), "{e}");
+    assert_eq!(doc_a.index_of(PATIENT).await.unwrap().records, before);
+
+    // A second patient uses the command line for the same flows.
+    let home = dir.path().join("patient-11");
+    std::fs::create_dir(&home).unwrap();
+    let rollup_hex = rollup.to_string();
+    let account = PATIENT_2.to_string();
+    let env = [
+        ("MEDROLLUP_PASSWORD", "a long passphrase"),
+        ("MEDROLLUP_ACCOUNT", account.as_str()),
+        ("MEDROLLUP_COORDINATOR", http.as_str()),
+        ("MEDROLLUP_L1_RPC", endpoints.l1_rpc.as_str()),
+        ("MEDROLLUP_ROLLUP", rollup_hex.as_str()),
+        ("MEDROLLUP_IPFS_API", ipfs.api()),
+    ];
+    cli(&home, &env, &["keys", "new"]);
+    assert!(cli(&home, &env, &["register"]).contains("registered patient 11"));
+    let out = cli(&home, &env, &["grant", "--grantee", "20", "--write", "--days", "7"]);
+    let consent: u64 =
+        out.strip_prefix("consent ").and_then(|r| r.split(':').next()).unwrap().parse().unwrap();
+    let note = example_bundle("p11", 2_000);
+    let r2 = doc_a.add_record(PATIENT_2, &note).await.unwrap();
+    cli(&home, &env, &["read", "--record", &r2.to_string(), "--out", "record.json"]);
+    assert_eq!(std::fs::read(home.join("record.json")).unwrap(), note);
+    assert_eq!(doc_a.read(r2).await.unwrap().consent, Some(consent));
+    let listed = cli(&home, &env, &["consents"]);
+    assert!(
+        listed.contains(&format!("consent {consent}: patient 11 -> 20 ReadWrite AllRecords")),
+        "{listed}"
+    );
+    let audit = cli(&home, &env, &["audit"]);
+    assert!(
+        audit.contains(&format!("account 20 read record {r2} of patient 11 (consent {consent})")),
+        "{audit}"
+    );
+
+    // The patient deletes the record: unpinned, and nobody reads it again.
+    let gone = patient.delete(record).await.unwrap();
+    assert!(patient.record(record).await.unwrap().deleted);
+    let e = doc_a.read(record).await.unwrap_err();
+    assert!(e.to_string().contains("was deleted"), "{e}");
+    let e = on_node.unpin(gone).await.unwrap_err();
+    assert!(matches!(e, ContentError::NotFound(_)) || e.to_string().contains("not pinned"), "{e}");
+}
