@@ -66,7 +66,8 @@ fn keystores_are_created_exported_imported_and_repassworded_with_clear_errors() 
     let path = d.join("medrollup-keystore.json");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     let ct = v["ciphertext"].as_str().unwrap().to_string();
-    let flipped = if ct.starts_with('0') { format!("1{}", &ct[1..]) } else { format!("0{}", &ct[1..]) };
+    let first = if ct.starts_with('0') { '1' } else { '0' };
+    let flipped = format!("{first}{}", &ct[1..]);
     v["ciphertext"] = flipped.into();
     let damaged = serde_json::to_vec(&v).unwrap();
     std::fs::write(&path, &damaged).unwrap();

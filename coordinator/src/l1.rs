@@ -120,8 +120,9 @@ impl Observer for Recorder {
             warn!(batch = l.index, error = %e, "could not record the landing (the chain has it)");
         }
         let m = &self.metrics;
-        m.batches_submitted_total.inc();
-        m.last_submitted_batch.set(l.index as i64);
+        m.note_landed(l.index);
+        m.l1_last_landed_block.set(l.block as i64);
+        m.l1_last_landed_timestamp_seconds.set((now_ms() / 1000) as i64);
         m.l1_gas_per_batch.with_label_values::<&str>(&[]).observe(l.gas_used as f64);
         m.l1_submit_seconds.with_label_values::<&str>(&[]).observe(l.latency.as_secs_f64());
         if let Some(b) = batch {
@@ -252,8 +253,30 @@ pub async fn start(
         ..Default::default()
     }));
     metrics.l1_up.set(1);
+    metrics.l1_confirmations.set(settings.config.confirmations as i64);
     let (wake, wake_rx) = tokio::sync::watch::channel(0u64);
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    // The chain's head and the submitter's balance, for the dashboards and
+    // the low-balance alert.
+    let watcher = {
+        let provider = submitter::connect(&settings.config)?;
+        let (metrics, me, mut stop) = (metrics.clone(), s.address(), stop_rx.clone());
+        async move {
+            loop {
+                if let Ok(head) = provider.get_block_number().await {
+                    metrics.l1_head_block.set(head as i64);
+                }
+                if let Ok(wei) = provider.get_balance(me).await {
+                    metrics.l1_submitter_balance_ether.set(f64::from(wei) / 1e18);
+                }
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                }
+            }
+        }
+    };
+    tokio::spawn(watcher);
     let recorder = Recorder { store: store.clone(), metrics, status: status.clone() };
     let task = tokio::spawn(async move {
         let source = StoreSource(store);

@@ -1,9 +1,11 @@
 //! The coordinator's Prometheus metrics (base units, a small fixed set of labels).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 /// Every metric the coordinator exports.
 #[derive(Debug, Clone)]
@@ -47,6 +49,26 @@ pub struct Metrics {
     pub l1_events_total: IntCounterVec,
     /// 1 while the L1 submitter runs, 0 once it stopped on an error.
     pub l1_up: IntGauge,
+    /// Per transaction, from its acceptance to its batch on L1 (or in the sink).
+    pub tx_intake_to_l1_seconds: HistogramVec,
+    /// Confirmations a batch needs to count as landed.
+    pub l1_confirmations: IntGauge,
+    /// The block that holds the last landed batch.
+    pub l1_last_landed_block: IntGauge,
+    /// The chain's head as last seen.
+    pub l1_head_block: IntGauge,
+    /// Unix time of the last landing.
+    pub l1_last_landed_timestamp_seconds: IntGauge,
+    /// The submitter account's balance.
+    pub l1_submitter_balance_ether: Gauge,
+    /// Content store calls, by operation (add, cat, has, pin, unpin).
+    pub storage_seconds: HistogramVec,
+    /// Bytes through the content store, by operation (add, cat).
+    pub storage_bytes_total: IntCounterVec,
+    /// Content store calls that failed, by operation.
+    pub storage_errors_total: IntCounterVec,
+    /// Acceptance times (Unix ms) of the transactions of batches not yet on L1.
+    intake_ms: Arc<Mutex<HashMap<u64, Vec<u64>>>>,
 }
 
 impl Metrics {
@@ -145,10 +167,83 @@ impl Metrics {
                 &["event"]
             )),
             l1_up: reg!(IntGauge::new("medrollup_l1_up", "1 while the L1 submitter runs")),
+            tx_intake_to_l1_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new(
+                    "medrollup_tx_intake_to_l1_seconds",
+                    "Per transaction, from its acceptance to its batch landing on L1"
+                )
+                .buckets(vec![1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0, 600.0]),
+                &[]
+            )),
+            l1_confirmations: reg!(IntGauge::new(
+                "medrollup_l1_confirmations",
+                "Confirmations a batch needs to count as landed"
+            )),
+            l1_last_landed_block: reg!(IntGauge::new(
+                "medrollup_l1_last_landed_block",
+                "Block holding the last landed batch"
+            )),
+            l1_head_block: reg!(IntGauge::new("medrollup_l1_head_block", "The L1 chain's head as last seen")),
+            l1_last_landed_timestamp_seconds: reg!(IntGauge::new(
+                "medrollup_l1_last_landed_timestamp_seconds",
+                "Unix time of the last landing on L1"
+            )),
+            l1_submitter_balance_ether: reg!(Gauge::new(
+                "medrollup_l1_submitter_balance_ether",
+                "The submitter account's balance"
+            )),
+            storage_seconds: reg!(HistogramVec::new(
+                HistogramOpts::new("medrollup_storage_seconds", "Content store calls, by operation")
+                    .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+                &["op"]
+            )),
+            storage_bytes_total: reg!(IntCounterVec::new(
+                Opts::new("medrollup_storage_bytes_total", "Bytes through the content store, by operation"),
+                &["op"]
+            )),
+            storage_errors_total: reg!(IntCounterVec::new(
+                Opts::new("medrollup_storage_errors_total", "Content store calls that failed, by operation"),
+                &["op"]
+            )),
+            intake_ms: Arc::default(),
             registry,
         };
         m.last_submitted_batch.set(-1);
+        // Every known label value from the start, so that dashboards and
+        // alerts see zeros rather than no series.
+        for o in ["accepted", "duplicate", "rejected"] {
+            m.tx_total.with_label_values(&[o]);
+        }
+        for o in ["accepted", "rejected"] {
+            m.proofs_verified_total.with_label_values(&[o]);
+        }
+        for e in ["fee_bump", "resend", "reorg"] {
+            m.l1_events_total.with_label_values(&[e]);
+        }
+        for op in ["add", "cat", "has", "pin", "unpin"] {
+            m.storage_errors_total.with_label_values(&[op]);
+            m.storage_bytes_total.with_label_values(&[op]);
+        }
         m
+    }
+
+    /// Notes that a transaction was accepted into `batch` now.
+    pub fn note_intake(&self, batch: u64) {
+        self.intake_ms.lock().expect("intake lock").entry(batch).or_default().push(now_ms());
+    }
+
+    /// Notes that `batch` landed on L1 now: observes each of its
+    /// transactions' latency (those accepted since this process started).
+    pub fn note_landed(&self, batch: u64) {
+        let now = now_ms();
+        let mut intake = self.intake_ms.lock().expect("intake lock");
+        for t in intake.remove(&batch).unwrap_or_default() {
+            self.tx_intake_to_l1_seconds
+                .with_label_values::<&str>(&[])
+                .observe(now.saturating_sub(t) as f64 / 1e3);
+        }
+        self.last_submitted_batch.set(batch as i64);
+        self.batches_submitted_total.inc();
     }
 
     /// The Prometheus text exposition.
@@ -159,8 +254,80 @@ impl Metrics {
     }
 }
 
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// A content store that times every call and counts the bytes.
+#[derive(Debug)]
+pub struct MeteredStore {
+    inner: Arc<dyn crate::content::ContentStore>,
+    metrics: Metrics,
+}
+
+impl MeteredStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn crate::content::ContentStore>, metrics: Metrics) -> Self {
+        Self { inner, metrics }
+    }
+
+    async fn timed<T>(
+        &self,
+        op: &str,
+        f: impl std::future::Future<Output = Result<T, crate::content::ContentError>>,
+        bytes: impl FnOnce(&T) -> usize,
+    ) -> Result<T, crate::content::ContentError> {
+        let t = std::time::Instant::now();
+        let r = f.await;
+        self.metrics.storage_seconds.with_label_values(&[op]).observe(t.elapsed().as_secs_f64());
+        match &r {
+            Ok(v) => self.metrics.storage_bytes_total.with_label_values(&[op]).inc_by(bytes(v) as u64),
+            Err(_) => self.metrics.storage_errors_total.with_label_values(&[op]).inc(),
+        }
+        r
+    }
+}
+
+impl crate::content::ContentStore for MeteredStore {
+    fn add(
+        &self,
+        bytes: Vec<u8>,
+    ) -> futures::future::BoxFuture<'_, Result<crate::cid::Cid, crate::content::ContentError>> {
+        let n = bytes.len();
+        Box::pin(self.timed("add", self.inner.add(bytes), move |_| n))
+    }
+
+    fn cat(
+        &self,
+        cid: crate::cid::Cid,
+    ) -> futures::future::BoxFuture<'_, Result<Vec<u8>, crate::content::ContentError>> {
+        Box::pin(self.timed("cat", self.inner.cat(cid), Vec::len))
+    }
+
+    fn has(
+        &self,
+        cid: crate::cid::Cid,
+    ) -> futures::future::BoxFuture<'_, Result<bool, crate::content::ContentError>> {
+        Box::pin(self.timed("has", self.inner.has(cid), |_| 0))
+    }
+
+    fn pin(
+        &self,
+        cid: crate::cid::Cid,
+    ) -> futures::future::BoxFuture<'_, Result<(), crate::content::ContentError>> {
+        Box::pin(self.timed("pin", self.inner.pin(cid), |_| 0))
+    }
+
+    fn unpin(
+        &self,
+        cid: crate::cid::Cid,
+    ) -> futures::future::BoxFuture<'_, Result<(), crate::content::ContentError>> {
+        Box::pin(self.timed("unpin", self.inner.unpin(cid), |_| 0))
     }
 }

@@ -261,7 +261,7 @@ pub async fn run(
     let (manifest, vk) = keys::load_verifying_key(&config.keys_dir)?;
     let pvk = keys::prepare(&vk);
     let store = Arc::new(Store::open(&config.data_dir.join("coordinator.redb"))?);
-    let content: Arc<dyn ContentStore> = match &config.ipfs_api {
+    let backing: Arc<dyn ContentStore> = match &config.ipfs_api {
         Some(api) => Arc::new(crate::kubo::KuboStore::new(api)),
         None => Arc::new(EmbeddedStore::open(&config.data_dir.join("content"))?),
     };
@@ -275,6 +275,8 @@ pub async fn run(
     publish_key(&js, &config, &manifest).await?;
 
     let metrics = Metrics::new();
+    let content: Arc<dyn ContentStore> =
+        Arc::new(crate::metrics::MeteredStore::new(backing, metrics.clone()));
     let l1 = match &config.l1 {
         Some(settings) => {
             let genesis_root = State::genesis(&config.genesis).map_err(RestoreError::Genesis)?.root();
@@ -455,8 +457,9 @@ impl Coordinator {
         self.last_seq = seq;
         let metrics = &self.shared.metrics;
         match &answer.status {
-            TxStatus::Accepted { .. } => {
+            TxStatus::Accepted { batch, .. } => {
                 metrics.tx_total.with_label_values(&["accepted"]).inc();
+                metrics.note_intake(*batch);
                 if self.seal_deadline.is_none() {
                     self.seal_deadline = Some(tokio::time::Instant::now() + self.config.seal_timeout);
                 }
@@ -744,8 +747,7 @@ impl Coordinator {
             }
             batch.submitted = true;
             store.mark_submitted(&batch)?;
-            self.shared.metrics.batches_submitted_total.inc();
-            self.shared.metrics.last_submitted_batch.set(n as i64);
+            self.shared.metrics.note_landed(n);
             info!(batch = n, "batch handed to L1");
         }
     }
