@@ -1,9 +1,20 @@
 # medrollup — the two commands a newcomer needs, and a few more.
-.PHONY: demo test lint bench bench-quick bench-gpu bench-records js-deps contracts gas-table
+.PHONY: demo demo-core test lint bench bench-quick bench-gpu bench-records js-deps contracts gas-table
 
-# The main job: today, the rollup core end to end on sample data (setup,
-# batches, Groth16 proofs, verification). It becomes the whole farm as it grows.
+# The main job: the whole farm on this machine (nats-server, anvil with the
+# contracts, the coordinator, two workers, Prometheus) under a realistic load
+# of patients and doctors, bounded (DEMO_ARGS="--seconds 300", "--max-tx 500",
+# "--concurrency 6", "--keep", "--ports auto"); then every transaction
+# accounted for and a throughput snapshot (target/demo/throughput.json).
+DEMO_ARGS ?=
 demo:
+	./scripts/services
+	./scripts/contracts --install
+	cargo build --release -p medrollup-coordinator -p medrollup-prover -p medrollup-demo
+	target/release/medrollup-demo $(DEMO_ARGS)
+
+# The rollup core alone on sample data: setup, batches, proofs, verification.
+demo-core:
 	cargo run --release -p medrollup-circuits --bin medrollup-circuits -- demo
 
 # The test suite (installs the npm tools the tests compare against).

@@ -130,6 +130,22 @@ pub struct Session {
     nonce: Option<u64>,
     /// The batch the last accepted transaction went into.
     last_batch: Option<u64>,
+    journal: Vec<Submission>,
+}
+
+/// One transaction this session submitted and what became of it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Submission {
+    /// Its id (sha256 of the payload, hex).
+    pub id: String,
+    /// Its kind (`grant`, `log_access`, ...).
+    pub kind: &'static str,
+    /// When it was sent (Unix ms).
+    pub sent_at_ms: u64,
+    /// The batch it went into, if accepted.
+    pub batch: Option<u64>,
+    /// The refusal's code and reason, if rejected.
+    pub rejected: Option<(String, String)>,
 }
 
 /// A record as its reader gets it.
@@ -156,6 +172,11 @@ pub fn reason_hash(reason: &str) -> Fr {
     poseidon::hash(&medrollup_circuits::field::digest_to_limbs(
         &sha2::Sha256::digest(reason.as_bytes()).into(),
     ))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis()
+        as u64
 }
 
 fn now() -> u64 {
@@ -191,6 +212,7 @@ impl Session {
             capacity: root.capacity,
             nonce: None,
             last_batch: None,
+            journal: Vec::new(),
         })
     }
 
@@ -207,6 +229,11 @@ impl Session {
     /// The content store records go to.
     pub fn store(&self) -> &Arc<dyn ContentStore> {
         &self.store
+    }
+
+    /// Every transaction this session had decided, in order.
+    pub fn journal(&self) -> &[Submission] {
+        &self.journal
     }
 
     /// The light client.
@@ -257,6 +284,7 @@ impl Session {
         let signed = tx.sign(self.identity.signing_key(), self.instance);
         let payload = serde_json::to_vec(&signed).expect("a transaction serialises");
         let id = medrollup_wire::tx_id(&payload);
+        let sent_at_ms = now_ms();
         let url = format!("{}/tx", self.coordinator);
         let r = self.http.post(&url).body(payload).send().await.map_err(|e| self.unreachable(&url, e))?;
         let mut answer: serde_json::Value =
@@ -285,12 +313,15 @@ impl Session {
             | medrollup_wire::TxStatus::Duplicate { batch } => {
                 self.nonce = Some(nonce + 1);
                 self.last_batch = Some(batch);
+                self.journal.push(Submission { id, kind, sent_at_ms, batch: Some(batch), rejected: None });
                 Ok(batch)
             }
             medrollup_wire::TxStatus::Rejected { code, reason } => {
                 if code == "bad_nonce" {
                     self.nonce = None;
                 }
+                let rejected = Some((code.clone(), reason.clone()));
+                self.journal.push(Submission { id, kind, sent_at_ms, batch: None, rejected });
                 Err(ClientError::Rejected { kind, code, reason })
             }
         }

@@ -1,0 +1,420 @@
+//! `medrollup-demo` (what `make demo` runs): the whole farm on this machine,
+//! under a realistic load, until a bound; then every transaction accounted
+//! for and a throughput snapshot.
+//!
+//! It starts nats-server, anvil, the coordinator (which deploys the
+//! contracts on the dev chain), two hospital workers and Prometheus; drives
+//! clinics of simulated patients and doctors through the client library;
+//! shows progress; waits for every sealed batch to land on L1; checks each
+//! transaction's fate with the coordinator; writes `throughput.json`; and
+//! says where to look. Ctrl-C stops everything cleanly.
+
+mod load;
+mod report;
+mod services;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use medrollup_client::keystore::Identity;
+use medrollup_client::session::{Endpoints, Session};
+use services::{Service, ensure_free, find, free_port, repo, sibling};
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+#[derive(Parser, Debug)]
+#[command(name = "medrollup-demo", about = "The whole medrollup farm on this machine, under load")]
+struct Args {
+    /// Start no new clinic after this many seconds (clinics in flight finish).
+    #[arg(long, default_value_t = 120)]
+    seconds: u64,
+    /// Start no new clinic once this many transactions were sent (0: no bound).
+    #[arg(long, default_value_t = 0)]
+    max_tx: usize,
+    /// Clinics running at once.
+    #[arg(long, default_value_t = 3)]
+    concurrency: usize,
+    /// Where data, logs and the snapshot go (wiped at start).
+    #[arg(long, default_value = "target/demo")]
+    out: PathBuf,
+    /// `fixed`: nats 4222, anvil 8545, coordinator 8080, workers 9101 and
+    /// 9102, Prometheus 9090; `auto`: free ports.
+    #[arg(long, default_value = "fixed")]
+    ports: String,
+    /// Keep the farm running after the summary, until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+}
+
+struct Ports {
+    nats: u16,
+    anvil: u16,
+    http: u16,
+    workers: [u16; 2],
+    prometheus: u16,
+}
+
+impl Ports {
+    fn pick(mode: &str) -> anyhow::Result<Self> {
+        match mode {
+            "fixed" => {
+                let p =
+                    Ports { nats: 4222, anvil: 8545, http: 8080, workers: [9101, 9102], prometheus: 9090 };
+                for (port, what) in [
+                    (p.nats, "nats-server"),
+                    (p.anvil, "anvil"),
+                    (p.http, "coordinator"),
+                    (p.workers[0], "worker 1 metrics"),
+                    (p.workers[1], "worker 2 metrics"),
+                    (p.prometheus, "prometheus"),
+                ] {
+                    ensure_free(port, what)?;
+                }
+                Ok(p)
+            }
+            "auto" => Ok(Ports {
+                nats: free_port()?,
+                anvil: free_port()?,
+                http: free_port()?,
+                workers: [free_port()?, free_port()?],
+                prometheus: free_port()?,
+            }),
+            other => bail!("--ports is fixed or auto, not {other:?}"),
+        }
+    }
+}
+
+/// The canonical development keys (the checked-in verifier is for them).
+fn keys() -> anyhow::Result<PathBuf> {
+    use medrollup_l1::canonical;
+    let dir = repo().join(".tools/keys-canonical");
+    if !dir.join("keys.json").exists() {
+        println!("   (first run: a seeded development setup, about a minute)");
+        let pk = medrollup_circuits::keys::setup(canonical::SHAPE, Some(canonical::SEED))?;
+        medrollup_circuits::keys::write_keys(&dir, canonical::SHAPE, &pk, true)?;
+    }
+    Ok(dir)
+}
+
+/// The farm's processes, stopped in reverse order on drop.
+struct Farm(Vec<Service>);
+
+impl Farm {
+    fn check(&mut self) -> anyhow::Result<()> {
+        self.0.iter_mut().try_for_each(Service::check)
+    }
+}
+
+impl Drop for Farm {
+    fn drop(&mut self) {
+        while let Some(mut s) = self.0.pop() {
+            s.stop();
+        }
+    }
+}
+
+fn start(out: &Path, p: &Ports) -> anyhow::Result<(Farm, PathBuf)> {
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs)?;
+    let mut farm = Farm(Vec::new());
+    let keys = keys()?;
+    let nats_bin = find(repo().join(".tools/venv/bin/nats-server"), "nats-server", "run scripts/services")?;
+    let mut nats = Service::spawn(
+        "nats-server",
+        Command::new(nats_bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &p.nats.to_string(), "-sd"])
+            .arg(out.join("nats")),
+        &logs,
+    )?;
+    nats.wait_port(p.nats, Duration::from_secs(20))?;
+    farm.0.push(nats);
+    let anvil_bin = medrollup_l1::devnet::anvil_bin().map_err(anyhow::Error::msg)?;
+    let mut anvil = Service::spawn(
+        "anvil",
+        Command::new(anvil_bin).args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &p.anvil.to_string(),
+            "--block-time",
+            "1",
+        ]),
+        &logs,
+    )?;
+    anvil.wait_port(p.anvil, Duration::from_secs(30))?;
+    farm.0.push(anvil);
+    let nats_url = format!("nats://127.0.0.1:{}", p.nats);
+    let mut coordinator = Service::spawn(
+        "coordinator",
+        Command::new(sibling("medrollup-coordinator")?)
+            .args(["--nats-url", &nats_url, "--http", &format!("127.0.0.1:{}", p.http)])
+            .arg("--data-dir")
+            .arg(out.join("coordinator"))
+            .arg("--keys-dir")
+            .arg(&keys)
+            .args(["--seal-timeout-ms", "1000", "--l1-rpc", &format!("http://127.0.0.1:{}", p.anvil)])
+            .env("MEDROLLUP_L1_KEY", medrollup_l1::devnet::DEV_KEY),
+        &logs,
+    )?;
+    coordinator.wait_port(p.http, Duration::from_secs(120))?;
+    farm.0.push(coordinator);
+    for (i, port) in p.workers.iter().enumerate() {
+        let name = format!("hospital-{}", i + 1);
+        let w = Service::spawn(
+            &format!("worker-{name}"),
+            Command::new(sibling("medrollup-prover")?)
+                .args(["worker", "--nats-url", &nats_url, "--name", &name])
+                .arg("--cache-dir")
+                .arg(out.join(format!("cache-{name}")))
+                .args(["--metrics", &format!("127.0.0.1:{port}")])
+                .env("RAYON_NUM_THREADS", "1"),
+            &logs,
+        )?;
+        farm.0.push(w);
+    }
+    // Prometheus with the checked-in configuration, moved to these ports.
+    let prom_dir = out.join("prometheus");
+    std::fs::create_dir_all(&prom_dir)?;
+    let src = repo().join("dashboards/prometheus");
+    let config = std::fs::read_to_string(src.join("prometheus.yml"))?
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{}", p.http))
+        .replace("127.0.0.1:9101", &format!("127.0.0.1:{}", p.workers[0]))
+        .replace("127.0.0.1:9102", &format!("127.0.0.1:{}", p.workers[1]));
+    std::fs::write(prom_dir.join("prometheus.yml"), config)?;
+    std::fs::copy(src.join("alerts.yml"), prom_dir.join("alerts.yml"))?;
+    let prom_bin = find(
+        "/usr/bin/prometheus".into(),
+        "prometheus",
+        "run scripts/services (apt-get install prometheus)",
+    )?;
+    let mut prom = Service::spawn(
+        "prometheus",
+        Command::new(prom_bin)
+            .arg(format!("--config.file={}", prom_dir.join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", prom_dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{}", p.prometheus)),
+        &logs,
+    )?;
+    prom.wait_port(p.prometheus, Duration::from_secs(30))?;
+    farm.0.push(prom);
+    Ok((farm, keys))
+}
+
+async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+    Ok(http.get(url).send().await.with_context(|| format!("GET {url}"))?.json().await?)
+}
+
+/// `name{labels} value` lines of a Prometheus text exposition, summed by name and label text.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(series))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Progress {
+    accepted: f64,
+    rejected: f64,
+    sealed: u64,
+    proven: f64,
+    on_l1: u64,
+    queue: f64,
+    workers: f64,
+}
+
+async fn progress(http: &reqwest::Client, api: &str) -> anyhow::Result<Progress> {
+    let m = http.get(format!("{api}/metrics")).send().await?.text().await?;
+    let root = get(http, &format!("{api}/root")).await?;
+    let l1 = get(http, &format!("{api}/l1")).await?;
+    Ok(Progress {
+        accepted: metric(&m, "medrollup_tx_total{outcome=\"accepted\"}"),
+        rejected: metric(&m, "medrollup_tx_total{outcome=\"rejected\"}"),
+        sealed: root["batches_sealed"].as_u64().unwrap_or(0),
+        proven: metric(&m, "medrollup_batches_proven_total"),
+        on_l1: l1["last_landed"].as_u64().map_or(0, |n| n + 1),
+        queue: metric(&m, "medrollup_queue_depth"),
+        workers: metric(&m, "medrollup_workers "),
+    })
+}
+
+fn show(started: Instant, p: &Progress, tty: bool) {
+    let secs = started.elapsed().as_secs_f64();
+    let line = format!(
+        "[{secs:>5.0}s] tx {} accepted, {} rejected ({:.2} tx/s) | batches sealed {}, proven {}, on L1 {} | queue {} | workers {}",
+        p.accepted,
+        p.rejected,
+        p.accepted / secs.max(1.0),
+        p.sealed,
+        p.proven,
+        p.on_l1,
+        p.queue,
+        p.workers
+    );
+    if tty {
+        print!("\r{line:<130}");
+        let _ = std::io::stdout().flush();
+    } else {
+        println!("{line}");
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let out = if args.out.is_absolute() { args.out.clone() } else { repo().join(&args.out) };
+    if out.exists() {
+        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
+    }
+    std::fs::create_dir_all(&out)?;
+    let ports = Ports::pick(&args.ports)?;
+    println!("== medrollup: the whole farm on this machine, in {} ==", out.display());
+    println!(
+        "1. start: nats-server, anvil, the coordinator (deploys the contracts), two workers, Prometheus"
+    );
+    let (mut farm, _keys) = start(&out, &ports)?;
+    let api = format!("http://127.0.0.1:{}", ports.http);
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
+    let l1 = get(&http, &format!("{api}/l1")).await?;
+    let rollup = l1["rollup"].as_str().context("the coordinator reports no rollup contract")?.to_string();
+    println!(
+        "   nats :{}, anvil :{} (rollup {rollup}), coordinator http://127.0.0.1:{}, workers :{} :{} (/metrics), Prometheus http://127.0.0.1:{}",
+        ports.nats, ports.anvil, ports.http, ports.workers[0], ports.workers[1], ports.prometheus
+    );
+    let endpoints = Endpoints {
+        coordinator: api.clone(),
+        ipfs_api: None,
+        l1_rpc: format!("http://127.0.0.1:{}", ports.anvil),
+        rollup: rollup.parse()?,
+        l1_wait: Duration::from_secs(600),
+    };
+    let mut hospitals = Vec::new();
+    for h in medrollup_circuits::sample::parties().hospitals {
+        let id = Identity::from_parts(
+            h.key.clone(),
+            tokio::task::spawn_blocking(Identity::generate).await?.rsa_key().clone(),
+        );
+        hospitals.push(Arc::new(Mutex::new(Session::open(&endpoints, h.id, id).await?)));
+    }
+    let bound = match args.max_tx {
+        0 => format!("{} s", args.seconds),
+        n => format!("{} s or {n} transactions", args.seconds),
+    };
+    println!(
+        "2. load: clinics of a patient and two doctors ({} at a time; register, grant, write, read, share, update, revoke, audit) until {bound}",
+        args.concurrency
+    );
+    let started = Instant::now();
+    let tty = std::io::stdout().is_terminal();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut reports = Vec::new();
+    let mut next = 0u64;
+    let mut last_show = Instant::now() - Duration::from_secs(60);
+    let interrupted = loop {
+        let sent = progress(&http, &api).await.map(|p| (p.accepted + p.rejected) as usize).unwrap_or(0);
+        let open =
+            started.elapsed() < Duration::from_secs(args.seconds) && (args.max_tx == 0 || sent < args.max_tx);
+        while open && tasks.len() < args.concurrency.max(1) {
+            let h = hospitals[next as usize % hospitals.len()].clone();
+            tasks.spawn(load::clinic(next, endpoints.clone(), h));
+            next += 1;
+        }
+        if !open && tasks.is_empty() {
+            break false;
+        }
+        if last_show.elapsed() >= Duration::from_secs(if tty { 1 } else { 10 }) {
+            if let Ok(p) = progress(&http, &api).await {
+                show(started, &p, tty);
+            }
+            last_show = Instant::now();
+        }
+        farm.check()?;
+        tokio::select! {
+            r = tasks.join_next(), if !tasks.is_empty() => {
+                if let Some(r) = r {
+                    let report = r?;
+                    if let Some(e) = &report.error {
+                        println!("\n   ! {e}");
+                    }
+                    reports.push(report);
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::signal::ctrl_c() => break true,
+        }
+    };
+    if interrupted {
+        println!("\nCtrl-C: stopping the load and the farm");
+        tasks.abort_all();
+        drop(farm);
+        println!("stopped; data and logs in {}", out.display());
+        return Ok(());
+    }
+    println!("\n3. drain: every sealed batch onto L1");
+    let sealed = loop {
+        let p = progress(&http, &api).await?;
+        if p.on_l1 == p.sealed {
+            break p.sealed;
+        }
+        show(started, &p, tty);
+        farm.check()?;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                println!("\nCtrl-C: stopping the farm");
+                return Ok(());
+            }
+        }
+        if started.elapsed() > Duration::from_secs(args.seconds + 1800) {
+            bail!("batches are not landing on L1: see {}/logs", out.display());
+        }
+    };
+    let duration = started.elapsed().as_secs_f64();
+    let p = progress(&http, &api).await?;
+    show(started, &p, false);
+    let mut subs = Vec::new();
+    for h in &hospitals {
+        subs.extend(h.lock().await.journal().iter().cloned());
+    }
+    let failed: Vec<_> = reports.iter().filter_map(|r| r.error.clone()).collect();
+    let reads: usize = reports.iter().map(|r| r.reads).sum();
+    for r in reports {
+        subs.extend(r.submissions);
+    }
+    println!("4. accounting: each transaction's fate, as the coordinator and L1 record it");
+    let snap = report::snapshot(&http, &api, &subs, sealed, next as usize, duration).await?;
+    std::fs::write(out.join("throughput.json"), serde_json::to_vec_pretty(&snap)?)?;
+    println!("5. throughput snapshot ({}):", out.join("throughput.json").display());
+    for line in report::render(&snap).lines() {
+        println!("   {line}");
+    }
+    println!(
+        "   {reads} records read and decrypted, each checked against L1; {} clinics stopped early",
+        failed.len()
+    );
+    println!(
+        "where to look: http://127.0.0.1:{p}/farm, /l1, /root, /metrics (the coordinator); http://127.0.0.1:{pr}/alerts and /graph (Prometheus);\n\
+         dashboards: import dashboards/grafana/*.json into a Grafana (or provision it with dashboards/grafana/provisioning/) with a Prometheus data source at http://127.0.0.1:{pr};\n\
+         logs: {logs}",
+        p = ports.http,
+        pr = ports.prometheus,
+        logs = out.join("logs").display()
+    );
+    let t = &snap.transactions;
+    let ok = t.unaccounted.is_empty() && t.accepted_not_on_l1 == 0 && failed.is_empty();
+    if args.keep {
+        println!("the farm keeps running: Ctrl-C stops it");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    drop(farm);
+    if !ok {
+        bail!(
+            "not every transaction is accounted for, or a clinic failed (see above and {}/logs)",
+            out.display()
+        );
+    }
+    println!("done: every transaction is on L1 or was rejected with a reason");
+    Ok(())
+}

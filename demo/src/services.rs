@@ -1,0 +1,131 @@
+//! The farm's processes: nats-server, anvil, the coordinator, the workers and
+//! Prometheus, each in its own process group (so a Ctrl-C reaches only the
+//! demo, which then stops them in order), its output in a log file.
+
+use anyhow::{Context, bail};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The repository (where `.tools/`, `contracts/` and `dashboards/` are).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
+}
+
+/// A running process, stopped on drop.
+#[derive(Debug)]
+pub struct Service {
+    /// Its name (and log file's).
+    pub name: String,
+    child: Child,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+impl Service {
+    /// Starts `cmd` with its output in `<logs>/<name>.log`.
+    pub fn spawn(name: &str, cmd: &mut Command, logs: &Path) -> anyhow::Result<Self> {
+        let log = logs.join(format!("{name}.log"));
+        let f = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(f.try_clone()?))
+            .stderr(Stdio::from(f))
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
+        Ok(Self { name: name.into(), child, log })
+    }
+
+    /// The last lines it printed.
+    pub fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+
+    /// An error if it has exited.
+    pub fn check(&mut self) -> anyhow::Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!("{} exited ({status}); its log ({}) ends:\n{}", self.name, self.log.display(), self.tail());
+        }
+        Ok(())
+    }
+
+    /// Waits until it listens on `port`.
+    pub fn wait_port(&mut self, port: u16, within: Duration) -> anyhow::Result<()> {
+        let t = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            self.check()?;
+            if t.elapsed() > within {
+                bail!(
+                    "{} does not listen on port {port} after {within:?}; its log ends:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 20 s.
+    pub fn stop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(20) {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Fails with a clear message when a port the farm needs is taken.
+pub fn ensure_free(port: u16, what: &str) -> anyhow::Result<()> {
+    if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+        bail!("port {port} ({what}) is in use: stop what holds it, or pass --ports auto");
+    }
+    Ok(())
+}
+
+/// A free port.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+/// An executable: `path` if it exists, else `name` on the PATH.
+pub fn find(path: PathBuf, name: &str, install: &str) -> anyhow::Result<PathBuf> {
+    if path.exists() {
+        return Ok(path);
+    }
+    if Command::new(name).arg("--version").output().is_ok() {
+        return Ok(name.into());
+    }
+    bail!("{name} is missing: {install}")
+}
+
+/// The farm's own binaries, next to this one (same build profile).
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let p = std::env::current_exe()?.with_file_name(name);
+    if !p.exists() {
+        bail!(
+            "{} is missing: build it with this demo (`make demo` does: cargo build --release -p medrollup-coordinator -p medrollup-prover -p medrollup-demo)",
+            p.display()
+        );
+    }
+    Ok(p)
+}
