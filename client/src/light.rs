@@ -70,9 +70,9 @@ pub enum LightError {
         /// Claimed.
         claimed: String,
     },
-    /// L1 holds another root for as many batches or more.
+    /// L1 holds another root after as many batches.
     #[error(
-        "refused: L1 has {l1_batches} batches with root {l1_root}, but the coordinator's state after \
+        "refused: on L1 the root after {l1_batches} batches is {l1_root}, but the coordinator's state after \
          {claimed_batches} batches has root {claimed}: the coordinator's answer is not the chain's state"
     )]
     NotOnL1 {
@@ -178,32 +178,34 @@ impl LightClient {
         r.json().await.map_err(|e| LightError::Malformed(e.to_string()))
     }
 
-    /// Checks `answer` against L1, waiting (bounded) for L1 to reach it.
+    /// Checks `answer` against L1, waiting (bounded) for L1 to reach it: the
+    /// root L1 holds after the answer's number of batches (however far L1
+    /// has moved on since) must be the answer's root.
     pub async fn verify(&self, answer: &ProofAnswer) -> Result<Leaf, LightError> {
         let leaf = answer.check(self.instance)?;
         let claimed = l1::root_word(&answer.root);
         let started = Instant::now();
         loop {
-            let chain = l1::chain_state(&self.l1, self.rollup).await?;
-            if chain.root == claimed {
-                return Ok(leaf);
+            match l1::root_after(&self.l1, self.rollup, answer.batches_sealed).await? {
+                Some(root) if root == claimed => return Ok(leaf),
+                Some(root) => {
+                    return Err(LightError::NotOnL1 {
+                        l1_batches: answer.batches_sealed,
+                        l1_root: root.to_string(),
+                        claimed_batches: answer.batches_sealed,
+                        claimed: claimed.to_string(),
+                    });
+                }
+                None if started.elapsed() > self.wait => {
+                    let chain = l1::chain_state(&self.l1, self.rollup).await?;
+                    return Err(LightError::NotYetOnL1 {
+                        l1_batches: chain.count,
+                        claimed_batches: answer.batches_sealed,
+                        waited: self.wait,
+                    });
+                }
+                None => tokio::time::sleep(Duration::from_millis(500)).await,
             }
-            if chain.count >= answer.batches_sealed {
-                return Err(LightError::NotOnL1 {
-                    l1_batches: chain.count,
-                    l1_root: chain.root.to_string(),
-                    claimed_batches: answer.batches_sealed,
-                    claimed: claimed.to_string(),
-                });
-            }
-            if started.elapsed() > self.wait {
-                return Err(LightError::NotYetOnL1 {
-                    l1_batches: chain.count,
-                    claimed_batches: answer.batches_sealed,
-                    waited: self.wait,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 

@@ -35,7 +35,7 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     max_tx: usize,
     /// Clinics running at once.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 6)]
     concurrency: usize,
     /// Where data, logs and the snapshot go (wiped at start).
     #[arg(long, default_value = "target/demo")]
@@ -261,6 +261,18 @@ fn show(started: Instant, p: &Progress, tty: bool) {
     }
 }
 
+/// Ctrl-C, SIGTERM or SIGHUP: the farm is stopped in order either way.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("a SIGHUP handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -270,6 +282,11 @@ async fn main() -> anyhow::Result<()> {
     }
     std::fs::create_dir_all(&out)?;
     let ports = Ports::pick(&args.ports)?;
+    let (stopper, mut stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        stop_signal().await;
+        let _ = stopper.send(true);
+    });
     println!("== medrollup: the whole farm on this machine, in {} ==", out.display());
     println!(
         "1. start: nats-server, anvil, the coordinator (deploys the contracts), two workers, Prometheus"
@@ -342,11 +359,11 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = tokio::signal::ctrl_c() => break true,
+            _ = stop.wait_for(|s| *s) => break true,
         }
     };
     if interrupted {
-        println!("\nCtrl-C: stopping the load and the farm");
+        println!("\nstopping the load and the farm");
         tasks.abort_all();
         drop(farm);
         println!("stopped; data and logs in {}", out.display());
@@ -354,7 +371,11 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\n3. drain: every sealed batch onto L1");
     let sealed = loop {
-        let p = progress(&http, &api).await?;
+        let Ok(p) = progress(&http, &api).await else {
+            farm.check()?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
         if p.on_l1 == p.sealed {
             break p.sealed;
         }
@@ -362,8 +383,8 @@ async fn main() -> anyhow::Result<()> {
         farm.check()?;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = tokio::signal::ctrl_c() => {
-                println!("\nCtrl-C: stopping the farm");
+            _ = stop.wait_for(|s| *s) => {
+                println!("\nstopping the farm");
                 return Ok(());
             }
         }
@@ -406,7 +427,7 @@ async fn main() -> anyhow::Result<()> {
     let ok = t.unaccounted.is_empty() && t.accepted_not_on_l1 == 0 && failed.is_empty();
     if args.keep {
         println!("the farm keeps running: Ctrl-C stops it");
-        let _ = tokio::signal::ctrl_c().await;
+        let _ = stop.wait_for(|s| *s).await;
     }
     drop(farm);
     if !ok {

@@ -374,6 +374,33 @@ pub async fn batch_events(provider: &DynProvider, rollup: Address) -> Result<Vec
         .collect()
 }
 
+/// The rollup's state root after its first `batches` batches, from the
+/// canonical chain: the genesis root for 0, else the `newRoot` of the
+/// `BatchSubmitted` event of batch `batches - 1`; `None` while that batch is
+/// not on chain. Unlike `currentRoot`, this answers for one batch count
+/// however far the chain has moved on, so a light client can check an
+/// answer about an older state.
+pub async fn root_after(
+    provider: &DynProvider,
+    rollup: Address,
+    batches: u64,
+) -> Result<Option<B256>, L1Error> {
+    use alloy::primitives::U256;
+    use alloy::rpc::types::Filter;
+    use alloy::sol_types::SolEvent;
+    if batches == 0 {
+        let c = MedRollup::new(rollup, provider);
+        return Ok(Some(c.genesisRoot().call().await.map_err(rpc("reading the genesis root"))?));
+    }
+    let filter = Filter::new()
+        .address(rollup)
+        .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
+        .topic1(B256::from(U256::from(batches - 1)))
+        .from_block(0);
+    let logs = provider.get_logs(&filter).await.map_err(rpc("reading a BatchSubmitted event"))?;
+    Ok(logs.last().and_then(|l| l.topics().get(2).copied()))
+}
+
 /// A connection to a node that signs nothing: the callers sign (the
 /// submitter) or only read (light clients, tools).
 pub fn connect_read_only(rpc_url: &str) -> Result<DynProvider, L1Error> {
