@@ -162,12 +162,18 @@ impl LightClient {
     pub async fn fetch(&self, tree: TreeId, index: u64) -> Result<ProofAnswer, LightError> {
         let name = serde_json::to_value(tree).expect("json");
         let url = format!("{}/proof/{}/{index}", self.coordinator, name.as_str().unwrap_or_default());
-        let r = self
-            .http
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| LightError::Coordinator(format!("GET {url}: {e}")))?;
+        // Safe to repeat: a failed or reset connection is tried twice more.
+        let mut attempt = 0;
+        let r = loop {
+            attempt += 1;
+            match self.http.get(&url).send().await {
+                Ok(r) => break r,
+                Err(e) if attempt < 3 && (e.is_connect() || e.is_request()) => {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                }
+                Err(e) => return Err(LightError::Coordinator(format!("GET {url}: {e:?}"))),
+            }
+        };
         if !r.status().is_success() {
             let status = r.status();
             return Err(LightError::Coordinator(format!(

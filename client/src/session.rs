@@ -346,7 +346,7 @@ impl Session {
     }
 
     fn unreachable(&self, url: &str, e: reqwest::Error) -> ClientError {
-        ClientError::Coordinator { url: url.to_string(), why: format!("does not answer: {e}") }
+        ClientError::Coordinator { url: url.to_string(), why: format!("does not answer: {}", chain(&e)) }
     }
 
     // ---- verified reads ---------------------------------------------------
@@ -817,11 +817,24 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
 ) -> Result<T, ClientError> {
-    let r = http
-        .get(url)
-        .send()
-        .await
-        .map_err(|e| ClientError::Coordinator { url: url.into(), why: format!("does not answer: {e}") })?;
+    // A GET is safe to repeat: a connection that fails or is reset is tried
+    // twice more before the coordinator counts as down.
+    let mut attempt = 0;
+    let r = loop {
+        attempt += 1;
+        match http.get(url).send().await {
+            Ok(r) => break r,
+            Err(e) if attempt < 3 && (e.is_connect() || e.is_request()) => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Err(e) => {
+                return Err(ClientError::Coordinator {
+                    url: url.into(),
+                    why: format!("does not answer: {}", chain(&e)),
+                });
+            }
+        }
+    };
     if !r.status().is_success() {
         let why = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
         return Err(ClientError::Coordinator { url: url.into(), why });
@@ -829,6 +842,18 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     r.json()
         .await
         .map_err(|e| ClientError::Coordinator { url: url.into(), why: format!("malformed answer: {e}") })
+}
+
+/// An error with its causes ("error sending request: connection refused").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// Decimal of a field element (for display).

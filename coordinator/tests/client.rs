@@ -56,7 +56,14 @@ async fn lying_coordinator(honest: String) -> String {
         State(honest): State<String>,
         UrlPath(path): UrlPath<String>,
     ) -> axum::response::Response {
-        let body = reqwest::get(format!("{honest}/{path}")).await.unwrap().bytes().await.unwrap();
+        let fetched = match reqwest::get(format!("{honest}/{path}")).await {
+            Ok(r) => r.bytes().await,
+            Err(e) => Err(e),
+        };
+        let body = match fetched {
+            Ok(b) => b,
+            Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, format!("{e:?}")).into_response(),
+        };
         if !path.starts_with("proof/consents/") {
             return ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
         }
