@@ -501,7 +501,24 @@ impl Coordinator {
     async fn persist_and_dispatch(&mut self, sealed: sequencer::Sealed) -> Result<(), CoordinatorError> {
         let public_inputs = sealed.witness.public_inputs();
         let data = BatchData { batch: sealed.batch, public_inputs, txs: sealed.txs.clone() };
-        let cid = self.shared.content.add(serde_json::to_vec(&data).expect("serialises")).await?;
+        let bytes = serde_json::to_vec(&data).expect("serialises");
+        // The sequencer has moved on: the batch must be stored. A content
+        // store that fails (an IPFS node restarting, a timeout) is retried
+        // for about three minutes before the coordinator gives up.
+        let mut delay = Duration::from_millis(250);
+        let mut attempt = 0;
+        let cid = loop {
+            attempt += 1;
+            match self.shared.content.add(bytes.clone()).await {
+                Ok(cid) => break cid,
+                Err(e) if attempt < 20 => {
+                    warn!(error = %e, attempt, "the batch data could not be stored; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let record = BatchRecord {
             batch: sealed.batch,
             public_inputs,

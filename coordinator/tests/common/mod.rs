@@ -141,7 +141,12 @@ impl Drop for Proc {
         self.kill9();
         if std::thread::panicking() {
             let text = self.log_text();
-            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            // Backtrace frames would crowd out the error they follow.
+            let frame = |l: &&str| {
+                let t = l.trim_start();
+                t.starts_with("at ") || t.split_once(": ").is_some_and(|(n, _)| n.parse::<u32>().is_ok())
+            };
+            let tail: Vec<&str> = text.lines().rev().filter(|l| !frame(l)).take(40).collect();
             let mut err = std::io::stderr();
             let _ = writeln!(err, "---- last lines of {} ----", self.name);
             for l in tail.iter().rev() {
