@@ -46,6 +46,13 @@ fn params(inputs: usize) -> &'static Params {
     })
 }
 
+/// `Poseidon(sha256(bytes) as two 128-bit limbs)`: how bytes (an RSA key,
+/// a stated reason) enter the field.
+pub fn hash_sha256(bytes: &[u8]) -> Fr {
+    use sha2::Digest;
+    hash(&crate::field::digest_to_limbs(&sha2::Sha256::digest(bytes).into()))
+}
+
 /// Poseidon hash of 1..=12 field elements, identical to circomlibjs `poseidon(inputs)`.
 ///
 /// # Panics

@@ -252,8 +252,7 @@ pub struct Account {
 /// What an account registers for its RSA public key (`spki`, the
 /// SubjectPublicKeyInfo DER): `Poseidon(sha256(spki) as two 128-bit limbs)`.
 pub fn rsa_key_hash(spki: &[u8]) -> Fr {
-    use sha2::Digest;
-    poseidon::hash(&crate::field::digest_to_limbs(&sha2::Sha256::digest(spki).into()))
+    poseidon::hash_sha256(spki)
 }
 
 /// One entry of the append-only audit log.

@@ -34,6 +34,15 @@ pub enum ConsentTarget {
     Record(u64),
 }
 
+/// The metadata hash of a record whose content has CID multicodec `codec`
+/// (0x55 raw: content within one chunk; 0x70 dag-pb: the root of larger
+/// content): `Poseidon(1, codec)`, version 1 of the record metadata. With
+/// the on-chain digest it names the exact CID, so clients and the
+/// coordinator need not guess.
+pub fn record_meta_hash(codec: u8) -> Fr {
+    poseidon::hash(&[Fr::from(1u64), Fr::from(u64::from(codec))])
+}
+
 /// The typed body of a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]

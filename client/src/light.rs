@@ -129,6 +129,21 @@ impl ProofAnswer {
     }
 }
 
+/// `GET url`. A GET is safe to repeat: a connection that fails or is reset
+/// is tried twice more before the coordinator counts as down.
+pub(crate) async fn get(http: &reqwest::Client, url: &str) -> Result<reqwest::Response, reqwest::Error> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match http.get(url).send().await {
+            Err(e) if attempt < 3 && (e.is_connect() || e.is_request()) => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Reads leaves through a coordinator, believing only what L1 backs.
 #[derive(Debug)]
 pub struct LightClient {
@@ -162,18 +177,8 @@ impl LightClient {
     pub async fn fetch(&self, tree: TreeId, index: u64) -> Result<ProofAnswer, LightError> {
         let name = serde_json::to_value(tree).expect("json");
         let url = format!("{}/proof/{}/{index}", self.coordinator, name.as_str().unwrap_or_default());
-        // Safe to repeat: a failed or reset connection is tried twice more.
-        let mut attempt = 0;
-        let r = loop {
-            attempt += 1;
-            match self.http.get(&url).send().await {
-                Ok(r) => break r,
-                Err(e) if attempt < 3 && (e.is_connect() || e.is_request()) => {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                }
-                Err(e) => return Err(LightError::Coordinator(format!("GET {url}: {e:?}"))),
-            }
-        };
+        let r =
+            get(&self.http, &url).await.map_err(|e| LightError::Coordinator(format!("GET {url}: {e:?}")))?;
         if !r.status().is_success() {
             let status = r.status();
             return Err(LightError::Coordinator(format!(

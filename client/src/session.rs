@@ -20,10 +20,10 @@
 //! (crypto-shredding on our nodes: a copy someone saved elsewhere is out of
 //! reach of any protocol).
 //!
-//! A record's metadata hash says how its content is addressed:
-//! `Poseidon(ENVELOPE VERSION, codec)` where codec is 0x55 (raw: envelopes
-//! within one 256 KiB chunk) or 0x70 (dag-pb: the root of a larger one). The
-//! on-chain digest and this hash give the exact CID.
+//! A record's metadata hash says how its content is addressed
+//! ([`record_meta_hash`]): raw for envelopes within one 256 KiB chunk,
+//! dag-pb for the root of a larger one. The on-chain digest and this hash
+//! give the exact CID.
 
 use crate::envelope::{Envelope, RecordError};
 use crate::keystore::{Identity, KeystoreError, PublicIdentity};
@@ -161,17 +161,11 @@ pub struct ReadRecord {
     pub consent: Option<u64>,
 }
 
-/// The metadata hash of a record whose content has CID codec `codec`.
-pub fn record_meta_hash(codec: u8) -> Fr {
-    poseidon::hash(&[Fr::from(u64::from(crate::envelope::VERSION)), Fr::from(u64::from(codec))])
-}
+pub use medrollup_circuits::tx::record_meta_hash;
 
 /// Poseidon of an emergency access's stated reason (sha256 as two limbs).
 pub fn reason_hash(reason: &str) -> Fr {
-    use sha2::Digest;
-    poseidon::hash(&medrollup_circuits::field::digest_to_limbs(
-        &sha2::Sha256::digest(reason.as_bytes()).into(),
-    ))
+    poseidon::hash_sha256(reason.as_bytes())
 }
 
 fn now_ms() -> u64 {
@@ -817,24 +811,10 @@ async fn get_json<T: serde::de::DeserializeOwned>(
     http: &reqwest::Client,
     url: &str,
 ) -> Result<T, ClientError> {
-    // A GET is safe to repeat: a connection that fails or is reset is tried
-    // twice more before the coordinator counts as down.
-    let mut attempt = 0;
-    let r = loop {
-        attempt += 1;
-        match http.get(url).send().await {
-            Ok(r) => break r,
-            Err(e) if attempt < 3 && (e.is_connect() || e.is_request()) => {
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-            Err(e) => {
-                return Err(ClientError::Coordinator {
-                    url: url.into(),
-                    why: format!("does not answer: {}", chain(&e)),
-                });
-            }
-        }
-    };
+    let r = crate::light::get(http, url).await.map_err(|e| ClientError::Coordinator {
+        url: url.into(),
+        why: format!("does not answer: {}", chain(&e)),
+    })?;
     if !r.status().is_success() {
         let why = format!("{}: {}", r.status(), r.text().await.unwrap_or_default());
         return Err(ClientError::Coordinator { url: url.into(), why });

@@ -3,12 +3,13 @@
 //! seals batches (padding with no-ops). Synchronous and free of I/O: the
 //! service feeds it and persists what it returns.
 
+use crate::cid::{Cid, DAG_PB};
 use crate::store::BatchRecord;
 use medrollup_circuits::batch::{BatchWitness, OpenBatch, PushError};
 use medrollup_circuits::field::{Fr, fr_to_le32};
 use medrollup_circuits::keys::CircuitShape;
 use medrollup_circuits::state::{Genesis, State, TxError};
-use medrollup_circuits::tx::{SignedTx, TxBody};
+use medrollup_circuits::tx::{SignedTx, TxBody, record_meta_hash};
 use medrollup_wire::{MAX_TX_BYTES, TxAnswer, TxStatus};
 use std::collections::HashMap;
 
@@ -50,11 +51,14 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    /// The content digest a record transaction refers to (must be fetchable).
-    pub fn record_digest(&self) -> Option<[u8; 32]> {
+    /// The CIDs a record transaction's content may have (it must be
+    /// fetchable under one of them): the one its metadata hash names first.
+    pub fn record_cids(&self) -> Option<[Cid; 2]> {
         match &self.tx.tx.body {
-            TxBody::AddRecord { cid_digest, .. } | TxBody::UpdateRecord { cid_digest, .. } => {
-                Some(*cid_digest)
+            TxBody::AddRecord { cid_digest, meta_hash, .. }
+            | TxBody::UpdateRecord { cid_digest, meta_hash, .. } => {
+                let [raw, dag_pb] = Cid::candidates(*cid_digest);
+                Some(if *meta_hash == record_meta_hash(DAG_PB) { [dag_pb, raw] } else { [raw, dag_pb] })
             }
             _ => None,
         }

@@ -421,11 +421,11 @@ pub async fn run(
 }
 
 impl Coordinator {
-    /// Whether a record's content (raw block or, beyond one chunk, a dag-pb
-    /// root) with sha256 `digest` can be fetched; a store that fails counts
-    /// as not having it (the transaction is refused and can be sent again).
-    async fn content_present(&self, digest: [u8; 32]) -> bool {
-        for cid in Cid::candidates(digest) {
+    /// Whether a record's content can be fetched under one of `cids` (tried
+    /// in order); a store that fails counts as not having it (the
+    /// transaction is refused and can be sent again).
+    async fn content_present(&self, cids: [Cid; 2]) -> bool {
+        for cid in cids {
             match self.shared.content.has(cid).await {
                 Ok(true) => return true,
                 Ok(false) => {}
@@ -443,9 +443,9 @@ impl Coordinator {
         let answer = match sequencer::parse(&m.payload) {
             Err(a) => a,
             Ok(p) => {
-                let content_ok = match p.record_digest() {
+                let content_ok = match p.record_cids() {
                     None => true,
-                    Some(d) => self.content_present(d).await,
+                    Some(cids) => self.content_present(cids).await,
                 };
                 let store = self.shared.store.clone();
                 let now = now_ms() / 1000;

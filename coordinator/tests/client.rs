@@ -95,17 +95,12 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     let keys = keys_dir_seeded(canonical::SHAPE, canonical::SEED);
     let anvil = Anvil::start(free_port(), &["--block-time", "1"]).unwrap();
     let http_port = free_port();
+    let data = dir.path().join("coordinator");
     let _coordinator = Coordinator::start(&CoordinatorOpts {
-        nats: &nats,
-        keys: &keys,
-        data: &dir.path().join("coordinator"),
-        logs: dir.path(),
-        http_port,
         seal_timeout_ms: 300,
-        job_ack_wait_s: 30,
-        job_max_deliver: 5,
         l1: Some((&anvil.url(), DEV_KEY, 1)),
         ipfs_api: Some(ipfs.api()),
+        ..CoordinatorOpts::new(&nats, &keys, &data, dir.path(), http_port)
     });
     let _w1 = start_worker(&nats, "hospital-a", &dir.path().join("cache-a"), dir.path());
     let _w2 = start_worker(&nats, "hospital-b", &dir.path().join("cache-b"), dir.path());

@@ -146,17 +146,10 @@ async fn every_panel_and_alert_query_returns_data_from_a_live_farm() {
     let anvil = Anvil::start(free_port(), &["--block-time", "1"]).unwrap();
     let http_port = free_port();
     let http = format!("http://127.0.0.1:{http_port}");
+    let data = dir.path().join("coordinator");
     let _coordinator = Coordinator::start(&CoordinatorOpts {
-        nats: &nats,
-        keys: &keys,
-        data: &dir.path().join("coordinator"),
-        logs: dir.path(),
-        http_port,
-        seal_timeout_ms: 500,
-        job_ack_wait_s: 30,
-        job_max_deliver: 5,
         l1: Some((&anvil.url(), DEV_KEY, 1)),
-        ipfs_api: None,
+        ..CoordinatorOpts::new(&nats, &keys, &data, dir.path(), http_port)
     });
     let ports = [free_port(), free_port()];
     let _workers: Vec<Proc> = ports

@@ -36,17 +36,11 @@ impl Farm {
     }
 
     fn coordinator_with(&self, ack_wait_s: u64, max_deliver: i64) -> Coordinator {
+        let data = self.dir.path().join("coordinator");
         Coordinator::start(&CoordinatorOpts {
-            nats: &self.nats,
-            keys: &self.keys,
-            data: &self.dir.path().join("coordinator"),
-            logs: self.dir.path(),
-            http_port: self.http_port,
-            seal_timeout_ms: 500,
             job_ack_wait_s: ack_wait_s,
             job_max_deliver: max_deliver,
-            l1: None,
-            ipfs_api: None,
+            ..CoordinatorOpts::new(&self.nats, &self.keys, &data, self.dir.path(), self.http_port)
         })
     }
 

@@ -49,17 +49,10 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     let url = anvil.url();
     let http_port = free_port();
     let http = format!("http://127.0.0.1:{http_port}");
+    let data = dir.path().join("coordinator");
     let coordinator = Coordinator::start(&CoordinatorOpts {
-        nats: &nats,
-        keys: &keys,
-        data: &dir.path().join("coordinator"),
-        logs: dir.path(),
-        http_port,
-        seal_timeout_ms: 500,
-        job_ack_wait_s: 30,
-        job_max_deliver: 5,
         l1: Some((&url, DEV_KEY, 2)),
-        ipfs_api: None,
+        ..CoordinatorOpts::new(&nats, &keys, &data, dir.path(), http_port)
     });
     let _w1 = start_worker(&nats, "hospital-a", &dir.path().join("cache-a"), dir.path());
     let _w2 = start_worker(&nats, "hospital-b", &dir.path().join("cache-b"), dir.path());

@@ -249,6 +249,25 @@ pub struct CoordinatorOpts<'a> {
     pub ipfs_api: Option<&'a str>,
 }
 
+impl<'a> CoordinatorOpts<'a> {
+    /// The tests' usual settings: seal after 500 ms, jobs acked within 30 s
+    /// and delivered at most 5 times, no L1, the embedded content store.
+    pub fn new(nats: &'a Nats, keys: &'a Path, data: &'a Path, logs: &'a Path, http_port: u16) -> Self {
+        CoordinatorOpts {
+            nats,
+            keys,
+            data,
+            logs,
+            http_port,
+            seal_timeout_ms: 500,
+            job_ack_wait_s: 30,
+            job_max_deliver: 5,
+            l1: None,
+            ipfs_api: None,
+        }
+    }
+}
+
 impl Coordinator {
     pub fn start(o: &CoordinatorOpts<'_>) -> Self {
         let http = format!("http://127.0.0.1:{}", o.http_port);
