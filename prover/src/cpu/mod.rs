@@ -17,6 +17,8 @@ use rayon::prelude::*;
 mod field52;
 #[cfg(target_arch = "x86_64")]
 mod msm52;
+#[cfg(target_arch = "x86_64")]
+mod ntt52;
 
 /// The CPU backend (all cores through rayon).
 ///
@@ -419,30 +421,44 @@ fn scale_by_powers(a: &mut [Fr], g: Fr) {
     });
 }
 
-/// The NTT of [`NttBackend`], on the CPU.
+/// The NTT of [`NttBackend`], on the CPU (the portable path).
 pub fn ntt_in_place(a: &mut [Fr], dir: NttDirection, coset: Option<Fr>) {
+    ntt_with(a, dir, coset, false);
+}
+
+/// The NTT, with the vector FFT when `vector` (the CPU has AVX-512 IFMA).
+fn ntt_with(a: &mut [Fr], dir: NttDirection, coset: Option<Fr>, vector: bool) {
     let n = a.len();
     if n == 0 {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    let vector = vector && n >= ntt52::MIN_LEN;
+    let transform = |a: &mut [Fr], omega: Fr, scale: Option<Fr>| {
+        #[cfg(target_arch = "x86_64")]
+        if vector {
+            return ntt52::fft(a, omega, scale);
+        }
+        let _ = vector;
+        fft(a, omega);
+        if let Some(s) = scale {
+            a.par_iter_mut().for_each(|x| *x *= s);
+        }
+    };
     let omega = Fr::get_root_of_unity(n as u64).expect("size checked against the two-adicity");
     match dir {
         NttDirection::Forward => {
             if let Some(g) = coset {
                 scale_by_powers(a, g);
             }
-            fft(a, omega);
+            transform(a, omega, None);
         }
         NttDirection::Inverse => {
-            fft(a, omega.inverse().expect("roots of unity are invertible"));
             let n_inv = Fr::from(n as u64).inverse().expect("n < p");
-            match coset {
-                None => a.par_iter_mut().for_each(|x| *x *= n_inv),
-                Some(g) => {
-                    let g_inv = g.inverse().expect("a coset generator is not zero");
-                    scale_by_powers(a, g_inv);
-                    a.par_iter_mut().for_each(|x| *x *= n_inv);
-                }
+            transform(a, omega.inverse().expect("roots of unity are invertible"), Some(n_inv));
+            if let Some(g) = coset {
+                let g_inv = g.inverse().expect("a coset generator is not zero");
+                scale_by_powers(a, g_inv);
             }
         }
     }
@@ -569,7 +585,7 @@ impl NttBackend for CpuBackend {
         dir: NttDirection,
         coset: Option<Fr>,
     ) -> Result<(), BackendError> {
-        ntt_in_place(data, dir, coset);
+        ntt_with(data, dir, coset, self.vector);
         Ok(())
     }
 }

@@ -16,7 +16,8 @@
 //! doubling or a cancellation) show up as a zero chain product: that batch
 //! then picks them out and does them in arkworks' arithmetic.
 
-#![allow(unsafe_code)] // gathers, scatters and unaligned loads; target-feature calls
+#![allow(unsafe_code)]
+// gathers, scatters and unaligned loads; target-feature calls
 // Limb loops index register arrays on purpose: closures (iterators,
 // `array::from_fn`) do not inherit `target_feature`, and would not inline.
 #![allow(clippy::needless_range_loop)]
