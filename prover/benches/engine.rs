@@ -107,6 +107,20 @@ fn main() {
         rows.push(Row { what: format!("G1 MSM 2^{log}, random scalars"), ark_s, ours_s, ark_mib, ours_mib });
     }
     drop(loaded);
+    // The portable path beside the vector one, where both run.
+    let portable = CpuBackend::portable();
+    if cpu.vector() && !quick {
+        let n = largest;
+        let loaded = portable.load_g1(&bases).expect("load");
+        let (ark_s, ark_mib) = measure(runs, || {
+            let _ = std::hint::black_box(G1Projective::msm(&bases[..n], &scalars[..n]).unwrap());
+        });
+        let (ours_s, ours_mib) = measure(runs, || {
+            let _ = std::hint::black_box(msm_g1(&portable, &loaded, &scalars[..n]).unwrap());
+        });
+        let what = format!("G1 MSM 2^{}, random scalars, portable path", n.trailing_zeros());
+        rows.push(Row { what, ark_s, ours_s, ark_mib, ours_mib });
+    }
     {
         let n = 1usize << 16;
         let g2 = random_g2(n);
@@ -141,6 +155,18 @@ fn main() {
             },
         );
         rows.push(Row { what: format!("NTT 2^{log} (forward)"), ark_s, ours_s, ark_mib, ours_mib });
+        if cpu.vector() && log == 20 {
+            let (ours_s, ours_mib) = measure_on(
+                runs,
+                || data.clone(),
+                |mut v| {
+                    ntt(&portable, &mut v, NttDirection::Forward, None).unwrap();
+                    v
+                },
+            );
+            let what = format!("NTT 2^{log} (forward), portable path");
+            rows.push(Row { what, ark_s, ours_s, ark_mib, ours_mib });
+        }
     }
 
     let sizes: &[usize] = if quick { &[4] } else { &[4, 16] };
@@ -185,7 +211,8 @@ fn main() {
     }
 
     println!(
-        "medrollup-prover CPU backend vs arkworks 0.6, {} threads, {} run(s) each (median)",
+        "medrollup-prover CPU backend ({}) vs arkworks 0.6, {} threads, {} run(s) each (median)",
+        cpu.name(),
         rayon::current_num_threads(),
         runs
     );

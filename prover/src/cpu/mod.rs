@@ -4,6 +4,13 @@
 //! MSM: the bucket method with signed digits (buckets for 1..=2^(c-1) only),
 //! windows processed in parallel, zero digits skipped. NTT: iterative radix-2
 //! with precomputed twiddles, stages parallel over blocks or within a block.
+//!
+//! Two paths give the same results: the portable one on arkworks' field
+//! arithmetic (the reference), and on x86-64 CPUs with AVX-512 IFMA a vector
+//! one that does the MSM's batch-affine bucket additions and the NTT's
+//! butterflies eight at a time (`field52`: 52-bit limbs, lazy Montgomery
+//! arithmetic with R = 2^260; `msm52`, `ntt52`). Chosen at run time
+//! ([`CpuBackend::new`]); the conformance suites run both.
 
 use crate::backend::{BackendError, MsmBackend, NttBackend, NttDirection};
 use ark_bn254::{Fr, G1Affine, G1Projective, G2Affine, G2Projective};
