@@ -1,10 +1,11 @@
 //! The bucket method of [`super::msm`] with its hot loop, the batch-affine
 //! bucket additions, eight lanes at a time on AVX-512 IFMA ([`super::field52`]).
 //!
-//! Same algorithm and same result as the portable path: signed digits, one
-//! contiguous part of the points per thread, affine buckets filled in batches
-//! that share one inversion. What changes is the representation (bases and
-//! buckets as 52-bit limbs, converted once per call) and the flush: the
+//! Same algorithm and same result as the portable path: signed digits, affine
+//! buckets filled in batches that share one inversion. What changes is the
+//! representation (bases as 52-bit limbs, converted when they are loaded;
+//! buckets as limbs), the split of the work (dense scalars run the windows in
+//! parallel over all points) and the flush: the
 //! pending additions are gathered eight at a time from the bucket and point
 //! tables, Montgomery's trick runs in four interleaved chains per lane (so
 //! that a multiplication's latency is hidden), the 32 chain products are
@@ -16,8 +17,8 @@
 //! doubling or a cancellation) show up as a zero chain product: that batch
 //! then picks them out and does them in arkworks' arithmetic.
 
+// Gathers, scatters and unaligned loads; calls of target-feature functions.
 #![allow(unsafe_code)]
-// gathers, scatters and unaligned loads; target-feature calls
 // Limb loops index register arrays on purpose: closures (iterators,
 // `array::from_fn`) do not inherit `target_feature`, and would not inline.
 #![allow(clippy::needless_range_loop)]
