@@ -81,9 +81,37 @@ const MAX_WINDOW: usize = 15;
 /// multiplications of the batch-affine bucket method, `windows · (6·n +
 /// 14·2^(c-1))` (additions into buckets, then the running-sum reduction).
 fn window_bits(n: usize) -> usize {
+    window_bits_by_cost(n, 6, 14)
+}
+
+/// The window size minimising `windows · (add·n + bucket·2^(c-1))`: `add`
+/// is the cost of one bucket addition, `bucket` that of one bucket's step of
+/// the running-sum reduction.
+fn window_bits_by_cost(n: usize, add: usize, bucket: usize) -> usize {
     (2..=MAX_WINDOW)
-        .min_by_key(|&c| (255 / c + 1) * (6 * n + 14 * (1usize << (c - 1))))
+        .min_by_key(|&c| (255 / c + 1) * (add * n + bucket * (1usize << (c - 1))))
         .expect("non-empty range")
+}
+
+/// `Σ_w 2^(c·w)·window_sum(w)` over `windows` windows, computed in parallel
+/// when `parallel`.
+fn sum_windows<P: SWCurveConfig>(
+    windows: usize,
+    c: usize,
+    parallel: bool,
+    window_sum: impl Fn(usize) -> Projective<P> + Sync + Send,
+) -> Projective<P> {
+    let sums: Vec<Projective<P>> = if parallel {
+        (0..windows).into_par_iter().map(window_sum).collect()
+    } else {
+        (0..windows).map(window_sum).collect()
+    };
+    sums.iter().rev().fold(Projective::zero(), |mut acc, s| {
+        for _ in 0..c {
+            acc.double_in_place();
+        }
+        acc + s
+    })
 }
 
 /// Signed base-2^c digits of every scalar, `windows` per scalar, each in
@@ -308,17 +336,7 @@ fn msm_part<P: SWCurveConfig<ScalarField = Fr>>(
         }
         total
     };
-    let sums: Vec<Projective<P>> = if parallel_windows {
-        (0..windows).into_par_iter().map(window_sum).collect()
-    } else {
-        (0..windows).map(window_sum).collect()
-    };
-    sums.iter().rev().fold(Projective::zero(), |mut acc, s| {
-        for _ in 0..c {
-            acc.double_in_place();
-        }
-        acc + s
-    })
+    sum_windows(windows, c, parallel_windows, window_sum)
 }
 
 fn bit_reverse(a: &mut [Fr]) {

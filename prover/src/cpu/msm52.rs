@@ -24,11 +24,11 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::field52::{self as f, Consts, Limbs, V, X};
-use super::{batch_invert, signed_digits};
+use super::{batch_invert, signed_digits, sum_windows, window_bits_by_cost};
 use ark_bn254::Fr;
 use ark_ec::AffineRepr;
 use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
-use ark_ff::{AdditiveGroup, BigInteger, One, PrimeField, Zero};
+use ark_ff::{BigInteger, One, PrimeField, Zero};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -36,14 +36,11 @@ use std::arch::x86_64::*;
 const MAX_BATCH: usize = 2048;
 /// Independent product chains per lane in Montgomery's trick.
 const CHAINS: usize = 4;
-/// Largest window: digits must fit an `i16`.
-const MAX_WINDOW: usize = 15;
-
-/// Window size for `n` non-zero scalars: minimises `windows · (n + 4·2^(c-1))`,
-/// a vector bucket addition against a scalar running-sum step (a mixed and a
-/// projective addition, in arkworks' arithmetic) for every bucket.
+/// Window size for `n` non-zero scalars: a vector bucket addition costs
+/// about a quarter of a bucket's scalar running-sum step (a mixed and a
+/// projective addition in arkworks' arithmetic).
 fn window_bits(n: usize) -> usize {
-    (2..=MAX_WINDOW).min_by_key(|&c| (255 / c + 1) * (n + 4 * (1usize << (c - 1)))).expect("non-empty range")
+    window_bits_by_cost(n, 1, 4)
 }
 
 /// Bases as 52-bit limbs, `10·E` per point (x, then y), converted in parallel.
@@ -145,17 +142,7 @@ where
         // SAFETY: the caller checked that the CPU has AVX-512F and IFMA.
         unsafe { window::<P, E>(pts, &digits, windows, w, c) }
     };
-    let sums: Vec<Projective<P>> = if parallel_windows {
-        (0..windows).into_par_iter().map(window_sum).collect()
-    } else {
-        (0..windows).map(window_sum).collect()
-    };
-    sums.iter().rev().fold(Projective::zero(), |mut acc, s| {
-        for _ in 0..c {
-            acc.double_in_place();
-        }
-        acc + s
-    })
+    sum_windows(windows, c, parallel_windows, window_sum)
 }
 
 /// Point `i` of the [`convert`]ed `pts` (not at infinity), in arkworks' form.
