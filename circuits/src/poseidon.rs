@@ -134,9 +134,14 @@ impl Elem {
 
 /// `Σ m_j · state_j` as one linear combination plus a constant.
 fn mix(row: &[Fr], state: &[Elem]) -> Elem {
-    let constant = row.iter().zip(state).fold(Fr::zero(), |acc, (m, e)| acc + *m * e.constant);
-    let (coeffs, vars): (Vec<Fr>, Vec<AllocatedFp<Fr>>) =
-        row.iter().zip(state).filter_map(|(m, e)| e.var.clone().map(|v| (*m, v))).unzip();
+    // After a full round's S-boxes every constant is zero: skip those products.
+    let constant = row
+        .iter()
+        .zip(state)
+        .filter(|(_, e)| !e.constant.is_zero())
+        .fold(Fr::zero(), |acc, (m, e)| acc + *m * e.constant);
+    let vars: Vec<&AllocatedFp<Fr>> = state.iter().filter_map(|e| e.var.as_ref()).collect();
+    let coeffs = row.iter().zip(state).filter(|(_, e)| e.var.is_some()).map(|(m, _)| m);
     Elem { var: AllocatedFp::linear_combination(coeffs, &vars), constant }
 }
 

@@ -11,8 +11,11 @@ use ark_bn254::{Bn254, Fr, G1Projective, G2Projective};
 use ark_ec::VariableBaseMSM;
 use ark_ff::UniformRand;
 use ark_groth16::Groth16;
+use ark_groth16::r1cs_to_qap::evaluate_constraint;
 use ark_poly::{EvaluationDomain, Radix2EvaluationDomain};
-use ark_relations::gr1cs::ConstraintSynthesizer;
+use ark_relations::gr1cs::{
+    ConstraintSynthesizer, ConstraintSystem, OptimizationGoal, R1CS_PREDICATE_LABEL, SynthesisMode,
+};
 use ark_snark::SNARK;
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys::{self, CircuitShape};
@@ -21,7 +24,9 @@ use medrollup_prover::CpuBackend;
 use medrollup_prover::backend::{MsmBackend, NttDirection, msm_g1, msm_g2, ntt};
 use medrollup_prover::groth16::{LoadedKey, StageTimes, prove};
 use medrollup_prover::peak_alloc::{PeakAlloc, peak_since, reset_peak};
+use medrollup_prover::r1cs::R1cs;
 use rand::SeedableRng;
+use rayon::prelude::*;
 use std::time::Instant;
 
 mod common;
@@ -75,13 +80,64 @@ fn groth16_row<C: ConstraintSynthesizer<Fr> + Clone>(
         Groth16::<Bn254>::prove(&pk, circuit.clone(), &mut rng).expect("ark-groth16 proves");
     });
     let key = LoadedKey::load(&cpu, pk).expect("load");
+    // What a worker does when it loads a key: one proof that builds and
+    // keeps the circuit's constraints.
+    let t = Instant::now();
+    key.prepare(&cpu, circuit.clone()).expect("prepare");
+    let prepare_s = t.elapsed().as_secs_f64();
     let mut last = StageTimes::default();
     let (ours_s, ours_mib) = measure(runs, || {
         let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
         last = prove(&cpu, &key, circuit.clone(), r, s).expect("proves").1;
     });
-    notes.push(format!("{what}, our stages: {}", stages(&last)));
+    let r1cs = key.r1cs().expect("prepared");
+    notes.push(format!(
+        "{what}, our stages: {}; the key's first proof (building the constraints: {} combinations of {} \
+         terms, depth {}) took {prepare_s:.2} s",
+        stages(&last),
+        r1cs.num_linear_combinations(),
+        r1cs.num_terms(),
+        r1cs.depth()
+    ));
     Row { what: what.into(), ark_s, ours_s, ark_mib, ours_mib }
+}
+
+/// ark-groth16 0.6's prover up to the quotient's first NTT: the witness and
+/// a, b, c (`create_proof_with_reduction`, then `witness_map`'s evaluations).
+fn ark_witness_values<C: ConstraintSynthesizer<Fr>>(circuit: C, n: usize) -> [Vec<Fr>; 3] {
+    let cs = ConstraintSystem::<Fr>::new_ref();
+    cs.set_optimization_goal(OptimizationGoal::Constraints);
+    cs.set_mode(SynthesisMode::Prove { construct_matrices: true, generate_lc_assignments: false });
+    circuit.generate_constraints(cs.clone()).expect("synthesis");
+    cs.finalize();
+    let matrices = &cs.to_matrices().expect("matrices")[R1CS_PREDICATE_LABEL];
+    let inner = cs.borrow().expect("a constraint system");
+    let z: Vec<Fr> = inner
+        .instance_assignment()
+        .expect("proving")
+        .iter()
+        .chain(inner.witness_assignment().expect("proving"))
+        .copied()
+        .collect();
+    let m = inner.num_constraints();
+    core::array::from_fn(|k| {
+        let mut out = vec![Fr::from(0u64); n];
+        out[..m].par_iter_mut().zip(&matrices[k]).for_each(|(o, row)| *o = evaluate_constraint(row, &z));
+        out
+    })
+}
+
+/// The witness and a, b, c: arkworks' way and ours from the kept constraints.
+fn witness_row<C: ConstraintSynthesizer<Fr>>(what: &str, runs: usize, circuit: impl Fn() -> C) -> Row {
+    let r1cs = R1cs::from_circuit(circuit()).expect("constraints");
+    let n = (r1cs.num_constraints() + r1cs.num_instance()).next_power_of_two();
+    let (ark_s, ark_mib) = measure(runs, || {
+        let _ = std::hint::black_box(ark_witness_values(circuit(), n));
+    });
+    let (ours_s, ours_mib) = measure(runs, || {
+        let _ = std::hint::black_box(r1cs.values(circuit(), n).expect("satisfied"));
+    });
+    Row { what: format!("witness and a, b, c: {what}"), ark_s, ours_s, ark_mib, ours_mib }
 }
 
 fn main() {
@@ -167,6 +223,16 @@ fn main() {
             let what = format!("NTT 2^{log} (forward), portable path");
             rows.push(Row { what, ark_s, ours_s, ark_mib, ours_mib });
         }
+    }
+
+    // The CPU side of every proof, GPU proofs included: the witness and the
+    // constraints' values a, b, c. arkworks' way is ark-groth16's: synthesis
+    // with matrices, inlining, the matrices, then one row per value.
+    let log = if quick { 16 } else { 20 };
+    rows.push(witness_row(&format!("synthetic 2^{log} constraints"), runs, || Chain(1 << log)));
+    if !quick {
+        let w = batch(CircuitShape { batch_size: 16, levels: medrollup_circuits::cli::DEFAULT_LEVELS });
+        rows.push(witness_row("batch circuit B = 16", runs, || BatchCircuit::new(w.clone())));
     }
 
     let sizes: &[usize] = if quick { &[4] } else { &[4, 16] };

@@ -5,15 +5,13 @@
 //! same, bit for bit; only the MSMs and NTTs run on the backend.
 
 use crate::backend::{self, BackendError, MsmBackend, NttBackend};
+use crate::r1cs::{self, R1cs};
 use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Projective};
 use ark_ec::CurveGroup;
 use ark_ff::Zero;
-use ark_groth16::{Proof, ProvingKey};
-use ark_relations::gr1cs::{
-    ConstraintSynthesizer, ConstraintSystem, OptimizationGoal, R1CS_PREDICATE_LABEL, SynthesisError,
-    SynthesisMode,
-};
-use rayon::prelude::*;
+use ark_groth16::{Groth16, Proof, ProvingKey, prepare_verifying_key};
+use ark_relations::gr1cs::{ConstraintSynthesizer, SynthesisError};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Why proving failed.
@@ -28,14 +26,24 @@ pub enum ProveError {
     /// The circuit does not match the proving key.
     #[error("the circuit does not match the proving key: {0}")]
     KeyMismatch(String),
+    /// The witness does not satisfy the circuit (no proof would verify).
+    #[error("the witness does not satisfy constraint {constraint} of the circuit's {of}")]
+    Unsatisfied {
+        /// The first constraint with a·b ≠ c (counting from 0).
+        constraint: usize,
+        /// The number of constraints.
+        of: usize,
+    },
 }
 
 /// Wall-clock time of each stage of one proof.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageTimes {
-    /// Synthesis and witness generation (with every linear combination evaluated once).
+    /// Synthesis: the circuit's assignment (with the first proof of a key,
+    /// also its constraint matrices).
     pub synthesis: Duration,
-    /// Collecting the constraints' values (the QAP's a, b, c).
+    /// The constraints' values (the QAP's a, b, c, from the matrices) and
+    /// the check that the witness satisfies them.
     pub witness_map: Duration,
     /// The quotient: seven NTTs and the pointwise step.
     pub ntt: Duration,
@@ -61,6 +69,8 @@ pub struct LoadedKey<B: MsmBackend> {
     b_g2: B::G2Bases,
     h: B::G1Bases,
     l: B::G1Bases,
+    /// The circuit's constraints, from the first proof (or [`Self::prepare`]).
+    r1cs: OnceLock<R1cs>,
 }
 
 impl<B: MsmBackend> std::fmt::Debug for LoadedKey<B> {
@@ -79,7 +89,49 @@ impl<B: MsmBackend> LoadedKey<B> {
         let b_g2 = backend.load_g2(pk.b_g2_query.get(1..).unwrap_or(&[]))?;
         let h = backend.load_g1(&pk.h_query)?;
         let l = backend.load_g1(&pk.l_query)?;
-        Ok(Self { pk, a, b_g1, b_g2, h, l })
+        Ok(Self { pk, a, b_g1, b_g2, h, l, r1cs: OnceLock::new() })
+    }
+
+    /// Builds and keeps the circuit's constraint matrices with one proof of
+    /// `circuit` (any satisfied instance of the key's circuit, such as a
+    /// padding batch), so that the first real proof is as fast as the later
+    /// ones. The first proof does this itself otherwise.
+    pub fn prepare<C>(&self, backend: &B, circuit: C) -> Result<(), ProveError>
+    where
+        B: NttBackend,
+        C: ConstraintSynthesizer<Fr>,
+    {
+        if self.r1cs.get().is_none() {
+            prove(backend, self, circuit, Fr::from(1u64), Fr::from(2u64))?;
+        }
+        Ok(())
+    }
+
+    /// The circuit's constraint matrices, once a proof has built them.
+    pub fn r1cs(&self) -> Option<&R1cs> {
+        self.r1cs.get()
+    }
+
+    /// Refuses an R1CS whose variables or domain are not the key's.
+    fn check_r1cs(&self, r1cs: &R1cs) -> Result<(), ProveError> {
+        let variables = r1cs.num_instance() + r1cs.num_witness();
+        if self.pk.a_query.len() != variables {
+            return Err(ProveError::KeyMismatch(format!(
+                "the key has {} variables, the circuit {variables}",
+                self.pk.a_query.len()
+            )));
+        }
+        // ark-groth16's h query has one element fewer than the domain.
+        let domain = (r1cs.num_constraints() + r1cs.num_instance()).next_power_of_two();
+        if self.pk.h_query.len() + 1 != domain {
+            return Err(ProveError::KeyMismatch(format!(
+                "the circuit's {} constraints and {} inputs need a domain of {domain}, the key's is {}",
+                r1cs.num_constraints(),
+                r1cs.num_instance(),
+                self.pk.h_query.len() + 1
+            )));
+        }
+        Ok(())
     }
 
     /// The key.
@@ -103,56 +155,31 @@ where
 {
     let mut times = StageTimes::default();
     let t = Instant::now();
-    // Synthesis records every constraint's three linear combinations and
-    // evaluates each linear combination once, as it is created. The QAP needs
-    // only those values, so there is no inlining of linear combinations and no
-    // constraint matrix (what ark-groth16 spends most of its synthesis time
-    // and a large part of its memory on).
-    let cs = ConstraintSystem::<Fr>::new_ref();
-    cs.set_optimization_goal(OptimizationGoal::Constraints);
-    cs.set_mode(SynthesisMode::Prove { construct_matrices: true, generate_lc_assignments: true });
-    circuit.generate_constraints(cs.clone())?;
-    let num_inputs = cs.num_instance_variables();
-    let num_constraints = cs.num_constraints();
-    let inner = cs.borrow().ok_or(SynthesisError::MissingCS)?;
-    let instance = inner.instance_assignment()?.to_vec();
-    let witness = inner.witness_assignment()?;
-    let z: Vec<Fr> = instance.iter().chain(witness).copied().collect();
-    if key.pk.a_query.len() != z.len() {
-        return Err(ProveError::KeyMismatch(format!(
-            "the key has {} variables, the circuit {}",
-            key.pk.a_query.len(),
-            z.len()
-        )));
-    }
+    // The first proof with a key builds the circuit's matrices; later ones
+    // synthesise the assignment only (see `r1cs`).
+    let (assignment, fresh) = match key.r1cs.get() {
+        Some(_) => (r1cs::assign(circuit)?, None),
+        None => {
+            let (assignment, r1cs) = R1cs::build(circuit)?;
+            key.check_r1cs(&r1cs)?;
+            (assignment, Some(r1cs))
+        }
+    };
+    let r1cs = fresh.as_ref().or(key.r1cs.get()).expect("built or kept");
+    r1cs.check_shape(&assignment)?;
     times.synthesis = t.elapsed();
 
-    // QAP quotient h (libsnark's reduction, as ark-groth16 computes it).
+    // The QAP's a, b, c (libsnark's reduction, as ark-groth16 computes it):
+    // the constraints' values, then the public inputs in a.
     let t = Instant::now();
-    let r1cs = inner
-        .predicate_constraint_systems
-        .get(R1CS_PREDICATE_LABEL)
-        .ok_or_else(|| ProveError::KeyMismatch("the circuit has no R1CS constraints".into()))?;
-    let lcs = r1cs.get_constraints();
+    let z = assignment.z;
+    let (num_inputs, num_constraints) = (r1cs.num_instance(), r1cs.num_constraints());
     let n = (num_constraints + num_inputs).next_power_of_two();
-    let assignments = &inner.assignments;
-    let value = |v| assignments.assigned_value(v).ok_or(SynthesisError::AssignmentMissing);
-    let column = |k: usize| -> Result<Vec<Fr>, SynthesisError> {
-        let mut out = vec![Fr::zero(); n];
-        out[..num_constraints].par_iter_mut().zip(lcs[k].par_iter()).try_for_each(
-            |(o, v)| -> Result<(), SynthesisError> {
-                *o = value(*v)?;
-                Ok(())
-            },
-        )?;
-        Ok(out)
-    };
-    let mut a = column(0)?;
-    let b = column(1)?;
-    let c = column(2)?;
+    let [mut a, b, c] = r1cs.evaluate(&z, n);
+    if let Some(i) = r1cs::first_unsatisfied(&a, &b, &c, num_constraints) {
+        return Err(ProveError::Unsatisfied { constraint: i, of: num_constraints });
+    }
     a[num_constraints..num_constraints + num_inputs].copy_from_slice(&z[..num_inputs]);
-    drop(inner);
-    drop(cs);
     times.witness_map = t.elapsed();
 
     let t = Instant::now();
@@ -191,5 +218,18 @@ where
 
     let g_c = g_a * s + g1_b * r - pk.delta_g1 * (r * s) + l_acc + h_acc;
     let proof = Proof { a: g_a.into_affine(), b: g2_b.into_affine(), c: g_c.into_affine() };
+
+    if let Some(r1cs) = fresh {
+        // Matrices built from the circuit are kept only once a proof made
+        // with them verifies against the key: then they are the key's.
+        let pvk = prepare_verifying_key(&pk.vk);
+        if !Groth16::<Bn254>::verify_proof(&pvk, &proof, &z[1..num_inputs])? {
+            return Err(ProveError::KeyMismatch(
+                "a proof made with the circuit's constraints does not verify against the key".into(),
+            ));
+        }
+        // Another proof may have kept the same matrices meanwhile.
+        let _ = key.r1cs.set(r1cs);
+    }
     Ok((proof, times))
 }

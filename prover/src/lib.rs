@@ -25,6 +25,7 @@ pub mod dual;
 pub mod gpu;
 pub mod groth16;
 pub mod peak_alloc;
+pub mod r1cs;
 pub mod worker;
 
 pub use backend::{BackendError, MsmBackend, NttBackend, NttDirection};

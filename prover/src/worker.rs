@@ -19,7 +19,7 @@ use ark_ff::UniformRand;
 use async_nats::jetstream::{self, AckKind, consumer};
 use futures::StreamExt;
 use medrollup_circuits::circuit::BatchCircuit;
-use medrollup_circuits::keys;
+use medrollup_circuits::keys::{self, CircuitShape};
 use medrollup_wire::{JobOutcome, JobResult, JobSpec, StageSeconds, WorkerInfo, streams, subjects};
 use prometheus::{
     CounterVec, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -471,7 +471,6 @@ impl Worker {
     }
 
     async fn prove(&mut self, spec: JobSpec) -> Result<JobOutcome, JobError> {
-        let key = self.key(&spec.proving_key_sha256).await?;
         if spec.witness.batch_size() != spec.shape.batch_size || spec.witness.levels != spec.shape.levels {
             return Err(JobError::Fatal(format!(
                 "the witness ({} slots, height {}) does not fit the job's circuit ({:?})",
@@ -480,6 +479,7 @@ impl Worker {
                 spec.shape
             )));
         }
+        let key = self.key(&spec.proving_key_sha256, spec.shape).await?;
         let backend = self.backend.clone();
         let witness = spec.witness;
         let proved = tokio::task::spawn_blocking(move || {
@@ -514,8 +514,14 @@ impl Worker {
 
     /// The proving key with this hash: from memory, the disk cache, or the
     /// farm's key bucket; its bytes are checked against the hash every time
-    /// they are read.
-    async fn key(&mut self, sha256: &str) -> Result<Arc<LoadedKey<GpuBackend>>, JobError> {
+    /// they are read. A key is loaded on the backend and proves a padding
+    /// batch of `shape` before it is kept (which also builds the circuit's
+    /// constraint matrices, so that every job's proof takes the fast path).
+    async fn key(
+        &mut self,
+        sha256: &str,
+        shape: CircuitShape,
+    ) -> Result<Arc<LoadedKey<GpuBackend>>, JobError> {
         if let Some(k) = self.keys.get(sha256) {
             return Ok(k.clone());
         }
@@ -558,7 +564,10 @@ impl Worker {
         let loaded = tokio::task::spawn_blocking(move || {
             let pk =
                 keys::proving_key_from_bytes(&bytes, &sha).map_err(|e| JobError::Fatal(e.to_string()))?;
-            LoadedKey::load(&backend, pk).map_err(|e| JobError::Fatal(e.to_string()))
+            let key = LoadedKey::load(&backend, pk).map_err(|e| JobError::Fatal(e.to_string()))?;
+            key.prepare(&backend, BatchCircuit::new(keys::padding_witness(shape)))
+                .map_err(|e| JobError::Fatal(format!("proving key {sha}: {e}")))?;
+            Ok(key)
         })
         .await
         .map_err(|e| JobError::Fatal(format!("loading the key panicked: {e}")))??;

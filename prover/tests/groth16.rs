@@ -1,15 +1,20 @@
 //! The prover against ark-groth16 on the batch circuit: the same proof bit for
-//! bit with the same randomness, and proofs that ark-groth16's verifier accepts.
+//! bit with the same randomness, and proofs that ark-groth16's verifier accepts;
+//! the constraint matrices kept with a key, and the witnesses and circuits it
+//! refuses.
 
 use ark_bn254::{Bn254, Fr};
 use ark_ff::UniformRand;
 use ark_groth16::Groth16;
+use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, SynthesisError};
+use ark_relations::lc;
 use ark_snark::SNARK;
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys::{self, CircuitShape};
 use medrollup_circuits::sample::batch;
 use medrollup_prover::CpuBackend;
 use medrollup_prover::groth16::{LoadedKey, ProveError, prove};
+use rand::SeedableRng;
 
 #[test]
 fn bit_identical_to_ark_groth16_and_verified_by_it() {
@@ -23,8 +28,12 @@ fn bit_identical_to_ark_groth16_and_verified_by_it() {
 
     let theirs =
         Groth16::<Bn254>::create_proof_with_reduction(BatchCircuit::new(w.clone()), &pk, r, s).unwrap();
+    assert!(key.r1cs().is_none(), "no proof yet: no matrices");
     let (ours, times) = prove(&backend, &key, BatchCircuit::new(w.clone()), r, s).unwrap();
     assert_eq!(ours, theirs, "same randomness, same proof");
+    let r1cs = key.r1cs().expect("the first proof keeps the circuit's matrices");
+    assert_eq!(r1cs.num_instance() + r1cs.num_witness(), pk.a_query.len());
+    assert_eq!(r1cs.num_constraints(), keys::constraint_count(shape));
     assert!(times.ntt > std::time::Duration::ZERO && times.msm_h > std::time::Duration::ZERO);
 
     let pvk = keys::prepare(&pk.vk);
@@ -37,6 +46,7 @@ fn bit_identical_to_ark_groth16_and_verified_by_it() {
     wrong[1] += Fr::from(1u64);
     assert!(!Groth16::<Bn254>::verify_with_processed_vk(&pvk, &wrong, &fresh).unwrap());
 
+    // Later proofs synthesise the assignment only, through the kept matrices.
     // r = 0 takes ark-groth16's other branch (no B in G1): still identical.
     let theirs0 =
         Groth16::<Bn254>::create_proof_with_reduction(BatchCircuit::new(w.clone()), &pk, Fr::from(0u64), s)
@@ -53,4 +63,84 @@ fn a_circuit_of_another_shape_is_refused() {
     let other = keys::padding_witness(CircuitShape { batch_size: 2, levels: 3 });
     let err = prove(&backend, &key, BatchCircuit::new(other), Fr::from(1u64), Fr::from(2u64)).unwrap_err();
     assert!(matches!(err, ProveError::KeyMismatch(_)), "{err}");
+}
+
+#[test]
+fn a_witness_that_breaks_a_constraint_is_refused_before_and_after_the_matrices_are_kept() {
+    let shape = CircuitShape { batch_size: 1, levels: 3 };
+    let pk = keys::setup(shape, Some(3)).unwrap();
+    let backend = CpuBackend::new();
+    let key = LoadedKey::load(&backend, pk.clone()).unwrap();
+    let mut bad = batch(shape);
+    bad.new_roots[0] += Fr::from(1u64);
+    let unsatisfied = |err: ProveError| match err {
+        ProveError::Unsatisfied { constraint, of } => {
+            assert!(constraint < of, "{constraint} of {of}");
+            assert_eq!(of, keys::constraint_count(shape));
+        }
+        other => panic!("expected an unsatisfied constraint, got {other}"),
+    };
+    let (one, two) = (Fr::from(1u64), Fr::from(2u64));
+    unsatisfied(prove(&backend, &key, BatchCircuit::new(bad.clone()), one, two).unwrap_err());
+    assert!(key.r1cs().is_none(), "matrices are kept only from a satisfied witness");
+
+    key.prepare(&backend, BatchCircuit::new(keys::padding_witness(shape))).unwrap();
+    assert!(key.r1cs().is_some());
+    let err = prove(&backend, &key, BatchCircuit::new(bad), one, two).unwrap_err();
+    assert!(err.to_string().starts_with("the witness does not satisfy constraint "), "{err}");
+    unsatisfied(err);
+    let good = batch(shape);
+    let (proof, _) = prove(&backend, &key, BatchCircuit::new(good.clone()), one, two).unwrap();
+    let pvk = keys::prepare(&pk.vk);
+    assert!(
+        Groth16::<Bn254>::verify_with_processed_vk(&pvk, &good.public_inputs().to_vec(), &proof).unwrap()
+    );
+}
+
+/// (k·x)·x = k·y for a public y: the same variables for every k, other
+/// constraints (and another quotient) for each k.
+#[derive(Clone, Copy)]
+struct Square {
+    x: u64,
+    k: u64,
+    cheat: bool,
+}
+
+impl ConstraintSynthesizer<Fr> for Square {
+    fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
+        let x = Fr::from(self.x);
+        let y = cs.new_input_variable(|| Ok(x * x + Fr::from(u64::from(self.cheat))))?;
+        let xv = cs.new_witness_variable(|| Ok(x))?;
+        let k = Fr::from(self.k);
+        cs.enforce_r1cs_constraint(|| lc!() + (k, xv), || lc!() + xv, || lc!() + (k, y))
+    }
+}
+
+#[test]
+fn the_first_proof_keeps_the_matrices_only_when_they_are_the_keys() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    let (pk, vk) =
+        Groth16::<Bn254>::circuit_specific_setup(Square { x: 3, k: 1, cheat: false }, &mut rng).unwrap();
+    let backend = CpuBackend::new();
+    let key = LoadedKey::load(&backend, pk).unwrap();
+    let (one, two) = (Fr::from(1u64), Fr::from(2u64));
+
+    // Same variables and a satisfied witness, but other constraints.
+    let err = prove(&backend, &key, Square { x: 5, k: 2, cheat: false }, one, two).unwrap_err();
+    assert!(matches!(err, ProveError::KeyMismatch(_)), "{err}");
+    assert!(err.to_string().contains("does not verify against the key"), "{err}");
+    assert!(key.r1cs().is_none());
+    let err = prove(&backend, &key, Square { x: 5, k: 1, cheat: true }, one, two).unwrap_err();
+    assert!(matches!(err, ProveError::Unsatisfied { constraint: 0, of: 1 }), "{err}");
+    assert!(key.r1cs().is_none());
+
+    let (proof, _) = prove(&backend, &key, Square { x: 5, k: 1, cheat: false }, one, two).unwrap();
+    assert!(Groth16::<Bn254>::verify(&vk, &[Fr::from(25u64)], &proof).unwrap());
+    assert_eq!(key.r1cs().map(|r| (r.num_instance(), r.num_witness(), r.num_constraints())), Some((2, 1, 1)));
+    // From now on the key's constraints judge every witness.
+    let err = prove(&backend, &key, Square { x: 7, k: 1, cheat: true }, one, two).unwrap_err();
+    assert!(matches!(err, ProveError::Unsatisfied { constraint: 0, of: 1 }), "{err}");
+    let (proof, _) = prove(&backend, &key, Square { x: 7, k: 1, cheat: false }, one, two).unwrap();
+    assert!(Groth16::<Bn254>::verify(&vk, &[Fr::from(49u64)], &proof).unwrap());
+    assert!(!Groth16::<Bn254>::verify(&vk, &[Fr::from(50u64)], &proof).unwrap());
 }
