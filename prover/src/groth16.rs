@@ -40,9 +40,9 @@ pub enum ProveError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StageTimes {
     /// Synthesis: the circuit's assignment (with the first proof of a key,
-    /// also its constraint matrices).
+    /// also its constraints).
     pub synthesis: Duration,
-    /// The constraints' values (the QAP's a, b, c, from the matrices) and
+    /// The constraints' values (the QAP's a, b, c, from the kept constraints) and
     /// the check that the witness satisfies them.
     pub witness_map: Duration,
     /// The quotient: seven NTTs and the pointwise step.
@@ -92,7 +92,7 @@ impl<B: MsmBackend> LoadedKey<B> {
         Ok(Self { pk, a, b_g1, b_g2, h, l, r1cs: OnceLock::new() })
     }
 
-    /// Builds and keeps the circuit's constraint matrices with one proof of
+    /// Builds and keeps the circuit's constraints with one proof of
     /// `circuit` (any satisfied instance of the key's circuit, such as a
     /// padding batch), so that the first real proof is as fast as the later
     /// ones. The first proof does this itself otherwise.
@@ -107,7 +107,7 @@ impl<B: MsmBackend> LoadedKey<B> {
         Ok(())
     }
 
-    /// The circuit's constraint matrices, once a proof has built them.
+    /// The circuit's constraints, once a proof has built them.
     pub fn r1cs(&self) -> Option<&R1cs> {
         self.r1cs.get()
     }
@@ -155,7 +155,7 @@ where
 {
     let mut times = StageTimes::default();
     let t = Instant::now();
-    // The first proof with a key builds the circuit's matrices; later ones
+    // The first proof with a key builds the circuit's constraints; later ones
     // synthesise the assignment only (see `r1cs`).
     let (assignment, fresh) = match key.r1cs.get() {
         Some(_) => (r1cs::assign(circuit)?, None),
@@ -175,10 +175,7 @@ where
     let z = assignment.z;
     let (num_inputs, num_constraints) = (r1cs.num_instance(), r1cs.num_constraints());
     let n = (num_constraints + num_inputs).next_power_of_two();
-    let [mut a, b, c] = r1cs.evaluate(&z, n);
-    if let Some(i) = r1cs::first_unsatisfied(&a, &b, &c, num_constraints) {
-        return Err(ProveError::Unsatisfied { constraint: i, of: num_constraints });
-    }
+    let [mut a, b, c] = r1cs.satisfied_values(&z, n)?;
     a[num_constraints..num_constraints + num_inputs].copy_from_slice(&z[..num_inputs]);
     times.witness_map = t.elapsed();
 
@@ -220,7 +217,7 @@ where
     let proof = Proof { a: g_a.into_affine(), b: g2_b.into_affine(), c: g_c.into_affine() };
 
     if let Some(r1cs) = fresh {
-        // Matrices built from the circuit are kept only once a proof made
+        // Constraints built from the circuit are kept only once a proof made
         // with them verifies against the key: then they are the key's.
         let pvk = prepare_verifying_key(&pk.vk);
         if !Groth16::<Bn254>::verify_proof(&pvk, &proof, &z[1..num_inputs])? {
@@ -228,7 +225,7 @@ where
                 "a proof made with the circuit's constraints does not verify against the key".into(),
             ));
         }
-        // Another proof may have kept the same matrices meanwhile.
+        // Another proof may have kept the same constraints meanwhile.
         let _ = key.r1cs.set(r1cs);
     }
     Ok((proof, times))

@@ -149,12 +149,18 @@ impl R1cs {
     ) -> Result<(Vec<Fr>, [Vec<Fr>; 3]), ProveError> {
         let assignment = assign(circuit)?;
         self.check_shape(&assignment)?;
+        let abc = self.satisfied_values(&assignment.z, len.max(self.num_constraints()))?;
+        Ok((assignment.z, abc))
+    }
+
+    /// [`Self::evaluate`], refusing a witness that does not satisfy a·b = c.
+    pub(crate) fn satisfied_values(&self, z: &[Fr], len: usize) -> Result<[Vec<Fr>; 3], ProveError> {
         let m = self.num_constraints();
-        let [a, b, c] = self.evaluate(&assignment.z, len.max(m));
+        let [a, b, c] = self.evaluate(z, len);
         if let Some(i) = first_unsatisfied(&a, &b, &c, m) {
             return Err(ProveError::Unsatisfied { constraint: i, of: m });
         }
-        Ok((assignment.z, [a, b, c]))
+        Ok([a, b, c])
     }
 
     fn from_cs(cs: &ConstraintSystem<Fr>) -> Result<Self, ProveError> {

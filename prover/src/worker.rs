@@ -516,7 +516,7 @@ impl Worker {
     /// farm's key bucket; its bytes are checked against the hash every time
     /// they are read. A key is loaded on the backend and proves a padding
     /// batch of `shape` before it is kept (which also builds the circuit's
-    /// constraint matrices, so that every job's proof takes the fast path).
+    /// constraints, so that every job's proof takes the fast path).
     async fn key(
         &mut self,
         sha256: &str,
