@@ -10,7 +10,7 @@
 
 use crate::field::Fr;
 use ark_ec::{
-    AffineRepr, CurveConfig,
+    AdditiveGroup, AffineRepr, CurveConfig, CurveGroup,
     twisted_edwards::{Affine, MontCurveConfig, Projective, TECurveConfig},
 };
 use ark_ff::{BigInteger, Field, MontFp, PrimeField, Zero};
@@ -93,17 +93,63 @@ pub struct PointVar {
     pub y: FpVar<Fr>,
 }
 
-fn div(num: &FpVar<Fr>, den: &FpVar<Fr>) -> Result<FpVar<Fr>, SynthesisError> {
+/// `num / den` as a witness `q` with `q·den = num` (one constraint). `hint`, a
+/// quotient computed ahead (see [`Hints`]), saves the inversion where it checks
+/// (`hint·den = num` with `den ≠ 0`, so it is exactly `num / den`); otherwise
+/// the witness is `num / den`, or zero when `den` is zero (unsatisfiable).
+fn div(num: &FpVar<Fr>, den: &FpVar<Fr>, hint: Option<Fr>) -> Result<FpVar<Fr>, SynthesisError> {
     if let (FpVar::Constant(n), FpVar::Constant(d)) = (num, den) {
         return Ok(FpVar::Constant(*n * d.inverse().unwrap_or_default()));
     }
     let cs = num.cs().or(den.cs());
     let q = FpVar::new_witness(cs, || {
-        let d = den.value()?;
-        Ok(num.value()? * d.inverse().unwrap_or_default())
+        let (n, d) = (num.value()?, den.value()?);
+        match hint {
+            Some(h) if !d.is_zero() && h * d == n => Ok(h),
+            _ => {
+                #[cfg(test)]
+                tests::HINT_MISSES.with(|m| m.set(m.get() + 1));
+                Ok(n * d.inverse().unwrap_or_default())
+            }
+        }
     })?;
     q.mul_equals(den, num)?;
     Ok(q)
+}
+
+/// The affine results of a chain of point operations, one per [`PointVar::add`]
+/// or [`PointVar::double`] of a gadget, in the gadget's order: computed
+/// natively in extended coordinates and normalised with one batch inversion,
+/// so the gadget's divisions need no inversion each (a scalar multiplication
+/// makes about 760). arkworks' formulas (add-2008-hwcd, dbl-2008-hwcd) are
+/// the gadget's rational functions, so the hints hold even off the curve;
+/// where a denominator vanishes [`div`] refuses the hint.
+#[derive(Default)]
+struct Hints(std::vec::IntoIter<Point>);
+
+impl Hints {
+    fn new(chain: &[PointProjective]) -> Self {
+        Self(PointProjective::normalize_batch(chain).into_iter())
+    }
+
+    /// The next operation's result, `[Some(x), Some(y)]`, or `[None, None]`
+    /// once the chain is spent (or when there was none).
+    fn next(&mut self) -> [Option<Fr>; 2] {
+        match self.0.next() {
+            Some(p) => [Some(p.x), Some(p.y)],
+            None => [None, None],
+        }
+    }
+}
+
+/// The bits' values, if the constraint system holds them.
+fn bit_values(bits: &[Boolean<Fr>]) -> Option<Vec<bool>> {
+    bits.iter().map(|b| b.value().ok()).collect()
+}
+
+/// The 2-bit window's index into a table `[0, P, 2P, 3P]`.
+fn window_index(window: &[bool]) -> usize {
+    window.iter().rev().fold(0, |j, &b| 2 * j + usize::from(b))
 }
 
 impl PointVar {
@@ -139,26 +185,34 @@ impl PointVar {
 
     /// Complete addition (6 constraints for two variable points).
     pub fn add(&self, other: &Self) -> Result<Self, SynthesisError> {
+        self.add_hinted(other, [None, None])
+    }
+
+    fn add_hinted(&self, other: &Self, hint: [Option<Fr>; 2]) -> Result<Self, SynthesisError> {
         let (x1, y1, x2, y2) = (&self.x, &self.y, &other.x, &other.y);
         let beta = x1 * y2;
         let gamma = y1 * x2;
         let delta = (y1 - x1 * COEFF_A) * (x2 + y2);
         let tau = &beta * &gamma;
         let dtau = tau * COEFF_D;
-        let x3 = div(&(&beta + &gamma), &(FpVar::Constant(Fr::ONE) + &dtau))?;
-        let y3 = div(&(delta + beta * COEFF_A - gamma), &(FpVar::Constant(Fr::ONE) - dtau))?;
+        let x3 = div(&(&beta + &gamma), &(FpVar::Constant(Fr::ONE) + &dtau), hint[0])?;
+        let y3 = div(&(delta + beta * COEFF_A - gamma), &(FpVar::Constant(Fr::ONE) - dtau), hint[1])?;
         Ok(Self { x: x3, y: y3 })
     }
 
     /// Doubling (5 constraints).
     pub fn double(&self) -> Result<Self, SynthesisError> {
+        self.double_hinted([None, None])
+    }
+
+    fn double_hinted(&self, hint: [Option<Fr>; 2]) -> Result<Self, SynthesisError> {
         let (x, y) = (&self.x, &self.y);
         let xy = x * y;
         let xx = x.square()?;
         let yy = y.square()?;
         let axx = xx * COEFF_A;
-        let x3 = div(&xy.double()?, &(&axx + &yy))?;
-        let y3 = div(&(&yy - &axx), &(FpVar::Constant(Fr::from(2u64)) - axx - yy))?;
+        let x3 = div(&xy.double()?, &(&axx + &yy), hint[0])?;
+        let y3 = div(&(&yy - &axx), &(FpVar::Constant(Fr::from(2u64)) - axx - yy), hint[1])?;
         Ok(Self { x: x3, y: y3 })
     }
 
@@ -178,14 +232,22 @@ impl PointVar {
     /// first with 2-bit windows over the table [O, P, 2P, 3P] (about 11
     /// constraints per bit).
     pub fn scalar_mul_le(&self, bits: &[Boolean<Fr>]) -> Result<Self, SynthesisError> {
-        let p2 = self.double()?;
-        let p3 = p2.add(self)?;
+        self.scalar_mul_le_with(bits, true)
+    }
+
+    fn scalar_mul_le_with(&self, bits: &[Boolean<Fr>], hinted: bool) -> Result<Self, SynthesisError> {
+        let mut hints = match (hinted, self.value(), bit_values(bits)) {
+            (true, Ok((x, y)), Some(bits)) => Self::scalar_mul_chain(Point::new_unchecked(x, y), &bits),
+            _ => Hints::default(),
+        };
+        let p2 = self.double_hinted(hints.next())?;
+        let p3 = p2.add_hinted(self, hints.next())?;
         let table = [Self::identity(), self.clone(), p2, p3];
         let mut acc: Option<Self> = None;
         for window in bits.chunks(2).rev() {
             if let Some(a) = acc.as_mut() {
                 for _ in 0..window.len() {
-                    *a = a.double()?;
+                    *a = a.double_hinted(hints.next())?;
                 }
             }
             let looked_up = match window {
@@ -199,10 +261,37 @@ impl PointVar {
             };
             acc = Some(match acc {
                 None => looked_up,
-                Some(a) => a.add(&looked_up)?,
+                Some(a) => a.add_hinted(&looked_up, hints.next())?,
             });
         }
         Ok(acc.unwrap_or_else(Self::identity))
+    }
+
+    /// [`scalar_mul_le`](Self::scalar_mul_le)'s operations on values, in its order.
+    fn scalar_mul_chain(p: Point, bits: &[bool]) -> Hints {
+        let p = PointProjective::from(p);
+        let p2 = p.double();
+        let p3 = p2 + p;
+        let mut chain = vec![p2, p3];
+        let table = [PointProjective::zero(), p, p2, p3];
+        let mut acc: Option<PointProjective> = None;
+        for window in bits.chunks(2).rev() {
+            if let Some(a) = acc.as_mut() {
+                for _ in 0..window.len() {
+                    *a = a.double();
+                    chain.push(*a);
+                }
+            }
+            let looked_up = table[window_index(window)];
+            acc = Some(match acc {
+                None => looked_up,
+                Some(a) => {
+                    chain.push(a + looked_up);
+                    chain[chain.len() - 1]
+                }
+            });
+        }
+        Hints::new(&chain)
     }
 }
 
@@ -228,8 +317,24 @@ fn base8_windows() -> &'static [[Point; 4]] {
 /// constant tables, so each window costs one constraint for the lookup and six
 /// for the addition.
 pub fn fixed_base_mul_le(bits: &[Boolean<Fr>]) -> Result<PointVar, SynthesisError> {
+    fixed_base_mul_le_with(bits, true)
+}
+
+fn fixed_base_mul_le_with(bits: &[Boolean<Fr>], hinted: bool) -> Result<PointVar, SynthesisError> {
     assert!(bits.len() <= 256, "at most 256 bits");
     let tables = base8_windows();
+    let mut hints = match (hinted, bit_values(bits)) {
+        (true, Some(bits)) => {
+            // The additions' results: the running sums after the first window.
+            let mut acc = PointProjective::zero();
+            let sums = bits.chunks(2).zip(tables).map(|(window, table)| {
+                acc += table[window_index(window)];
+                acc
+            });
+            Hints::new(&sums.skip(1).collect::<Vec<_>>())
+        }
+        _ => Hints::default(),
+    };
     let mut acc: Option<PointVar> = None;
     for (window, table) in bits.chunks(2).zip(tables) {
         let xs: [Fr; 4] = core::array::from_fn(|j| if table[j].is_zero() { Fr::zero() } else { table[j].x });
@@ -251,7 +356,7 @@ pub fn fixed_base_mul_le(bits: &[Boolean<Fr>]) -> Result<PointVar, SynthesisErro
         };
         acc = Some(match acc {
             None => looked_up,
-            Some(a) => a.add(&looked_up)?,
+            Some(a) => a.add_hinted(&looked_up, hints.next())?,
         });
     }
     Ok(acc.unwrap_or_else(PointVar::identity))
@@ -284,8 +389,19 @@ mod tests {
     use crate::field::parse_fr;
     use crate::testdata::CircomlibVectors;
     use ark_ff::BigInteger256;
+    use ark_r1cs_std::convert::ToBitsGadget;
     use ark_relations::gr1cs::ConstraintSystem;
     use num_bigint::BigUint;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Divisions on this thread that found no usable hint and inverted.
+        pub(super) static HINT_MISSES: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn misses() -> usize {
+        HINT_MISSES.with(Cell::get)
+    }
 
     fn point(c: &[String; 2]) -> Point {
         let (x, y) = (parse_fr(&c[0]).unwrap(), parse_fr(&c[1]).unwrap());
@@ -371,6 +487,83 @@ mod tests {
             assert_eq!(got.value().unwrap(), coords(&expected));
             assert!(cs.is_satisfied().unwrap());
         }
+    }
+
+    /// Runs a scalar multiplication by `k` (hinted or not) on `p` and returns
+    /// the witness, whether the constraints hold and the divisions that inverted.
+    fn mul_witness(p: (Fr, Fr), k: Fr, fixed: bool, hinted: bool) -> (Vec<Fr>, bool, usize) {
+        let cs = ConstraintSystem::<Fr>::new_ref();
+        let pv = PointVar::new(
+            FpVar::new_witness(cs.clone(), || Ok(p.0)).unwrap(),
+            FpVar::new_witness(cs.clone(), || Ok(p.1)).unwrap(),
+        );
+        let kv = FpVar::new_witness(cs.clone(), || Ok(k)).unwrap();
+        let bits = kv.to_bits_le().unwrap();
+        let before = misses();
+        if fixed {
+            fixed_base_mul_le_with(&bits[..253], hinted).unwrap();
+        } else {
+            pv.scalar_mul_le_with(&bits, hinted).unwrap();
+        }
+        let inverted = misses() - before;
+        (cs.witness_assignment().unwrap(), cs.is_satisfied().unwrap(), inverted)
+    }
+
+    #[test]
+    fn hinted_multiplications_invert_nothing_and_keep_the_witness() {
+        use ark_std::UniformRand;
+        let mut rng = ark_std::test_rng();
+        // A point of the subgroup, one of order 8 (not in it) and the identity.
+        let order8 = Point::new_unchecked(Fr::zero(), -Fr::ONE);
+        let order8 = PointProjective::from(order8) + mul_bigint(&base8(), [12345u64]);
+        let points = [(base8() * Scalar::rand(&mut rng)).into(), order8.into(), Point::zero()];
+        for (i, p) in points.iter().enumerate() {
+            let p = coords(p);
+            for k in [Fr::rand(&mut rng), -Fr::ONE, Fr::zero()] {
+                for fixed in [false, true] {
+                    let (hinted, ok, inverted) = mul_witness(p, k, fixed, true);
+                    let (plain, plain_ok, plain_inverted) = mul_witness(p, k, fixed, false);
+                    assert!(ok && plain_ok, "point {i}, k = {k}, fixed base {fixed}");
+                    assert_eq!(hinted, plain, "the same witness: point {i}, k = {k}, fixed base {fixed}");
+                    assert_eq!(inverted, 0, "every hint used: point {i}, k = {k}, fixed base {fixed}");
+                    assert!(plain_inverted >= 250, "the plain gadget inverts each division");
+                }
+            }
+        }
+        // Off the curve arkworks' formulas are still the gadget's rational
+        // functions: the witness is the same, and where a denominator vanishes,
+        // as for (0, 0), the hint is refused and the witness is zero.
+        for p in
+            [(Fr::from(1u64), Fr::from(1u64)), (Fr::zero(), Fr::zero()), (Fr::from(5u64), Fr::from(7u64))]
+        {
+            let k = Fr::rand(&mut rng);
+            let (hinted, ok, inverted) = mul_witness(p, k, false, true);
+            let (plain, plain_ok, _) = mul_witness(p, k, false, false);
+            assert_eq!(hinted, plain, "off-curve {p:?}: the same witness");
+            assert_eq!(ok, plain_ok, "off-curve {p:?}: the same verdict");
+            assert_eq!(inverted > 0, p.0.is_zero(), "off-curve {p:?}: hints refused where den = 0");
+        }
+    }
+
+    #[test]
+    fn a_wrong_hint_is_refused() {
+        let cs = ConstraintSystem::<Fr>::new_ref();
+        let var = |v: u64| FpVar::new_witness(cs.clone(), || Ok(Fr::from(v))).unwrap();
+        let (num, den, zero) = (var(6), var(4), var(0));
+        let quotient = Fr::from(6u64) * Fr::from(4u64).inverse().unwrap();
+        let before = misses();
+        let q = div(&num, &den, Some(quotient)).unwrap();
+        assert_eq!((q.value().unwrap(), misses() - before), (quotient, 0), "a right hint is used");
+        let q = div(&num, &den, Some(Fr::from(3u64))).unwrap();
+        assert_eq!((q.value().unwrap(), misses() - before), (quotient, 1), "a wrong hint is refused");
+        assert!(cs.is_satisfied().unwrap());
+        // A zero denominator: any hint "checks" against a zero numerator, but
+        // the witness stays zero; against 6 nothing can satisfy the constraint.
+        let q = div(&zero, &zero, Some(Fr::from(3u64))).unwrap();
+        assert_eq!(q.value().unwrap(), Fr::zero());
+        assert!(cs.is_satisfied().unwrap());
+        let _ = div(&num, &zero, Some(Fr::from(3u64))).unwrap();
+        assert!(!cs.is_satisfied().unwrap());
     }
 
     #[test]
