@@ -9,10 +9,10 @@
 
 use crate::field::Fr;
 use ark_ff::{Field, Zero};
+use ark_r1cs_std::GR1CSVar;
 use ark_r1cs_std::fields::fp::AllocatedFp;
 use ark_r1cs_std::fields::{FieldVar, fp::FpVar};
-use ark_relations::gr1cs::SynthesisError;
-use ark_relations::gr1cs::Variable;
+use ark_relations::gr1cs::{ConstraintSystemRef, SynthesisError, Variable};
 use light_poseidon::{Poseidon, PoseidonHasher, parameters::bn254_x5};
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -161,6 +161,9 @@ pub fn hash_var(inputs: &[FpVar<Fr>]) -> Result<FpVar<Fr>, SynthesisError> {
         return Ok(FpVar::Constant(hash(&values)));
     }
     let p = params(inputs.len());
+    if let Some(out) = assign_only(inputs, p)? {
+        return Ok(out);
+    }
     let t = p.width;
     let mut state: Vec<Elem> = std::iter::once(Elem { var: None, constant: Fr::zero() })
         .chain(inputs.iter().map(Elem::from_var))
@@ -181,6 +184,66 @@ pub fn hash_var(inputs: &[FpVar<Fr>]) -> Result<FpVar<Fr>, SynthesisError> {
         state = p.mds.iter().map(|row| mix(row, &state)).collect();
     }
     Ok(state[0].materialize())
+}
+
+/// [`hash_var`] in a constraint system that keeps neither constraints nor the
+/// values of linear combinations (the prover's synthesis of an assignment
+/// only: `prover/src/r1cs.rs`): there only the witness counts, so the
+/// permutation runs on values and allocates the S-boxes' witnesses (x², x⁴,
+/// x⁵ for each S-box on a variable) in the gadget's order, without building a
+/// linear combination per element and round. `None` in any other mode.
+fn assign_only(inputs: &[FpVar<Fr>], p: &Params) -> Result<Option<FpVar<Fr>>, SynthesisError> {
+    let cs = inputs.iter().fold(ConstraintSystemRef::None, |cs, v| cs.or(v.cs()));
+    let values_only = cs.borrow().is_some_and(|c| {
+        !c.is_in_setup_mode() && !c.should_construct_matrices() && !c.should_generate_lc_assignments()
+    });
+    if !values_only {
+        return Ok(None);
+    }
+    let t = p.width;
+    // Each element's value, and whether the gadget holds it as a variable.
+    let mut state: Vec<Fr> =
+        std::iter::once(Ok(Fr::zero())).chain(inputs.iter().map(|v| v.value())).collect::<Result<_, _>>()?;
+    let mut var =
+        std::iter::once(false).chain(inputs.iter().map(|v| matches!(v, FpVar::Var(_)))).collect::<Vec<_>>();
+    let sbox = |x: &mut Fr, var: bool| -> Result<(), SynthesisError> {
+        let x2 = x.square();
+        let x4 = x2.square();
+        let x5 = x4 * *x;
+        if var {
+            for w in [x2, x4, x5] {
+                let _ = cs.new_witness_variable(|| Ok(w))?;
+            }
+        }
+        *x = x5;
+        Ok(())
+    };
+    let half = p.full_rounds / 2;
+    let mut next = vec![Fr::zero(); t];
+    for round in 0..p.full_rounds + p.partial_rounds {
+        for (x, c) in state.iter_mut().zip(&p.ark[round * t..]) {
+            *x += c;
+        }
+        if round < half || round >= half + p.partial_rounds {
+            for (x, &v) in state.iter_mut().zip(&var) {
+                sbox(x, v)?;
+            }
+        } else {
+            sbox(&mut state[0], var[0])?;
+        }
+        for (o, row) in next.iter_mut().zip(&p.mds) {
+            *o = row.iter().zip(&state).fold(Fr::zero(), |acc, (m, x)| acc + *m * x);
+        }
+        std::mem::swap(&mut state, &mut next);
+        // A mix of any variable is a variable (the MDS matrix has no zeros).
+        let any = var.iter().any(|&v| v);
+        var.fill(any);
+    }
+    Ok(Some(if var[0] {
+        FpVar::Var(AllocatedFp::new(Some(state[0]), cs.new_lc(|| unreachable!("not kept"))?, cs))
+    } else {
+        FpVar::Constant(state[0])
+    }))
 }
 
 #[cfg(test)]
@@ -223,6 +286,56 @@ mod tests {
             assert_eq!(out.value().unwrap(), expected, "gadget, inputs {:?}", case.inputs);
             assert!(cs.is_satisfied().unwrap());
         }
+    }
+
+    #[test]
+    fn assignment_only_synthesis_allocates_the_same_witness() {
+        use ark_relations::gr1cs::SynthesisMode;
+        let v = CircomlibVectors::load();
+        for case in &v.poseidon {
+            let inputs: Vec<Fr> = case.inputs.iter().map(|s| parse_fr(s).unwrap()).collect();
+            // Every input a variable, and the first one a constant.
+            for constant_first in [false, true].into_iter().take(inputs.len()) {
+                let run = |assign_only: bool| {
+                    let cs = ConstraintSystem::<Fr>::new_ref();
+                    if assign_only {
+                        cs.set_mode(SynthesisMode::Prove {
+                            construct_matrices: false,
+                            generate_lc_assignments: false,
+                        });
+                    }
+                    let vars: Vec<_> = inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| match i == 0 && constant_first {
+                            true => FpVar::Constant(*x),
+                            false => FpVar::new_witness(cs.clone(), || Ok(*x)).unwrap(),
+                        })
+                        .collect();
+                    let out = hash_var(&vars).unwrap();
+                    assert!(matches!(out, FpVar::Var(_)), "a variable out of variables");
+                    (out.value().unwrap(), cs.witness_assignment().unwrap())
+                };
+                let (fast, plain) = (run(true), run(false));
+                assert_eq!(fast.0, parse_fr(&case.output).unwrap(), "inputs {:?}", case.inputs);
+                assert_eq!(fast, plain, "inputs {:?}, first constant {constant_first}", case.inputs);
+                // The inputs, then x², x⁴, x⁵ per S-box on a variable: all but
+                // the first round's on constants (the capacity element and a
+                // constant input).
+                let constants = 1 + usize::from(constant_first);
+                let expected = inputs.len() + 1 - constants + 3 * (sboxes(inputs.len()) - constants);
+                assert_eq!(plain.1.len(), expected, "inputs {:?}", case.inputs);
+            }
+        }
+        // All-constant inputs give a constant (no witness).
+        let out = hash_var(&[FpVar::Constant(Fr::from(3u64)), FpVar::Constant(Fr::from(4u64))]).unwrap();
+        assert!(matches!(out, FpVar::Constant(c) if c == hash2(Fr::from(3u64), Fr::from(4u64))));
+    }
+
+    /// S-boxes in a hash of `n` inputs.
+    fn sboxes(n: usize) -> usize {
+        let p = params(n);
+        p.full_rounds * p.width + p.partial_rounds
     }
 
     #[test]
