@@ -24,6 +24,7 @@ pub mod cpu;
 pub mod dual;
 pub mod gpu;
 pub mod groth16;
+pub mod memory;
 pub mod peak_alloc;
 pub mod r1cs;
 pub mod worker;

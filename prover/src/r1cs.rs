@@ -314,7 +314,7 @@ impl R1cs {
         let nv = self.num_instance + self.num_witness;
         assert_eq!(z.len(), nv, "an assignment of the R1CS's shape");
         assert!(len >= self.num_constraints());
-        let mut lcs = vec![Fr::zero(); self.num_linear_combinations()];
+        let mut lcs = crate::memory::zeros(self.num_linear_combinations());
         for w in self.depths.windows(2) {
             let (s, e) = (w[0] as usize, w[1] as usize);
             let (done, todo) = lcs.split_at_mut(s);
@@ -328,7 +328,7 @@ impl R1cs {
         }
         let lcs = &lcs;
         self.constraints.each_ref().map(|ops| {
-            let mut out = vec![Fr::zero(); len];
+            let mut out = crate::memory::zeros(len);
             out[..ops.len()].par_iter_mut().zip(ops.par_iter()).for_each(|(o, &op)| {
                 *o = match (op as usize).checked_sub(nv) {
                     Some(k) => lcs[k],
