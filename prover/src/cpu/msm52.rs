@@ -19,7 +19,8 @@
 //!
 //! The window's sum of its buckets, the running-sum reduction, runs on the
 //! same batch-affine additions, with the buckets cut into segments whose
-//! running sums advance side by side ([`weighted_sum`]).
+//! running sums advance side by side (as on the portable path:
+//! [`super::weighted_sum`]).
 
 // Gathers, scatters and unaligned loads; calls of target-feature functions.
 #![allow(unsafe_code)]
@@ -31,7 +32,7 @@ use super::field52::{self as f, Consts, Limbs, V, X};
 use super::{batch_invert, signed_digits, sum_windows, window_bits_by_cost};
 use ark_bn254::Fr;
 use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
-use ark_ec::{AffineRepr, PrimeGroup};
+use ark_ec::{AffineRepr, CurveGroup};
 use ark_ff::{BigInteger, One, PrimeField, Zero};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
@@ -181,32 +182,23 @@ where
     while !buckets.pending.is_empty() || !buckets.deferred.is_empty() {
         buckets.flush(pts);
     }
-    weighted_sum(&buckets)
+    weighted_sum(&mut buckets)
 }
 
-/// Running sums side by side: the buckets are split into this many segments.
-const SEGMENTS: usize = 256;
-
-/// `Σ_b (b+1)·bucket_b`, the window's sum.
-///
-/// The usual running-sum reduction is sequential, so it would run in
-/// arkworks' projective arithmetic, one bucket at a time. Here the buckets
-/// are cut into [`SEGMENTS`] segments of `s` and each segment `k` keeps its
-/// own running sum `R_k` and sum of running sums `T_k`, all advanced together
-/// as batch-affine additions on the vector path: after its `s` steps,
-/// `T_k = Σ (b + 1 − k·s)·bucket_b` and `R_k = Σ bucket_b` over the segment,
-/// and the window's sum is `Σ_k T_k + s·Σ_k k·R_k` (the last a running sum
-/// over the segments only).
+/// `Σ_b (b+1)·bucket_b`, the window's sum: the portable path's
+/// [`super::weighted_sum`] (running sums in segments, side by side) on the
+/// vector buckets.
 #[target_feature(enable = "avx512f,avx512ifma")]
-fn weighted_sum<P: SWCurveConfig, const E: usize>(buckets: &Buckets<P, E>) -> Projective<P>
+fn weighted_sum<P: SWCurveConfig, const E: usize>(buckets: &mut Buckets<P, E>) -> Projective<P>
 where
     P::BaseField: Limbs,
 {
+    buckets.fold_overflow();
     let n = buckets.full.len();
     let stride = 10 * E;
-    let s = n.div_ceil(SEGMENTS);
-    let segments = n.div_ceil(s);
-    // Buckets 0..segments hold R_k, segments..2·segments hold T_k.
+    let (s, segments) = super::segments(n);
+    // Buckets 0..segments hold R_k, segments..2·segments hold T_k; `running`
+    // is a copy of the R_k for the T_k to add.
     let mut acc = Buckets::<P, E>::new(2 * segments);
     let mut running = vec![0u64; segments * stride];
     for j in (0..s).rev() {
@@ -234,21 +226,7 @@ where
         }
         p
     };
-    let (mut run, mut weighted, mut total) =
-        (Projective::<P>::zero(), Projective::<P>::zero(), Projective::<P>::zero());
-    for k in (0..segments).rev() {
-        total += value(segments + k);
-        if k > 0 {
-            run += value(k);
-            weighted += &run;
-        }
-    }
-    total += weighted.mul_bigint([s as u64]);
-    // Additions that went to the projective overflow of a hot bucket.
-    for (b, o) in buckets.overflow.iter().enumerate().filter(|(_, o)| !o.is_zero()) {
-        total += o.mul_bigint([b as u64 + 1]);
-    }
-    total
+    super::combine_segments(s, segments, value)
 }
 
 /// One pending addition: bucket, point, and whether the point is negated.
@@ -435,6 +413,35 @@ where
         true
     }
 
+    /// Adds each bucket's projective overflow into its affine part: the
+    /// overflows normalised together, then one batch of additions (each to
+    /// another bucket).
+    #[target_feature(enable = "avx512f,avx512ifma")]
+    fn fold_overflow(&mut self) {
+        let hot: Vec<usize> = (0..self.full.len()).filter(|&b| !self.overflow[b].is_zero()).collect();
+        if hot.is_empty() {
+            return;
+        }
+        let sums: Vec<Projective<P>> = hot.iter().map(|&b| std::mem::take(&mut self.overflow[b])).collect();
+        let stride = 10 * E;
+        let mut pts = vec![0u64; hot.len() * stride];
+        for (i, p) in Projective::normalize_batch(&sums).iter().enumerate() {
+            if !p.is_zero() {
+                p.x.write_limbs(&mut pts[i * stride..i * stride + 5 * E]);
+                p.y.write_limbs(&mut pts[i * stride + 5 * E..(i + 1) * stride]);
+            }
+        }
+        for (i, &b) in hot.iter().enumerate() {
+            if pts[i * stride..(i + 1) * stride].iter().any(|&l| l != 0) {
+                self.add(b, i, false, &pts);
+            }
+        }
+        while !self.pending.is_empty() || !self.deferred.is_empty() {
+            self.flush(&pts);
+        }
+        debug_assert!(self.overflow.iter().all(Zero::is_zero));
+    }
+
     /// Moves the pending additions whose point has its bucket's x-coordinate
     /// out of the batch and does them in arkworks' arithmetic: a doubling, or
     /// a cancellation that empties the bucket.
@@ -580,8 +587,7 @@ fn blend(mask: u8, a: &V, b: &V) -> V {
 mod tests {
     use super::*;
     use ark_bn254::{g1, g2};
-    use ark_ec::CurveGroup;
-    use ark_std::UniformRand;
+    use ark_ec::{CurveGroup, PrimeGroup};
 
     /// Buckets holding `values` (`None`: empty) and `overflow`, reduced by
     /// [`weighted_sum`], against `Σ (b+1)·(value_b + overflow_b)` directly.
@@ -608,33 +614,8 @@ mod tests {
             })
             .sum();
         // SAFETY: the callers checked that the CPU has AVX-512F and IFMA.
-        let got = unsafe { weighted_sum(&buckets) };
+        let got = unsafe { weighted_sum(&mut buckets) };
         assert_eq!(got.into_affine(), want.into_affine(), "{} buckets", values.len());
-    }
-
-    fn cases<P: SWCurveConfig, const E: usize>()
-    where
-        P::BaseField: Limbs,
-    {
-        let mut rng = ark_std::test_rng();
-        let q = Projective::<P>::rand(&mut rng).into_affine();
-        for n in [1usize, 2, 7, 255, 256, 257, 1000, 4099] {
-            let none = vec![Projective::<P>::zero(); n];
-            // Random buckets, a third of them empty.
-            let random: Vec<_> =
-                (0..n).map(|b| (b % 3 != 1).then(|| Projective::<P>::rand(&mut rng).into_affine())).collect();
-            check::<P, E>(&random, &none);
-            // Every bucket equal: running sums double, then meet their own multiples.
-            check::<P, E>(&vec![Some(q); n], &none);
-            // Q, −Q, Q, −Q...: running sums cancel to nothing and come back.
-            let alternating: Vec<_> = (0..n).map(|b| Some(if b % 2 == 0 { q } else { -q })).collect();
-            check::<P, E>(&alternating, &none);
-            // A hot bucket's overflow beside the affine buckets.
-            let mut overflow = none.clone();
-            overflow[n / 2] = Projective::<P>::rand(&mut rng);
-            overflow[n - 1] += Projective::<P>::from(q);
-            check::<P, E>(&random, &overflow);
-        }
     }
 
     #[test]
@@ -645,7 +626,7 @@ mod tests {
             );
             return;
         }
-        cases::<g1::Config, 1>();
-        cases::<g2::Config, 2>();
+        super::super::tests::reduction_cases::<g1::Config>(check::<g1::Config, 1>);
+        super::super::tests::reduction_cases::<g2::Config>(check::<g2::Config, 2>);
     }
 }
