@@ -200,6 +200,8 @@ where
     // Buckets 0..segments hold R_k, segments..2·segments hold T_k; `running`
     // is a copy of the R_k for the T_k to add.
     let mut acc = Buckets::<P, E>::new(2 * segments);
+    // Each step adds into distinct accumulators: one batch per step.
+    acc.batch = segments.max(acc.batch);
     let mut running = vec![0u64; segments * stride];
     for j in (0..s).rev() {
         for k in 0..segments {
