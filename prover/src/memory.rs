@@ -3,38 +3,38 @@
 //! A proof fills several vectors of a million elements or more (the
 //! constraints' values, the quotient's evaluations). `vec![Fr::zero(); n]`
 //! writes every zero on one thread, so the kernel faults the pages in and
-//! clears them there, 4 KiB at a time. [`zeros`] asks the allocator for zeroed
-//! memory instead (fresh pages need no writing), and on Linux lets the kernel
-//! back it with transparent huge pages, so the first writes, made in parallel
-//! by whoever fills the vector, fault 2 MiB at a time.
+//! clears them there, 4 KiB at a time. [`zeros`] lets the kernel back the
+//! buffer with transparent huge pages (on Linux) and writes the zeros in
+//! parallel, so the faults are taken 2 MiB at a time, by all threads. It does
+//! not rely on `calloc` handing out fresh pages: glibc reuses freed heap
+//! memory below its (adaptive) mmap threshold, and a counting allocator may
+//! not forward zeroed allocations.
 
-#![allow(unsafe_code)] // a zeroed allocation taken as a Vec, and madvise
+#![allow(unsafe_code)] // `set_len` after writing every element, and madvise
 
 use ark_bn254::Fr;
 use ark_ff::Zero;
-use std::alloc::{Layout, alloc_zeroed, handle_alloc_error};
+use rayon::prelude::*;
 
 /// Below this many bytes a buffer is left to the allocator's usual ways.
 const HUGE_FROM: usize = 4 << 20;
 
 /// `len` zeros.
 pub fn zeros(len: usize) -> Vec<Fr> {
-    let layout = Layout::array::<Fr>(len).expect("a buffer within the address space");
-    if layout.size() < HUGE_FROM {
+    let bytes = len.checked_mul(std::mem::size_of::<Fr>()).expect("a buffer within the address space");
+    if bytes < HUGE_FROM {
         return vec![Fr::zero(); len];
     }
-    // SAFETY: the layout has a non-zero size; zeroed memory is `len` valid
-    // elements, since zero's Montgomery form is the all-zero bit pattern
-    // (tested below); the pointer and layout are the global allocator's and
-    // `Vec<Fr>`'s own, as `from_raw_parts` requires.
-    unsafe {
-        let ptr = alloc_zeroed(layout);
-        if ptr.is_null() {
-            handle_alloc_error(layout);
+    let mut v: Vec<Fr> = Vec::with_capacity(len);
+    advise_huge_pages(v.as_mut_ptr().cast(), bytes);
+    v.spare_capacity_mut().par_chunks_mut(1 << 14).for_each(|chunk| {
+        for x in chunk {
+            x.write(Fr::zero());
         }
-        advise_huge_pages(ptr, layout.size());
-        Vec::from_raw_parts(ptr.cast::<Fr>(), len, len)
-    }
+    });
+    // SAFETY: all of the spare capacity, at least `len` elements, was written above.
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Asks the kernel to back the whole 2 MiB pages inside `[ptr, ptr + size)`
@@ -58,11 +58,6 @@ fn advise_huge_pages(_: *mut u8, _: usize) {}
 mod tests {
     use super::*;
     use ark_ff::UniformRand;
-
-    #[test]
-    fn zero_is_all_zero_bits() {
-        assert_eq!(Fr::zero().0.0, [0u64; 4]);
-    }
 
     #[test]
     fn zeros_are_zeros_and_writable_at_every_size() {

@@ -211,6 +211,8 @@ where
             }
         }
         acc.flush(&buckets.limbs);
+        // Distinct accumulators: nothing deferred to meet the other source.
+        assert!(acc.pending.is_empty() && acc.deferred.is_empty());
         for k in 0..segments {
             if acc.full[k] {
                 running[k * stride..(k + 1) * stride]
@@ -219,8 +221,8 @@ where
             }
         }
         acc.flush(&running);
+        assert!(acc.pending.is_empty() && acc.deferred.is_empty());
     }
-    debug_assert!(acc.pending.is_empty() && acc.deferred.is_empty());
     let value = |b: usize| {
         let mut p = acc.overflow[b];
         if acc.full[b] {
@@ -360,7 +362,7 @@ where
             let po = load8(&self.point_off[g * 8..]);
             let x1 = gather::<E>(&self.limbs, bo, 0);
             let px = gather::<E>(pts, po, 0);
-            let d = f::xsub(&px, &x1, &c.p2); // < 3p
+            let d = f::xsub(&px, &x1, &c.p2); // < 4p (points below 2p: bases, or buckets in the reduction)
             let k = g % CHAINS;
             self.prefix.push(acc[k]);
             self.denom.push(d);
