@@ -712,15 +712,23 @@ mod tests {
             }
         }
         buckets.overflow.copy_from_slice(overflow);
-        let want: Projective<P> = values
+        let want = direct_weighted_sum(values, overflow);
+        assert_eq!(weighted_sum(&mut buckets).into_affine(), want.into_affine(), "{} buckets", values.len());
+    }
+
+    /// `Σ (b+1)·(value_b + overflow_b)`, one scalar multiplication per bucket.
+    pub(super) fn direct_weighted_sum<P: SWCurveConfig>(
+        values: &[Option<Affine<P>>],
+        overflow: &[Projective<P>],
+    ) -> Projective<P> {
+        values
             .iter()
             .zip(overflow)
             .enumerate()
             .map(|(b, (v, o))| {
                 (v.map_or(Projective::zero(), Projective::from) + o).mul_bigint([b as u64 + 1])
             })
-            .sum();
-        assert_eq!(weighted_sum(&mut buckets).into_affine(), want.into_affine(), "{} buckets", values.len());
+            .sum()
     }
 
     /// Random buckets, equal ones (running sums that double), alternating

@@ -591,7 +591,7 @@ fn blend(mask: u8, a: &V, b: &V) -> V {
 mod tests {
     use super::*;
     use ark_bn254::{g1, g2};
-    use ark_ec::{CurveGroup, PrimeGroup};
+    use ark_ec::CurveGroup;
 
     /// Buckets holding `values` (`None`: empty) and `overflow`, reduced by
     /// [`weighted_sum`], against `Σ (b+1)·(value_b + overflow_b)` directly.
@@ -609,14 +609,7 @@ mod tests {
             }
         }
         buckets.overflow.copy_from_slice(overflow);
-        let want: Projective<P> = values
-            .iter()
-            .zip(overflow)
-            .enumerate()
-            .map(|(b, (v, o))| {
-                (v.map_or(Projective::zero(), Projective::from) + o).mul_bigint([b as u64 + 1])
-            })
-            .sum();
+        let want = super::super::tests::direct_weighted_sum(values, overflow);
         // SAFETY: the callers checked that the CPU has AVX-512F and IFMA.
         let got = unsafe { weighted_sum(&mut buckets) };
         assert_eq!(got.into_affine(), want.into_affine(), "{} buckets", values.len());
