@@ -2,7 +2,8 @@
 //! when no device is usable.
 //!
 //! MSM: the bucket method with signed digits (buckets for 1..=2^(c-1) only),
-//! windows processed in parallel, zero digits skipped. NTT: iterative radix-2
+//! windows and ranges of points processed side by side ([`plan`]), zero
+//! digits skipped. NTT: iterative radix-2
 //! with precomputed twiddles, stages parallel over blocks or within a block.
 //!
 //! Two paths give the same results: the portable one on arkworks' field
@@ -77,43 +78,77 @@ pub fn vector_available() -> bool {
 /// Largest window: digits must fit an `i16`.
 const MAX_WINDOW: usize = 15;
 
-/// Window size for `n` non-zero scalars: minimises the estimated cost
-/// `windows · (6·n + 6·2^(c-1))`, in field multiplications per bucket
-/// addition and per bucket of the reduction. A reduction step is two
-/// batch-affine additions ([`weighted_sum`]), but weighting it as one picked
-/// the faster sizes in MSMs of 2^16 to 2^20 points (as on the vector path).
-fn window_bits(n: usize) -> usize {
-    window_bits_by_cost(n, 6, 6)
-}
-
-/// The window size minimising `windows · (add·n + bucket·2^(c-1))`: `add`
-/// is the cost of one bucket addition, `bucket` that of one bucket's step of
-/// the reduction.
-fn window_bits_by_cost(n: usize, add: usize, bucket: usize) -> usize {
-    (2..=MAX_WINDOW)
-        .min_by_key(|&c| (255 / c + 1) * (add * n + bucket * (1usize << (c - 1))))
-        .expect("non-empty range")
-}
-
-/// `Σ_w 2^(c·w)·window_sum(w)` over `windows` windows, computed in parallel
-/// when `parallel`.
-fn sum_windows<P: SWCurveConfig>(
-    windows: usize,
+/// How an MSM of `n` non-zero scalars is cut over `threads`: windows of `c`
+/// bits, and `parts` contiguous ranges of the points. Each (part, window) is
+/// one task, run side by side: it adds its part's points to the window's
+/// buckets, then reduces them ([`weighted_sum`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Plan {
     c: usize,
+    parts: usize,
+}
+
+/// The plan minimising `⌈parts·windows / threads⌉ · (⌈n/parts⌉ + 2^(c-1))`:
+/// rounds of tasks, each costing one bucket addition per point and one
+/// reduction step per bucket (weighted alike: both are batch-affine
+/// additions, and measurement picked the same sizes). Counting rounds is
+/// what keeps threads busy: 17 windows of 15 bits over 16 threads would
+/// take two rounds, one of them for a single window. Ties go to fewer parts
+/// (fewer reductions, less memory), then to smaller windows.
+fn plan(n: usize, threads: usize) -> Plan {
+    let threads = threads.max(1);
+    let mut best = (usize::MAX, Plan { c: 2, parts: 1 });
+    for parts in 1..=threads.min(n.max(1)) {
+        for c in 2..=MAX_WINDOW {
+            let rounds = (parts * windows(c)).div_ceil(threads);
+            let cost = rounds * (n.div_ceil(parts) + (1 << (c - 1)));
+            if cost < best.0 {
+                best = (cost, Plan { c, parts });
+            }
+        }
+    }
+    best.1
+}
+
+/// Windows of `c` bits for [`signed_digits`]: a scalar's magnitude there is at
+/// most (r-1)/2 < 2^253, and `c·windows ≥ 254` bits hold it with the top
+/// window's carry (its raw bits stay below 2^(c-1), plus at most one).
+fn windows(c: usize) -> usize {
+    254usize.div_ceil(c)
+}
+
+/// `Σ_w 2^(c·w)·Σ_p task(p, w)` over `plan`'s windows and parts: the tasks
+/// side by side when `parallel`.
+fn sum_tasks<P: SWCurveConfig>(
+    plan: Plan,
     parallel: bool,
-    window_sum: impl Fn(usize) -> Projective<P> + Sync + Send,
+    task: impl Fn(usize, usize) -> Projective<P> + Sync + Send,
 ) -> Projective<P> {
-    let sums: Vec<Projective<P>> = if parallel {
-        (0..windows).into_par_iter().map(window_sum).collect()
-    } else {
-        (0..windows).map(window_sum).collect()
-    };
-    sums.iter().rev().fold(Projective::zero(), |mut acc, s| {
+    let Plan { c, parts } = plan;
+    let tasks = parts * windows(c);
+    let run = |t: usize| task(t % parts, t / parts);
+    let sums: Vec<Projective<P>> =
+        if parallel { (0..tasks).into_par_iter().map(run).collect() } else { (0..tasks).map(run).collect() };
+    sums.chunks(parts).rev().fold(Projective::zero(), |mut acc, window| {
         for _ in 0..c {
             acc.double_in_place();
         }
-        acc + s
+        acc + window.iter().sum::<Projective<P>>()
     })
+}
+
+/// The range of points of `part` when `n` are cut into `parts`.
+fn part_range(n: usize, parts: usize, part: usize) -> std::ops::Range<usize> {
+    let len = n.div_ceil(parts);
+    (part * len).min(n)..((part + 1) * len).min(n)
+}
+
+/// Whether nearly all of (a sample of) the scalars are large.
+fn dense(scalars: &[Fr]) -> bool {
+    let step = (scalars.len() / 1024).max(1);
+    let sample: Vec<&Fr> = scalars.iter().step_by(step).collect();
+    let large = sample.iter().filter(|s| s.into_bigint().num_bits() > 128).count();
+    large * 10 >= sample.len() * 9
 }
 
 /// Signed base-2^c digits of every scalar, `windows` per scalar, each in
@@ -179,8 +214,8 @@ const BATCH: usize = 512;
 /// field inversion per [`BATCH`] additions (about 6 multiplications each
 /// instead of about 11 for a mixed projective addition).
 struct AffineBuckets<P: SWCurveConfig> {
-    x: Vec<P::BaseField>,
-    y: Vec<P::BaseField>,
+    /// Each bucket's `(x, y)`, side by side: one cache line per G1 bucket.
+    xy: Vec<(P::BaseField, P::BaseField)>,
     full: Vec<bool>,
     /// Batch number in which each bucket last got a pending addition.
     stamp: Vec<u32>,
@@ -196,8 +231,7 @@ struct AffineBuckets<P: SWCurveConfig> {
 impl<P: SWCurveConfig> AffineBuckets<P> {
     fn new(n: usize) -> Self {
         Self {
-            x: vec![P::BaseField::zero(); n],
-            y: vec![P::BaseField::zero(); n],
+            xy: vec![(P::BaseField::zero(), P::BaseField::zero()); n],
             full: vec![false; n],
             stamp: vec![0; n],
             epoch: 1,
@@ -216,8 +250,7 @@ impl<P: SWCurveConfig> AffineBuckets<P> {
             return;
         }
         if !self.full[b] {
-            self.x[b] = px;
-            self.y[b] = py;
+            self.xy[b] = (px, py);
             self.full[b] = true;
             return;
         }
@@ -237,7 +270,7 @@ impl<P: SWCurveConfig> AffineBuckets<P> {
             self.denoms.clear();
             let mut special = false;
             for &(b, px, _) in &self.pending {
-                let d = px - self.x[b as usize];
+                let d = px - self.xy[b as usize].0;
                 special |= d.is_zero();
                 self.denoms.push(d);
             }
@@ -256,11 +289,10 @@ impl<P: SWCurveConfig> AffineBuckets<P> {
             batch_invert(&mut self.denoms, &mut self.scratch);
             for ((b, px, py), inv) in self.pending.drain(..).zip(&self.denoms) {
                 let b = b as usize;
-                let (x1, y1) = (self.x[b], self.y[b]);
+                let (x1, y1) = self.xy[b];
                 let lambda = (py - y1) * inv;
                 let x3 = lambda.square() - x1 - px;
-                self.y[b] = lambda * (x1 - x3) - y1;
-                self.x[b] = x3;
+                self.xy[b] = (x3, lambda * (x1 - x3) - y1);
             }
         }
         self.epoch += 1;
@@ -287,12 +319,11 @@ impl<P: SWCurveConfig> AffineBuckets<P> {
     /// Adds the point `(x_b, py)` to bucket `b`, whose x is the same: a
     /// doubling when the y-coordinates agree, otherwise the sum is zero.
     fn add_equal_x(&mut self, b: usize, py: P::BaseField) {
-        let (x, y) = (self.x[b], self.y[b]);
+        let (x, y) = self.xy[b];
         if y == py && !py.is_zero() {
             let lambda = (x.square() * P::BaseField::from(3u64) + P::COEFF_A) / y.double();
             let x3 = lambda.square() - x.double();
-            self.y[b] = lambda * (x - x3) - y;
-            self.x[b] = x3;
+            self.xy[b] = (x3, lambda * (x - x3) - y);
         } else {
             self.full[b] = false;
         }
@@ -348,13 +379,13 @@ fn weighted_sum<P: SWCurveConfig>(buckets: &mut AffineBuckets<P>) -> Projective<
         for k in 0..segments {
             let b = k * s + j;
             if b < n && buckets.full[b] {
-                acc.add(k, buckets.x[b], buckets.y[b]);
+                acc.add(k, buckets.xy[b].0, buckets.xy[b].1);
             }
         }
         acc.flush();
         for k in 0..segments {
             if acc.full[k] {
-                acc.add(segments + k, acc.x[k], acc.y[k]);
+                acc.add(segments + k, acc.xy[k].0, acc.xy[k].1);
             }
         }
         acc.flush();
@@ -362,7 +393,7 @@ fn weighted_sum<P: SWCurveConfig>(buckets: &mut AffineBuckets<P>) -> Projective<
     let value = |b: usize| {
         let mut p = acc.overflow[b];
         if acc.full[b] {
-            p += Affine::<P>::new_unchecked(acc.x[b], acc.y[b]);
+            p += Affine::<P>::new_unchecked(acc.xy[b].0, acc.xy[b].1);
         }
         p
     };
@@ -372,52 +403,63 @@ fn weighted_sum<P: SWCurveConfig>(buckets: &mut AffineBuckets<P>) -> Projective<
 /// `Σ scalars[i]·bases[i]` by the bucket method with signed digits and
 /// batch-affine bucket accumulation.
 ///
-/// The points are split into one contiguous part per thread, each part doing
-/// all its windows: witness scalars are mostly 0 and 1, so splitting by window
-/// instead would leave one thread with nearly all the work (window 0).
+/// Dense scalars (random-looking: the quotient's, or a benchmark's) fill
+/// every window alike: their tasks are cut by [`plan`]. Witness scalars are
+/// mostly 0 and 1, which loads window 0 alone: the points are then split into
+/// one contiguous part per thread, each part doing all its windows.
 pub fn msm<P: SWCurveConfig<ScalarField = Fr>>(bases: &[Affine<P>], scalars: &[Fr]) -> Projective<P> {
     let n = scalars.len().min(bases.len());
     let threads = rayon::current_num_threads();
-    if threads == 1 || n < 1 << 12 {
-        return msm_part(&bases[..n], &scalars[..n], true);
+    if threads == 1 || n < 1 << 12 || dense(&scalars[..n]) {
+        return msm_part(&bases[..n], &scalars[..n], threads);
     }
     let part = n.div_ceil(threads);
     bases[..n]
         .par_chunks(part)
         .zip(scalars[..n].par_chunks(part))
-        .map(|(b, s)| msm_part(b, s, false))
+        .map(|(b, s)| msm_part(b, s, 1))
         .reduce(Projective::zero, |a, b| a + b)
 }
 
-/// One part of an MSM; windows in parallel when `parallel_windows`.
+/// One part of an MSM, its tasks cut by [`plan`] over `threads` (one after
+/// another when `threads` is 1).
 fn msm_part<P: SWCurveConfig<ScalarField = Fr>>(
     bases: &[Affine<P>],
     scalars: &[Fr],
-    parallel_windows: bool,
+    threads: usize,
 ) -> Projective<P> {
-    let n = scalars.len();
     let nonzero = scalars.iter().filter(|s| !s.is_zero()).count();
     if nonzero == 0 {
         return Projective::zero();
     }
-    let c = window_bits(nonzero);
-    let windows = 255 / c + 1;
-    let digits = signed_digits(scalars, c, windows);
-    let window_sum = |w: usize| {
-        let mut buckets = AffineBuckets::<P>::new(1 << (c - 1));
-        for (i, base) in bases[..n].iter().enumerate() {
+    msm_with(bases, scalars, plan(nonzero, threads), threads > 1)
+}
+
+/// An MSM by `plan`, its tasks side by side when `parallel`.
+fn msm_with<P: SWCurveConfig<ScalarField = Fr>>(
+    bases: &[Affine<P>],
+    scalars: &[Fr],
+    plan: Plan,
+    parallel: bool,
+) -> Projective<P> {
+    let n = scalars.len().min(bases.len());
+    let windows = windows(plan.c);
+    let digits = signed_digits(&scalars[..n], plan.c, windows);
+    let task = |part: usize, w: usize| {
+        let mut buckets = AffineBuckets::<P>::new(1 << (plan.c - 1));
+        for i in part_range(n, plan.parts, part) {
             let d = digits[i * windows + w];
             if d == 0 {
                 continue;
             }
-            let Some((x, y)) = base.xy() else { continue };
+            let Some((x, y)) = bases[i].xy() else { continue };
             let y = if d < 0 { -y } else { y };
             buckets.add(d.unsigned_abs() as usize - 1, x, y);
         }
         buckets.flush();
         weighted_sum(&mut buckets)
     };
-    sum_windows(windows, c, parallel_windows, window_sum)
+    sum_tasks(plan, parallel, task)
 }
 
 fn bit_reverse(a: &mut [Fr]) {
@@ -700,6 +742,7 @@ impl NttBackend for CpuBackend {
 mod tests {
     use super::*;
     use ark_bn254::{g1, g2};
+    use ark_ff::One;
     use ark_std::UniformRand;
 
     /// Buckets holding `values` (`None`: empty) and `overflow`, reduced by
@@ -708,7 +751,7 @@ mod tests {
         let mut buckets = AffineBuckets::<P>::new(values.len());
         for (b, v) in values.iter().enumerate() {
             if let Some((x, y)) = v.and_then(|p| p.xy()) {
-                (buckets.x[b], buckets.y[b], buckets.full[b]) = (x, y, true);
+                (buckets.xy[b], buckets.full[b]) = ((x, y), true);
             }
         }
         buckets.overflow.copy_from_slice(overflow);
@@ -757,5 +800,100 @@ mod tests {
     fn segmented_running_sums_equal_the_weighted_sum() {
         reduction_cases::<g1::Config>(check);
         reduction_cases::<g2::Config>(check);
+    }
+
+    /// The digits' edge cases: 0, ±1, (r-1)/2 (the largest magnitude) and
+    /// its neighbours (one of which is written negated), ±2^252, then `random`
+    /// random scalars.
+    pub(super) fn edge_scalars(random: usize) -> Vec<Fr> {
+        let mut rng = ark_std::test_rng();
+        let half = Fr::from_bigint(Fr::MODULUS_MINUS_ONE_DIV_TWO).expect("below r");
+        let top = Fr::from(2u64).pow([252]);
+        let mut s =
+            vec![Fr::zero(), Fr::one(), -Fr::one(), half, half + Fr::one(), half - Fr::one(), top, -top];
+        s.extend((0..random).map(|_| Fr::rand(&mut rng)));
+        s
+    }
+
+    #[test]
+    fn signed_digits_rebuild_every_scalar_at_every_window_size() {
+        let scalars = edge_scalars(64);
+        for c in 2..=MAX_WINDOW {
+            let w = windows(c);
+            let digits = signed_digits(&scalars, c, w);
+            let radix = Fr::from(1u64 << c);
+            for (s, d) in scalars.iter().zip(digits.chunks(w)) {
+                assert!(d.iter().all(|x| x.unsigned_abs() <= 1 << (c - 1)), "c = {c}: {d:?}");
+                let rebuilt = d.iter().rev().fold(Fr::zero(), |acc, &x| acc * radix + Fr::from(x as i64));
+                assert_eq!(rebuilt, *s, "c = {c}");
+            }
+        }
+    }
+
+    /// `⌈parts·windows / threads⌉ · (⌈n/parts⌉ + 2^(c-1))`, [`plan`]'s cost.
+    fn cost(n: usize, threads: usize, p: Plan) -> usize {
+        (p.parts * windows(p.c)).div_ceil(threads) * (n.div_ceil(p.parts) + (1 << (p.c - 1)))
+    }
+
+    #[test]
+    fn plans_keep_the_threads_busy() {
+        // One thread: one part, windows that grow with the points.
+        let mut c = 2;
+        for log in 0..=24 {
+            let p = plan(1 << log, 1);
+            assert_eq!(p.parts, 1, "2^{log}");
+            assert!(p.c >= c, "2^{log}: {p:?} after c = {c}");
+            c = p.c;
+        }
+        // Never more parts than points.
+        for n in 1..20 {
+            assert!(plan(n, 64).parts <= n, "{n} points");
+        }
+        // Two threads, 2^17 points: 17 windows of 15 bits (9 rounds) beat 19
+        // of 14 (10 rounds), as measured on the vector path.
+        assert_eq!(plan(1 << 17, 2), Plan { c: 15, parts: 1 });
+        // Sixteen threads, 2^20 points: one part would leave 17 windows for
+        // two rounds, the second nearly idle; cutting the points costs less.
+        let p = plan(1 << 20, 16);
+        assert!(p.parts > 1, "{p:?}");
+        let one_part =
+            (2..=MAX_WINDOW).map(|c| cost(1 << 20, 16, Plan { c, parts: 1 })).min().expect("sizes");
+        assert!(cost(1 << 20, 16, p) * 3 < one_part * 2, "{p:?}");
+    }
+
+    /// Points with the bucket additions' special cases (a point at infinity,
+    /// a repeated point, its negation), and [`edge_scalars`], against the sum
+    /// of scalar multiplications, for several plans, each run one task after
+    /// another and side by side.
+    pub(super) fn plan_cases<P: SWCurveConfig<ScalarField = Fr>>(
+        msm: impl Fn(&[Affine<P>], &[Fr], Plan, bool) -> Projective<P>,
+    ) {
+        let mut rng = ark_std::test_rng();
+        let mut bases: Vec<Affine<P>> =
+            (0..300).map(|_| Projective::<P>::rand(&mut rng).into_affine()).collect();
+        bases[5] = Affine::identity();
+        bases[8] = bases[7];
+        bases[9] = -bases[7];
+        let mut scalars = edge_scalars(bases.len() - 8);
+        scalars[20] = scalars[3];
+        let want: Projective<P> = bases.iter().zip(&scalars).map(|(b, s)| *b * s).sum();
+        for c in [2, 5, 13, 15] {
+            for parts in [1, 2, 7] {
+                for parallel in [false, true] {
+                    let got = msm(&bases, &scalars, Plan { c, parts }, parallel);
+                    assert_eq!(
+                        got.into_affine(),
+                        want.into_affine(),
+                        "c = {c}, {parts} parts, parallel {parallel}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_plan_sums_the_same() {
+        plan_cases::<g1::Config>(msm_with);
+        plan_cases::<g2::Config>(msm_with);
     }
 }

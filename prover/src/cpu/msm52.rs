@@ -4,8 +4,7 @@
 //! Same algorithm and same result as the portable path: signed digits, affine
 //! buckets filled in batches that share one inversion. What changes is the
 //! representation (bases as 52-bit limbs, converted when they are loaded;
-//! buckets as limbs), the split of the work (dense scalars run the windows in
-//! parallel over all points) and the flush: the
+//! buckets as limbs) and the flush: the
 //! pending additions are gathered eight at a time from the bucket and point
 //! tables, Montgomery's trick runs in four interleaved chains per lane (so
 //! that a multiplication's latency is hidden), the 32 chain products are
@@ -29,11 +28,11 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::field52::{self as f, Consts, Limbs, V, X};
-use super::{batch_invert, signed_digits, sum_windows, window_bits_by_cost};
+use super::{Plan, batch_invert, dense, part_range, plan, signed_digits, sum_tasks, windows};
 use ark_bn254::Fr;
 use ark_ec::short_weierstrass::{Affine, Projective, SWCurveConfig};
 use ark_ec::{AffineRepr, CurveGroup};
-use ark_ff::{BigInteger, One, PrimeField, Zero};
+use ark_ff::{One, Zero};
 use rayon::prelude::*;
 use std::arch::x86_64::*;
 
@@ -41,15 +40,6 @@ use std::arch::x86_64::*;
 const MAX_BATCH: usize = 2048;
 /// Independent product chains per lane in Montgomery's trick.
 const CHAINS: usize = 4;
-/// Window size for `n` non-zero scalars. A bucket's step of the reduction
-/// ([`weighted_sum`]) is two batch-affine additions like the filling's, but
-/// into accumulators that never wait for each other; weighting it as one
-/// filling addition picked the faster sizes in MSMs of 2^16 to 2^20 points
-/// (2^18: 0.24 s against 0.28 s with the weight two).
-fn window_bits(n: usize) -> usize {
-    window_bits_by_cost(n, 1, 1)
-}
-
 /// Bases as 52-bit limbs, `10·E` per point (x, then y), converted in parallel.
 /// A point at infinity is all zeros: no point of BN254's G1 or G2 has
 /// `x = y = 0` (`b ≠ 0`), so the encoding is unambiguous.
@@ -85,10 +75,10 @@ pub(crate) fn infinities<const E: usize>(pts: &[u64]) -> Vec<u32> {
 /// [`f::available`].
 ///
 /// Dense scalars (random-looking: the quotient's, or a benchmark's) fill
-/// every window alike, so the windows run in parallel over all the points,
-/// and each window's buckets are reduced once. Witness scalars are mostly 0
-/// and 1, which loads window 0 alone: the points are then split into one
-/// contiguous part per thread, each part doing all its windows.
+/// every window alike: their tasks are cut by [`super::plan`]. Witness
+/// scalars are mostly 0 and 1, which loads window 0 alone: the points are
+/// then split into one contiguous part per thread, each part doing all its
+/// windows.
 pub(crate) fn msm<P: SWCurveConfig<ScalarField = Fr>, const E: usize>(
     pts: &[u64],
     inf: &[u32],
@@ -101,7 +91,7 @@ where
     let n = scalars.len().min(pts.len() / stride);
     let threads = rayon::current_num_threads();
     if threads == 1 || n < 1 << 12 || dense(&scalars[..n]) {
-        return msm_part::<P, E>(&pts[..n * stride], inf, &scalars[..n], true);
+        return msm_part::<P, E>(&pts[..n * stride], inf, &scalars[..n], threads);
     }
     let part = n.div_ceil(threads);
     pts[..n * stride]
@@ -111,24 +101,18 @@ where
         .map(|(k, (p, s))| {
             let (lo, hi) = ((k * part) as u32, (k * part + s.len()) as u32);
             let inf: Vec<u32> = inf.iter().filter(|&&i| i >= lo && i < hi).map(|i| i - lo).collect();
-            msm_part::<P, E>(p, &inf, s, false)
+            msm_part::<P, E>(p, &inf, s, 1)
         })
         .reduce(Projective::zero, |a, b| a + b)
 }
 
-/// Whether nearly all of (a sample of) the scalars are large.
-fn dense(scalars: &[Fr]) -> bool {
-    let step = (scalars.len() / 1024).max(1);
-    let sample: Vec<&Fr> = scalars.iter().step_by(step).collect();
-    let large = sample.iter().filter(|s| s.into_bigint().num_bits() > 128).count();
-    large * 10 >= sample.len() * 9
-}
-
+/// One part of an MSM, its tasks cut by [`super::plan`] over `threads` (one
+/// after another when `threads` is 1).
 fn msm_part<P: SWCurveConfig<ScalarField = Fr>, const E: usize>(
     pts: &[u64],
     inf: &[u32],
     scalars: &[Fr],
-    parallel_windows: bool,
+    threads: usize,
 ) -> Projective<P>
 where
     P::BaseField: Limbs,
@@ -137,19 +121,43 @@ where
     if nonzero == 0 {
         return Projective::zero();
     }
-    let c = window_bits(nonzero);
-    let windows = 255 / c + 1;
-    let mut digits = signed_digits(scalars, c, windows);
+    msm_with::<P, E>(pts, inf, scalars, plan(nonzero, threads), threads > 1)
+}
+
+/// An MSM by `plan`, its tasks side by side when `parallel`.
+fn msm_with<P: SWCurveConfig<ScalarField = Fr>, const E: usize>(
+    pts: &[u64],
+    inf: &[u32],
+    scalars: &[Fr],
+    plan: Plan,
+    parallel: bool,
+) -> Projective<P>
+where
+    P::BaseField: Limbs,
+{
+    let stride = 10 * E;
+    let n = scalars.len().min(pts.len() / stride);
+    let windows = windows(plan.c);
+    let mut digits = signed_digits(&scalars[..n], plan.c, windows);
     for &i in inf {
-        if (i as usize) < scalars.len() {
+        if (i as usize) < n {
             digits[i as usize * windows..(i as usize + 1) * windows].fill(0);
         }
     }
-    let window_sum = |w: usize| {
+    let task = |part: usize, w: usize| {
+        let r = part_range(n, plan.parts, part);
         // SAFETY: the caller checked that the CPU has AVX-512F and IFMA.
-        unsafe { window::<P, E>(pts, &digits, windows, w, c) }
+        unsafe {
+            window::<P, E>(
+                &pts[r.start * stride..r.end * stride],
+                &digits[r.start * windows..r.end * windows],
+                windows,
+                w,
+                plan.c,
+            )
+        }
     };
-    sum_windows(windows, c, parallel_windows, window_sum)
+    sum_tasks(plan, parallel, task)
 }
 
 /// Point `i` of the [`convert`]ed `pts` (not at infinity), in arkworks' form.
@@ -618,12 +626,34 @@ mod tests {
     #[test]
     fn segmented_running_sums_equal_the_weighted_sum() {
         if !super::super::vector_available() {
-            eprintln!(
-                "skipped: this CPU has no AVX-512 IFMA (the portable path's reduction is the plain running sum)"
-            );
+            eprintln!("skipped: this CPU has no AVX-512 IFMA (the portable path's twin is cpu::tests)");
             return;
         }
         super::super::tests::reduction_cases::<g1::Config>(check::<g1::Config, 1>);
         super::super::tests::reduction_cases::<g2::Config>(check::<g2::Config, 2>);
+    }
+
+    /// [`msm_with`] on the bases converted to limbs.
+    fn by_plan<P: SWCurveConfig<ScalarField = Fr>, const E: usize>(
+        bases: &[Affine<P>],
+        scalars: &[Fr],
+        plan: Plan,
+        parallel: bool,
+    ) -> Projective<P>
+    where
+        P::BaseField: Limbs,
+    {
+        let pts = convert::<P, E>(bases);
+        msm_with::<P, E>(&pts, &infinities::<E>(&pts), scalars, plan, parallel)
+    }
+
+    #[test]
+    fn every_plan_sums_the_same() {
+        if !super::super::vector_available() {
+            eprintln!("skipped: this CPU has no AVX-512 IFMA (the portable path's twin is cpu::tests)");
+            return;
+        }
+        super::super::tests::plan_cases::<g1::Config>(by_plan::<g1::Config, 1>);
+        super::super::tests::plan_cases::<g2::Config>(by_plan::<g2::Config, 2>);
     }
 }
