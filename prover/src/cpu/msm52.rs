@@ -623,10 +623,18 @@ mod tests {
         assert_eq!(got.into_affine(), want.into_affine(), "{} buckets", values.len());
     }
 
+    /// Whether this CPU runs the vector path; if not, says why the test skips.
+    fn vector_or_skip() -> bool {
+        let yes = super::super::vector_available();
+        if !yes {
+            eprintln!("skipped: this CPU has no AVX-512 IFMA (the portable path's twin is cpu::tests)");
+        }
+        yes
+    }
+
     #[test]
     fn segmented_running_sums_equal_the_weighted_sum() {
-        if !super::super::vector_available() {
-            eprintln!("skipped: this CPU has no AVX-512 IFMA (the portable path's twin is cpu::tests)");
+        if !vector_or_skip() {
             return;
         }
         super::super::tests::reduction_cases::<g1::Config>(check::<g1::Config, 1>);
@@ -649,8 +657,7 @@ mod tests {
 
     #[test]
     fn every_plan_sums_the_same() {
-        if !super::super::vector_available() {
-            eprintln!("skipped: this CPU has no AVX-512 IFMA (the portable path's twin is cpu::tests)");
+        if !vector_or_skip() {
             return;
         }
         super::super::tests::plan_cases::<g1::Config>(by_plan::<g1::Config, 1>);
