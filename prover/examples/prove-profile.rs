@@ -1,0 +1,43 @@
+//! Stage times of CPU proofs of the synthetic chain circuit, and the same
+//! key's MSMs alone (random scalars): a harness for the prover's stages.
+//!
+//! `cargo run --release -p medrollup-prover --example prove-profile`; `LOG=16`
+//! sets the circuit's size (2^16 constraints by default).
+
+#[path = "../benches/common/mod.rs"]
+mod common;
+
+use ark_bn254::{Bn254, Fr};
+use ark_groth16::Groth16;
+use ark_snark::SNARK;
+use ark_std::UniformRand;
+use common::{Chain, stages};
+use medrollup_prover::CpuBackend;
+use medrollup_prover::backend::{MsmBackend, msm_g1};
+use medrollup_prover::groth16::{LoadedKey, prove};
+use rand::SeedableRng;
+use std::time::Instant;
+
+fn main() {
+    let log: u32 = std::env::var("LOG").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let chain = Chain(1 << log);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let pk = Groth16::<Bn254>::circuit_specific_setup(chain.clone(), &mut rng).expect("setup").0;
+    let (h_query, a_query) = (pk.h_query.clone(), pk.a_query[1..].to_vec());
+    let cpu = CpuBackend::new();
+    let key = LoadedKey::load(&cpu, pk).expect("load");
+    key.prepare(&cpu, chain.clone()).expect("prepare");
+    for _ in 0..3 {
+        let t = Instant::now();
+        let (_, times) =
+            prove(&cpu, &key, chain.clone(), Fr::rand(&mut rng), Fr::rand(&mut rng)).expect("proves");
+        println!("proof 2^{log}: {:.3} s: {}", t.elapsed().as_secs_f64(), stages(&times));
+    }
+    for (what, points) in [("h", &h_query), ("a", &a_query)] {
+        let bases = cpu.load_g1(points).expect("load");
+        let scalars: Vec<Fr> = (0..points.len()).map(|_| Fr::rand(&mut rng)).collect();
+        let t = Instant::now();
+        let _ = std::hint::black_box(msm_g1(&cpu, &bases, &scalars).expect("msm"));
+        println!("{what} bases alone, {} random scalars: {:.3} s", points.len(), t.elapsed().as_secs_f64());
+    }
+}
