@@ -3,8 +3,8 @@
 //!
 //! MSM: the bucket method with signed digits (buckets for 1..=2^(c-1) only),
 //! windows and ranges of points processed side by side ([`plan`]), zero
-//! digits skipped. NTT: iterative radix-2
-//! with precomputed twiddles, stages parallel over blocks or within a block.
+//! digits skipped. NTT: iterative radix-2 with precomputed twiddles, stages
+//! parallel over blocks or within a block.
 //!
 //! Two paths give the same results: the portable one on arkworks' field
 //! arithmetic (the reference), and on x86-64 CPUs with AVX-512 IFMA a vector
@@ -100,14 +100,19 @@ fn plan(n: usize, threads: usize) -> Plan {
     let mut best = (usize::MAX, Plan { c: 2, parts: 1 });
     for parts in 1..=threads.min(n.max(1)) {
         for c in 2..=MAX_WINDOW {
-            let rounds = (parts * windows(c)).div_ceil(threads);
-            let cost = rounds * (n.div_ceil(parts) + (1 << (c - 1)));
+            let cost = plan_cost(n, threads, Plan { c, parts });
             if cost < best.0 {
                 best = (cost, Plan { c, parts });
             }
         }
     }
     best.1
+}
+
+/// [`plan`]'s cost of `p`: rounds of tasks over `threads`, times a task's
+/// bucket additions and reduction steps.
+fn plan_cost(n: usize, threads: usize, p: Plan) -> usize {
+    (p.parts * windows(p.c)).div_ceil(threads) * (n.div_ceil(p.parts) + (1 << (p.c - 1)))
 }
 
 /// Windows of `c` bits for [`signed_digits`]: a scalar's magnitude there is at
@@ -830,11 +835,6 @@ mod tests {
         }
     }
 
-    /// `⌈parts·windows / threads⌉ · (⌈n/parts⌉ + 2^(c-1))`, [`plan`]'s cost.
-    fn cost(n: usize, threads: usize, p: Plan) -> usize {
-        (p.parts * windows(p.c)).div_ceil(threads) * (n.div_ceil(p.parts) + (1 << (p.c - 1)))
-    }
-
     #[test]
     fn plans_keep_the_threads_busy() {
         // One thread: one part, windows that grow with the points.
@@ -857,8 +857,8 @@ mod tests {
         let p = plan(1 << 20, 16);
         assert!(p.parts > 1, "{p:?}");
         let one_part =
-            (2..=MAX_WINDOW).map(|c| cost(1 << 20, 16, Plan { c, parts: 1 })).min().expect("sizes");
-        assert!(cost(1 << 20, 16, p) * 3 < one_part * 2, "{p:?}");
+            (2..=MAX_WINDOW).map(|c| plan_cost(1 << 20, 16, Plan { c, parts: 1 })).min().expect("sizes");
+        assert!(plan_cost(1 << 20, 16, p) * 3 < one_part * 2, "{p:?}");
     }
 
     /// Points with the bucket additions' special cases (a point at infinity,
