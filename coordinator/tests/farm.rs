@@ -201,7 +201,17 @@ async fn a_hospital_worker_proves_on_its_device_and_reports_what_it_did() {
         &farm.dir.path().join("cache-gpu"),
         farm.dir.path(),
         // No precomputed bases: on a CPU device (POCL) they cost more than they save.
-        &["--devices", "opencl", "--opencl-cpu", "--precompute-min", "100000000", "--metrics", &metrics_addr],
+        &[
+            "--devices",
+            "opencl",
+            "--opencl-cpu",
+            "--precompute-min",
+            "100000000",
+            "--device-memory",
+            "1GiB",
+            "--metrics",
+            &metrics_addr,
+        ],
     );
     let client = Client::connect(&farm.nats).await;
     one_batch(&client, &http).await;
@@ -234,6 +244,10 @@ async fn a_hospital_worker_proves_on_its_device_and_reports_what_it_did() {
     assert_eq!(value("medrollup_worker_device_healthy", &on_device), 1.0);
     assert_eq!(value("medrollup_worker_device_errors_total", &on_device), 0.0);
     assert_eq!(value("medrollup_worker_device_msm_points_total", "device=\"cpu\""), 0.0, "all on the device");
+    // The key's bases stay resident within the budget asked for.
+    assert_eq!(value("medrollup_worker_device_memory_budget_bytes", &on_device), f64::from(1u32 << 30));
+    let used = value("medrollup_worker_device_memory_used_bytes", &on_device);
+    assert!(used > 0.0 && used <= f64::from(1u32 << 30), "{metrics}");
     assert!(metrics.contains("medrollup_worker_stage_seconds_count{backend=\"opencl\""), "{metrics}");
     wait_for("batch 0 on L1", Duration::from_secs(30), || all_submitted(&http)).await;
 }

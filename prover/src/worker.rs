@@ -103,6 +103,8 @@ struct DeviceMetrics {
     errors: CounterVec,
     fallbacks: CounterVec,
     healthy: IntGaugeVec,
+    memory_used: IntGaugeVec,
+    memory_budget: IntGaugeVec,
     /// What was last added, per device: the backend's counters only grow.
     seen: Arc<Mutex<HashMap<String, DeviceCounters>>>,
 }
@@ -136,6 +138,7 @@ impl Metrics {
         let labels = &["device", "runtime"];
         let counter =
             |name: &str, help: &str| CounterVec::new(Opts::new(name, help), labels).expect("metric");
+        let gauge = |name: &str, help: &str| IntGaugeVec::new(Opts::new(name, help), labels).expect("metric");
         let devices = DeviceMetrics {
             msm_points: counter(
                 "medrollup_worker_device_msm_points_total",
@@ -159,6 +162,14 @@ impl Metrics {
                 labels,
             )
             .expect("metric"),
+            memory_used: gauge(
+                "medrollup_worker_device_memory_used_bytes",
+                "Device memory the prover's buffers take (resident bases, tables, a call's working buffers)",
+            ),
+            memory_budget: gauge(
+                "medrollup_worker_device_memory_budget_bytes",
+                "Device memory the prover may take (--device-memory)",
+            ),
             seen: Arc::new(Mutex::new(HashMap::new())),
         };
         registry.register(Box::new(jobs.clone())).expect("unique");
@@ -169,7 +180,9 @@ impl Metrics {
         {
             registry.register(Box::new(c.clone())).expect("unique");
         }
-        registry.register(Box::new(devices.healthy.clone())).expect("unique");
+        for g in [&devices.healthy, &devices.memory_used, &devices.memory_budget] {
+            registry.register(Box::new(g.clone())).expect("unique");
+        }
         let m = Self { registry, jobs, stages, busy, devices, backend };
         m.sync_devices();
         m
@@ -199,6 +212,11 @@ impl Metrics {
             d.fallbacks.with_label_values(&l).inc_by(now.fallbacks.saturating_sub(before.fallbacks) as f64);
             d.healthy.with_label_values(&l).set(i64::from(healthy));
             *before = now.clone();
+        }
+        for r in &report.devices {
+            let l = [r.label.as_str(), r.runtime];
+            d.memory_used.with_label_values(&l).set(r.memory_used as i64);
+            d.memory_budget.with_label_values(&l).set(r.memory_budget as i64);
         }
     }
 

@@ -1,7 +1,7 @@
 //! `medrollup-prover worker`: a hospital's prover in the farm.
 
 use clap::{Parser, Subcommand};
-use medrollup_prover::gpu::{GpuBackend, GpuConfig, Runtimes};
+use medrollup_prover::gpu::{GpuBackend, GpuConfig, Runtimes, parse_memory_size};
 use medrollup_prover::worker::{self, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +24,9 @@ enum Command {
         /// Also OpenCL CPU devices (POCL).
         #[arg(long)]
         opencl_cpu: bool,
+        /// Memory each device may use (as for `worker`).
+        #[arg(long, env = "MEDROLLUP_DEVICE_MEMORY", value_parser = parse_memory_size)]
+        device_memory: Option<u64>,
     },
     /// Take proving jobs from the farm until Ctrl-C or SIGTERM.
     Worker {
@@ -65,6 +68,12 @@ enum Command {
         /// memory of the proving key's points).
         #[arg(long, default_value_t = 1 << 16)]
         precompute_min: usize,
+        /// Memory each device may use, such as 8GiB (default: its memory
+        /// less a tenth, and at least 512 MiB less). Bases that would leave
+        /// too little for the MSMs over them stay on the host, and those MSMs
+        /// run on the CPU.
+        #[arg(long, env = "MEDROLLUP_DEVICE_MEMORY", value_parser = parse_memory_size)]
+        device_memory: Option<u64>,
     },
 }
 
@@ -72,15 +81,22 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     medrollup_wire::service::init_logging();
     match Args::parse().command {
-        Command::Devices { devices, opencl_cpu } => {
-            let config = GpuConfig { runtimes: devices, opencl_cpu, ..GpuConfig::default() };
+        Command::Devices { devices, opencl_cpu, device_memory } => {
+            let config = GpuConfig {
+                runtimes: devices,
+                opencl_cpu,
+                memory_limit: device_memory,
+                ..GpuConfig::default()
+            };
             let report = tokio::task::spawn_blocking(move || GpuBackend::new(&config).report()).await?;
             for d in &report.devices {
+                let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
                 println!(
-                    "device {} ({}, {:.1} GiB, {} compute units): admitted",
+                    "device {} ({}, {:.1} GiB, {:.1} GiB of it for the prover, {} compute units): admitted",
                     d.label,
                     d.runtime,
-                    d.memory as f64 / f64::from(1u32 << 30),
+                    gib(d.memory),
+                    gib(d.memory_budget),
                     d.compute_units
                 );
             }
@@ -103,6 +119,7 @@ async fn main() -> anyhow::Result<()> {
             devices,
             opencl_cpu,
             precompute_min,
+            device_memory,
         } => {
             let mut config = WorkerConfig::local(&name);
             config.nats_url = nats_url;
@@ -118,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             config.gpu.runtimes = devices;
             config.gpu.opencl_cpu = opencl_cpu;
             config.gpu.precompute_min = precompute_min;
+            config.gpu.memory_limit = device_memory;
             worker::run(config, medrollup_wire::service::shutdown_signal()).await?;
         }
     }

@@ -293,8 +293,17 @@ impl Runtime for Cuda {
     fn alloc(&self, bytes: usize) -> Result<CudaSlice<u8>, GpuError> {
         // SAFETY: the buffers are written (by a copy or a kernel) before they
         // are read; the drivers never read memory they did not write.
-        unsafe { self.stream.alloc::<u8>(bytes.max(16)) }
-            .map_err(|e| self.err(&format!("allocating {bytes} bytes"), e))
+        unsafe { self.stream.alloc::<u8>(bytes.max(16)) }.map_err(|e| {
+            if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
+                GpuError::OutOfMemory {
+                    device: self.label.clone(),
+                    wanted: bytes as u64,
+                    detail: format!("the driver said {e}"),
+                }
+            } else {
+                self.err(&format!("allocating {bytes} bytes"), e)
+            }
+        })
     }
 
     fn upload(&self, buf: &mut CudaSlice<u8>, data: &[u8]) -> Result<(), GpuError> {

@@ -1,6 +1,7 @@
 //! The MSM and NTT drivers, written once over [`Runtime`]: what each device
 //! does for a call, with its resident bases and its cached NTT tables.
 
+use super::budget::{Meter, Metered};
 use super::layout::{self, DeviceCurve, FIELD_BYTES, G1, G2};
 use super::runtime::{GpuError, KArg, Runtime};
 use super::source::{NTT_MAX_LOG, SCAN_BLOCK, SCAN_THREADS};
@@ -10,7 +11,7 @@ use ark_ff::{FftField, Field, One, Zero};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Time per phase of the drivers, when `MEDROLLUP_GPU_PROFILE=1`: each phase
@@ -143,6 +144,43 @@ fn windows(c: u32) -> u32 {
     254u32.div_ceil(c)
 }
 
+/// An upper bound on the device memory an MSM of up to `n` scalars over
+/// bases of `curve` takes while it runs (bases excluded), with the windows'
+/// buckets apart or `merged` (precomputed bases); the same arithmetic as
+/// [`DeviceState::plan`] and [`DeviceState::msm_curve`], every buffer counted
+/// as if all were live at once.
+pub(crate) fn msm_working_bytes(n: usize, curve: CurveId, merged: bool) -> u64 {
+    let n = n.max(1) as u64;
+    let c = window_bits(n as usize);
+    let (windows, h) = (u64::from(windows(c)), 1u64 << (c - 1));
+    let buckets = if merged { h } else { windows * h };
+    // Sorted entries: at most one per scalar and window.
+    let entries = n * windows;
+    // Segment levels: each has at most 1/SEGMENT of the previous one's
+    // entries per bucket, so a bucket of `entries` needs ⌈log_32⌉ + 1.
+    let levels = 1 + u64::from((64 - entries.leading_zeros()).div_ceil(SEGMENT.ilog2()));
+    let xyzz = match curve {
+        CurveId::G1 => G1::XYZZ_BYTES,
+        CurveId::G2 => G2::XYZZ_BYTES,
+    } as u64;
+    // Scalars; counts, offsets, cursors and the scans' block sums; entries;
+    // each level's segment counts and offsets.
+    let sort = n * FIELD_BYTES as u64 + 4 * (4 * buckets + entries + 2 * levels * buckets + 2);
+    // Two levels of segment sums at once, each at most a segment per
+    // SEGMENT entries plus one per bucket; the window reduction's two.
+    let sums = 2 * (entries / u64::from(SEGMENT) + buckets) * xyzz;
+    let sets = if merged { 1 } else { windows };
+    let reduce = 2 * sets * (h / u64::from(REDUCE_RUN)).max(1) * xyzz;
+    sort + sums + reduce
+}
+
+/// An upper bound on the device memory the quotient of a domain of `n`
+/// takes: its three vectors, a scratch one, the NTT and coset tables (kept
+/// once made), and a few constants.
+pub(crate) fn quotient_bytes(n: usize) -> u64 {
+    7 * n.next_power_of_two() as u64 * FIELD_BYTES as u64 + 1024
+}
+
 struct Level<B> {
     seg_off: B,
     seg_cnt: B,
@@ -187,6 +225,8 @@ struct Resident<B> {
 /// One device: its runtime, resident bases and cached tables.
 pub(crate) struct DeviceState<R: Runtime> {
     rt: R,
+    /// The memory its buffers take, against its budget.
+    meter: Arc<Meter>,
     bases: HashMap<u64, Resident<R::Buf>>,
     ntt: HashMap<u32, NttTables<R::Buf>>,
     cosets: HashMap<(u32, [u64; 4]), CosetTables<R::Buf>>,
@@ -194,17 +234,21 @@ pub(crate) struct DeviceState<R: Runtime> {
     fault_after: AtomicUsize,
 }
 
-impl<R: Runtime> DeviceState<R> {
-    pub(crate) fn new(rt: R) -> Self {
+impl<R: Runtime> DeviceState<Metered<R>> {
+    /// A device whose every buffer counts against `meter`.
+    pub(crate) fn new(rt: R, meter: Arc<Meter>) -> Self {
         Self {
-            rt,
+            rt: Metered::new(rt, meter.clone()),
+            meter,
             bases: HashMap::new(),
             ntt: HashMap::new(),
             cosets: HashMap::new(),
             fault_after: AtomicUsize::new(usize::MAX),
         }
     }
+}
 
+impl<R: Runtime> DeviceState<R> {
     /// Launches `kernel` over `threads` threads (nothing for none).
     fn launch(&self, kernel: &str, threads: usize, args: &[KArg<'_, R::Buf>]) -> Result<(), GpuError> {
         self.launch_groups(kernel, threads.div_ceil(GROUP), GROUP, args)
@@ -622,15 +666,38 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         }
         let c = window_bits(len);
         let sets = windows(c) as usize;
-        // Precomputed only where the device has the memory (sets times the bases).
-        let precomputed = if precompute && len > 0 && len * sets < MAX_MSM {
-            self.rt.alloc(packed.len() * sets).ok().map(|b| (b, c))
-        } else {
-            None
-        };
+        // Resident only with room left for the largest call over them: an MSM
+        // of every base, or the quotient of a domain as large.
+        let plain = packed.len() as u64;
+        let working = |merged| msm_working_bytes(len, curve, merged).max(quotient_bytes(len));
+        let free = self.meter.free();
+        // Precomputed (sets times the bases) where that room remains.
+        let precomputed =
+            if precompute && len > 0 && len * sets < MAX_MSM && plain * sets as u64 + working(true) <= free {
+                match self.rt.alloc(packed.len() * sets) {
+                    Ok(b) => Some((b, c)),
+                    Err(GpuError::OutOfMemory { .. }) => None,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                None
+            };
         let (mut buf, c) = match precomputed {
             Some((b, c)) => (b, Some(c)),
-            None => (self.rt.alloc(packed.len())?, None),
+            None => {
+                if plain + working(false) > free {
+                    return Err(GpuError::OutOfMemory {
+                        device: self.rt.label().to_string(),
+                        wanted: plain,
+                        detail: format!(
+                            "{free} of its budget of {} bytes free, and an MSM over these bases needs up to {} more while it runs",
+                            self.meter.budget(),
+                            working(false)
+                        ),
+                    });
+                }
+                (self.rt.alloc(packed.len())?, None)
+            }
         };
         self.rt.upload(&mut buf, packed)?;
         if let Some(c) = c {

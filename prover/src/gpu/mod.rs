@@ -21,6 +21,7 @@
 //!   finished on the CPU; the proof goes on. Per-device counters
 //!   ([`GpuBackend::report`]) feed the worker's metrics.
 
+mod budget;
 mod cuda;
 mod device;
 mod layout;
@@ -36,6 +37,7 @@ use crate::cpu;
 use ark_bn254::{Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ec::CurveGroup;
 use ark_ff::{FftField, UniformRand, Zero};
+use budget::Meter;
 use device::{CurveId, DeviceOps, DeviceState, MsmValue, Target};
 use layout::DeviceCurve;
 use std::path::PathBuf;
@@ -91,6 +93,11 @@ pub struct GpuConfig {
     /// every window (memory: the window count times the bases) so that an
     /// MSM reduces one set of buckets instead of one per window.
     pub precompute_min: usize,
+    /// At most this many bytes on each physical device, shared by its
+    /// logical copies (`None`: its memory less a tenth, and at least 512 MiB
+    /// less). Bases that would leave too little for the calls over them stay
+    /// on the host, and their MSMs run on the CPU.
+    pub memory_limit: Option<u64>,
 }
 
 impl Default for GpuConfig {
@@ -103,8 +110,39 @@ impl Default for GpuConfig {
             cuda_portable: std::env::var("MEDROLLUP_CUDA_PORTABLE").is_ok_and(|v| v == "1"),
             cache_dir: default_cache_dir(),
             precompute_min: 1 << 16,
+            memory_limit: None,
         }
     }
+}
+
+/// A memory size: bytes, or a number with a binary unit (`512MiB`, `8GiB`,
+/// `8G`, `1.5TiB`).
+pub fn parse_memory_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let not_a_size = || format!("{text:?} is not a memory size (such as 8GiB or 512MiB)");
+    if number.is_empty() {
+        return Err(not_a_size());
+    }
+    let scale: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "T" | "TiB" => 1 << 40,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use bytes, or KiB, MiB, GiB or TiB, as in 8GiB)"
+            ));
+        }
+    };
+    let value: f64 = number.parse().map_err(|_| not_a_size())?;
+    let bytes = value * scale as f64;
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!("{text:?} is too large"));
+    }
+    Ok(bytes as u64)
 }
 
 impl GpuConfig {
@@ -172,6 +210,11 @@ pub struct DeviceReport {
     pub runtime: &'static str,
     /// Device memory in bytes.
     pub memory: u64,
+    /// The bytes this (logical) device may allocate.
+    pub memory_budget: u64,
+    /// The bytes its buffers take now (resident bases, cached tables, and
+    /// the working buffers of a call in progress).
+    pub memory_used: u64,
     /// Multiprocessors or compute units.
     pub compute_units: u32,
     /// Still in service.
@@ -197,6 +240,8 @@ struct Slot {
     memory: u64,
     compute_units: u32,
     ops: Mutex<Box<dyn DeviceOps>>,
+    /// Read without the lock (reports come while a device works).
+    meter: Arc<Meter>,
     healthy: AtomicBool,
     counters: Counters,
 }
@@ -210,7 +255,13 @@ impl Slot {
         self.healthy.load(Ordering::Relaxed)
     }
 
+    /// A call on this device failed: out of memory, the call goes to the
+    /// CPU; anything else takes the device out of service.
     fn failed(&self, e: &GpuError) {
+        if let GpuError::OutOfMemory { .. } = e {
+            tracing::warn!(device = %self.label, error = %e, "out of device memory; this call goes to the CPU");
+            return;
+        }
         Counters::add(&self.counters.errors, 1);
         self.healthy.store(false, Ordering::Relaxed);
         tracing::warn!(device = %self.label, error = %e, "device failed; its work goes to the CPU");
@@ -269,6 +320,14 @@ struct Candidate {
     memory: u64,
     compute_units: u32,
     ops: Box<dyn DeviceOps>,
+    meter: Arc<Meter>,
+}
+
+/// A logical device's budget: the physical device's (the limit asked for, at
+/// most its memory), shared by its copies.
+fn budget(config: &GpuConfig, memory: u64) -> u64 {
+    let physical = config.memory_limit.map_or_else(|| budget::default_budget(memory), |l| l.min(memory));
+    physical / config.logical_per_device.max(1) as u64
 }
 
 fn find_cuda(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> {
@@ -289,12 +348,14 @@ fn find_cuda(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> {
                     if config.logical_per_device > 1 {
                         label.push_str(&format!(" #{copy}"));
                     }
+                    let meter = Arc::new(Meter::new(label.clone(), budget(config, info.memory)));
                     out.push(Candidate {
                         label,
                         runtime: "cuda",
                         memory: info.memory,
                         compute_units: info.compute_units,
-                        ops: Box::new(DeviceState::new(rt)),
+                        ops: Box::new(DeviceState::new(rt, meter.clone())),
+                        meter,
                     });
                 }
                 Err(e) => refused.push(e.to_string()),
@@ -327,13 +388,17 @@ fn find_opencl(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> 
                 label.push_str(&format!(" #{copy}"));
             }
             match opencl::OpenCl::new(d, label.clone()) {
-                Ok(rt) => out.push(Candidate {
-                    label,
-                    runtime: "opencl",
-                    memory: d.memory,
-                    compute_units: d.compute_units,
-                    ops: Box::new(DeviceState::new(rt)),
-                }),
+                Ok(rt) => {
+                    let meter = Arc::new(Meter::new(label.clone(), budget(config, d.memory)));
+                    out.push(Candidate {
+                        label,
+                        runtime: "opencl",
+                        memory: d.memory,
+                        compute_units: d.compute_units,
+                        ops: Box::new(DeviceState::new(rt, meter.clone())),
+                        meter,
+                    })
+                }
                 Err(e) => refused.push(e.to_string()),
             }
         }
@@ -516,6 +581,7 @@ impl GpuBackend {
                         memory: c.memory,
                         compute_units: c.compute_units,
                         ops: Mutex::new(c.ops),
+                        meter: c.meter,
                         healthy: AtomicBool::new(true),
                         counters: Counters::default(),
                     });
@@ -553,6 +619,8 @@ impl GpuBackend {
                     label: s.label.clone(),
                     runtime: s.runtime,
                     memory: s.memory,
+                    memory_budget: s.meter.budget(),
+                    memory_used: s.meter.used(),
                     compute_units: s.compute_units,
                     healthy: s.healthy(),
                     counters: s.counters.snapshot(),
@@ -835,38 +903,34 @@ impl MsmBackend for GpuBackend {
             }
         };
 
-        // Only devices that hold every set of bases of the batch (known here,
-        // without waiting for a busy device's lock).
-        let slots: Vec<&Slot> = self
-            .m
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|&(i, s)| {
-                s.healthy() && g1.iter().all(|(b, _)| b.resident[i]) && g2.iter().all(|(b, _)| b.resident[i])
-            })
-            .map(|(_, s)| s)
-            .collect();
-        if slots.is_empty() {
-            if !self.m.slots.is_empty() {
-                self.fallback_counted();
-            }
-            for u in &units {
-                let t = Instant::now();
-                let v = Self::unit_on_cpu(u, g1, g2);
-                self.count_cpu_msm(u, t.elapsed());
-                add(u, v, t.elapsed());
-            }
-            return Ok(out);
+        // The healthy devices (known here, without waiting for a busy
+        // device's lock) take the units whose bases every one of them holds;
+        // the CPU takes the others beside them. Devices load the same bases
+        // in the same order, so they hold the same sets unless one ran out of
+        // memory.
+        let slots: Vec<(usize, &Slot)> =
+            self.m.slots.iter().enumerate().filter(|(_, s)| s.healthy()).collect();
+        let held = |unit: &Unit| {
+            !slots.is_empty()
+                && unit.targets.iter().all(|(job, _, _)| {
+                    slots.iter().all(|&(i, _)| match *job {
+                        JobRef::G1(j) => g1[j].0.resident[i],
+                        JobRef::G2(j) => g2[j].0.resident[i],
+                    })
+                })
+        };
+        let (device_units, cpu_units): (Vec<Unit>, Vec<Unit>) = units.into_iter().partition(|u| held(u));
+        if !cpu_units.is_empty() && !self.m.slots.is_empty() {
+            // Work meant for a device (there is one) that the CPU does.
+            self.fallback_counted();
         }
-
-        let plan = schedule(units, slots.len());
+        let plan = if device_units.is_empty() { Vec::new() } else { schedule(device_units, slots.len()) };
         let results: Vec<Vec<(Unit, Vec<MsmValue>, Duration)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = plan
+            let mut handles: Vec<_> = plan
                 .into_iter()
                 .zip(&slots)
                 .filter(|(units, _)| !units.is_empty())
-                .map(|(units, slot)| {
+                .map(|(units, &(_, slot))| {
                     scope.spawn(move || {
                         units
                             .into_iter()
@@ -878,6 +942,19 @@ impl MsmBackend for GpuBackend {
                     })
                 })
                 .collect();
+            if !cpu_units.is_empty() {
+                handles.push(scope.spawn(move || {
+                    cpu_units
+                        .into_iter()
+                        .map(|u| {
+                            let t = Instant::now();
+                            let v = Self::unit_on_cpu(&u, g1, g2);
+                            self.count_cpu_msm(&u, t.elapsed());
+                            (u, v, t.elapsed())
+                        })
+                        .collect()
+                }));
+            }
             handles.into_iter().map(|h| h.join().expect("a device thread panicked")).collect()
         });
         for (u, v, took) in results.into_iter().flatten() {
@@ -1009,5 +1086,224 @@ mod tests {
             .map(|u| u.scalars.len())
             .sum();
         assert_eq!(covered, 4096, "the split ranges of h cover it once");
+    }
+
+    #[test]
+    fn memory_sizes_parse_or_say_what_is_wrong() {
+        assert_eq!(parse_memory_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_memory_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_memory_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_memory_size(" 4096 "), Ok(4096));
+        let e = parse_memory_size("8GB").unwrap_err();
+        assert!(e.contains("unknown unit \"GB\""), "{e}");
+        let e = parse_memory_size("lots").unwrap_err();
+        assert!(e.contains("not a memory size"), "{e}");
+        assert!(parse_memory_size("").unwrap_err().contains("not a memory size"));
+        assert!(parse_memory_size("1.2.3G").unwrap_err().contains("not a memory size"));
+        assert!(parse_memory_size("99999999TiB").unwrap_err().contains("too large"));
+    }
+
+    #[test]
+    fn logical_copies_share_their_device_budget() {
+        let config = |limit, logical| GpuConfig {
+            memory_limit: limit,
+            logical_per_device: logical,
+            ..GpuConfig::default()
+        };
+        assert_eq!(budget(&config(Some(1000), 1), 5000), 1000);
+        assert_eq!(budget(&config(Some(1000), 2), 5000), 500);
+        assert_eq!(budget(&config(Some(10_000), 1), 5000), 5000, "at most the device's memory");
+        assert_eq!(budget(&config(None, 2), 80 << 30), 36 << 30);
+    }
+
+    /// An OpenCL device (POCL in CI) with `limit` bytes, or `None` with the
+    /// reason printed (a panic instead with `MEDROLLUP_REQUIRE_OPENCL=1`).
+    fn opencl_with(limit: Option<u64>) -> Option<GpuBackend> {
+        let b = GpuBackend::new(&GpuConfig { memory_limit: limit, ..GpuConfig::opencl_any() });
+        if b.device_count() > 0 {
+            return Some(b);
+        }
+        let why = b.report().refused.join("; ");
+        assert!(
+            !std::env::var("MEDROLLUP_REQUIRE_OPENCL").is_ok_and(|v| v == "1"),
+            "MEDROLLUP_REQUIRE_OPENCL=1 but no device: {why}"
+        );
+        println!("skipped: no OpenCL device ({why})");
+        None
+    }
+
+    fn g1_points(n: usize) -> Vec<G1Affine> {
+        kat_points::<ark_bn254::g1::Config>(n, &mut ark_std::test_rng())
+    }
+
+    fn g2_points(n: usize) -> Vec<G2Affine> {
+        kat_points::<ark_bn254::g2::Config>(n, &mut ark_std::test_rng())
+    }
+
+    fn random_scalars(n: usize) -> Vec<Fr> {
+        let mut rng = ark_std::test_rng();
+        (0..n).map(|_| Fr::rand(&mut rng)).collect()
+    }
+
+    #[test]
+    fn working_memory_estimates_bound_what_the_calls_take() {
+        let Some(b) = opencl_with(None) else { return };
+        let slot = &b.m.slots[0];
+        for (n, curve) in [
+            (1, CurveId::G1),
+            (700, CurveId::G1),
+            (5000, CurveId::G1),
+            (700, CurveId::G2),
+            (3000, CurveId::G2),
+        ] {
+            let (packed, want_random, want_ones) = match curve {
+                CurveId::G1 => {
+                    let g = g1_points(n);
+                    let ones = vec![Fr::from(1u64); n];
+                    let w = |s: &[Fr]| MsmValue::G1(cpu::msm(&g, s));
+                    (layout::G1::pack(&g), w(&random_scalars(n)), w(&ones))
+                }
+                CurveId::G2 => {
+                    let g = g2_points(n);
+                    let ones = vec![Fr::from(1u64); n];
+                    let w = |s: &[Fr]| MsmValue::G2(cpu::msm(&g, s));
+                    (layout::G2::pack(&g), w(&random_scalars(n)), w(&ones))
+                }
+            };
+            for merged in [false, true] {
+                let mut ops = slot.lock();
+                ops.load_bases(7, curve, &packed, n, merged).unwrap();
+                // Random scalars fill every window; ones pile into one
+                // bucket (the most segment levels).
+                for (scalars, want) in
+                    [(random_scalars(n), want_random), (vec![Fr::from(1u64); n], want_ones)]
+                {
+                    let before = slot.meter.used();
+                    slot.meter.take_peak();
+                    let got = ops.msm(&scalars, &[Target { id: 7, curve, offset: 0 }]).unwrap();
+                    assert_eq!(got, [want]);
+                    let took = slot.meter.take_peak() - before;
+                    let bound = device::msm_working_bytes(n, curve, merged);
+                    println!("{curve:?} MSM of {n} (merged {merged}): took {took} bytes, bound {bound}");
+                    assert!(
+                        took <= bound,
+                        "{curve:?} MSM of {n} (merged {merged}) took {took} bytes, over the bound {bound}"
+                    );
+                    assert_eq!(slot.meter.used(), before, "every working buffer is given back");
+                }
+                ops.free_bases(7);
+            }
+        }
+        // The quotient on a domain whose tables are not made yet.
+        let n = 1 << 12;
+        let (a, bv, c) = (random_scalars(n), random_scalars(n + 1)[1..].to_vec(), vec![Fr::zero(); n]);
+        let mut want = [a.clone(), bv.clone(), c.clone()];
+        for v in &mut want {
+            cpu::ntt_in_place(v, NttDirection::Inverse, None);
+            cpu::ntt_in_place(v, NttDirection::Forward, Some(Fr::GENERATOR));
+        }
+        let [mut wa, wb, wc] = want;
+        crate::backend::pointwise_quotient(&mut wa, &wb, &wc);
+        cpu::ntt_in_place(&mut wa, NttDirection::Inverse, Some(Fr::GENERATOR));
+        let before = slot.meter.used();
+        slot.meter.take_peak();
+        let mut got = a;
+        slot.lock().quotient(&mut got, &bv, &c).unwrap();
+        assert_eq!(got, wa);
+        let took = slot.meter.take_peak() - before;
+        println!("quotient of {n}: took {took} bytes, bound {}", device::quotient_bytes(n));
+        assert!(took <= device::quotient_bytes(n), "the quotient of {n} took {took} bytes");
+    }
+
+    #[test]
+    fn bases_without_room_stay_on_the_host_and_their_msms_run_on_the_cpu() {
+        let n = 2000;
+        let (g1, g2, s) = (g1_points(n), g2_points(n), random_scalars(n));
+        // What admission leaves taken (the known-answer test's NTT tables).
+        let Some(probe) = opencl_with(None) else { return };
+        let admitted = probe.report().devices[0].memory_used;
+        drop(probe);
+        // Room for the G1 bases and an MSM over them, not for the G2 ones.
+        let need_g1 = layout::G1::pack(&g1).len() as u64
+            + device::msm_working_bytes(n, CurveId::G1, false).max(device::quotient_bytes(n));
+        let Some(b) = opencl_with(Some(admitted + need_g1)) else { return };
+        let (l1, l2) = (b.load_g1(&g1).unwrap(), b.load_g2(&g2).unwrap());
+        assert_eq!((l1.resident.clone(), l2.resident.clone()), (vec![true], vec![false]));
+        let out = crate::backend::msm_batch(&b, &[(&l1, &s)], &[(&l2, &s)]).unwrap();
+        assert_eq!(out.g1[0].0, cpu::msm(&g1, &s));
+        assert_eq!(out.g2[0].0, cpu::msm(&g2, &s));
+        let r = b.report();
+        let d = &r.devices[0];
+        assert!(d.healthy && d.counters.errors == 0, "{r:?}");
+        assert_eq!(d.counters.msm_points, n as u64, "the G1 MSM on the device: {r:?}");
+        assert_eq!(r.cpu.msm_points, n as u64, "the G2 MSM on the CPU: {r:?}");
+        assert_eq!(r.cpu.fallbacks, 1, "{r:?}");
+        assert!(d.memory_used <= d.memory_budget, "{r:?}");
+        // Bases that are dropped give their memory back.
+        drop(l1);
+        assert_eq!(b.report().devices[0].memory_used, admitted);
+    }
+
+    #[test]
+    fn out_of_memory_in_a_call_sends_it_to_the_cpu_and_keeps_the_device() {
+        let Some(b) = opencl_with(None) else { return };
+        let n = 1500;
+        let (g, s) = (g1_points(n), random_scalars(n));
+        let l = b.load_g1(&g).unwrap();
+        // Another program takes all but a little of the device's memory.
+        let meter = b.m.slots[0].meter.clone();
+        let ballast = meter.free() - 1024;
+        meter.take(ballast).unwrap();
+        assert_eq!(crate::backend::msm_g1(&b, &l, &s).unwrap(), cpu::msm(&g, &s));
+        let mut v = random_scalars(256);
+        let mut want = v.clone();
+        cpu::ntt_in_place(&mut want, NttDirection::Forward, None);
+        crate::backend::ntt(&b, &mut v, NttDirection::Forward, None).unwrap();
+        assert_eq!(v, want);
+        let r = b.report();
+        let d = &r.devices[0];
+        assert!(d.healthy && d.counters.errors == 0, "out of memory is no fault: {r:?}");
+        assert_eq!((d.counters.fallbacks, r.cpu.fallbacks), (2, 2), "{r:?}");
+        assert_eq!(
+            (d.counters.msm_points, r.cpu.msm_points, r.cpu.ntt_elements),
+            (0, n as u64, 256),
+            "{r:?}"
+        );
+        // With the memory back, the device works again.
+        meter.give_back(ballast);
+        assert_eq!(crate::backend::msm_g1(&b, &l, &s).unwrap(), cpu::msm(&g, &s));
+        assert_eq!(b.report().devices[0].counters.msm_points, n as u64);
+    }
+
+    #[test]
+    fn a_proof_on_a_device_too_small_for_its_key_is_ark_groth16s() {
+        use ark_bn254::Bn254;
+        use ark_groth16::Groth16;
+        use medrollup_circuits::circuit::BatchCircuit;
+        use medrollup_circuits::keys::{self, CircuitShape};
+
+        let Some(probe) = opencl_with(None) else { return };
+        let admitted = probe.report().devices[0].memory_used;
+        drop(probe);
+        let shape = CircuitShape { batch_size: 1, levels: 4 };
+        let (pk, w) = (keys::setup(shape, Some(5)).unwrap(), medrollup_circuits::sample::batch(shape));
+        // Room for the first bases the key loads (A's) and the calls over
+        // them, not for the next (B's in G1, as long).
+        let len = pk.a_query.len() - 1;
+        let need = (len * layout::G1::AFFINE_BYTES) as u64
+            + device::msm_working_bytes(len, CurveId::G1, false).max(device::quotient_bytes(len));
+        let Some(b) = opencl_with(Some(admitted + need)) else { return };
+        let key = crate::groth16::LoadedKey::load(&b, pk.clone()).unwrap();
+        let mut rng = ark_std::test_rng();
+        let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+        let (ours, _) = crate::groth16::prove(&b, &key, BatchCircuit::new(w.clone()), r, s).unwrap();
+        let theirs = Groth16::<Bn254>::create_proof_with_reduction(BatchCircuit::new(w), &pk, r, s).unwrap();
+        assert_eq!(ours, theirs);
+        let report = b.report();
+        let d = &report.devices[0];
+        assert!(d.healthy && d.counters.errors == 0, "{report:?}");
+        assert!(d.counters.msm_points >= len as u64, "A's MSM on the device: {report:?}");
+        assert!(report.cpu.msm_points >= 2 * len as u64, "B's MSMs on the CPU: {report:?}");
+        assert!(d.memory_used <= d.memory_budget, "{report:?}");
     }
 }

@@ -8,6 +8,7 @@ use super::source::{self, Dialect};
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU, Device, get_all_devices};
+use opencl3::error_codes::{CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_HOST_MEMORY, CL_OUT_OF_RESOURCES};
 use opencl3::kernel::{ExecuteKernel, Kernel};
 use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
 use opencl3::program::Program;
@@ -129,7 +130,16 @@ impl Runtime for OpenCl {
     fn alloc(&self, bytes: usize) -> Result<Buffer<u8>, GpuError> {
         // SAFETY: no host pointer is given; the buffer is owned by the result.
         unsafe { Buffer::<u8>::create(&self.context, CL_MEM_READ_WRITE, bytes.max(16), std::ptr::null_mut()) }
-            .map_err(|e| self.err(&format!("allocating {bytes} bytes"), e))
+            .map_err(|e| match e.0 {
+                CL_MEM_OBJECT_ALLOCATION_FAILURE | CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY => {
+                    GpuError::OutOfMemory {
+                        device: self.label.clone(),
+                        wanted: bytes as u64,
+                        detail: format!("the driver said {e}"),
+                    }
+                }
+                _ => self.err(&format!("allocating {bytes} bytes"), e),
+            })
     }
 
     fn upload(&self, buf: &mut Buffer<u8>, data: &[u8]) -> Result<(), GpuError> {

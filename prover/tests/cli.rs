@@ -1,0 +1,21 @@
+//! The prover binary's command line: bad settings are refused with what was
+//! wrong, before anything starts.
+
+use std::process::Command;
+
+fn prover(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_medrollup-prover")).args(args).output().expect("the binary runs")
+}
+
+#[test]
+fn a_device_memory_that_is_not_a_size_is_refused_with_the_reason() {
+    for (value, why) in [("8GB", "unknown unit \"GB\""), ("lots", "is not a memory size")] {
+        let out = prover(&["devices", "--devices", "none", "--device-memory", value]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{value}: accepted");
+        assert!(stderr.contains("--device-memory") && stderr.contains(why), "{value}: {stderr}");
+    }
+    let out = prover(&["devices", "--devices", "none", "--device-memory", "8GiB"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no device: the worker proves on the CPU"));
+}
