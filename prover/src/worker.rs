@@ -54,6 +54,9 @@ pub struct WorkerConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// Which devices to prove on (the CPU when none is usable).
     pub gpu: GpuConfig,
+    /// Proving keys kept loaded (their bases resident on the devices); the
+    /// least recently used goes first when another is needed.
+    pub max_keys: usize,
 }
 
 impl WorkerConfig {
@@ -68,6 +71,7 @@ impl WorkerConfig {
             progress: Duration::from_secs(5),
             metrics_addr: None,
             gpu: GpuConfig::default(),
+            max_keys: 2,
         }
     }
 }
@@ -238,7 +242,9 @@ struct Worker {
     config: WorkerConfig,
     js: jetstream::Context,
     backend: GpuBackend,
-    keys: HashMap<String, Arc<LoadedKey<GpuBackend>>>,
+    /// Loaded keys by hash, with when each was last used.
+    keys: HashMap<String, (Arc<LoadedKey<GpuBackend>>, u64)>,
+    uses: u64,
     metrics: Metrics,
     busy: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
@@ -280,6 +286,7 @@ pub async fn run(
         js: js.clone(),
         backend: backend.clone(),
         keys: HashMap::new(),
+        uses: 0,
         metrics: Metrics::new(backend.clone()),
         busy: Arc::new(AtomicBool::new(false)),
         done: Arc::new(AtomicU64::new(0)),
@@ -540,7 +547,9 @@ impl Worker {
         sha256: &str,
         shape: CircuitShape,
     ) -> Result<Arc<LoadedKey<GpuBackend>>, JobError> {
-        if let Some(k) = self.keys.get(sha256) {
+        self.uses += 1;
+        if let Some((k, used)) = self.keys.get_mut(sha256) {
+            *used = self.uses;
             return Ok(k.clone());
         }
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -577,6 +586,11 @@ impl Worker {
                 b
             }
         };
+        // Room for this one: the least recently used keys go (with their
+        // bases on the devices) before it loads.
+        for old in evict_least_recent(&mut self.keys, self.config.max_keys.max(1) - 1) {
+            info!(sha256 = %old, max_keys = self.config.max_keys, "proving key unloaded (the least recently used)");
+        }
         let backend = self.backend.clone();
         let sha = sha256.to_string();
         let loaded = tokio::task::spawn_blocking(move || {
@@ -590,7 +604,39 @@ impl Worker {
         .await
         .map_err(|e| JobError::Fatal(format!("loading the key panicked: {e}")))??;
         let loaded = Arc::new(loaded);
-        self.keys.insert(sha256.to_string(), loaded.clone());
+        self.keys.insert(sha256.to_string(), (loaded.clone(), self.uses));
         Ok(loaded)
+    }
+}
+
+/// Drops the least recently used entries until at most `keep` are left;
+/// returns their names.
+fn evict_least_recent<V>(entries: &mut HashMap<String, (V, u64)>, keep: usize) -> Vec<String> {
+    let mut gone = Vec::new();
+    while entries.len() > keep {
+        let oldest = entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
+        let Some(oldest) = oldest else { break };
+        entries.remove(&oldest);
+        gone.push(oldest);
+    }
+    gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_least_recently_used_keys_are_dropped_first() {
+        let mut keys: HashMap<String, (Arc<u32>, u64)> = HashMap::new();
+        for (name, used) in [("a", 5), ("b", 2), ("c", 9)] {
+            keys.insert(name.into(), (Arc::new(used as u32), used));
+        }
+        let b = Arc::downgrade(&keys["b"].0);
+        assert!(evict_least_recent(&mut keys, 3).is_empty());
+        assert_eq!(evict_least_recent(&mut keys, 2), ["b"]);
+        assert!(b.upgrade().is_none(), "an unloaded key is dropped (its device memory freed)");
+        assert_eq!(evict_least_recent(&mut keys, 0), ["a", "c"]);
+        assert!(keys.is_empty());
     }
 }

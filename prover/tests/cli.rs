@@ -19,3 +19,11 @@ fn a_device_memory_that_is_not_a_size_is_refused_with_the_reason() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no device: the worker proves on the CPU"));
 }
+
+#[test]
+fn a_worker_that_may_keep_no_key_is_refused() {
+    let out = prover(&["worker", "--name", "w", "--nats-url", "nats://127.0.0.1:1", "--max-keys", "0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("--max-keys") && stderr.contains("0 is not in 1.."), "{stderr}");
+}

@@ -74,6 +74,10 @@ enum Command {
         /// run on the CPU.
         #[arg(long, env = "MEDROLLUP_DEVICE_MEMORY", value_parser = parse_memory_size)]
         device_memory: Option<u64>,
+        /// Proving keys kept loaded at once (each holds its bases on every
+        /// device); the least recently used is unloaded for a new one.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
+        max_keys: u64,
     },
 }
 
@@ -120,6 +124,7 @@ async fn main() -> anyhow::Result<()> {
             opencl_cpu,
             precompute_min,
             device_memory,
+            max_keys,
         } => {
             let mut config = WorkerConfig::local(&name);
             config.nats_url = nats_url;
@@ -136,6 +141,7 @@ async fn main() -> anyhow::Result<()> {
             config.gpu.opencl_cpu = opencl_cpu;
             config.gpu.precompute_min = precompute_min;
             config.gpu.memory_limit = device_memory;
+            config.max_keys = max_keys as usize;
             worker::run(config, medrollup_wire::service::shutdown_signal()).await?;
         }
     }
