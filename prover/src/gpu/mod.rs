@@ -487,6 +487,8 @@ struct Unit<'a> {
     offset: usize,
     /// (job, bases id, curve).
     targets: Vec<(JobRef, u64, CurveId)>,
+    /// Per device being scheduled: whether it holds every target's bases.
+    on: Vec<bool>,
 }
 
 impl Unit<'_> {
@@ -509,7 +511,7 @@ const MIN_SPLIT: usize = 1 << 10;
 /// The scheduler's plan: merge MSMs over the same scalars when there are
 /// fewer devices than MSMs (one sort serves them all), split the largest by
 /// ranges when there are more, then place the units largest first on the
-/// least loaded device.
+/// least loaded device that holds their bases (every unit is held by one).
 fn schedule(units: Vec<Unit<'_>>, devices: usize) -> Vec<Vec<Unit<'_>>> {
     let mut units = units;
     if devices < units.len() {
@@ -519,6 +521,7 @@ fn schedule(units: Vec<Unit<'_>>, devices: usize) -> Vec<Vec<Unit<'_>>> {
                 m.offset == u.offset
                     && std::ptr::eq(m.scalars, u.scalars)
                     && m.scalars.len() == u.scalars.len()
+                    && m.on == u.on
             }) {
                 Some(m) => m.targets.extend(u.targets),
                 None => merged.push(u),
@@ -526,25 +529,39 @@ fn schedule(units: Vec<Unit<'_>>, devices: usize) -> Vec<Vec<Unit<'_>>> {
         }
         units = merged;
     }
+    // Split while some set of devices has fewer units than devices (with
+    // every device holding every set of bases: while there are fewer units
+    // than devices).
+    let idle = |units: &[Unit], u: &Unit| {
+        units.iter().filter(|v| v.on == u.on).count() < u.on.iter().filter(|&&on| on).count()
+    };
     while units.len() < devices {
         let Some((i, _)) = units
             .iter()
             .enumerate()
-            .filter(|(_, u)| u.scalars.len() >= 2 * MIN_SPLIT)
+            .filter(|(_, u)| u.scalars.len() >= 2 * MIN_SPLIT && idle(&units, u))
             .max_by_key(|(_, u)| u.cost())
         else {
             break;
         };
         let u = units.swap_remove(i);
         let mid = u.scalars.len() / 2;
-        units.push(Unit { scalars: &u.scalars[..mid], offset: u.offset, targets: u.targets.clone() });
-        units.push(Unit { scalars: &u.scalars[mid..], offset: u.offset + mid, targets: u.targets });
+        units.push(Unit {
+            scalars: &u.scalars[..mid],
+            offset: u.offset,
+            targets: u.targets.clone(),
+            on: u.on.clone(),
+        });
+        units.push(Unit { scalars: &u.scalars[mid..], offset: u.offset + mid, targets: u.targets, on: u.on });
     }
     units.sort_by_key(|u| std::cmp::Reverse(u.cost()));
     let mut plan: Vec<Vec<Unit>> = vec![Vec::new(); devices];
     let mut load = vec![0usize; devices];
     for u in units {
-        let d = (0..devices).min_by_key(|&d| load[d]).expect("at least one device");
+        let d = (0..devices)
+            .filter(|&d| u.on[d])
+            .min_by_key(|&d| load[d])
+            .expect("a unit is scheduled only where some device holds its bases");
         load[d] += u.cost();
         plan[d].push(u);
     }
@@ -873,10 +890,20 @@ impl MsmBackend for GpuBackend {
     ) -> Result<MsmBatch, BackendError> {
         let mut units: Vec<Unit> = Vec::new();
         for (j, (b, s)) in g1.iter().enumerate() {
-            units.push(Unit { scalars: s, offset: 0, targets: vec![(JobRef::G1(j), b.id, CurveId::G1)] });
+            units.push(Unit {
+                scalars: s,
+                offset: 0,
+                targets: vec![(JobRef::G1(j), b.id, CurveId::G1)],
+                on: Vec::new(),
+            });
         }
         for (j, (b, s)) in g2.iter().enumerate() {
-            units.push(Unit { scalars: s, offset: 0, targets: vec![(JobRef::G2(j), b.id, CurveId::G2)] });
+            units.push(Unit {
+                scalars: s,
+                offset: 0,
+                targets: vec![(JobRef::G2(j), b.id, CurveId::G2)],
+                on: Vec::new(),
+            });
         }
         let mut out = MsmBatch {
             g1: vec![(G1Projective::zero(), Duration::ZERO); g1.len()],
@@ -904,22 +931,24 @@ impl MsmBackend for GpuBackend {
         };
 
         // The healthy devices (known here, without waiting for a busy
-        // device's lock) take the units whose bases every one of them holds;
-        // the CPU takes the others beside them. Devices load the same bases
-        // in the same order, so they hold the same sets unless one ran out of
-        // memory.
+        // device's lock) take the units whose bases they hold, each on one of
+        // those; the CPU takes the units no device holds (bases that did not
+        // fit), beside them.
         let slots: Vec<(usize, &Slot)> =
             self.m.slots.iter().enumerate().filter(|(_, s)| s.healthy()).collect();
-        let held = |unit: &Unit| {
-            !slots.is_empty()
-                && unit.targets.iter().all(|(job, _, _)| {
-                    slots.iter().all(|&(i, _)| match *job {
+        for u in &mut units {
+            u.on = slots
+                .iter()
+                .map(|&(i, _)| {
+                    u.targets.iter().all(|(job, _, _)| match *job {
                         JobRef::G1(j) => g1[j].0.resident[i],
                         JobRef::G2(j) => g2[j].0.resident[i],
                     })
                 })
-        };
-        let (device_units, cpu_units): (Vec<Unit>, Vec<Unit>) = units.into_iter().partition(|u| held(u));
+                .collect();
+        }
+        let (device_units, cpu_units): (Vec<Unit>, Vec<Unit>) =
+            units.into_iter().partition(|u| u.on.iter().any(|&on| on));
         if !cpu_units.is_empty() && !self.m.slots.is_empty() {
             // Work meant for a device (there is one) that the CPU does.
             self.fallback_counted();
@@ -1052,7 +1081,7 @@ mod tests {
 
     fn unit(s: &[Fr], job: usize, curve: CurveId) -> Unit<'_> {
         let j = if curve == CurveId::G1 { JobRef::G1(job) } else { JobRef::G2(job) };
-        Unit { scalars: s, offset: 0, targets: vec![(j, job as u64, curve)] }
+        Unit { scalars: s, offset: 0, targets: vec![(j, job as u64, curve)], on: vec![true; 8] }
     }
 
     #[test]
@@ -1086,6 +1115,49 @@ mod tests {
             .map(|u| u.scalars.len())
             .sum();
         assert_eq!(covered, 4096, "the split ranges of h cover it once");
+    }
+
+    #[test]
+    fn units_go_only_to_devices_that_hold_their_bases() {
+        let h = vec![Fr::zero(); 4096];
+        let z = vec![Fr::zero(); 4096];
+        fn only(mut u: Unit<'_>, d: usize) -> Unit<'_> {
+            u.on = vec![false; 8];
+            u.on[d] = true;
+            u
+        }
+        let (h, z) = (&h[..], &z[..]);
+        // Device 1 holds only z's G1 bases (job 1); device 0 holds everything.
+        let mut lone = unit(z, 1, CurveId::G1);
+        lone.on = vec![true, true];
+        let units = vec![
+            only(unit(h, 0, CurveId::G1), 0),
+            lone,
+            only(unit(z, 2, CurveId::G1), 0),
+            only(unit(z, 3, CurveId::G2), 0),
+        ];
+        let plan = schedule(units.clone(), 2);
+        for (d, placed) in plan.iter().enumerate() {
+            for u in placed {
+                assert!(u.on[d], "a unit on device {d}, which lacks its bases");
+            }
+        }
+        // z's three MSMs do not merge (their devices differ), and device 1
+        // gets the one it holds.
+        assert_eq!(plan[1].len(), 1);
+        assert!(matches!(plan[1][0].targets[..], [(JobRef::G1(1), _, _)]));
+        // With eight devices, a unit held by one device is not split: only
+        // the one both devices hold is, and only onto those two.
+        let eight: Vec<Unit> = units
+            .into_iter()
+            .map(|mut u| {
+                u.on.resize(8, false);
+                u
+            })
+            .collect();
+        let plan = schedule(eight, 8);
+        assert!(plan[2..].iter().all(Vec::is_empty));
+        assert_eq!(plan.iter().map(Vec::len).sum::<usize>(), 5);
     }
 
     #[test]
@@ -1242,6 +1314,37 @@ mod tests {
         // Bases that are dropped give their memory back.
         drop(l1);
         assert_eq!(b.report().devices[0].memory_used, admitted);
+    }
+
+    #[test]
+    fn bases_that_fit_one_device_of_two_are_proved_there_not_on_the_cpu() {
+        let b = GpuBackend::new(&GpuConfig { logical_per_device: 2, ..GpuConfig::opencl_any() });
+        if b.device_count() < 2 {
+            assert!(!std::env::var("MEDROLLUP_REQUIRE_OPENCL").is_ok_and(|v| v == "1"), "no OpenCL device");
+            println!("skipped: no OpenCL device ({})", b.report().refused.join("; "));
+            return;
+        }
+        let n = 3000;
+        let (g1, g2, s) = (g1_points(n), g2_points(n), random_scalars(n));
+        let shared = b.load_g1(&g1).unwrap();
+        // Another program holds device 1's memory while the G2 bases load.
+        let meter = b.m.slots[1].meter.clone();
+        let ballast = meter.free();
+        meter.take(ballast).unwrap();
+        let lone = b.load_g2(&g2).unwrap();
+        meter.give_back(ballast);
+        assert_eq!((shared.resident.clone(), lone.resident.clone()), (vec![true, true], vec![true, false]));
+        let out =
+            crate::backend::msm_batch(&b, &[(&shared, &s), (&shared, &s[..n / 2])], &[(&lone, &s)]).unwrap();
+        assert_eq!(out.g1[0].0, cpu::msm(&g1, &s));
+        assert_eq!(out.g1[1].0, cpu::msm(&g1[..n / 2], &s[..n / 2]));
+        assert_eq!(out.g2[0].0, cpu::msm(&g2, &s));
+        let r = b.report();
+        assert_eq!((r.cpu.msm_points, r.cpu.fallbacks), (0, 0), "nothing on the CPU: {r:?}");
+        assert!(
+            r.devices.iter().all(|d| d.healthy && d.counters.msm_points > 0),
+            "both devices worked: {r:?}"
+        );
     }
 
     #[test]
