@@ -587,13 +587,15 @@ impl Worker {
             }
         };
         // Room for this one: the least recently used keys go (with their
-        // bases on the devices) before it loads.
-        for old in evict_least_recent(&mut self.keys, self.config.max_keys.max(1) - 1) {
+        // bases on the devices, freed off the async threads) before it loads.
+        let unloaded = evict_least_recent(&mut self.keys, self.config.max_keys.max(1) - 1);
+        for (old, _) in &unloaded {
             info!(sha256 = %old, max_keys = self.config.max_keys, "proving key unloaded (the least recently used)");
         }
         let backend = self.backend.clone();
         let sha = sha256.to_string();
         let loaded = tokio::task::spawn_blocking(move || {
+            drop(unloaded);
             let pk =
                 keys::proving_key_from_bytes(&bytes, &sha).map_err(|e| JobError::Fatal(e.to_string()))?;
             let key = LoadedKey::load(&backend, pk).map_err(|e| JobError::Fatal(e.to_string()))?;
@@ -609,15 +611,15 @@ impl Worker {
     }
 }
 
-/// Drops the least recently used entries until at most `keep` are left;
-/// returns their names.
-fn evict_least_recent<V>(entries: &mut HashMap<String, (V, u64)>, keep: usize) -> Vec<String> {
+/// Takes out the least recently used entries until at most `keep` are
+/// left; returns them, oldest first.
+fn evict_least_recent<V>(entries: &mut HashMap<String, (V, u64)>, keep: usize) -> Vec<(String, V)> {
     let mut gone = Vec::new();
     while entries.len() > keep {
         let oldest = entries.iter().min_by_key(|(_, (_, used))| *used).map(|(k, _)| k.clone());
         let Some(oldest) = oldest else { break };
-        entries.remove(&oldest);
-        gone.push(oldest);
+        let (value, _) = entries.remove(&oldest).expect("found above");
+        gone.push((oldest, value));
     }
     gone
 }
@@ -633,10 +635,11 @@ mod tests {
             keys.insert(name.into(), (Arc::new(used as u32), used));
         }
         let b = Arc::downgrade(&keys["b"].0);
+        let names = |v: Vec<(String, Arc<u32>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
         assert!(evict_least_recent(&mut keys, 3).is_empty());
-        assert_eq!(evict_least_recent(&mut keys, 2), ["b"]);
-        assert!(b.upgrade().is_none(), "an unloaded key is dropped (its device memory freed)");
-        assert_eq!(evict_least_recent(&mut keys, 0), ["a", "c"]);
+        assert_eq!(names(evict_least_recent(&mut keys, 2)), ["b"]);
+        assert!(b.upgrade().is_none(), "an unloaded key is dropped once let go (its device memory freed)");
+        assert_eq!(names(evict_least_recent(&mut keys, 0)), ["a", "c"]);
         assert!(keys.is_empty());
     }
 }

@@ -46,8 +46,11 @@ impl Meter {
     pub(crate) fn out_of_memory(&self, wanted: u64) -> GpuError {
         GpuError::OutOfMemory {
             device: self.label.clone(),
-            wanted,
-            detail: format!("{} of its budget of {} bytes free", self.free(), self.budget),
+            detail: format!(
+                "{wanted} bytes wanted, {} of its budget of {} bytes free",
+                self.free(),
+                self.budget
+            ),
         }
     }
 
@@ -177,7 +180,7 @@ mod tests {
         let e = m.take(401).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "dev: out of memory: 401 bytes wanted; 400 of its budget of 1000 bytes free"
+            "dev: out of memory: 401 bytes wanted, 400 of its budget of 1000 bytes free"
         );
         assert_eq!(m.used(), 600, "a refused allocation takes nothing");
         m.take(400).unwrap();

@@ -297,8 +297,7 @@ impl Runtime for Cuda {
             if e.0 == cudarc::driver::sys::CUresult::CUDA_ERROR_OUT_OF_MEMORY {
                 GpuError::OutOfMemory {
                     device: self.label.clone(),
-                    wanted: bytes as u64,
-                    detail: format!("the driver said {e}"),
+                    detail: format!("{bytes} bytes wanted, and the driver said {e}"),
                 }
             } else {
                 self.err(&format!("allocating {bytes} bytes"), e)

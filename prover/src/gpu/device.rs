@@ -107,6 +107,9 @@ pub(crate) trait DeviceOps: Send {
     fn quotient_from_evals(&mut self, a: &mut [Fr], b: &[Fr], c: &[Fr]) -> Result<(), GpuError>;
     /// The whole quotient on this device, into `a`.
     fn quotient(&mut self, a: &mut [Fr], b: &[Fr], c: &[Fr]) -> Result<(), GpuError>;
+    /// Frees the cached NTT and coset tables (made again when needed): what
+    /// a device short of memory gives up first.
+    fn drop_caches(&mut self);
     /// Makes every launch after the next `launches` fail (a test's fault).
     fn inject_fault(&self, launches: usize);
     /// The time of one forward NTT of 2^log_n elements already on the device
@@ -140,7 +143,7 @@ pub(crate) fn window_bits(n: usize) -> u32 {
 }
 
 /// Windows of `c` bits covering a 254-bit scalar whose top window may carry.
-fn windows(c: u32) -> u32 {
+pub(crate) fn windows(c: u32) -> u32 {
     254u32.div_ceil(c)
 }
 
@@ -174,11 +177,31 @@ pub(crate) fn msm_working_bytes(n: usize, curve: CurveId, merged: bool) -> u64 {
     sort + sums + reduce
 }
 
+/// The NTT and coset tables of a domain of `n` (kept once made): half a
+/// domain of twiddles each way, the coset's powers and scaled inverse
+/// powers, and a few constants.
+pub(crate) fn tables_bytes(n: usize) -> u64 {
+    3 * n.next_power_of_two() as u64 * FIELD_BYTES as u64 + 256
+}
+
 /// An upper bound on the device memory the quotient of a domain of `n`
-/// takes: its three vectors, a scratch one, the NTT and coset tables (kept
-/// once made), and a few constants.
+/// takes: its three vectors, a scratch one, its tables and a few constants.
 pub(crate) fn quotient_bytes(n: usize) -> u64 {
-    7 * n.next_power_of_two() as u64 * FIELD_BYTES as u64 + 1024
+    4 * n.next_power_of_two() as u64 * FIELD_BYTES as u64 + tables_bytes(n) + 768
+}
+
+/// What a call over bases of `len` points may take beyond what stays
+/// resident: an MSM over all of them (beside the tables a quotient of a
+/// domain as large leaves behind), or that quotient.
+pub(crate) fn call_bytes(len: usize, curve: CurveId, merged: bool) -> u64 {
+    (msm_working_bytes(len, curve, merged) + tables_bytes(len)).max(quotient_bytes(len))
+}
+
+fn affine_bytes(curve: CurveId) -> usize {
+    match curve {
+        CurveId::G1 => G1::AFFINE_BYTES,
+        CurveId::G2 => G2::AFFINE_BYTES,
+    }
 }
 
 struct Level<B> {
@@ -249,6 +272,45 @@ impl<R: Runtime> DeviceState<Metered<R>> {
 }
 
 impl<R: Runtime> DeviceState<R> {
+    /// The room the calls over the resident bases need (the largest of
+    /// them), with the precomputed ones counted as plain if `all_plain`.
+    fn reserve(&self, all_plain: bool) -> u64 {
+        let call = |r: &Resident<R::Buf>| call_bytes(r.len, r.curve, r.precomputed.is_some() && !all_plain);
+        self.bases.values().map(call).max().unwrap_or(0)
+    }
+
+    /// The memory the precomputed multiples of the resident bases take.
+    fn precomputed_extra(&self) -> u64 {
+        self.bases
+            .values()
+            .filter_map(|r| {
+                r.precomputed.map(|c| ((windows(c) - 1) as usize * r.len * affine_bytes(r.curve)) as u64)
+            })
+            .sum()
+    }
+
+    /// Gives up the precomputed multiples of the largest precomputed set:
+    /// its points (the first window's multiples) stay, plain.
+    fn demote_largest(&mut self) -> Result<(), GpuError> {
+        let Some(id) = self
+            .bases
+            .iter()
+            .filter(|(_, r)| r.precomputed.is_some())
+            .max_by_key(|(_, r)| r.len * affine_bytes(r.curve))
+            .map(|(&id, _)| id)
+        else {
+            return Err(GpuError::Unsupported("no precomputed bases to give up".into()));
+        };
+        let old = self.bases.remove(&id).expect("found above");
+        let mut points = vec![0u8; old.len * affine_bytes(old.curve)];
+        self.rt.download(&old.buf, &mut points)?;
+        drop(old.buf);
+        let mut buf = self.rt.alloc(points.len())?;
+        self.rt.upload(&mut buf, &points)?;
+        self.bases.insert(id, Resident { buf, precomputed: None, ..old });
+        Ok(())
+    }
+
     /// Launches `kernel` over `threads` threads (nothing for none).
     fn launch(&self, kernel: &str, threads: usize, args: &[KArg<'_, R::Buf>]) -> Result<(), GpuError> {
         self.launch_groups(kernel, threads.div_ceil(GROUP), GROUP, args)
@@ -666,38 +728,42 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         }
         let c = window_bits(len);
         let sets = windows(c) as usize;
-        // Resident only with room left for the largest call over them: an MSM
-        // of every base, or the quotient of a domain as large.
         let plain = packed.len() as u64;
-        let working = |merged| msm_working_bytes(len, curve, merged).max(quotient_bytes(len));
-        let free = self.meter.free();
-        // Precomputed (sets times the bases) where that room remains.
-        let precomputed =
-            if precompute && len > 0 && len * sets < MAX_MSM && plain * sets as u64 + working(true) <= free {
-                match self.rt.alloc(packed.len() * sets) {
-                    Ok(b) => Some((b, c)),
-                    Err(GpuError::OutOfMemory { .. }) => None,
-                    Err(e) => return Err(e),
-                }
-            } else {
-                None
-            };
+        // Resident only with room left for the largest call over any
+        // resident set, this one included (calls on a device run one at a
+        // time). Room is made first by giving up other sets' precomputed
+        // multiples, where that suffices.
+        let room = |state: &Self, merged: bool, all_plain: bool| {
+            state.reserve(all_plain).max(call_bytes(len, curve, merged))
+        };
+        if plain + room(self, false, true) > self.meter.free() + self.precomputed_extra() {
+            return Err(GpuError::OutOfMemory {
+                device: self.rt.label().to_string(),
+                detail: format!(
+                    "{plain} bytes of bases wanted, {} of its budget of {} bytes free, and the calls over its bases need up to {} more while they run",
+                    self.meter.free(),
+                    self.meter.budget(),
+                    room(self, false, true)
+                ),
+            });
+        }
+        while plain + room(self, false, false) > self.meter.free() {
+            self.demote_largest()?;
+        }
+        // Precomputed (sets times the bases) where the room remains; any
+        // failure leaves them plain.
+        let precomputed = if precompute
+            && len > 0
+            && len * sets < MAX_MSM
+            && plain * sets as u64 + room(self, true, false) <= self.meter.free()
+        {
+            self.rt.alloc(packed.len() * sets).ok().map(|b| (b, c))
+        } else {
+            None
+        };
         let (mut buf, c) = match precomputed {
             Some((b, c)) => (b, Some(c)),
-            None => {
-                if plain + working(false) > free {
-                    return Err(GpuError::OutOfMemory {
-                        device: self.rt.label().to_string(),
-                        wanted: plain,
-                        detail: format!(
-                            "{free} of its budget of {} bytes free, and an MSM over these bases needs up to {} more while it runs",
-                            self.meter.budget(),
-                            working(false)
-                        ),
-                    });
-                }
-                (self.rt.alloc(packed.len())?, None)
-            }
+            None => (self.rt.alloc(packed.len())?, None),
         };
         self.rt.upload(&mut buf, packed)?;
         if let Some(c) = c {
@@ -804,6 +870,11 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         let (cb, bb, mut ab) = (bufs.pop().expect("c"), bufs.pop().expect("b"), bufs.pop().expect("a"));
         self.pointwise_and_interpolate(&mut ab, &bb, &cb, &mut scratch, log_n)?;
         self.finish_into(&ab, a)
+    }
+
+    fn drop_caches(&mut self) {
+        self.ntt.clear();
+        self.cosets.clear();
     }
 
     fn inject_fault(&self, launches: usize) {

@@ -8,7 +8,9 @@ use super::source::{self, Dialect};
 use opencl3::command_queue::CommandQueue;
 use opencl3::context::Context;
 use opencl3::device::{CL_DEVICE_TYPE_ALL, CL_DEVICE_TYPE_CPU, Device, get_all_devices};
-use opencl3::error_codes::{CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_HOST_MEMORY, CL_OUT_OF_RESOURCES};
+use opencl3::error_codes::{
+    CL_MEM_OBJECT_ALLOCATION_FAILURE, CL_OUT_OF_HOST_MEMORY, CL_OUT_OF_RESOURCES, ClError,
+};
 use opencl3::kernel::{ExecuteKernel, Kernel};
 use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
 use opencl3::program::Program;
@@ -101,7 +103,15 @@ impl OpenCl {
         Ok(Self { label, device, context, queue, program, kernels: Mutex::new(HashMap::new()) })
     }
 
-    fn err(&self, op: &str, e: impl std::fmt::Display) -> GpuError {
+    /// The error for `op`. OpenCL backs buffers lazily: a shortage of device
+    /// memory can show at a copy or a launch as well as at the allocation.
+    fn err(&self, op: &str, e: ClError) -> GpuError {
+        if e.0 == CL_MEM_OBJECT_ALLOCATION_FAILURE {
+            return GpuError::OutOfMemory {
+                device: self.label.clone(),
+                detail: format!("{op}: the driver said {e}"),
+            };
+        }
         GpuError::Call { device: self.label.clone(), op: op.into(), reason: e.to_string() }
     }
 
@@ -131,13 +141,12 @@ impl Runtime for OpenCl {
         // SAFETY: no host pointer is given; the buffer is owned by the result.
         unsafe { Buffer::<u8>::create(&self.context, CL_MEM_READ_WRITE, bytes.max(16), std::ptr::null_mut()) }
             .map_err(|e| match e.0 {
-                CL_MEM_OBJECT_ALLOCATION_FAILURE | CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY => {
-                    GpuError::OutOfMemory {
-                        device: self.label.clone(),
-                        wanted: bytes as u64,
-                        detail: format!("the driver said {e}"),
-                    }
-                }
+                // At the allocation, the out-of-resources answers are about
+                // memory too (at a launch they can be a kernel's fault).
+                CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY => GpuError::OutOfMemory {
+                    device: self.label.clone(),
+                    detail: format!("allocating {bytes} bytes: the driver said {e}"),
+                },
                 _ => self.err(&format!("allocating {bytes} bytes"), e),
             })
     }

@@ -53,13 +53,11 @@ pub enum GpuError {
     /// An allocation that does not fit the device's memory budget, or that
     /// the driver refused for want of memory. Not a fault: the work goes to
     /// the CPU and the device stays in service.
-    #[error("{device}: out of memory: {wanted} bytes wanted; {detail}")]
+    #[error("{device}: out of memory: {detail}")]
     OutOfMemory {
         /// The device.
         device: String,
-        /// The allocation's size.
-        wanted: u64,
-        /// What was free, or what the driver said.
+        /// What was wanted and what was free, or what the driver said.
         detail: String,
     },
     /// A failure injected by a test.
