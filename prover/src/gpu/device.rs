@@ -289,8 +289,23 @@ impl<R: Runtime> DeviceState<R> {
             .sum()
     }
 
+    /// `packed` with its multiples 2^(c·w)·P for every window w, on the device.
+    fn precomputed(&self, curve: CurveId, packed: &[u8], len: usize, c: u32) -> Result<R::Buf, GpuError> {
+        let sets = windows(c);
+        let mut buf = self.rt.alloc(packed.len() * sets as usize)?;
+        self.rt.upload(&mut buf, packed)?;
+        let name = match curve {
+            CurveId::G1 => "G1_precompute",
+            CurveId::G2 => "G2_precompute",
+        };
+        self.launch(name, len, &[KArg::Buf(&buf), KArg::U32(len as u32), KArg::U32(c), KArg::U32(sets)])?;
+        self.rt.sync()?;
+        Ok(buf)
+    }
+
     /// Gives up the precomputed multiples of the largest precomputed set:
-    /// its points (the first window's multiples) stay, plain.
+    /// its points (the first window's multiples) stay, plain. If the device
+    /// fails on the way the set is lost here (its MSMs then go elsewhere).
     fn demote_largest(&mut self) -> Result<(), GpuError> {
         let Some(id) = self
             .bases
@@ -301,9 +316,10 @@ impl<R: Runtime> DeviceState<R> {
         else {
             return Err(GpuError::Unsupported("no precomputed bases to give up".into()));
         };
-        let old = self.bases.remove(&id).expect("found above");
+        let old = &self.bases[&id];
         let mut points = vec![0u8; old.len * affine_bytes(old.curve)];
         self.rt.download(&old.buf, &mut points)?;
+        let old = self.bases.remove(&id).expect("found above");
         drop(old.buf);
         let mut buf = self.rt.alloc(points.len())?;
         self.rt.upload(&mut buf, &points)?;
@@ -731,11 +747,14 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         let plain = packed.len() as u64;
         // Resident only with room left for the largest call over any
         // resident set, this one included (calls on a device run one at a
-        // time). Room is made first by giving up other sets' precomputed
-        // multiples, where that suffices.
+        // time). Room is made first by freeing the cached NTT tables, then by
+        // giving up other sets' precomputed multiples, where that suffices.
         let room = |state: &Self, merged: bool, all_plain: bool| {
             state.reserve(all_plain).max(call_bytes(len, curve, merged))
         };
+        if plain + room(self, false, false) > self.meter.free() {
+            self.drop_caches();
+        }
         if plain + room(self, false, true) > self.meter.free() + self.precomputed_extra() {
             return Err(GpuError::OutOfMemory {
                 device: self.rt.label().to_string(),
@@ -750,35 +769,26 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         while plain + room(self, false, false) > self.meter.free() {
             self.demote_largest()?;
         }
-        // Precomputed (sets times the bases) where the room remains; any
-        // failure leaves them plain.
-        let precomputed = if precompute
+        // Precomputed (sets times the bases) where the room remains. Out of
+        // memory on the way (OpenCL may report it at the copy or the launch)
+        // leaves them plain.
+        if precompute
             && len > 0
             && len * sets < MAX_MSM
             && plain * sets as u64 + room(self, true, false) <= self.meter.free()
         {
-            self.rt.alloc(packed.len() * sets).ok().map(|b| (b, c))
-        } else {
-            None
-        };
-        let (mut buf, c) = match precomputed {
-            Some((b, c)) => (b, Some(c)),
-            None => (self.rt.alloc(packed.len())?, None),
-        };
-        self.rt.upload(&mut buf, packed)?;
-        if let Some(c) = c {
-            let name = match curve {
-                CurveId::G1 => "G1_precompute",
-                CurveId::G2 => "G2_precompute",
-            };
-            self.launch(
-                name,
-                len,
-                &[KArg::Buf(&buf), KArg::U32(len as u32), KArg::U32(c), KArg::U32(sets as u32)],
-            )?;
-            self.rt.sync()?;
+            match self.precomputed(curve, packed, len, c) {
+                Ok(buf) => {
+                    self.bases.insert(id, Resident { buf, curve, len, precomputed: Some(c) });
+                    return Ok(());
+                }
+                Err(GpuError::OutOfMemory { .. } | GpuError::Call { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
-        self.bases.insert(id, Resident { buf, curve, len, precomputed: c });
+        let mut buf = self.rt.alloc(packed.len())?;
+        self.rt.upload(&mut buf, packed)?;
+        self.bases.insert(id, Resident { buf, curve, len, precomputed: None });
         Ok(())
     }
 
@@ -788,10 +798,9 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
 
     fn msm(&mut self, scalars: &[Fr], targets: &[Target]) -> Result<Vec<MsmValue>, GpuError> {
         for t in targets {
-            let r = self
-                .bases
-                .get(&t.id)
-                .ok_or_else(|| GpuError::Unsupported(format!("bases {} are not resident", t.id)))?;
+            let r = self.bases.get(&t.id).ok_or_else(|| {
+                GpuError::NotResident(format!("{}: bases {} are not resident", self.rt.label(), t.id))
+            })?;
             if r.curve != t.curve || t.offset + scalars.len() > r.len {
                 return Err(GpuError::Unsupported("bases and scalars do not match".into()));
             }

@@ -256,11 +256,11 @@ impl Slot {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// A call on this device failed: out of memory, the call goes to the
-    /// CPU; anything else takes the device out of service.
+    /// A call on this device failed: out of memory (or bases it lost), the
+    /// call goes to the CPU; anything else takes the device out of service.
     fn failed(&self, e: &GpuError) {
-        if let GpuError::OutOfMemory { .. } = e {
-            tracing::warn!(device = %self.label, error = %e, "out of device memory; this call goes to the CPU");
+        if let GpuError::OutOfMemory { .. } | GpuError::NotResident(_) = e {
+            tracing::warn!(device = %self.label, error = %e, "this call goes to the CPU; the device stays in service");
             return;
         }
         Counters::add(&self.counters.errors, 1);
@@ -511,8 +511,9 @@ const MIN_SPLIT: usize = 1 << 10;
 
 /// The scheduler's plan: merge MSMs over the same scalars when there are
 /// fewer devices than MSMs (one sort serves them all), split the largest by
-/// ranges when there are more, then place the units largest first on the
-/// least loaded device that holds their bases (every unit is held by one).
+/// ranges when there are more, then place the units, those the fewest
+/// devices hold first and each group largest first, on the least loaded
+/// device that holds their bases (every unit is held by one).
 fn schedule(units: Vec<Unit<'_>>, devices: usize) -> Vec<Vec<Unit<'_>>> {
     let mut units = units;
     if devices < units.len() {
@@ -557,7 +558,9 @@ fn schedule(units: Vec<Unit<'_>>, devices: usize) -> Vec<Vec<Unit<'_>>> {
         });
         units.push(Unit { scalars: &u.scalars[mid..], offset: u.offset + mid, targets: u.targets, on: u.on });
     }
-    units.sort_by_key(|u| std::cmp::Reverse(u.cost()));
+    // The units fewest devices hold first (they have no choice), each group
+    // largest first.
+    units.sort_by_key(|u| (u.on.iter().take(devices).filter(|&&on| on).count(), std::cmp::Reverse(u.cost())));
     let mut plan: Vec<Vec<Unit>> = vec![Vec::new(); devices];
     let mut load = vec![0usize; devices];
     for u in units {
@@ -1179,6 +1182,11 @@ mod tests {
             3,
         );
         assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1, 1]);
+        // A unit two devices hold, and a smaller one only device 0 holds:
+        // the constrained one is placed first, so the other goes to device 1.
+        let plan = schedule(vec![x(vec![true, true]), only(unit(&h[..1500], 0, CurveId::G1), 0)], 2);
+        assert_eq!(plan.iter().map(Vec::len).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(plan[0][0].scalars.len(), 1500);
     }
 
     #[test]
@@ -1228,6 +1236,15 @@ mod tests {
         );
         println!("skipped: no OpenCL device ({why})");
         None
+    }
+
+    /// The memory a device takes once admitted (the known-answer test's NTT
+    /// tables), and without those cached tables, or `None` (skipped).
+    fn admitted_memory() -> Option<(u64, u64)> {
+        let probe = opencl_with(None)?;
+        let admitted = probe.report().devices[0].memory_used;
+        probe.m.slots[0].lock().drop_caches();
+        Some((admitted, probe.report().devices[0].memory_used))
     }
 
     fn g1_points(n: usize) -> Vec<G1Affine> {
@@ -1320,9 +1337,7 @@ mod tests {
         let n = 2000;
         let (g1, g2, s) = (g1_points(n), g2_points(n), random_scalars(n));
         // What admission leaves taken (the known-answer test's NTT tables).
-        let Some(probe) = opencl_with(None) else { return };
-        let admitted = probe.report().devices[0].memory_used;
-        drop(probe);
+        let Some((admitted, bare)) = admitted_memory() else { return };
         // Room for the G1 bases and an MSM over them, not for the G2 ones.
         let need_g1 = layout::G1::pack(&g1).len() as u64 + device::call_bytes(n, CurveId::G1, false);
         let Some(b) = opencl_with(Some(admitted + need_g1)) else { return };
@@ -1337,10 +1352,11 @@ mod tests {
         assert_eq!(d.counters.msm_points, n as u64, "the G1 MSM on the device: {r:?}");
         assert_eq!(r.cpu.msm_points, n as u64, "the G2 MSM on the CPU: {r:?}");
         assert_eq!(r.cpu.fallbacks, 1, "{r:?}");
-        assert_eq!(d.memory_used, admitted + layout::G1::pack(&g1).len() as u64, "the G1 bases alone: {r:?}");
+        // The cached tables were given up in the attempt to fit G2's.
+        assert_eq!(d.memory_used, bare + layout::G1::pack(&g1).len() as u64, "the G1 bases alone: {r:?}");
         // Bases that are dropped give their memory back.
         drop(l1);
-        assert_eq!(b.report().devices[0].memory_used, admitted);
+        assert_eq!(b.report().devices[0].memory_used, bare);
     }
 
     #[test]
@@ -1348,9 +1364,7 @@ mod tests {
         let (na, nb) = (2000, 1500);
         let (ga, gb) = (g1_points(na), g1_points(nb));
         let (sa, sb) = (random_scalars(na), random_scalars(nb));
-        let Some(probe) = opencl_with(None) else { return };
-        let admitted = probe.report().devices[0].memory_used;
-        drop(probe);
+        let Some((admitted, bare)) = admitted_memory() else { return };
         // Room for A precomputed (sets times its points) and the calls over
         // it, so that B (plain: shorter than precompute_min) fits only if A
         // gives up its multiples.
@@ -1364,7 +1378,8 @@ mod tests {
         assert_eq!(b.report().devices[0].memory_used, admitted + plain_a * sets, "A precomputed");
         let lb = b.load_g1(&gb).unwrap();
         assert_eq!((la.resident.clone(), lb.resident.clone()), (vec![true], vec![true]));
-        assert_eq!(b.report().devices[0].memory_used, admitted + plain_a + plain_b, "A plain, and B");
+        // The cached tables went first, then A's multiples.
+        assert_eq!(b.report().devices[0].memory_used, bare + plain_a + plain_b, "A plain, and B");
         assert_eq!(crate::backend::msm_g1(&b, &la, &sa).unwrap(), cpu::msm(&ga, &sa));
         assert_eq!(crate::backend::msm_g1(&b, &lb, &sb).unwrap(), cpu::msm(&gb, &sb));
         let r = b.report();
@@ -1441,9 +1456,7 @@ mod tests {
         use medrollup_circuits::circuit::BatchCircuit;
         use medrollup_circuits::keys::{self, CircuitShape};
 
-        let Some(probe) = opencl_with(None) else { return };
-        let admitted = probe.report().devices[0].memory_used;
-        drop(probe);
+        let Some((admitted, _)) = admitted_memory() else { return };
         let shape = CircuitShape { batch_size: 1, levels: 4 };
         let (pk, w) = (keys::setup(shape, Some(5)).unwrap(), medrollup_circuits::sample::batch(shape));
         // Room for the first bases the key loads (A's) and the calls over

@@ -60,6 +60,11 @@ pub enum GpuError {
         /// What was wanted and what was free, or what the driver said.
         detail: String,
     },
+    /// An MSM over bases this device does not hold (they were lost when the
+    /// device failed to rearrange its memory). Not a fault: the work goes
+    /// elsewhere.
+    #[error("{0}")]
+    NotResident(String),
     /// A failure injected by a test.
     #[error("{0}: injected fault")]
     Injected(String),
