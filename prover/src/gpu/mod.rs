@@ -325,7 +325,7 @@ struct Candidate {
 }
 
 /// A logical device's budget: the physical device's (the limit asked for, at
-/// most its memory), shared by its copies.
+/// most its memory), split evenly among its copies.
 fn budget(config: &GpuConfig, memory: u64) -> u64 {
     let physical = config.memory_limit.map_or_else(|| budget::default_budget(memory), |l| l.min(memory));
     physical / config.logical_per_device.max(1) as u64
