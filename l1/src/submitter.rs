@@ -419,6 +419,10 @@ pub struct Submitter {
     chain_id: u64,
     /// The chain's count as last seen (to notice reorgs).
     last_count: Option<u64>,
+    /// The chain state at which the chain and the coordinator first
+    /// disagreed, and when: a disagreement stops the submitter only when
+    /// read again unchanged (see [`Submitter::disagreement`]).
+    suspect: Option<(ChainState, Instant)>,
 }
 
 /// Where a mined submission stands.
@@ -456,6 +460,7 @@ impl Submitter {
             vk_sha256: vk_sha256.to_ascii_lowercase(),
             chain_id,
             last_count: None,
+            suspect: None,
         };
         s.check_vk().await?;
         let sequencer = s.contract().sequencer().call().await.map_err(rpc("reading the sequencer"))?;
@@ -562,19 +567,24 @@ impl Submitter {
             {
                 let ours: B256 = fr_u256(&prev.public.new_root).into();
                 if ours != chain.root {
-                    return Err(self.diverged(index, chain.root, prev.public.new_root));
+                    let e = self.diverged(index, chain.root, prev.public.new_root);
+                    return self.disagreement(chain, e);
                 }
             } else if index > 0 {
-                return Err(L1Error::Config(format!(
+                let e = L1Error::Config(format!(
                     "the rollup on chain has {index} batches, more than this coordinator has sealed"
-                )));
+                ));
+                return self.disagreement(chain, e);
             }
+            self.suspect = None;
             return Ok(Round::Idle);
         };
         let ours: B256 = fr_u256(&batch.public.old_root).into();
         if ours != chain.root {
-            return Err(self.diverged(index, chain.root, batch.public.old_root));
+            let e = self.diverged(index, chain.root, batch.public.old_root);
+            return self.disagreement(chain, e);
         }
+        self.suspect = None;
         let Some(proof) = &batch.proof else { return Ok(Round::Idle) };
         let [old, new, commitment, _] = input_words(&batch.public);
         let calldata = MedRollup::submitBatchCall {
@@ -608,6 +618,25 @@ impl Submitter {
             return Err(L1Error::Refused { index, reason });
         }
         self.land(index, Bytes::from(calldata), observer).await
+    }
+
+    /// The chain and the coordinator disagree at `chain`. That stops the
+    /// submitter for good only when a read at least a poll interval later
+    /// finds the chain unchanged, because one read can be inconsistent:
+    /// anvil has answered, for one block hash, the batch count of a state
+    /// and the root of the state before it (calls at the latest block while
+    /// a block is being mined), and a node behind a load balancer can answer
+    /// from a lagging replica. Until then the round is retried.
+    fn disagreement(&mut self, chain: ChainState, e: L1Error) -> Result<Round, L1Error> {
+        match self.suspect {
+            Some((seen, at)) if seen == chain && at.elapsed() >= self.config.poll => Err(e),
+            Some((seen, _)) if seen == chain => Ok(Round::Retry),
+            _ => {
+                warn!(error = %e, "the chain disagrees with this coordinator: reading it again before stopping");
+                self.suspect = Some((chain, Instant::now()));
+                Ok(Round::Retry)
+            }
+        }
     }
 
     fn diverged(&self, index: u64, chain: B256, ours: Fr) -> L1Error {

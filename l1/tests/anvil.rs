@@ -1,7 +1,8 @@
 //! The submitter against a real anvil (npm `@foundry-rs/anvil-linux-amd64`,
 //! installed by `scripts/contracts`): batches of the sample transactions,
 //! proven by the engine with the canonical keys, land in order through stuck
-//! and dropped transactions, a reorg and a node restart with reloaded state.
+//! and dropped transactions, a reorg and a node restart with reloaded state,
+//! and stop only on a divergence from the chain that a second read confirms.
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
@@ -41,6 +42,11 @@ fn start_anvil(port: u16, args: &[&str]) -> Anvil {
 struct Source {
     batches: Mutex<Vec<L1Batch>>,
     proven_upto: Mutex<usize>,
+    /// Reads left that answer with a wrong old root (a coordinator that
+    /// disagrees with the chain).
+    wrong_reads: Mutex<u32>,
+    /// Reads answered with a wrong old root so far.
+    wrong_answers: Mutex<u32>,
 }
 
 impl Source {
@@ -52,6 +58,9 @@ impl Source {
     fn prove_upto(&self, n: usize) {
         *self.proven_upto.lock().unwrap() = n;
     }
+    fn answer_wrong(&self, reads: u32) {
+        *self.wrong_reads.lock().unwrap() = reads;
+    }
 }
 
 impl BatchSource for Source {
@@ -60,6 +69,12 @@ impl BatchSource for Source {
         Ok(self.batches.lock().unwrap().get(index as usize).cloned().map(|mut b| {
             if index as usize >= upto {
                 b.proof = None;
+            }
+            let mut wrong = self.wrong_reads.lock().unwrap();
+            if *wrong > 0 {
+                *wrong -= 1;
+                *self.wrong_answers.lock().unwrap() += 1;
+                b.public.old_root += Fr::from(1u64);
             }
             b
         }))
@@ -72,6 +87,7 @@ struct Seen {
     bumps: Mutex<u32>,
     resends: Mutex<u32>,
     reorgs: Mutex<Vec<(u64, u64)>>,
+    failed: Mutex<Vec<String>>,
 }
 
 impl Observer for Seen {
@@ -86,6 +102,9 @@ impl Observer for Seen {
     }
     fn reorg(&self, from: u64, to: u64) {
         self.reorgs.lock().unwrap().push((from, to));
+    }
+    fn failed(&self, error: &L1Error) {
+        self.failed.lock().unwrap().push(error.to_string());
     }
 }
 
@@ -324,4 +343,54 @@ async fn anvil_restarted_with_its_state_reloaded_mid_run() {
     assert_eq!(run.seen.indices(), vec![0, 1, 2, 3]);
     run.stop().await;
     assert_chain_holds(&anvil.url(), rollup, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_disagreeing_read_is_read_again_and_a_lasting_divergence_stops_the_submitter() {
+    let _t = TURN.lock().await;
+    tokio::task::block_in_place(proven);
+    let anvil = start_anvil(free_port(), &[]);
+    let url = anvil.url();
+    let rollup = deploy(&url).await;
+    let source = Source::new();
+    source.prove_upto(2);
+    // One read disagrees with the chain (as an inconsistent read of the
+    // chain would): the submitter reads again instead of stopping.
+    source.answer_wrong(1);
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    run.wait_landed(2, Duration::from_secs(60)).await;
+    assert_eq!(run.seen.indices(), vec![0, 1]);
+    assert_eq!(*source.wrong_answers.lock().unwrap(), 1, "the wrong answer was read");
+    assert!(run.seen.failed.lock().unwrap().is_empty());
+    run.stop().await;
+
+    // A disagreement that lasts stops it, after a second read, with the
+    // chain's root and the coordinator's in the error.
+    source.prove_upto(4);
+    source.answer_wrong(u32::MAX);
+    *source.wrong_answers.lock().unwrap() = 0;
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    let t = Instant::now();
+    while !run.task.is_finished() {
+        assert!(t.elapsed() < Duration::from_secs(30), "the submitter goes on despite the divergence");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let err = run.task.await.unwrap().unwrap_err();
+    let (_, batches, _) = proven();
+    let chain_root = root_word(&batches[1].public.new_root);
+    let ours = root_word(&(batches[2].public.old_root + Fr::from(1u64)));
+    match &err {
+        L1Error::Diverged { index, chain, ours: theirs } => {
+            assert_eq!(
+                (*index, chain.as_str(), theirs.as_str()),
+                (2, &*chain_root.to_string(), &*ours.to_string())
+            );
+        }
+        other => panic!("expected a divergence, got {other}"),
+    }
+    assert!(err.to_string().contains("have diverged"), "{err}");
+    assert_eq!(*run.seen.failed.lock().unwrap(), vec![err.to_string()], "the observer is told");
+    assert!(*source.wrong_answers.lock().unwrap() >= 2, "read again before stopping");
+    assert!(run.seen.indices().is_empty(), "nothing landed past the divergence");
+    assert_chain_holds(&url, rollup, 2).await;
 }
