@@ -67,6 +67,12 @@ DASHBOARDS = {
             q("sum by (instance, device) (increase(medrollup_worker_device_errors_total[5m]))", "errors {{instance}} {{device}}"),
             q("sum by (instance, device) (increase(medrollup_worker_device_fallbacks_total[5m]))", "fallbacks {{instance}} {{device}}"),
         ], "short"),
+        panel("Device memory: used and budget", [
+            q("sum by (instance, device) (medrollup_worker_device_memory_used_bytes)", "used {{instance}} {{device}}"),
+            q("sum by (instance, device) (medrollup_worker_device_memory_budget_bytes)", "budget {{instance}} {{device}}"),
+        ], "bytes",
+              desc="GPU memory held (resident proving-key bases, cached NTT tables, buffers of the calls running) "
+                   "against each device's budget (--device-memory). Bases load only with room left for the largest call."),
         panel("Devices in service", [q("sum by (instance) (medrollup_worker_device_healthy)", "{{instance}}")], "short", "stat"),
         panel("Workers proving now", [q("sum(medrollup_worker_busy)", "busy")], "short", "stat"),
     ]),

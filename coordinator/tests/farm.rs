@@ -162,33 +162,9 @@ async fn one_batch(client: &Client, http: &str) -> Vec<TxAnswer> {
     run_steps(client, http, &load.admin).await.into_iter().map(|(_, a)| a).collect()
 }
 
-/// The OpenCL device a worker would use here (POCL in CI), or why there is none.
-fn opencl_device() -> Result<String, String> {
-    let out = std::process::Command::new(prover_bin())
-        .args(["devices", "--devices", "opencl", "--opencl-cpu"])
-        .output()
-        .expect("medrollup-prover devices runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}");
-    match text.lines().find_map(|l| l.strip_prefix("device ")) {
-        Some(l) => Ok(l.split(" (opencl").next().unwrap_or(l).to_string()),
-        None => Err(text),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hospital_worker_proves_on_its_device_and_reports_what_it_did() {
-    let device = match opencl_device() {
-        Ok(d) => d,
-        Err(why) => {
-            assert!(
-                std::env::var("MEDROLLUP_REQUIRE_OPENCL").as_deref() != Ok("1"),
-                "MEDROLLUP_REQUIRE_OPENCL=1 but: {why}"
-            );
-            println!("skipped: no OpenCL device ({why})");
-            return;
-        }
-    };
+    let Some(device) = opencl_device() else { return };
     let _heavy = HEAVY.lock().await;
     let farm = Farm::new();
     let _coordinator = farm.coordinator(30);
@@ -200,18 +176,7 @@ async fn a_hospital_worker_proves_on_its_device_and_reports_what_it_did() {
         "gpu-hospital",
         &farm.dir.path().join("cache-gpu"),
         farm.dir.path(),
-        // No precomputed bases: on a CPU device (POCL) they cost more than they save.
-        &[
-            "--devices",
-            "opencl",
-            "--opencl-cpu",
-            "--precompute-min",
-            "100000000",
-            "--device-memory",
-            "1GiB",
-            "--metrics",
-            &metrics_addr,
-        ],
+        &[OPENCL_WORKER, &["--device-memory", "1GiB", "--metrics", &metrics_addr]].concat(),
     );
     let client = Client::connect(&farm.nats).await;
     one_batch(&client, &http).await;

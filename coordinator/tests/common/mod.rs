@@ -333,6 +333,34 @@ pub fn start_worker_with(nats: &Nats, name: &str, cache: &Path, logs: &Path, ext
     )
 }
 
+/// A worker's options for proving on the OpenCL device (POCL's CPU device
+/// in CI), without precomputed bases: on a CPU device they cost more than
+/// they save.
+pub const OPENCL_WORKER: &[&str] = &["--devices", "opencl", "--opencl-cpu", "--precompute-min", "100000000"];
+
+/// The OpenCL device a worker would use here (POCL in CI). `None`, with the
+/// reason printed, where there is none; with `MEDROLLUP_REQUIRE_OPENCL=1`
+/// (the test command sets it) having none fails instead.
+pub fn opencl_device() -> Option<String> {
+    let out = Command::new(prover_bin())
+        .args(["devices", "--devices", "opencl", "--opencl-cpu"])
+        .output()
+        .expect("medrollup-prover devices runs");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    match text.lines().find_map(|l| l.strip_prefix("device ")) {
+        Some(l) => Some(l.split(" (opencl").next().unwrap_or(l).to_string()),
+        None => {
+            assert!(
+                std::env::var("MEDROLLUP_REQUIRE_OPENCL").as_deref() != Ok("1"),
+                "MEDROLLUP_REQUIRE_OPENCL=1 but there is no OpenCL device: {text}"
+            );
+            println!("skipped: no OpenCL device ({text})");
+            None
+        }
+    }
+}
+
 /// A client: publishes transactions and waits for their answers.
 #[derive(Clone)]
 pub struct Client {
