@@ -206,15 +206,31 @@ async fn rpc(url: &str, method: &'static str, params: serde_json::Value) -> serd
 /// Heavy set-up (proofs) once, then one anvil per test.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// One test's set-up: its turn (the first makes the proofs), a fresh anvil
+/// on `port` with `args`, the contracts deployed, and the sample batches,
+/// none proven yet.
+struct Setup {
+    turn: tokio::sync::MutexGuard<'static, ()>,
+    anvil: Anvil,
+    url: String,
+    rollup: Address,
+    source: Arc<Source>,
+}
+
+async fn setup(port: u16, args: &[&str]) -> Setup {
+    let turn = TURN.lock().await;
+    tokio::task::block_in_place(proven);
+    let anvil = start_anvil(port, args);
+    let url = anvil.url();
+    let rollup = deploy(&url).await;
+    Setup { turn, anvil, url, rollup, source: Source::new() }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_land_in_order_and_a_new_submitter_resumes_from_the_chain() {
-    let _t = TURN.lock().await;
-    tokio::task::block_in_place(proven);
-    let anvil = start_anvil(free_port(), &[]);
-    let rollup = deploy(&anvil.url()).await;
-    let source = Source::new();
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
     source.prove_upto(2);
-    let run = Running::start(config(&anvil.url()), rollup, source.clone()).await;
+    let run = Running::start(config(&url), rollup, source.clone()).await;
     run.wait_landed(2, Duration::from_secs(60)).await;
     assert_eq!(run.seen.indices(), vec![0, 1]);
     for l in run.seen.landed.lock().unwrap().iter() {
@@ -225,44 +241,35 @@ async fn batches_land_in_order_and_a_new_submitter_resumes_from_the_chain() {
 
     // A fresh submitter (a restarted coordinator) reads where the chain is.
     source.prove_upto(4);
-    let run = Running::start(config(&anvil.url()), rollup, source.clone()).await;
+    let run = Running::start(config(&url), rollup, source.clone()).await;
     run.wait_landed(2, Duration::from_secs(60)).await;
     assert_eq!(run.seen.indices(), vec![2, 3], "it resumes at the chain's batch count");
     run.stop().await;
-    assert_chain_holds(&anvil.url(), rollup, 4).await;
+    assert_chain_holds(&url, rollup, 4).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_verifier_for_other_keys_or_a_key_that_is_not_the_sequencer_is_refused() {
-    let _t = TURN.lock().await;
-    tokio::task::block_in_place(proven);
-    let anvil = start_anvil(free_port(), &[]);
-    let rollup = deploy(&anvil.url()).await;
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, .. } = setup(free_port(), &[]).await;
     let other = "ab".repeat(32);
-    let err = Submitter::connect(config(&anvil.url()), rollup, &other).await.unwrap_err();
+    let err = Submitter::connect(config(&url), rollup, &other).await.unwrap_err();
     assert!(matches!(err, L1Error::VkMismatch { .. }), "{err}");
     let msg = err.to_string();
     assert!(msg.contains(&other) && msg.contains(&proven().2), "{msg}");
     // A key that is not the sequencer's.
-    let mut stranger = config(&anvil.url());
+    let mut stranger = config(&url);
     stranger.key = alloy::signers::local::PrivateKeySigner::random();
     let err = Submitter::connect(stranger, rollup, &proven().2).await.unwrap_err();
     assert!(err.to_string().contains("is not the rollup's sequencer"), "{err}");
     // No contract there at all.
-    let err =
-        Submitter::connect(config(&anvil.url()), Address::repeat_byte(7), &proven().2).await.unwrap_err();
+    let err = Submitter::connect(config(&url), Address::repeat_byte(7), &proven().2).await.unwrap_err();
     assert!(err.to_string().contains("no contract at"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_transaction_gets_higher_fees_and_a_dropped_one_is_sent_again() {
-    let _t = TURN.lock().await;
-    tokio::task::block_in_place(proven);
-    let anvil = start_anvil(free_port(), &[]);
-    let url = anvil.url();
-    let rollup = deploy(&url).await;
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
     rpc(&url, "evm_setAutomine", serde_json::json!([false])).await;
-    let source = Source::new();
     source.prove_upto(1);
     let run = Running::start(config(&url), rollup, source.clone()).await;
     // Not mined: after `stuck_after` the fees go up (same nonce).
@@ -290,12 +297,7 @@ async fn a_stuck_transaction_gets_higher_fees_and_a_dropped_one_is_sent_again() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_reorg_the_lost_batches_land_again_once_in_order() {
-    let _t = TURN.lock().await;
-    tokio::task::block_in_place(proven);
-    let anvil = start_anvil(free_port(), &[]);
-    let url = anvil.url();
-    let rollup = deploy(&url).await;
-    let source = Source::new();
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
     source.prove_upto(1);
     let run = Running::start(config(&url), rollup, source.clone()).await;
     run.wait_landed(1, Duration::from_secs(60)).await;
@@ -318,16 +320,11 @@ async fn after_a_reorg_the_lost_batches_land_again_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anvil_restarted_with_its_state_reloaded_mid_run() {
-    let _t = TURN.lock().await;
-    tokio::task::block_in_place(proven);
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("anvil-state.json");
     let state_arg = state.to_str().unwrap();
     let port = free_port();
-    let anvil = start_anvil(port, &["--dump-state", state_arg]);
-    let url = anvil.url();
-    let rollup = deploy(&url).await;
-    let source = Source::new();
+    let Setup { turn: _turn, anvil, url, rollup, source } = setup(port, &["--dump-state", state_arg]).await;
     source.prove_upto(2);
     let run = Running::start(config(&url), rollup, source.clone()).await;
     run.wait_landed(2, Duration::from_secs(60)).await;
@@ -347,12 +344,7 @@ async fn anvil_restarted_with_its_state_reloaded_mid_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_disagreeing_read_is_read_again_and_a_lasting_divergence_stops_the_submitter() {
-    let _t = TURN.lock().await;
-    tokio::task::block_in_place(proven);
-    let anvil = start_anvil(free_port(), &[]);
-    let url = anvil.url();
-    let rollup = deploy(&url).await;
-    let source = Source::new();
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
     source.prove_upto(2);
     // One read disagrees with the chain (as an inconsistent read of the
     // chain would): the submitter reads again instead of stopping.
