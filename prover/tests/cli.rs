@@ -8,8 +8,13 @@ fn prover(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn a_device_memory_that_is_not_a_size_is_refused_with_the_reason() {
-    for (value, why) in [("8GB", "unknown unit \"GB\""), ("lots", "is not a memory size")] {
+fn a_device_memory_that_is_not_a_size_or_too_small_is_refused_with_the_reason() {
+    for (value, why) in [
+        ("8GB", "unknown unit \"GB\""),
+        ("lots", "is not a memory size"),
+        ("0", "less than 64MiB"),
+        ("16MiB", "less than 64MiB"),
+    ] {
         let out = prover(&["devices", "--devices", "none", "--device-memory", value]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{value}: accepted");

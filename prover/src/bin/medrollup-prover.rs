@@ -1,7 +1,7 @@
 //! `medrollup-prover worker`: a hospital's prover in the farm.
 
 use clap::{Parser, Subcommand};
-use medrollup_prover::gpu::{GpuBackend, GpuConfig, Runtimes, parse_memory_size};
+use medrollup_prover::gpu::{GpuBackend, GpuConfig, Runtimes, parse_device_memory};
 use medrollup_prover::worker::{self, WorkerConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ enum Command {
         #[arg(long)]
         opencl_cpu: bool,
         /// Memory each device may use (as for `worker`).
-        #[arg(long, env = "MEDROLLUP_DEVICE_MEMORY", value_parser = parse_memory_size)]
+        #[arg(long, env = "MEDROLLUP_DEVICE_MEMORY", value_parser = parse_device_memory)]
         device_memory: Option<u64>,
     },
     /// Take proving jobs from the farm until Ctrl-C or SIGTERM.
@@ -72,7 +72,7 @@ enum Command {
         /// less a tenth, and at least 512 MiB less). Bases that would leave
         /// too little for the MSMs over them stay on the host, and those MSMs
         /// run on the CPU.
-        #[arg(long, env = "MEDROLLUP_DEVICE_MEMORY", value_parser = parse_memory_size)]
+        #[arg(long, env = "MEDROLLUP_DEVICE_MEMORY", value_parser = parse_device_memory)]
         device_memory: Option<u64>,
         /// Proving keys kept loaded at once (each holds its bases on every
         /// device); the least recently used is unloaded for a new one.

@@ -92,6 +92,8 @@ pub(crate) trait DeviceOps: Send {
     ) -> Result<(), GpuError>;
     /// Frees bases `id` (if resident).
     fn free_bases(&mut self, id: u64);
+    /// Whether bases `id` are resident.
+    fn holds(&self, id: u64) -> bool;
     /// The MSMs of `scalars` with each target's bases, sharing one sort of the
     /// scalars' digits.
     fn msm(&mut self, scalars: &[Fr], targets: &[Target]) -> Result<Vec<MsmValue>, GpuError>;
@@ -305,7 +307,9 @@ impl<R: Runtime> DeviceState<R> {
 
     /// Gives up the precomputed multiples of the largest precomputed set:
     /// its points (the first window's multiples) stay, plain. If the device
-    /// fails on the way the set is lost here (its MSMs then go elsewhere).
+    /// fails on the way the set is lost here: an MSM over it answers
+    /// [`GpuError::NotResident`], goes to the CPU, and the backend sends no
+    /// more work over that set to this device.
     fn demote_largest(&mut self) -> Result<(), GpuError> {
         let Some(id) = self
             .bases
@@ -794,6 +798,10 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
 
     fn free_bases(&mut self, id: u64) {
         self.bases.remove(&id);
+    }
+
+    fn holds(&self, id: u64) -> bool {
+        self.bases.contains_key(&id)
     }
 
     fn msm(&mut self, scalars: &[Fr], targets: &[Target]) -> Result<Vec<MsmValue>, GpuError> {

@@ -146,6 +146,23 @@ pub fn parse_memory_size(text: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
+/// The smallest device memory budget taken: below it a device could not
+/// hold a proving key's bases and the calls over them, and would only be
+/// refused at admission.
+pub const MIN_DEVICE_MEMORY: u64 = 64 << 20;
+
+/// A device memory budget ([`parse_memory_size`]), at least
+/// [`MIN_DEVICE_MEMORY`].
+pub fn parse_device_memory(text: &str) -> Result<u64, String> {
+    let bytes = parse_memory_size(text)?;
+    if bytes < MIN_DEVICE_MEMORY {
+        return Err(format!(
+            "{text:?} is less than 64MiB: too little for a device to hold a proving key's bases and run its calls"
+        ));
+    }
+    Ok(bytes)
+}
+
 impl GpuConfig {
     /// OpenCL devices of every kind, CPUs (POCL) included: what CI runs.
     pub fn opencl_any() -> Self {
@@ -295,9 +312,18 @@ impl std::fmt::Debug for GpuBackend {
 pub struct GpuBases<A> {
     id: u64,
     host: Vec<A>,
-    /// Per device (by index): whether the bases are resident there.
-    resident: Vec<bool>,
+    /// Per device (by index): whether the bases are resident there. Cleared
+    /// when a device turns out to have lost them (see [`GpuError::NotResident`]).
+    resident: Vec<AtomicBool>,
     m: Arc<Manager>,
+}
+
+#[cfg(test)]
+impl<A> GpuBases<A> {
+    /// Per device (by index): whether the bases are resident there.
+    fn resident(&self) -> Vec<bool> {
+        self.resident.iter().map(|r| r.load(Ordering::Relaxed)).collect()
+    }
 }
 
 impl<A> std::fmt::Debug for GpuBases<A> {
@@ -704,11 +730,15 @@ impl GpuBackend {
             for (s, on) in self.m.slots.iter().zip(&mut resident).filter(|(s, _)| s.healthy()) {
                 match s.lock().load_bases(id, curve, &packed, points.len(), precompute) {
                     Ok(()) => *on = true,
-                    // Not resident there: that device gets no work over these bases.
+                    // Not resident there: that device gets no work over these
+                    // bases. A runtime failure (not a want of memory, nor bases
+                    // its kernels do not take) takes the device out of service.
+                    Err(e @ (GpuError::Call { .. } | GpuError::Injected(_))) => s.failed(&e),
                     Err(e) => tracing::warn!(device = %s.label, error = %e, "bases not loaded"),
                 }
             }
         }
+        let resident = resident.into_iter().map(AtomicBool::new).collect();
         GpuBases { id, host: points.to_vec(), resident, m: self.m.clone() }
     }
 
@@ -737,8 +767,11 @@ impl GpuBackend {
 
     /// A unit on a device's thread: on the device while it is healthy, else
     /// (or when it fails) on the CPU.
+    /// Runs one unit on device `index` (`slot`), or on the CPU if the device
+    /// cannot.
     fn run_unit(
         &self,
+        index: usize,
         slot: &Slot,
         unit: &Unit<'_>,
         g1: &[(&GpuBases<G1Affine>, &[Fr])],
@@ -755,8 +788,21 @@ impl GpuBackend {
                 .map(|&(_, id, curve)| Target { id, curve, offset: unit.offset })
                 .collect();
             let result = ops.msm(unit.scalars, &targets);
-            if let Err(GpuError::OutOfMemory { .. }) = result {
-                ops.drop_caches();
+            match &result {
+                Err(GpuError::OutOfMemory { .. }) => ops.drop_caches(),
+                // Bases the device lost get no more work there.
+                Err(GpuError::NotResident(_)) => {
+                    for &(job, id, _) in &unit.targets {
+                        if !ops.holds(id) {
+                            let flag = match job {
+                                JobRef::G1(j) => &g1[j].0.resident[index],
+                                JobRef::G2(j) => &g2[j].0.resident[index],
+                            };
+                            flag.store(false, Ordering::Relaxed);
+                        }
+                    }
+                }
+                _ => {}
             }
             drop(ops);
             match result {
@@ -953,8 +999,8 @@ impl MsmBackend for GpuBackend {
                 .iter()
                 .map(|&(i, _)| {
                     u.targets.iter().all(|(job, _, _)| match *job {
-                        JobRef::G1(j) => g1[j].0.resident[i],
-                        JobRef::G2(j) => g2[j].0.resident[i],
+                        JobRef::G1(j) => g1[j].0.resident[i].load(Ordering::Relaxed),
+                        JobRef::G2(j) => g2[j].0.resident[i].load(Ordering::Relaxed),
                     })
                 })
                 .collect();
@@ -971,12 +1017,12 @@ impl MsmBackend for GpuBackend {
                 .into_iter()
                 .zip(&slots)
                 .filter(|(units, _)| !units.is_empty())
-                .map(|(units, &(_, slot))| {
+                .map(|(units, &(index, slot))| {
                     scope.spawn(move || {
                         units
                             .into_iter()
                             .map(|u| {
-                                let (v, took) = self.run_unit(slot, &u, g1, g2);
+                                let (v, took) = self.run_unit(index, slot, &u, g1, g2);
                                 (u, v, took)
                             })
                             .collect::<Vec<_>>()
@@ -1202,6 +1248,12 @@ mod tests {
         assert!(parse_memory_size("").unwrap_err().contains("not a memory size"));
         assert!(parse_memory_size("1.2.3G").unwrap_err().contains("not a memory size"));
         assert!(parse_memory_size("99999999TiB").unwrap_err().contains("too large"));
+        assert_eq!(parse_device_memory("64MiB"), Ok(MIN_DEVICE_MEMORY));
+        for small in ["0", "63MiB", "0.05G"] {
+            let e = parse_device_memory(small).unwrap_err();
+            assert!(e.contains("less than 64MiB"), "{small}: {e}");
+        }
+        assert!(parse_device_memory("8GB").unwrap_err().contains("unknown unit"));
     }
 
     #[test]
@@ -1344,7 +1396,7 @@ mod tests {
         let need_g1 = layout::G1::pack(&g1).len() as u64 + device::call_bytes(n, CurveId::G1, false);
         let Some(b) = opencl_with(Some(admitted + need_g1)) else { return };
         let (l1, l2) = (b.load_g1(&g1).unwrap(), b.load_g2(&g2).unwrap());
-        assert_eq!((l1.resident.clone(), l2.resident.clone()), (vec![true], vec![false]));
+        assert_eq!((l1.resident(), l2.resident()), (vec![true], vec![false]));
         let out = crate::backend::msm_batch(&b, &[(&l1, &s)], &[(&l2, &s)]).unwrap();
         assert_eq!(out.g1[0].0, cpu::msm(&g1, &s));
         assert_eq!(out.g2[0].0, cpu::msm(&g2, &s));
@@ -1379,7 +1431,7 @@ mod tests {
         let la = b.load_g1(&ga).unwrap();
         assert_eq!(b.report().devices[0].memory_used, admitted + plain_a * sets, "A precomputed");
         let lb = b.load_g1(&gb).unwrap();
-        assert_eq!((la.resident.clone(), lb.resident.clone()), (vec![true], vec![true]));
+        assert_eq!((la.resident(), lb.resident()), (vec![true], vec![true]));
         // The cached tables went first, then A's multiples.
         assert_eq!(b.report().devices[0].memory_used, bare + plain_a + plain_b, "A plain, and B");
         assert_eq!(crate::backend::msm_g1(&b, &la, &sa).unwrap(), cpu::msm(&ga, &sa));
@@ -1402,7 +1454,7 @@ mod tests {
         meter.take(ballast).unwrap();
         let lone = b.load_g2(&g2).unwrap();
         meter.give_back(ballast);
-        assert_eq!((shared.resident.clone(), lone.resident.clone()), (vec![true, true], vec![true, false]));
+        assert_eq!((shared.resident(), lone.resident()), (vec![true, true], vec![true, false]));
         let out =
             crate::backend::msm_batch(&b, &[(&shared, &s), (&shared, &s[..n / 2])], &[(&lone, &s)]).unwrap();
         assert_eq!(out.g1[0].0, cpu::msm(&g1, &s));
@@ -1413,6 +1465,55 @@ mod tests {
         assert!(
             r.devices.iter().all(|d| d.healthy && d.counters.msm_points > 0),
             "both devices worked: {r:?}"
+        );
+    }
+
+    #[test]
+    fn a_device_that_fails_while_loading_bases_is_taken_out_of_service() {
+        let config = GpuConfig { precompute_min: 1000, ..GpuConfig::opencl_any() };
+        let Some(b) = opencl_config(config, 1) else { return };
+        let n = 1500;
+        let (g, s) = (g1_points(n), random_scalars(n));
+        // Precomputing the bases launches a kernel, which fails.
+        b.inject_fault(0, 0);
+        let l = b.load_g1(&g).unwrap();
+        let r = b.report();
+        assert!(!r.devices[0].healthy && r.devices[0].counters.errors == 1, "{r:?}");
+        assert_eq!(l.resident(), vec![false]);
+        assert_eq!(crate::backend::msm_g1(&b, &l, &s).unwrap(), cpu::msm(&g, &s));
+    }
+
+    #[test]
+    fn bases_a_device_lost_get_no_more_work_there() {
+        let Some(b) = opencl_config(GpuConfig { logical_per_device: 2, ..GpuConfig::opencl_any() }, 2) else {
+            return;
+        };
+        let n = 3000;
+        let (g, s) = (g1_points(n), random_scalars(n));
+        let l = b.load_g1(&g).unwrap();
+        // Device 0 loses the set (as when rearranging its memory failed).
+        b.m.slots[0].lock().free_bases(l.id);
+        let jobs = [(&l, &s[..]), (&l, &s[..n / 2])];
+        let want = [cpu::msm(&g, &s), cpu::msm(&g[..n / 2], &s[..n / 2])];
+        let got = |b: &GpuBackend| -> Vec<G1Projective> {
+            crate::backend::msm_batch(b, &jobs, &[]).unwrap().g1.into_iter().map(|(v, _)| v).collect()
+        };
+        assert_eq!(got(&b), want);
+        let first = b.report();
+        let d0 = &first.devices[0];
+        assert!(d0.healthy && d0.counters.errors == 0, "not a fault: {first:?}");
+        assert_eq!(d0.counters.fallbacks, 1, "its unit went to the CPU: {first:?}");
+        assert_eq!(l.resident(), vec![false, true], "the loss is remembered");
+        // The next batch goes to the device that holds the set, and no unit
+        // is tried on device 0.
+        assert_eq!(got(&b), want);
+        let r = b.report();
+        assert_eq!(r.devices[0].counters.fallbacks, 1, "{r:?}");
+        assert_eq!(r.cpu.msm_points, first.cpu.msm_points, "nothing more on the CPU: {r:?}");
+        assert_eq!(
+            r.devices[1].counters.msm_points - first.devices[1].counters.msm_points,
+            (n + n / 2) as u64,
+            "both MSMs on device 1: {r:?}"
         );
     }
 
