@@ -93,7 +93,8 @@ impl BatchSource for StoreSource {
             ),
             None => None,
         };
-        Ok(Some(L1Batch { index, public: b.public_inputs, cid: b.cid.to_bytes().to_vec(), proof }))
+        let landed = self.0.landing(index).map_err(|e| e.to_string())?.is_some();
+        Ok(Some(L1Batch { index, public: b.public_inputs, cid: b.cid.to_bytes().to_vec(), proof, landed }))
     }
 }
 
@@ -124,16 +125,21 @@ impl Observer for Recorder {
         m.l1_last_landed_block.set(l.block as i64);
         m.l1_last_landed_timestamp_seconds.set((now_ms() / 1000) as i64);
         m.l1_gas_per_batch.with_label_values::<&str>(&[]).observe(l.gas_used as f64);
-        m.l1_submit_seconds.with_label_values::<&str>(&[]).observe(l.latency.as_secs_f64());
+        // A landing found on chain (sends 0) has no latency of its own.
+        if l.sends > 0 {
+            m.l1_submit_seconds.with_label_values::<&str>(&[]).observe(l.latency.as_secs_f64());
+        }
         if let Some(b) = batch {
             if !b.tx_ids.is_empty() {
                 m.l1_gas_per_transaction
                     .with_label_values::<&str>(&[])
                     .observe(l.gas_used as f64 / b.tx_ids.len() as f64);
             }
-            m.seal_to_l1_seconds
-                .with_label_values::<&str>(&[])
-                .observe(now_ms().saturating_sub(b.sealed_at_ms) as f64 / 1000.0);
+            if l.sends > 0 {
+                m.seal_to_l1_seconds
+                    .with_label_values::<&str>(&[])
+                    .observe(now_ms().saturating_sub(b.sealed_at_ms) as f64 / 1000.0);
+            }
         }
         let mut s = self.status.lock().expect("l1 status");
         s.landed += 1;

@@ -58,7 +58,7 @@ pub fn prove_batches(pk: ProvingKey<Bn254>, shape: CircuitShape, count: usize) -
             let (proof, _) =
                 groth16::prove(&backend, &key, BatchCircuit::new(w), Fr::rand(&mut rng), Fr::rand(&mut rng))
                     .expect("sample batches prove");
-            L1Batch { index: i as u64, public, cid, proof: Some(proof) }
+            L1Batch { index: i as u64, public, cid, proof: Some(proof), landed: false }
         })
         .collect();
     (genesis_root, batches)

@@ -153,6 +153,8 @@ pub struct L1Batch {
     pub cid: Vec<u8>,
     /// The proof, once there is one.
     pub proof: Option<Proof<Bn254>>,
+    /// Whether its landing is recorded (what [`Observer::landed`] was told).
+    pub landed: bool,
 }
 
 /// Where the submitter finds batches (the coordinator's database).
@@ -174,9 +176,12 @@ pub struct Landing {
     pub gas_used: u64,
     /// Price paid per gas (wei).
     pub gas_price: u128,
-    /// From the first send to enough confirmations.
+    /// From the first send to enough confirmations; zero for a landing
+    /// found on chain (`sends` 0).
     pub latency: Duration,
-    /// Versions sent (1 + fee bumps + resends).
+    /// Versions sent (1 + fee bumps + resends); 0 for a landing this
+    /// submitter found on chain without having seen it sent (one sent
+    /// before a restart).
     pub sends: u32,
 }
 
@@ -423,6 +428,13 @@ pub struct Submitter {
     /// disagreed, and when: a disagreement stops the submitter only when
     /// read again unchanged (see [`Submitter::disagreement`]).
     suspect: Option<(ChainState, Instant)>,
+    /// The last submission sent: (batch, its versions' hashes, first send,
+    /// sends), to account a landing of it found later (see
+    /// [`Submitter::recover_landing`]).
+    sent: Option<(u64, Vec<TxHash>, Instant, u32)>,
+    /// The batch count at which the chain's last batch was last found
+    /// recorded as landed.
+    recorded_at: Option<u64>,
 }
 
 /// Where a mined submission stands.
@@ -461,6 +473,8 @@ impl Submitter {
             chain_id,
             last_count: None,
             suspect: None,
+            sent: None,
+            recorded_at: None,
         };
         s.check_vk().await?;
         let sequencer = s.contract().sequencer().call().await.map_err(rpc("reading the sequencer"))?;
@@ -559,6 +573,9 @@ impl Submitter {
         }
         self.last_count = Some(chain.count);
         let index = chain.count;
+        if index > 0 && self.recorded_at != Some(index) {
+            self.record_last_landing(index - 1, source, observer).await?;
+        }
         let Some(batch) = source.batch(index).map_err(L1Error::Config)? else {
             // Nothing sealed at this index. If the chain is ahead of us, the
             // root of our last batch must be the chain's.
@@ -620,6 +637,69 @@ impl Submitter {
         self.land(index, Bytes::from(calldata), observer).await
     }
 
+    /// Makes sure the landing of batch `index`, the chain's last, is
+    /// recorded: a landing this submitter did not see (sent before a
+    /// restart, or mined while a read of the chain lagged) is found on chain
+    /// and reported once it has its confirmations. Without this the
+    /// coordinator would not count that batch as on L1 until a later one
+    /// lands.
+    async fn record_last_landing(
+        &mut self,
+        index: u64,
+        source: &dyn BatchSource,
+        observer: &dyn Observer,
+    ) -> Result<(), L1Error> {
+        let Some(batch) = source.batch(index).map_err(L1Error::Config)? else {
+            return Ok(()); // not ours: the root checks explain that
+        };
+        if !batch.landed {
+            let Some(landing) = self.recover_landing(index).await? else { return Ok(()) };
+            warn!(batch = index, tx = %landing.tx_hash, "a landing this submitter did not see: recorded from the chain");
+            observer.landed(&landing);
+        }
+        self.recorded_at = Some(index + 1);
+        Ok(())
+    }
+
+    /// Batch `index`'s landing, from its `BatchSubmitted` event in the
+    /// canonical chain, once confirmed; `None` if it has no event (yet) or
+    /// is not confirmed yet.
+    async fn recover_landing(&self, index: u64) -> Result<Option<Landing>, L1Error> {
+        use alloy::primitives::U256;
+        use alloy::rpc::types::Filter;
+        use alloy::sol_types::SolEvent;
+        let filter = Filter::new()
+            .address(self.rollup)
+            .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
+            .topic1(B256::from(U256::from(index)))
+            .from_block(0);
+        let logs = self.provider.get_logs(&filter).await.map_err(rpc("reading a BatchSubmitted event"))?;
+        let Some(hash) = logs.last().and_then(|l| l.transaction_hash) else { return Ok(None) };
+        let Some(r) = self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?
+        else {
+            return Ok(None);
+        };
+        if !matches!(self.confirm(&r).await?, Confirmation::Confirmed) {
+            return Ok(None);
+        }
+        // Ours if it is a version of the last submission sent.
+        let (latency, sends) = match &self.sent {
+            Some((i, hashes, started, sends)) if *i == index && hashes.contains(&hash) => {
+                (started.elapsed(), *sends)
+            }
+            _ => (Duration::ZERO, 0),
+        };
+        Ok(Some(Landing {
+            index,
+            tx_hash: hash,
+            block: r.block_number.unwrap_or_default(),
+            gas_used: r.gas_used,
+            gas_price: r.effective_gas_price,
+            latency,
+            sends,
+        }))
+    }
+
     /// The chain and the coordinator disagree at `chain`. That stops the
     /// submitter for good only when a read at least a poll interval later
     /// finds the chain unchanged, because one read can be inconsistent:
@@ -654,14 +734,15 @@ impl Submitter {
         let from = self.address();
         let nonce = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
         let (mut max_fee, mut tip) = fresh_fees(&p).await?;
+        let (rollup, chain_id, gas_limit) = (self.rollup, self.chain_id, self.config.gas_limit);
         let request = |max_fee: u128, tip: u128| {
             TransactionRequest::default()
                 .with_from(from)
-                .with_to(self.rollup)
+                .with_to(rollup)
                 .with_input(calldata.clone())
                 .with_nonce(nonce)
-                .with_chain_id(self.chain_id)
-                .with_gas_limit(self.config.gas_limit)
+                .with_chain_id(chain_id)
+                .with_gas_limit(gas_limit)
                 .with_max_fee_per_gas(max_fee)
                 .with_max_priority_fee_per_gas(tip)
         };
@@ -669,6 +750,7 @@ impl Submitter {
         let mut sends = 1u32;
         let mut hashes = vec![send(&p, &self.wallet, request(max_fee, tip)).await?];
         info!(batch = index, nonce, tx = %hashes[0], "batch sent to L1");
+        self.sent = Some((index, hashes.clone(), started, sends));
         let mut sent_at = Instant::now();
         loop {
             tokio::time::sleep(self.config.poll).await;
@@ -742,6 +824,7 @@ impl Submitter {
                         hashes.push(h);
                     }
                     sends += 1;
+                    self.sent = Some((index, hashes.clone(), started, sends));
                 }
                 Err(e) => warn!(batch = index, error = %e, "resend failed"),
             }

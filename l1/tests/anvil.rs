@@ -15,6 +15,7 @@ use medrollup_l1::submitter::{
     self, BatchSource, L1Batch, L1Config, L1Error, Landing, Observer, Submitter, root_word,
 };
 use medrollup_l1::{canonical, vk_sha256};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ struct Source {
     wrong_reads: Mutex<u32>,
     /// Reads answered with a wrong old root so far.
     wrong_answers: Mutex<u32>,
+    /// Batches whose landing was recorded (as the coordinator's database
+    /// does when its observer is told).
+    landed: Mutex<HashSet<u64>>,
 }
 
 impl Source {
@@ -70,6 +74,7 @@ impl BatchSource for Source {
             if index as usize >= upto {
                 b.proof = None;
             }
+            b.landed = self.landed.lock().unwrap().contains(&index);
             let mut wrong = self.wrong_reads.lock().unwrap();
             if *wrong > 0 {
                 *wrong -= 1;
@@ -83,6 +88,8 @@ impl BatchSource for Source {
 
 #[derive(Default)]
 struct Seen {
+    /// Where landings are recorded.
+    source: Option<Arc<Source>>,
     landed: Mutex<Vec<Landing>>,
     bumps: Mutex<u32>,
     resends: Mutex<u32>,
@@ -93,6 +100,9 @@ struct Seen {
 impl Observer for Seen {
     fn landed(&self, l: &Landing) {
         self.landed.lock().unwrap().push(l.clone());
+        if let Some(s) = &self.source {
+            s.landed.lock().unwrap().insert(l.index);
+        }
     }
     fn fee_bumped(&self, _: u64) {
         *self.bumps.lock().unwrap() += 1;
@@ -139,7 +149,7 @@ impl Running {
     async fn start(c: L1Config, rollup: Address, source: Arc<Source>) -> Self {
         let (_, _, vk) = proven();
         let s = Submitter::connect(c, rollup, vk).await.unwrap();
-        let seen = Arc::new(Seen::default());
+        let seen = Arc::new(Seen { source: Some(source.clone()), ..Seen::default() });
         let (wake, wake_rx) = tokio::sync::watch::channel(0);
         let (stop, stop_rx) = tokio::sync::oneshot::channel();
         let obs = seen.clone();
@@ -384,5 +394,46 @@ async fn one_disagreeing_read_is_read_again_and_a_lasting_divergence_stops_the_s
     assert_eq!(*run.seen.failed.lock().unwrap(), vec![err.to_string()], "the observer is told");
     assert!(*source.wrong_answers.lock().unwrap() >= 2, "read again before stopping");
     assert!(run.seen.indices().is_empty(), "nothing landed past the divergence");
+    assert_chain_holds(&url, rollup, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_landing_sent_before_a_restart_is_recorded_from_the_chain() {
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
+    rpc(&url, "evm_setAutomine", serde_json::json!([false])).await;
+    source.prove_upto(1);
+    // Batch 0 is sent; the submitter stops (a coordinator restart) before it
+    // is mined.
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    let t = Instant::now();
+    loop {
+        let pool = rpc(&url, "txpool_content", serde_json::json!([])).await;
+        if pool["pending"].as_object().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "batch 0 was not sent");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    run.stop().await;
+    rpc(&url, "evm_mine", serde_json::json!([])).await;
+    assert_eq!(events(&url, rollup).await.len(), 1, "batch 0 on chain");
+    assert!(source.landed.lock().unwrap().is_empty(), "its landing was not seen");
+
+    // The next submitter finds it on chain and records it, then goes on.
+    rpc(&url, "evm_setAutomine", serde_json::json!([true])).await;
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    run.wait_landed(1, Duration::from_secs(30)).await;
+    let found = run.seen.landed.lock().unwrap()[0].clone();
+    assert_eq!((found.index, found.sends, found.latency), (0, 0, Duration::ZERO), "{found:?}");
+    assert!(found.gas_used > 0 && found.block > 0, "{found:?}");
+    let p = submitter::connect(&config(&url)).unwrap();
+    let receipt = p.get_transaction_receipt(found.tx_hash).await.unwrap().expect("the landing's receipt");
+    assert_eq!((receipt.block_number, receipt.gas_used), (Some(found.block), found.gas_used));
+    source.prove_upto(2);
+    run.poke();
+    run.wait_landed(2, Duration::from_secs(60)).await;
+    assert_eq!(run.seen.indices(), vec![0, 1], "each landing recorded once");
+    assert!(run.seen.landed.lock().unwrap()[1].sends >= 1);
+    run.stop().await;
     assert_chain_holds(&url, rollup, 2).await;
 }
