@@ -390,20 +390,30 @@ pub async fn root_after(
     rollup: Address,
     batches: u64,
 ) -> Result<Option<B256>, L1Error> {
-    use alloy::primitives::U256;
-    use alloy::rpc::types::Filter;
-    use alloy::sol_types::SolEvent;
     if batches == 0 {
         let c = MedRollup::new(rollup, provider);
         return Ok(Some(c.genesisRoot().call().await.map_err(rpc("reading the genesis root"))?));
     }
+    Ok(batch_event(provider, rollup, batches - 1).await?.and_then(|l| l.topics().get(2).copied()))
+}
+
+/// The `BatchSubmitted` event of batch `index` in the canonical chain, if
+/// it is there (the last, should a node keep more than one).
+async fn batch_event(
+    provider: &DynProvider,
+    rollup: Address,
+    index: u64,
+) -> Result<Option<alloy::rpc::types::Log>, L1Error> {
+    use alloy::primitives::U256;
+    use alloy::rpc::types::Filter;
+    use alloy::sol_types::SolEvent;
     let filter = Filter::new()
         .address(rollup)
         .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
-        .topic1(B256::from(U256::from(batches - 1)))
+        .topic1(B256::from(U256::from(index)))
         .from_block(0);
     let logs = provider.get_logs(&filter).await.map_err(rpc("reading a BatchSubmitted event"))?;
-    Ok(logs.last().and_then(|l| l.topics().get(2).copied()))
+    Ok(logs.into_iter().last())
 }
 
 /// A connection to a node that signs nothing: the callers sign (the
@@ -665,16 +675,8 @@ impl Submitter {
     /// canonical chain, once confirmed; `None` if it has no event (yet) or
     /// is not confirmed yet.
     async fn recover_landing(&self, index: u64) -> Result<Option<Landing>, L1Error> {
-        use alloy::primitives::U256;
-        use alloy::rpc::types::Filter;
-        use alloy::sol_types::SolEvent;
-        let filter = Filter::new()
-            .address(self.rollup)
-            .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
-            .topic1(B256::from(U256::from(index)))
-            .from_block(0);
-        let logs = self.provider.get_logs(&filter).await.map_err(rpc("reading a BatchSubmitted event"))?;
-        let Some(hash) = logs.last().and_then(|l| l.transaction_hash) else { return Ok(None) };
+        let event = batch_event(&self.provider, self.rollup, index).await?;
+        let Some(hash) = event.and_then(|l| l.transaction_hash) else { return Ok(None) };
         let Some(r) = self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?
         else {
             return Ok(None);
