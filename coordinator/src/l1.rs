@@ -44,7 +44,7 @@ pub struct L1Status {
     pub sequencer: String,
     /// Batches landed since start (this process).
     pub landed: u64,
-    /// Index of the last landed batch.
+    /// Index of the last landed batch (recorded before a restart included).
     pub last_landed: Option<u64>,
     /// Fee bumps, resends and reorgs seen.
     pub fee_bumps: u64,
@@ -252,10 +252,16 @@ pub async fn start(
     let s = Submitter::connect(settings.config.clone(), rollup, &manifest.verifying_key_sha256).await?;
     let chain = s.chain_state().await?;
     info!(%rollup, batches_on_chain = chain.count, root = %chain.root, "L1 submitter resumes from the chain");
+    // The last landing recorded before this start (a restart).
+    let last_landed = store.next_submit().ok().and_then(|n| n.checked_sub(1));
+    if let Some(n) = last_landed {
+        metrics.last_submitted_batch.set(n as i64);
+    }
     let status = Arc::new(Mutex::new(L1Status {
         rollup: rollup.to_string(),
         chain_id: s.provider().get_chain_id().await.unwrap_or_default(),
         sequencer: s.address().to_string(),
+        last_landed,
         ..Default::default()
     }));
     metrics.l1_up.set(1);

@@ -174,6 +174,23 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     assert!(matches!(e, LightError::NotOnL1 { .. }), "{e}");
     assert!(e.to_string().contains("not the chain's state"), "{e}");
 
+    // A restarted coordinator shows the landings recorded before it.
+    drop(coordinator);
+    let coordinator = Coordinator::start(&CoordinatorOpts {
+        l1: Some((&anvil.url(), DEV_KEY, 2)),
+        ..CoordinatorOpts::new(&nats, &keys, &data, dir.path(), http_port)
+    });
+    let st = get_json(&format!("{http}/l1")).await;
+    assert_eq!(
+        (st["rollup"].as_str(), st["last_landed"].as_u64()),
+        (Some(&*rollup.to_string()), Some(sealed - 1)),
+        "{st}"
+    );
+    assert_eq!(st["landed"], 0, "none landed since the restart: {st}");
+    let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    let last = format!("medrollup_last_submitted_batch {}", sealed - 1);
+    assert!(metrics.lines().any(|l| l == last), "{last} after the restart:\n{metrics}");
+
     // The sequencer's key is in no log.
     for entry in std::fs::read_dir(dir.path()).unwrap() {
         let p = entry.unwrap().path();
