@@ -663,7 +663,8 @@ impl Submitter {
             return Ok(()); // not ours: the root checks explain that
         };
         if !batch.landed {
-            let Some(landing) = self.recover_landing(index).await? else { return Ok(()) };
+            let root = fr_u256(&batch.public.new_root).into();
+            let Some(landing) = self.recover_landing(index, root).await? else { return Ok(()) };
             warn!(batch = index, tx = %landing.tx_hash, "a landing this submitter did not see: recorded from the chain");
             observer.landed(&landing);
         }
@@ -672,11 +673,15 @@ impl Submitter {
     }
 
     /// Batch `index`'s landing, from its `BatchSubmitted` event in the
-    /// canonical chain, once confirmed; `None` if it has no event (yet) or
-    /// is not confirmed yet.
-    async fn recover_landing(&self, index: u64) -> Result<Option<Landing>, L1Error> {
-        let event = batch_event(&self.provider, self.rollup, index).await?;
-        let Some(hash) = event.and_then(|l| l.transaction_hash) else { return Ok(None) };
+    /// canonical chain, once confirmed; `None` if it has no event (yet), is
+    /// not confirmed yet, or is not ours (its new root is not `new_root`:
+    /// the root checks then say how the chain and the coordinator differ).
+    async fn recover_landing(&self, index: u64, new_root: B256) -> Result<Option<Landing>, L1Error> {
+        let Some(event) = batch_event(&self.provider, self.rollup, index).await? else { return Ok(None) };
+        if event.topics().get(2) != Some(&new_root) {
+            return Ok(None);
+        }
+        let Some(hash) = event.transaction_hash else { return Ok(None) };
         let Some(r) = self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?
         else {
             return Ok(None);
@@ -706,9 +711,9 @@ impl Submitter {
     /// submitter for good only when a read at least a poll interval later
     /// finds the chain unchanged, because one read can be inconsistent:
     /// anvil has answered, for one block hash, the batch count of a state
-    /// and the root of the state before it (calls at the latest block while
-    /// a block is being mined), and a node behind a load balancer can answer
-    /// from a lagging replica. Until then the round is retried.
+    /// and the root of the state before it, and a node behind a load
+    /// balancer can answer from a lagging replica. Until then the round is
+    /// retried.
     fn disagreement(&mut self, chain: ChainState, e: L1Error) -> Result<Round, L1Error> {
         match self.suspect {
             Some((seen, at)) if seen == chain && at.elapsed() >= self.config.poll => Err(e),

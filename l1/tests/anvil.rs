@@ -51,6 +51,8 @@ struct Source {
     /// Batches whose landing was recorded (as the coordinator's database
     /// does when its observer is told).
     landed: Mutex<HashSet<u64>>,
+    /// A batch answered with another new root (not the one on chain).
+    other_new_root: Mutex<Option<u64>>,
 }
 
 impl Source {
@@ -75,6 +77,9 @@ impl BatchSource for Source {
                 b.proof = None;
             }
             b.landed = self.landed.lock().unwrap().contains(&index);
+            if *self.other_new_root.lock().unwrap() == Some(index) {
+                b.public.new_root += Fr::from(1u64);
+            }
             let mut wrong = self.wrong_reads.lock().unwrap();
             if *wrong > 0 {
                 *wrong -= 1;
@@ -436,4 +441,18 @@ async fn a_landing_sent_before_a_restart_is_recorded_from_the_chain() {
     assert!(run.seen.landed.lock().unwrap()[1].sends >= 1);
     run.stop().await;
     assert_chain_holds(&url, rollup, 2).await;
+
+    // A batch on chain under our index but with another root is not
+    // recorded as ours.
+    source.landed.lock().unwrap().remove(&1);
+    *source.other_new_root.lock().unwrap() = Some(1);
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(run.seen.indices().is_empty(), "{:?}", run.seen.indices());
+    // Once the roots agree, it is.
+    *source.other_new_root.lock().unwrap() = None;
+    run.wait_landed(1, Duration::from_secs(30)).await;
+    let found = run.seen.landed.lock().unwrap()[0].clone();
+    assert_eq!((found.index, found.sends), (1, 0), "{found:?}");
+    run.stop().await;
 }
