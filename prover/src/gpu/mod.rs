@@ -765,10 +765,8 @@ impl GpuBackend {
         Counters::add(&c.busy_nanos, took.as_nanos() as u64);
     }
 
-    /// A unit on a device's thread: on the device while it is healthy, else
-    /// (or when it fails) on the CPU.
-    /// Runs one unit on device `index` (`slot`), or on the CPU if the device
-    /// cannot.
+    /// A unit on the thread of device `index` (`slot`): on the device while
+    /// it is healthy, else (or when it fails) on the CPU.
     fn run_unit(
         &self,
         index: usize,
