@@ -218,6 +218,21 @@ async fn rpc(url: &str, method: &'static str, params: serde_json::Value) -> serd
     p.raw_request(method.into(), params).await.unwrap()
 }
 
+/// Whether the node's pool holds a pending transaction.
+async fn pool_has_pending(url: &str) -> bool {
+    let pool = rpc(url, "txpool_content", serde_json::json!([])).await;
+    pool["pending"].as_object().is_some_and(|m| !m.is_empty())
+}
+
+/// Polls `done` until it holds; fails with `failure` after 30 s.
+async fn wait_until<F: Future<Output = bool>>(failure: &str, mut done: impl FnMut() -> F) {
+    let t = Instant::now();
+    while !done().await {
+        assert!(t.elapsed() < Duration::from_secs(30), "{failure}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Heavy set-up (proofs) once, then one anvil per test.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -288,20 +303,11 @@ async fn a_stuck_transaction_gets_higher_fees_and_a_dropped_one_is_sent_again() 
     source.prove_upto(1);
     let run = Running::start(config(&url), rollup, source.clone()).await;
     // Not mined: after `stuck_after` the fees go up (same nonce).
-    let t = Instant::now();
-    while *run.seen.bumps.lock().unwrap() == 0 {
-        assert!(t.elapsed() < Duration::from_secs(30), "no fee bump");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_until("no fee bump", || async { *run.seen.bumps.lock().unwrap() > 0 }).await;
     // The node forgets every pending transaction: it is sent again.
     rpc(&url, "anvil_dropAllTransactions", serde_json::json!([])).await;
-    let t = Instant::now();
-    while *run.seen.resends.lock().unwrap() == 0 {
-        assert!(t.elapsed() < Duration::from_secs(30), "no resend after the drop");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let pending = rpc(&url, "txpool_content", serde_json::json!([])).await;
-    assert!(pending["pending"].as_object().is_some_and(|m| !m.is_empty()), "resent into the pool: {pending}");
+    wait_until("no resend after the drop", || async { *run.seen.resends.lock().unwrap() > 0 }).await;
+    assert!(pool_has_pending(&url).await, "resent into the pool");
     rpc(&url, "evm_mine", serde_json::json!([])).await;
     run.wait_landed(1, Duration::from_secs(30)).await;
     let l = run.seen.landed.lock().unwrap()[0].clone();
@@ -377,11 +383,7 @@ async fn one_disagreeing_read_is_read_again_and_a_lasting_divergence_stops_the_s
     source.answer_wrong(u32::MAX);
     *source.wrong_answers.lock().unwrap() = 0;
     let run = Running::start(config(&url), rollup, source.clone()).await;
-    let t = Instant::now();
-    while !run.task.is_finished() {
-        assert!(t.elapsed() < Duration::from_secs(30), "the submitter goes on despite the divergence");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("the submitter goes on despite the divergence", || async { run.task.is_finished() }).await;
     let err = run.task.await.unwrap().unwrap_err();
     let (_, batches, _) = proven();
     let chain_root = root_word(&batches[1].public.new_root);
@@ -410,15 +412,7 @@ async fn a_landing_sent_before_a_restart_is_recorded_from_the_chain() {
     // Batch 0 is sent; the submitter stops (a coordinator restart) before it
     // is mined.
     let run = Running::start(config(&url), rollup, source.clone()).await;
-    let t = Instant::now();
-    loop {
-        let pool = rpc(&url, "txpool_content", serde_json::json!([])).await;
-        if pool["pending"].as_object().is_some_and(|m| !m.is_empty()) {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "batch 0 was not sent");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until("batch 0 was not sent", || pool_has_pending(&url)).await;
     run.stop().await;
     rpc(&url, "evm_mine", serde_json::json!([])).await;
     assert_eq!(events(&url, rollup).await.len(), 1, "batch 0 on chain");
