@@ -12,8 +12,12 @@
 //! - [`session`]: the flows (register, add and update records, grant,
 //!   revoke with re-keying, delete, read with the access logged, emergency
 //!   access, consents and audit log) as library calls.
+//!
+//! - [`portal`]: the patients' and doctors' web page, served from the user's
+//!   own machine over [`session`] (`medrollup-client portal`).
 
 pub mod envelope;
 pub mod keystore;
 pub mod light;
+pub mod portal;
 pub mod session;

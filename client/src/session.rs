@@ -31,7 +31,7 @@ use crate::light::{LightClient, LightError};
 use alloy::primitives::Address;
 use medrollup_circuits::field::{Fr, fr_to_dec};
 use medrollup_circuits::poseidon;
-use medrollup_circuits::state::{AccountIndex, AuditEntry, ConsentLeaf, RecordLeaf, TreeId};
+use medrollup_circuits::state::{AccountIndex, AuditEntry, ConsentLeaf, RecordLeaf, Role, TreeId};
 use medrollup_circuits::tx::{ConsentTarget, Scope, Tx, TxBody};
 use medrollup_storage::cid::{Cid, DAG_PB, RAW};
 use medrollup_storage::content::{ContentError, ContentStore};
@@ -375,6 +375,18 @@ impl Session {
             return Err(ClientError::ForeignKeys { account, why: "another RSA key".into() });
         }
         Ok(id)
+    }
+
+    /// An account's role, checked against L1; `None` while it is not
+    /// registered.
+    pub async fn role(&self, account: u64) -> Result<Option<Role>, ClientError> {
+        let leaf = self.light.leaf(TreeId::Accounts, account).await?;
+        Ok(match medrollup_circuits::field::fr_to_u64(&leaf[0]) {
+            Some(1) => Some(Role::Patient),
+            Some(2) => Some(Role::Doctor),
+            Some(3) => Some(Role::Hospital),
+            _ => None,
+        })
     }
 
     /// Consents `account` granted or holds, each checked against L1.

@@ -77,3 +77,11 @@ fn keystores_are_created_exported_imported_and_repassworded_with_clear_errors() 
     let e = err(&cli(d, &pw, &["keys", "public"]));
     assert!(e.contains("keystore") || e.contains("JSON"), "{e}");
 }
+
+#[test]
+fn the_portal_listens_on_this_machine_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = cli(dir.path(), &[], &["portal", "--account", "10", "--listen", "0.0.0.0:8088"]);
+    let e = err(&o);
+    assert!(e.contains("--listen 0.0.0.0:8088") && e.contains("listens on this machine only"), "{e}");
+}

@@ -7,6 +7,7 @@ use medrollup_circuits::eddsa;
 use medrollup_circuits::state::AUDIT_EMERGENCY;
 use medrollup_circuits::tx::{ConsentTarget, Scope};
 use medrollup_client::keystore::{Identity, KdfParams, Keystore, PublicIdentity};
+use medrollup_client::portal::Portal;
 use medrollup_client::session::{Endpoints, Session};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -160,6 +161,15 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Serve your web page on this machine (the keystore is created or
+    /// unlocked from the page; the keys stay in this process).
+    Portal {
+        #[command(flatten)]
+        conn: Conn,
+        /// Where to listen: a loopback address only (port 0: any free one).
+        #[arg(long, default_value = "127.0.0.1:8088")]
+        listen: std::net::SocketAddr,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -217,6 +227,12 @@ fn unlock(path: &Path) -> anyhow::Result<Identity> {
 
 async fn session(keystore: &Path, conn: &Conn) -> anyhow::Result<Session> {
     let identity = unlock(keystore)?;
+    Ok(Session::open(&endpoints(conn).await?, conn.account, identity).await?)
+}
+
+/// Where `conn` points; the rollup contract asked of the coordinator when
+/// not given.
+async fn endpoints(conn: &Conn) -> anyhow::Result<Endpoints> {
     let rollup = match conn.rollup {
         Some(r) => r,
         None => {
@@ -234,14 +250,41 @@ async fn session(keystore: &Path, conn: &Conn) -> anyhow::Result<Session> {
             r.parse()?
         }
     };
-    let endpoints = Endpoints {
+    Ok(Endpoints {
         coordinator: conn.coordinator.clone(),
         ipfs_api: conn.ipfs_api.clone(),
         l1_rpc: conn.l1_rpc.clone(),
         rollup,
         l1_wait: Duration::from_secs(conn.l1_wait_s),
+    })
+}
+
+async fn portal(keystore: &Path, conn: &Conn, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+    if !listen.ip().is_loopback() {
+        bail!(
+            "--listen {listen}: the portal holds your keys' powers, so it listens on this machine only \
+             (127.0.0.1 or [::1])"
+        );
+    }
+    let endpoints = endpoints(conn).await?;
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let keystore = std::path::absolute(keystore)?;
+    let p = std::sync::Arc::new(Portal::new(keystore.clone(), conn.account, endpoints, addr));
+    println!("{}", p.url(addr));
+    eprintln!(
+        "the web page of account {} (keys: {}): open the address above in a browser on this machine",
+        conn.account,
+        keystore.display()
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
     };
-    Ok(Session::open(&endpoints, conn.account, identity).await?)
+    axum::serve(listener, medrollup_client::portal::router(p)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
 }
 
 fn output(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
@@ -332,6 +375,7 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+        Command::Portal { conn, listen } => portal(ks, &conn, listen).await?,
         Command::Audit { conn } => {
             let s = session(ks, &conn).await?;
             for (i, e) in s.audit_log().await? {

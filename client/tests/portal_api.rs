@@ -1,0 +1,179 @@
+//! The portal's HTTP rules without a farm: only this machine's address and
+//! the portal's token are answered, every wrong entry gets an error naming
+//! it, keys are created once and never overwritten, and a wrong password or
+//! an unreachable coordinator say so.
+
+use medrollup_client::keystore::{KdfParams, Keystore};
+use medrollup_client::portal::{Portal, TOKEN_HEADER, router};
+use medrollup_client::session::Endpoints;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+struct Served {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Served {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut r =
+            self.http.request(method, format!("{}{path}", self.base)).header(TOKEN_HEADER, &self.token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let r = r.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+}
+
+fn error(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or_else(|| panic!("no error message in {v}"))
+}
+
+/// A portal whose coordinator is a closed port.
+async fn serve(keystore: std::path::PathBuf) -> Served {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let coordinator = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let endpoints = Endpoints {
+        coordinator,
+        ipfs_api: None,
+        l1_rpc: "http://127.0.0.1:9".into(),
+        rollup: alloy::primitives::Address::ZERO,
+        l1_wait: Duration::from_secs(1),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let portal = Arc::new(Portal::new(keystore, 10, endpoints, addr).with_kdf(KdfParams::MIN));
+    let token = portal.token().to_string();
+    assert!(portal.url(addr).ends_with(&format!("/#token={token}")));
+    tokio::spawn(async move { axum::serve(listener, router(portal)).await.unwrap() });
+    Served { base: format!("http://{addr}"), token, http: reqwest::Client::new() }
+}
+
+#[tokio::test]
+async fn only_this_machine_and_the_token_are_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve(dir.path().join("keys.json")).await;
+
+    // The page itself needs no token, and forbids framing and foreign scripts.
+    let page = s.http.get(format!("{}/", s.base)).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(page.text().await.unwrap().contains("src=\"/app.js\""));
+
+    // No token, a wrong one: refused, saying where to get it.
+    let r = s.http.get(format!("{}/api/state", s.base)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(error(&r.json().await.unwrap()).contains("portal token"));
+    let r = s.http.get(format!("{}/api/state", s.base)).header(TOKEN_HEADER, "00").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // A name re-pointed at this machine (DNS rebinding) is refused, token or not.
+    let r = s
+        .http
+        .get(format!("{}/api/state", s.base))
+        .header(TOKEN_HEADER, &s.token)
+        .header("host", "evil.example:80")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(error(&r.json().await.unwrap()).contains("\"evil.example:80\""));
+
+    let (status, v) = s.get("/api/state").await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!((v["account"].as_u64(), v["keystore"].as_str()), (Some(10), Some("none")));
+    let (status, v) = s.get("/api/nothing-here").await;
+    assert_eq!((status, error(&v)), (404, "no such API call"));
+}
+
+#[tokio::test]
+async fn wrong_entries_get_errors_that_name_them_and_keys_are_never_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    let s = serve(path.clone()).await;
+
+    // Before there are keys.
+    let (status, v) = s.post("/api/unlock", json!({ "password": "whatever1" })).await;
+    assert_eq!((status, error(&v)), (404, "you have no keys yet: create them first"));
+    let (status, v) = s.get("/api/public-keys").await;
+    assert_eq!(status, 404, "{v}");
+    let (status, v) = s.get("/api/records").await;
+    assert_eq!(status, 423);
+    assert!(error(&v).contains("locked"), "{v}");
+
+    // Entries checked before anything is done, each naming what was wrong.
+    let cases = [
+        ("/api/keys", json!({ "password": "short", "confirm": "short" }), "at least 8 characters"),
+        (
+            "/api/keys",
+            json!({ "password": "long enough", "confirm": "long enouhg" }),
+            "the two passwords differ",
+        ),
+        ("/api/keys", json!({ "pasword": "long enough" }), "unknown field `pasword`"),
+        ("/api/consents", json!({ "grantee": "dr. house" }), "grantee: \"dr. house\" is not a number"),
+        ("/api/consents", json!({ "grantee": "" }), "grantee is missing"),
+        ("/api/consents", json!({ "grantee": "20", "days": "0" }), "days: 0 is not from 1 to 3650"),
+        ("/api/consents", json!({ "grantee": "20", "record": "x1" }), "record: \"x1\" is not a number"),
+        ("/api/consents", json!({ "grantee": "10" }), "cannot grant access to yourself"),
+        ("/api/records", json!({ "patient": "ten", "bundle": "{}" }), "patient: \"ten\" is not a number"),
+        ("/api/records", json!({ "patient": "10" }), "missing field `bundle`"),
+        ("/api/records/abc/emergency", json!({ "reason": "x" }), "record: \"abc\" is not a number"),
+    ];
+    for (path, body, says) in cases {
+        let (status, v) = s.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{path} {body}: {v}");
+        assert!(error(&v).contains(says), "{path} {body}: {v}");
+    }
+    let r = s
+        .http
+        .post(format!("{}/api/keys", s.base))
+        .header(TOKEN_HEADER, &s.token)
+        .body("{ not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(error(&r.json().await.unwrap()).contains("the create-keys request is not what it takes"));
+    assert!(!path.exists(), "no keys from refused requests");
+
+    // Keys are created (the coordinator is down, so the session is not
+    // opened, and the page is told why), then never overwritten.
+    let (status, v) =
+        s.post("/api/keys", json!({ "password": "long enough", "confirm": "long enough" })).await;
+    assert_eq!(status, 502, "{v}");
+    assert!(error(&v).contains("does not answer"), "{v}");
+    let written = std::fs::read(&path).unwrap();
+    let (status, v) =
+        s.post("/api/keys", json!({ "password": "another one", "confirm": "another one" })).await;
+    assert_eq!(status, 409, "{v}");
+    assert!(error(&v).contains("nothing was overwritten"), "{v}");
+    assert_eq!(std::fs::read(&path).unwrap(), written);
+    Keystore::read(&path).unwrap().open("long enough").expect("the keys open with the page's password");
+    let (_, v) = s.get("/api/state").await;
+    assert_eq!(v["keystore"], "locked");
+
+    // The public part, for a hospital; a wrong password; the right one with
+    // the coordinator down.
+    let (status, v) = s.get("/api/public-keys").await;
+    assert_eq!(status, 200);
+    assert_eq!(v, serde_json::to_value(&Keystore::read(&path).unwrap().public).unwrap());
+    let (status, v) = s.post("/api/unlock", json!({ "password": "not it at all" })).await;
+    assert_eq!((status, error(&v)), (401, "wrong password for this keystore"));
+    let (status, v) = s.post("/api/unlock", json!({ "password": "long enough" })).await;
+    assert_eq!(status, 502);
+    assert!(error(&v).contains("the coordinator at http://127.0.0.1:"), "{v}");
+}

@@ -1,0 +1,324 @@
+// The medrollup portal's page. It talks only to the portal that served it
+// (which holds the keys); untrusted text is written with textContent only.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+
+// The token comes in the address's fragment (never sent to a server); it is
+// kept for this tab and taken out of the address bar.
+const token = (() => {
+  const m = /(?:^#|&)token=([0-9a-f]+)/.exec(location.hash);
+  if (m) {
+    sessionStorage.setItem('medrollup-token', m[1]);
+    history.replaceState(null, '', location.pathname);
+  }
+  return sessionStorage.getItem('medrollup-token') || '';
+})();
+
+let me = { role: null };
+
+async function api(method, path, body) {
+  const init = { method, headers: { 'x-medrollup-token': token } };
+  if (body !== undefined) {
+    init.headers['content-type'] = 'application/json';
+    init.body = JSON.stringify(body);
+  }
+  let r;
+  try {
+    r = await fetch('/api' + path, init);
+  } catch (e) {
+    throw new Error('the portal does not answer (is `medrollup-client portal` still running?)');
+  }
+  const text = await r.text();
+  let v;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`the portal answered ${r.status}: ${text.slice(0, 200)}`);
+  }
+  if (!r.ok) throw new Error(v.error || `the portal answered ${r.status}`);
+  return v;
+}
+
+function showError(msg) {
+  const e = $('error');
+  e.textContent = msg;
+  e.hidden = !msg;
+}
+
+function say(msg) {
+  $('status').textContent = msg;
+}
+
+// Runs one flow: buttons off, a word while it runs, the outcome after.
+async function run(doing, flow) {
+  const buttons = [...document.querySelectorAll('button')];
+  buttons.forEach((b) => (b.disabled = true));
+  showError('');
+  say(doing + '…');
+  try {
+    const done = await flow();
+    say(done || '');
+    return true;
+  } catch (e) {
+    say('');
+    showError(e.message);
+    return false;
+  } finally {
+    buttons.forEach((b) => (b.disabled = false));
+  }
+}
+
+function cell(row, text, cls) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  if (cls) td.className = cls;
+  row.appendChild(td);
+  return td;
+}
+
+function button(label, onclick, cls) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  if (cls) b.className = cls;
+  b.addEventListener('click', onclick);
+  return b;
+}
+
+function fill(body, empty, rows, render) {
+  const tbody = $(body);
+  tbody.replaceChildren();
+  rows.forEach((x) => {
+    const tr = document.createElement('tr');
+    render(tr, x);
+    tbody.appendChild(tr);
+  });
+  $(empty).hidden = rows.length > 0;
+}
+
+const when = (secs) => new Date(secs * 1000).toLocaleString();
+
+async function loadRecords() {
+  const rows = await api('GET', '/records');
+  fill('records-body', 'records-empty', rows, (tr, r) => {
+    tr.id = `record-${r.id}`;
+    cell(tr, r.id);
+    cell(tr, r.owner);
+    cell(tr, r.author === 0 ? 'the patient' : r.author);
+    cell(tr, r.deleted ? 'deleted' : r.version, r.deleted ? 'revoked' : '');
+    const td = cell(tr, '');
+    if (!r.deleted) td.appendChild(button('Open', () => openRecord(r.id), 'secondary'));
+  });
+}
+
+async function loadConsents() {
+  const rows = await api('GET', '/consents');
+  fill('consents-body', 'consents-empty', rows, (tr, c) => {
+    tr.id = `consent-${c.id}`;
+    cell(tr, c.id);
+    cell(tr, c.patient);
+    cell(tr, c.grantee);
+    cell(tr, c.write ? 'read and write' : 'read');
+    cell(tr, c.record === null ? 'all' : `record ${c.record}`);
+    cell(tr, when(c.expiry));
+    const state = c.revoked ? 'revoked' : c.expired ? 'expired' : 'active';
+    cell(tr, state, state);
+    const td = cell(tr, '');
+    if (state === 'active' && c.patient === me.account) {
+      td.appendChild(
+        button('Revoke', () =>
+          run(`Revoking consent ${c.id} and re-keying the records it covered`, async () => {
+            const v = await api('POST', `/consents/${c.id}/revoke`);
+            $('viewer').hidden = true; // re-keyed: a new version
+            await loadAll();
+            return `Consent ${c.id} revoked; records re-keyed: ${v.rekeyed.join(', ') || 'none'}.`;
+          }),
+        ),
+      );
+    }
+  });
+}
+
+async function loadAudit() {
+  const rows = await api('GET', '/audit');
+  fill('audit-body', 'audit-empty', rows, (tr, e) => {
+    cell(tr, e.id);
+    cell(tr, when(e.timestamp));
+    cell(tr, e.actor);
+    cell(tr, e.record);
+    cell(tr, e.patient);
+    if (e.emergency) cell(tr, 'EMERGENCY', 'emergency');
+    else cell(tr, `consent ${e.consent}`);
+  });
+}
+
+async function loadAll() {
+  await loadRecords();
+  await loadConsents();
+  await loadAudit();
+}
+
+function showRecord(v) {
+  $('viewer').hidden = false;
+  $('viewer').dataset.record = v.id;
+  $('viewer-id').textContent = v.id;
+  const how = v.consent === null ? 'your own record' : `read under consent ${v.consent} (the read is logged)`;
+  $('viewer-meta').textContent =
+    `Patient ${v.owner}, version ${v.version}, ${how}. Stored as ${v.cid}.`;
+  $('viewer-bundle').textContent =
+    typeof v.bundle === 'string' ? v.bundle : JSON.stringify(v.bundle, null, 2);
+  $('delete-btn').hidden = me.role !== 'patient' || v.owner !== me.account;
+}
+
+function openRecord(id) {
+  return run(`Reading record ${id}`, async () => {
+    showRecord(await api('GET', `/records/${id}`));
+    await loadAudit();
+    return `Record ${id} decrypted.`;
+  });
+}
+
+async function refresh() {
+  const s = await api('GET', '/state');
+  me = s;
+  $('rollup').textContent = s.rollup;
+  const open = s.keystore === 'open';
+  $('create').hidden = s.keystore !== 'none';
+  $('unlock').hidden = s.keystore !== 'locked';
+  $('lock-btn').hidden = !open;
+  $('join').hidden = !open || s.role !== null;
+  document.querySelectorAll('section[data-role]').forEach((sec) => {
+    const r = sec.dataset.role;
+    sec.hidden = !open || s.role === null || (r !== 'any' && r !== s.role);
+  });
+  if (!open) $('viewer').hidden = true;
+  const role = s.role ? `, ${s.role}` : open ? ', not registered yet' : '';
+  $('who').textContent = `Account ${s.account}${role}`;
+  if (open && s.role !== null) await loadAll();
+}
+
+async function fileText(input) {
+  const f = $(input).files[0];
+  if (!f) throw new Error('choose a FHIR bundle file first');
+  return f.text();
+}
+
+function onSubmit(form, handler) {
+  $(form).addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    handler();
+  });
+}
+
+onSubmit('create-form', () =>
+  run('Creating your keys (this takes a few seconds)', async () => {
+    await api('POST', '/keys', { password: $('create-password').value, confirm: $('create-confirm').value });
+    $('create-form').reset();
+    await refresh();
+    return 'Your keys are created and unlocked.';
+  }),
+);
+
+onSubmit('unlock-form', () =>
+  run('Unlocking', async () => {
+    await api('POST', '/unlock', { password: $('unlock-password').value });
+    $('unlock-form').reset();
+    await refresh();
+    return 'Unlocked.';
+  }),
+);
+
+$('lock-btn').addEventListener('click', () =>
+  run('Locking', async () => {
+    await api('POST', '/lock');
+    await refresh();
+    return 'Locked.';
+  }),
+);
+
+$('register-btn').addEventListener('click', () =>
+  run('Registering you as a patient', async () => {
+    await api('POST', '/register');
+    await refresh();
+    return 'You are registered as a patient.';
+  }),
+);
+
+$('public-keys-link').addEventListener('click', (ev) => {
+  ev.preventDefault();
+  run('Fetching your public keys', async () => {
+    const v = await api('GET', '/public-keys');
+    const a = document.createElement('a');
+    a.href = URL.createObjectURL(new Blob([JSON.stringify(v, null, 2)], { type: 'application/json' }));
+    a.download = 'medrollup-public-keys.json';
+    a.click();
+    return 'Public keys saved.';
+  });
+});
+
+onSubmit('add-form', () =>
+  run('Encrypting and adding the record', async () => {
+    const bundle = await fileText('add-file');
+    const v = await api('POST', '/records', { patient: $('add-patient').value, bundle });
+    $('add-form').reset();
+    await loadRecords();
+    return `Record ${v.record} added for patient ${v.patient}.`;
+  }),
+);
+
+onSubmit('update-form', () =>
+  run('Writing the new version', async () => {
+    const id = $('viewer').dataset.record;
+    const bundle = await fileText('update-file');
+    await api('PUT', `/records/${id}`, { bundle });
+    $('update-form').reset();
+    showRecord(await api('GET', `/records/${id}`));
+    await loadAll();
+    return `Record ${id} updated.`;
+  }),
+);
+
+$('delete-btn').addEventListener('click', () => {
+  const id = $('viewer').dataset.record;
+  if (!confirm(`Delete record ${id}? Its content and keys are destroyed on our nodes.`)) return;
+  run(`Deleting record ${id}`, async () => {
+    await api('DELETE', `/records/${id}`);
+    $('viewer').hidden = true;
+    await loadRecords();
+    return `Record ${id} deleted.`;
+  });
+});
+
+onSubmit('grant-form', () =>
+  run('Giving access', async () => {
+    const v = await api('POST', '/consents', {
+      grantee: $('grant-grantee').value,
+      record: $('grant-record').value,
+      days: $('grant-days').value,
+      write: $('grant-write').checked,
+    });
+    $('grant-form').reset();
+    await loadConsents();
+    return `Consent ${v.consent} given to account ${v.grantee}, until ${when(v.expiry)}.`;
+  }),
+);
+
+onSubmit('emergency-form', () =>
+  run('Logging the emergency access and reading', async () => {
+    const id = $('emergency-record').value.trim();
+    const v = await api('POST', `/records/${encodeURIComponent(id)}/emergency`, {
+      reason: $('emergency-reason').value,
+    });
+    $('emergency-form').reset();
+    showRecord(v);
+    await loadAudit();
+    return `Emergency access to record ${v.id} logged and flagged.`;
+  }),
+);
+
+run('Loading', async () => {
+  if (!token) throw new Error('open the address `medrollup-client portal` printed (it carries the token)');
+  await refresh();
+  return '';
+});
