@@ -6,7 +6,8 @@
 // what the page did. Prints one JSON line: {"consent": N, "record": N}.
 //
 // Environment: PATIENT_URL, DOCTOR_URL (the portals' addresses with their
-// tokens), PATIENT, DOCTOR (account ids), BUNDLE, NOT_FHIR (files), WORK (a
+// tokens), PATIENT, DOCTOR (account ids), BUNDLE, BUNDLE_V2, NOT_FHIR
+// (files), WORK (a
 // folder for downloads and screenshots), MEDROLLUP_CLIENT_BIN, and the
 // hospital's HOSPITAL, HOSPITAL_KEYSTORE, HOSPITAL_PASSWORD, COORDINATOR,
 // L1_RPC, ROLLUP for its CLI; CHROMIUM (default /usr/bin/chromium).
@@ -148,12 +149,19 @@ try {
   await expectText(doctor, '#viewer-meta', `read under consent ${consent}`);
   await expectText(doctor, '#viewer-bundle', 'Portal Test Patient');
 
+  step('the doctor writes a new version');
+  await doctor.setInputFiles('#update-file', env('BUNDLE_V2'));
+  await doctor.click('#update-form button');
+  await expectText(doctor, '#status', `Record ${record} updated.`);
+  await expectText(doctor, '#viewer-meta', 'version 2');
+  await expectText(doctor, '#viewer-bundle', 'Second Version');
+
   step('the patient sees the record and who read it');
   await patient.reload();
   await expectText(patient, `#record-${record}`, String(DOCTOR));
   await patient.click(`#record-${record} button`);
   await expectText(patient, '#viewer-meta', 'your own record');
-  await expectText(patient, '#viewer-bundle', 'Portal Test Patient');
+  await expectText(patient, '#viewer-bundle', 'Second Version');
   await expectText(patient, '#audit-body', `consent ${consent}`);
   await expectText(patient, '#audit-body', String(DOCTOR));
 
@@ -161,13 +169,42 @@ try {
   await patient.click(`#consent-${consent} button`);
   await expectText(patient, '#status', `Consent ${consent} revoked; records re-keyed: ${record}.`);
   await expectText(patient, `#consent-${consent}`, 'revoked');
-  await patient.screenshot({ path: path.join(WORK, 'patient.png'), fullPage: true });
 
   step('the doctor is refused now');
   await doctor.reload();
   await doctor.click(`#record-${record} button`);
   await expectError(doctor, `holds no active consent to read record ${record}`);
+
+  step('the doctor breaks the glass: logged, but the re-keyed record stays shut');
+  await doctor.fill('#emergency-record', String(record));
+  await doctor.fill('#emergency-reason', 'unconscious in the emergency room');
+  await doctor.click('#emergency-form button');
+  await expectError(doctor, 'this record is not shared with the key');
   await doctor.screenshot({ path: path.join(WORK, 'doctor.png'), fullPage: true });
+
+  step('the patient sees the emergency access, locks and unlocks the page');
+  await patient.reload();
+  await expectText(patient, '#audit-body', 'EMERGENCY');
+  await patient.click('#lock-btn');
+  await expectText(patient, '#status', 'Locked.');
+  await patient.locator('#unlock').waitFor();
+  if (await patient.locator('#records').isVisible()) throw new Error('records shown while locked');
+  await patient.fill('#unlock-password', 'not the password');
+  await patient.click('#unlock-form button');
+  await expectError(patient, 'wrong password');
+  await patient.fill('#unlock-password', 'patient password 1');
+  await patient.click('#unlock-form button');
+  await expectText(patient, '#status', 'Unlocked.');
+  await expectText(patient, `#record-${record}`, String(DOCTOR));
+
+  step('the patient deletes the record');
+  patient.once('dialog', (d) => d.accept());
+  await patient.click(`#record-${record} button`);
+  await expectText(patient, '#status', `Record ${record} decrypted.`);
+  await patient.click('#delete-btn');
+  await expectText(patient, '#status', `Record ${record} deleted.`);
+  await expectText(patient, `#record-${record}`, 'deleted');
+  await patient.screenshot({ path: path.join(WORK, 'patient.png'), fullPage: true });
 
   console.log(JSON.stringify({ consent, record }));
 } catch (e) {

@@ -2,8 +2,9 @@
 //! driven by `client/browser/portal.mjs`) against the real farm: nats-server,
 //! the coordinator with a worker, anvil with the rollup contract. A patient
 //! and a doctor each run `medrollup-client portal`; from their pages they
-//! create keys, register, grant, add a FHIR bundle, read it, see the read in
-//! the audit log and revoke, with a typo and a wrong file on the way. This
+//! create keys, register, grant, add a FHIR bundle, read and update it, see
+//! the read in the audit log, revoke, break the glass, lock and unlock, and
+//! delete, with a typo, a wrong file and a wrong password on the way. This
 //! test then checks on L1, through the library, that the page did what it
 //! showed.
 //!
@@ -16,7 +17,7 @@ mod common;
 use alloy::primitives::Address;
 use common::*;
 use medrollup_circuits::sample;
-use medrollup_circuits::state::AUDIT_READ;
+use medrollup_circuits::state::{AUDIT_EMERGENCY, AUDIT_READ};
 use medrollup_circuits::tx::Scope;
 use medrollup_client::envelope::example_bundle;
 use medrollup_client::keystore::{Identity, KdfParams, Keystore};
@@ -119,6 +120,8 @@ async fn a_patient_and_a_doctor_share_and_revoke_a_record_from_their_web_pages()
     let mut bundle: serde_json::Value = serde_json::from_slice(&example_bundle("p10", 3_000)).unwrap();
     bundle["entry"][0]["resource"]["name"] = serde_json::json!([{ "text": "Portal Test Patient" }]);
     std::fs::write(d.join("bundle.json"), serde_json::to_vec_pretty(&bundle).unwrap()).unwrap();
+    bundle["entry"][0]["resource"]["name"] = serde_json::json!([{ "text": "Second Version" }]);
+    std::fs::write(d.join("bundle-v2.json"), serde_json::to_vec_pretty(&bundle).unwrap()).unwrap();
     std::fs::write(d.join("patient-only.json"), br#"{"resourceType": "Patient", "id": "p10"}"#).unwrap();
 
     let started = Instant::now();
@@ -130,6 +133,7 @@ async fn a_patient_and_a_doctor_share_and_revoke_a_record_from_their_web_pages()
         .env("PATIENT", PATIENT.to_string())
         .env("DOCTOR", DOCTOR.to_string())
         .env("BUNDLE", d.join("bundle.json"))
+        .env("BUNDLE_V2", d.join("bundle-v2.json"))
         .env("NOT_FHIR", d.join("patient-only.json"))
         .env("WORK", d)
         .env("MEDROLLUP_CLIENT_BIN", coordinator_bin().with_file_name("medrollup-client"))
@@ -176,18 +180,21 @@ async fn a_patient_and_a_doctor_share_and_revoke_a_record_from_their_web_pages()
     let c = as_patient.consent(consent).await.unwrap();
     assert_eq!((c.patient, c.grantee, c.scope, c.revoked), (PATIENT, DOCTOR, Scope::ReadWrite, true));
     let leaf = as_patient.record(record).await.unwrap();
-    assert_eq!((leaf.owner, leaf.deleted), (PATIENT, false));
-    let read = as_patient.read(record).await.unwrap();
-    assert!(String::from_utf8_lossy(&read.bundle).contains("Portal Test Patient"));
+    // Added, updated by the doctor, re-keyed by the revoke, then deleted.
+    assert_eq!((leaf.owner, leaf.version, leaf.deleted), (PATIENT, 3, true));
+    let e = as_patient.read(record).await.unwrap_err();
+    assert!(e.to_string().contains("deleted"), "{e}");
     let log = as_patient.audit_log().await.unwrap();
-    assert!(
-        log.iter().any(|(_, e)| e.kind == AUDIT_READ
-            && e.actor == DOCTOR
-            && e.record == record
-            && e.consent == consent),
-        "the doctor's read is in the audit log: {log:?}"
-    );
+    // One read each: the page logs the reads the doctor asked for, no more.
+    for (what, kind) in [("read", AUDIT_READ), ("emergency access", AUDIT_EMERGENCY)] {
+        let found: Vec<_> = log.iter().filter(|(_, e)| e.kind == kind).collect();
+        assert_eq!(found.len(), 1, "the doctor's {what} in the audit log: {log:?}");
+        let (_, e) = found[0];
+        assert_eq!((e.actor, e.patient, e.record), (DOCTOR, PATIENT, record), "{what}");
+        let under = if kind == AUDIT_READ { consent } else { 0 };
+        assert_eq!(e.consent, under, "{what}");
+    }
     let mut as_doctor = Session::open(&endpoints, DOCTOR, doctor).await.unwrap();
     let e = as_doctor.read(record).await.unwrap_err();
-    assert!(e.to_string().contains("holds no active consent"), "{e}");
+    assert!(e.to_string().contains("deleted"), "{e}");
 }
