@@ -58,6 +58,19 @@ async function expectText(page, selector, text, timeout = FLOW_MS) {
   }
 }
 
+// Some cell matching `selector` says exactly `text`.
+async function expectCell(page, selector, text, timeout = FLOW_MS) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const cells = await page.locator(selector).allTextContents();
+    if (cells.some((c) => c.trim() === text)) return;
+    if (Date.now() > deadline) {
+      throw new Error(`no ${selector} says ${JSON.stringify(text)} within ${timeout} ms: ${JSON.stringify(cells)}`);
+    }
+    await page.waitForTimeout(200);
+  }
+}
+
 // The page shows `text` as an error (and nothing else happened).
 async function expectError(page, text) {
   const got = await expectText(page, '#error', text);
@@ -163,7 +176,29 @@ try {
   await expectText(patient, '#viewer-meta', 'your own record');
   await expectText(patient, '#viewer-bundle', 'Second Version');
   await expectText(patient, '#audit-body', `consent ${consent}`);
-  await expectText(patient, '#audit-body', String(DOCTOR));
+  await expectCell(patient, '#audit-body td.reader', String(DOCTOR));
+
+  step('another site cannot use the portal (no CORS, the token is not readable)');
+  const stranger = await (await browser.newContext()).newPage();
+  const base = new URL(env('PATIENT_URL')).origin;
+  const answer = await stranger.evaluate(async ([url, token]) => {
+    try {
+      const r = await fetch(url + '/api/state', { headers: { 'x-medrollup-token': token } });
+      return `answered ${r.status}`;
+    } catch (e) {
+      return 'blocked';
+    }
+  }, [base, new URL(env('PATIENT_URL')).hash.slice('#token='.length)]);
+  if (answer !== 'blocked') throw new Error(`a page elsewhere got an answer: ${answer}`);
+  await stranger.context().close();
+
+  step('the doctor breaks the glass while the consent holds: logged and flagged');
+  await doctor.fill('#emergency-record', String(record));
+  await doctor.fill('#emergency-reason', 'allergy check before surgery');
+  await doctor.click('#emergency-form button');
+  await expectText(doctor, '#status', `Emergency access to record ${record} logged and flagged.`);
+  await expectText(doctor, '#viewer-meta', 'EMERGENCY access');
+  await expectText(doctor, '#viewer-bundle', 'Second Version');
 
   step('the patient revokes the consent (the record is re-keyed)');
   await patient.click(`#consent-${consent} button`);

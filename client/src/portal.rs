@@ -40,7 +40,7 @@ use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 /// The header that carries the portal's token.
 pub const TOKEN_HEADER: &str = "x-medrollup-token";
@@ -48,6 +48,9 @@ pub const TOKEN_HEADER: &str = "x-medrollup-token";
 pub const MAX_BODY: usize = 16 << 20;
 /// The shortest password a new keystore takes.
 pub const MIN_PASSWORD: usize = 8;
+/// How long `/api/state` waits for L1 to say whether the account is
+/// registered (the page asks again).
+const ROLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
@@ -64,7 +67,9 @@ pub struct Portal {
     token: String,
     hosts: Vec<String>,
     kdf: KdfParams,
-    session: Mutex<Option<Session>>,
+    session: Arc<Mutex<Option<Session>>>,
+    creating: Arc<Mutex<()>>,
+    role: std::sync::Mutex<Option<Role>>,
 }
 
 impl std::fmt::Debug for Portal {
@@ -87,6 +92,12 @@ impl Portal {
         if !hosts.contains(&addr.to_string()) {
             hosts.push(addr.to_string());
         }
+        if port == 80 {
+            // Browsers leave the default port out of `Host`.
+            let bare: Vec<String> =
+                hosts.iter().filter_map(|h| h.strip_suffix(":80").map(String::from)).collect();
+            hosts.extend(bare);
+        }
         Self {
             keystore,
             account,
@@ -94,7 +105,9 @@ impl Portal {
             token: hex::encode(crate::keystore::random::<32>()),
             hosts,
             kdf: KdfParams::DEFAULT,
-            session: Mutex::new(None),
+            session: Arc::new(Mutex::new(None)),
+            creating: Arc::new(Mutex::new(())),
+            role: std::sync::Mutex::new(None),
         }
     }
 
@@ -131,6 +144,7 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/consents/{id}/revoke", post(revoke))
         .route("/audit", get(audit))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API call") })
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn_with_state(portal.clone(), require_token));
     Router::new()
         .route("/", get(|| async { page("text/html; charset=utf-8", INDEX_HTML) }))
@@ -170,6 +184,31 @@ async fn require_token(State(p): State<Arc<Portal>>, req: Request, next: Next) -
     let mut r = next.run(req).await;
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
+}
+
+/// Errors that axum itself answers (a body over the limit, a method a call
+/// does not take, ...) as `{"error": ...}` too, like every other.
+async fn json_errors(req: Request, next: Next) -> Response {
+    let r = next.run(req).await;
+    let json =
+        r.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let status = r.status();
+    if status.is_success() || json {
+        return r;
+    }
+    let text = axum::body::to_bytes(r.into_body(), 64 << 10)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            format!("the request is over the portal's {} MiB limit", MAX_BODY >> 20)
+        }
+        StatusCode::METHOD_NOT_ALLOWED => "this API call does not take that method".to_string(),
+        _ if text.is_empty() => status.canonical_reason().unwrap_or("error").to_string(),
+        _ => text,
+    };
+    ApiError::new(status, message).into_response()
 }
 
 /// Equal bytes, compared in time that does not depend on where they differ.
@@ -273,6 +312,41 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+// ---- the session ---------------------------------------------------------------
+
+type Guard = OwnedMutexGuard<Option<Session>>;
+
+/// Waits for the session (one flow at a time).
+async fn session(p: &Portal) -> Guard {
+    p.session.clone().lock_owned().await
+}
+
+fn unlocked(g: &mut Guard) -> Result<&mut Session, ApiError> {
+    g.as_mut().ok_or_else(ApiError::locked)
+}
+
+/// Runs a flow in a task of its own, so that a page reloaded or closed
+/// while it waits for L1 does not cut it short: a revoke stopped between its
+/// transaction and the re-keying would leave the revoked reader's key good.
+async fn detach<T: Send + 'static>(
+    flow: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(flow)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the flow failed: {e}")))?
+}
+
+fn cached_role(p: &Portal) -> Option<Role> {
+    *p.role.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cache_role(p: &Portal, role: Option<Role>) {
+    // A role, once on L1, never changes; "not registered" is asked again.
+    if role.is_some() {
+        *p.role.lock().unwrap_or_else(|e| e.into_inner()) = role;
+    }
+}
+
 // ---- keys ----------------------------------------------------------------------
 
 async fn state(State(p): State<Arc<Portal>>) -> Api {
@@ -280,21 +354,42 @@ async fn state(State(p): State<Arc<Portal>>) -> Api {
         "account": p.account,
         "keystore": if p.keystore.exists() { "locked" } else { "none" },
         "role": null,
+        "role_error": null,
         "busy": false,
+        "max_body": MAX_BODY,
         "coordinator": p.endpoints.coordinator,
         "rollup": p.endpoints.rollup.to_string(),
         "l1_rpc": p.endpoints.l1_rpc,
     });
-    match p.session.try_lock() {
-        // A flow is running: the keys are open, the role is known to the page.
+    let known = cached_role(&p);
+    match p.session.clone().try_lock_owned() {
+        // A flow is running (another tab, or one this page lost): the keys
+        // are open; the page waits.
         Err(_) => {
             v["keystore"] = "open".into();
             v["busy"] = true.into();
+            v["role"] = known.map(role_name).into();
         }
         Ok(g) => {
             if let Some(s) = g.as_ref() {
                 v["keystore"] = "open".into();
-                v["role"] = s.role(p.account).await?.map(role_name).into();
+                let role = match known {
+                    Some(r) => Ok(Some(r)),
+                    None => match tokio::time::timeout(ROLE_WAIT, s.role(p.account)).await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(_) => Err(format!(
+                            "L1 has not reached the coordinator's state within {} s; asking again",
+                            ROLE_WAIT.as_secs()
+                        )),
+                    },
+                };
+                match role {
+                    Ok(r) => {
+                        cache_role(&p, r);
+                        v["role"] = r.map(role_name).into();
+                    }
+                    Err(e) => v["role_error"] = e.into(),
+                }
             }
         }
     }
@@ -309,16 +404,17 @@ struct Password {
     confirm: Option<String>,
 }
 
+fn keys_exist(p: &Portal) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        format!("there are keys at {} already: unlock them (nothing was overwritten)", p.keystore.display()),
+    )
+}
+
 async fn create_keys(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
     let req: Password = body("create-keys", &bytes)?;
     if p.keystore.exists() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "there are keys at {} already: unlock them (nothing was overwritten)",
-                p.keystore.display()
-            ),
-        ));
+        return Err(keys_exist(&p));
     }
     if req.password.chars().count() < MIN_PASSWORD {
         return Err(ApiError::bad(format!("a password of at least {MIN_PASSWORD} characters, please")));
@@ -326,17 +422,16 @@ async fn create_keys(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
     if req.confirm.as_deref() != Some(req.password.as_str()) {
         return Err(ApiError::bad("the two passwords differ"));
     }
+    // One creation at a time (two tabs): the second finds the first's file.
+    let creating = p.creating.clone().lock_owned().await;
+    if p.keystore.exists() {
+        return Err(keys_exist(&p));
+    }
     let (path, kdf) = (p.keystore.clone(), p.kdf);
     let identity = tokio::task::spawn_blocking(move || -> Result<Identity, KeystoreError> {
+        let _creating = creating;
         let identity = Identity::generate();
-        let ks = Keystore::seal(&identity, &req.password, kdf)?;
-        if path.exists() {
-            return Err(KeystoreError::Invalid(format!(
-                "{} appeared meanwhile; nothing was overwritten",
-                path.display()
-            )));
-        }
-        ks.write(&path)?;
+        Keystore::seal(&identity, &req.password, kdf)?.write(&path)?;
         Ok(identity)
     })
     .await
@@ -369,59 +464,76 @@ async fn unlock(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
 }
 
 async fn open_session(p: &Portal, identity: Identity) -> Result<(), ApiError> {
-    let session = Session::open(&p.endpoints, p.account, identity).await?;
-    *p.session.lock().await = Some(session);
+    let opened = Session::open(&p.endpoints, p.account, identity).await?;
+    *session(p).await = Some(opened);
     Ok(())
 }
 
 async fn lock(State(p): State<Arc<Portal>>) -> Api {
-    *p.session.lock().await = None;
+    // Waits for a running flow to end: its keys are in use.
+    *session(&p).await = None;
     ok(json!({ "keystore": "locked" }))
 }
 
 // ---- flows -----------------------------------------------------------------------
 
 async fn register(State(p): State<Arc<Portal>>) -> Api {
-    let mut g = p.session.lock().await;
-    let s = g.as_mut().ok_or_else(ApiError::locked)?;
-    if let Some(r) = s.role(p.account).await? {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("account {} is registered already, as a {}", p.account, role_name(r)),
-        ));
-    }
-    s.register_patient().await?;
-    ok(json!({ "role": "patient" }))
+    let mut g = session(&p).await;
+    let account = p.account;
+    let (role, republished) = detach(async move {
+        let s = unlocked(&mut g)?;
+        match s.role(account).await? {
+            // Registered, but maybe its keys never reached the directory (a
+            // publish that failed): publish them again.
+            Some(r) => {
+                s.publish_keys().await?;
+                Ok((r, true))
+            }
+            None => {
+                s.register_patient().await?;
+                Ok((Role::Patient, false))
+            }
+        }
+    })
+    .await?;
+    cache_role(&p, Some(role));
+    ok(json!({ "role": role_name(role), "republished": republished }))
 }
 
 async fn records(State(p): State<Arc<Portal>>) -> Api {
-    let g = p.session.lock().await;
-    let s = g.as_ref().ok_or_else(ApiError::locked)?;
-    let mut out = Vec::new();
-    for id in s.index_of(p.account).await?.records {
-        let r = s.record(id).await?;
-        out.push(json!({
-            "id": id, "owner": r.owner, "author": r.author, "version": r.version, "deleted": r.deleted,
-        }));
-    }
-    ok(Value::Array(out))
+    let mut g = session(&p).await;
+    let account = p.account;
+    detach(async move {
+        let s = unlocked(&mut g)?;
+        let mut out = Vec::new();
+        for id in s.index_of(account).await?.records {
+            let r = s.record(id).await?;
+            out.push(json!({
+                "id": id, "owner": r.owner, "author": r.author, "version": r.version, "deleted": r.deleted,
+            }));
+        }
+        ok(Value::Array(out))
+    })
+    .await
 }
 
-fn read_answer(id: u64, r: crate::session::ReadRecord) -> Value {
+fn read_answer(id: u64, r: crate::session::ReadRecord, emergency: bool) -> Value {
     let bundle = serde_json::from_slice::<Value>(&r.bundle)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&r.bundle).into_owned()));
     json!({
         "id": id, "owner": r.leaf.owner, "author": r.leaf.author, "version": r.leaf.version,
-        "cid": r.cid.to_string(), "consent": r.consent, "bundle": bundle,
+        "cid": r.cid.to_string(), "consent": r.consent, "emergency": emergency, "bundle": bundle,
     })
 }
 
 async fn read_record(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String>) -> Api {
     let id = number("record", &id)?;
-    let mut g = p.session.lock().await;
-    let s = g.as_mut().ok_or_else(ApiError::locked)?;
-    let r = s.read(id).await?;
-    ok(read_answer(id, r))
+    let mut g = session(&p).await;
+    detach(async move {
+        let r = unlocked(&mut g)?.read(id).await?;
+        ok(read_answer(id, r, false))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -433,10 +545,15 @@ struct Reason {
 async fn emergency(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String>, bytes: Bytes) -> Api {
     let id = number("record", &id)?;
     let req: Reason = body("emergency-access", &bytes)?;
-    let mut g = p.session.lock().await;
-    let s = g.as_mut().ok_or_else(ApiError::locked)?;
-    let r = s.emergency_read(id, &req.reason).await?;
-    ok(read_answer(id, r))
+    if req.reason.trim().is_empty() {
+        return Err(ApiError::bad("reason: an emergency access needs a stated reason"));
+    }
+    let mut g = session(&p).await;
+    detach(async move {
+        let r = unlocked(&mut g)?.emergency_read(id, &req.reason).await?;
+        ok(read_answer(id, r, true))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -449,10 +566,12 @@ struct NewRecord {
 async fn add_record(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
     let req: NewRecord = body("add-record", &bytes)?;
     let patient = number("patient", &req.patient)?;
-    let mut g = p.session.lock().await;
-    let s = g.as_mut().ok_or_else(ApiError::locked)?;
-    let record = s.add_record(patient, req.bundle.as_bytes()).await?;
-    ok(json!({ "record": record, "patient": patient }))
+    let mut g = session(&p).await;
+    detach(async move {
+        let record = unlocked(&mut g)?.add_record(patient, req.bundle.as_bytes()).await?;
+        ok(json!({ "record": record, "patient": patient }))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -464,41 +583,49 @@ struct NewVersion {
 async fn update_record(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String>, bytes: Bytes) -> Api {
     let id = number("record", &id)?;
     let req: NewVersion = body("update-record", &bytes)?;
-    let mut g = p.session.lock().await;
-    let s = g.as_mut().ok_or_else(ApiError::locked)?;
-    let cid = s.update_record(id, req.bundle.as_bytes()).await?;
-    ok(json!({ "record": id, "cid": cid.to_string() }))
+    let mut g = session(&p).await;
+    detach(async move {
+        let s = unlocked(&mut g)?;
+        let cid = s.update_record(id, req.bundle.as_bytes()).await?;
+        let leaf = s.record(id).await?;
+        ok(json!({ "record": id, "cid": cid.to_string(), "version": leaf.version }))
+    })
+    .await
 }
 
 async fn delete_record(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String>) -> Api {
     let id = number("record", &id)?;
-    let mut g = p.session.lock().await;
-    let s = g.as_mut().ok_or_else(ApiError::locked)?;
-    let cid = s.delete(id).await?;
-    ok(json!({ "record": id, "unpinned": cid.to_string() }))
+    let mut g = session(&p).await;
+    detach(async move {
+        let cid = unlocked(&mut g)?.delete(id).await?;
+        ok(json!({ "record": id, "unpinned": cid.to_string() }))
+    })
+    .await
 }
 
 async fn consents(State(p): State<Arc<Portal>>) -> Api {
-    let g = p.session.lock().await;
-    let s = g.as_ref().ok_or_else(ApiError::locked)?;
+    let mut g = session(&p).await;
     let now = unix_now();
-    let out: Vec<Value> = s
-        .my_consents()
-        .await?
-        .into_iter()
-        .map(|(id, c)| {
-            let record = match c.target {
-                ConsentTarget::AllRecords => Value::Null,
-                ConsentTarget::Record(r) => r.into(),
-            };
-            json!({
-                "id": id, "patient": c.patient, "grantee": c.grantee,
-                "write": c.scope == Scope::ReadWrite, "record": record, "expiry": c.expiry,
-                "revoked": c.revoked, "expired": c.expiry <= now,
+    detach(async move {
+        let out: Vec<Value> = unlocked(&mut g)?
+            .my_consents()
+            .await?
+            .into_iter()
+            .map(|(id, c)| {
+                let record = match c.target {
+                    ConsentTarget::AllRecords => Value::Null,
+                    ConsentTarget::Record(r) => r.into(),
+                };
+                json!({
+                    "id": id, "patient": c.patient, "grantee": c.grantee,
+                    "write": c.scope == Scope::ReadWrite, "record": record, "expiry": c.expiry,
+                    "revoked": c.revoked, "expired": c.expiry <= now,
+                })
             })
-        })
-        .collect();
-    ok(Value::Array(out))
+            .collect();
+        ok(Value::Array(out))
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -534,35 +661,41 @@ async fn grant(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
     }
     let scope = if req.write { Scope::ReadWrite } else { Scope::Read };
     let expiry = unix_now() + days * 86_400;
-    let mut g = p.session.lock().await;
-    let s = g.as_mut().ok_or_else(ApiError::locked)?;
-    let consent = s.grant(grantee, scope, target, expiry).await?;
-    ok(json!({ "consent": consent, "grantee": grantee, "expiry": expiry }))
+    let mut g = session(&p).await;
+    detach(async move {
+        let consent = unlocked(&mut g)?.grant(grantee, scope, target, expiry).await?;
+        ok(json!({ "consent": consent, "grantee": grantee, "expiry": expiry }))
+    })
+    .await
 }
 
 async fn revoke(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String>) -> Api {
     let id = number("consent", &id)?;
-    let mut g = p.session.lock().await;
-    let s = g.as_mut().ok_or_else(ApiError::locked)?;
-    let rekeyed = s.revoke(id).await?;
-    ok(json!({ "consent": id, "rekeyed": rekeyed }))
+    let mut g = session(&p).await;
+    detach(async move {
+        let rekeyed = unlocked(&mut g)?.revoke(id).await?;
+        ok(json!({ "consent": id, "rekeyed": rekeyed }))
+    })
+    .await
 }
 
 async fn audit(State(p): State<Arc<Portal>>) -> Api {
-    let g = p.session.lock().await;
-    let s = g.as_ref().ok_or_else(ApiError::locked)?;
-    let out: Vec<Value> = s
-        .audit_log()
-        .await?
-        .into_iter()
-        .map(|(i, e)| {
-            json!({
-                "id": i, "timestamp": e.timestamp, "actor": e.actor, "patient": e.patient,
-                "record": e.record, "consent": e.consent, "emergency": e.kind == AUDIT_EMERGENCY,
+    let mut g = session(&p).await;
+    detach(async move {
+        let out: Vec<Value> = unlocked(&mut g)?
+            .audit_log()
+            .await?
+            .into_iter()
+            .map(|(i, e)| {
+                json!({
+                    "id": i, "timestamp": e.timestamp, "actor": e.actor, "patient": e.patient,
+                    "record": e.record, "consent": e.consent, "emergency": e.kind == AUDIT_EMERGENCY,
+                })
             })
-        })
-        .collect();
-    ok(Value::Array(out))
+            .collect();
+        ok(Value::Array(out))
+    })
+    .await
 }
 
 /// Checks the `Host` and token rules without a network (the HTTP tests

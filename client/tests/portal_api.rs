@@ -72,14 +72,17 @@ async fn only_this_machine_and_the_token_are_answered() {
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
     assert!(page.text().await.unwrap().contains("src=\"/app.js\""));
 
     // No token, a wrong one: refused, saying where to get it.
     let r = s.http.get(format!("{}/api/state", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(error(&r.json().await.unwrap()).contains("portal token"));
-    let r = s.http.get(format!("{}/api/state", s.base)).header(TOKEN_HEADER, "00").send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    for wrong in ["00".to_string(), "0".repeat(s.token.len())] {
+        let r = s.http.get(format!("{}/api/state", s.base)).header(TOKEN_HEADER, wrong).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
 
     // A name re-pointed at this machine (DNS rebinding) is refused, token or not.
     let r = s
@@ -93,11 +96,34 @@ async fn only_this_machine_and_the_token_are_answered() {
     assert_eq!(r.status(), 403);
     assert!(error(&r.json().await.unwrap()).contains("\"evil.example:80\""));
 
+    // The portal's own names for itself are answered; another port is not.
+    let port = s.base.rsplit(':').next().unwrap().to_string();
+    for (host, status) in [(format!("localhost:{port}"), 200), ("127.0.0.1:1".to_string(), 403)] {
+        let r = s
+            .http
+            .get(format!("{}/api/state", s.base))
+            .header(TOKEN_HEADER, &s.token)
+            .header("host", &host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "Host: {host}");
+    }
+
     let (status, v) = s.get("/api/state").await;
     assert_eq!(status, 200, "{v}");
     assert_eq!((v["account"].as_u64(), v["keystore"].as_str()), (Some(10), Some("none")));
+    let r = s.http.get(format!("{}/api/state", s.base)).header(TOKEN_HEADER, &s.token).send().await.unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store", "answers about the user are not cached");
     let (status, v) = s.get("/api/nothing-here").await;
     assert_eq!((status, error(&v)), (404, "no such API call"));
+    // What axum answers itself is JSON too.
+    let (status, v) = s.call(reqwest::Method::DELETE, "/api/consents", None).await;
+    assert_eq!((status, error(&v)), (405, "this API call does not take that method"));
+    let big = json!({ "patient": "10", "bundle": "x".repeat(17 << 20) });
+    let (status, v) = s.post("/api/records", big).await;
+    assert_eq!(status, 413, "{v}");
+    assert!(error(&v).contains("over the portal's 16 MiB limit"), "{v}");
 }
 
 #[tokio::test]
@@ -132,6 +158,11 @@ async fn wrong_entries_get_errors_that_name_them_and_keys_are_never_overwritten(
         ("/api/records", json!({ "patient": "ten", "bundle": "{}" }), "patient: \"ten\" is not a number"),
         ("/api/records", json!({ "patient": "10" }), "missing field `bundle`"),
         ("/api/records/abc/emergency", json!({ "reason": "x" }), "record: \"abc\" is not a number"),
+        (
+            "/api/records/5/emergency",
+            json!({ "reason": " " }),
+            "reason: an emergency access needs a stated reason",
+        ),
     ];
     for (path, body, says) in cases {
         let (status, v) = s.post(path, body.clone()).await;

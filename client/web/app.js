@@ -15,13 +15,19 @@ const token = (() => {
   return sessionStorage.getItem('medrollup-token') || '';
 })();
 
-let me = { role: null };
+let me = { role: null, max_body: 16 << 20 };
+let busy = false; // one flow at a time
 
 async function api(method, path, body) {
   const init = { method, headers: { 'x-medrollup-token': token } };
   if (body !== undefined) {
     init.headers['content-type'] = 'application/json';
     init.body = JSON.stringify(body);
+    const size = new Blob([init.body]).size;
+    if (size > me.max_body) {
+      const mib = (n) => (n / 1048576).toFixed(1);
+      throw new Error(`this is ${mib(size)} MiB; the portal takes up to ${mib(me.max_body)} MiB at once`);
+    }
   }
   let r;
   try {
@@ -50,10 +56,21 @@ function say(msg) {
   $('status').textContent = msg;
 }
 
-// Runs one flow: buttons off, a word while it runs, the outcome after.
+function setBusy(b) {
+  busy = b;
+  document.querySelectorAll('button').forEach((x) => (x.disabled = b));
+}
+
+// A flow waits for L1: leaving the page does not stop it, but say so.
+window.addEventListener('beforeunload', (ev) => {
+  if (busy) ev.preventDefault();
+});
+
+// Runs one flow: buttons off, a word while it runs, the outcome after; on a
+// failure the page is brought up to date (the flow may have done part).
 async function run(doing, flow) {
-  const buttons = [...document.querySelectorAll('button')];
-  buttons.forEach((b) => (b.disabled = true));
+  if (busy) return false;
+  setBusy(true);
   showError('');
   say(doing + '…');
   try {
@@ -63,9 +80,10 @@ async function run(doing, flow) {
   } catch (e) {
     say('');
     showError(e.message);
+    await refresh().catch(() => {});
     return false;
   } finally {
-    buttons.forEach((b) => (b.disabled = false));
+    setBusy(false);
   }
 }
 
@@ -81,6 +99,7 @@ function button(label, onclick, cls) {
   const b = document.createElement('button');
   b.type = 'button';
   b.textContent = label;
+  b.disabled = busy;
   if (cls) b.className = cls;
   b.addEventListener('click', onclick);
   return b;
@@ -145,7 +164,7 @@ async function loadAudit() {
   fill('audit-body', 'audit-empty', rows, (tr, e) => {
     cell(tr, e.id);
     cell(tr, when(e.timestamp));
-    cell(tr, e.actor);
+    cell(tr, e.actor, 'reader');
     cell(tr, e.record);
     cell(tr, e.patient);
     if (e.emergency) cell(tr, 'EMERGENCY', 'emergency');
@@ -166,7 +185,11 @@ function showRecord(v) {
   $('viewer').hidden = false;
   $('viewer').dataset.record = v.id;
   $('viewer-id').textContent = v.id;
-  const how = v.consent === null ? 'your own record' : `read under consent ${v.consent} (the read is logged)`;
+  const how = v.emergency
+    ? 'EMERGENCY access (logged and flagged for review)'
+    : v.consent === null
+      ? 'your own record'
+      : `read under consent ${v.consent} (the read is logged)`;
   $('viewer-meta').textContent =
     `Patient ${v.owner}, version ${v.version}, ${how}. Stored as ${v.cid}.`;
   $('viewer-bundle').textContent =
@@ -182,7 +205,17 @@ function openRecord(id) {
   });
 }
 
+let again = null; // a timer: the state is asked again while it is unsettled
+
+function clearShown() {
+  shown = null;
+  $('viewer').hidden = true;
+  $('viewer-bundle').textContent = '';
+  ['records-body', 'consents-body', 'audit-body'].forEach((t) => $(t).replaceChildren());
+}
+
 async function refresh() {
+  clearTimeout(again);
   const s = await api('GET', '/state');
   me = s;
   $('rollup').textContent = s.rollup;
@@ -195,10 +228,24 @@ async function refresh() {
     const r = sec.dataset.role;
     sec.hidden = !open || s.role === null || (r !== 'any' && r !== s.role);
   });
-  if (!open) $('viewer').hidden = true;
-  const role = s.role ? `, ${s.role}` : open ? ', not registered yet' : '';
+  if (!open) clearShown();
+  // Unsettled: a flow runs elsewhere, or L1 has not answered who we are.
+  const unsettled = open && (s.busy || s.role_error !== null);
+  if (unsettled) {
+    $('join').hidden = true;
+    again = setTimeout(() => refresh().catch((e) => showError(e.message)), 2000);
+  }
+  const role = s.role
+    ? `, ${s.role}`
+    : s.busy
+      ? ', busy with a flow (another tab?)'
+      : s.role_error
+        ? `, checking on L1: ${s.role_error}`
+        : open
+          ? ', not registered yet'
+          : '';
   $('who').textContent = `Account ${s.account}${role}`;
-  if (open && s.role !== null) await loadAll();
+  if (open && s.role !== null && !s.busy) await loadAll();
 }
 
 async function fileText(input) {
@@ -281,7 +328,7 @@ onSubmit('update-form', () =>
     try {
       parsed = JSON.parse(bundle);
     } catch (e) {}
-    showRecord({ ...shown, version: shown.version + 1, cid: v.cid, bundle: parsed });
+    showRecord({ ...shown, version: v.version, cid: v.cid, bundle: parsed });
     await loadRecords();
     return `Record ${id} updated.`;
   }),
@@ -307,7 +354,8 @@ onSubmit('grant-form', () =>
       write: $('grant-write').checked,
     });
     $('grant-form').reset();
-    await loadConsents();
+    $('viewer').hidden = true; // the covered records were re-keyed
+    await loadAll();
     return `Consent ${v.consent} given to account ${v.grantee}, until ${when(v.expiry)}.`;
   }),
 );

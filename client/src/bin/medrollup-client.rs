@@ -282,6 +282,11 @@ async fn portal(keystore: &Path, conn: &Conn, listen: std::net::SocketAddr) -> a
     std::io::stdout().flush()?;
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
+        eprintln!("stopping: a running flow is let finish (Ctrl-C again to quit now)");
+        tokio::spawn(async {
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        });
     };
     axum::serve(listener, medrollup_client::portal::router(p)).with_graceful_shutdown(shutdown).await?;
     Ok(())
