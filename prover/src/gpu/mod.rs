@@ -802,16 +802,18 @@ impl GpuBackend {
                 }
                 _ => {}
             }
+            // Recorded before the lock is let go, so that a call waiting for
+            // this device finds it out of service instead of failing again.
+            if let Err(e) = &result {
+                slot.failed(e);
+            }
             drop(ops);
-            match result {
-                Ok(v) => {
-                    let took = t.elapsed();
-                    Counters::add(&slot.counters.msm_calls, 1);
-                    Counters::add(&slot.counters.msm_points, (unit.scalars.len() * targets.len()) as u64);
-                    Counters::add(&slot.counters.busy_nanos, took.as_nanos() as u64);
-                    return (v, took);
-                }
-                Err(e) => slot.failed(&e),
+            if let Ok(v) = result {
+                let took = t.elapsed();
+                Counters::add(&slot.counters.msm_calls, 1);
+                Counters::add(&slot.counters.msm_points, (unit.scalars.len() * targets.len()) as u64);
+                Counters::add(&slot.counters.busy_nanos, took.as_nanos() as u64);
+                return (v, took);
             }
         } else {
             drop(ops);
@@ -865,6 +867,10 @@ impl GpuBackend {
         if let Err(GpuError::OutOfMemory { .. }) = r {
             ops.drop_caches();
         }
+        // Recorded under the lock (see `run_unit`).
+        if let Err(e) = &r {
+            slot.failed(e);
+        }
         drop(ops);
         match r {
             Ok(v) => {
@@ -874,11 +880,9 @@ impl GpuBackend {
                 Ok(Some(v))
             }
             Err(e @ GpuError::OutputLost { .. }) => {
-                slot.failed(&e);
                 Err(BackendError::Device { backend: slot.label.clone(), reason: e.to_string() })
             }
-            Err(e) => {
-                slot.failed(&e);
+            Err(_) => {
                 Counters::add(&slot.counters.fallbacks, 1);
                 Ok(None)
             }
