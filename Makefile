@@ -10,7 +10,7 @@ DEMO_ARGS ?=
 demo:
 	./scripts/services
 	./scripts/contracts --install
-	cargo build --release -p medrollup-coordinator -p medrollup-prover -p medrollup-demo
+	cargo build --release -p medrollup-coordinator -p medrollup-prover -p medrollup-client -p medrollup-demo
 	target/release/medrollup-demo $(DEMO_ARGS)
 
 # The rollup core alone on sample data: setup, batches, proofs, verification.

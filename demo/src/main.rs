@@ -427,6 +427,12 @@ async fn main() -> anyhow::Result<()> {
     let ok = t.unaccounted.is_empty() && t.accepted_not_on_l1 == 0 && failed.is_empty();
     if args.keep {
         println!("the farm keeps running: Ctrl-C stops it");
+        println!(
+            "your own patient's page on it: {client} portal --account 500 --coordinator {api} --l1-rpc {l1} --rollup {rollup}\n\
+             then open the address it prints (create keys, register, and the page shows the rest)",
+            client = std::env::current_exe()?.with_file_name("medrollup-client").display(),
+            l1 = endpoints.l1_rpc,
+        );
         let _ = stop.wait_for(|s| *s).await;
     }
     drop(farm);

@@ -123,7 +123,7 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     let p = std::env::current_exe()?.with_file_name(name);
     if !p.exists() {
         bail!(
-            "{} is missing: build it with this demo (`make demo` does: cargo build --release -p medrollup-coordinator -p medrollup-prover -p medrollup-demo)",
+            "{} is missing: build it with this demo (`make demo` does: cargo build --release -p medrollup-coordinator -p medrollup-prover -p medrollup-client -p medrollup-demo)",
             p.display()
         );
     }
