@@ -60,7 +60,8 @@ pub enum Role {
 }
 
 impl Role {
-    fn from_code(x: Fr) -> Option<Role> {
+    /// The role an account leaf's first field names (`None`: no account).
+    pub fn from_code(x: Fr) -> Option<Role> {
         match fr_to_u64(&x)? {
             1 => Some(Role::Patient),
             2 => Some(Role::Doctor),

@@ -65,6 +65,7 @@ pub struct Portal {
     account: u64,
     endpoints: Endpoints,
     token: String,
+    addr: SocketAddr,
     hosts: Vec<String>,
     kdf: KdfParams,
     session: Arc<Mutex<Option<Session>>>,
@@ -103,6 +104,7 @@ impl Portal {
             account,
             endpoints,
             token: hex::encode(crate::keystore::random::<32>()),
+            addr,
             hosts,
             kdf: KdfParams::DEFAULT,
             session: Arc::new(Mutex::new(None)),
@@ -123,8 +125,8 @@ impl Portal {
     }
 
     /// The address to open in a browser (the token in its fragment).
-    pub fn url(&self, addr: SocketAddr) -> String {
-        format!("http://{addr}/#token={}", self.token)
+    pub fn url(&self) -> String {
+        format!("http://{}/#token={}", self.addr, self.token)
     }
 }
 
@@ -698,8 +700,8 @@ async fn audit(State(p): State<Arc<Portal>>) -> Api {
     .await
 }
 
-/// Checks the `Host` and token rules without a network (the HTTP tests
-/// exercise them through the router).
+/// The checks of typed numbers and tokens (`tests/portal_api.rs` drives
+/// the router over HTTP).
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -380,13 +380,7 @@ impl Session {
     /// An account's role, checked against L1; `None` while it is not
     /// registered.
     pub async fn role(&self, account: u64) -> Result<Option<Role>, ClientError> {
-        let leaf = self.light.leaf(TreeId::Accounts, account).await?;
-        Ok(match medrollup_circuits::field::fr_to_u64(&leaf[0]) {
-            Some(1) => Some(Role::Patient),
-            Some(2) => Some(Role::Doctor),
-            Some(3) => Some(Role::Hospital),
-            _ => None,
-        })
+        Ok(Role::from_code(self.light.leaf(TreeId::Accounts, account).await?[0]))
     }
 
     /// Consents `account` granted or holds, each checked against L1.

@@ -57,7 +57,7 @@ async fn serve(keystore: std::path::PathBuf) -> Served {
     let addr = listener.local_addr().unwrap();
     let portal = Arc::new(Portal::new(keystore, 10, endpoints, addr).with_kdf(KdfParams::MIN));
     let token = portal.token().to_string();
-    assert!(portal.url(addr).ends_with(&format!("/#token={token}")));
+    assert_eq!(portal.url(), format!("http://{addr}/#token={token}"));
     tokio::spawn(async move { axum::serve(listener, router(portal)).await.unwrap() });
     Served { base: format!("http://{addr}"), token, http: reqwest::Client::new() }
 }

@@ -272,7 +272,7 @@ async fn portal(keystore: &Path, conn: &Conn, listen: std::net::SocketAddr) -> a
     let addr = listener.local_addr()?;
     let keystore = std::path::absolute(keystore)?;
     let p = std::sync::Arc::new(Portal::new(keystore.clone(), conn.account, endpoints, addr));
-    println!("{}", p.url(addr));
+    println!("{}", p.url());
     eprintln!(
         "the web page of account {} (keys: {}): open the address above in a browser on this machine",
         conn.account,
