@@ -289,9 +289,11 @@ $('lock-btn').addEventListener('click', () =>
 
 $('register-btn').addEventListener('click', () =>
   run('Registering you as a patient', async () => {
-    await api('POST', '/register');
+    const v = await api('POST', '/register');
     await refresh();
-    return 'You are registered as a patient.';
+    return v.republished
+      ? `You were registered already, as a ${v.role}; your public keys were published again.`
+      : 'You are registered as a patient.';
   }),
 );
 
