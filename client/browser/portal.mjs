@@ -138,6 +138,9 @@ try {
   await patient.check('#grant-write');
   await patient.click('#grant-form button');
   await expectError(patient, 'grantee: "dr. house" is not a number');
+  await patient.fill('#grant-grantee', '999999');
+  await patient.click('#grant-form button');
+  await expectError(patient, 'account 999999 is not registered');
   await patient.fill('#grant-grantee', String(DOCTOR));
   await patient.click('#grant-form button');
   const granted = await expectText(patient, '#status', `given to account ${DOCTOR}`);
@@ -177,6 +180,17 @@ try {
   await expectText(patient, '#viewer-bundle', 'Second Version');
   await expectText(patient, '#audit-body', `consent ${consent}`);
   await expectCell(patient, '#audit-body td.reader', String(DOCTOR));
+
+  step('a record that is not there is a 404 that says so');
+  const missing = record > 1 ? record - 1 : record + 1; // the test adds one record only
+  const got = await patient.evaluate(async (id) => {
+    const headers = { 'x-medrollup-token': sessionStorage.getItem('medrollup-token') };
+    const r = await fetch(`/api/records/${id}`, { headers });
+    return [r.status, (await r.json()).error];
+  }, missing);
+  if (got[0] !== 404 || got[1] !== `record ${missing} does not exist`) {
+    throw new Error(`a missing record answered ${JSON.stringify(got)}`);
+  }
 
   step('another site cannot use the portal (no CORS, the token is not readable)');
   const stranger = await (await browser.newContext()).newPage();

@@ -252,6 +252,7 @@ impl From<ClientError> for ApiError {
         let status = match &e {
             ClientError::Rejected { .. } => StatusCode::CONFLICT,
             ClientError::Refused(_) => StatusCode::FORBIDDEN,
+            ClientError::NotFound(_) => StatusCode::NOT_FOUND,
             ClientError::Record(RecordError::NotARecipient(_)) => StatusCode::FORBIDDEN,
             ClientError::Record(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ClientError::Keys(k) => return k.into(),

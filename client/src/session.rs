@@ -76,6 +76,10 @@ pub enum ClientError {
     /// The flow is not allowed by the state (checked before sending).
     #[error("{0}")]
     Refused(String),
+    /// What the flow names is not in the state (checked against L1): no
+    /// such record or consent, an account not registered.
+    #[error("{0}")]
+    NotFound(String),
     /// A published key does not match what the account registered.
     #[error("account {account}'s published keys are not the ones it registered: {why}")]
     ForeignKeys {
@@ -349,21 +353,21 @@ impl Session {
     pub async fn record(&self, record: u64) -> Result<RecordLeaf, ClientError> {
         let leaf = self.light.leaf(TreeId::Records, record).await?;
         RecordLeaf::from_fields(&leaf)
-            .ok_or_else(|| ClientError::Refused(format!("record {record} does not exist")))
+            .ok_or_else(|| ClientError::NotFound(format!("record {record} does not exist")))
     }
 
     /// A consent's leaf, checked against L1.
     pub async fn consent(&self, consent: u64) -> Result<ConsentLeaf, ClientError> {
         let leaf = self.light.leaf(TreeId::Consents, consent).await?;
         ConsentLeaf::from_fields(&leaf)
-            .ok_or_else(|| ClientError::Refused(format!("consent {consent} does not exist")))
+            .ok_or_else(|| ClientError::NotFound(format!("consent {consent} does not exist")))
     }
 
     /// An account's published keys, checked against its leaf on L1.
     pub async fn public_identity(&self, account: u64) -> Result<PublicIdentity, ClientError> {
         let leaf = self.light.leaf(TreeId::Accounts, account).await?;
         if leaf[0] == Fr::from(0u64) {
-            return Err(ClientError::Refused(format!("account {account} is not registered")));
+            return Err(ClientError::NotFound(format!("account {account} is not registered")));
         }
         let id: PublicIdentity =
             get_json(&self.http, &format!("{}/directory/{account}", self.coordinator)).await?;
