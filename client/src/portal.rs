@@ -311,10 +311,6 @@ fn role_name(r: Role) -> &'static str {
     }
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 // ---- the session ---------------------------------------------------------------
 
 type Guard = OwnedMutexGuard<Option<Session>>;
@@ -608,7 +604,7 @@ async fn delete_record(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String
 
 async fn consents(State(p): State<Arc<Portal>>) -> Api {
     let mut g = session(&p).await;
-    let now = unix_now();
+    let now = crate::session::now();
     detach(async move {
         let out: Vec<Value> = unlocked(&mut g)?
             .my_consents()
@@ -663,7 +659,7 @@ async fn grant(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
         return Err(ApiError::bad("grantee: you cannot grant access to yourself"));
     }
     let scope = if req.write { Scope::ReadWrite } else { Scope::Read };
-    let expiry = unix_now() + days * 86_400;
+    let expiry = crate::session::now() + days * 86_400;
     let mut g = session(&p).await;
     detach(async move {
         let consent = unlocked(&mut g)?.grant(grantee, scope, target, expiry).await?;

@@ -177,7 +177,8 @@ fn now_ms() -> u64 {
         as u64
 }
 
-fn now() -> u64 {
+/// Unix seconds now (consents' expiries are in these).
+pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
 
