@@ -17,6 +17,7 @@ use medrollup_circuits::merkle::MerklePath;
 use medrollup_circuits::state::{LEAF_WIDTH, Leaf, TreeId, leaf_hash, state_root};
 use medrollup_l1::submitter::{self as l1, L1Error};
 use serde::Deserialize;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A `GET /proof/{tree}/{index}` answer.
@@ -97,6 +98,19 @@ pub enum LightError {
         /// How long the client waited.
         waited: Duration,
     },
+    /// The answer is L1's state, but an older one than L1 (or this client)
+    /// has seen since: a coordinator replaying the past (a consent from
+    /// before its revoke, a record from before its delete).
+    #[error(
+        "refused: the coordinator answered from the state after {answered} batches, but L1 or this client \
+         has seen {seen} batches: the answer is stale"
+    )]
+    Stale {
+        /// The answer's batch count.
+        answered: u64,
+        /// The batch count L1 (or this client) had reached before the answer came.
+        seen: u64,
+    },
     /// L1 could not be read.
     #[error(transparent)]
     L1(#[from] L1Error),
@@ -115,6 +129,15 @@ impl ProofAnswer {
         let roots: [Fr; 4] = self.tree_roots.as_slice().try_into().map_err(|_| {
             LightError::Malformed(format!("4 tree roots expected, got {}", self.tree_roots.len()))
         })?;
+        // Each level takes two bits of the index: higher bits would name
+        // another leaf by the same path.
+        let levels = self.path.siblings.len() as u32;
+        if levels < 32 && self.index >> (2 * levels) != 0 {
+            return Err(LightError::Malformed(format!(
+                "leaf index {} is beyond a tree of {levels} levels",
+                self.index
+            )));
+        }
         if self.path.root(self.index, leaf_hash(&leaf)) != roots[self.tree as usize] {
             return Err(LightError::PathMismatch { tree: self.tree, index: self.index });
         }
@@ -154,6 +177,9 @@ pub struct LightClient {
     instance: Fr,
     /// How long to wait for L1 to reach the coordinator's batch.
     pub wait: Duration,
+    /// Answers must be at least this new (batches sealed): raised by what
+    /// this client has seen sealed ([`Self::require_at_least`]).
+    floor: AtomicU64,
 }
 
 impl LightClient {
@@ -170,7 +196,20 @@ impl LightClient {
             rollup,
             instance,
             wait: Duration::from_secs(120),
+            floor: AtomicU64::new(0),
         })
+    }
+
+    /// From now on, answers from before `batches` sealed batches are stale
+    /// (say, after this client's own transaction was sealed in batch
+    /// `batches - 1`). Never lowers the floor.
+    pub fn require_at_least(&self, batches: u64) {
+        self.floor.fetch_max(batches, Ordering::Relaxed);
+    }
+
+    /// The current floor (see [`Self::require_at_least`]).
+    pub fn floor(&self) -> u64 {
+        self.floor.load(Ordering::Relaxed)
     }
 
     /// The coordinator's answer for a leaf, unchecked.
@@ -191,9 +230,19 @@ impl LightClient {
 
     /// Checks `answer` against L1, waiting (bounded) for L1 to reach it: the
     /// root L1 holds after the answer's number of batches (however far L1
-    /// has moved on since) must be the answer's root.
+    /// has moved on since) must be the answer's root, and the answer must be
+    /// no older than this client's floor ([`Self::require_at_least`]).
     pub async fn verify(&self, answer: &ProofAnswer) -> Result<Leaf, LightError> {
+        self.verify_since(answer, 0).await
+    }
+
+    /// [`Self::verify`], with the answer also no older than `seen` batches.
+    async fn verify_since(&self, answer: &ProofAnswer, seen: u64) -> Result<Leaf, LightError> {
         let leaf = answer.check(self.instance)?;
+        let seen = seen.max(self.floor());
+        if answer.batches_sealed < seen {
+            return Err(LightError::Stale { answered: answer.batches_sealed, seen });
+        }
         let claimed = l1::root_word(&answer.root);
         let started = Instant::now();
         loop {
@@ -220,8 +269,11 @@ impl LightClient {
         }
     }
 
-    /// A leaf, fetched and verified.
+    /// A leaf, fetched and verified; the answer must be at least as new as
+    /// L1 was before it was asked for (a coordinator seals every batch
+    /// before it lands, so an honest answer always is).
     pub async fn leaf(&self, tree: TreeId, index: u64) -> Result<Leaf, LightError> {
+        let seen = l1::chain_state(&self.l1, self.rollup).await?.count;
         let a = self.fetch(tree, index).await?;
         if a.tree != tree || a.index != index {
             return Err(LightError::Malformed(format!(
@@ -229,7 +281,7 @@ impl LightClient {
                 a.tree, a.index
             )));
         }
-        self.verify(&a).await
+        self.verify_since(&a, seen).await
     }
 }
 
@@ -288,5 +340,11 @@ mod tests {
         let mut a = honest.clone();
         a.leaf.pop();
         assert!(matches!(a.check(instance), Err(LightError::Malformed(_))));
+        // The same leaf and path under an index beyond the tree (the path
+        // would read only its low digits): refused, not taken for leaf 500.
+        let mut a = honest.clone();
+        a.index += 1 << (2 * a.path.siblings.len());
+        let e = a.check(instance).unwrap_err();
+        assert!(matches!(e, LightError::Malformed(_)) && e.to_string().contains("beyond"), "{e}");
     }
 }

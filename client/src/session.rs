@@ -196,6 +196,12 @@ impl Session {
         let instance = medrollup_circuits::field::parse_fr(&root.instance).map_err(|e| {
             ClientError::Coordinator { url: coordinator.clone(), why: format!("instance: {e}") }
         })?;
+        if root.capacity < 2 {
+            return Err(ClientError::Coordinator {
+                url: format!("{coordinator}/root"),
+                why: format!("trees of {} leaves cannot hold an account's records", root.capacity),
+            });
+        }
         let mut light = LightClient::new(&coordinator, &endpoints.l1_rpc, endpoints.rollup, instance)?;
         light.wait = endpoints.l1_wait;
         let store: Arc<dyn ContentStore> =
@@ -276,7 +282,37 @@ impl Session {
 
     /// Signs `body` with the next nonce and submits it; returns the batch it
     /// is in. A refusal comes back as [`ClientError::Rejected`].
+    ///
+    /// A `bad_nonce` refusal means another client of this account (another
+    /// device, a portal and a CLI) sent a transaction since this one read
+    /// its nonce; the refused one changed nothing. It is signed again with
+    /// the sealed state's nonce, and once more after the next batch is sealed
+    /// (the other transaction may still be in the open one).
     pub async fn submit(&mut self, body: TxBody) -> Result<u64, ClientError> {
+        for attempt in 0.. {
+            match self.submit_once(body.clone()).await {
+                Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" && attempt < 2 => {
+                    if attempt == 1 {
+                        self.wait_for_a_seal(Duration::from_secs(10)).await?;
+                    }
+                }
+                r => return r,
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Waits until the coordinator seals another batch, or `limit` passes.
+    async fn wait_for_a_seal(&self, limit: Duration) -> Result<(), ClientError> {
+        let sealed = self.root_info().await?.batches_sealed;
+        let started = Instant::now();
+        while started.elapsed() < limit && self.root_info().await?.batches_sealed == sealed {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
+    }
+
+    async fn submit_once(&mut self, body: TxBody) -> Result<u64, ClientError> {
         let nonce = self.next_nonce().await?;
         let tx = Tx { signer: self.account, nonce, body };
         let kind = tx.kind().name();
@@ -332,6 +368,8 @@ impl Session {
         let started = Instant::now();
         loop {
             if self.root_info().await?.batches_sealed > batch {
+                // What this user did is sealed: an answer from before it is stale.
+                self.light.require_at_least(batch + 1);
                 return Ok(());
             }
             if started.elapsed() > Duration::from_secs(120) {
@@ -471,15 +509,21 @@ impl Session {
             .map(|(id, _)| id))
     }
 
-    /// A free leaf index in `tree` (random, checked unverified: a collision
-    /// only gets the transaction refused).
+    /// A free leaf index in `tree` (random). A record id is checked
+    /// unverified (a taken one only gets the transaction refused); a consent
+    /// id against L1, since a grant may reuse one of the patient's own slots
+    /// and would put a coordinator's pick over a consent that holds.
     async fn free_id(&self, tree: TreeId) -> Result<u64, ClientError> {
         for _ in 0..16 {
             let mut b = [0u8; 8];
             getrandom::fill(&mut b).expect("the operating system's random source");
             let id = 1 + u64::from_le_bytes(b) % (self.capacity - 1);
-            let a = self.light.fetch(tree, id).await?;
-            if a.leaf.first().is_none_or(|f| *f == Fr::from(0u64)) {
+            let first = if tree == TreeId::Consents {
+                self.light.leaf(tree, id).await?[0]
+            } else {
+                self.light.fetch(tree, id).await?.leaf.first().copied().unwrap_or_default()
+            };
+            if first == Fr::from(0u64) {
                 return Ok(id);
             }
         }
@@ -619,8 +663,9 @@ impl Session {
     }
 
     /// Writes a new version of a record: its owner, or its author under a
-    /// read-write consent. The new envelope is for the same readers (owner,
-    /// author, current grantees) under a fresh key; the old one is unpinned.
+    /// read-write consent. The new envelope is for the owner and the
+    /// grantees whose consents cover the record now (the author among them
+    /// only while theirs holds), under a fresh key; the old one is unpinned.
     pub async fn update_record(&mut self, record: u64, bundle: &[u8]) -> Result<Cid, ClientError> {
         crate::envelope::validate_bundle(bundle)?;
         let leaf = self.live_record(record).await?;
@@ -638,10 +683,9 @@ impl Session {
                 "only record {record}'s owner or author may update it"
             )));
         };
-        let mut readers = self.readers_of(leaf.owner, record).await?;
-        if leaf.author != 0 {
-            readers.push(leaf.author);
-        }
+        // The author reads it only under a consent that still holds: a
+        // revoked author gets no key to the new version.
+        let readers = self.readers_of(leaf.owner, record).await?;
         let old = self.cid_of(&leaf).await?;
         self.rekey_to(record, leaf.owner, &readers, bundle, consent, old).await
     }
@@ -777,6 +821,11 @@ impl Session {
     /// record it covered is re-keyed for the readers that remain (the
     /// revoked grantee's copy of the old key opens nothing new), and the old
     /// content is unpinned. Returns the records re-keyed.
+    ///
+    /// A revoke cut short after its transaction (the content store down, a
+    /// crash) is finished by calling it again: the transaction is not sent
+    /// twice, and only the records whose envelopes still hold a reader that
+    /// no consent allows are re-keyed.
     pub async fn revoke(&mut self, consent: u64) -> Result<Vec<u64>, ClientError> {
         let c = self.consent(consent).await?;
         if c.patient != self.account {
@@ -785,15 +834,22 @@ impl Session {
                 self.account
             )));
         }
-        self.submit(TxBody::Revoke { consent }).await?;
-        self.settle().await?;
+        if !c.revoked {
+            self.submit(TxBody::Revoke { consent }).await?;
+            self.settle().await?;
+        }
         let mut rekeyed = Vec::new();
         for (record, leaf) in self.covered_records(c.target).await? {
             let (old, env) = self.envelope(record, &leaf).await?;
-            let bundle = env.open(&self.identity)?;
             // Readers are read after the revoke is on L1, so the grantee is
             // gone unless another consent still covers the record.
             let readers = self.readers_of(self.account, record).await?;
+            let allowed: Vec<Fr> =
+                self.identities(self.account, &readers).await?.iter().map(|i| i.rsa_key_hash).collect();
+            if env.recipients.iter().all(|r| allowed.contains(&r.rsa_key_hash)) {
+                continue; // re-keyed already, or never shared with the grantee
+            }
+            let bundle = env.open(&self.identity)?;
             self.rekey_to(record, self.account, &readers, &bundle, 0, old).await?;
             rekeyed.push(record);
         }
@@ -801,18 +857,29 @@ impl Session {
     }
 
     /// A patient deletes a record: the delete transaction, then its content
-    /// (the only place its wrapped keys live) is unpinned.
+    /// (the only place its wrapped keys live) is unpinned. A delete cut short
+    /// after its transaction is finished by calling it again (the content is
+    /// unpinned; nothing is sent twice).
     pub async fn delete(&mut self, record: u64) -> Result<Cid, ClientError> {
-        let leaf = self.live_record(record).await?;
+        let leaf = self.record(record).await?;
         if leaf.owner != self.account {
             return Err(ClientError::Refused(format!(
                 "account {} does not own record {record}",
                 self.account
             )));
         }
-        let cid = self.cid_of(&leaf).await?;
-        self.submit(TxBody::DeleteRecord { record }).await?;
-        self.settle().await?;
+        let cid = match self.cid_of(&leaf).await {
+            Err(ClientError::Storage(ContentError::NotFound(_))) if leaf.deleted => {
+                return Err(ClientError::Refused(format!(
+                    "record {record} was deleted and its content is gone"
+                )));
+            }
+            r => r?,
+        };
+        if !leaf.deleted {
+            self.submit(TxBody::DeleteRecord { record }).await?;
+            self.settle().await?;
+        }
         self.release(cid).await?;
         Ok(cid)
     }

@@ -85,3 +85,13 @@ fn the_portal_listens_on_this_machine_only() {
     let e = err(&o);
     assert!(e.contains("--listen 0.0.0.0:8088") && e.contains("listens on this machine only"), "{e}");
 }
+
+#[test]
+fn a_grant_for_no_days_or_too_many_is_refused_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    for days in ["0", "3651", "99999999999999999"] {
+        let o = cli(dir.path(), &[], &["grant", "--grantee", "20", "--days", days]);
+        let e = err(&o);
+        assert!(e.contains("--days") && e.contains(days), "{days}: {e}");
+    }
+}

@@ -48,12 +48,23 @@ fn in_a_week() -> u64 {
     now() + 7 * 86_400
 }
 
-/// A coordinator that forges consents: its `/proof/consents/*` answers say
-/// the consent is not revoked, with trees and root recomputed to fit; every
-/// other GET is passed through.
-async fn lying_coordinator(honest: String) -> String {
+/// How a dishonest coordinator lies about consents.
+#[derive(Clone, Copy)]
+enum Lie {
+    /// Its `/proof/consents/*` answers say the consent is not revoked, with
+    /// trees and root recomputed to fit.
+    Forge,
+    /// It gives the first answer it saw for each `/proof/consents/*` path
+    /// ever after: genuine L1 state, but from the past.
+    Replay,
+}
+
+/// A coordinator that lies about consents as `lie` says; every other GET is
+/// passed through.
+async fn lying_coordinator(honest: String, lie: Lie) -> String {
+    type Seen = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, axum::body::Bytes>>>;
     async fn forward(
-        State(honest): State<String>,
+        State((honest, lie, seen)): State<(String, Lie, Seen)>,
         UrlPath(path): UrlPath<String>,
     ) -> axum::response::Response {
         let fetched = match reqwest::get(format!("{honest}/{path}")).await {
@@ -64,8 +75,13 @@ async fn lying_coordinator(honest: String) -> String {
             Ok(b) => b,
             Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, format!("{e:?}")).into_response(),
         };
+        let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
         if !path.starts_with("proof/consents/") {
-            return ([(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+            return (json, body).into_response();
+        }
+        if let Lie::Replay = lie {
+            let first = seen.lock().unwrap().entry(path).or_insert(body).clone();
+            return (json, first).into_response();
         }
         let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         let mut a: medrollup_client::light::ProofAnswer = serde_json::from_value(v.clone()).unwrap();
@@ -80,7 +96,9 @@ async fn lying_coordinator(honest: String) -> String {
         v["root"] = dec(&root);
         axum::Json(v).into_response()
     }
-    let app = axum::Router::new().route("/{*path}", axum::routing::get(forward)).with_state(honest);
+    let seen = Seen::default();
+    let app =
+        axum::Router::new().route("/{*path}", axum::routing::get(forward)).with_state((honest, lie, seen));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -164,8 +182,18 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     );
 
     // A lying coordinator cannot hand doctor B a revoked consent as active:
-    // (checked after the revoke below).
-    let liar = lying_coordinator(http.clone()).await;
+    // (checked after the revoke below). One that replays the past has seen
+    // B's consent active; B's client through it believes it now.
+    let liar = lying_coordinator(http.clone(), Lie::Forge).await;
+    let replayer = lying_coordinator(http.clone(), Lie::Replay).await;
+    let mut replayed = Session::open(
+        &Endpoints { coordinator: replayer, ..endpoints.clone() },
+        DOCTOR_B,
+        Identity::generate(),
+    )
+    .await
+    .unwrap();
+    assert!(!replayed.consent(c_b).await.unwrap().revoked);
 
     // The patient revokes B: the record is re-keyed to a new CID, the old
     // content unpinned.
@@ -203,6 +231,13 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     let e = fooled.consent(c_b).await.unwrap_err();
     assert!(matches!(e, ClientError::Light(LightError::NotOnL1 { .. })), "{e}");
     assert!(e.to_string().contains("not the chain's state"), "{e}");
+    // ...and the replayed consent from before the revoke is L1's old state,
+    // refused as stale once L1 has moved past it.
+    assert!(patient.consent(c_b).await.unwrap().revoked, "L1 has the revoke");
+    replayed.light_mut().wait = Duration::from_secs(20);
+    let e = replayed.consent(c_b).await.unwrap_err();
+    assert!(matches!(e, ClientError::Light(LightError::Stale { .. })), "{e}");
+    assert!(e.to_string().contains("stale"), "{e}");
 
     // A large record (beyond one 256 KiB chunk: a dag-pb root on IPFS).
     let large = example_bundle("p10", 400_000);
@@ -264,6 +299,32 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
         "{audit}"
     );
 
+    // The patient revokes doctor A, the record's author, while the content
+    // store is out of reach: the revoke is sealed, the re-keying fails, and
+    // A's key still opens the record.
+    let mut patient_offline = Session::open(
+        &Endpoints { ipfs_api: Some(format!("http://127.0.0.1:{}", free_port())), ..endpoints.clone() },
+        PATIENT,
+        Identity::from_parts(patient.identity().signing_key().clone(), patient.identity().rsa_key().clone()),
+    )
+    .await
+    .unwrap();
+    let e = patient_offline.revoke(c_a).await.unwrap_err();
+    assert!(matches!(e, ClientError::Storage(ContentError::Remote(_))), "{e}");
+    assert!(patient.consent(c_a).await.unwrap().revoked);
+    let current =
+        Envelope::from_bytes(&on_node.cat(patient.read(record).await.unwrap().cid).await.unwrap()).unwrap();
+    assert!(current.open(doc_a.identity()).is_ok(), "half a revoke: A still a recipient");
+    // Revoking again finishes it (no second transaction): A is out.
+    assert_eq!(patient.revoke(c_a).await.unwrap(), vec![record]);
+    assert_eq!(patient.revoke(c_a).await.unwrap(), Vec::<u64>::new(), "nothing left to re-key");
+    // The patient's own update does not hand the new key back to its author.
+    let v3 = example_bundle("p10", 3_000);
+    patient.update_record(record, &v3).await.unwrap();
+    let e = doc_a.emergency_read(record, "the revoked author tries").await.unwrap_err();
+    assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
+    assert_eq!(patient.read(record).await.unwrap().bundle, v3);
+
     // The patient deletes the record: unpinned, and nobody reads it again.
     let gone = patient.delete(record).await.unwrap();
     assert!(patient.record(record).await.unwrap().deleted);
@@ -271,4 +332,9 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     assert!(e.to_string().contains("was deleted"), "{e}");
     let e = on_node.unpin(gone).await.unwrap_err();
     assert!(matches!(e, ContentError::NotFound(_)) || e.to_string().contains("not pinned"), "{e}");
+    // Deleting again sends nothing and is content (a delete cut short after
+    // its transaction is finished so).
+    let sent = patient.journal().len();
+    assert_eq!(patient.delete(record).await.unwrap(), gone);
+    assert_eq!(patient.journal().len(), sent, "no second delete transaction");
 }

@@ -131,11 +131,12 @@ enum Command {
         /// One record (default: all your records, present and future).
         #[arg(long)]
         record: Option<u64>,
-        /// Days until it lapses.
-        #[arg(long, default_value_t = 30)]
+        /// Days until it lapses (1 to 3650).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
         days: u64,
     },
-    /// (Patient) take access back: the covered records are re-keyed.
+    /// (Patient) take access back: the covered records are re-keyed (run it
+    /// again to finish one that was cut short).
     Revoke {
         #[command(flatten)]
         conn: Conn,
@@ -213,11 +214,7 @@ fn password(var: &str) -> anyhow::Result<String> {
 }
 
 fn write_new(path: &Path, ks: &Keystore) -> anyhow::Result<()> {
-    if path.exists() {
-        bail!("{} exists; move it away first (nothing was overwritten)", path.display());
-    }
-    ks.write(path)?;
-    Ok(())
+    Ok(ks.write_new(path)?)
 }
 
 fn unlock(path: &Path) -> anyhow::Result<Identity> {
@@ -357,8 +354,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Grant { conn, grantee, write, record, days } => {
             let scope = if write { Scope::ReadWrite } else { Scope::Read };
             let target = record.map_or(ConsentTarget::AllRecords, ConsentTarget::Record);
-            let expiry = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs()
-                + days.max(1) * 86_400;
+            let expiry =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + days * 86_400;
             let c = session(ks, &conn).await?.grant(grantee, scope, target, expiry).await?;
             println!("consent {c}: {grantee} may {scope:?} {target:?} until {expiry}");
         }
