@@ -53,6 +53,9 @@ pub enum KeystoreError {
     /// Bad settings (weak KDF parameters, empty password, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A new keystore's file exists already (nothing was overwritten).
+    #[error("{0} exists; move it away first (nothing was overwritten)")]
+    Exists(String),
     /// Reading or writing the file.
     #[error("{path}: {source}")]
     Io {
@@ -343,18 +346,53 @@ impl Keystore {
         Self::parse(&text)
     }
 
-    /// Writes the keystore to `path` (atomically: a temporary file renamed,
-    /// so a crash never leaves half a keystore), readable by its owner only.
+    /// Writes the keystore to `path`, replacing what is there (atomically:
+    /// a temporary file renamed, so a crash never leaves half a keystore),
+    /// readable by its owner only.
     pub fn write(&self, path: &Path) -> Result<(), KeystoreError> {
-        let io = |source| KeystoreError::Io { path: path.display().to_string(), source };
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("json")).map_err(io)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+        let tmp = self.write_aside(path)?;
+        std::fs::rename(&tmp, path).map_err(|source| {
+            let _ = std::fs::remove_file(&tmp);
+            KeystoreError::Io { path: path.display().to_string(), source }
+        })
+    }
+
+    /// Writes a new keystore to `path`, which must not exist: a second
+    /// writer (another process, another tab) gets [`KeystoreError::Exists`]
+    /// and the first one's keys stay. Atomic as [`Self::write`] (the file is
+    /// linked into place whole).
+    pub fn write_new(&self, path: &Path) -> Result<(), KeystoreError> {
+        let tmp = self.write_aside(path)?;
+        let linked = std::fs::hard_link(&tmp, path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(KeystoreError::Exists(path.display().to_string()))
+            }
+            Err(source) => Err(KeystoreError::Io { path: path.display().to_string(), source }),
         }
-        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// The keystore in a fresh file beside `path` (its own name, created
+    /// owner-only, flushed to disk); returns that file's path.
+    fn write_aside(&self, path: &Path) -> Result<std::path::PathBuf, KeystoreError> {
+        use std::io::Write;
+        let name = path.file_name().map_or_else(|| "keystore".into(), |n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", hex::encode(random::<8>())));
+        let io = |source| KeystoreError::Io { path: tmp.display().to_string(), source };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(&tmp).map_err(io)?;
+        let written =
+            file.write_all(&serde_json::to_vec_pretty(self).expect("json")).and_then(|()| file.sync_all());
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io(e));
+        }
+        Ok(tmp)
     }
 
     /// The same keys under a new password (and fresh salt and nonce).
@@ -447,6 +485,39 @@ mod tests {
         ));
         let e = Keystore::read(&dir.path().join("missing")).unwrap_err();
         assert!(e.to_string().contains("missing"), "{e}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn new_keystores_never_replace_one_that_exists_even_when_written_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.keystore");
+        let stores: Vec<Keystore> = (0..8)
+            .map(|i| Keystore::seal(alice(), &format!("password {i}"), KdfParams::MIN).unwrap())
+            .collect();
+        let results: Vec<Result<(), KeystoreError>> = std::thread::scope(|s| {
+            let handles: Vec<_> = stores.iter().map(|ks| s.spawn(|| ks.write_new(&path))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners: Vec<usize> = (0..8).filter(|&i| results[i].is_ok()).collect();
+        assert_eq!(winners.len(), 1, "exactly one writer creates it: {results:?}");
+        for r in &results {
+            if let Err(e) = r {
+                assert!(
+                    matches!(e, KeystoreError::Exists(_))
+                        && e.to_string().contains("nothing was overwritten")
+                );
+            }
+        }
+        // The file is the winner's, whole; no temporary file is left beside it.
+        let on_disk = Keystore::read(&path).unwrap();
+        assert!(on_disk.open(&format!("password {}", winners[0])).is_ok());
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("k.keystore")]);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;

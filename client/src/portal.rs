@@ -270,6 +270,7 @@ impl From<&KeystoreError> for ApiError {
         let status = match e {
             KeystoreError::WrongPassword => StatusCode::UNAUTHORIZED,
             KeystoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+            KeystoreError::Exists(_) => StatusCode::CONFLICT,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.to_string())
@@ -430,11 +431,16 @@ async fn create_keys(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
     let identity = tokio::task::spawn_blocking(move || -> Result<Identity, KeystoreError> {
         let _creating = creating;
         let identity = Identity::generate();
-        Keystore::seal(&identity, &req.password, kdf)?.write(&path)?;
+        // Never over another process's keys (a CLI, a second portal).
+        Keystore::seal(&identity, &req.password, kdf)?.write_new(&path)?;
         Ok(identity)
     })
     .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| match e {
+        KeystoreError::Exists(_) => keys_exist(&p),
+        e => e.into(),
+    })?;
     open_session(&p, identity).await?;
     ok(json!({ "keystore": "open", "keystore_path": p.keystore.display().to_string() }))
 }
