@@ -218,6 +218,8 @@ try {
   await patient.click(`#consent-${consent} button`);
   await expectText(patient, '#status', `Consent ${consent} revoked; records re-keyed: ${record}.`);
   await expectText(patient, `#consent-${consent}`, 'revoked');
+  await patient.click(`#consent-${consent} button`); // finishing a revoke that was whole: nothing left
+  await expectText(patient, '#status', `Consent ${consent}: every record it covered was re-keyed already.`);
 
   step('the doctor is refused now');
   await doctor.reload();

@@ -155,6 +155,20 @@ async function loadConsents() {
           }),
         ),
       );
+    } else if (state === 'revoked' && c.patient === me.account) {
+      // A revoke cut short (the content store down) is finished from here.
+      td.appendChild(
+        button('Finish re-keying', () =>
+          run(`Re-keying what consent ${c.id} covered`, async () => {
+            const v = await api('POST', `/consents/${c.id}/revoke`);
+            $('viewer').hidden = true;
+            await loadAll();
+            return v.rekeyed.length
+              ? `Consent ${c.id}: records re-keyed now: ${v.rekeyed.join(', ')}.`
+              : `Consent ${c.id}: every record it covered was re-keyed already.`;
+          }),
+        ),
+      );
     }
   });
 }
