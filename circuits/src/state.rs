@@ -604,6 +604,16 @@ impl State {
             .collect()
     }
 
+    /// The live (not deleted) record whose current content has sha256
+    /// `digest`, if any.
+    pub fn live_record_with_content(&self, digest: &[u8; 32]) -> Option<u64> {
+        let [hi, lo] = crate::field::digest_to_limbs(digest);
+        self.leaves[TreeId::Records as usize]
+            .iter()
+            .find(|(_, l)| l[2] == hi && l[3] == lo && l[6].is_zero() && !l[0].is_zero())
+            .map(|(&i, _)| i)
+    }
+
     /// Where `account` appears: records it owns or wrote, consents it
     /// granted or holds, audit entries it made or that concern it (sorted).
     pub fn index_of(&self, account: u64) -> AccountIndex {

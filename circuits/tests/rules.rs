@@ -430,4 +430,19 @@ fn leaf_views_and_the_account_index_agree_with_the_rules() {
         assert_eq!(idx.audit, audit, "account {}", p.id);
     }
     assert!(st.index_of(999).records.is_empty() && st.index_of(999).audit.is_empty());
+    // Content lookup: each live record by its current content, a deleted
+    // one and unknown content by none.
+    let mut deleted = 0;
+    for &r in &records {
+        let rec = RecordLeaf::from_fields(&st.leaf(TreeId::Records, r)).unwrap();
+        let found = st.live_record_with_content(&rec.cid_digest);
+        if rec.deleted {
+            deleted += 1;
+            assert_eq!(found, None, "record {r} is deleted");
+        } else {
+            assert_eq!(found, Some(r), "record {r}");
+        }
+    }
+    assert!(deleted > 0, "the sample deletes a record");
+    assert_eq!(st.live_record_with_content(&[7u8; 32]), None);
 }

@@ -445,12 +445,55 @@ async fn kubo_pin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
     }
 }
 
-/// `POST /api/v0/pin/rm?arg=<cid>` (the embedded store deletes it).
+/// Why `cid` may not be removed through this API, if it may not: the
+/// current content of a live record (it goes with the update or delete that
+/// supersedes it), a record transaction's in the open batch, or a batch's
+/// published data (kept for data availability).
+async fn kept(s: &Shared, cid: Cid) -> Result<Option<String>, ContentError> {
+    let digest = cid.digest();
+    {
+        let v = s.view.read().expect("view lock");
+        if let Some(r) = v.sealed.live_record_with_content(&digest) {
+            return Ok(Some(format!(
+                "{cid} is record {r}'s current content: it can go once an update or delete of the record is sealed"
+            )));
+        }
+        if v.open_content.contains(&digest) {
+            return Ok(Some(format!("{cid} is the content of a record transaction in the open batch")));
+        }
+    }
+    let bytes = match s.content.cat(cid).await {
+        Ok(b) => b,
+        Err(ContentError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if let Ok(d) = serde_json::from_slice::<medrollup_wire::BatchData>(&bytes)
+        && s.store.batch(d.batch).ok().flatten().is_some_and(|b| b.cid == cid)
+    {
+        return Ok(Some(format!("{cid} is batch {}'s published data, kept for data availability", d.batch)));
+    }
+    Ok(None)
+}
+
+/// `POST /api/v0/pin/rm?arg=<cid>` (the embedded store deletes it): only
+/// content nothing needs any more (a record's superseded versions, uploads
+/// no transaction took); see [`kept`].
 async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
     let cid = match cid_arg(&q) {
         Ok(c) => c,
         Err(e) => return kubo_error(e),
     };
+    match kept(&s, cid).await {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({ "Message": format!("not removed: {why}"), "Code": 0, "Type": "error" })),
+            )
+                .into_response();
+        }
+        Err(e) => return kubo_error(e.to_string()),
+    }
     match s.content.unpin(cid).await {
         Ok(()) => Json(json!({ "Pins": [cid.to_string()] })).into_response(),
         Err(e) => kubo_error(e.to_string()),

@@ -26,7 +26,7 @@ use medrollup_circuits::state::State;
 use medrollup_wire::{
     BatchData, JobOutcome, JobResult, JobSpec, TxAnswer, TxStatus, WorkerInfo, streams, subjects,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -78,6 +78,9 @@ pub struct View {
     pub batches_sealed: u64,
     /// Answers not yet in the database (the open batch's).
     pub recent: HashMap<String, TxAnswer>,
+    /// Content digests of the open batch's accepted record transactions
+    /// (kept from removal like the sealed state's records).
+    pub open_content: HashSet<[u8; 32]>,
 }
 
 /// A worker as last heard from.
@@ -301,6 +304,7 @@ pub async fn run(
             sealed: seq.sealed_state().clone(),
             batches_sealed: batches.len() as u64,
             recent: HashMap::new(),
+            open_content: HashSet::new(),
         }),
         client: client.clone(),
         js: js.clone(),
@@ -440,9 +444,17 @@ impl Coordinator {
 
     async fn on_tx(&mut self, m: jetstream::Message) -> Result<(), CoordinatorError> {
         let seq = m.info().map_err(nats_err!("message info"))?.stream_sequence;
+        // A record's content is kept from removal (`pin/rm`) from before it
+        // is looked for until the transaction is refused or its batch sealed.
+        let mut held = None;
         let answer = match sequencer::parse(&m.payload) {
             Err(a) => a,
             Ok(p) => {
+                if let Some([cid, _]) = p.record_cids() {
+                    let d = cid.digest();
+                    let fresh = self.shared.view.write().expect("view lock").open_content.insert(d);
+                    held = fresh.then_some(d);
+                }
                 let content_ok = match p.record_cids() {
                     None => true,
                     Some(cids) => self.content_present(cids).await,
@@ -472,7 +484,13 @@ impl Coordinator {
         }
         // Queryable before it is announced: a client that got the answer can
         // look it up at once.
-        self.shared.view.write().expect("view lock").recent.insert(answer.id.clone(), answer.clone());
+        {
+            let mut v = self.shared.view.write().expect("view lock");
+            v.recent.insert(answer.id.clone(), answer.clone());
+            if let (false, Some(d)) = (matches!(answer.status, TxStatus::Accepted { .. }), held) {
+                v.open_content.remove(&d);
+            }
+        }
         let body = serde_json::to_vec(&answer).expect("answers serialise");
         if let Err(e) = self.shared.client.publish(subjects::answer(&answer.id), body.into()).await {
             warn!(error = %e, id = %answer.id, "could not publish an answer (it stays queryable over HTTP)");
@@ -553,6 +571,7 @@ impl Coordinator {
             v.sealed = self.seq.sealed_state().clone();
             v.batches_sealed = sealed.batch + 1;
             v.recent.clear();
+            v.open_content.clear();
         }
         let m = &self.shared.metrics;
         m.batches_sealed_total.inc();

@@ -438,6 +438,16 @@ async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_chan
     assert!(!kubo.has(record).await.unwrap(), "unpinned from the embedded store");
     assert!(matches!(kubo.cat(record).await, Err(ContentError::NotFound(_))));
     assert!(matches!(kubo.unpin(record).await, Err(ContentError::NotFound(_))));
+    // A batch's published data is not anyone's to remove: refused, still there.
+    let batch0 = get_json(&format!("{http}/batch/0")).await;
+    let data = batch0["cid"].as_str().unwrap();
+    let rm = reqwest::Client::new().post(format!("{http}/api/v0/pin/rm?arg={data}")).send().await.unwrap();
+    assert_eq!(rm.status(), 403);
+    let why = rm.json::<serde_json::Value>().await.unwrap()["Message"].as_str().unwrap().to_string();
+    assert!(why.contains("batch 0's published data"), "{why}");
+    let e = kubo.unpin(data.parse().unwrap()).await.unwrap_err();
+    assert!(e.to_string().contains("data availability"), "{e}");
+    assert!(kubo.has(data.parse().unwrap()).await.unwrap(), "batch 0's data is kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
