@@ -28,6 +28,10 @@ pub struct Config {
     pub job_ack_wait: Duration,
     /// Deliveries of one job message (worker deaths, timeouts) before it is dead.
     pub job_max_deliver: i64,
+    /// A dead job is queued again (new attempts, no worker excluded) this
+    /// long after it was parked: batches land in order, so one dead job
+    /// would stop every later batch from reaching L1 for good.
+    pub dead_job_retry: Duration,
     /// A worker silent for this long is shown as lost.
     pub worker_timeout: Duration,
     /// An IPFS node's RPC API (e.g. `http://127.0.0.1:5001`) to keep batch
@@ -53,6 +57,7 @@ impl Config {
             max_attempts: 3,
             job_ack_wait: Duration::from_secs(30),
             job_max_deliver: 5,
+            dead_job_retry: Duration::from_secs(300),
             worker_timeout: Duration::from_secs(15),
             ipfs_api: None,
             l1: None,

@@ -20,6 +20,8 @@ pub struct Metrics {
     pub batches_sealed_total: IntCounter,
     /// Batches with a verified proof.
     pub batches_proven_total: IntCounter,
+    /// Dead jobs queued again after their wait.
+    pub jobs_revived_total: IntCounter,
     /// Batches handed to the L1 sink.
     pub batches_submitted_total: IntCounter,
     /// Submitted transactions per sealed batch.
@@ -94,6 +96,10 @@ impl Metrics {
                 &["reason"]
             )),
             batches_sealed_total: reg!(IntCounter::new("medrollup_batches_sealed_total", "Batches sealed")),
+            jobs_revived_total: reg!(IntCounter::new(
+                "medrollup_jobs_revived_total",
+                "Dead jobs queued again after their wait"
+            )),
             batches_proven_total: reg!(IntCounter::new(
                 "medrollup_batches_proven_total",
                 "Batches with a verified proof"

@@ -252,6 +252,9 @@ struct Coordinator {
     seal_deadline: Option<tokio::time::Instant>,
     /// Jobs whose publication failed; retried on the tick.
     unpublished: VecDeque<u64>,
+    /// Jobs parked dead (batch numbers), to be queued again after the
+    /// configured wait.
+    parked: Vec<u64>,
 }
 
 /// Runs the coordinator until `shutdown` completes; then it stops taking
@@ -325,13 +328,16 @@ pub async fn run(
         last_seq,
         seal_deadline: None,
         unpublished: VecDeque::new(),
+        parked: Vec::new(),
     };
     c.refresh_job_metrics()?;
     // Jobs still queued at the last stop go out again (the job stream drops
     // duplicates within its window; a late duplicate result is ignored).
     for job in store.jobs()? {
-        if job.state == JobState::Queued {
-            c.unpublished.push_back(job.batch);
+        match job.state {
+            JobState::Queued => c.unpublished.push_back(job.batch),
+            JobState::Dead { .. } => c.parked.push(job.batch),
+            JobState::Proven => {}
         }
     }
     c.advance_sink().await?;
@@ -547,14 +553,7 @@ impl Coordinator {
             proof: None,
             submitted: false,
         };
-        let job = JobRecord {
-            batch: sealed.batch,
-            attempt: 1,
-            state: JobState::Queued,
-            excluded: vec![],
-            failures: vec![],
-            queued_at_ms: now_ms(),
-        };
+        let job = JobRecord::new(sealed.batch, now_ms());
         let store = self.shared.store.clone();
         tokio::task::block_in_place(|| {
             store.seal(Seal {
@@ -683,6 +682,11 @@ impl Coordinator {
             }
             JobOutcome::Failed { reason } => {
                 worker.jobs_failed += 1;
+                // Its failure may be its own (memory, a key it cannot load):
+                // the next attempt goes to another worker if there is one.
+                if !job.excluded.contains(&r.worker) {
+                    job.excluded.push(r.worker.clone());
+                }
                 warn!(%reason, "worker failed the job");
                 format!("attempt {}: {} failed: {reason}", r.attempt, r.worker)
             }
@@ -691,10 +695,10 @@ impl Coordinator {
         // Only a result for the current attempt moves the job on.
         let requeue = r.attempt == job.attempt && job.state == JobState::Queued;
         if requeue {
-            if job.attempt >= self.config.max_attempts {
-                job.state =
-                    JobState::Dead { reason: format!("{} attempts failed; last: {failure}", job.attempt) };
-                warn!("job is dead");
+            if job.round_attempts() >= self.config.max_attempts {
+                job.park(format!("{} attempts failed; last: {failure}", job.round_attempts()), now_ms());
+                self.parked.push(job.batch);
+                warn!(retry_in = ?self.config.dead_job_retry, "job is dead");
             } else {
                 job.attempt += 1;
                 job.queued_at_ms = now_ms();
@@ -731,10 +735,11 @@ impl Coordinator {
             let reason = format!(
                 "delivered {deliveries} times without a result: the workers that took it died or went silent"
             );
-            warn!(batch = spec.batch, %reason, "job is dead");
+            warn!(batch = spec.batch, %reason, retry_in = ?self.config.dead_job_retry, "job is dead");
             job.failures.push(reason.clone());
-            job.state = JobState::Dead { reason };
+            job.park(reason, now_ms());
             store.put_job(&job, None)?;
+            self.parked.push(job.batch);
             self.refresh_job_metrics()?;
         }
         if let Err(e) = jobs.delete_message(seq).await {
@@ -744,6 +749,7 @@ impl Coordinator {
     }
 
     async fn on_tick(&mut self) -> Result<(), CoordinatorError> {
+        self.revive_parked()?;
         for _ in 0..self.unpublished.len() {
             let Some(n) = self.unpublished.pop_front() else { break };
             let store = self.shared.store.clone();
@@ -761,6 +767,39 @@ impl Coordinator {
         };
         self.shared.metrics.workers.set(alive as i64);
         self.advance_sink().await
+    }
+
+    /// Queues again the dead jobs that have waited long enough (see
+    /// [`Config::dead_job_retry`]); they go out with the unpublished ones.
+    fn revive_parked(&mut self) -> Result<(), CoordinatorError> {
+        if self.parked.is_empty() {
+            return Ok(());
+        }
+        let (now, wait) = (now_ms(), self.config.dead_job_retry.as_millis() as u64);
+        let store = self.shared.store.clone();
+        let mut revived = false;
+        let mut still = Vec::new();
+        for n in std::mem::take(&mut self.parked) {
+            let Some(mut job) = store.job(n)? else { continue };
+            if !matches!(job.state, JobState::Dead { .. }) {
+                continue;
+            }
+            if now.saturating_sub(job.parked_at_ms) < wait {
+                still.push(n);
+                continue;
+            }
+            job.revive(now);
+            store.put_job(&job, None)?;
+            info!(batch = n, attempt = job.attempt, "dead job queued again");
+            self.shared.metrics.jobs_revived_total.inc();
+            self.unpublished.push_back(n);
+            revived = true;
+        }
+        self.parked = still;
+        if revived {
+            self.refresh_job_metrics()?;
+        }
+        Ok(())
     }
 
     /// Hands proven batches to the sink, in order, from the cursor on.

@@ -128,12 +128,64 @@ pub struct JobRecord {
     /// State.
     #[serde(flatten)]
     pub state: JobState,
-    /// Workers whose proof for it was rejected.
+    /// Workers whose proof for it was rejected, or who failed it, in this
+    /// round of attempts.
     pub excluded: Vec<String>,
     /// What went wrong in earlier attempts.
     pub failures: Vec<String>,
     /// When the current attempt was queued (Unix ms).
     pub queued_at_ms: u64,
+    /// The first attempt of the current round (a dead job queued again
+    /// starts a new round of attempts).
+    #[serde(default = "first_attempt")]
+    pub round_start: u32,
+    /// When it was parked dead (Unix ms; 0 while it is not).
+    #[serde(default)]
+    pub parked_at_ms: u64,
+}
+
+fn first_attempt() -> u32 {
+    1
+}
+
+impl JobRecord {
+    /// A new job's record: attempt 1, queued now.
+    pub fn new(batch: u64, now_ms: u64) -> Self {
+        Self {
+            batch,
+            attempt: 1,
+            state: JobState::Queued,
+            excluded: vec![],
+            failures: vec![],
+            queued_at_ms: now_ms,
+            round_start: 1,
+            parked_at_ms: 0,
+        }
+    }
+
+    /// Attempts made in the current round, the current one included.
+    pub fn round_attempts(&self) -> u32 {
+        self.attempt.saturating_sub(self.round_start.max(1)) + 1
+    }
+
+    /// Parks it dead for `reason` at `now_ms`.
+    pub fn park(&mut self, reason: String, now_ms: u64) {
+        self.state = JobState::Dead { reason };
+        self.parked_at_ms = now_ms;
+    }
+
+    /// A dead job queued again at `now_ms`: the next attempt starts a new
+    /// round, with no worker excluded. What went before stays in `failures`.
+    pub fn revive(&mut self, now_ms: u64) {
+        let parked_s = now_ms.saturating_sub(self.parked_at_ms) / 1000;
+        self.failures.push(format!("queued again after {parked_s} s parked dead"));
+        self.state = JobState::Queued;
+        self.attempt += 1;
+        self.round_start = self.attempt;
+        self.excluded.clear();
+        self.queued_at_ms = now_ms;
+        self.parked_at_ms = 0;
+    }
 }
 
 /// What a worker has done, as the coordinator saw it.

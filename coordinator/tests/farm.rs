@@ -554,6 +554,51 @@ async fn a_job_that_keeps_failing_is_parked_dead_with_its_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_job_is_queued_again_after_its_wait_and_proven_by_a_worker_that_joined() {
+    let farm = Farm::new();
+    let data = farm.dir.path().join("coordinator");
+    let _coordinator = Coordinator::start(&CoordinatorOpts {
+        dead_job_retry_s: 3,
+        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
+    });
+    let http = farm.http();
+    one_batch(&Client::connect(&farm.nats).await, &http).await;
+    // A worker (the only one there) fails every attempt of a round: dead.
+    let (js, c) = rogue_consumer(&farm).await;
+    for attempt in 1..=3u32 {
+        let m = next_job(&c).await;
+        let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(spec.attempt, attempt);
+        if attempt > 1 {
+            assert_eq!(spec.exclude, ["broken"], "a worker that failed it is excluded");
+        }
+        let result = medrollup_wire::JobResult {
+            batch: spec.batch,
+            attempt: spec.attempt,
+            worker: "broken".into(),
+            outcome: medrollup_wire::JobOutcome::Failed { reason: "its GPU fell off the bus".into() },
+        };
+        return_result(&js, &m, &result).await;
+    }
+    wait_for("the job parked dead", Duration::from_secs(30), || async {
+        (get_json(&format!("{http}/farm")).await["jobs"]["dead"] == 1).then_some(())
+    })
+    .await;
+    // A hospital joins; after the wait the job is queued again and proven.
+    let _worker = farm.worker("hospital-a");
+    let f = wait_for("the batch proven", Duration::from_secs(180), || async {
+        let f = get_json(&format!("{http}/farm")).await;
+        (f["jobs"]["proven"] == 1).then_some(f)
+    })
+    .await;
+    assert_eq!(f["jobs"]["dead"], 0, "{f}");
+    let batch = get_json(&format!("{http}/batch/0")).await;
+    assert!(batch["proof"].is_object(), "{batch}");
+    let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("medrollup_jobs_revived_total 1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_whose_workers_keep_vanishing_is_parked_dead_after_its_deliveries() {
     let farm = Farm::new();
     let _coordinator = farm.coordinator_with(1, 2);

@@ -407,6 +407,10 @@ async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()
     axum::serve(listener, app).await
 }
 
+/// How long a job this worker is excluded from waits before it is offered
+/// again (to any worker).
+const EXCLUDED_HANDBACK: Duration = Duration::from_secs(5);
+
 impl Worker {
     async fn handle(&mut self, m: jetstream::Message) {
         let spec: JobSpec = match serde_json::from_slice(&m.payload) {
@@ -425,8 +429,10 @@ impl Worker {
     /// Proves one job, keeping it leased, and returns its result before acking it.
     async fn run_job(&mut self, m: jetstream::Message, spec: JobSpec) {
         if spec.exclude.contains(&self.config.name) {
-            // Our proof of it was rejected: leave it to another worker.
-            let _ = m.ack_with(AckKind::Nak(Some(Duration::from_millis(500)))).await;
+            // Our proof of it was rejected (or we failed it): leave it to
+            // another worker. Every hand-back counts as a delivery, so not
+            // at once: a busy worker has time to take it.
+            let _ = m.ack_with(AckKind::Nak(Some(EXCLUDED_HANDBACK))).await;
             return;
         }
         self.busy.store(true, Ordering::Relaxed);

@@ -49,6 +49,10 @@ struct Args {
     /// Deliveries of one job before it is dead.
     #[arg(long, default_value_t = 5)]
     job_max_deliver: i64,
+    /// Seconds a dead job stays parked before it is queued again (new
+    /// attempts, no worker excluded): later batches wait for it to reach L1.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    dead_job_retry_s: u64,
     /// An IPFS node's RPC API (e.g. http://127.0.0.1:5001): batch data and
     /// records' content live there. Without it, in the embedded store under
     /// --data-dir (same CIDs), served at /api/v0.
@@ -105,6 +109,7 @@ async fn main() -> anyhow::Result<()> {
     config.max_attempts = args.max_attempts;
     config.job_ack_wait = Duration::from_secs(args.job_ack_wait_s);
     config.job_max_deliver = args.job_max_deliver;
+    config.dead_job_retry = Duration::from_secs(args.dead_job_retry_s);
     config.ipfs_api = args.ipfs_api;
     if let Some(rpc) = &args.l1_rpc {
         let key = args.l1_key.as_deref().context("--l1-rpc needs the sequencer's key in MEDROLLUP_L1_KEY")?;

@@ -243,6 +243,8 @@ pub struct CoordinatorOpts<'a> {
     pub seal_timeout_ms: u64,
     pub job_ack_wait_s: u64,
     pub job_max_deliver: i64,
+    /// Seconds a dead job stays parked before it is queued again.
+    pub dead_job_retry_s: u64,
     /// `(RPC URL, key, confirmations)` to land batches on L1.
     pub l1: Option<(&'a str, &'a str, u64)>,
     /// An IPFS node's RPC API as the content store.
@@ -262,6 +264,7 @@ impl<'a> CoordinatorOpts<'a> {
             seal_timeout_ms: 500,
             job_ack_wait_s: 30,
             job_max_deliver: 5,
+            dead_job_retry_s: 300,
             l1: None,
             ipfs_api: None,
         }
@@ -292,6 +295,7 @@ impl Coordinator {
                 .args(["--seal-timeout-ms", &o.seal_timeout_ms.to_string()])
                 .args(["--job-ack-wait-s", &o.job_ack_wait_s.to_string()])
                 .args(["--job-max-deliver", &o.job_max_deliver.to_string()])
+                .args(["--dead-job-retry-s", &o.dead_job_retry_s.to_string()])
                 .env("RUST_LOG", "warn,medrollup_coordinator=info,medrollup_prover=info"),
             o.logs,
         );
