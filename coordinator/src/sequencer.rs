@@ -202,6 +202,11 @@ impl Sequencer {
         self.open.as_ref().map_or(0, |o| o.ids.len())
     }
 
+    /// The open batch's timestamp, if a batch is open.
+    pub fn open_timestamp(&self) -> Option<u64> {
+        self.open.as_ref().map(|o| o.batch.timestamp())
+    }
+
     /// Whether the open batch has no free slot.
     pub fn is_full(&self) -> bool {
         self.open.as_ref().is_some_and(|o| o.batch.is_full())

@@ -16,7 +16,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::sequencer::{self, RestoreError, Sequencer};
 use crate::sink::{ProofSink, RecordingSink};
-use crate::store::{BatchRecord, JobRecord, JobState, ProofRecord, Seal, Store, StoreError};
+use crate::store::{BatchRecord, Decision, JobRecord, JobState, ProofRecord, Seal, Store, StoreError};
 use ark_bn254::Bn254;
 use ark_groth16::PreparedVerifyingKey;
 use async_nats::jetstream::{self, consumer, stream};
@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, error, info, info_span, warn};
 
 /// Why the coordinator stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -453,6 +453,10 @@ impl Coordinator {
         // A record's content is kept from removal (`pin/rm`) from before it
         // is looked for until the transaction is refused or its batch sealed.
         let mut held = None;
+        let store = self.shared.store.clone();
+        // Decided before a restart (announced, its batch not sealed): the
+        // same decision again.
+        let before = tokio::task::block_in_place(|| store.decision(seq))?;
         let answer = match sequencer::parse(&m.payload) {
             Err(a) => a,
             Ok(p) => {
@@ -461,15 +465,40 @@ impl Coordinator {
                     let fresh = self.shared.view.write().expect("view lock").open_content.insert(d);
                     held = fresh.then_some(d);
                 }
-                let content_ok = match p.record_cids() {
-                    None => true,
-                    Some(cids) => self.content_present(cids).await,
-                };
-                let store = self.shared.store.clone();
-                let now = now_ms() / 1000;
-                tokio::task::block_in_place(|| {
-                    self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), content_ok)
-                })
+                match before {
+                    // Refused or a duplicate: that changed nothing.
+                    Some(d) if !matches!(d.answer.status, TxStatus::Accepted { .. }) => d.answer,
+                    // Accepted: applied again at its batch's time, its
+                    // content taken as found then.
+                    Some(d) => {
+                        let now = d.timestamp.unwrap_or_else(|| now_ms() / 1000);
+                        let again = tokio::task::block_in_place(|| {
+                            self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), true)
+                        });
+                        if again != d.answer {
+                            error!(seq, before = ?d.answer, now = ?again, "a replayed transaction was decided otherwise");
+                        }
+                        again
+                    }
+                    None => {
+                        let content_ok = match p.record_cids() {
+                            None => true,
+                            Some(cids) => self.content_present(cids).await,
+                        };
+                        let now = now_ms() / 1000;
+                        let answer = tokio::task::block_in_place(|| {
+                            self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), content_ok)
+                        });
+                        // Stored before it is announced (see `Decision`).
+                        let timestamp = match answer.status {
+                            TxStatus::Accepted { .. } => self.seq.open_timestamp(),
+                            _ => None,
+                        };
+                        let d = Decision { answer, timestamp };
+                        tokio::task::block_in_place(|| store.record_decision(seq, &d))?;
+                        d.answer
+                    }
+                }
             }
         };
         self.last_seq = seq;

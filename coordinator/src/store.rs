@@ -22,6 +22,8 @@ const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
 const LANDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("landings");
 /// Account → its published public keys (JSON), checked against its leaf.
 const DIRECTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("directory");
+/// Decisions announced before their batch was sealed, by stream sequence.
+const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
 
 const APPLIED_SEQ: &str = "applied_seq";
 const NEXT_SUBMIT: &str = "next_submit";
@@ -214,6 +216,18 @@ pub struct Seal<'a> {
     pub applied_seq: u64,
 }
 
+/// A transaction's answer, recorded before it is announced, so that a
+/// restart decides the open batch's transactions as announced: the same
+/// outcome, applied at the same batch time, with no second look for content
+/// (which may be unreachable by then, or the clock past an expiry).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The answer given.
+    pub answer: TxAnswer,
+    /// For an accepted transaction, its open batch's timestamp.
+    pub timestamp: Option<u64>,
+}
+
 /// The database.
 #[derive(Debug)]
 pub struct Store {
@@ -243,6 +257,7 @@ impl Store {
             db!(w.open_table(WORKERS))?;
             db!(w.open_table(LANDINGS))?;
             db!(w.open_table(DIRECTORY))?;
+            db!(w.open_table(DECISIONS))?;
         }
         db!(w.commit())?;
         Ok(Self { db })
@@ -296,17 +311,31 @@ impl Store {
         {
             db!(db!(w.open_table(BATCHES))?.insert(s.batch.batch, encode(s.batch).as_slice()))?;
             db!(db!(w.open_table(JOBS))?.insert(s.job.batch, encode(s.job).as_slice()))?;
-            let mut answers = db!(w.open_table(ANSWERS))?;
-            for a in s.answers {
-                db!(answers.insert(a.id.as_str(), encode(a).as_slice()))?;
-            }
+            put_answers(&w, s.answers)?;
             let mut applied = db!(w.open_table(APPLIED))?;
             for m in s.applied {
                 db!(applied.insert(m.as_str(), s.batch.batch))?;
             }
             db!(db!(w.open_table(META))?.insert(APPLIED_SEQ, s.applied_seq))?;
+            forget_decisions(&w, s.applied_seq)?;
         }
         db!(w.commit())
+    }
+
+    /// Records the answer to the transaction at stream sequence `seq` before
+    /// it is announced (see [`Decision`]).
+    pub fn record_decision(&self, seq: u64, d: &Decision) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        db!(db!(w.open_table(DECISIONS))?.insert(seq, encode(d).as_slice()))?;
+        db!(w.commit())
+    }
+
+    /// The decision recorded for stream sequence `seq`, if its batch has not
+    /// been sealed since.
+    pub fn decision(&self, seq: u64) -> Result<Option<Decision>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(DECISIONS))?;
+        db!(t.get(seq))?.map(|g| decode(|| format!("decision {seq}"), g.value())).transpose()
     }
 
     /// Records answers and the stream position without a batch (a run of
@@ -314,11 +343,9 @@ impl Store {
     pub fn record_answers(&self, answers: &[TxAnswer], applied_seq: u64) -> Result<(), StoreError> {
         let w = db!(self.db.begin_write())?;
         {
-            let mut t = db!(w.open_table(ANSWERS))?;
-            for a in answers {
-                db!(t.insert(a.id.as_str(), encode(a).as_slice()))?;
-            }
+            put_answers(&w, answers)?;
             db!(db!(w.open_table(META))?.insert(APPLIED_SEQ, applied_seq))?;
+            forget_decisions(&w, applied_seq)?;
         }
         db!(w.commit())
     }
@@ -453,5 +480,72 @@ impl Store {
         let r = db!(self.db.begin_read())?;
         let t = db!(r.open_table(DIRECTORY))?;
         Ok(db!(t.get(account))?.map(|g| g.value().to_vec()))
+    }
+}
+/// Stores answers by transaction id. An accepted transaction's answer is
+/// kept: the same bytes sent again later are answered `duplicate`, which
+/// must not hide where the first copy went.
+fn put_answers(w: &redb::WriteTransaction, answers: &[TxAnswer]) -> Result<(), StoreError> {
+    let mut t = db!(w.open_table(ANSWERS))?;
+    for a in answers {
+        let kept = db!(t.get(a.id.as_str()))?
+            .map(|g| decode::<TxAnswer>(|| format!("answer {}", a.id), g.value()))
+            .transpose()?
+            .is_some_and(|old| matches!(old.status, medrollup_wire::TxStatus::Accepted { .. }));
+        if !kept {
+            db!(t.insert(a.id.as_str(), encode(a).as_slice()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops the decisions up to `seq`: what they decided is stored for good.
+fn forget_decisions(w: &redb::WriteTransaction, seq: u64) -> Result<(), StoreError> {
+    db!(db!(w.open_table(DECISIONS))?.retain_in(..=seq, |_, _| false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medrollup_wire::TxStatus;
+
+    fn answer(id: &str, status: TxStatus) -> TxAnswer {
+        TxAnswer { id: id.into(), status }
+    }
+
+    #[test]
+    fn decisions_last_until_what_they_decided_is_stored_and_accepted_answers_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let accepted = answer("a", TxStatus::Accepted { batch: 0, position: 0 });
+        let refused = Decision {
+            answer: answer(
+                "b",
+                TxStatus::Rejected { code: "bad_nonce".into(), reason: "nonce 3, not 2".into() },
+            ),
+            timestamp: None,
+        };
+        store
+            .record_decision(7, &Decision { answer: accepted.clone(), timestamp: Some(1_800_000_000) })
+            .unwrap();
+        store.record_decision(8, &refused).unwrap();
+        store.record_decision(9, &refused).unwrap();
+        assert_eq!(store.decision(7).unwrap().unwrap().timestamp, Some(1_800_000_000));
+        assert_eq!(store.decision(8).unwrap(), Some(refused.clone()));
+        // Stored up to 8 (with the same bytes of "a" answered duplicate
+        // after it): 7 and 8 are forgotten, 9 is not; "a" stays accepted.
+        let answers =
+            [accepted.clone(), answer("a", TxStatus::Duplicate { batch: 0 }), refused.answer.clone()];
+        store.record_answers(&answers, 8).unwrap();
+        assert_eq!((store.decision(7).unwrap(), store.decision(8).unwrap()), (None, None));
+        assert_eq!(store.decision(9).unwrap(), Some(refused.clone()));
+        assert_eq!(store.answer("a").unwrap(), Some(accepted.clone()));
+        assert_eq!(store.answer("b").unwrap(), Some(refused.answer.clone()));
+        // A refused transaction sent again and accepted: the new answer.
+        let later = answer("b", TxStatus::Accepted { batch: 1, position: 0 });
+        store.record_answers(std::slice::from_ref(&later), 9).unwrap();
+        assert_eq!(store.answer("b").unwrap(), Some(later));
+        assert_eq!(store.decision(9).unwrap(), None);
+        assert_eq!(store.applied_seq().unwrap(), 9);
     }
 }

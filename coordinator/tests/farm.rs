@@ -359,6 +359,59 @@ async fn the_coordinator_killed_mid_run_loses_nothing_and_applies_nothing_twice(
     }
 }
 
+/// A transaction accepted into the open batch stays accepted through a
+/// crash, though what its decision rested on changed while the coordinator
+/// was down (here its record's content became unreachable).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_accepted_transaction_stays_accepted_through_a_crash_whatever_changed_meanwhile() {
+    let farm = Farm::new();
+    let data = farm.dir.path().join("coordinator");
+    let opts = |seal_timeout_ms| CoordinatorOpts {
+        seal_timeout_ms,
+        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
+    };
+    let http = farm.http();
+    let load = workload::generate(1, now(), "crash-replay");
+    let clinic = &load.clinics[0];
+    let client = Client::connect(&farm.nats).await;
+    // The doctor, the patient and the consent, sealed.
+    let first = Coordinator::start(&opts(300));
+    let mut last = 0;
+    for s in load.admin.iter().chain(&clinic[..2]) {
+        let a = client.submit_bytes(serde_json::to_vec(&s.tx).unwrap()).await;
+        let TxStatus::Accepted { batch, .. } = a.status else { panic!("{a:?}") };
+        last = batch;
+    }
+    wait_for("the set-up sealed", Duration::from_secs(30), || async {
+        (get_json(&format!("{http}/root")).await["batches_sealed"].as_u64()? > last).then_some(())
+    })
+    .await;
+    drop(first);
+    // The doctor's record, accepted into a batch that stays open; then a crash.
+    let mut second = Coordinator::start(&opts(600_000));
+    let add = &clinic[2];
+    let cid = kubo_add(&http, add.content.clone().unwrap()).await;
+    let accepted = client.submit_bytes(serde_json::to_vec(&add.tx).unwrap()).await;
+    let TxStatus::Accepted { batch, position } = accepted.status else { panic!("{accepted:?}") };
+    second.proc.kill9();
+    // While it is down, the content goes out of reach (an IPFS node not
+    // back yet, say): decided afresh, the record would now be refused.
+    std::fs::remove_file(data.join("content").join(&cid)).unwrap();
+    let _third = Coordinator::start(&opts(300));
+    wait_for("the record's batch sealed", Duration::from_secs(30), || async {
+        (get_json(&format!("{http}/root")).await["batches_sealed"].as_u64()? > batch).then_some(())
+    })
+    .await;
+    let answer = get_json(&format!("{http}/tx/{}", accepted.id)).await;
+    assert_eq!(
+        (answer["status"].as_str(), answer["batch"].as_u64(), answer["position"].as_u64()),
+        (Some("accepted"), Some(batch), Some(u64::from(position))),
+        "{answer}"
+    );
+    let sealed = get_json(&format!("{http}/batch/{batch}")).await;
+    assert_eq!(sealed["tx_ids"], serde_json::json!([accepted.id]), "{sealed}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_change_nothing() {
     let farm = Farm::new();
