@@ -74,6 +74,11 @@ fn lookup(s: &Shared, id: &str) -> Option<TxAnswer> {
     s.store.answer(id).ok().flatten()
 }
 
+/// A refusal that the same transaction, sent again, may not get.
+fn refused_for_now(a: &TxAnswer) -> bool {
+    matches!(&a.status, TxStatus::Rejected { code, .. } if code == "record_content_missing")
+}
+
 fn answer_response(a: TxAnswer) -> Response {
     let status = match a.status {
         TxStatus::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -106,7 +111,7 @@ async fn submit(State(s): State<AppState>, body: Bytes) -> Response {
     };
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Nats-Msg-Id", id.as_str());
-    let ack = match s.js.publish_with_headers(subjects::TX_SUBMIT, headers, body).await {
+    let ack = match s.js.publish_with_headers(subjects::TX_SUBMIT, headers, body.clone()).await {
         Ok(f) => f.await,
         Err(e) => {
             return error(StatusCode::SERVICE_UNAVAILABLE, format!("could not queue the transaction: {e}"));
@@ -118,11 +123,36 @@ async fn submit(State(s): State<AppState>, body: Bytes) -> Response {
         }
         Ok(ack) if ack.duplicate => {
             // Submitted before: its answer exists or is coming.
+            let mut sent_again = false;
             for _ in 0..60 {
-                if let Some(a) = lookup(&s, &id) {
-                    return answer_response(a);
+                match lookup(&s, &id) {
+                    // Refused only because its content could not be fetched
+                    // then (the refusal asks for it to be sent again): it is
+                    // decided again, through the stream under another id.
+                    Some(a) if refused_for_now(&a) => {
+                        let mut headers = async_nats::HeaderMap::new();
+                        let again = format!("{id}/again/{}", crate::service::now_ms());
+                        headers.insert("Nats-Msg-Id", again.as_str());
+                        let queued = match s.js.publish_with_headers(subjects::TX_SUBMIT, headers, body).await
+                        {
+                            Ok(f) => f.await.is_ok(),
+                            Err(_) => false,
+                        };
+                        if !queued {
+                            return answer_response(a);
+                        }
+                        sent_again = true;
+                        break;
+                    }
+                    Some(a) => return answer_response(a),
+                    None => tokio::time::sleep(Duration::from_millis(500)).await,
                 }
-                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            if sent_again
+                && let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(30), answers.next()).await
+                && let Ok(a) = serde_json::from_slice::<TxAnswer>(&m.payload)
+            {
+                return answer_response(a);
             }
         }
         Ok(_) => {
