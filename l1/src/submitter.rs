@@ -416,11 +416,25 @@ async fn batch_event(
     Ok(logs.into_iter().last())
 }
 
+/// How long one L1 RPC request may take before it counts as failed (a node
+/// that accepts the connection and never answers must not stall the
+/// submitter or a light client for good).
+pub const RPC_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// A connection to a node that signs nothing: the callers sign (the
-/// submitter) or only read (light clients, tools).
+/// submitter) or only read (light clients, tools). Each request times out
+/// after [`RPC_TIMEOUT`].
 pub fn connect_read_only(rpc_url: &str) -> Result<DynProvider, L1Error> {
+    connect_read_only_within(rpc_url, RPC_TIMEOUT)
+}
+
+/// [`connect_read_only`] with another request timeout.
+pub fn connect_read_only_within(rpc_url: &str, timeout: Duration) -> Result<DynProvider, L1Error> {
     let url = rpc_url.parse().map_err(|e| L1Error::Config(format!("RPC URL {rpc_url:?}: {e}")))?;
-    Ok(ProviderBuilder::new().disable_recommended_fillers().connect_http(url).erased())
+    Ok(ProviderBuilder::new()
+        .disable_recommended_fillers()
+        .with_reqwest(url, |b| b.timeout(timeout).build().expect("an HTTP client"))
+        .erased())
 }
 
 /// Lands batches on one rollup contract.
@@ -927,6 +941,26 @@ mod tests {
         let bad = format!("{}", parse_key("0x1234zz").unwrap_err());
         assert!(bad.contains("not 32 bytes of hex") && !bad.contains("1234zz"), "{bad}");
         assert!(parse_key(&format!("0x{hex_key}\n")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_node_that_never_answers_is_an_error_after_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // Accepts connections and holds them, answering nothing.
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((c, _)) = listener.accept().await {
+                open.push(c);
+            }
+        });
+        let p = connect_read_only_within(&url, Duration::from_millis(500)).unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(10), chain_state(&p, Address::ZERO))
+            .await
+            .expect("an error within the timeout, not a wait for good")
+            .unwrap_err();
+        assert!(matches!(e, L1Error::Rpc(_)), "{e}");
+        held.abort();
     }
 
     #[test]
