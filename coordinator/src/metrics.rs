@@ -22,6 +22,8 @@ pub struct Metrics {
     pub batches_proven_total: IntCounter,
     /// Dead jobs queued again after their wait.
     pub jobs_revived_total: IntCounter,
+    /// Results dropped: sent in another worker's name, or with no usable name.
+    pub results_dropped_total: IntCounter,
     /// Batches handed to the L1 sink.
     pub batches_submitted_total: IntCounter,
     /// Submitted transactions per sealed batch.
@@ -96,6 +98,10 @@ impl Metrics {
                 &["reason"]
             )),
             batches_sealed_total: reg!(IntCounter::new("medrollup_batches_sealed_total", "Batches sealed")),
+            results_dropped_total: reg!(IntCounter::new(
+                "medrollup_results_dropped_total",
+                "Results dropped: sent in another worker's name, or with no usable name"
+            )),
             jobs_revived_total: reg!(IntCounter::new(
                 "medrollup_jobs_revived_total",
                 "Dead jobs queued again after their wait"

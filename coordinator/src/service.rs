@@ -92,6 +92,9 @@ pub struct Heard {
     pub at: Instant,
 }
 
+/// Bytes of a worker's name, at most (names key stored records).
+const MAX_WORKER_NAME: usize = 128;
+
 /// State shared by the loop and the HTTP API.
 #[derive(Debug)]
 pub struct Shared {
@@ -635,7 +638,21 @@ impl Coordinator {
     }
 
     async fn on_result(&mut self, m: jetstream::Message) -> Result<(), CoordinatorError> {
-        let r: JobResult = match serde_json::from_slice(&m.payload) {
+        let r = match serde_json::from_slice::<JobResult>(&m.payload) {
+            Ok(r) if r.worker.is_empty() || r.worker.len() > MAX_WORKER_NAME => {
+                warn!(subject = %m.subject, "a result whose worker name is empty or too long; dropped");
+                self.shared.metrics.results_dropped_total.inc();
+                m.ack().await.map_err(nats_err!("ack"))?;
+                return Ok(());
+            }
+            // A worker returns results on its own subject (which a farm that
+            // gives each hospital its own NATS user lets only it publish to).
+            Ok(r) if m.subject.as_str() != subjects::result(&r.worker) => {
+                warn!(subject = %m.subject, worker = %r.worker, "a result in another worker's name; dropped");
+                self.shared.metrics.results_dropped_total.inc();
+                m.ack().await.map_err(nats_err!("ack"))?;
+                return Ok(());
+            }
             Ok(r) => r,
             Err(e) => {
                 warn!(subject = %m.subject, error = %e, "a result that does not decode; dropped");
@@ -720,7 +737,7 @@ impl Coordinator {
                 format!("attempt {}: {} failed: {reason}", r.attempt, r.worker)
             }
         };
-        job.failures.push(failure.clone());
+        job.note_failure(&failure);
         // Only a result for the current attempt moves the job on.
         let requeue = r.attempt == job.attempt && job.state == JobState::Queued;
         if requeue {
@@ -765,7 +782,7 @@ impl Coordinator {
                 "delivered {deliveries} times without a result: the workers that took it died or went silent"
             );
             warn!(batch = spec.batch, %reason, retry_in = ?self.config.dead_job_retry, "job is dead");
-            job.failures.push(reason.clone());
+            job.note_failure(&reason);
             job.park(reason, now_ms());
             store.put_job(&job, None)?;
             self.parked.push(job.batch);

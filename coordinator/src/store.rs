@@ -146,6 +146,11 @@ pub struct JobRecord {
     pub parked_at_ms: u64,
 }
 
+/// Failure notes kept per job.
+pub const MAX_FAILURES: usize = 32;
+/// Characters kept of one failure note.
+pub const MAX_FAILURE_CHARS: usize = 500;
+
 fn first_attempt() -> u32 {
     1
 }
@@ -170,6 +175,21 @@ impl JobRecord {
         self.attempt.saturating_sub(self.round_start.max(1)) + 1
     }
 
+    /// Notes what went wrong: at most [`MAX_FAILURE_CHARS`] characters of it,
+    /// and only the last [`MAX_FAILURES`] notes are kept (workers choose the
+    /// text; the record is rewritten on every result).
+    pub fn note_failure(&mut self, text: &str) {
+        let mut kept: String = text.chars().take(MAX_FAILURE_CHARS).collect();
+        if kept.len() < text.len() {
+            kept.push('…');
+        }
+        self.failures.push(kept);
+        if self.failures.len() > MAX_FAILURES {
+            let extra = self.failures.len() - MAX_FAILURES;
+            self.failures.drain(..extra);
+        }
+    }
+
     /// Parks it dead for `reason` at `now_ms`.
     pub fn park(&mut self, reason: String, now_ms: u64) {
         self.state = JobState::Dead { reason };
@@ -180,7 +200,7 @@ impl JobRecord {
     /// round, with no worker excluded. What went before stays in `failures`.
     pub fn revive(&mut self, now_ms: u64) {
         let parked_s = now_ms.saturating_sub(self.parked_at_ms) / 1000;
-        self.failures.push(format!("queued again after {parked_s} s parked dead"));
+        self.note_failure(&format!("queued again after {parked_s} s parked dead"));
         self.state = JobState::Queued;
         self.attempt += 1;
         self.round_start = self.attempt;
@@ -547,5 +567,33 @@ mod tests {
         assert_eq!(store.answer("b").unwrap(), Some(later));
         assert_eq!(store.decision(9).unwrap(), None);
         assert_eq!(store.applied_seq().unwrap(), 9);
+    }
+
+    #[test]
+    fn failure_notes_are_bounded_and_a_revived_job_starts_a_new_round() {
+        let mut job = JobRecord::new(4, 1_000);
+        job.note_failure(&"x".repeat(10 * MAX_FAILURE_CHARS));
+        assert_eq!(job.failures[0].chars().count(), MAX_FAILURE_CHARS + 1);
+        assert!(job.failures[0].ends_with('…'));
+        for i in 0..2 * MAX_FAILURES {
+            job.note_failure(&format!("failure {i}"));
+        }
+        assert_eq!(job.failures.len(), MAX_FAILURES);
+        assert_eq!(job.failures.last().unwrap(), &format!("failure {}", 2 * MAX_FAILURES - 1));
+        job.note_failure("short");
+        assert_eq!(job.failures.last().unwrap(), "short");
+        // Three attempts, parked, queued again: attempt 4 is the first of a new round.
+        job.attempt = 3;
+        job.excluded = vec!["a".into(), "b".into()];
+        assert_eq!(job.round_attempts(), 3);
+        job.park("3 attempts failed".into(), 5_000);
+        job.revive(65_000);
+        assert_eq!((job.attempt, job.round_attempts(), job.state.clone()), (4, 1, JobState::Queued));
+        assert!(job.excluded.is_empty() && job.parked_at_ms == 0);
+        assert_eq!(job.failures.last().unwrap(), "queued again after 60 s parked dead");
+        // A record stored before rounds existed reads as round one.
+        let old = r#"{"batch":1,"attempt":2,"state":"queued","excluded":[],"failures":[],"queued_at_ms":5}"#;
+        let old: JobRecord = serde_json::from_str(old).unwrap();
+        assert_eq!((old.round_start, old.round_attempts(), old.parked_at_ms), (1, 2, 0));
     }
 }

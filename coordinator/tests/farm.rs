@@ -412,6 +412,44 @@ async fn an_accepted_transaction_stays_accepted_through_a_crash_whatever_changed
     assert_eq!(sealed["tx_ids"], serde_json::json!([accepted.id]), "{sealed}");
 }
 
+/// A record refused because its content was not there yet is accepted when
+/// the same signed transaction is sent again after the content was added
+/// (the refusal says to do so; the stream's duplicate window must not stop it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_refused_for_missing_content_is_accepted_when_sent_again_with_it() {
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let http = farm.http();
+    let load = workload::generate(1, now(), "resend");
+    let clinic = &load.clinics[0];
+    let client = Client::connect(&farm.nats).await;
+    for s in load.admin.iter().chain(&clinic[..2]) {
+        let a = client.submit_bytes(serde_json::to_vec(&s.tx).unwrap()).await;
+        assert!(matches!(a.status, TxStatus::Accepted { .. }), "{a:?}");
+    }
+    let add = &clinic[2];
+    let body = serde_json::to_vec(&add.tx).unwrap();
+    let post = || async {
+        let r = reqwest::Client::new().post(format!("{http}/tx")).body(body.clone()).send().await.unwrap();
+        (r.status().as_u16(), r.json::<TxAnswer>().await.unwrap())
+    };
+    let (status, first) = post().await;
+    assert_eq!(status, 422);
+    assert!(
+        matches!(&first.status, TxStatus::Rejected { code, reason } if code == "record_content_missing" && reason.contains("send the transaction again")),
+        "{first:?}"
+    );
+    kubo_add(&http, add.content.clone().unwrap()).await;
+    let (status, again) = post().await;
+    assert_eq!(status, 200, "{again:?}");
+    assert!(matches!(again.status, TxStatus::Accepted { .. }), "{again:?}");
+    assert_eq!(get_json(&format!("{http}/tx/{}", first.id)).await["status"], "accepted");
+    // Sent a third time: a duplicate of the accepted one, not decided again.
+    let (status, third) = post().await;
+    assert_eq!(status, 200);
+    assert!(matches!(third.status, TxStatus::Accepted { .. } | TxStatus::Duplicate { .. }), "{third:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_change_nothing() {
     let farm = Farm::new();
@@ -616,19 +654,18 @@ async fn a_dead_job_is_queued_again_after_its_wait_and_proven_by_a_worker_that_j
     });
     let http = farm.http();
     one_batch(&Client::connect(&farm.nats).await, &http).await;
-    // A worker (the only one there) fails every attempt of a round: dead.
+    // Three workers fail the three attempts of a round: dead.
     let (js, c) = rogue_consumer(&farm).await;
     for attempt in 1..=3u32 {
         let m = next_job(&c).await;
         let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(spec.attempt, attempt);
-        if attempt > 1 {
-            assert_eq!(spec.exclude, ["broken"], "a worker that failed it is excluded");
-        }
+        let failed: Vec<String> = (1..attempt).map(|a| format!("broken-{a}")).collect();
+        assert_eq!(spec.exclude, failed, "the workers that failed it are excluded");
         let result = medrollup_wire::JobResult {
             batch: spec.batch,
             attempt: spec.attempt,
-            worker: "broken".into(),
+            worker: format!("broken-{attempt}"),
             outcome: medrollup_wire::JobOutcome::Failed { reason: "its GPU fell off the bus".into() },
         };
         return_result(&js, &m, &result).await;
@@ -649,6 +686,44 @@ async fn a_dead_job_is_queued_again_after_its_wait_and_proven_by_a_worker_that_j
     assert!(batch["proof"].is_object(), "{batch}");
     let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("medrollup_jobs_revived_total 1"), "{metrics}");
+}
+
+/// A result in another worker's name (on one worker's subject, signed with
+/// another's name) is dropped: it neither fails the job nor excludes anyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn results_count_only_in_the_name_of_the_worker_that_sent_them() {
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let http = farm.http();
+    one_batch(&Client::connect(&farm.nats).await, &http).await;
+    let (js, c) = rogue_consumer(&farm).await;
+    let failed = |attempt, worker: &str| medrollup_wire::JobResult {
+        batch: 0,
+        attempt,
+        worker: worker.into(),
+        outcome: medrollup_wire::JobOutcome::Failed { reason: "no".into() },
+    };
+    return_result(&js, &next_job(&c).await, &failed(1, "w1")).await;
+    let m = next_job(&c).await;
+    let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!((spec.attempt, spec.exclude.as_slice()), (2, ["w1".to_string()].as_slice()));
+    // w2's subject carries a failure of attempt 2 in w3's name.
+    drop(m);
+    let spoof = failed(2, "w3");
+    js.publish(medrollup_wire::subjects::result("w2"), serde_json::to_vec(&spoof).unwrap().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    wait_for("the spoofed result dropped", Duration::from_secs(30), || async {
+        let metrics = reqwest::get(format!("{http}/metrics")).await.ok()?.text().await.ok()?;
+        metrics.contains("medrollup_results_dropped_total 1").then_some(())
+    })
+    .await;
+    let job = get_json(&format!("{http}/batch/0")).await["job"].clone();
+    assert_eq!((job["attempt"].as_u64(), job["state"].as_str()), (Some(2), Some("queued")), "{job}");
+    assert_eq!(job["excluded"], serde_json::json!(["w1"]));
+    assert_eq!(job["failures"].as_array().unwrap().len(), 1, "only w1's failure: {job}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
