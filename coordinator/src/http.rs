@@ -505,7 +505,8 @@ async fn kept(s: &Shared, cid: Cid) -> Result<Option<String>, ContentError> {
     Ok(None)
 }
 
-/// `POST /api/v0/pin/rm?arg=<cid>` (the embedded store deletes it): only
+/// `POST /api/v0/pin/rm?arg=<cid>` (the embedded store deletes what no other
+/// root reaches; a block of other content is not unpinned alone): only
 /// content nothing needs any more (a record's superseded versions, uploads
 /// no transaction took); see [`kept`].
 async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {

@@ -27,6 +27,9 @@ pub enum ContentError {
     /// No such content.
     #[error("{0} is not in the store")]
     NotFound(Cid),
+    /// Not pinned on its own: a block of other content (or never added).
+    #[error("{0} is not pinned: it is a block of other content, not content added on its own")]
+    NotPinned(Cid),
     /// The disk.
     #[error("storage I/O at {path}: {source}")]
     Io {
@@ -55,22 +58,126 @@ pub trait ContentStore: Send + Sync + std::fmt::Debug {
 }
 
 /// Blocks as files named by CID in a directory; content larger than one
-/// chunk is stored as its UnixFS blocks. Every object is pinned while it
-/// exists (`pin` checks that it does); `unpin` deletes it at once.
+/// chunk is stored as its UnixFS blocks. What was added (or pinned) is a
+/// root, marked in `.roots/`; `unpin` takes a root's mark away and deletes
+/// its blocks at once, except those another root still reaches (as an IPFS
+/// node's garbage collection would keep them). A block of other content is
+/// not unpinned on its own.
 #[derive(Debug, Clone)]
 pub struct EmbeddedStore {
     dir: PathBuf,
+    /// Adds, pins and unpins one at a time (an unpin's sweep must not race
+    /// an add of a block it is deleting).
+    writing: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl EmbeddedStore {
-    /// A store in `dir` (created if missing).
+    /// A store in `dir` (created if missing). A store from before roots
+    /// were marked gets its marks: every block no other block links to.
     pub fn open(dir: &Path) -> Result<Self, ContentError> {
-        std::fs::create_dir_all(dir).map_err(|source| ContentError::Io { path: dir.into(), source })?;
-        Ok(Self { dir: dir.into() })
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ContentError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let store = Self { dir: dir.into(), writing: Default::default() };
+        let roots = store.roots_dir();
+        if !roots.exists() {
+            let marking = dir.join(".roots.new");
+            let _ = std::fs::remove_dir_all(&marking);
+            std::fs::create_dir(&marking).map_err(io(&marking))?;
+            let blocks = store.blocks()?;
+            let mut linked = std::collections::HashSet::new();
+            for &b in blocks.iter().filter(|b| b.codec() == crate::cid::DAG_PB) {
+                linked.extend(crate::unixfs::links(&store.block(b)?)?);
+            }
+            for b in blocks.iter().filter(|b| !linked.contains(b)) {
+                std::fs::write(marking.join(b.to_string()), b"").map_err(io(&marking))?;
+            }
+            std::fs::rename(&marking, &roots).map_err(io(&roots))?;
+        }
+        Ok(store)
     }
 
     fn path(&self, cid: &Cid) -> PathBuf {
         self.dir.join(cid.to_string())
+    }
+
+    fn roots_dir(&self) -> PathBuf {
+        self.dir.join(".roots")
+    }
+
+    fn mark(&self, cid: &Cid) -> PathBuf {
+        self.roots_dir().join(cid.to_string())
+    }
+
+    fn set_mark(&self, cid: Cid) -> Result<(), ContentError> {
+        let path = self.mark(&cid);
+        std::fs::write(&path, b"").map_err(|source| ContentError::Io { path, source })
+    }
+
+    /// The CIDs of the files in `dir` (blocks, or marks in `.roots`).
+    fn cids_in(dir: &Path) -> Result<Vec<Cid>, ContentError> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|source| ContentError::Io { path: dir.into(), source })?;
+        let mut out = Vec::new();
+        for e in entries {
+            let e = e.map_err(|source| ContentError::Io { path: dir.into(), source })?;
+            if let Some(cid) = e.file_name().to_str().and_then(|n| n.parse::<Cid>().ok()) {
+                out.push(cid);
+            }
+        }
+        Ok(out)
+    }
+
+    fn blocks(&self) -> Result<Vec<Cid>, ContentError> {
+        Self::cids_in(&self.dir)
+    }
+
+    /// `cid` and every block below it that is here.
+    fn dag(&self, cid: Cid, out: &mut std::collections::HashSet<Cid>) -> Result<(), ContentError> {
+        if !out.insert(cid) || cid.codec() != crate::cid::DAG_PB {
+            return Ok(());
+        }
+        match self.block(cid) {
+            Ok(node) => {
+                for child in crate::unixfs::links(&node)? {
+                    self.dag(child, out)?;
+                }
+                Ok(())
+            }
+            Err(ContentError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unpin_sync(&self, cid: Cid) -> Result<(), ContentError> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let mark = self.mark(&cid);
+        if !mark.exists() {
+            return Err(if self.path(&cid).exists() {
+                ContentError::NotPinned(cid)
+            } else {
+                ContentError::NotFound(cid)
+            });
+        }
+        std::fs::remove_file(&mark).map_err(|source| ContentError::Io { path: mark, source })?;
+        // What the other roots reach stays.
+        let mut kept = std::collections::HashSet::new();
+        for root in Self::cids_in(&self.roots_dir())? {
+            self.dag(root, &mut kept)?;
+        }
+        let mut gone = std::collections::HashSet::new();
+        self.dag(cid, &mut gone)?;
+        for b in gone.difference(&kept) {
+            let path = self.path(b);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(ContentError::Io { path, source }),
+            }
+        }
+        Ok(())
     }
 
     fn put_block(&self, cid: Cid, bytes: &[u8]) -> Result<(), ContentError> {
@@ -88,11 +195,13 @@ impl EmbeddedStore {
         if bytes.len() > MAX_CONTENT {
             return Err(ContentError::TooLarge(bytes.len()));
         }
-        // Leaves before the nodes that name them, the root last.
+        // Leaves before the nodes that name them, the root last, then its mark.
         let dag = crate::unixfs::import(bytes);
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         for b in &dag.blocks {
             self.put_block(b.cid, &b.bytes)?;
         }
+        self.set_mark(dag.root())?;
         Ok(dag.root())
     }
 
@@ -107,23 +216,6 @@ impl EmbeddedStore {
 
     fn cat_sync(&self, cid: Cid) -> Result<Vec<u8>, ContentError> {
         crate::unixfs::export(cid, &mut |c| self.block(c))
-    }
-
-    fn remove(&self, cid: Cid) -> Result<(), ContentError> {
-        if cid.codec() == crate::cid::DAG_PB {
-            for child in crate::unixfs::links(&self.block(cid)?)? {
-                self.remove(child)?;
-            }
-        }
-        let path = self.path(&cid);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            // A leaf that appears twice in this DAG (repeated content),
-            // removed already. Leaves shared with other content would go
-            // too: encrypted records never share any (fresh keys and nonces).
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && cid.codec() == crate::cid::RAW => Ok(()),
-            Err(source) => Err(ContentError::Io { path, source }),
-        }
     }
 }
 
@@ -147,18 +239,17 @@ impl ContentStore for EmbeddedStore {
     }
 
     fn pin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
-        Box::pin(
-            async move { if self.path(&cid).exists() { Ok(()) } else { Err(ContentError::NotFound(cid)) } },
-        )
-    }
-
-    fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
         Box::pin(async move {
+            let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
             if !self.path(&cid).exists() {
                 return Err(ContentError::NotFound(cid));
             }
-            self.remove(cid)
+            self.set_mark(cid)
         })
+    }
+
+    fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
+        Box::pin(async move { self.unpin_sync(cid) })
     }
 }
 
@@ -185,7 +276,7 @@ mod tests {
         assert_eq!(s.cat(big_cid).await.unwrap(), big);
         s.unpin(big_cid).await.unwrap();
         assert!(matches!(s.cat(big_cid).await, Err(ContentError::NotFound(_))));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "its blocks are gone too");
+        assert_eq!(s.blocks().unwrap(), vec![cid], "its blocks are gone too");
         let e = s.add(vec![0u8; MAX_CONTENT + 1]).await.unwrap_err();
         assert!(e.to_string().contains("at most 67108864 bytes"), "{e}");
         // Adding again is idempotent.
@@ -193,5 +284,51 @@ mod tests {
         s.unpin(cid).await.unwrap();
         assert!(!s.has(cid).await.unwrap(), "unpinned content is gone");
         assert!(matches!(s.unpin(cid).await, Err(ContentError::NotFound(_))));
+    }
+
+    #[tokio::test]
+    async fn only_what_was_added_is_unpinned_and_blocks_another_root_reaches_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let big: Vec<u8> = (0..2 * MAX_BLOCK + 9).map(|i| (i * 13) as u8).collect();
+        let root = s.add(big.clone()).await.unwrap();
+        let chunk = Cid::of(&big[..MAX_BLOCK]);
+        assert!(s.has(chunk).await.unwrap());
+        // A block of the record is not anyone's to unpin on its own.
+        let e = s.unpin(chunk).await.unwrap_err();
+        assert!(matches!(e, ContentError::NotPinned(c) if c == chunk), "{e}");
+        assert_eq!(s.cat(root).await.unwrap(), big);
+        // Added again on its own (its bytes are public), then unpinned: the
+        // record still holds it.
+        assert_eq!(s.add(big[..MAX_BLOCK].to_vec()).await.unwrap(), chunk);
+        s.unpin(chunk).await.unwrap();
+        assert_eq!(s.cat(root).await.unwrap(), big, "the record is whole");
+        // Pinned on its own, the chunk outlives the record.
+        s.pin(chunk).await.unwrap();
+        s.unpin(root).await.unwrap();
+        assert_eq!(s.blocks().unwrap(), vec![chunk]);
+        assert_eq!(s.cat(chunk).await.unwrap(), &big[..MAX_BLOCK]);
+        s.unpin(chunk).await.unwrap();
+        assert!(s.blocks().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_store_from_before_marks_gets_its_roots_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..MAX_BLOCK + 1).map(|i| (i * 7) as u8).collect();
+        let (small, root) = {
+            let s = EmbeddedStore::open(dir.path()).unwrap();
+            (s.add(b"small".to_vec()).await.unwrap(), s.add(big.clone()).await.unwrap())
+        };
+        std::fs::remove_dir_all(dir.path().join(".roots")).unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let mut marked = EmbeddedStore::cids_in(&s.roots_dir()).unwrap();
+        marked.sort_by_key(|c| c.to_string());
+        let mut expected = vec![small, root];
+        expected.sort_by_key(|c| c.to_string());
+        assert_eq!(marked, expected, "the roots, not the chunks");
+        assert!(matches!(s.unpin(Cid::of(&big[..MAX_BLOCK])).await, Err(ContentError::NotPinned(_))));
+        s.unpin(root).await.unwrap();
+        assert_eq!(s.blocks().unwrap(), vec![small]);
     }
 }
