@@ -232,8 +232,9 @@ async fn send(p: &DynProvider, wallet: &EthereumWallet, req: TransactionRequest)
     let hash = *env.tx_hash();
     match p.send_raw_transaction(&env.encoded_2718()).await {
         Ok(_) => Ok(hash),
-        // The node has it already (a resend of the very same bytes).
-        Err(e) if e.to_string().contains("already known") => Ok(hash),
+        // The node has it already (a resend of the very same bytes; geth
+        // says "already known", anvil "already imported").
+        Err(e) if ["already known", "already imported"].iter().any(|m| e.to_string().contains(m)) => Ok(hash),
         Err(e) => Err(L1Error::Rpc(format!("sending a transaction: {e}"))),
     }
 }
@@ -459,6 +460,26 @@ pub struct Submitter {
     /// The batch count at which the chain's last batch was last found
     /// recorded as landed.
     recorded_at: Option<u64>,
+    /// The highest fees sent at a nonce: (nonce, max fee, tip). A round
+    /// that starts again at that nonce (after an RPC error) offers more, or
+    /// the node refuses it as an underpriced replacement.
+    last_fees: Option<(u64, u128, u128)>,
+}
+
+/// Fees that replace a transaction sent at `old` (a node takes a
+/// replacement only with both its max fee and its tip `percent` higher), and
+/// no lower than `fresh`; the tip never above the max fee.
+pub fn raise_over(fresh: (u128, u128), old: (u128, u128), percent: u64) -> (u128, u128) {
+    let bump = |x: u128| x + x * u128::from(percent) / 100 + 1;
+    let max_fee = fresh.0.max(bump(old.0));
+    (max_fee, fresh.1.max(bump(old.1)).min(max_fee))
+}
+
+/// Whether a send failed because the node holds a transaction at the same
+/// nonce with fees the new one does not beat.
+fn underpriced(e: &L1Error) -> bool {
+    let text = e.to_string().to_lowercase();
+    text.contains("underpriced") || text.contains("replacement")
 }
 
 /// Where a mined submission stands.
@@ -499,6 +520,7 @@ impl Submitter {
             suspect: None,
             sent: None,
             recorded_at: None,
+            last_fees: None,
         };
         s.check_vk().await?;
         let sequencer = s.contract().sequencer().call().await.map_err(rpc("reading the sequencer"))?;
@@ -755,6 +777,12 @@ impl Submitter {
         let from = self.address();
         let nonce = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
         let (mut max_fee, mut tip) = fresh_fees(&p).await?;
+        let percent = self.config.fee_bump_percent;
+        if let Some((n, m, t)) = self.last_fees
+            && n == nonce
+        {
+            (max_fee, tip) = raise_over((max_fee, tip), (m, t), percent);
+        }
         let (rollup, chain_id, gas_limit) = (self.rollup, self.chain_id, self.config.gas_limit);
         let request = |max_fee: u128, tip: u128| {
             TransactionRequest::default()
@@ -769,7 +797,24 @@ impl Submitter {
         };
         let started = Instant::now();
         let mut sends = 1u32;
-        let mut hashes = vec![send(&p, &self.wallet, request(max_fee, tip)).await?];
+        // A version sent before (by an earlier round, or before a restart)
+        // may wait in the pool with higher fees: raised over it.
+        let mut raises = 0;
+        let first = loop {
+            match send(&p, &self.wallet, request(max_fee, tip)).await {
+                Err(e) if underpriced(&e) && raises < 40 => {
+                    raises += 1;
+                    (max_fee, tip) = raise_over((max_fee, tip), (max_fee, tip), percent);
+                    warn!(
+                        batch = index,
+                        nonce, max_fee, tip, "a transaction with higher fees waits at this nonce: raising"
+                    );
+                }
+                r => break r?,
+            }
+        };
+        self.last_fees = Some((nonce, max_fee, tip));
+        let mut hashes = vec![first];
         info!(batch = index, nonce, tx = %hashes[0], "batch sent to L1");
         self.sent = Some((index, hashes.clone(), started, sends));
         let mut sent_at = Instant::now();
@@ -828,11 +873,7 @@ impl Submitter {
                 .map_err(rpc("looking up a transaction"))?
                 .is_some();
             if known {
-                let bump = |x: u128| x + x * u128::from(self.config.fee_bump_percent) / 100 + 1;
-                (max_fee, tip) = (bump(max_fee), bump(tip));
-                let (fresh_max, fresh_tip) = fresh_fees(&p).await?;
-                max_fee = max_fee.max(fresh_max);
-                tip = tip.max(fresh_tip).min(max_fee);
+                (max_fee, tip) = raise_over(fresh_fees(&p).await?, (max_fee, tip), percent);
                 warn!(batch = index, nonce, max_fee, tip, "transaction stuck: raising its fees");
                 observer.fee_bumped(index);
             } else {
@@ -844,6 +885,7 @@ impl Submitter {
                     if !hashes.contains(&h) {
                         hashes.push(h);
                     }
+                    self.last_fees = Some((nonce, max_fee, tip));
                     sends += 1;
                     self.sent = Some((index, hashes.clone(), started, sends));
                 }
@@ -961,6 +1003,26 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, L1Error::Rpc(_)), "{e}");
         held.abort();
+    }
+
+    #[test]
+    fn replacement_fees_beat_the_old_ones_in_both_fields_and_never_fall_below_fresh_ones() {
+        let gwei = 1_000_000_000u128;
+        // Fresh fees below a raised transaction that waits (the tip above all).
+        let old = (40 * gwei, 3 * gwei);
+        let (m, t) = raise_over((30 * gwei, gwei), old, 10);
+        assert!(m * 10 >= old.0 * 11 && t * 10 >= old.1 * 11, "{m} {t}");
+        assert!(t <= m);
+        // Fresh fees far above: they are taken.
+        assert_eq!(raise_over((500 * gwei, 2 * gwei), old, 10), (500 * gwei, 3 * gwei + 3 * gwei / 10 + 1));
+        // A tip never above the max fee.
+        let (m, t) = raise_over((gwei, gwei), (gwei, 10 * gwei), 10);
+        assert_eq!(t, m);
+        // The node's refusal of such a replacement is recognised.
+        assert!(underpriced(&L1Error::Rpc(
+            "sending a transaction: replacement transaction underpriced".into()
+        )));
+        assert!(!underpriced(&L1Error::Rpc("sending a transaction: nonce too low".into())));
     }
 
     #[test]

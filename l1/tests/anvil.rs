@@ -316,6 +316,40 @@ async fn a_stuck_transaction_gets_higher_fees_and_a_dropped_one_is_sent_again() 
     assert_chain_holds(&url, rollup, 1).await;
 }
 
+/// The hash of the one pending transaction in the node's pool.
+async fn pending_hash(url: &str) -> Option<String> {
+    let pool = rpc(url, "txpool_content", serde_json::json!([])).await;
+    let by_sender = pool["pending"].as_object()?.values().next()?.as_object()?.clone();
+    by_sender.values().next()?["hash"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_restarted_while_its_raised_transaction_waits_offers_more() {
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
+    rpc(&url, "evm_setAutomine", serde_json::json!([false])).await;
+    source.prove_upto(1);
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    wait_until("no second fee bump", || async { *run.seen.bumps.lock().unwrap() >= 2 }).await;
+    run.stop().await;
+    // Its raised transaction waits; a new submitter (a restarted
+    // coordinator) reads fresh fees, which are lower: it must offer more
+    // than the waiting one, or the node refuses it as a replacement.
+    let waiting = pending_hash(&url).await.expect("the raised transaction waits in the pool");
+    // (Another gas limit, so that its first version is not the same bytes
+    // as the first one before the restart.)
+    let mut c = config(&url);
+    c.gas_limit += 1;
+    let run = Running::start(c, rollup, source.clone()).await;
+    wait_until("the waiting transaction not replaced", || async {
+        pending_hash(&url).await.is_some_and(|h| h != waiting)
+    })
+    .await;
+    rpc(&url, "evm_mine", serde_json::json!([])).await;
+    run.wait_landed(1, Duration::from_secs(30)).await;
+    run.stop().await;
+    assert_chain_holds(&url, rollup, 1).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_reorg_the_lost_batches_land_again_once_in_order() {
     let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
