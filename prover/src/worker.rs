@@ -16,7 +16,7 @@ use crate::gpu::{DeviceCounters, GpuBackend, GpuConfig};
 use crate::groth16::{LoadedKey, prove};
 use ark_bn254::Fr;
 use ark_ff::UniformRand;
-use async_nats::jetstream::{self, AckKind, consumer};
+use async_nats::jetstream::{self, AckKind, consumer, message::Acker};
 use futures::StreamExt;
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys::{self, CircuitShape};
@@ -407,6 +407,22 @@ async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()
     axum::serve(listener, app).await
 }
 
+/// The failure to return for a job this worker cannot read (`error`), if
+/// the job's batch and attempt can be read: a job from a coordinator of
+/// another version fails here and goes to other workers, instead of
+/// vanishing from the queue unheard.
+fn unreadable(worker: &str, payload: &[u8], error: &serde_json::Error) -> Option<JobResult> {
+    let head: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    Some(JobResult {
+        batch: head["batch"].as_u64()?,
+        attempt: u32::try_from(head["attempt"].as_u64()?).ok()?,
+        worker: worker.to_string(),
+        outcome: JobOutcome::Failed {
+            reason: format!("this worker cannot read the job (another version?): {error}"),
+        },
+    })
+}
+
 /// How long a job this worker is excluded from waits before it is offered
 /// again (to any worker).
 const EXCLUDED_HANDBACK: Duration = Duration::from_secs(5);
@@ -416,9 +432,18 @@ impl Worker {
         let spec: JobSpec = match serde_json::from_slice(&m.payload) {
             Ok(s) => s,
             Err(e) => {
-                // Poison: no worker can read it.
-                warn!(error = %e, "a job that does not decode; terminated");
-                let _ = m.ack_with(AckKind::Term).await;
+                let (msg, acker) = m.split();
+                match unreadable(&self.config.name, &msg.payload, &e) {
+                    // Its batch is known: the coordinator hears, excludes
+                    // this worker and gives the job to another (of another
+                    // version, say).
+                    Some(result) => self.return_result(&acker, result).await,
+                    // Poison: no worker can read it.
+                    None => {
+                        warn!(error = %e, "a job that does not decode; terminated");
+                        let _ = acker.ack_with(AckKind::Term).await;
+                    }
+                }
                 return;
             }
         };
@@ -471,11 +496,19 @@ impl Worker {
             }
             Err(JobError::Fatal(reason)) => JobOutcome::Failed { reason },
         };
-        let label = match &outcome {
+        let result = JobResult { batch, attempt, worker: self.config.name.clone(), outcome };
+        self.return_result(&acker, result).await;
+        self.busy.store(false, Ordering::Relaxed);
+        self.metrics.busy.set(0);
+    }
+
+    /// Publishes `result` and acks its job once the stream has it (else
+    /// hands the job back).
+    async fn return_result(&mut self, acker: &Acker, result: JobResult) {
+        let label = match &result.outcome {
             JobOutcome::Proved { .. } => "proved",
             JobOutcome::Failed { .. } => "failed",
         };
-        let result = JobResult { batch, attempt, worker: self.config.name.clone(), outcome };
         let body = serde_json::to_vec(&result).expect("serialises");
         let stored = match self.js.publish(subjects::result(&self.config.name), body.into()).await {
             Ok(f) => f.await.map(|_| ()).map_err(|e| e.to_string()),
@@ -497,8 +530,6 @@ impl Worker {
                 let _ = acker.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         }
-        self.busy.store(false, Ordering::Relaxed);
-        self.metrics.busy.set(0);
     }
 
     async fn prove(&mut self, spec: JobSpec) -> Result<JobOutcome, JobError> {
@@ -633,6 +664,19 @@ fn evict_least_recent<V>(entries: &mut HashMap<String, (V, u64)>, keep: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_job_it_cannot_read_is_failed_by_name_when_its_batch_is_known() {
+        let job = br#"{"batch": 7, "attempt": 2, "shape": "from a newer coordinator"}"#;
+        let e = serde_json::from_slice::<JobSpec>(job).unwrap_err();
+        let r = unreadable("hospital-a", job, &e).unwrap();
+        assert_eq!((r.batch, r.attempt, r.worker.as_str()), (7, 2, "hospital-a"));
+        let JobOutcome::Failed { reason } = r.outcome else { panic!("a failure") };
+        assert!(reason.contains("cannot read the job") && reason.contains(&e.to_string()), "{reason}");
+        let garbage = b"\x00 not json";
+        let e = serde_json::from_slice::<JobSpec>(garbage).unwrap_err();
+        assert!(unreadable("hospital-a", garbage, &e).is_none(), "no batch: terminated");
+    }
 
     #[test]
     fn the_least_recently_used_keys_are_dropped_first() {
