@@ -366,8 +366,19 @@ impl Session {
     pub async fn settle(&self) -> Result<(), ClientError> {
         let Some(batch) = self.last_batch else { return Ok(()) };
         let started = Instant::now();
+        // What went before was accepted: an error here must not read as a
+        // refusal (sent again, it would be a second record, a second grant).
+        let accepted = |e: ClientError| match e {
+            ClientError::Coordinator { url, why } => ClientError::Coordinator {
+                url,
+                why: format!(
+                    "{why} (the last transaction was accepted into batch {batch} and stands: do not send it again)"
+                ),
+            },
+            e => e,
+        };
         loop {
-            if self.root_info().await?.batches_sealed > batch {
+            if self.root_info().await.map_err(accepted)?.batches_sealed > batch {
                 // What this user did is sealed: an answer from before it is stale.
                 self.light.require_at_least(batch + 1);
                 return Ok(());
@@ -375,7 +386,10 @@ impl Session {
             if started.elapsed() > Duration::from_secs(120) {
                 return Err(ClientError::Coordinator {
                     url: self.coordinator.clone(),
-                    why: format!("batch {batch} not sealed within 120 s"),
+                    why: format!(
+                        "batch {batch} not sealed within 120 s (the last transaction was accepted into it and \
+                         stands: do not send it again)"
+                    ),
                 });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,0 +1,77 @@
+//! What a session says when the coordinator fails after accepting a
+//! transaction: the error must not read as a refusal, or the user sends it
+//! again (a second record, a second grant).
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use medrollup_circuits::field::fr_to_dec;
+use medrollup_circuits::sample;
+use medrollup_circuits::state::{State as RollupState, TreeId};
+use medrollup_client::keystore::Identity;
+use medrollup_client::session::{ClientError, Endpoints, Session};
+use medrollup_wire::{TxAnswer, TxStatus};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// A coordinator that answers `/root` and account leaves from the sample
+/// genesis, accepts every transaction into batch 0, and stops answering
+/// `/root` once it has.
+async fn accepts_then_fails() -> String {
+    type Fake = (Arc<RollupState>, Arc<AtomicBool>);
+    async fn root(State((st, gone)): State<Fake>) -> Result<Json<Value>, axum::http::StatusCode> {
+        if gone.load(Ordering::SeqCst) {
+            return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Ok(Json(json!({
+            "root": fr_to_dec(&st.root()), "batches_sealed": 0,
+            "instance": fr_to_dec(&st.instance()), "capacity": st.capacity(),
+        })))
+    }
+    async fn account(State((st, _)): State<Fake>, Path(index): Path<u64>) -> Json<Value> {
+        Json(json!({
+            "tree": TreeId::Accounts, "index": index,
+            "leaf": st.leaf(TreeId::Accounts, index).iter().map(fr_to_dec).collect::<Vec<_>>(),
+            "path": st.path(TreeId::Accounts, index),
+            "tree_roots": st.roots().iter().map(fr_to_dec).collect::<Vec<_>>(),
+            "audit_count": st.audit_count(), "root": fr_to_dec(&st.root()), "batches_sealed": 0,
+        }))
+    }
+    async fn tx(State((_, gone)): State<Fake>, body: axum::body::Bytes) -> Json<TxAnswer> {
+        gone.store(true, Ordering::SeqCst);
+        Json(TxAnswer {
+            id: medrollup_wire::tx_id(&body),
+            status: TxStatus::Accepted { batch: 0, position: 0 },
+        })
+    }
+    let st = Arc::new(RollupState::genesis(&sample::genesis(5)).unwrap());
+    let app = Router::new()
+        .route("/root", get(root))
+        .route("/proof/accounts/{index}", get(account))
+        .route("/tx", post(tx))
+        .with_state((st, Arc::new(AtomicBool::new(false))));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+#[tokio::test]
+async fn a_transaction_accepted_before_the_coordinator_failed_is_said_to_stand() {
+    let endpoints = Endpoints {
+        coordinator: accepts_then_fails().await,
+        ipfs_api: None,
+        l1_rpc: "http://127.0.0.1:9".into(),
+        rollup: alloy::primitives::Address::ZERO,
+        l1_wait: Duration::from_secs(1),
+    };
+    let mut s = Session::open(&endpoints, 10, Identity::generate()).await.unwrap();
+    let body = medrollup_circuits::tx::TxBody::Revoke { consent: 5 };
+    assert_eq!(s.submit(body).await.unwrap(), 0, "accepted into batch 0");
+    let e = s.settle().await.unwrap_err();
+    assert!(matches!(e, ClientError::Coordinator { .. }), "{e}");
+    let text = e.to_string();
+    assert!(text.contains("accepted into batch 0 and stands: do not send it again"), "{text}");
+}
