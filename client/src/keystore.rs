@@ -365,12 +365,26 @@ impl Keystore {
         let tmp = self.write_aside(path)?;
         let linked = std::fs::hard_link(&tmp, path);
         let _ = std::fs::remove_file(&tmp);
+        let exists = || KeystoreError::Exists(path.display().to_string());
+        let io = |source| KeystoreError::Io { path: path.display().to_string(), source };
         match linked {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(KeystoreError::Exists(path.display().to_string()))
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+            // A file system without hard links: created exclusively instead
+            // (never over another; not atomic against a crash mid-write).
+            Err(_) => {
+                use std::io::Write;
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(path).map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::AlreadyExists { exists() } else { io(e) }
+                })?;
+                file.write_all(&serde_json::to_vec_pretty(self).expect("json"))
+                    .and_then(|()| file.sync_all())
+                    .map_err(io)
             }
-            Err(source) => Err(KeystoreError::Io { path: path.display().to_string(), source }),
         }
     }
 

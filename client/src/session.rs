@@ -285,13 +285,17 @@ impl Session {
     ///
     /// A `bad_nonce` refusal means another client of this account (another
     /// device, a portal and a CLI) sent a transaction since this one read
-    /// its nonce; the refused one changed nothing. It is signed again with
-    /// the sealed state's nonce, and once more after the next batch is sealed
-    /// (the other transaction may still be in the open one).
+    /// its nonce; the refused one changed nothing. A transaction that does
+    /// not rest on what was read before it (not a record's add or update,
+    /// whose readers were read then) is signed again with the sealed state's
+    /// nonce, and once more after the next batch is sealed (the other
+    /// transaction may still be in the open one). A record write is refused
+    /// to the caller, whose next call reads afresh.
     pub async fn submit(&mut self, body: TxBody) -> Result<u64, ClientError> {
+        let again = !matches!(body, TxBody::AddRecord { .. } | TxBody::UpdateRecord { .. });
         for attempt in 0.. {
             match self.submit_once(body.clone()).await {
-                Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" && attempt < 2 => {
+                Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" && again && attempt < 2 => {
                     if attempt == 1 {
                         self.wait_for_a_seal(Duration::from_secs(10)).await?;
                     }
@@ -853,21 +857,38 @@ impl Session {
             self.settle().await?;
         }
         let mut rekeyed = Vec::new();
-        for (record, leaf) in self.covered_records(c.target).await? {
-            let (old, env) = self.envelope(record, &leaf).await?;
-            // Readers are read after the revoke is on L1, so the grantee is
-            // gone unless another consent still covers the record.
-            let readers = self.readers_of(self.account, record).await?;
-            let allowed: Vec<Fr> =
-                self.identities(self.account, &readers).await?.iter().map(|i| i.rsa_key_hash).collect();
-            if env.recipients.iter().all(|r| allowed.contains(&r.rsa_key_hash)) {
-                continue; // re-keyed already, or never shared with the grantee
+        for (record, _) in self.covered_records(c.target).await? {
+            // Once more, read afresh, if another client of the account moved
+            // its nonce meanwhile.
+            let done = match self.rekey_without(record).await {
+                Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" => {
+                    self.rekey_without(record).await?
+                }
+                r => r?,
+            };
+            if done {
+                rekeyed.push(record);
             }
-            let bundle = env.open(&self.identity)?;
-            self.rekey_to(record, self.account, &readers, &bundle, 0, old).await?;
-            rekeyed.push(record);
         }
         Ok(rekeyed)
+    }
+
+    /// Re-keys one of this patient's records for the readers its consents
+    /// allow now, if its envelope holds any other; says whether it did.
+    async fn rekey_without(&mut self, record: u64) -> Result<bool, ClientError> {
+        let leaf = self.live_record(record).await?;
+        let (old, env) = self.envelope(record, &leaf).await?;
+        // Readers are read after the revoke is on L1, so the grantee is
+        // gone unless another consent still covers the record.
+        let readers = self.readers_of(self.account, record).await?;
+        let allowed: Vec<Fr> =
+            self.identities(self.account, &readers).await?.iter().map(|i| i.rsa_key_hash).collect();
+        if env.recipients.iter().all(|r| allowed.contains(&r.rsa_key_hash)) {
+            return Ok(false); // re-keyed already, or never shared with the grantee
+        }
+        let bundle = env.open(&self.identity)?;
+        self.rekey_to(record, self.account, &readers, &bundle, 0, old).await?;
+        Ok(true)
     }
 
     /// A patient deletes a record: the delete transaction, then its content
