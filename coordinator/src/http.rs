@@ -514,6 +514,8 @@ async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response
         Ok(c) => c,
         Err(e) => return kubo_error(e),
     };
+    // Judged and removed with no transaction looking for content meanwhile.
+    let _gate = s.content_gate.lock().await;
     match kept(&s, cid).await {
         Ok(None) => {}
         Ok(Some(why)) => {

@@ -112,6 +112,11 @@ pub struct Shared {
     pub js: jetstream::Context,
     /// Workers by name.
     pub workers: Mutex<HashMap<String, Heard>>,
+    /// Held while content is judged: by a transaction's look for its
+    /// record's content (until the digest is kept) and by `pin/rm` (from its
+    /// check to the removal), so that neither decides on what the other is
+    /// about to change.
+    pub content_gate: tokio::sync::Mutex<()>,
     /// When a worker counts as lost.
     pub worker_timeout: Duration,
     /// The circuit's key manifest.
@@ -315,6 +320,7 @@ pub async fn run(
         client: client.clone(),
         js: js.clone(),
         workers: Mutex::new(HashMap::new()),
+        content_gate: tokio::sync::Mutex::new(()),
         worker_timeout: config.worker_timeout,
         manifest: manifest.clone(),
         l1: l1.as_ref().map(|h| h.status.clone()),
@@ -349,6 +355,16 @@ pub async fn run(
     let (stop_http, http_stopped) = tokio::sync::watch::channel(false);
     let listener = tokio::net::TcpListener::bind(config.http_addr).await?;
     info!(addr = %listener.local_addr()?, "HTTP API listening");
+    // The open batch's record contents, kept before anyone may ask to remove
+    // them (its transactions are replayed from the stream later).
+    {
+        let mut v = shared.view.write().expect("view lock");
+        for (_, d) in store.decisions()? {
+            if let (TxStatus::Accepted { .. }, Some(digest)) = (&d.answer.status, d.content) {
+                v.open_content.insert(digest);
+            }
+        }
+    }
     let http_task = tokio::spawn(http::serve(listener, shared.clone(), http_stopped));
 
     // Heartbeats.
@@ -420,8 +436,10 @@ pub async fn run(
             break Err(e);
         }
     };
-    // Stop taking work; what was accepted goes into a sealed batch.
-    let sealed = c.seal().await;
+    // Stop taking work; what was accepted goes into a sealed batch. Not
+    // after a failure (the open batch may hold a transaction decided but
+    // not recorded): a restart replays the recorded decisions instead.
+    let sealed = if outcome.is_ok() { c.seal().await } else { Ok(()) };
     let _ = stop_http.send(true);
     let _ = http_task.await;
     if let Some(l1) = c.l1.take() {
@@ -460,11 +478,13 @@ impl Coordinator {
         // Decided before a restart (announced, its batch not sealed): the
         // same decision again.
         let before = tokio::task::block_in_place(|| store.decision(seq))?;
+        let shared = self.shared.clone();
+        let gate = shared.content_gate.lock().await;
         let answer = match sequencer::parse(&m.payload) {
             Err(a) => a,
             Ok(p) => {
-                if let Some([cid, _]) = p.record_cids() {
-                    let d = cid.digest();
+                let content = p.record_cids().map(|[cid, _]| cid.digest());
+                if let Some(d) = content {
                     let fresh = self.shared.view.write().expect("view lock").open_content.insert(d);
                     held = fresh.then_some(d);
                 }
@@ -493,11 +513,11 @@ impl Coordinator {
                             self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), content_ok)
                         });
                         // Stored before it is announced (see `Decision`).
-                        let timestamp = match answer.status {
-                            TxStatus::Accepted { .. } => self.seq.open_timestamp(),
-                            _ => None,
+                        let (timestamp, content) = match answer.status {
+                            TxStatus::Accepted { .. } => (self.seq.open_timestamp(), content),
+                            _ => (None, None),
                         };
-                        let d = Decision { answer, timestamp };
+                        let d = Decision { answer, timestamp, content };
                         tokio::task::block_in_place(|| store.record_decision(seq, &d))?;
                         d.answer
                     }
@@ -529,6 +549,7 @@ impl Coordinator {
                 v.open_content.remove(&d);
             }
         }
+        drop(gate);
         let body = serde_json::to_vec(&answer).expect("answers serialise");
         if let Err(e) = self.shared.client.publish(subjects::answer(&answer.id), body.into()).await {
             warn!(error = %e, id = %answer.id, "could not publish an answer (it stays queryable over HTTP)");
@@ -563,6 +584,9 @@ impl Coordinator {
         // for about three minutes before the coordinator gives up.
         let mut delay = Duration::from_millis(250);
         let mut attempt = 0;
+        // Kept from `pin/rm` from its addition (the seal stores it).
+        let shared = self.shared.clone();
+        let gate = shared.content_gate.lock().await;
         let cid = loop {
             attempt += 1;
             match self.shared.content.add(bytes.clone()).await {
@@ -575,6 +599,8 @@ impl Coordinator {
                 Err(e) => return Err(e.into()),
             }
         };
+        self.shared.view.write().expect("view lock").open_content.insert(cid.digest());
+        drop(gate);
         let record = BatchRecord {
             batch: sealed.batch,
             public_inputs,
@@ -729,8 +755,18 @@ impl Coordinator {
             JobOutcome::Failed { reason } => {
                 worker.jobs_failed += 1;
                 // Its failure may be its own (memory, a key it cannot load):
-                // the next attempt goes to another worker if there is one.
-                if !job.excluded.contains(&r.worker) {
+                // the next attempt goes to another worker while one is there
+                // (else it tries again itself, rather than handing the job
+                // back until its deliveries run out).
+                let another = {
+                    let w = self.shared.workers.lock().expect("workers lock");
+                    w.iter().any(|(name, h)| {
+                        *name != r.worker
+                            && !job.excluded.contains(name)
+                            && h.at.elapsed() < self.shared.worker_timeout
+                    })
+                };
+                if another && !job.excluded.contains(&r.worker) {
                     job.excluded.push(r.worker.clone());
                 }
                 warn!(%reason, "worker failed the job");

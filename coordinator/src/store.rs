@@ -246,6 +246,10 @@ pub struct Decision {
     pub answer: TxAnswer,
     /// For an accepted transaction, its open batch's timestamp.
     pub timestamp: Option<u64>,
+    /// For an accepted record transaction, its content's sha256 (kept from
+    /// removal until the batch is sealed, also across a restart).
+    #[serde(default)]
+    pub content: Option<[u8; 32]>,
 }
 
 /// The database.
@@ -348,6 +352,18 @@ impl Store {
         let w = db!(self.db.begin_write())?;
         db!(db!(w.open_table(DECISIONS))?.insert(seq, encode(d).as_slice()))?;
         db!(w.commit())
+    }
+
+    /// The decisions recorded and not yet stored for good (the open batch's).
+    pub fn decisions(&self) -> Result<Vec<(u64, Decision)>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(DECISIONS))?;
+        let mut out = Vec::new();
+        for row in db!(t.iter())? {
+            let (k, v) = db!(row)?;
+            out.push((k.value(), decode(|| format!("decision {}", k.value()), v.value())?));
+        }
+        Ok(out)
     }
 
     /// The decision recorded for stream sequence `seq`, if its batch has not
@@ -544,13 +560,23 @@ mod tests {
                 TxStatus::Rejected { code: "bad_nonce".into(), reason: "nonce 3, not 2".into() },
             ),
             timestamp: None,
+            content: None,
         };
         store
-            .record_decision(7, &Decision { answer: accepted.clone(), timestamp: Some(1_800_000_000) })
+            .record_decision(
+                7,
+                &Decision {
+                    answer: accepted.clone(),
+                    timestamp: Some(1_800_000_000),
+                    content: Some([3; 32]),
+                },
+            )
             .unwrap();
         store.record_decision(8, &refused).unwrap();
         store.record_decision(9, &refused).unwrap();
         assert_eq!(store.decision(7).unwrap().unwrap().timestamp, Some(1_800_000_000));
+        assert_eq!(store.decisions().unwrap().iter().map(|(s, _)| *s).collect::<Vec<_>>(), [7, 8, 9]);
+        assert_eq!(store.decisions().unwrap()[0].1.content, Some([3; 32]));
         assert_eq!(store.decision(8).unwrap(), Some(refused.clone()));
         // Stored up to 8 (with the same bytes of "a" answered duplicate
         // after it): 7 and 8 are forgotten, 9 is not; "a" stays accepted.
