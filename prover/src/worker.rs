@@ -407,6 +407,19 @@ async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()
     axum::serve(listener, app).await
 }
 
+/// A worker name the farm takes: it is the last token of the worker's NATS
+/// subjects (`medrollup.results.<name>`), and the coordinator drops results
+/// under names over 128 bytes.
+pub fn parse_name(name: &str) -> Result<String, String> {
+    if name.is_empty() || name.len() > 128 {
+        return Err(format!("{} bytes; a worker name has 1 to 128", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!("{c:?} is not a letter, a digit, '-' or '_'"));
+    }
+    Ok(name.to_string())
+}
+
 /// The failure to return for a job this worker cannot read (`error`), if
 /// the job's batch and attempt can be read: a job from a coordinator of
 /// another version fails here and goes to other workers, instead of
@@ -664,6 +677,16 @@ fn evict_least_recent<V>(entries: &mut HashMap<String, (V, u64)>, keep: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn worker_names_fit_a_nats_subject_token() {
+        assert_eq!(parse_name("hospital-a_2").unwrap(), "hospital-a_2");
+        for (bad, why) in [("", "1 to 128"), ("a.b", "'.'"), ("a b", "' '"), ("x*", "'*'"), ("a>", "'>'")] {
+            let e = parse_name(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(parse_name(&"w".repeat(129)).unwrap_err().contains("1 to 128"));
+    }
 
     #[test]
     fn a_job_it_cannot_read_is_failed_by_name_when_its_batch_is_known() {

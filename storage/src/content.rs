@@ -161,10 +161,10 @@ impl EmbeddedStore {
                 ContentError::NotFound(cid)
             });
         }
-        std::fs::remove_file(&mark).map_err(|source| ContentError::Io { path: mark, source })?;
-        // What the other roots reach stays.
+        // What the other roots reach stays. The blocks go before the mark: a
+        // crash between leaves the mark, and unpinning again finishes.
         let mut kept = std::collections::HashSet::new();
-        for root in Self::cids_in(&self.roots_dir())? {
+        for root in Self::cids_in(&self.roots_dir())?.into_iter().filter(|r| *r != cid) {
             self.dag(root, &mut kept)?;
         }
         let mut gone = std::collections::HashSet::new();
@@ -177,7 +177,7 @@ impl EmbeddedStore {
                 Err(source) => return Err(ContentError::Io { path, source }),
             }
         }
-        Ok(())
+        std::fs::remove_file(&mark).map_err(|source| ContentError::Io { path: mark, source })
     }
 
     fn put_block(&self, cid: Cid, bytes: &[u8]) -> Result<(), ContentError> {
@@ -249,7 +249,13 @@ impl ContentStore for EmbeddedStore {
     }
 
     fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
-        Box::pin(async move { self.unpin_sync(cid) })
+        // A sweep over the store's roots: off the async threads.
+        let store = self.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || store.unpin_sync(cid))
+                .await
+                .map_err(|e| ContentError::Corrupted(format!("unpinning {cid}: {e}")))?
+        })
     }
 }
 

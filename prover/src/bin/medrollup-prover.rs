@@ -39,8 +39,9 @@ enum Command {
         /// NATS password.
         #[arg(long, env = "MEDROLLUP_NATS_PASSWORD", hide_env_values = true)]
         nats_password: Option<String>,
-        /// This worker's name in the farm.
-        #[arg(long)]
+        /// This worker's name in the farm (letters, digits, '-' and '_';
+        /// at most 128 bytes: it names its NATS subjects).
+        #[arg(long, value_parser = medrollup_prover::worker::parse_name)]
         name: String,
         /// Cache for proving keys.
         #[arg(long, default_value = "worker-cache")]
