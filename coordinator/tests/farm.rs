@@ -599,6 +599,30 @@ async fn return_result(
     m.ack().await.unwrap();
 }
 
+/// Takes the job's three attempts (the default bound) and fails each, as
+/// workers `<prefix>-1` to `-3` for `reason`; none is excluded, as no other
+/// worker is there.
+async fn fail_a_round(
+    js: &async_nats::jetstream::Context,
+    c: &async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
+    prefix: &str,
+    reason: &str,
+) {
+    for attempt in 1..=3u32 {
+        let m = next_job(c).await;
+        let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(spec.attempt, attempt);
+        assert!(spec.exclude.is_empty(), "with no other worker there, a failed one is not excluded");
+        let result = medrollup_wire::JobResult {
+            batch: spec.batch,
+            attempt: spec.attempt,
+            worker: format!("{prefix}-{attempt}"),
+            outcome: medrollup_wire::JobOutcome::Failed { reason: reason.into() },
+        };
+        return_result(js, &m, &result).await;
+    }
+}
+
 async fn next_job(
     c: &async_nats::jetstream::consumer::Consumer<async_nats::jetstream::consumer::pull::Config>,
 ) -> async_nats::jetstream::Message {
@@ -617,18 +641,7 @@ async fn a_job_that_keeps_failing_is_parked_dead_with_its_reason() {
     one_batch(&Client::connect(&farm.nats).await, &http).await;
     let (js, c) = rogue_consumer(&farm).await;
     // Three failed attempts (the coordinator's default bound).
-    for attempt in 1..=3u32 {
-        let m = next_job(&c).await;
-        let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
-        assert_eq!(spec.attempt, attempt);
-        let result = medrollup_wire::JobResult {
-            batch: spec.batch,
-            attempt: spec.attempt,
-            worker: format!("flaky-{attempt}"),
-            outcome: medrollup_wire::JobOutcome::Failed { reason: "out of device memory".into() },
-        };
-        return_result(&js, &m, &result).await;
-    }
+    fail_a_round(&js, &c, "flaky", "out of device memory").await;
     let f = wait_for("the job parked dead", Duration::from_secs(30), || async {
         let f = get_json(&format!("{http}/farm")).await;
         (f["jobs"]["dead"] == 1).then_some(f)
@@ -656,19 +669,7 @@ async fn a_dead_job_is_queued_again_after_its_wait_and_proven_by_a_worker_that_j
     one_batch(&Client::connect(&farm.nats).await, &http).await;
     // Three workers fail the three attempts of a round: dead.
     let (js, c) = rogue_consumer(&farm).await;
-    for attempt in 1..=3u32 {
-        let m = next_job(&c).await;
-        let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
-        assert_eq!(spec.attempt, attempt);
-        assert!(spec.exclude.is_empty(), "with no other worker there, a failed one is not excluded");
-        let result = medrollup_wire::JobResult {
-            batch: spec.batch,
-            attempt: spec.attempt,
-            worker: format!("broken-{attempt}"),
-            outcome: medrollup_wire::JobOutcome::Failed { reason: "its GPU fell off the bus".into() },
-        };
-        return_result(&js, &m, &result).await;
-    }
+    fail_a_round(&js, &c, "broken", "its GPU fell off the bus").await;
     wait_for("the job parked dead", Duration::from_secs(30), || async {
         (get_json(&format!("{http}/farm")).await["jobs"]["dead"] == 1).then_some(())
     })
