@@ -273,7 +273,7 @@ impl LightClient {
     /// L1 was before it was asked for (a coordinator seals every batch
     /// before it lands, so an honest answer always is).
     pub async fn leaf(&self, tree: TreeId, index: u64) -> Result<Leaf, LightError> {
-        let seen = l1::chain_state(&self.l1, self.rollup).await?.count;
+        let seen = l1::batch_count(&self.l1, self.rollup).await?;
         let a = self.fetch(tree, index).await?;
         if a.tree != tree || a.index != index {
             return Err(LightError::Malformed(format!(

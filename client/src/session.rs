@@ -705,21 +705,20 @@ impl Session {
         // revoked author gets no key to the new version.
         let readers = self.readers_of(leaf.owner, record).await?;
         let old = self.cid_of(&leaf).await?;
-        self.rekey_to(record, leaf.owner, &readers, bundle, consent, old).await
+        let ids = self.identities(leaf.owner, &readers).await?;
+        self.rekey_to(record, &ids, bundle, consent, old).await
     }
 
-    /// Seals `bundle` for `owner` and `readers` under a fresh key, stores it,
-    /// sends the update, unpins `old`.
+    /// Seals `bundle` for `ids` (the owner and the readers) under a fresh
+    /// key, stores it, sends the update, unpins `old`.
     async fn rekey_to(
         &mut self,
         record: u64,
-        owner: u64,
-        readers: &[u64],
+        ids: &[PublicIdentity],
         bundle: &[u8],
         consent: u64,
         old: Cid,
     ) -> Result<Cid, ClientError> {
-        let ids = self.identities(owner, readers).await?;
         let (env, _key) = Envelope::seal(bundle, record, &ids.iter().collect::<Vec<_>>())?;
         self.replace(record, &env, consent, old).await
     }
@@ -881,13 +880,12 @@ impl Session {
         // Readers are read after the revoke is on L1, so the grantee is
         // gone unless another consent still covers the record.
         let readers = self.readers_of(self.account, record).await?;
-        let allowed: Vec<Fr> =
-            self.identities(self.account, &readers).await?.iter().map(|i| i.rsa_key_hash).collect();
-        if env.recipients.iter().all(|r| allowed.contains(&r.rsa_key_hash)) {
+        let ids = self.identities(self.account, &readers).await?;
+        if env.recipients.iter().all(|r| ids.iter().any(|i| i.rsa_key_hash == r.rsa_key_hash)) {
             return Ok(false); // re-keyed already, or never shared with the grantee
         }
         let bundle = env.open(&self.identity)?;
-        self.rekey_to(record, self.account, &readers, &bundle, 0, old).await?;
+        self.rekey_to(record, &ids, &bundle, 0, old).await?;
         Ok(true)
     }
 

@@ -263,6 +263,9 @@ struct Coordinator {
     /// Jobs parked dead (batch numbers), to be queued again after the
     /// configured wait.
     parked: Vec<u64>,
+    /// The last stream sequence decided before this start and not yet
+    /// sealed: up to it, transactions are replayed as decided.
+    replay_through: u64,
 }
 
 /// Runs the coordinator until `shutdown` completes; then it stops taking
@@ -338,6 +341,7 @@ pub async fn run(
         seal_deadline: None,
         unpublished: VecDeque::new(),
         parked: Vec::new(),
+        replay_through: 0,
     };
     c.refresh_job_metrics()?;
     // Jobs still queued at the last stop go out again (the job stream drops
@@ -359,7 +363,8 @@ pub async fn run(
     // them (its transactions are replayed from the stream later).
     {
         let mut v = shared.view.write().expect("view lock");
-        for (_, d) in store.decisions()? {
+        for (seq, d) in store.decisions()? {
+            c.replay_through = seq;
             if let (TxStatus::Accepted { .. }, Some(digest)) = (&d.answer.status, d.content) {
                 v.open_content.insert(digest);
             }
@@ -477,7 +482,11 @@ impl Coordinator {
         let store = self.shared.store.clone();
         // Decided before a restart (announced, its batch not sealed): the
         // same decision again.
-        let before = tokio::task::block_in_place(|| store.decision(seq))?;
+        let before = if seq <= self.replay_through {
+            tokio::task::block_in_place(|| store.decision(seq))?
+        } else {
+            None
+        };
         let shared = self.shared.clone();
         let gate = shared.content_gate.lock().await;
         let answer = match sequencer::parse(&m.payload) {

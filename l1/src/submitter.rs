@@ -341,6 +341,12 @@ pub struct ChainState {
     pub root: B256,
 }
 
+/// The rollup's batch count at the node's latest block (one call; see
+/// [`chain_state`] for the count and root read together).
+pub async fn batch_count(provider: &DynProvider, rollup: Address) -> Result<u64, L1Error> {
+    MedRollup::new(rollup, provider).batchCount().call().await.map_err(rpc("reading the batch count"))
+}
+
 /// The rollup's batch count and root, both read at the same (latest) block,
 /// so that a reorg between the two reads cannot mix two chains. Needs no key:
 /// light clients read the roots they trust this way.
