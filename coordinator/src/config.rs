@@ -32,6 +32,12 @@ pub struct Config {
     /// long after it was parked: batches land in order, so one dead job
     /// would stop every later batch from reaching L1 for good.
     pub dead_job_retry: Duration,
+    /// A job gone from the queue this long with no result for its attempt
+    /// is queued again as a failed attempt: a worker acked it without
+    /// answering (a bug, or a hostile worker), and nothing else would ever
+    /// bring it back. A worker publishes its result before it acks, so the
+    /// wait only covers a result still on its way.
+    pub job_lost_after: Duration,
     /// A worker silent for this long is shown as lost.
     pub worker_timeout: Duration,
     /// An IPFS node's RPC API (e.g. `http://127.0.0.1:5001`) to keep batch
@@ -58,6 +64,7 @@ impl Config {
             job_ack_wait: Duration::from_secs(30),
             job_max_deliver: 5,
             dead_job_retry: Duration::from_secs(300),
+            job_lost_after: Duration::from_secs(30),
             worker_timeout: Duration::from_secs(15),
             ipfs_api: None,
             l1: None,

@@ -22,6 +22,8 @@ pub struct Metrics {
     pub batches_proven_total: IntCounter,
     /// Dead jobs queued again after their wait.
     pub jobs_revived_total: IntCounter,
+    /// Jobs found gone from the queue with no result, queued again.
+    pub jobs_lost_total: IntCounter,
     /// Results dropped: sent in another worker's name, or with no usable name.
     pub results_dropped_total: IntCounter,
     /// Batches handed to the L1 sink.
@@ -105,6 +107,10 @@ impl Metrics {
             jobs_revived_total: reg!(IntCounter::new(
                 "medrollup_jobs_revived_total",
                 "Dead jobs queued again after their wait"
+            )),
+            jobs_lost_total: reg!(IntCounter::new(
+                "medrollup_jobs_lost_total",
+                "Jobs found gone from the queue with no result (acked unanswered), queued again"
             )),
             batches_proven_total: reg!(IntCounter::new(
                 "medrollup_batches_proven_total",

@@ -266,6 +266,22 @@ struct Coordinator {
     /// The last stream sequence decided before this start and not yet
     /// sealed: up to it, transactions are replayed as decided.
     replay_through: u64,
+    /// The job stream, where the watchdog looks for queued jobs' messages.
+    jobs: stream::Stream,
+    /// The message of each published job's current attempt, by batch.
+    in_queue: HashMap<u64, QueuedMessage>,
+    /// When the watchdog last looked.
+    last_watch: Instant,
+}
+
+/// A published job's message, as the watchdog follows it.
+#[derive(Clone, Copy, Debug)]
+struct QueuedMessage {
+    attempt: u32,
+    /// Its sequence in the job stream.
+    seq: u64,
+    /// Since when it has been found gone (taken and acked) with no result.
+    gone_since: Option<Instant>,
 }
 
 /// Runs the coordinator until `shutdown` completes; then it stops taking
@@ -342,6 +358,9 @@ pub async fn run(
         unpublished: VecDeque::new(),
         parked: Vec::new(),
         replay_through: 0,
+        jobs: bus.jobs.clone(),
+        in_queue: HashMap::new(),
+        last_watch: Instant::now(),
     };
     c.refresh_job_metrics()?;
     // Jobs still queued at the last stop go out again (the job stream drops
@@ -643,14 +662,21 @@ impl Coordinator {
         m.batches_sealed_total.inc();
         m.batch_transactions.with_label_values::<&str>(&[]).observe(record.tx_ids.len() as f64);
         info!(txs = record.tx_ids.len(), cid = %cid, new_root = %public_inputs.new_root, "batch sealed");
-        if let Err(e) = self.publish_job(&record, &job).await {
-            warn!(error = %e, "job not published yet; retrying");
-            self.unpublished.push_back(record.batch);
-        }
+        self.dispatch(&record, &job).await;
         self.refresh_job_metrics()
     }
 
-    async fn publish_job(&self, record: &BatchRecord, job: &JobRecord) -> Result<(), CoordinatorError> {
+    /// Publishes a job, or leaves it to the tick to publish.
+    async fn dispatch(&mut self, record: &BatchRecord, job: &JobRecord) {
+        if let Err(e) = self.publish_job(record, job).await {
+            warn!(batch = record.batch, error = %e, "job not published yet; retrying");
+            self.unpublished.push_back(record.batch);
+        }
+    }
+
+    /// Publishes a job's current attempt (once: the stream drops the same
+    /// attempt again within its window) and follows its message.
+    async fn publish_job(&mut self, record: &BatchRecord, job: &JobRecord) -> Result<(), CoordinatorError> {
         let spec = JobSpec {
             batch: record.batch,
             attempt: job.attempt,
@@ -662,13 +688,17 @@ impl Coordinator {
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("job-{}-{}", record.batch, job.attempt).as_str());
         let body = serde_json::to_vec(&spec).expect("serialises");
-        self.shared
+        let ack = self
+            .shared
             .js
             .publish_with_headers(subjects::JOBS, headers, body.into())
             .await
             .map_err(|e| CoordinatorError::Nats(format!("publishing job {}: {e}", record.batch)))?
             .await
             .map_err(|e| CoordinatorError::Nats(format!("publishing job {}: {e}", record.batch)))?;
+        // A duplicate's ack names the first message's sequence.
+        let followed = QueuedMessage { attempt: job.attempt, seq: ack.sequence, gone_since: None };
+        self.in_queue.insert(record.batch, followed);
         Ok(())
     }
 
@@ -786,24 +816,93 @@ impl Coordinator {
         // Only a result for the current attempt moves the job on.
         let requeue = r.attempt == job.attempt && job.state == JobState::Queued;
         if requeue {
-            if job.round_attempts() >= self.config.max_attempts {
-                job.park(format!("{} attempts failed; last: {failure}", job.round_attempts()), now_ms());
-                self.parked.push(job.batch);
-                warn!(retry_in = ?self.config.dead_job_retry, "job is dead");
-            } else {
-                job.attempt += 1;
-                job.queued_at_ms = now_ms();
-            }
+            self.fail_attempt(&mut job, &failure);
         }
         store.put_job(&job, Some((&r.worker, &worker)))?;
-        if requeue
-            && job.state == JobState::Queued
-            && let Err(e) = self.publish_job(&batch, &job).await
-        {
-            warn!(error = %e, "job not published yet; retrying");
-            self.unpublished.push_back(batch.batch);
+        if requeue && job.state == JobState::Queued {
+            self.dispatch(&batch, &job).await;
         }
         self.refresh_job_metrics()
+    }
+
+    /// Moves a queued job past its failed current attempt (`failure`): on
+    /// to the next attempt, or parked dead after its round's last.
+    fn fail_attempt(&mut self, job: &mut JobRecord, failure: &str) {
+        if job.round_attempts() >= self.config.max_attempts {
+            job.park(format!("{} attempts failed; last: {failure}", job.round_attempts()), now_ms());
+            self.parked.push(job.batch);
+            warn!(batch = job.batch, retry_in = ?self.config.dead_job_retry, "job is dead");
+        } else {
+            job.attempt += 1;
+            job.queued_at_ms = now_ms();
+        }
+    }
+
+    /// The watchdog: a queued job whose message has been gone from the
+    /// queue for [`Config::job_lost_after`] with no result for its attempt
+    /// was taken and acked by a worker that never answered (workers publish
+    /// their result before they ack). Nothing else would bring it back, and
+    /// batches land in order: its attempt counts as failed and the next one
+    /// is queued. A result that was only late still counts if it is a
+    /// valid proof.
+    async fn watch_queue(&mut self) -> Result<(), CoordinatorError> {
+        let every =
+            (self.config.job_lost_after / 2).clamp(Duration::from_millis(500), Duration::from_secs(5));
+        if self.in_queue.is_empty() || self.last_watch.elapsed() < every {
+            return Ok(());
+        }
+        self.last_watch = Instant::now();
+        let store = self.shared.store.clone();
+        let mut lost = Vec::new();
+        let followed: Vec<(u64, QueuedMessage)> = self.in_queue.iter().map(|(n, q)| (*n, *q)).collect();
+        for (n, q) in followed {
+            let current =
+                store.job(n)?.is_some_and(|j| j.state == JobState::Queued && j.attempt == q.attempt);
+            if !current {
+                self.in_queue.remove(&n);
+                continue;
+            }
+            let gone_since = match self.jobs.get_raw_message(q.seq).await {
+                Ok(_) => None,
+                Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                    Some(q.gone_since.unwrap_or_else(Instant::now))
+                }
+                Err(e) => {
+                    warn!(batch = n, error = %e, "could not look for a job in the queue");
+                    q.gone_since
+                }
+            };
+            if gone_since.is_some_and(|t| t.elapsed() >= self.config.job_lost_after) {
+                lost.push(n);
+            }
+            if let Some(q) = self.in_queue.get_mut(&n) {
+                q.gone_since = gone_since;
+            }
+        }
+        for &n in &lost {
+            self.in_queue.remove(&n);
+            let (Some(batch), Some(mut job)) = (store.batch(n)?, store.job(n)?) else { continue };
+            let failure = format!(
+                "attempt {}: the job left the queue with no result (a worker took it and acked it without answering)",
+                job.attempt
+            );
+            warn!(
+                batch = n,
+                attempt = job.attempt,
+                "a job left the queue with no result; its next attempt is queued"
+            );
+            job.note_failure(&failure);
+            self.fail_attempt(&mut job, &failure);
+            store.put_job(&job, None)?;
+            self.shared.metrics.jobs_lost_total.inc();
+            if job.state == JobState::Queued {
+                self.dispatch(&batch, &job).await;
+            }
+        }
+        if !lost.is_empty() {
+            self.refresh_job_metrics()?;
+        }
+        Ok(())
     }
 
     async fn on_max_deliveries(
@@ -841,6 +940,7 @@ impl Coordinator {
 
     async fn on_tick(&mut self) -> Result<(), CoordinatorError> {
         self.revive_parked()?;
+        self.watch_queue().await?;
         for _ in 0..self.unpublished.len() {
             let Some(n) = self.unpublished.pop_front() else { break };
             let store = self.shared.store.clone();

@@ -774,3 +774,83 @@ async fn a_job_whose_workers_keep_vanishing_is_parked_dead_after_its_deliveries(
     let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("medrollup_jobs{state=\"dead\"} 1"), "{metrics}");
 }
+
+/// A job a worker takes and acks without answering is queued again as its
+/// next attempt once it has been gone for the wait; one waiting in the
+/// queue, or held by a worker (taken, not acked), is left alone however long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_acked_without_a_result_is_queued_again_as_its_next_attempt() {
+    let farm = Farm::new();
+    let data = farm.dir.path().join("coordinator");
+    let opts = CoordinatorOpts {
+        job_lost_after_s: 2,
+        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
+    };
+    let mut coordinator = Coordinator::start(&opts);
+    let http = farm.http();
+    one_batch(&Client::connect(&farm.nats).await, &http).await;
+    let job = || async { get_json(&format!("{http}/batch/0")).await["job"].clone() };
+    let (_js, c) = rogue_consumer(&farm).await;
+    // Waiting in the queue for twice the wait: still attempt 1.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let m = next_job(&c).await;
+    let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(spec.attempt, 1);
+    // Held for twice the wait (within its ack wait): still attempt 1.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let j = job().await;
+    assert_eq!((j["attempt"].as_u64(), j["failures"].as_array().map(Vec::len)), (Some(1), Some(0)), "{j}");
+    // Acked with no result: its next attempt comes.
+    m.ack().await.unwrap();
+    let m = next_job(&c).await;
+    let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(spec.attempt, 2);
+    assert!(spec.exclude.is_empty(), "nobody is known to have taken it");
+    let j = job().await;
+    assert_eq!((j["attempt"].as_u64(), j["state"].as_str()), (Some(2), Some("queued")), "{j}");
+    let failure = j["failures"][0].as_str().unwrap();
+    assert!(failure.contains("attempt 1: the job left the queue with no result"), "{failure}");
+    let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("medrollup_jobs_lost_total 1"), "{metrics}");
+    // Acked unanswered while the coordinator is down: the restarted one
+    // finds it gone too (its publication again is a duplicate, whose ack
+    // names the message that went).
+    coordinator.proc.kill9();
+    m.ack().await.unwrap();
+    let _coordinator = Coordinator::start(&opts);
+    let m = next_job(&c).await;
+    let spec: medrollup_wire::JobSpec = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(spec.attempt, 3);
+    let failure = job().await["failures"][1].as_str().unwrap().to_string();
+    assert!(failure.contains("attempt 2: the job left the queue with no result"), "{failure}");
+}
+
+/// A worker whose prover overruns its bound (here a millisecond, so any
+/// real proof does) fails the job back by name and exits with status 3
+/// (a stuck prover thread cannot be stopped from inside); the job goes on
+/// to its next attempt and another worker proves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_whose_prover_overruns_its_bound_fails_the_job_and_stops() {
+    let _heavy = HEAVY.lock().await;
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let http = farm.http();
+    let cache = farm.dir.path().join("cache-stuck");
+    let mut stuck =
+        start_worker_with(&farm.nats, "stuck", &cache, farm.dir.path(), &["--prove-timeout-s", "0.001"]);
+    one_batch(&Client::connect(&farm.nats).await, &http).await;
+    let status = wait_for("the stuck worker to exit", Duration::from_secs(120), || {
+        let s = stuck.child.try_wait().unwrap();
+        async move { s }
+    })
+    .await;
+    assert_eq!(status.code(), Some(3), "{}", stuck.log_text());
+    assert!(stuck.log_text().contains("did not finish within 0.001 s"), "{}", stuck.log_text());
+    let j = get_json(&format!("{http}/batch/0")).await["job"].clone();
+    let failure = j["failures"][0].as_str().unwrap_or_default();
+    assert!(failure.contains("attempt 1: stuck failed") && failure.contains("taken for stuck"), "{j}");
+    assert_eq!(j["attempt"], 2, "{j}");
+    let _worker = farm.worker("hospital-a");
+    let by = wait_for("the batch proven", Duration::from_secs(180), || proven_by(&http, 0)).await;
+    assert_eq!(by, "hospital-a");
+}

@@ -57,6 +57,13 @@ pub struct WorkerConfig {
     /// Proving keys kept loaded (their bases resident on the devices); the
     /// least recently used goes first when another is needed.
     pub max_keys: usize,
+    /// The longest a proof (or a key's loading, which proves a padding
+    /// batch) may take. One that takes longer is taken for stuck (a hung
+    /// kernel, a wedged device): the job is failed back to the farm and the
+    /// worker stops, since a stuck thread cannot be stopped from outside
+    /// and would hold the device; its supervisor starts it again. Set it
+    /// well above the slowest proof the machine makes.
+    pub prove_timeout: Duration,
 }
 
 impl WorkerConfig {
@@ -72,6 +79,7 @@ impl WorkerConfig {
             metrics_addr: None,
             gpu: GpuConfig::default(),
             max_keys: 2,
+            prove_timeout: Duration::from_secs(1800),
         }
     }
 }
@@ -85,6 +93,9 @@ pub enum WorkerError {
     /// Files or sockets.
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+    /// The prover overran its bound (see [`WorkerConfig::prove_timeout`]).
+    #[error("stopped: {0}")]
+    Stuck(String),
 }
 
 /// What went wrong with one job, and so what to do with it.
@@ -96,6 +107,21 @@ enum JobError {
     /// This job cannot be proved here; report it.
     #[error("{0}")]
     Fatal(String),
+    /// The prover overran its bound: report it, then stop.
+    #[error("{0}")]
+    Stuck(String),
+}
+
+/// Waits for blocking work (`what`) for at most `limit`.
+async fn within<T>(limit: Duration, what: &str, work: tokio::task::JoinHandle<T>) -> Result<T, JobError> {
+    match tokio::time::timeout(limit, work).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(JobError::Fatal(format!("{what} panicked: {e}"))),
+        Err(_) => Err(JobError::Stuck(format!(
+            "{what} did not finish within {:.3} s (--prove-timeout-s): taken for stuck; the worker stops",
+            limit.as_secs_f64()
+        ))),
+    }
 }
 
 /// Per-device counters, as the backend reports them.
@@ -249,6 +275,8 @@ struct Worker {
     busy: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    /// Set when the prover overran its bound: the worker stops.
+    stuck: Option<String>,
 }
 
 /// Runs a worker until `shutdown` completes; a job in progress is finished
@@ -291,6 +319,7 @@ pub async fn run(
         busy: Arc::new(AtomicBool::new(false)),
         done: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
+        stuck: None,
     };
     let heartbeat = tokio::spawn(heartbeats(
         client.clone(),
@@ -317,7 +346,7 @@ pub async fn run(
     };
     info!(name = %config.name, "taking jobs");
     tokio::pin!(shutdown);
-    loop {
+    while w.stuck.is_none() {
         let batch = tokio::select! {
             _ = &mut shutdown => break,
             b = jobs.fetch().max_messages(1).expires(Duration::from_secs(2)).messages() => b,
@@ -342,6 +371,9 @@ pub async fn run(
         s.abort();
     }
     let _ = client.flush().await;
+    if let Some(why) = w.stuck {
+        return Err(WorkerError::Stuck(why));
+    }
     info!(name = %config.name, "worker stopped");
     Ok(())
 }
@@ -418,6 +450,16 @@ pub fn parse_name(name: &str) -> Result<String, String> {
         return Err(format!("{c:?} is not a letter, a digit, '-' or '_'"));
     }
     Ok(name.to_string())
+}
+
+/// A `--prove-timeout-s`: seconds, fractions allowed, more than 0 and at
+/// most 10^7 (about 116 days).
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let s: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(s > 0.0 && s <= 1e7) {
+        return Err(format!("{text} s: a timeout is more than 0 and at most 10000000 s"));
+    }
+    Ok(Duration::from_secs_f64(s))
 }
 
 /// The failure to return for a job this worker cannot read (`error`), if
@@ -508,6 +550,11 @@ impl Worker {
                 return;
             }
             Err(JobError::Fatal(reason)) => JobOutcome::Failed { reason },
+            Err(JobError::Stuck(reason)) => {
+                tracing::error!(%reason, "the prover is taken for stuck");
+                self.stuck = Some(reason.clone());
+                JobOutcome::Failed { reason }
+            }
         };
         let result = JobResult { batch, attempt, worker: self.config.name.clone(), outcome };
         self.return_result(&acker, result).await;
@@ -557,13 +604,12 @@ impl Worker {
         let key = self.key(&spec.proving_key_sha256, spec.shape).await?;
         let backend = self.backend.clone();
         let witness = spec.witness;
-        let proved = tokio::task::spawn_blocking(move || {
+        let proving = tokio::task::spawn_blocking(move || {
             let mut rng = rand::thread_rng();
             let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
             prove(&backend, &key, BatchCircuit::new(witness), r, s)
-        })
-        .await
-        .map_err(|e| JobError::Fatal(format!("the prover panicked: {e}")))?;
+        });
+        let proved = within(self.config.prove_timeout, "the proof", proving).await?;
         let (proof, times) = proved.map_err(|e| JobError::Fatal(e.to_string()))?;
         let msm = times.msm_h + times.msm_l + times.msm_a + times.msm_b_g1 + times.msm_b_g2;
         let stages = StageSeconds {
@@ -644,7 +690,7 @@ impl Worker {
         }
         let backend = self.backend.clone();
         let sha = sha256.to_string();
-        let loaded = tokio::task::spawn_blocking(move || {
+        let loading = tokio::task::spawn_blocking(move || {
             drop(unloaded);
             let pk =
                 keys::proving_key_from_bytes(&bytes, &sha).map_err(|e| JobError::Fatal(e.to_string()))?;
@@ -652,9 +698,8 @@ impl Worker {
             key.prepare(&backend, BatchCircuit::new(keys::padding_witness(shape)))
                 .map_err(|e| JobError::Fatal(format!("proving key {sha}: {e}")))?;
             Ok(key)
-        })
-        .await
-        .map_err(|e| JobError::Fatal(format!("loading the key panicked: {e}")))??;
+        });
+        let loaded = within(self.config.prove_timeout, "loading the proving key", loading).await??;
         let loaded = Arc::new(loaded);
         self.keys.insert(sha256.to_string(), (loaded.clone(), self.uses));
         Ok(loaded)
@@ -686,6 +731,33 @@ mod tests {
             assert!(e.contains(why), "{bad:?}: {e}");
         }
         assert!(parse_name(&"w".repeat(129)).unwrap_err().contains("1 to 128"));
+    }
+
+    #[test]
+    fn prove_timeouts_are_positive_bounded_seconds() {
+        assert_eq!(parse_timeout("1800"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_timeout("0.25"), Ok(Duration::from_millis(250)));
+        for bad in ["0", "-1", "NaN", "inf", "1e8"] {
+            assert!(parse_timeout(bad).unwrap_err().contains("more than 0"), "{bad}");
+        }
+        assert!(parse_timeout("ten").unwrap_err().contains("not a number"));
+    }
+
+    #[tokio::test]
+    async fn blocking_work_past_its_bound_is_taken_for_stuck() {
+        let quick = tokio::task::spawn_blocking(|| 7);
+        assert_eq!(within(Duration::from_secs(5), "quick work", quick).await.unwrap(), 7);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let hung = tokio::task::spawn_blocking(move || held.recv().is_ok());
+        let e = within(Duration::from_millis(50), "the proof", hung).await.unwrap_err();
+        assert!(
+            matches!(&e, JobError::Stuck(m) if m.contains("the proof did not finish within 0.050 s")),
+            "{e}"
+        );
+        drop(release);
+        let boom = tokio::task::spawn_blocking(|| panic!("kernel fault"));
+        let e = within(Duration::from_secs(5), "the proof", boom).await.unwrap_err();
+        assert!(matches!(&e, JobError::Fatal(m) if m.contains("the proof panicked")), "{e}");
     }
 
     #[test]

@@ -53,6 +53,10 @@ struct Args {
     /// attempts, no worker excluded): later batches wait for it to reach L1.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     dead_job_retry_s: u64,
+    /// Seconds a job may be gone from the queue with no result before it is
+    /// queued again as a failed attempt (a worker acked it without answering).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    job_lost_after_s: u64,
     /// An IPFS node's RPC API (e.g. http://127.0.0.1:5001): batch data and
     /// records' content live there. Without it, in the embedded store under
     /// --data-dir (same CIDs), served at /api/v0.
@@ -110,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
     config.job_ack_wait = Duration::from_secs(args.job_ack_wait_s);
     config.job_max_deliver = args.job_max_deliver;
     config.dead_job_retry = Duration::from_secs(args.dead_job_retry_s);
+    config.job_lost_after = Duration::from_secs(args.job_lost_after_s);
     config.ipfs_api = args.ipfs_api;
     if let Some(rpc) = &args.l1_rpc {
         let key = args.l1_key.as_deref().context("--l1-rpc needs the sequencer's key in MEDROLLUP_L1_KEY")?;

@@ -245,6 +245,8 @@ pub struct CoordinatorOpts<'a> {
     pub job_max_deliver: i64,
     /// Seconds a dead job stays parked before it is queued again.
     pub dead_job_retry_s: u64,
+    /// Seconds a job may be gone from the queue with no result.
+    pub job_lost_after_s: u64,
     /// `(RPC URL, key, confirmations)` to land batches on L1.
     pub l1: Option<(&'a str, &'a str, u64)>,
     /// An IPFS node's RPC API as the content store.
@@ -265,6 +267,7 @@ impl<'a> CoordinatorOpts<'a> {
             job_ack_wait_s: 30,
             job_max_deliver: 5,
             dead_job_retry_s: 300,
+            job_lost_after_s: 30,
             l1: None,
             ipfs_api: None,
         }
@@ -296,6 +299,7 @@ impl Coordinator {
                 .args(["--job-ack-wait-s", &o.job_ack_wait_s.to_string()])
                 .args(["--job-max-deliver", &o.job_max_deliver.to_string()])
                 .args(["--dead-job-retry-s", &o.dead_job_retry_s.to_string()])
+                .args(["--job-lost-after-s", &o.job_lost_after_s.to_string()])
                 .env("RUST_LOG", "warn,medrollup_coordinator=info,medrollup_prover=info"),
             o.logs,
         );

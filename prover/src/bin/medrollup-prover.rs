@@ -79,6 +79,12 @@ enum Command {
         /// device); the least recently used is unloaded for a new one.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..))]
         max_keys: u64,
+        /// Seconds a proof (or a proving key's loading) may take before the
+        /// prover is taken for stuck: the job is failed back to the farm and
+        /// the worker exits (status 3) for its supervisor to start it again.
+        /// Keep it well above the machine's slowest proof.
+        #[arg(long, default_value = "1800", value_parser = worker::parse_timeout)]
+        prove_timeout_s: std::time::Duration,
     },
 }
 
@@ -126,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
             precompute_min,
             device_memory,
             max_keys,
+            prove_timeout_s,
         } => {
             let mut config = WorkerConfig::local(&name);
             config.nats_url = nats_url;
@@ -143,7 +150,17 @@ async fn main() -> anyhow::Result<()> {
             config.gpu.precompute_min = precompute_min;
             config.gpu.memory_limit = device_memory;
             config.max_keys = max_keys as usize;
-            worker::run(config, medrollup_wire::service::shutdown_signal()).await?;
+            config.prove_timeout = prove_timeout_s;
+            match worker::run(config, medrollup_wire::service::shutdown_signal()).await {
+                Ok(()) => {}
+                // Not a return from main: the runtime would wait for the
+                // stuck prover thread for ever.
+                Err(e @ worker::WorkerError::Stuck(_)) => {
+                    eprintln!("Error: {e}");
+                    std::process::exit(3);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())
