@@ -62,7 +62,8 @@ impl KuboStore {
             return Ok(r);
         }
         let status = r.status();
-        let body = r.text().await.unwrap_or_default();
+        let body = read_within(r, MAX_ANSWER, path).await.unwrap_or_default();
+        let body = String::from_utf8_lossy(&body).into_owned();
         // Kubo's errors: {"Message": "...", "Code": 0, "Type": "error"}.
         let message = serde_json::from_str::<serde_json::Value>(&body)
             .ok()
@@ -92,8 +93,7 @@ impl KuboStore {
             .expect("a valid MIME type");
         let form = reqwest::multipart::Form::new().part("file", part);
         let r = self.call("add?cid-version=1&raw-leaves=true&pin=true", Some(form)).await?;
-        let text =
-            r.text().await.map_err(|e| ContentError::Remote(format!("add: reading the answer: {e}")))?;
+        let text = String::from_utf8_lossy(&read_within(r, MAX_ANSWER, "add").await?).into_owned();
         // One JSON object per line (progress lines carry no Hash).
         let hash = text
             .lines()
@@ -114,7 +114,7 @@ impl KuboStore {
             Err(ContentError::Remote(m)) if Self::not_found(&m) => return Err(ContentError::NotFound(cid)),
             other => other?,
         };
-        let bytes = r.bytes().await.map_err(|e| ContentError::Remote(format!("cat {cid}: {e}")))?.to_vec();
+        let bytes = read_within(r, MAX_CONTENT, &format!("cat {cid}")).await?;
         if crate::unixfs::import(&bytes).root() != cid {
             return Err(ContentError::Remote(format!("cat {cid}: the node returned other content")));
         }
@@ -129,6 +129,31 @@ impl KuboStore {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Largest answer taken from the node other than content (`add`'s lines,
+/// an error's message).
+const MAX_ANSWER: usize = 1 << 20;
+
+/// An answer's body, refused past `limit` bytes: a node (or anything
+/// between) could stream without end, and content is bounded anyway.
+async fn read_within(mut r: reqwest::Response, limit: usize, what: &str) -> Result<Vec<u8>, ContentError> {
+    let too_much = |n: String| {
+        ContentError::Remote(format!("{what}: the node sends {n} bytes; at most {limit} are taken"))
+    };
+    if let Some(n) = r.content_length().filter(|&n| n > limit as u64) {
+        return Err(too_much(n.to_string()));
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) =
+        r.chunk().await.map_err(|e| ContentError::Remote(format!("{what}: reading the answer: {e}")))?
+    {
+        if bytes.len() + chunk.len() > limit {
+            return Err(too_much(format!("more than {}", bytes.len() + chunk.len())));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 impl ContentStore for KuboStore {
@@ -161,5 +186,59 @@ impl ContentStore for KuboStore {
                 Err(e) => Err(e),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A node that answers every request 200 with `total` bytes, streamed
+    /// in chunks with no length given.
+    async fn node_sending(total: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut req = [0u8; 4096];
+                    let _ = sock.read(&mut req).await;
+                    let head =
+                        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+                    if sock.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'x'; 1 << 20];
+                    let mut sent = 0;
+                    while sent < total {
+                        let n = chunk.len().min(total - sent);
+                        let frame = [format!("{n:x}\r\n").as_bytes(), &chunk[..n], b"\r\n"].concat();
+                        if sock.write_all(&frame).await.is_err() {
+                            return;
+                        }
+                        sent += n;
+                    }
+                    let _ = sock.write_all(b"0\r\n\r\n").await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_node_that_sends_more_than_content_can_hold_is_cut_off() {
+        let cid = crate::unixfs::import(b"a record").root();
+        let store = KuboStore::new(&node_sending(MAX_CONTENT + (4 << 20)).await);
+        let e = store.cat(cid).await.unwrap_err().to_string();
+        assert!(e.contains(&format!("cat {cid}: the node sends more than")), "{e}");
+        assert!(e.contains(&format!("at most {MAX_CONTENT} are taken")), "{e}");
+        // Within the bound the bytes are read, and checked against the CID.
+        let store = KuboStore::new(&node_sending(3 << 20).await);
+        let e = store.cat(cid).await.unwrap_err().to_string();
+        assert!(e.contains("the node returned other content"), "{e}");
+        // add's answer is bounded tighter.
+        let e = store.add(b"a record".to_vec()).await.unwrap_err().to_string();
+        assert!(e.contains("add: the node sends more than") && e.contains(&MAX_ANSWER.to_string()), "{e}");
     }
 }
