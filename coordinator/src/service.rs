@@ -92,9 +92,6 @@ pub struct Heard {
     pub at: Instant,
 }
 
-/// Bytes of a worker's name, at most (names key stored records).
-const MAX_WORKER_NAME: usize = 128;
-
 /// State shared by the loop and the HTTP API.
 #[derive(Debug)]
 pub struct Shared {
@@ -704,7 +701,7 @@ impl Coordinator {
 
     async fn on_result(&mut self, m: jetstream::Message) -> Result<(), CoordinatorError> {
         let r = match serde_json::from_slice::<JobResult>(&m.payload) {
-            Ok(r) if r.worker.is_empty() || r.worker.len() > MAX_WORKER_NAME => {
+            Ok(r) if r.worker.is_empty() || r.worker.len() > medrollup_wire::natsconf::MAX_WORKER_NAME => {
                 warn!(subject = %m.subject, "a result whose worker name is empty or too long; dropped");
                 self.shared.metrics.results_dropped_total.inc();
                 m.ack().await.map_err(nats_err!("ack"))?;

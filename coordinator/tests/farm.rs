@@ -572,6 +572,88 @@ async fn worker_and_client_credentials_cannot_publish_what_is_not_theirs() {
     // A client's own subject works.
     let ok = client.publish(medrollup_wire::subjects::TX_SUBMIT, tx.into()).await.unwrap().await;
     assert!(ok.is_ok());
+    // A hospital's worker speaks only for itself.
+    let (user, password) = worker_credential("hospital-a");
+    let a = jetstream::new(farm.nats.connect((&user, &password)).await);
+    assert!(published(&a, &medrollup_wire::subjects::result("hospital-a")).await);
+    for subject in
+        [medrollup_wire::subjects::result("hospital-b"), medrollup_wire::subjects::heartbeat("hospital-b")]
+    {
+        assert!(!published(&a, &subject).await, "hospital-a's worker could publish to {subject}");
+    }
+}
+
+/// Whether a JetStream publish to `subject` is stored (a refused one gets
+/// no ack).
+async fn published(js: &async_nats::jetstream::Context, subject: &str) -> bool {
+    match js.publish(subject.to_string(), "{}".into()).await {
+        Ok(ack) => tokio::time::timeout(Duration::from_secs(5), ack).await.is_ok_and(|r| r.is_ok()),
+        Err(_) => false,
+    }
+}
+
+/// `medrollup-coordinator nats-config`: a user per worker, owner-only
+/// password files kept when it is run again (a worker added later), bad
+/// names refused, and a nats-server that runs the result keeps each worker
+/// to its own subjects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_config_gives_each_worker_a_user_and_keeps_passwords_when_run_again() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nats-auth");
+    let port = free_port();
+    let run = |workers: &[&str]| {
+        let mut cmd = std::process::Command::new(coordinator_bin());
+        cmd.args(["nats-config", "--out"]).arg(&out).args(["--port", &port.to_string()]);
+        for w in workers {
+            cmd.args(["--worker", w]);
+        }
+        cmd.output().unwrap()
+    };
+    let read = |user: &str| {
+        std::fs::read_to_string(out.join(format!("{user}.password"))).unwrap().trim().to_string()
+    };
+    let o = run(&["hospital-a"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (coordinator_pw, a_pw) = (read("coordinator"), read("worker-hospital-a"));
+    assert_eq!(a_pw.len(), 48, "192 bits, hex");
+    for f in ["nats.conf", "coordinator.password", "worker-hospital-a.password"] {
+        let mode = std::fs::metadata(out.join(f)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
+    let o = run(&["hospital-a", "hospital-b"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!((read("coordinator"), read("worker-hospital-a")), (coordinator_pw.clone(), a_pw.clone()));
+    assert_ne!(read("worker-hospital-b"), a_pw);
+    let o = run(&["hospital-a", "a.b"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("'.' is not a letter"));
+    // The server runs it.
+    let _nats = Proc::spawn(
+        "nats-server",
+        std::process::Command::new(nats_server_bin()).arg("-c").arg(out.join("nats.conf")),
+        dir.path(),
+    );
+    let url = format!("nats://127.0.0.1:{port}");
+    let connect = |user: &str, password: String| {
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password).connect(url.clone())
+    };
+    let admin = wait_for("nats-server", Duration::from_secs(20), || async {
+        connect("coordinator", coordinator_pw.clone()).await.ok()
+    })
+    .await;
+    async_nats::jetstream::new(admin)
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: medrollup_wire::streams::RESULTS.into(),
+            subjects: vec![format!("{}.*", medrollup_wire::subjects::RESULT_PREFIX)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let a = async_nats::jetstream::new(connect("worker-hospital-a", a_pw.clone()).await.unwrap());
+    assert!(published(&a, &medrollup_wire::subjects::result("hospital-a")).await);
+    assert!(!published(&a, &medrollup_wire::subjects::result("hospital-b")).await);
+    assert!(connect("worker-hospital-a", "wrong".into()).await.is_err(), "a wrong password is refused");
 }
 
 /// Binds to the job queue with a worker's credential, as a hostile worker would.

@@ -121,14 +121,33 @@ fn start(out: &Path, p: &Ports) -> anyhow::Result<(Farm, PathBuf)> {
     std::fs::create_dir_all(&logs)?;
     let mut farm = Farm(Vec::new());
     let keys = keys()?;
+    // The bus locked down as in production: a user per role and per
+    // hospital's worker, from `medrollup-coordinator nats-config`.
+    let names: Vec<String> = (1..=p.workers.len()).map(|i| format!("hospital-{i}")).collect();
+    let auth = out.join("nats-auth");
+    let mut config = Command::new(sibling("medrollup-coordinator")?);
+    config
+        .args(["nats-config", "--out"])
+        .arg(&auth)
+        .args(["--port", &p.nats.to_string(), "--store"])
+        .arg(out.join("nats"));
+    for name in &names {
+        config.args(["--worker", name]);
+    }
+    let made = config.output()?;
+    if !made.status.success() {
+        bail!("medrollup-coordinator nats-config: {}", String::from_utf8_lossy(&made.stderr));
+    }
+    let password = |user: &str| -> anyhow::Result<String> {
+        let path = auth.join(format!("{user}.password"));
+        Ok(std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .trim()
+            .to_string())
+    };
     let nats_bin = find(repo().join(".tools/venv/bin/nats-server"), "nats-server", "run scripts/services")?;
-    let mut nats = Service::spawn(
-        "nats-server",
-        Command::new(nats_bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &p.nats.to_string(), "-sd"])
-            .arg(out.join("nats")),
-        &logs,
-    )?;
+    let mut nats =
+        Service::spawn("nats-server", Command::new(nats_bin).arg("-c").arg(auth.join("nats.conf")), &logs)?;
     nats.wait_port(p.nats, Duration::from_secs(20))?;
     farm.0.push(nats);
     let anvil_bin = medrollup_l1::devnet::anvil_bin().map_err(anyhow::Error::msg)?;
@@ -151,6 +170,8 @@ fn start(out: &Path, p: &Ports) -> anyhow::Result<(Farm, PathBuf)> {
         "coordinator",
         Command::new(sibling("medrollup-coordinator")?)
             .args(["--nats-url", &nats_url, "--http", &format!("127.0.0.1:{}", p.http)])
+            .args(["--nats-user", "coordinator"])
+            .env("MEDROLLUP_NATS_PASSWORD", password("coordinator")?)
             .arg("--data-dir")
             .arg(out.join("coordinator"))
             .arg("--keys-dir")
@@ -161,12 +182,13 @@ fn start(out: &Path, p: &Ports) -> anyhow::Result<(Farm, PathBuf)> {
     )?;
     coordinator.wait_port(p.http, Duration::from_secs(120))?;
     farm.0.push(coordinator);
-    for (i, port) in p.workers.iter().enumerate() {
-        let name = format!("hospital-{}", i + 1);
+    for (name, port) in names.iter().zip(&p.workers) {
+        let user = medrollup_wire::natsconf::worker_user(name);
         let w = Service::spawn(
             &format!("worker-{name}"),
             Command::new(sibling("medrollup-prover")?)
-                .args(["worker", "--nats-url", &nats_url, "--name", &name])
+                .args(["worker", "--nats-url", &nats_url, "--name", name, "--nats-user", &user])
+                .env("MEDROLLUP_NATS_PASSWORD", password(&user)?)
                 .arg("--cache-dir")
                 .arg(out.join(format!("cache-{name}")))
                 .args(["--metrics", &format!("127.0.0.1:{port}")])

@@ -443,12 +443,7 @@ async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()
 /// subjects (`medrollup.results.<name>`), and the coordinator drops results
 /// under names over 128 bytes.
 pub fn parse_name(name: &str) -> Result<String, String> {
-    if name.is_empty() || name.len() > 128 {
-        return Err(format!("{} bytes; a worker name has 1 to 128", name.len()));
-    }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-        return Err(format!("{c:?} is not a letter, a digit, '-' or '_'"));
-    }
+    medrollup_wire::natsconf::check_worker_name(name)?;
     Ok(name.to_string())
 }
 

@@ -47,6 +47,8 @@ pub mod service {
     }
 }
 
+pub mod natsconf;
+
 /// NATS subjects.
 pub mod subjects {
     /// Where clients publish transactions.

@@ -2,19 +2,62 @@
 //! coordinator until Ctrl-C or SIGTERM.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use medrollup_circuits::sample;
 use medrollup_circuits::state::Genesis;
 use medrollup_coordinator::Config;
 use medrollup_coordinator::l1::L1Settings;
 use medrollup_l1::submitter::{self, L1Config};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The medrollup coordinator: intake, sequencer, prover farm, verification.
 #[derive(Debug, Parser)]
-#[command(version)]
+#[command(version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: Args,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Write the farm's nats-server configuration, with a user per role.
+    ///
+    /// The coordinator, the clients and each named worker get a user
+    /// allowed only what its role needs (a worker: the job queue, the key
+    /// bucket, and its own result and heartbeat subjects). Passwords
+    /// are generated into <OUT>/<user>.password (owner-only) and kept when
+    /// run again, so workers can be added; a worker left out loses access.
+    NatsConfig {
+        /// Directory for nats.conf and the password files.
+        #[arg(long)]
+        out: PathBuf,
+        /// A worker's name (repeat for each hospital's worker); its user is
+        /// worker-<name>.
+        #[arg(long = "worker", value_parser = parse_worker_name)]
+        workers: Vec<String>,
+        /// Address nats-server listens on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port nats-server listens on.
+        #[arg(long, default_value_t = 4222)]
+        port: u16,
+        /// JetStream's store (default: <OUT>/jetstream).
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+}
+
+fn parse_worker_name(name: &str) -> Result<String, String> {
+    medrollup_wire::natsconf::check_worker_name(name)?;
+    Ok(name.to_string())
+}
+
+/// Running the coordinator.
+#[derive(Debug, clap::Args)]
 struct Args {
     /// NATS server.
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "MEDROLLUP_NATS_URL")]
@@ -85,10 +128,86 @@ struct Args {
     l1_stuck_after_ms: u64,
 }
 
+/// The password of `user` in `dir`: the one kept there, else a new one
+/// (192 random bits, hex), written owner-only.
+fn password(dir: &Path, user: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join(format!("{user}.password"));
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if kept.trim().is_empty() => {
+            anyhow::bail!("{} is empty: delete it to have a new password made", path.display())
+        }
+        Ok(kept) => return Ok(kept.trim().to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+    let mut random = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut random)?;
+    let made = hex::encode(random);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(f, "{made}")?;
+    f.sync_all()?;
+    Ok(made)
+}
+
+fn nats_config(
+    out: &Path,
+    workers: &[String],
+    host: &str,
+    port: u16,
+    store: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    use medrollup_wire::natsconf::{Role, User, server_config, worker_user};
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let mut users =
+        vec![("coordinator".to_string(), Role::Coordinator), ("clients".to_string(), Role::Clients)];
+    users.extend(workers.iter().map(|w| (worker_user(w), Role::Worker(Some(w.clone())))));
+    let users = users
+        .into_iter()
+        .map(|(user, role)| Ok(User { password: password(out, &user)?, user, role }))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let store = store.unwrap_or_else(|| out.join("jetstream"));
+    let store = std::path::absolute(&store)?;
+    let text = server_config(host, port, &store, &users)?;
+    let conf = out.join("nats.conf");
+    let tmp = out.join(".nats.conf.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &conf)?;
+    println!("wrote {}: start the server with  nats-server -c {}", conf.display(), conf.display());
+    println!("give each process its user, and its password from the file (as MEDROLLUP_NATS_PASSWORD):");
+    for u in &users {
+        let what = match &u.role {
+            Role::Coordinator => "medrollup-coordinator --nats-user coordinator".to_string(),
+            Role::Clients => "whatever submits transactions over NATS".to_string(),
+            Role::Worker(name) => format!(
+                "medrollup-prover worker --name {} --nats-user {}",
+                name.as_deref().unwrap_or("*"),
+                u.user
+            ),
+        };
+        println!("  {:<24} {}  ({})", u.user, out.join(format!("{}.password", u.user)).display(), what);
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::NatsConfig { out, workers, host, port, store }) = cli.command {
+        return nats_config(&out, &workers, &host, port, store);
+    }
     medrollup_wire::service::init_logging();
-    let args = Args::parse();
+    let args = cli.run;
     let genesis: Genesis = match &args.genesis {
         Some(p) => {
             serde_json::from_slice(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)

@@ -46,63 +46,47 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// The permissions the farm runs with: clients publish transactions and read
-/// answers; workers take jobs, ack them, fetch keys, return results and
-/// heartbeat; only the coordinator does everything else.
+/// The workers the tests start by name, each with its own NATS user
+/// (`worker-<name>`, password `<name>-test-secret`), allowed only its own
+/// result and heartbeat subjects, as `medrollup-coordinator nats-config`
+/// makes them.
+pub const WORKERS: &[&str] = &[
+    "hospital-a",
+    "hospital-b",
+    "hospital-0",
+    "hospital-1",
+    "gpu-hospital",
+    "doomed",
+    "survivor",
+    "honest",
+    "steady",
+    "stuck",
+];
+
+/// The NATS credential of the test worker `name`.
+pub fn worker_credential(name: &str) -> (String, String) {
+    assert!(WORKERS.contains(&name), "worker {name:?} has no NATS user: add it to common::WORKERS");
+    (medrollup_wire::natsconf::worker_user(name), format!("{name}-test-secret"))
+}
+
+/// The farm's configuration (`medrollup_wire::natsconf`): the coordinator,
+/// the clients, a user per test worker, and [`WORKER`], one credential that
+/// may use any worker name (as a farm that shares one among its workers),
+/// which the hostile-worker tests use.
 pub fn nats_config(port: u16, store: &Path) -> String {
-    let jobs = medrollup_wire::streams::JOBS;
-    let consumer = medrollup_wire::streams::JOBS_CONSUMER;
-    let keys = format!("OBJ_{}", medrollup_wire::streams::KEYS_BUCKET);
-    format!(
-        r#"
-host: 127.0.0.1
-port: {port}
-max_payload: 8MB
-jetstream {{ store_dir: "{store}" }}
-accounts {{
-  MEDROLLUP {{
-    jetstream: enabled
-    users: [
-      {{ user: "{cu}", password: "{cp}" }}
-      {{ user: "{wu}", password: "{wp}", permissions: {{
-          publish: {{ allow: [
-            "$JS.API.INFO",
-            "$JS.API.STREAM.INFO.{jobs}",
-            "$JS.API.CONSUMER.INFO.{jobs}.{consumer}",
-            "$JS.API.CONSUMER.MSG.NEXT.{jobs}.{consumer}",
-            "$JS.ACK.{jobs}.{consumer}.>",
-            "$JS.API.STREAM.INFO.{keys}",
-            "$JS.API.STREAM.MSG.GET.{keys}",
-            "$JS.API.DIRECT.GET.{keys}.>",
-            "$JS.API.CONSUMER.CREATE.{keys}",
-            "$JS.API.CONSUMER.CREATE.{keys}.>",
-            "$JS.API.CONSUMER.DELETE.{keys}.>",
-            "$JS.FC.{keys}.>",
-            "{results}.*",
-            "{heartbeat}.*"
-          ] }}
-          subscribe: {{ allow: ["_INBOX.>"] }}
-      }} }}
-      {{ user: "{clu}", password: "{clp}", permissions: {{
-          publish: {{ allow: ["{tx}"] }}
-          subscribe: {{ allow: ["_INBOX.>", "{answers}.>"] }}
-      }} }}
-    ]
-  }}
-}}
-"#,
-        store = store.display(),
-        cu = COORDINATOR.0,
-        cp = COORDINATOR.1,
-        wu = WORKER.0,
-        wp = WORKER.1,
-        clu = CLIENT.0,
-        clp = CLIENT.1,
-        results = subjects::RESULT_PREFIX,
-        heartbeat = subjects::HEARTBEAT_PREFIX,
-        tx = subjects::TX_SUBMIT,
-        answers = subjects::ANSWER_PREFIX,
-    )
+    use medrollup_wire::natsconf::{Role, User, server_config};
+    let user =
+        |(user, password): (&str, &str), role| User { user: user.into(), password: password.into(), role };
+    let mut users = vec![
+        user(COORDINATOR, Role::Coordinator),
+        user(CLIENT, Role::Clients),
+        user(WORKER, Role::Worker(None)),
+    ];
+    for name in WORKERS {
+        let (u, p) = worker_credential(name);
+        users.push(user((&u, &p), Role::Worker(Some(name.to_string()))));
+    }
+    server_config("127.0.0.1", port, store, &users).unwrap()
 }
 
 /// A process whose output goes to a log file, killed when dropped; the log's
@@ -326,12 +310,13 @@ pub fn start_worker(nats: &Nats, name: &str, cache: &Path, logs: &Path) -> Proc 
 
 /// A worker process named `name`, with more arguments.
 pub fn start_worker_with(nats: &Nats, name: &str, cache: &Path, logs: &Path, extra: &[&str]) -> Proc {
+    let (user, password) = worker_credential(name);
     Proc::spawn(
         &format!("worker-{name}"),
         Command::new(prover_bin())
-            .args(["worker", "--nats-url", &nats.url, "--nats-user", WORKER.0, "--name", name])
+            .args(["worker", "--nats-url", &nats.url, "--nats-user", &user, "--name", name])
             .args(extra)
-            .env("MEDROLLUP_NATS_PASSWORD", WORKER.1)
+            .env("MEDROLLUP_NATS_PASSWORD", password)
             .arg("--cache-dir")
             .arg(cache)
             .args(["--heartbeat-ms", "200", "--progress-ms", "500"])

@@ -1,0 +1,234 @@
+//! The nats-server configuration a farm runs with: one account with
+//! JetStream, and a user per role, each allowed only what its role needs.
+//!
+//! - The coordinator: everything (it creates the streams, the job consumer
+//!   and the key bucket, publishes jobs, reads results).
+//! - Clients: publish transactions, read answers.
+//! - A worker: take and ack jobs, read the key bucket, and publish its
+//!   results and heartbeats on its own subjects only
+//!   ([`subjects::result`]`(name)`, [`subjects::heartbeat`]`(name)`): with a
+//!   user per hospital, no worker can fail a job, or beat, in another's name
+//!   (the coordinator counts a result only on its worker's own subject).
+//!   A worker user with no name may use any name: a farm that shares one
+//!   credential among its workers cannot tell them apart.
+//!
+//! `medrollup-coordinator nats-config` writes such a configuration with
+//! generated passwords; the demo and the tests run with it.
+
+use crate::{streams, subjects};
+use std::fmt::Write;
+use std::path::Path;
+
+/// What a user may do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The coordinator: everything.
+    Coordinator,
+    /// Clients: publish transactions, read answers.
+    Clients,
+    /// A worker: the job queue, the key bucket, and results and heartbeats
+    /// in the name given (any name when `None`).
+    Worker(Option<String>),
+}
+
+/// A user of the farm's account.
+#[derive(Clone, Debug)]
+pub struct User {
+    /// The user name.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+    /// What it may do.
+    pub role: Role,
+}
+
+/// Longest worker name: it is a subject token, and the coordinator drops
+/// results under longer names.
+pub const MAX_WORKER_NAME: usize = 128;
+
+/// Checks a worker name: 1 to [`MAX_WORKER_NAME`] bytes of letters, digits,
+/// `-` and `_` (it is the last token of the worker's subjects).
+pub fn check_worker_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_WORKER_NAME {
+        return Err(format!("{} bytes; a worker name has 1 to {MAX_WORKER_NAME}", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        return Err(format!("{c:?} is not a letter, a digit, '-' or '_'"));
+    }
+    Ok(())
+}
+
+/// The NATS user name of the worker named `name`.
+pub fn worker_user(name: &str) -> String {
+    format!("worker-{name}")
+}
+
+/// What a configuration cannot be made of.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A bad worker name.
+    #[error("worker {name:?}: {why}")]
+    WorkerName {
+        /// The name.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A user name, password, host or path nats-server would misread.
+    #[error(
+        "{0:?}: names, passwords, the host and the store path are printable ASCII, at least 1 character, with no quote or backslash"
+    )]
+    Unquotable(String),
+    /// Two users with one name.
+    #[error("user {0:?} is given twice")]
+    Duplicate(String),
+}
+
+/// A string nats-server reads back as itself inside double quotes.
+fn quotable(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\')
+}
+
+/// The configuration: nats-server on `host:port` with JetStream under
+/// `store_dir`, and `users` in one account.
+pub fn server_config(host: &str, port: u16, store_dir: &Path, users: &[User]) -> Result<String, ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut entries = String::new();
+    for u in users {
+        if !quotable(&u.user) || !quotable(&u.password) {
+            return Err(ConfigError::Unquotable(u.user.clone()));
+        }
+        if !seen.insert(u.user.as_str()) {
+            return Err(ConfigError::Duplicate(u.user.clone()));
+        }
+        let permissions = match &u.role {
+            Role::Coordinator => String::new(),
+            Role::Clients => format!(
+                r#", permissions: {{
+          publish: {{ allow: ["{tx}"] }}
+          subscribe: {{ allow: ["_INBOX.>", "{answers}.>"] }}
+      }}"#,
+                tx = subjects::TX_SUBMIT,
+                answers = subjects::ANSWER_PREFIX,
+            ),
+            Role::Worker(name) => {
+                let token = match name {
+                    Some(n) => {
+                        check_worker_name(n)
+                            .map_err(|why| ConfigError::WorkerName { name: n.clone(), why })?;
+                        n.as_str()
+                    }
+                    None => "*",
+                };
+                worker_permissions(token)
+            }
+        };
+        let _ =
+            write!(entries, "\n      {{ user: \"{}\", password: \"{}\"{permissions} }}", u.user, u.password);
+    }
+    let store = store_dir.display().to_string();
+    for s in [host, store.as_str()] {
+        if !quotable(s) {
+            return Err(ConfigError::Unquotable(s.to_string()));
+        }
+    }
+    Ok(format!(
+        r#"# medrollup's NATS: one account with JetStream; each user may do what its
+# role needs (see medrollup_wire::natsconf).
+host: "{host}"
+port: {port}
+# A job carries its batch's witness.
+max_payload: 8MB
+jetstream {{ store_dir: "{store}" }}
+accounts {{
+  MEDROLLUP {{
+    jetstream: enabled
+    users: [{entries}
+    ]
+  }}
+}}
+"#
+    ))
+}
+
+/// A worker's permissions, its results and heartbeats under `token` (a
+/// name, or `*` for any).
+fn worker_permissions(token: &str) -> String {
+    let jobs = streams::JOBS;
+    let consumer = streams::JOBS_CONSUMER;
+    let keys = format!("OBJ_{}", streams::KEYS_BUCKET);
+    format!(
+        r#", permissions: {{
+          publish: {{ allow: [
+            "$JS.API.INFO",
+            "$JS.API.STREAM.INFO.{jobs}",
+            "$JS.API.CONSUMER.INFO.{jobs}.{consumer}",
+            "$JS.API.CONSUMER.MSG.NEXT.{jobs}.{consumer}",
+            "$JS.ACK.{jobs}.{consumer}.>",
+            "$JS.API.STREAM.INFO.{keys}",
+            "$JS.API.STREAM.MSG.GET.{keys}",
+            "$JS.API.DIRECT.GET.{keys}.>",
+            "$JS.API.CONSUMER.CREATE.{keys}",
+            "$JS.API.CONSUMER.CREATE.{keys}.>",
+            "$JS.API.CONSUMER.DELETE.{keys}.>",
+            "$JS.FC.{keys}.>",
+            "{results}.{token}",
+            "{heartbeat}.{token}"
+          ] }}
+          subscribe: {{ allow: ["_INBOX.>"] }}
+      }}"#,
+        results = subjects::RESULT_PREFIX,
+        heartbeat = subjects::HEARTBEAT_PREFIX,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(user: &str, role: Role) -> User {
+        User { user: user.into(), password: format!("{user}-secret"), role }
+    }
+
+    #[test]
+    fn each_worker_may_publish_results_and_heartbeats_only_in_its_own_name() {
+        let users = [
+            user("coordinator", Role::Coordinator),
+            user("clients", Role::Clients),
+            user(&worker_user("hospital-a"), Role::Worker(Some("hospital-a".into()))),
+            user("shared", Role::Worker(None)),
+        ];
+        let conf = server_config("127.0.0.1", 4222, Path::new("/var/lib/nats"), &users).unwrap();
+        let block = |u: &str| {
+            let start = conf.find(&format!("user: \"{u}\"")).unwrap();
+            let end = conf[start..].find("\n      {").map_or(conf.len(), |e| start + e);
+            conf[start..end].to_string()
+        };
+        let a = block("worker-hospital-a");
+        assert!(a.contains("\"medrollup.results.hospital-a\""), "{a}");
+        assert!(a.contains("\"medrollup.workers.heartbeat.hospital-a\""), "{a}");
+        assert!(!a.contains("results.*") && !a.contains(subjects::TX_SUBMIT), "{a}");
+        assert!(block("shared").contains("\"medrollup.results.*\""));
+        let c = block("clients");
+        assert!(c.contains(subjects::TX_SUBMIT) && !c.contains("$JS.ACK"), "{c}");
+        assert!(!block("coordinator").contains("permissions"), "the coordinator may do everything");
+        assert!(conf.contains("store_dir: \"/var/lib/nats\"") && conf.contains("port: 4222"), "{conf}");
+    }
+
+    #[test]
+    fn names_and_passwords_nats_would_misread_are_refused() {
+        let bad_name = [user("w", Role::Worker(Some("a.b".into())))];
+        let e = server_config("h", 1, Path::new("/s"), &bad_name).unwrap_err();
+        assert!(e.to_string().contains("'.' is not a letter"), "{e}");
+        let mut quoted = user("w", Role::Clients);
+        quoted.password = "pa\"ss".into();
+        assert_eq!(
+            server_config("h", 1, Path::new("/s"), &[quoted]),
+            Err(ConfigError::Unquotable("w".into()))
+        );
+        let twice = [user("w", Role::Clients), user("w", Role::Coordinator)];
+        assert_eq!(server_config("h", 1, Path::new("/s"), &twice), Err(ConfigError::Duplicate("w".into())));
+        assert!(check_worker_name(&"w".repeat(129)).unwrap_err().contains("1 to 128"));
+        assert!(check_worker_name("hospital-a_2").is_ok());
+    }
+}
