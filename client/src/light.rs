@@ -246,7 +246,7 @@ impl LightClient {
         let claimed = l1::root_word(&answer.root);
         let started = Instant::now();
         loop {
-            match l1::root_after(&self.l1, self.rollup, answer.batches_sealed).await? {
+            match l1::root_after_claimed(&self.l1, self.rollup, answer.batches_sealed, claimed).await? {
                 Some(root) if root == claimed => return Ok(leaf),
                 Some(root) => {
                     return Err(LightError::NotOnL1 {

@@ -404,6 +404,29 @@ pub async fn root_after(
     Ok(batch_event(provider, rollup, batches - 1).await?.and_then(|l| l.topics().get(2).copied()))
 }
 
+/// [`root_after`] for an answer that claims `claimed`: the usual question,
+/// about the chain's latest state, is answered from its batch count and
+/// root, read at one block, with no log query (hosted nodes bound those);
+/// any other case, a mismatch included (one read can mix two states, see
+/// the submitter's disagreement handling), from the batch's event.
+pub async fn root_after_claimed(
+    provider: &DynProvider,
+    rollup: Address,
+    batches: u64,
+    claimed: B256,
+) -> Result<Option<B256>, L1Error> {
+    if batches > 0 {
+        let now = chain_state(provider, rollup).await?;
+        if now.count == batches && now.root == claimed {
+            return Ok(Some(now.root));
+        }
+        if now.count < batches {
+            return Ok(None);
+        }
+    }
+    root_after(provider, rollup, batches).await
+}
+
 /// The `BatchSubmitted` event of batch `index` in the canonical chain, if
 /// it is there (the last, should a node keep more than one).
 async fn batch_event(

@@ -211,6 +211,21 @@ async fn assert_chain_holds(url: &str, rollup: Address, n: usize) {
         };
         assert!(c.isBatchRecord(U256::from(b.index), r).call().await.unwrap(), "record of batch {}", b.index);
     }
+    // The root after each number of batches, as light clients read it.
+    let p = submitter::connect_read_only(url).unwrap();
+    let genesis = MedRollup::new(rollup, &p).genesisRoot().call().await.unwrap();
+    let root = |k: usize| if k == 0 { genesis } else { expect[k - 1].1 };
+    for k in 0..=n {
+        let got = submitter::root_after(&p, rollup, k as u64).await.unwrap();
+        assert_eq!(got, Some(root(k)), "after {k} batches");
+        for claimed in [root(k), B256::repeat_byte(9)] {
+            let got = submitter::root_after_claimed(&p, rollup, k as u64, claimed).await.unwrap();
+            assert_eq!(got, Some(root(k)), "after {k} batches, {claimed} claimed");
+        }
+    }
+    assert_eq!(submitter::root_after(&p, rollup, n as u64 + 1).await.unwrap(), None);
+    let claimed = submitter::root_after_claimed(&p, rollup, n as u64 + 1, B256::ZERO).await.unwrap();
+    assert_eq!(claimed, None);
 }
 
 async fn rpc(url: &str, method: &'static str, params: serde_json::Value) -> serde_json::Value {
