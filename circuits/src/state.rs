@@ -309,7 +309,7 @@ impl AuditEntry {
 pub struct RecordLeaf {
     /// The patient who owns it.
     pub owner: u64,
-    /// The doctor who added it (0 when the owner wrote the last version).
+    /// The doctor who added it (kept when the owner writes a new version).
     pub author: u64,
     /// sha256 digest inside the content's CID.
     #[serde(with = "crate::field::serde_hex32")]

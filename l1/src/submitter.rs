@@ -50,7 +50,18 @@ pub struct L1Config {
     pub fee_bump_percent: u64,
     /// Gas limit of a submission.
     pub gas_limit: u64,
+    /// The most a submission offers per gas (max fee; the tip is at most
+    /// that), in wei, however long it waits: fee raises stop there, and a
+    /// transaction at the cap waits for the network's fees to come down.
+    pub max_fee_cap: u128,
 }
+
+/// [`L1Config::max_fee_cap`] by default: 500 gwei (about 0.14 ETH for a
+/// 282k-gas submission at most).
+pub const DEFAULT_MAX_FEE_CAP: u128 = 500 * GWEI;
+
+/// Wei in a gwei.
+pub const GWEI: u128 = 1_000_000_000;
 
 impl std::fmt::Debug for L1Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -61,6 +72,7 @@ impl std::fmt::Debug for L1Config {
             .field("poll", &self.poll)
             .field("stuck_after", &self.stuck_after)
             .field("fee_bump_percent", &self.fee_bump_percent)
+            .field("max_fee_cap", &self.max_fee_cap)
             .finish_non_exhaustive()
     }
 }
@@ -76,6 +88,7 @@ impl L1Config {
             stuck_after: Duration::from_secs(6),
             fee_bump_percent: 25,
             gas_limit: 1_000_000,
+            max_fee_cap: DEFAULT_MAX_FEE_CAP,
         }
     }
 }
@@ -504,6 +517,22 @@ pub fn raise_over(fresh: (u128, u128), old: (u128, u128), percent: u64) -> (u128
     (max_fee, fresh.1.max(bump(old.1)).min(max_fee))
 }
 
+/// `(max fee, tip)` within `cap` wei per gas (the tip never above the max fee).
+pub fn capped((max_fee, tip): (u128, u128), cap: u128) -> (u128, u128) {
+    let max_fee = max_fee.min(cap);
+    (max_fee, tip.min(max_fee))
+}
+
+/// What replaces a transaction sent at `current`: `raised` within `cap`,
+/// if a node would take it as a replacement (both fields at least 10%
+/// higher, geth's and anvil's minimum); `None` once the cap leaves no such
+/// raise (the transaction waits as it is).
+pub fn replacement(current: (u128, u128), raised: (u128, u128), cap: u128) -> Option<(u128, u128)> {
+    let next = capped(raised, cap);
+    let enough = |new: u128, old: u128| new > old + old / 10;
+    (enough(next.0, current.0) && enough(next.1, current.1)).then_some(next)
+}
+
 /// Whether a send failed because the node holds a transaction at the same
 /// nonce with fees the new one does not beat.
 fn underpriced(e: &L1Error) -> bool {
@@ -806,12 +835,13 @@ impl Submitter {
         let from = self.address();
         let nonce = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
         let (mut max_fee, mut tip) = fresh_fees(&p).await?;
-        let percent = self.config.fee_bump_percent;
+        let (percent, cap) = (self.config.fee_bump_percent, self.config.max_fee_cap);
         if let Some((n, m, t)) = self.last_fees
             && n == nonce
         {
             (max_fee, tip) = raise_over((max_fee, tip), (m, t), percent);
         }
+        (max_fee, tip) = capped((max_fee, tip), cap);
         let (rollup, chain_id, gas_limit) = (self.rollup, self.chain_id, self.config.gas_limit);
         let request = |max_fee: u128, tip: u128| {
             TransactionRequest::default()
@@ -833,7 +863,15 @@ impl Submitter {
             match send(&p, &self.wallet, request(max_fee, tip)).await {
                 Err(e) if underpriced(&e) && raises < 40 => {
                     raises += 1;
-                    (max_fee, tip) = raise_over((max_fee, tip), (max_fee, tip), percent);
+                    let raised = raise_over((max_fee, tip), (max_fee, tip), percent);
+                    let Some(raised) = replacement((max_fee, tip), raised, cap) else {
+                        return Err(L1Error::Rpc(format!(
+                            "a transaction at nonce {nonce} offers more than the fee cap ({} gwei per gas) \
+                             can beat: {e}",
+                            cap as f64 / GWEI as f64
+                        )));
+                    };
+                    (max_fee, tip) = raised;
                     warn!(
                         batch = index,
                         nonce, max_fee, tip, "a transaction with higher fees waits at this nonce: raising"
@@ -902,7 +940,16 @@ impl Submitter {
                 .map_err(rpc("looking up a transaction"))?
                 .is_some();
             if known {
-                (max_fee, tip) = raise_over(fresh_fees(&p).await?, (max_fee, tip), percent);
+                let raised = raise_over(fresh_fees(&p).await?, (max_fee, tip), percent);
+                let Some(raised) = replacement((max_fee, tip), raised, cap) else {
+                    warn!(
+                        batch = index,
+                        nonce, max_fee, "transaction stuck at the fee cap: waiting for fees to fall"
+                    );
+                    sent_at = Instant::now();
+                    continue;
+                };
+                (max_fee, tip) = raised;
                 warn!(batch = index, nonce, max_fee, tip, "transaction stuck: raising its fees");
                 observer.fee_bumped(index);
             } else {
@@ -1052,6 +1099,22 @@ mod tests {
             "sending a transaction: replacement transaction underpriced".into()
         )));
         assert!(!underpriced(&L1Error::Rpc("sending a transaction: nonce too low".into())));
+    }
+
+    #[test]
+    fn fees_stop_at_the_cap_with_the_tip_within_the_max_fee() {
+        assert_eq!(capped((900 * GWEI, 700 * GWEI), 500 * GWEI), (500 * GWEI, 500 * GWEI));
+        assert_eq!(capped((900 * GWEI, 2 * GWEI), 500 * GWEI), (500 * GWEI, 2 * GWEI));
+        assert_eq!(capped((30 * GWEI, 2 * GWEI), 500 * GWEI), (30 * GWEI, 2 * GWEI), "below it: unchanged");
+        // At the cap no replacement is offered (a node would refuse one
+        // whose max fee is not 10% higher): the submitter waits instead.
+        let at = capped((500 * GWEI, 2 * GWEI), 500 * GWEI);
+        assert_eq!(replacement(at, raise_over(at, at, 25), 500 * GWEI), None);
+        // Below it a raise is offered, up to the cap when that is 10% more.
+        let below = (400 * GWEI, 2 * GWEI);
+        let raised = raise_over(below, below, 25);
+        assert_eq!(replacement(below, raised, 450 * GWEI), Some((450 * GWEI, raised.1)));
+        assert_eq!(replacement(below, raised, 420 * GWEI), None, "5% more is no replacement");
     }
 
     #[test]

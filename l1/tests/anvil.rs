@@ -331,6 +331,34 @@ async fn a_stuck_transaction_gets_higher_fees_and_a_dropped_one_is_sent_again() 
     assert_chain_holds(&url, rollup, 1).await;
 }
 
+/// A submission never offers more than the fee cap: one sent at the cap
+/// and stuck is left to wait (no raise), and lands once a block comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_transaction_at_the_fee_cap_waits_without_raises() {
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
+    rpc(&url, "evm_setAutomine", serde_json::json!([false])).await;
+    source.prove_upto(1);
+    // Fresh fees here are at least 2 gwei (a 1 gwei tip over the base fee).
+    let cap = 1_500_000_000u128;
+    let mut c = config(&url);
+    c.max_fee_cap = cap;
+    let run = Running::start(c, rollup, source.clone()).await;
+    wait_until("nothing sent", || pool_has_pending(&url)).await;
+    // Four times `stuck_after`: no raise.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(*run.seen.bumps.lock().unwrap(), 0, "no raise past the cap");
+    let pool = rpc(&url, "txpool_content", serde_json::json!([])).await;
+    let tx = pool["pending"].as_object().unwrap().values().next().unwrap().as_object().unwrap().clone();
+    let tx = tx.values().next().unwrap();
+    let fee = |k: &str| u128::from_str_radix(tx[k].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(fee("maxFeePerGas"), cap, "{tx}");
+    assert!(fee("maxPriorityFeePerGas") <= cap, "{tx}");
+    rpc(&url, "evm_mine", serde_json::json!([])).await;
+    run.wait_landed(1, Duration::from_secs(30)).await;
+    run.stop().await;
+    assert_chain_holds(&url, rollup, 1).await;
+}
+
 /// The hash of the one pending transaction in the node's pool.
 async fn pending_hash(url: &str) -> Option<String> {
     let pool = rpc(url, "txpool_content", serde_json::json!([])).await;

@@ -126,6 +126,10 @@ struct Args {
     /// Raise the fees of a submission not mined within this many milliseconds.
     #[arg(long, default_value_t = 12_000)]
     l1_stuck_after_ms: u64,
+    /// The most a submission offers per gas, in gwei (max fee, the tip
+    /// included), however long it waits: raises stop there.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..))]
+    l1_max_fee_gwei: u64,
 }
 
 /// The password of `user` in `dir`: the one kept there, else a new one
@@ -240,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
         let mut l1 = L1Config::local(rpc, submitter::parse_key(key)?);
         l1.confirmations = args.l1_confirmations.max(1);
         l1.stuck_after = Duration::from_millis(args.l1_stuck_after_ms);
+        l1.max_fee_cap = u128::from(args.l1_max_fee_gwei) * submitter::GWEI;
         config.l1 = Some(L1Settings {
             config: l1,
             rollup: args.l1_rollup,
