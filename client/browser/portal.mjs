@@ -106,6 +106,7 @@ try {
   if (patient.url().includes('token')) throw new Error(`the token stayed in the address: ${patient.url()}`);
   await createKeys(patient, 'patient password 1');
   await expectText(patient, '#who', 'not registered yet');
+  patient.once('dialog', (d) => d.accept()); // a role never changes: the page asks first
   await patient.click('#register-btn');
   await expectText(patient, '#status', 'You are registered as a patient.');
   await expectText(patient, '#who', `Account ${PATIENT}, patient`);
@@ -214,11 +215,15 @@ try {
   await expectText(doctor, '#viewer-meta', 'EMERGENCY access');
   await expectText(doctor, '#viewer-bundle', 'Second Version');
 
+  step('the patient shares again (finishing a grant): nothing was left to share');
+  await patient.click(`#consent-${consent} button:has-text("Share again")`);
+  await expectText(patient, '#status', `Consent ${consent}: every record it covers is shared already.`);
+
   step('the patient revokes the consent (the record is re-keyed)');
-  await patient.click(`#consent-${consent} button`);
+  await patient.click(`#consent-${consent} button:has-text("Revoke")`);
   await expectText(patient, '#status', `Consent ${consent} revoked; records re-keyed: ${record}.`);
   await expectText(patient, `#consent-${consent}`, 'revoked');
-  await patient.click(`#consent-${consent} button`); // finishing a revoke that was whole: nothing left
+  await patient.click(`#consent-${consent} button:has-text("Finish re-keying")`); // a revoke that was whole: nothing left
   await expectText(patient, '#status', `Consent ${consent}: every record it covered was re-keyed already.`);
 
   step('the doctor is refused now');
@@ -255,6 +260,8 @@ try {
   await patient.click('#delete-btn');
   await expectText(patient, '#status', `Record ${record} deleted.`);
   await expectText(patient, `#record-${record}`, 'deleted');
+  await patient.click(`#record-${record} button:has-text("Finish deleting")`); // a delete that was whole
+  await expectText(patient, '#status', `Record ${record} is deleted and its content released.`);
   await patient.screenshot({ path: path.join(WORK, 'patient.png'), fullPage: true });
 
   console.log(JSON.stringify({ consent, record }));

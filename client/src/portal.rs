@@ -144,6 +144,7 @@ pub fn router(portal: Arc<Portal>) -> Router {
         .route("/records/{id}/emergency", post(emergency))
         .route("/consents", get(consents).post(grant))
         .route("/consents/{id}/revoke", post(revoke))
+        .route("/consents/{id}/share", post(share))
         .route("/audit", get(audit))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API call") })
         .layer(middleware::from_fn(json_errors))
@@ -259,7 +260,8 @@ impl From<ClientError> for ApiError {
             ClientError::Coordinator { .. }
             | ClientError::Light(_)
             | ClientError::Storage(_)
-            | ClientError::ForeignKeys { .. } => StatusCode::BAD_GATEWAY,
+            | ClientError::ForeignKeys { .. }
+            | ClientError::Unfinished { .. } => StatusCode::BAD_GATEWAY,
         };
         Self::new(status, e.to_string())
     }
@@ -375,7 +377,7 @@ async fn state(State(p): State<Arc<Portal>>) -> Api {
                 v["keystore"] = "open".into();
                 let role = match known {
                     Some(r) => Ok(Some(r)),
-                    None => match tokio::time::timeout(ROLE_WAIT, s.role(p.account)).await {
+                    None => match tokio::time::timeout(ROLE_WAIT, s.my_role()).await {
                         Ok(r) => r.map_err(|e| e.to_string()),
                         Err(_) => Err(format!(
                             "L1 has not reached the coordinator's state within {} s; asking again",
@@ -484,10 +486,9 @@ async fn lock(State(p): State<Arc<Portal>>) -> Api {
 
 async fn register(State(p): State<Arc<Portal>>) -> Api {
     let mut g = session(&p).await;
-    let account = p.account;
     let (role, republished) = detach(async move {
         let s = unlocked(&mut g)?;
-        match s.role(account).await? {
+        match s.my_role().await? {
             // Registered, but maybe its keys never reached the directory (a
             // publish that failed): publish them again.
             Some(r) => {
@@ -507,16 +508,20 @@ async fn register(State(p): State<Arc<Portal>>) -> Api {
 
 async fn records(State(p): State<Arc<Portal>>) -> Api {
     let mut g = session(&p).await;
-    let account = p.account;
     detach(async move {
         let s = unlocked(&mut g)?;
-        let mut out = Vec::new();
-        for id in s.index_of(account).await?.records {
-            let r = s.record(id).await?;
-            out.push(json!({
-                "id": id, "owner": r.owner, "author": r.author, "version": r.version, "deleted": r.deleted,
-            }));
-        }
+        let out: Vec<Value> = s
+            .listed_records()
+            .await?
+            .into_iter()
+            .map(|r| {
+                let l = r.leaf;
+                json!({
+                    "id": r.id, "owner": l.owner, "author": l.author, "version": l.version,
+                    "deleted": l.deleted, "consent": r.consent,
+                })
+            })
+            .collect();
         ok(Value::Array(out))
     })
     .await
@@ -592,8 +597,10 @@ async fn update_record(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String
     detach(async move {
         let s = unlocked(&mut g)?;
         let cid = s.update_record(id, req.bundle.as_bytes()).await?;
-        let leaf = s.record(id).await?;
-        ok(json!({ "record": id, "cid": cid.to_string(), "version": leaf.version }))
+        // The update stands: a read of its version that fails (L1 slow)
+        // does not make it a failure.
+        let version = s.record(id).await.ok().map(|l| l.version);
+        ok(json!({ "record": id, "cid": cid.to_string(), "version": version }))
     })
     .await
 }
@@ -680,6 +687,16 @@ async fn revoke(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String>) -> A
     detach(async move {
         let rekeyed = unlocked(&mut g)?.revoke(id).await?;
         ok(json!({ "consent": id, "rekeyed": rekeyed }))
+    })
+    .await
+}
+
+async fn share(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String>) -> Api {
+    let id = number("consent", &id)?;
+    let mut g = session(&p).await;
+    detach(async move {
+        let shared = unlocked(&mut g)?.share(id).await?;
+        ok(json!({ "consent": id, "shared": shared }))
     })
     .await
 }

@@ -88,6 +88,15 @@ pub enum ClientError {
         /// What differs.
         why: String,
     },
+    /// The flow's transaction stands, but what follows it stopped (`what`
+    /// says what stands and how to finish).
+    #[error("{what}: {error}")]
+    Unfinished {
+        /// What stands, and how to finish.
+        what: String,
+        /// What stopped it.
+        error: Box<ClientError>,
+    },
 }
 
 /// Where the client talks to.
@@ -442,6 +451,53 @@ impl Session {
     /// registered.
     pub async fn role(&self, account: u64) -> Result<Option<Role>, ClientError> {
         Ok(Role::from_code(self.light.leaf(TreeId::Accounts, account).await?[0]))
+    }
+
+    /// This session's role, checked against L1, and that the account is
+    /// registered to this session's keys: an account id mistyped, or taken
+    /// by someone else first, is refused here rather than shown as ours.
+    pub async fn my_role(&self) -> Result<Option<Role>, ClientError> {
+        let leaf = self.light.leaf(TreeId::Accounts, self.account).await?;
+        let Some(role) = Role::from_code(leaf[0]) else { return Ok(None) };
+        let mine = self.identity.public();
+        if mine.babyjub.x != leaf[1] || mine.babyjub.y != leaf[2] || mine.rsa_key_hash != leaf[3] {
+            return Err(ClientError::Refused(format!(
+                "account {} is registered (as a {}) to other keys than these: is the account id right?",
+                self.account,
+                format!("{role:?}").to_lowercase()
+            )));
+        }
+        Ok(Some(role))
+    }
+
+    /// The records this user may open, each checked against L1: those it
+    /// owns or wrote, and the live ones that active consents it holds cover
+    /// (with that consent).
+    pub async fn listed_records(&self) -> Result<Vec<ListedRecord>, ClientError> {
+        let mut out = std::collections::BTreeMap::new();
+        for id in self.index_of(self.account).await?.records {
+            out.insert(id, ListedRecord { id, leaf: self.record(id).await?, consent: None });
+        }
+        let now = now();
+        for (c, consent) in self.my_consents().await? {
+            if consent.grantee != self.account || consent.revoked || consent.expiry <= now {
+                continue;
+            }
+            let covered = match consent.target {
+                ConsentTarget::Record(r) => vec![r],
+                ConsentTarget::AllRecords => self.index_of(consent.patient).await?.records,
+            };
+            for id in covered {
+                if out.contains_key(&id) {
+                    continue;
+                }
+                let leaf = self.record(id).await?;
+                if leaf.owner == consent.patient && !leaf.deleted {
+                    out.insert(id, ListedRecord { id, leaf, consent: Some(c) });
+                }
+            }
+        }
+        Ok(out.into_values().collect())
     }
 
     /// Consents `account` granted or holds, each checked against L1.
@@ -810,7 +866,10 @@ impl Session {
 
     /// A patient grants `grantee` access: the consent transaction, then the
     /// grantee's copy of each covered record's key (new envelopes, the old
-    /// ones unpinned). Returns the consent id.
+    /// ones unpinned; see [`Self::share`]). Returns the consent id. Should
+    /// the sharing stop after the consent is sealed, the error is
+    /// [`ClientError::Unfinished`]: the consent stands, and [`Self::share`]
+    /// finishes it (granting again would make a second consent).
     pub async fn grant(
         &mut self,
         grantee: u64,
@@ -822,16 +881,78 @@ impl Session {
         let consent = self.free_id(TreeId::Consents).await?;
         self.submit(TxBody::Grant { consent, grantee, scope, target, expiry }).await?;
         self.settle().await?;
-        for (record, leaf) in self.covered_records(target).await? {
-            let (old, mut env) = self.envelope(record, &leaf).await?;
-            if env.recipients.iter().any(|r| r.rsa_key_hash == reader.rsa_key_hash) {
-                continue;
-            }
-            let key = env.record_key(&self.identity)?;
-            env.add_reader(&key, &reader)?;
-            self.replace(record, &env, 0, old).await?;
-        }
+        self.share_with(target, &reader).await.map_err(|e| ClientError::Unfinished {
+            what: format!(
+                "consent {consent} to account {grantee} is granted and stands, but sharing the records it covers \
+                 stopped (finish it by sharing consent {consent} again, not by granting again)"
+            ),
+            error: Box::new(e),
+        })?;
         Ok(consent)
+    }
+
+    /// Shares the records an active consent this patient granted covers
+    /// with its grantee: each envelope without the grantee's copy of the key
+    /// gets one. Returns the records shared now (none when every one was
+    /// already). Finishes a grant cut short; calling it again changes
+    /// nothing.
+    pub async fn share(&mut self, consent: u64) -> Result<Vec<u64>, ClientError> {
+        let c = self.granted_consent(consent).await?;
+        if c.revoked || c.expiry <= now() {
+            return Err(ClientError::Refused(format!(
+                "consent {consent} is revoked or expired: nothing to share"
+            )));
+        }
+        let reader = self.public_identity(c.grantee).await?;
+        self.share_with(c.target, &reader).await
+    }
+
+    /// A consent this patient granted, checked against L1.
+    async fn granted_consent(&self, consent: u64) -> Result<ConsentLeaf, ClientError> {
+        let c = self.consent(consent).await?;
+        if c.patient != self.account {
+            return Err(ClientError::Refused(format!(
+                "consent {consent} was not granted by account {}",
+                self.account
+            )));
+        }
+        Ok(c)
+    }
+
+    async fn share_with(
+        &mut self,
+        target: ConsentTarget,
+        reader: &PublicIdentity,
+    ) -> Result<Vec<u64>, ClientError> {
+        let mut shared = Vec::new();
+        for (record, _) in self.covered_records(target).await? {
+            // Once more, read afresh, if another client of the account moved
+            // its nonce meanwhile.
+            let done = match self.share_one(record, reader).await {
+                Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" => {
+                    self.share_one(record, reader).await?
+                }
+                r => r?,
+            };
+            if done {
+                shared.push(record);
+            }
+        }
+        Ok(shared)
+    }
+
+    /// Adds `reader`'s copy of one of this patient's records' key, if its
+    /// envelope lacks one; says whether it did.
+    async fn share_one(&mut self, record: u64, reader: &PublicIdentity) -> Result<bool, ClientError> {
+        let leaf = self.live_record(record).await?;
+        let (old, mut env) = self.envelope(record, &leaf).await?;
+        if env.recipients.iter().any(|r| r.rsa_key_hash == reader.rsa_key_hash) {
+            return Ok(false);
+        }
+        let key = env.record_key(&self.identity)?;
+        env.add_reader(&key, reader)?;
+        self.replace(record, &env, 0, old).await?;
+        Ok(true)
     }
 
     /// A patient revokes a consent: the revoke transaction, then every
@@ -844,13 +965,7 @@ impl Session {
     /// twice, and only the records whose envelopes still hold a reader that
     /// no consent allows are re-keyed.
     pub async fn revoke(&mut self, consent: u64) -> Result<Vec<u64>, ClientError> {
-        let c = self.consent(consent).await?;
-        if c.patient != self.account {
-            return Err(ClientError::Refused(format!(
-                "consent {consent} was not granted by account {}",
-                self.account
-            )));
-        }
+        let c = self.granted_consent(consent).await?;
         if !c.revoked {
             self.submit(TxBody::Revoke { consent }).await?;
             self.settle().await?;
@@ -916,6 +1031,17 @@ impl Session {
         self.release(cid).await?;
         Ok(cid)
     }
+}
+
+/// A record in [`Session::listed_records`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListedRecord {
+    /// Its id.
+    pub id: u64,
+    /// Its leaf.
+    pub leaf: RecordLeaf,
+    /// The consent it is listed under; `None` for one this user owns or wrote.
+    pub consent: Option<u64>,
 }
 
 async fn get_json<T: serde::de::DeserializeOwned>(

@@ -127,7 +127,29 @@ async function loadRecords() {
     cell(tr, r.author === 0 ? 'the patient' : r.author);
     cell(tr, r.deleted ? 'deleted' : r.version, r.deleted ? 'revoked' : '');
     const td = cell(tr, '');
-    if (!r.deleted) td.appendChild(button('Open', () => openRecord(r.id), 'secondary'));
+    if (!r.deleted) {
+      td.appendChild(button('Open', () => openRecord(r.id), 'secondary'));
+      // Shared with us: the consent it is read under.
+      if (r.consent !== null) td.appendChild(document.createTextNode(` (consent ${r.consent})`));
+    } else if (r.owner === me.account) {
+      // A delete cut short (the content store down) is finished from here.
+      td.appendChild(
+        button(
+          'Finish deleting',
+          () =>
+            run(`Releasing record ${r.id}'s content`, async () => {
+              try {
+                await api('DELETE', `/records/${r.id}`);
+              } catch (e) {
+                // Gone already: the delete was whole.
+                if (!/its content is gone/.test(e.message)) throw e;
+              }
+              return `Record ${r.id} is deleted and its content released.`;
+            }),
+          'secondary',
+        ),
+      );
+    }
   });
 }
 
@@ -144,7 +166,25 @@ async function loadConsents() {
     const state = c.revoked ? 'revoked' : c.expired ? 'expired' : 'active';
     cell(tr, state, state);
     const td = cell(tr, '');
-    if (state === 'active' && c.patient === me.account) {
+    // An expired consent is revoked too: its grantee's key stays in the
+    // records' envelopes until they are re-keyed.
+    if ((state === 'active' || state === 'expired') && c.patient === me.account) {
+      if (state === 'active') {
+        // A grant whose sharing was cut short is finished from here.
+        td.appendChild(
+          button(
+            'Share again',
+            () =>
+              run(`Sharing what consent ${c.id} covers`, async () => {
+                const v = await api('POST', `/consents/${c.id}/share`);
+                return v.shared.length
+                  ? `Consent ${c.id}: records shared now: ${v.shared.join(', ')}.`
+                  : `Consent ${c.id}: every record it covers is shared already.`;
+              }),
+            'secondary',
+          ),
+        );
+      }
       td.appendChild(
         button('Revoke', () =>
           run(`Revoking consent ${c.id} and re-keying the records it covered`, async () => {
@@ -301,15 +341,20 @@ $('lock-btn').addEventListener('click', () =>
   }),
 );
 
-$('register-btn').addEventListener('click', () =>
+$('register-btn').addEventListener('click', () => {
+  const sure = confirm(
+    `Register account ${me.account} as a patient? A role never changes: ` +
+      'a doctor is registered by their hospital instead.',
+  );
+  if (!sure) return;
   run('Registering you as a patient', async () => {
     const v = await api('POST', '/register');
     await refresh();
     return v.republished
       ? `You were registered already, as a ${v.role}; your public keys were published again.`
       : 'You are registered as a patient.';
-  }),
-);
+  });
+});
 
 $('public-keys-link').addEventListener('click', (ev) => {
   ev.preventDefault();
@@ -344,7 +389,7 @@ onSubmit('update-form', () =>
     try {
       parsed = JSON.parse(bundle);
     } catch (e) {}
-    showRecord({ ...shown, version: v.version, cid: v.cid, bundle: parsed });
+    showRecord({ ...shown, version: v.version ?? shown.version + 1, cid: v.cid, bundle: parsed });
     await loadRecords();
     return `Record ${id} updated.`;
   }),
@@ -352,7 +397,7 @@ onSubmit('update-form', () =>
 
 $('delete-btn').addEventListener('click', () => {
   const id = $('viewer').dataset.record;
-  if (!confirm(`Delete record ${id}? Its content and keys are destroyed on our nodes.`)) return;
+  if (!confirm(`Delete record ${id}? Its content, the only place its keys are kept, is released from our nodes.`)) return;
   run(`Deleting record ${id}`, async () => {
     await api('DELETE', `/records/${id}`);
     $('viewer').hidden = true;

@@ -105,6 +105,11 @@ async fn lying_coordinator(honest: String, lie: Lie) -> String {
     url
 }
 
+/// `(record, consent)` of each record `s` finds listed for it.
+async fn listed(s: &Session) -> Vec<(u64, Option<u64>)> {
+    s.listed_records().await.unwrap().into_iter().map(|r| (r.id, r.consent)).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_against_l1() {
     let dir = tempfile::tempdir().unwrap();
@@ -180,6 +185,14 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
         consents.iter().map(|(c, _)| *c).collect::<std::collections::BTreeSet<_>>(),
         [c_a, c_b].into()
     );
+    // B did not write it, yet finds it listed, under its consent; A wrote it.
+    assert_eq!(listed(&doc_b).await, [(record, Some(c_b))]);
+    assert_eq!(listed(&doc_a).await, [(record, None)]);
+    // The keys of another account are not taken for ours.
+    let impostor = Session::open(&endpoints, DOCTOR_B, Identity::generate()).await.unwrap();
+    let e = impostor.my_role().await.unwrap_err();
+    assert!(e.to_string().contains("account 21 is registered (as a doctor) to other keys"), "{e}");
+    assert_eq!(doc_b.my_role().await.unwrap(), Some(medrollup_circuits::state::Role::Doctor));
 
     // A lying coordinator cannot hand doctor B a revoked consent as active:
     // (checked after the revoke below). One that replays the past has seen
@@ -198,6 +211,7 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     // The patient revokes B: the record is re-keyed to a new CID, the old
     // content unpinned.
     assert_eq!(patient.revoke(c_b).await.unwrap(), vec![record]);
+    assert_eq!(listed(&doc_b).await, [], "no longer listed for B");
     let e = doc_b.read(record).await.unwrap_err();
     assert!(matches!(e, ClientError::Refused(_)) && e.to_string().contains("no active consent"), "{e}");
     // Sent anyway, the access is refused by the rules.
@@ -324,6 +338,33 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     let e = doc_a.emergency_read(record, "the revoked author tries").await.unwrap_err();
     assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
     assert_eq!(patient.read(record).await.unwrap().bundle, v3);
+
+    // A grant whose sharing stops (the content store out of reach) after
+    // its consent is sealed says the consent stands; sharing it again
+    // finishes it, and once more finds nothing left.
+    let e = patient_offline
+        .grant(DOCTOR_B, Scope::Read, ConsentTarget::Record(record), in_a_week())
+        .await
+        .unwrap_err();
+    assert!(matches!(&e, ClientError::Unfinished { .. }), "{e}");
+    assert!(
+        e.to_string().contains("is granted and stands") && e.to_string().contains("not by granting again"),
+        "{e}"
+    );
+    let c_b2 = patient
+        .my_consents()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, c)| c.grantee == DOCTOR_B && !c.revoked)
+        .map(|(id, _)| id)
+        .max()
+        .expect("the consent stands");
+    let e = doc_b.read(record).await.unwrap_err();
+    assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "not shared yet: {e}");
+    assert_eq!(patient.share(c_b2).await.unwrap(), vec![record]);
+    assert_eq!(doc_b.read(record).await.unwrap().bundle, v3);
+    assert_eq!(patient.share(c_b2).await.unwrap(), Vec::<u64>::new(), "nothing left to share");
 
     // The patient deletes the record: unpinned, and nobody reads it again.
     let gone = patient.delete(record).await.unwrap();

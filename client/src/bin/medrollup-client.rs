@@ -135,6 +135,15 @@ enum Command {
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3650))]
         days: u64,
     },
+    /// (Patient) share the records a consent covers with its grantee
+    /// again: finishes a grant whose sharing was cut short.
+    Share {
+        #[command(flatten)]
+        conn: Conn,
+        /// The consent.
+        #[arg(long)]
+        consent: u64,
+    },
     /// (Patient) take access back: the covered records are re-keyed (run it
     /// again to finish one that was cut short).
     Revoke {
@@ -144,7 +153,9 @@ enum Command {
         #[arg(long)]
         consent: u64,
     },
-    /// (Patient) delete a record: its content and keys are destroyed on our nodes.
+    /// (Patient) delete a record: its content, the only place its keys are
+    /// kept, is released from our nodes (run it again to finish one that was
+    /// cut short).
     Delete {
         #[command(flatten)]
         conn: Conn,
@@ -358,6 +369,10 @@ async fn main() -> anyhow::Result<()> {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + days * 86_400;
             let c = session(ks, &conn).await?.grant(grantee, scope, target, expiry).await?;
             println!("consent {c}: {grantee} may {scope:?} {target:?} until {expiry}");
+        }
+        Command::Share { conn, consent } => {
+            let records = session(ks, &conn).await?.share(consent).await?;
+            println!("consent {consent}: records shared now: {records:?}");
         }
         Command::Revoke { conn, consent } => {
             let records = session(ks, &conn).await?.revoke(consent).await?;
