@@ -71,7 +71,14 @@ pub struct Portal {
     session: Arc<Mutex<Option<Session>>>,
     creating: Arc<Mutex<()>>,
     role: std::sync::Mutex<Option<Role>>,
+    /// Unlocked keys are locked again after this long with no request
+    /// from the page (its polls for the state do not count).
+    idle_lock: std::time::Duration,
+    last_use: std::sync::Mutex<std::time::Instant>,
 }
+
+/// [`Portal::with_idle_lock`] by default.
+pub const DEFAULT_IDLE_LOCK: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 impl std::fmt::Debug for Portal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -110,6 +117,34 @@ impl Portal {
             session: Arc::new(Mutex::new(None)),
             creating: Arc::new(Mutex::new(())),
             role: std::sync::Mutex::new(None),
+            idle_lock: DEFAULT_IDLE_LOCK,
+            last_use: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// Locks unlocked keys after `idle` with no request from the page (a
+    /// screen left open with a record on it does not stay readable).
+    pub fn with_idle_lock(mut self, idle: std::time::Duration) -> Self {
+        self.idle_lock = idle;
+        self
+    }
+
+    fn touch(&self) {
+        *self.last_use.lock().unwrap_or_else(|e| e.into_inner()) = std::time::Instant::now();
+    }
+
+    /// Locks the keys if the page has been idle past the bound (not while
+    /// a flow runs: that is use).
+    fn lock_if_idle(&self) {
+        let idle = self.last_use.lock().unwrap_or_else(|e| e.into_inner()).elapsed();
+        if idle < self.idle_lock {
+            return;
+        }
+        if let Ok(mut g) = self.session.clone().try_lock_owned()
+            && g.is_some()
+        {
+            *g = None;
+            eprintln!("keys locked after {} s with no use of the page", idle.as_secs());
         }
     }
 
@@ -184,7 +219,16 @@ async fn require_token(State(p): State<Arc<Portal>>, req: Request, next: Next) -
         let msg = "a missing or wrong portal token: open the address `medrollup-client portal` printed";
         return ApiError::new(StatusCode::UNAUTHORIZED, msg).into_response();
     }
+    // The page polls the state to notice a lock: that is not use.
+    let poll = req.method() == axum::http::Method::GET && req.uri().path().ends_with("/state");
+    p.lock_if_idle();
+    if !poll {
+        p.touch();
+    }
     let mut r = next.run(req).await;
+    if !poll {
+        p.touch(); // a long flow counts as use until it ends
+    }
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

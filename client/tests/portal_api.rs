@@ -46,6 +46,11 @@ async fn serve(keystore: std::path::PathBuf) -> Served {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let coordinator = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);
+    serve_with(keystore, coordinator, medrollup_client::portal::DEFAULT_IDLE_LOCK).await
+}
+
+/// A portal with `coordinator` that locks its keys after `idle`.
+async fn serve_with(keystore: std::path::PathBuf, coordinator: String, idle: Duration) -> Served {
     let endpoints = Endpoints {
         coordinator,
         ipfs_api: None,
@@ -55,7 +60,8 @@ async fn serve(keystore: std::path::PathBuf) -> Served {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let portal = Arc::new(Portal::new(keystore, 10, endpoints, addr).with_kdf(KdfParams::MIN));
+    let portal =
+        Arc::new(Portal::new(keystore, 10, endpoints, addr).with_kdf(KdfParams::MIN).with_idle_lock(idle));
     let token = portal.token().to_string();
     assert_eq!(portal.url(), format!("http://{addr}/#token={token}"));
     tokio::spawn(async move { axum::serve(listener, router(portal)).await.unwrap() });
@@ -207,4 +213,43 @@ async fn wrong_entries_get_errors_that_name_them_and_keys_are_never_overwritten(
     let (status, v) = s.post("/api/unlock", json!({ "password": "long enough" })).await;
     assert_eq!(status, 502);
     assert!(error(&v).contains("the coordinator at http://127.0.0.1:"), "{v}");
+}
+
+/// A coordinator that answers only `GET /root`: enough to open a session.
+async fn root_only() -> String {
+    let root =
+        || async { axum::Json(json!({ "root": "0", "batches_sealed": 0, "instance": "1", "capacity": 16 })) };
+    let app = axum::Router::new().route("/root", axum::routing::get(root));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn unlocked_keys_lock_again_once_the_page_goes_unused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = serve_with(dir.path().join("keys.json"), root_only().await, Duration::from_millis(1500)).await;
+    let (status, v) =
+        s.post("/api/keys", json!({ "password": "long enough", "confirm": "long enough" })).await;
+    assert_eq!(status, 200, "{v}");
+    let keystore = || async { s.get("/api/state").await.1["keystore"].as_str().unwrap().to_string() };
+    assert_eq!(keystore().await, "open");
+    // In use (a request every half second): open past the bound.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(s.get("/api/public-keys").await.0, 200);
+    }
+    assert_eq!(keystore().await, "open");
+    // Only polled for its state, as an unattended page is: locked.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        keystore().await;
+    }
+    assert_eq!(keystore().await, "locked");
+    let (status, v) = s.get("/api/records").await;
+    assert_eq!(status, 423, "{v}");
+    // Unlocked again, it is open again.
+    let (status, v) = s.post("/api/unlock", json!({ "password": "long enough" })).await;
+    assert_eq!((status, keystore().await.as_str()), (200, "open"), "{v}");
 }

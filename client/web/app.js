@@ -434,6 +434,19 @@ onSubmit('emergency-form', () =>
   }),
 );
 
+// Keys left unlocked and unused are locked by the portal: this notices it
+// and clears what the page shows (its polls do not count as use).
+setInterval(async () => {
+  if (!me || me.keystore !== 'open') return;
+  try {
+    const s = await api('GET', '/state');
+    if (s.keystore !== 'open') {
+      await refresh();
+      showError('Your keys were locked after a while without use: unlock them again.');
+    }
+  } catch (e) {}
+}, 20000);
+
 run('Loading', async () => {
   if (!token) throw new Error('open the address `medrollup-client portal` printed (it carries the token)');
   await refresh();

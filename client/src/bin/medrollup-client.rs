@@ -181,6 +181,9 @@ enum Command {
         /// Where to listen: a loopback address only (port 0: any free one).
         #[arg(long, default_value = "127.0.0.1:8088")]
         listen: std::net::SocketAddr,
+        /// Lock the unlocked keys after this many minutes with no use of the page.
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=1440))]
+        idle_lock_min: u64,
     },
 }
 
@@ -267,7 +270,12 @@ async fn endpoints(conn: &Conn) -> anyhow::Result<Endpoints> {
     })
 }
 
-async fn portal(keystore: &Path, conn: &Conn, listen: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn portal(
+    keystore: &Path,
+    conn: &Conn,
+    listen: std::net::SocketAddr,
+    idle_lock: Duration,
+) -> anyhow::Result<()> {
     if !listen.ip().is_loopback() {
         bail!(
             "--listen {listen}: the portal holds your keys' powers, so it listens on this machine only \
@@ -279,7 +287,9 @@ async fn portal(keystore: &Path, conn: &Conn, listen: std::net::SocketAddr) -> a
         tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
     let keystore = std::path::absolute(keystore)?;
-    let p = std::sync::Arc::new(Portal::new(keystore.clone(), conn.account, endpoints, addr));
+    let p = std::sync::Arc::new(
+        Portal::new(keystore.clone(), conn.account, endpoints, addr).with_idle_lock(idle_lock),
+    );
     println!("{}", p.url());
     eprintln!(
         "the web page of account {} (keys: {}): open the address above in a browser on this machine",
@@ -392,7 +402,9 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Portal { conn, listen } => portal(ks, &conn, listen).await?,
+        Command::Portal { conn, listen, idle_lock_min } => {
+            portal(ks, &conn, listen, Duration::from_secs(idle_lock_min * 60)).await?
+        }
         Command::Audit { conn } => {
             let s = session(ks, &conn).await?;
             for (i, e) in s.audit_log().await? {
