@@ -396,7 +396,12 @@ pub async fn run(
     let hb_shared = shared.clone();
     let hb_task = tokio::spawn(async move {
         while let Some(m) = heartbeats.next().await {
-            if let Ok(info) = serde_json::from_slice::<WorkerInfo>(&m.payload) {
+            // A heartbeat counts only on its worker's own subject (which a
+            // farm with a NATS user per hospital lets only it publish to).
+            if let Ok(info) = serde_json::from_slice::<WorkerInfo>(&m.payload)
+                && m.subject.as_str() == subjects::heartbeat(&info.name)
+                && info.name.len() <= medrollup_wire::natsconf::MAX_WORKER_NAME
+            {
                 let mut w = hb_shared.workers.lock().expect("workers lock");
                 w.insert(info.name.clone(), Heard { info, at: Instant::now() });
             }
@@ -865,8 +870,9 @@ impl Coordinator {
                     Some(q.gone_since.unwrap_or_else(Instant::now))
                 }
                 Err(e) => {
+                    // NATS in trouble: the next pass looks again.
                     warn!(batch = n, error = %e, "could not look for a job in the queue");
-                    q.gone_since
+                    break;
                 }
             };
             if gone_since.is_some_and(|t| t.elapsed() >= self.config.job_lost_after) {
@@ -880,7 +886,8 @@ impl Coordinator {
             self.in_queue.remove(&n);
             let (Some(batch), Some(mut job)) = (store.batch(n)?, store.job(n)?) else { continue };
             let failure = format!(
-                "attempt {}: the job left the queue with no result (a worker took it and acked it without answering)",
+                "attempt {}: the job left the queue with no result (acked or terminated by a worker that did not \
+                 answer, or its answer was dropped)",
                 job.attempt
             );
             warn!(

@@ -572,15 +572,52 @@ async fn worker_and_client_credentials_cannot_publish_what_is_not_theirs() {
     // A client's own subject works.
     let ok = client.publish(medrollup_wire::subjects::TX_SUBMIT, tx.into()).await.unwrap().await;
     assert!(ok.is_ok());
-    // A hospital's worker speaks only for itself.
+    // A hospital's worker speaks only for itself: results...
     let (user, password) = worker_credential("hospital-a");
-    let a = jetstream::new(farm.nats.connect((&user, &password)).await);
+    let nc = farm.nats.connect((&user, &password)).await;
+    let a = jetstream::new(nc.clone());
     assert!(published(&a, &medrollup_wire::subjects::result("hospital-a")).await);
-    for subject in
-        [medrollup_wire::subjects::result("hospital-b"), medrollup_wire::subjects::heartbeat("hospital-b")]
-    {
-        assert!(!published(&a, &subject).await, "hospital-a's worker could publish to {subject}");
-    }
+    assert!(!published(&a, &medrollup_wire::subjects::result("hospital-b")).await, "a result as hospital-b");
+    // Its replies (job deliveries, acks' answers) come only to its own
+    // inbox: under hospital-b's, nothing reaches it.
+    let sneaky = async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        .custom_inbox_prefix(medrollup_wire::natsconf::worker_inbox("hospital-b"))
+        .connect(farm.nats.url.as_str())
+        .await
+        .unwrap();
+    let sneaky = jetstream::new(sneaky);
+    assert!(
+        !published(&sneaky, &medrollup_wire::subjects::result("hospital-a")).await,
+        "a reply in b's inbox"
+    );
+    // ...and heartbeats: in hospital-b's name on its subject (refused by the
+    // server) or on hospital-a's own (dropped by the coordinator); only
+    // hospital-a's own counts.
+    let beat = |name: &str| {
+        let info = medrollup_wire::WorkerInfo {
+            name: name.into(),
+            backend: "cpu".into(),
+            devices: vec![],
+            threads: 1,
+            memory_bytes: 1 << 30,
+            jobs_done: 0,
+            jobs_failed: 0,
+            busy: false,
+        };
+        bytes::Bytes::from(serde_json::to_vec(&info).unwrap())
+    };
+    use medrollup_wire::subjects::heartbeat;
+    nc.publish(heartbeat("hospital-b"), beat("hospital-b")).await.unwrap();
+    nc.publish(heartbeat("hospital-a"), beat("hospital-b")).await.unwrap();
+    nc.publish(heartbeat("hospital-a"), beat("hospital-a")).await.unwrap();
+    nc.flush().await.unwrap();
+    let http = farm.http();
+    let workers = wait_for("hospital-a's heartbeat", Duration::from_secs(30), || async {
+        let w = get_json(&format!("{http}/farm")).await["workers"].to_string();
+        w.contains("\"hospital-a\"").then_some(w)
+    })
+    .await;
+    assert!(!workers.contains("hospital-b"), "a heartbeat in another's name counted: {workers}");
 }
 
 /// Whether a JetStream publish to `subject` is stored (a refused one gets
@@ -636,7 +673,13 @@ async fn nats_config_gives_each_worker_a_user_and_keeps_passwords_when_run_again
     );
     let url = format!("nats://127.0.0.1:{port}");
     let connect = |user: &str, password: String| {
-        async_nats::ConnectOptions::with_user_and_password(user.into(), password).connect(url.clone())
+        let inbox = match user.strip_prefix("worker-") {
+            Some(name) => medrollup_wire::natsconf::worker_inbox(name),
+            None => "_INBOX".into(),
+        };
+        async_nats::ConnectOptions::with_user_and_password(user.into(), password)
+            .custom_inbox_prefix(inbox)
+            .connect(url.clone())
     };
     let admin = wait_for("nats-server", Duration::from_secs(20), || async {
         connect("coordinator", coordinator_pw.clone()).await.ok()
@@ -928,10 +971,13 @@ async fn a_worker_whose_prover_overruns_its_bound_fails_the_job_and_stops() {
     .await;
     assert_eq!(status.code(), Some(3), "{}", stuck.log_text());
     assert!(stuck.log_text().contains("did not finish within 0.001 s"), "{}", stuck.log_text());
-    let j = get_json(&format!("{http}/batch/0")).await["job"].clone();
+    let j = wait_for("its failure heard", Duration::from_secs(30), || async {
+        let j = get_json(&format!("{http}/batch/0")).await["job"].clone();
+        (j["attempt"] == 2).then_some(j)
+    })
+    .await;
     let failure = j["failures"][0].as_str().unwrap_or_default();
     assert!(failure.contains("attempt 1: stuck failed") && failure.contains("taken for stuck"), "{j}");
-    assert_eq!(j["attempt"], 2, "{j}");
     let _worker = farm.worker("hospital-a");
     let by = wait_for("the batch proven", Duration::from_secs(180), || proven_by(&http, 0)).await;
     assert_eq!(by, "hospital-a");

@@ -291,6 +291,7 @@ pub async fn run(
     };
     let client = opts
         .name(format!("medrollup-worker-{}", config.name))
+        .custom_inbox_prefix(medrollup_wire::natsconf::worker_inbox(&config.name))
         .connection_timeout(Duration::from_secs(5))
         .connect(config.nats_url.as_str())
         .await

@@ -63,6 +63,17 @@ pub fn worker_user(name: &str) -> String {
     format!("worker-{name}")
 }
 
+/// The inbox prefix of the worker named `name` (its connection's
+/// `custom_inbox_prefix`): its user may subscribe only under it, so no
+/// worker sees the jobs delivered to another's fetches, nor their ack
+/// subjects.
+pub fn worker_inbox(name: &str) -> String {
+    format!("_INBOX.worker.{name}")
+}
+
+/// The clients' inbox prefix (their connections' `custom_inbox_prefix`).
+pub const CLIENTS_INBOX: &str = "_INBOX.clients";
+
 /// What a configuration cannot be made of.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -106,21 +117,21 @@ pub fn server_config(host: &str, port: u16, store_dir: &Path, users: &[User]) ->
             Role::Clients => format!(
                 r#", permissions: {{
           publish: {{ allow: ["{tx}"] }}
-          subscribe: {{ allow: ["_INBOX.>", "{answers}.>"] }}
+          subscribe: {{ allow: ["{CLIENTS_INBOX}.>", "{answers}.>"] }}
       }}"#,
                 tx = subjects::TX_SUBMIT,
                 answers = subjects::ANSWER_PREFIX,
             ),
             Role::Worker(name) => {
-                let token = match name {
+                let (token, inbox) = match name {
                     Some(n) => {
                         check_worker_name(n)
                             .map_err(|why| ConfigError::WorkerName { name: n.clone(), why })?;
-                        n.as_str()
+                        (n.as_str(), worker_inbox(n))
                     }
-                    None => "*",
+                    None => ("*", "_INBOX".to_string()),
                 };
-                worker_permissions(token)
+                worker_permissions(token, &inbox)
             }
         };
         let _ =
@@ -152,8 +163,8 @@ accounts {{
 }
 
 /// A worker's permissions, its results and heartbeats under `token` (a
-/// name, or `*` for any).
-fn worker_permissions(token: &str) -> String {
+/// name, or `*` for any), its replies under `inbox`.
+fn worker_permissions(token: &str, inbox: &str) -> String {
     let jobs = streams::JOBS;
     let consumer = streams::JOBS_CONSUMER;
     let keys = format!("OBJ_{}", streams::KEYS_BUCKET);
@@ -175,7 +186,7 @@ fn worker_permissions(token: &str) -> String {
             "{results}.{token}",
             "{heartbeat}.{token}"
           ] }}
-          subscribe: {{ allow: ["_INBOX.>"] }}
+          subscribe: {{ allow: ["{inbox}.>"] }}
       }}"#,
         results = subjects::RESULT_PREFIX,
         heartbeat = subjects::HEARTBEAT_PREFIX,
@@ -208,9 +219,15 @@ mod tests {
         assert!(a.contains("\"medrollup.results.hospital-a\""), "{a}");
         assert!(a.contains("\"medrollup.workers.heartbeat.hospital-a\""), "{a}");
         assert!(!a.contains("results.*") && !a.contains(subjects::TX_SUBMIT), "{a}");
-        assert!(block("shared").contains("\"medrollup.results.*\""));
+        assert!(
+            a.contains("subscribe: { allow: [\"_INBOX.worker.hospital-a.>\"] }"),
+            "its own inbox only: {a}"
+        );
+        let shared = block("shared");
+        assert!(shared.contains("\"medrollup.results.*\"") && shared.contains("[\"_INBOX.>\"]"), "{shared}");
         let c = block("clients");
         assert!(c.contains(subjects::TX_SUBMIT) && !c.contains("$JS.ACK"), "{c}");
+        assert!(c.contains("\"_INBOX.clients.>\"") && !c.contains("\"_INBOX.>\""), "{c}");
         assert!(!block("coordinator").contains("permissions"), "the coordinator may do everything");
         assert!(conf.contains("store_dir: \"/var/lib/nats\"") && conf.contains("port: 4222"), "{conf}");
     }

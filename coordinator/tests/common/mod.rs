@@ -163,8 +163,16 @@ impl Nats {
         Nats { port, url, proc }
     }
 
+    /// Connects as `user`, under the inbox prefix its permissions allow.
     pub async fn connect(&self, (user, password): (&str, &str)) -> async_nats::Client {
+        use medrollup_wire::natsconf::{CLIENTS_INBOX, worker_inbox};
+        let inbox = match user.strip_prefix("worker-") {
+            _ if user == CLIENT.0 => CLIENTS_INBOX.to_string(),
+            Some(name) => worker_inbox(name),
+            None => "_INBOX".to_string(),
+        };
         async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+            .custom_inbox_prefix(inbox)
             .connect(self.url.as_str())
             .await
             .unwrap()
