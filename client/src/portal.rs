@@ -401,6 +401,7 @@ async fn state(State(p): State<Arc<Portal>>) -> Api {
         "keystore": if p.keystore.exists() { "locked" } else { "none" },
         "role": null,
         "role_error": null,
+        "account_error": null,
         "busy": false,
         "max_body": MAX_BODY,
         "coordinator": p.endpoints.coordinator,
@@ -422,6 +423,11 @@ async fn state(State(p): State<Arc<Portal>>) -> Api {
                 let role = match known {
                     Some(r) => Ok(Some(r)),
                     None => match tokio::time::timeout(ROLE_WAIT, s.my_role()).await {
+                        // Registered to other keys: asking again changes nothing.
+                        Ok(Err(ClientError::Refused(e))) => {
+                            v["account_error"] = e.into();
+                            return ok(v);
+                        }
                         Ok(r) => r.map_err(|e| e.to_string()),
                         Err(_) => Err(format!(
                             "L1 has not reached the coordinator's state within {} s; asking again",

@@ -476,7 +476,12 @@ impl Session {
     pub async fn listed_records(&self) -> Result<Vec<ListedRecord>, ClientError> {
         let mut out = std::collections::BTreeMap::new();
         for id in self.index_of(self.account).await?.records {
-            out.insert(id, ListedRecord { id, leaf: self.record(id).await?, consent: None });
+            // The index is the coordinator's hint: only what L1 shows as
+            // ours is listed as ours.
+            let leaf = self.record(id).await?;
+            if leaf.owner == self.account || leaf.author == self.account {
+                out.insert(id, ListedRecord { id, leaf, consent: None });
+            }
         }
         let now = now();
         for (c, consent) in self.my_consents().await? {

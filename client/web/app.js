@@ -289,6 +289,13 @@ async function refresh() {
     $('join').hidden = true;
     again = setTimeout(() => refresh().catch((e) => showError(e.message)), 2000);
   }
+  if (s.account_error) {
+    // The account id is registered to other keys: nothing here is ours.
+    $('join').hidden = true;
+    document.querySelectorAll('section[data-role]').forEach((sec) => (sec.hidden = true));
+    $('who').textContent = `Account ${s.account}: ${s.account_error}`;
+    return;
+  }
   const role = s.role
     ? `, ${s.role}`
     : s.busy

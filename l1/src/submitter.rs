@@ -836,12 +836,15 @@ impl Submitter {
         let nonce = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
         let (mut max_fee, mut tip) = fresh_fees(&p).await?;
         let (percent, cap) = (self.config.fee_bump_percent, self.config.max_fee_cap);
-        if let Some((n, m, t)) = self.last_fees
-            && n == nonce
-        {
-            (max_fee, tip) = raise_over((max_fee, tip), (m, t), percent);
-        }
-        (max_fee, tip) = capped((max_fee, tip), cap);
+        (max_fee, tip) = match self.last_fees {
+            // Ours waits at this nonce: raised over it, or, where the cap
+            // leaves no raise a node would take, the very same transaction
+            // again (the node knows it already).
+            Some((n, m, t)) if n == nonce => {
+                replacement((m, t), raise_over((max_fee, tip), (m, t), percent), cap).unwrap_or((m, t))
+            }
+            _ => capped((max_fee, tip), cap),
+        };
         let (rollup, chain_id, gas_limit) = (self.rollup, self.chain_id, self.config.gas_limit);
         let request = |max_fee: u128, tip: u128| {
             TransactionRequest::default()
@@ -863,14 +866,16 @@ impl Submitter {
             match send(&p, &self.wallet, request(max_fee, tip)).await {
                 Err(e) if underpriced(&e) && raises < 40 => {
                     raises += 1;
-                    let raised = raise_over((max_fee, tip), (max_fee, tip), percent);
-                    let Some(raised) = replacement((max_fee, tip), raised, cap) else {
+                    // The waiting one's fees are unknown: higher each time,
+                    // up to the cap.
+                    let raised = capped(raise_over((max_fee, tip), (max_fee, tip), percent), cap);
+                    if raised == (max_fee, tip) {
                         return Err(L1Error::Rpc(format!(
-                            "a transaction at nonce {nonce} offers more than the fee cap ({} gwei per gas) \
-                             can beat: {e}",
+                            "a transaction of this account waits at nonce {nonce} with fees the cap ({} gwei \
+                             per gas) cannot beat (sent elsewhere, or before a restart with a higher cap): {e}",
                             cap as f64 / GWEI as f64
                         )));
-                    };
+                    }
                     (max_fee, tip) = raised;
                     warn!(
                         batch = index,
