@@ -279,6 +279,9 @@ struct QueuedMessage {
     seq: u64,
     /// Since when it has been found gone (taken and acked) with no result.
     gone_since: Option<Instant>,
+    /// Since when it has been found in the queue with nothing left to
+    /// deliver (its deliveries ran out).
+    stranded_since: Option<Instant>,
 }
 
 /// Runs the coordinator until `shutdown` completes; then it stops taking
@@ -699,7 +702,8 @@ impl Coordinator {
             .await
             .map_err(|e| CoordinatorError::Nats(format!("publishing job {}: {e}", record.batch)))?;
         // A duplicate's ack names the first message's sequence.
-        let followed = QueuedMessage { attempt: job.attempt, seq: ack.sequence, gone_since: None };
+        let followed =
+            QueuedMessage { attempt: job.attempt, seq: ack.sequence, gone_since: None, stranded_since: None };
         self.in_queue.insert(record.batch, followed);
         Ok(())
     }
@@ -856,6 +860,7 @@ impl Coordinator {
         self.last_watch = Instant::now();
         let store = self.shared.store.clone();
         let mut lost = Vec::new();
+        let mut present = Vec::new();
         let followed: Vec<(u64, QueuedMessage)> = self.in_queue.iter().map(|(n, q)| (*n, *q)).collect();
         for (n, q) in followed {
             let current =
@@ -865,7 +870,10 @@ impl Coordinator {
                 continue;
             }
             let gone_since = match self.jobs.get_raw_message(q.seq).await {
-                Ok(_) => None,
+                Ok(_) => {
+                    present.push(n);
+                    None
+                }
                 Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
                     Some(q.gone_since.unwrap_or_else(Instant::now))
                 }
@@ -882,6 +890,7 @@ impl Coordinator {
                 q.gone_since = gone_since;
             }
         }
+        self.strand_check(&present).await?;
         for &n in &lost {
             self.in_queue.remove(&n);
             let (Some(batch), Some(mut job)) = (store.batch(n)?, store.job(n)?) else { continue };
@@ -909,6 +918,40 @@ impl Coordinator {
         Ok(())
     }
 
+    /// Jobs in the queue that no worker will be given again: their
+    /// deliveries ran out while the coordinator was not there to hear the
+    /// server say so (its advisory is not stored). The consumer then has
+    /// nothing pending and nothing awaiting an ack, yet messages are in the
+    /// queue; found so twice, [`Config::job_lost_after`] apart, they are
+    /// parked dead as the advisory would have.
+    async fn strand_check(&mut self, present: &[u64]) -> Result<(), CoordinatorError> {
+        if present.is_empty() {
+            return Ok(());
+        }
+        let idle = match self.jobs.consumer_info(streams::JOBS_CONSUMER).await {
+            Ok(info) => info.num_pending == 0 && info.num_ack_pending == 0,
+            Err(e) => {
+                warn!(error = %e, "could not read the job queue's consumer");
+                return Ok(());
+            }
+        };
+        let mut stranded = Vec::new();
+        for n in present {
+            let Some(q) = self.in_queue.get_mut(n) else { continue };
+            q.stranded_since = if idle { Some(q.stranded_since.unwrap_or_else(Instant::now)) } else { None };
+            if q.stranded_since.is_some_and(|t| t.elapsed() >= self.config.job_lost_after) {
+                stranded.push(q.seq);
+            }
+        }
+        let jobs = self.jobs.clone();
+        for seq in stranded {
+            let reason =
+                "its deliveries ran out without a result (the workers that took it died or went silent)";
+            self.park_undeliverable(&jobs, seq, reason.into()).await?;
+        }
+        Ok(())
+    }
+
     async fn on_max_deliveries(
         &mut self,
         jobs: &stream::Stream,
@@ -919,6 +962,21 @@ impl Coordinator {
         else {
             return Ok(());
         };
+        let reason = format!(
+            "delivered {deliveries} times without a result: the workers that took it died or went silent"
+        );
+        self.park_undeliverable(jobs, seq, reason).await
+    }
+
+    /// Parks dead the job whose message at `seq` no worker will be given
+    /// again (if that message is its current attempt's), and removes the
+    /// message from the queue.
+    async fn park_undeliverable(
+        &mut self,
+        jobs: &stream::Stream,
+        seq: u64,
+        reason: String,
+    ) -> Result<(), CoordinatorError> {
         let Ok(raw) = jobs.get_raw_message(seq).await else { return Ok(()) };
         let Ok(spec) = serde_json::from_slice::<JobSpec>(&raw.payload) else { return Ok(()) };
         let store = self.shared.store.clone();
@@ -926,9 +984,6 @@ impl Coordinator {
             && job.state == JobState::Queued
             && job.attempt == spec.attempt
         {
-            let reason = format!(
-                "delivered {deliveries} times without a result: the workers that took it died or went silent"
-            );
             warn!(batch = spec.batch, %reason, retry_in = ?self.config.dead_job_retry, "job is dead");
             job.note_failure(&reason);
             job.park(reason, now_ms());

@@ -982,3 +982,49 @@ async fn a_worker_whose_prover_overruns_its_bound_fails_the_job_and_stops() {
     let by = wait_for("the batch proven", Duration::from_secs(180), || proven_by(&http, 0)).await;
     assert_eq!(by, "hospital-a");
 }
+
+/// A job whose deliveries run out while the coordinator is down (the
+/// server's notice of it is not stored) is parked dead after the restart
+/// all the same: the queue's consumer has nothing left to deliver, yet the
+/// job is in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_whose_deliveries_ran_out_while_the_coordinator_was_down_is_parked_dead() {
+    let farm = Farm::new();
+    let data = farm.dir.path().join("coordinator");
+    let opts = CoordinatorOpts {
+        job_ack_wait_s: 1,
+        job_max_deliver: 2,
+        job_lost_after_s: 2,
+        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
+    };
+    let mut coordinator = Coordinator::start(&opts);
+    let http = farm.http();
+    one_batch(&Client::connect(&farm.nats).await, &http).await;
+    let (_js, c) = rogue_consumer(&farm).await;
+    assert_eq!(next_job(&c).await.info().unwrap().delivered, 1);
+    coordinator.proc.kill9();
+    // Taken once more and never answered; pulls go on until the server has
+    // given up on it, with nobody to hear it say so.
+    assert_eq!(next_job(&c).await.info().unwrap().delivered, 2);
+    use futures::StreamExt;
+    for _ in 0..4 {
+        let extra = c
+            .fetch()
+            .max_messages(1)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .unwrap()
+            .next()
+            .await;
+        assert!(extra.is_none(), "a job past its deliveries is not handed out again");
+    }
+    let _coordinator = Coordinator::start(&opts);
+    let f = wait_for("the job parked dead", Duration::from_secs(60), || async {
+        let f = get_json(&format!("{http}/farm")).await;
+        (f["jobs"]["dead"] == 1).then_some(f)
+    })
+    .await;
+    let reason = f["dead"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("its deliveries ran out"), "{reason}");
+}
