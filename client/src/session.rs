@@ -438,11 +438,8 @@ impl Session {
         let id: PublicIdentity =
             get_json(&self.http, &format!("{}/directory/{account}", self.coordinator)).await?;
         id.check()?;
-        if id.babyjub.x != leaf[1] || id.babyjub.y != leaf[2] {
-            return Err(ClientError::ForeignKeys { account, why: "another signing key".into() });
-        }
-        if id.rsa_key_hash != leaf[3] {
-            return Err(ClientError::ForeignKeys { account, why: "another RSA key".into() });
+        if let Some(why) = other_keys(&id, &leaf) {
+            return Err(ClientError::ForeignKeys { account, why: why.into() });
         }
         Ok(id)
     }
@@ -459,8 +456,7 @@ impl Session {
     pub async fn my_role(&self) -> Result<Option<Role>, ClientError> {
         let leaf = self.light.leaf(TreeId::Accounts, self.account).await?;
         let Some(role) = Role::from_code(leaf[0]) else { return Ok(None) };
-        let mine = self.identity.public();
-        if mine.babyjub.x != leaf[1] || mine.babyjub.y != leaf[2] || mine.rsa_key_hash != leaf[3] {
+        if other_keys(&self.identity.public(), &leaf).is_some() {
             return Err(ClientError::Refused(format!(
                 "account {} is registered (as a {}) to other keys than these: is the account id right?",
                 self.account,
@@ -1035,6 +1031,18 @@ impl Session {
         }
         self.release(cid).await?;
         Ok(cid)
+    }
+}
+
+/// What differs between `keys` and those an account's `leaf` registered,
+/// if anything.
+fn other_keys(keys: &PublicIdentity, leaf: &[Fr]) -> Option<&'static str> {
+    if keys.babyjub.x != leaf[1] || keys.babyjub.y != leaf[2] {
+        Some("another signing key")
+    } else if keys.rsa_key_hash != leaf[3] {
+        Some("another RSA key")
+    } else {
+        None
     }
 }
 

@@ -593,19 +593,7 @@ async fn worker_and_client_credentials_cannot_publish_what_is_not_theirs() {
     // ...and heartbeats: in hospital-b's name on its subject (refused by the
     // server) or on hospital-a's own (dropped by the coordinator); only
     // hospital-a's own counts.
-    let beat = |name: &str| {
-        let info = medrollup_wire::WorkerInfo {
-            name: name.into(),
-            backend: "cpu".into(),
-            devices: vec![],
-            threads: 1,
-            memory_bytes: 1 << 30,
-            jobs_done: 0,
-            jobs_failed: 0,
-            busy: false,
-        };
-        bytes::Bytes::from(serde_json::to_vec(&info).unwrap())
-    };
+    let beat = |name| beat(name, false);
     use medrollup_wire::subjects::heartbeat;
     nc.publish(heartbeat("hospital-b"), beat("hospital-b")).await.unwrap();
     nc.publish(heartbeat("hospital-a"), beat("hospital-b")).await.unwrap();
@@ -618,6 +606,21 @@ async fn worker_and_client_credentials_cannot_publish_what_is_not_theirs() {
     })
     .await;
     assert!(!workers.contains("hospital-b"), "a heartbeat in another's name counted: {workers}");
+}
+
+/// A heartbeat of worker `name` (a CPU worker, `busy` or not).
+fn beat(name: &str, busy: bool) -> bytes::Bytes {
+    let info = medrollup_wire::WorkerInfo {
+        name: name.into(),
+        backend: "cpu".into(),
+        devices: vec![],
+        threads: 1,
+        memory_bytes: 1 << 30,
+        jobs_done: 0,
+        jobs_failed: 0,
+        busy,
+    };
+    serde_json::to_vec(&info).unwrap().into()
 }
 
 /// Whether a JetStream publish to `subject` is stored (a refused one gets
@@ -672,15 +675,7 @@ async fn nats_config_gives_each_worker_a_user_and_keeps_passwords_when_run_again
         dir.path(),
     );
     let url = format!("nats://127.0.0.1:{port}");
-    let connect = |user: &str, password: String| {
-        let inbox = match user.strip_prefix("worker-") {
-            Some(name) => medrollup_wire::natsconf::worker_inbox(name),
-            None => "_INBOX".into(),
-        };
-        async_nats::ConnectOptions::with_user_and_password(user.into(), password)
-            .custom_inbox_prefix(inbox)
-            .connect(url.clone())
-    };
+    let connect = |user: &str, password: String| connect_options(user, &password).connect(url.clone());
     let admin = wait_for("nats-server", Duration::from_secs(20), || async {
         connect("coordinator", coordinator_pw.clone()).await.ok()
     })
@@ -824,19 +819,8 @@ async fn results_count_only_in_the_name_of_the_worker_that_sent_them() {
     one_batch(&Client::connect(&farm.nats).await, &http).await;
     let (js, c) = rogue_consumer(&farm).await;
     // Another worker, w2, is there (its heartbeat).
-    let w2 = medrollup_wire::WorkerInfo {
-        name: "w2".into(),
-        backend: "cpu".into(),
-        devices: vec![],
-        threads: 1,
-        memory_bytes: 1 << 30,
-        jobs_done: 0,
-        jobs_failed: 0,
-        busy: true,
-    };
-    let beat = serde_json::to_vec(&w2).unwrap();
     let nc = farm.nats.connect(WORKER).await;
-    nc.publish(medrollup_wire::subjects::heartbeat("w2"), beat.into()).await.unwrap();
+    nc.publish(medrollup_wire::subjects::heartbeat("w2"), beat("w2", true)).await.unwrap();
     nc.flush().await.unwrap();
     wait_for("w2 heard", Duration::from_secs(30), || async {
         (get_json(&format!("{http}/farm")).await["workers"].to_string().contains("\"w2\"")).then_some(())

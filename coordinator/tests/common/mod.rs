@@ -165,18 +165,21 @@ impl Nats {
 
     /// Connects as `user`, under the inbox prefix its permissions allow.
     pub async fn connect(&self, (user, password): (&str, &str)) -> async_nats::Client {
-        use medrollup_wire::natsconf::{CLIENTS_INBOX, worker_inbox};
-        let inbox = match user.strip_prefix("worker-") {
-            _ if user == CLIENT.0 => CLIENTS_INBOX.to_string(),
-            Some(name) => worker_inbox(name),
-            None => "_INBOX".to_string(),
-        };
-        async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
-            .custom_inbox_prefix(inbox)
-            .connect(self.url.as_str())
-            .await
-            .unwrap()
+        connect_options(user, password).connect(self.url.as_str()).await.unwrap()
     }
+}
+
+/// Options to connect as `user` (a worker's `worker-<name>`, the clients',
+/// or another), under the inbox prefix its permissions allow.
+pub fn connect_options(user: &str, password: &str) -> async_nats::ConnectOptions {
+    use medrollup_wire::natsconf::{CLIENTS_INBOX, worker_inbox};
+    let inbox = match user.strip_prefix("worker-") {
+        _ if user == CLIENT.0 => CLIENTS_INBOX.to_string(),
+        Some(name) => worker_inbox(name),
+        None => "_INBOX".to_string(),
+    };
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+        .custom_inbox_prefix(inbox)
 }
 
 /// Keys for `shape`, made once per test binary and shape (seeded setup).
