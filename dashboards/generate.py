@@ -91,6 +91,10 @@ DASHBOARDS = {
         panel("Submitter events (5 min)", [q("sum by (event) (increase(medrollup_l1_events_total[5m]))", "{{event}}")], "short"),
         panel("Last batch on L1", [q("medrollup_last_submitted_batch", "batch")], "short", "stat"),
         panel("Submitter up", [q("medrollup_l1_up", "up")], "short", "stat"),
+        panel("Proposed verifier: installable at (Unix s; 0: none) and for other keys (1)", [
+            q("medrollup_l1_verifier_upgrade_activation_seconds", "installable at"),
+            q("medrollup_l1_verifier_upgrade_foreign", "for other keys"),
+        ], "short", "stat"),
     ]),
     "storage": ("medrollup: storage", [
         panel("Add and cat latency", p50_p95("medrollup_storage_seconds", "op"), "s"),

@@ -5,7 +5,7 @@ pragma solidity ^0.8.24;
 /// Implementations are generated from the circuit's verifying key by
 /// `medrollup-l1 verifier` (see contracts/README.md).
 interface IBatchVerifier {
-    /// @notice sha256 of the verifying key (arkworks compressed encoding),
+    /// @notice sha256 of the verifying key (arkworks uncompressed encoding),
     /// the `verifying_key_sha256` of the key manifest it was generated from.
     function vkHash() external view returns (bytes32);
 

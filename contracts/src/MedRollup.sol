@@ -12,6 +12,13 @@ import {IBatchVerifier} from "./IBatchVerifier.sol";
 /// Storage per batch is one slot: the hash of its record (see `recordHash`).
 /// The full record is in the `BatchSubmitted` event; anyone holding a record
 /// (from the event or from the coordinator) checks it with `isBatchRecord`.
+///
+/// Roles: the sequencer submits batches; the owner (a key other than the
+/// sequencer's, in production a multisig) replaces the sequencer at once and
+/// the verifier only after `upgradeDelay`: the verifier decides which state
+/// changes are valid, so a new one is announced (`VerifierProposed`) and
+/// watched by light clients and operators before it can take effect.
+/// Ownership moves in two steps (the next owner accepts).
 contract MedRollup {
     /// @notice A batch as submitted.
     struct BatchRecord {
@@ -32,6 +39,10 @@ contract MedRollup {
     error BadCid(uint256 length);
     error InvalidProof();
     error NoSuchBatch(uint256 index, uint256 count);
+    error OwnerIsSequencer(address account);
+    error NoProposal();
+    error UpgradeNotDue(uint64 activation, uint256 blockTimestamp);
+    error NotPendingOwner(address caller);
 
     event BatchSubmitted(
         uint256 indexed index,
@@ -44,9 +55,14 @@ contract MedRollup {
     event VerifierChanged(address indexed previous, address indexed next, bytes32 vkHash);
     event SequencerChanged(address indexed previous, address indexed next);
     event OwnerChanged(address indexed previous, address indexed next);
+    event VerifierProposed(address indexed next, bytes32 vkHash, uint64 activation);
+    event VerifierProposalCancelled(address indexed next);
+    event OwnershipOffered(address indexed owner, address indexed next);
 
     /// @notice The state root before any batch.
     bytes32 public immutable genesisRoot;
+    /// @notice Seconds between proposing a verifier and installing it.
+    uint64 public immutable upgradeDelay;
     // Layout for gas: each counter shares a slot with an address that is set
     // at deployment, so a submission reads two slots for four values and
     // never writes a slot from zero except the batch's own record.
@@ -61,15 +77,36 @@ contract MedRollup {
     bytes32 public currentRoot;
     /// @notice `recordHash` of each batch, by index.
     mapping(uint256 => bytes32) public batchRecordHash;
+    // Governance state, in slots of its own: a submission never reads them.
+    /// @notice The verifier proposed to replace `verifier` (zero: none).
+    IBatchVerifier public pendingVerifier;
+    /// @notice When `pendingVerifier` may be installed (Unix seconds).
+    uint64 public pendingVerifierActivation;
+    /// @notice The account offered ownership (zero: none).
+    address public pendingOwner;
 
-    constructor(bytes32 genesisRoot_, IBatchVerifier verifier_, address sequencer_) {
-        if (address(verifier_) == address(0) || sequencer_ == address(0)) revert ZeroAddress();
+    /// @param owner_ The owner; refused if it is the sequencer, whose key is
+    /// online and used every few seconds.
+    /// @param upgradeDelay_ Seconds a proposed verifier waits before it can
+    /// be installed.
+    constructor(
+        bytes32 genesisRoot_,
+        IBatchVerifier verifier_,
+        address sequencer_,
+        address owner_,
+        uint64 upgradeDelay_
+    ) {
+        if (address(verifier_) == address(0) || sequencer_ == address(0) || owner_ == address(0)) {
+            revert ZeroAddress();
+        }
+        if (owner_ == sequencer_) revert OwnerIsSequencer(owner_);
         genesisRoot = genesisRoot_;
+        upgradeDelay = upgradeDelay_;
         currentRoot = genesisRoot_;
-        owner = msg.sender;
+        owner = owner_;
         sequencer = sequencer_;
         verifier = verifier_;
-        emit OwnerChanged(address(0), msg.sender);
+        emit OwnerChanged(address(0), owner_);
         emit SequencerChanged(address(0), sequencer_);
         emit VerifierChanged(address(0), address(verifier_), verifier_.vkHash());
     }
@@ -129,23 +166,63 @@ contract MedRollup {
         return verifier.vkHash();
     }
 
-    /// @notice Installs the verifier of a new circuit version.
-    function setVerifier(IBatchVerifier next) external onlyOwner {
+    /// @notice Announces the verifier of a new circuit version; it can be
+    /// installed with `activateVerifier` from `upgradeDelay` seconds on. A
+    /// new proposal replaces the pending one (and restarts the wait).
+    function proposeVerifier(IBatchVerifier next) external onlyOwner {
         if (address(next) == address(0)) revert ZeroAddress();
+        uint64 activation = uint64(block.timestamp) + upgradeDelay;
+        pendingVerifier = next;
+        pendingVerifierActivation = activation;
+        emit VerifierProposed(address(next), next.vkHash(), activation);
+    }
+
+    /// @notice Withdraws the pending proposal.
+    function cancelVerifier() external onlyOwner {
+        IBatchVerifier next = pendingVerifier;
+        if (address(next) == address(0)) revert NoProposal();
+        delete pendingVerifier;
+        delete pendingVerifierActivation;
+        emit VerifierProposalCancelled(address(next));
+    }
+
+    /// @notice Installs the pending verifier once its wait is over.
+    function activateVerifier() external onlyOwner {
+        IBatchVerifier next = pendingVerifier;
+        if (address(next) == address(0)) revert NoProposal();
+        uint64 activation = pendingVerifierActivation;
+        if (block.timestamp < activation) revert UpgradeNotDue(activation, block.timestamp);
+        delete pendingVerifier;
+        delete pendingVerifierActivation;
         emit VerifierChanged(address(verifier), address(next), next.vkHash());
         verifier = next;
     }
 
+    /// @notice Replaces the sequencer at once (a sequencer can only submit
+    /// proven batches, so this is safe without a wait, and a leaked
+    /// sequencer key must be replaceable quickly).
     function setSequencer(address next) external onlyOwner {
         if (next == address(0)) revert ZeroAddress();
+        if (next == owner) revert OwnerIsSequencer(next);
         emit SequencerChanged(sequencer, next);
         sequencer = next;
     }
 
+    /// @notice Offers ownership to `next`, who takes it with `acceptOwnership`.
     function transferOwnership(address next) external onlyOwner {
         if (next == address(0)) revert ZeroAddress();
-        emit OwnerChanged(owner, next);
-        owner = next;
+        if (next == sequencer) revert OwnerIsSequencer(next);
+        pendingOwner = next;
+        emit OwnershipOffered(owner, next);
+    }
+
+    /// @notice Takes the ownership offered to the caller.
+    function acceptOwnership() external {
+        if (msg.sender != pendingOwner) revert NotPendingOwner(msg.sender);
+        if (msg.sender == sequencer) revert OwnerIsSequencer(msg.sender);
+        emit OwnerChanged(owner, msg.sender);
+        owner = msg.sender;
+        delete pendingOwner;
     }
 
     modifier onlyOwner() {

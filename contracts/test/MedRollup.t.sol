@@ -22,12 +22,14 @@ contract OtherVerifier is IBatchVerifier {
 /// (test/Fixtures.sol, from `medrollup-l1 fixtures`).
 contract MedRollupTest is CheatTest {
     address constant SEQUENCER = address(0x5E0);
+    address constant OWNER = address(0x0A11);
+    uint64 constant DELAY = 2 days;
     MedRollup rollup;
     BatchVerifier verifier;
 
     function setUp() public {
         verifier = new BatchVerifier();
-        rollup = new MedRollup(Fixtures.GENESIS_ROOT, verifier, SEQUENCER);
+        rollup = new MedRollup(Fixtures.GENESIS_ROOT, verifier, SEQUENCER, OWNER, DELAY);
         vm.warp(Fixtures.batch(Fixtures.COUNT - 1).timestamp + 60);
     }
 
@@ -131,18 +133,117 @@ contract MedRollupTest is CheatTest {
         submit(b);
     }
 
-    function test_owner_installs_a_new_verifier() public {
+    function test_owner_may_not_be_the_sequencer() public {
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.OwnerIsSequencer.selector, SEQUENCER));
+        new MedRollup(Fixtures.GENESIS_ROOT, verifier, SEQUENCER, SEQUENCER, DELAY);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.ZeroAddress.selector));
+        new MedRollup(Fixtures.GENESIS_ROOT, verifier, SEQUENCER, address(0), DELAY);
+        assertEq(uint160(rollup.owner()), uint160(OWNER), "owner");
+        assertEq(rollup.upgradeDelay(), DELAY, "delay");
+    }
+
+    function test_a_new_verifier_waits_out_the_delay() public {
         OtherVerifier next = new OtherVerifier();
+        // Neither the sequencer nor anyone but the owner may propose.
         vm.prank(SEQUENCER);
         vm.expectRevert(abi.encodeWithSelector(MedRollup.NotOwner.selector, SEQUENCER));
-        rollup.setVerifier(next);
+        rollup.proposeVerifier(next);
+        uint64 activation = uint64(block.timestamp) + DELAY;
+        vm.expectEmit();
+        emit MedRollup.VerifierProposed(address(next), keccak256("another circuit"), activation);
+        vm.prank(OWNER);
+        rollup.proposeVerifier(next);
+        assertEq(uint160(address(rollup.pendingVerifier())), uint160(address(next)), "pending");
+        assertEq(rollup.pendingVerifierActivation(), activation, "activation");
+        // Not before its time, and the old circuit's proofs still pass meanwhile.
+        vm.warp(activation - 1);
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.UpgradeNotDue.selector, activation, activation - 1));
+        rollup.activateVerifier();
+        submit(Fixtures.batch(0));
+        vm.warp(activation);
+        vm.prank(SEQUENCER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.NotOwner.selector, SEQUENCER));
+        rollup.activateVerifier();
         vm.expectEmit();
         emit MedRollup.VerifierChanged(address(verifier), address(next), keccak256("another circuit"));
-        rollup.setVerifier(next);
+        vm.prank(OWNER);
+        rollup.activateVerifier();
         assertEq(rollup.vkHash(), keccak256("another circuit"), "new vk hash");
+        assertEq(uint160(address(rollup.pendingVerifier())), 0, "no longer pending");
         // Proofs of the old circuit no longer pass.
         vm.expectRevert(abi.encodeWithSelector(MedRollup.InvalidProof.selector));
-        submit(Fixtures.batch(0));
+        submit(Fixtures.batch(1));
+        // And the proposal is used up.
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.NoProposal.selector));
+        rollup.activateVerifier();
+    }
+
+    function test_a_cancelled_or_replaced_proposal_is_not_installed() public {
+        OtherVerifier first = new OtherVerifier();
+        OtherVerifier second = new OtherVerifier();
+        vm.prank(OWNER);
+        rollup.proposeVerifier(first);
+        // A second proposal replaces the first and restarts the wait.
+        vm.warp(block.timestamp + DELAY - 1);
+        uint64 activation = uint64(block.timestamp) + DELAY;
+        vm.prank(OWNER);
+        rollup.proposeVerifier(second);
+        vm.warp(block.timestamp + 1);
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.UpgradeNotDue.selector, activation, block.timestamp));
+        rollup.activateVerifier();
+        vm.expectEmit();
+        emit MedRollup.VerifierProposalCancelled(address(second));
+        vm.prank(OWNER);
+        rollup.cancelVerifier();
+        vm.warp(activation);
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.NoProposal.selector));
+        rollup.activateVerifier();
+        assertEq(uint160(address(rollup.verifier())), uint160(address(verifier)), "verifier kept");
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.NoProposal.selector));
+        rollup.cancelVerifier();
+    }
+
+    function test_ownership_moves_in_two_steps() public {
+        address next = address(0xB0B);
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.OwnerIsSequencer.selector, SEQUENCER));
+        rollup.transferOwnership(SEQUENCER);
+        vm.prank(OWNER);
+        rollup.transferOwnership(next);
+        assertEq(uint160(rollup.owner()), uint160(OWNER), "owner until accepted");
+        vm.prank(address(0xBAD));
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.NotPendingOwner.selector, address(0xBAD)));
+        rollup.acceptOwnership();
+        vm.expectEmit();
+        emit MedRollup.OwnerChanged(OWNER, next);
+        vm.prank(next);
+        rollup.acceptOwnership();
+        assertEq(uint160(rollup.owner()), uint160(next), "new owner");
+        assertEq(uint160(rollup.pendingOwner()), 0, "offer used");
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.NotOwner.selector, OWNER));
+        rollup.setSequencer(address(0x5E1));
+    }
+
+    function test_owner_replaces_the_sequencer_at_once() public {
+        address next = address(0x5E1);
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.OwnerIsSequencer.selector, OWNER));
+        rollup.setSequencer(OWNER);
+        vm.prank(OWNER);
+        rollup.setSequencer(next);
+        // The old sequencer's key no longer submits; the new one does.
+        Fixtures.Batch memory b = Fixtures.batch(0);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.NotSequencer.selector, SEQUENCER));
+        submit(b);
+        vm.prank(next);
+        rollup.submitBatch(b.oldRoot, b.newRoot, b.txCommitment, b.timestamp, b.cid, b.proof);
+        assertEq(rollup.batchCount(), 1, "count");
     }
 
     function test_unknown_batch_record_reverts() public {

@@ -31,6 +31,10 @@ pub struct L1Settings {
     pub rollup: Option<Address>,
     /// Verifier to deploy, for keys other than the canonical ones.
     pub verifier_artifact: Option<PathBuf>,
+    /// The owner of a rollup the coordinator deploys (never the sequencer).
+    pub owner: Option<Address>,
+    /// A deployed rollup's wait between proposing and installing a verifier.
+    pub upgrade_delay_s: u64,
 }
 
 /// What `GET /l1` shows.
@@ -54,6 +58,26 @@ pub struct L1Status {
     pub reorgs: u64,
     /// Why the submitter stopped, if it did.
     pub error: Option<String>,
+    /// The rollup's owner (who installs verifiers), once read.
+    pub owner: Option<String>,
+    /// Seconds between a verifier's proposal and its installation.
+    pub upgrade_delay_s: Option<u64>,
+    /// A verifier proposed on chain and not installed yet.
+    pub verifier_upgrade: Option<VerifierUpgrade>,
+}
+
+/// A verifier proposed to replace the one installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VerifierUpgrade {
+    /// Its address.
+    pub verifier: String,
+    /// The verifying key it is for.
+    pub vk_sha256: String,
+    /// When its owner may install it (Unix seconds).
+    pub activation: u64,
+    /// Whether it is for this farm's keys; if not, the farm's proofs are
+    /// refused once it is installed.
+    pub for_our_keys: bool,
 }
 
 /// The running submitter.
@@ -232,11 +256,53 @@ async fn resolve(
         }
         warn!(rollup = %d.rollup, "the recorded rollup is not on this chain (a fresh dev chain?): deploying anew");
     }
-    let d = submitter::deploy(&settings.config, &load_verifier(settings, manifest)?, genesis_root).await?;
+    let Some(owner) = settings.owner else {
+        return Err(L1SetupError::Verifier(
+            "deploying the rollup needs its owner, who installs verifiers: pass --l1-owner ADDRESS (an account \
+             other than the sequencer's; on anvil e.g. its second account)"
+                .into(),
+        ));
+    };
+    let gov = submitter::Governance { owner, upgrade_delay_s: settings.upgrade_delay_s };
+    let d =
+        submitter::deploy(&settings.config, &load_verifier(settings, manifest)?, genesis_root, gov).await?;
     std::fs::write(&path, serde_json::to_vec_pretty(&d).expect("json"))
         .map_err(|e| L1SetupError::File { path: path.clone(), reason: e.to_string() })?;
     info!(rollup = %d.rollup, verifier = %d.verifier, chain_id, "rollup deployed");
     Ok(d.rollup)
+}
+
+/// The L1 watcher reads the rollup's governance every this many rounds
+/// (2 s each).
+const GOVERNANCE_EVERY: u64 = 5;
+
+/// Shows the rollup's governance in `GET /l1` and the metrics, and warns
+/// once per proposal of a verifier.
+fn note_governance(g: &submitter::GovernanceState, ours: &str, metrics: &Metrics, status: &Mutex<L1Status>) {
+    let upgrade = g.proposed.as_ref().map(|p| VerifierUpgrade {
+        verifier: p.verifier.to_string(),
+        vk_sha256: p.vk_sha256.clone(),
+        activation: p.activation,
+        for_our_keys: p.vk_sha256 == ours,
+    });
+    metrics.l1_verifier_upgrade_activation_seconds.set(upgrade.as_ref().map_or(0, |u| u.activation as i64));
+    metrics.l1_verifier_upgrade_foreign.set(upgrade.as_ref().is_some_and(|u| !u.for_our_keys) as i64);
+    let mut s = status.lock().expect("l1 status");
+    if upgrade != s.verifier_upgrade
+        && let Some(u) = &upgrade
+    {
+        if u.for_our_keys {
+            info!(verifier = %u.verifier, activation = u.activation, "a verifier for this farm's keys is proposed");
+        } else {
+            warn!(
+                verifier = %u.verifier, vk = %u.vk_sha256, ours, activation = u.activation,
+                "a verifier for OTHER keys is proposed: once installed, this farm's proofs are refused"
+            );
+        }
+    }
+    s.owner = Some(g.owner.to_string());
+    s.upgrade_delay_s = Some(g.upgrade_delay_s);
+    s.verifier_upgrade = upgrade;
 }
 
 /// Connects to L1 (deploying on a dev chain if needed) and starts the submitter.
@@ -269,17 +335,25 @@ pub async fn start(
     let (wake, wake_rx) = tokio::sync::watch::channel(0u64);
     let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
     // The chain's head and the submitter's balance, for the dashboards and
-    // the low-balance alert.
+    // the low-balance alert; every `GOVERNANCE_EVERY` rounds, the rollup's
+    // governance, for the verifier-upgrade alerts.
     let watcher = {
         let provider = submitter::connect(&settings.config)?;
         let (metrics, me, mut stop) = (metrics.clone(), s.address(), stop_rx.clone());
+        let (status, ours) = (status.clone(), manifest.verifying_key_sha256.to_ascii_lowercase());
         async move {
-            loop {
+            for round in 0u64.. {
                 if let Ok(head) = provider.get_block_number().await {
                     metrics.l1_head_block.set(head as i64);
                 }
                 if let Ok(wei) = provider.get_balance(me).await {
                     metrics.l1_submitter_balance_ether.set(f64::from(wei) / 1e18);
+                }
+                if round % GOVERNANCE_EVERY == 0 {
+                    match submitter::governance(&provider, rollup).await {
+                        Ok(g) => note_governance(&g, &ours, &metrics, &status),
+                        Err(e) => warn!(error = %e, "could not read the rollup's governance"),
+                    }
                 }
                 tokio::select! {
                     _ = stop.wait_for(|s| *s) => return,

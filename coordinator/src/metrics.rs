@@ -68,6 +68,10 @@ pub struct Metrics {
     pub l1_last_landed_timestamp_seconds: IntGauge,
     /// The submitter account's balance.
     pub l1_submitter_balance_ether: Gauge,
+    /// When a proposed verifier may be installed (Unix seconds; 0: none proposed).
+    pub l1_verifier_upgrade_activation_seconds: IntGauge,
+    /// 1 while the proposed verifier is for other keys than the farm's.
+    pub l1_verifier_upgrade_foreign: IntGauge,
     /// Content store calls, by operation (add, cat, has, pin, unpin).
     pub storage_seconds: HistogramVec,
     /// Bytes through the content store, by operation (add, cat).
@@ -210,6 +214,14 @@ impl Metrics {
             l1_submitter_balance_ether: reg!(Gauge::new(
                 "medrollup_l1_submitter_balance_ether",
                 "The submitter account's balance"
+            )),
+            l1_verifier_upgrade_activation_seconds: reg!(IntGauge::new(
+                "medrollup_l1_verifier_upgrade_activation_seconds",
+                "When the proposed verifier may be installed on the rollup (Unix seconds; 0: none proposed)"
+            )),
+            l1_verifier_upgrade_foreign: reg!(IntGauge::new(
+                "medrollup_l1_verifier_upgrade_foreign",
+                "1 while the proposed verifier is for other keys than the farm's"
             )),
             storage_seconds: reg!(HistogramVec::new(
                 HistogramOpts::new("medrollup_storage_seconds", "Content store calls, by operation")

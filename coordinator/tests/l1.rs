@@ -11,7 +11,7 @@ use common::*;
 use medrollup_coordinator::workload;
 use medrollup_l1::canonical;
 use medrollup_l1::contracts::MedRollup;
-use medrollup_l1::devnet::{Anvil, DEV_KEY};
+use medrollup_l1::devnet::{Anvil, DEV_KEY, DEV_OWNER, DEV_OWNER_KEY};
 use medrollup_l1::submitter::{self, L1Config};
 use medrollup_wire::TxStatus;
 use std::time::Duration;
@@ -190,6 +190,53 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
     let last = format!("medrollup_last_submitted_batch {}", sealed - 1);
     assert!(metrics.lines().any(|l| l == last), "{last} after the restart:\n{metrics}");
+    assert_eq!(st["owner"].as_str(), Some(DEV_OWNER), "{st}");
+    assert_eq!(st["verifier_upgrade"], serde_json::Value::Null, "{st}");
+
+    // The owner proposes a verifier for other keys: the coordinator shows it
+    // and raises the metric its alert watches; withdrawn, it is gone.
+    let foreign = Address::repeat_byte(0xf0);
+    let mut code = vec![0x7f]; // PUSH32 0xabab..: every call, vkHash() included, returns it
+    code.extend_from_slice(&[0xab; 32]);
+    code.extend_from_slice(&[0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+    rpc(&anvil.url(), "anvil_setCode", serde_json::json!([foreign, format!("0x{}", hex::encode(code))]))
+        .await;
+    let owner = L1Config::local(&anvil.url(), submitter::parse_key(DEV_OWNER_KEY).unwrap());
+    let owner_call = |data: Vec<u8>| {
+        let owner = owner.clone();
+        async move {
+            let r = submitter::send_and_wait(&owner, Some(rollup), data.into(), 300_000).await.unwrap();
+            assert!(r.status(), "the owner's call reverted");
+        }
+    };
+    use alloy::sol_types::SolCall;
+    owner_call(MedRollup::proposeVerifierCall { next: foreign }.abi_encode()).await;
+    let up = wait_for("the proposal shown", Duration::from_secs(30), || async {
+        let st = get_json(&format!("{http}/l1")).await;
+        (!st["verifier_upgrade"].is_null()).then(|| st["verifier_upgrade"].clone())
+    })
+    .await;
+    assert_eq!(up["verifier"].as_str(), Some(&*foreign.to_string()), "{up}");
+    assert_eq!(
+        (up["vk_sha256"].as_str(), up["for_our_keys"].as_bool()),
+        (Some(&*"ab".repeat(32)), Some(false))
+    );
+    let metric = |m: &str, name: &str| {
+        m.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<i64>().ok()))
+    };
+    let m = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "medrollup_l1_verifier_upgrade_foreign "), Some(1), "{m}");
+    assert_eq!(
+        metric(&m, "medrollup_l1_verifier_upgrade_activation_seconds ").map(|a| a as u64),
+        up["activation"].as_u64()
+    );
+    owner_call(MedRollup::cancelVerifierCall {}.abi_encode()).await;
+    wait_for("the withdrawal shown", Duration::from_secs(30), || async {
+        get_json(&format!("{http}/l1")).await["verifier_upgrade"].is_null().then_some(())
+    })
+    .await;
+    let m = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(metric(&m, "medrollup_l1_verifier_upgrade_foreign "), Some(0), "{m}");
 
     // The sequencer's key is in no log.
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -239,26 +286,34 @@ async fn bad_l1_settings_stop_the_coordinator_with_a_clear_error() {
     );
     assert!(!ok && out.contains("--l1-rollup needs --l1-rpc"), "{out}");
 
-    // A rollup address where there is no contract.
     let nats = Nats::start(dir.path());
     let anvil = Anvil::start(free_port(), &[]).unwrap();
     let url = anvil.url();
     let http = format!("127.0.0.1:{}", free_port());
+    let fresh = [
+        "--keys-dir",
+        keys_arg,
+        "--nats-url",
+        &nats.url,
+        "--nats-user",
+        "coordinator",
+        "--http",
+        &http,
+        "--l1-rpc",
+        &url,
+    ];
+    // Deploying needs an owner, and not the sequencer's own account.
+    let (ok, out) = coordinator_exit(&fresh, Some(DEV_KEY), &data);
+    assert!(!ok && out.contains("pass --l1-owner ADDRESS"), "{out}");
+    let sequencer = submitter::parse_key(DEV_KEY).unwrap().address().to_string();
+    let (ok, out) =
+        coordinator_exit(&[&fresh[..], &["--l1-owner", &sequencer]].concat(), Some(DEV_KEY), &data);
+    assert!(!ok && out.contains("is the sequencer's own account"), "{out}");
+    assert!(!data.join("l1-deployment.json").exists(), "nothing deployed");
+
+    // A rollup address where there is no contract.
     let (ok, out) = coordinator_exit(
-        &[
-            "--keys-dir",
-            keys_arg,
-            "--nats-url",
-            &nats.url,
-            "--nats-user",
-            "coordinator",
-            "--http",
-            &http,
-            "--l1-rpc",
-            &url,
-            "--l1-rollup",
-            "0x00000000000000000000000000000000000000aa",
-        ],
+        &[&fresh[..], &["--l1-rollup", "0x00000000000000000000000000000000000000aa"]].concat(),
         Some(DEV_KEY),
         &data,
     );

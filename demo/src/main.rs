@@ -177,6 +177,7 @@ fn start(out: &Path, p: &Ports) -> anyhow::Result<(Farm, PathBuf)> {
             .arg("--keys-dir")
             .arg(&keys)
             .args(["--seal-timeout-ms", "1000", "--l1-rpc", &format!("http://127.0.0.1:{}", p.anvil)])
+            .args(["--l1-owner", medrollup_l1::devnet::DEV_OWNER])
             .env("MEDROLLUP_L1_KEY", medrollup_l1::devnet::DEV_KEY),
         &logs,
     )?;

@@ -31,6 +31,10 @@ sol! {
         error BadCid(uint256 length);
         error InvalidProof();
         error NoSuchBatch(uint256 index, uint256 count);
+        error OwnerIsSequencer(address account);
+        error NoProposal();
+        error UpgradeNotDue(uint64 activation, uint256 blockTimestamp);
+        error NotPendingOwner(address caller);
 
         event BatchSubmitted(
             uint256 indexed index,
@@ -41,8 +45,16 @@ sol! {
             bytes cid
         );
         event VerifierChanged(address indexed previous, address indexed next, bytes32 vkHash);
+        event VerifierProposed(address indexed next, bytes32 vkHash, uint64 activation);
+        event VerifierProposalCancelled(address indexed next);
 
-        constructor(bytes32 genesisRoot_, address verifier_, address sequencer_);
+        constructor(
+            bytes32 genesisRoot_,
+            address verifier_,
+            address sequencer_,
+            address owner_,
+            uint64 upgradeDelay_
+        );
 
         function submitBatch(
             bytes32 oldRoot,
@@ -62,7 +74,16 @@ sol! {
         function verifier() external view returns (address);
         function sequencer() external view returns (address);
         function owner() external view returns (address);
-        function setVerifier(address next) external;
+        function pendingOwner() external view returns (address);
+        function upgradeDelay() external view returns (uint64);
+        function pendingVerifier() external view returns (address);
+        function pendingVerifierActivation() external view returns (uint64);
+        function proposeVerifier(address next) external;
+        function cancelVerifier() external;
+        function activateVerifier() external;
+        function setSequencer(address next) external;
+        function transferOwnership(address next) external;
+        function acceptOwnership() external;
     }
 
     /// The per-record baseline (contracts/src/baseline/DirectIndex.sol).

@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 /// anvil chain. Never use it anywhere else.
 pub const DEV_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
+/// anvil's second default account, the dev chain's rollup owner (the
+/// contract refuses the sequencer as owner). Public like [`DEV_KEY`].
+pub const DEV_OWNER_KEY: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// The address of [`DEV_OWNER_KEY`].
+pub const DEV_OWNER: &str = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+
 /// Where anvil is: `$MEDROLLUP_ANVIL`, else the repository's npm install.
 pub fn anvil_bin() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("MEDROLLUP_ANVIL") {

@@ -113,7 +113,8 @@ pub enum L1Error {
     /// The verifier on chain is for other keys.
     #[error(
         "the verifier on chain is for verifying key sha256 {chain}, this farm proves with {ours}: \
-         install the matching verifier (MedRollup.setVerifier) or use the matching keys"
+         have the owner install the matching verifier (MedRollup.proposeVerifier, then activateVerifier \
+         after the rollup's upgrade delay) or use the matching keys"
     )]
     VkMismatch {
         /// On chain.
@@ -301,19 +302,107 @@ pub async fn deploy_contract(
     Ok((addr, receipt.block_number.unwrap_or_default()))
 }
 
+/// Who governs a rollup being deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Governance {
+    /// The owner: replaces the sequencer, proposes and installs verifiers.
+    /// Not the sequencer's key (the contract refuses that).
+    pub owner: Address,
+    /// Seconds between proposing a verifier and installing it.
+    pub upgrade_delay_s: u64,
+}
+
+/// [`Governance::upgrade_delay_s`] by default: two days for light clients
+/// and operators to see a proposed verifier before it decides validity.
+pub const DEFAULT_UPGRADE_DELAY_S: u64 = 2 * 24 * 3600;
+
 /// Deploys a verifier from `verifier` and the rollup contract with
-/// `genesis_root`, the key's address as sequencer and owner.
-pub async fn deploy(config: &L1Config, verifier: &Artifact, genesis_root: Fr) -> Result<Deployment, L1Error> {
+/// `genesis_root`, the key's address as sequencer, governed by `gov`.
+pub async fn deploy(
+    config: &L1Config,
+    verifier: &Artifact,
+    genesis_root: Fr,
+    gov: Governance,
+) -> Result<Deployment, L1Error> {
+    if gov.owner == config.key.address() {
+        return Err(L1Error::Config(format!(
+            "the rollup's owner {} is the sequencer's own account: the owner (who installs verifiers) must be \
+             another key, one that is not online on the coordinator",
+            gov.owner
+        )));
+    }
+    if gov.owner == Address::ZERO {
+        return Err(L1Error::Config("the rollup's owner is the zero address".into()));
+    }
     let chain_id = connect(config)?.get_chain_id().await.map_err(rpc("reading the chain id"))?;
     let (verifier_addr, _) = deploy_contract(config, verifier, &[]).await?;
     let args = MedRollup::constructorCall {
         genesisRoot_: fr_u256(&genesis_root).into(),
         verifier_: verifier_addr,
         sequencer_: config.key.address(),
+        owner_: gov.owner,
+        upgradeDelay_: gov.upgrade_delay_s,
     }
     .abi_encode();
     let (rollup, block) = deploy_contract(config, &crate::contracts::rollup_artifact(), &args).await?;
     Ok(Deployment { rollup, verifier: verifier_addr, chain_id, block })
+}
+
+/// A verifier proposed and not yet installed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProposedVerifier {
+    /// Its address.
+    pub verifier: Address,
+    /// The verifying key sha256 it reports (hex).
+    pub vk_sha256: String,
+    /// When the owner may install it (Unix seconds).
+    pub activation: u64,
+}
+
+/// Who governs a rollup, and what upgrade is pending.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GovernanceState {
+    /// The owner.
+    pub owner: Address,
+    /// The sequencer.
+    pub sequencer: Address,
+    /// Seconds between a proposal and its installation.
+    pub upgrade_delay_s: u64,
+    /// The installed verifier's key hash (hex).
+    pub vk_sha256: String,
+    /// The proposed verifier, if any.
+    pub proposed: Option<ProposedVerifier>,
+}
+
+/// Reads the rollup's governance (all at the node's latest block). Needs no
+/// key: light clients and operators watch for proposed verifiers this way.
+pub async fn governance(provider: &DynProvider, rollup: Address) -> Result<GovernanceState, L1Error> {
+    let at = latest_block(provider).await?;
+    let c = MedRollup::new(rollup, provider);
+    let owner = c.owner().block(at).call().await.map_err(rpc("reading the owner"))?;
+    let sequencer = c.sequencer().block(at).call().await.map_err(rpc("reading the sequencer"))?;
+    let upgrade_delay_s =
+        c.upgradeDelay().block(at).call().await.map_err(rpc("reading the upgrade delay"))?;
+    let vk = c.vkHash().block(at).call().await.map_err(rpc("reading the verifier's key hash"))?;
+    let pending = c.pendingVerifier().block(at).call().await.map_err(rpc("reading the pending verifier"))?;
+    let proposed = if pending == Address::ZERO {
+        None
+    } else {
+        let activation = c
+            .pendingVerifierActivation()
+            .block(at)
+            .call()
+            .await
+            .map_err(rpc("reading the pending verifier's activation"))?;
+        // A proposed verifier that cannot say its key is reported as such:
+        // the owner can still install it.
+        let vk_sha256 = match BatchVerifier::new(pending, provider).vkHash().block(at).call().await {
+            Ok(h) => hex::encode(h),
+            Err(e) => format!("(unreadable: {e})"),
+        };
+        Some(ProposedVerifier { verifier: pending, vk_sha256, activation })
+    };
+    Ok(GovernanceState { owner, sequencer, upgrade_delay_s, vk_sha256: hex::encode(vk), proposed })
 }
 
 async fn wait_receipt(
@@ -360,16 +449,21 @@ pub async fn batch_count(provider: &DynProvider, rollup: Address) -> Result<u64,
     MedRollup::new(rollup, provider).batchCount().call().await.map_err(rpc("reading the batch count"))
 }
 
-/// The rollup's batch count and root, both read at the same (latest) block,
-/// so that a reorg between the two reads cannot mix two chains. Needs no key:
-/// light clients read the roots they trust this way.
-pub async fn chain_state(provider: &DynProvider, rollup: Address) -> Result<ChainState, L1Error> {
+/// The node's latest block, to read several values at (one state).
+async fn latest_block(provider: &DynProvider) -> Result<BlockId, L1Error> {
     let head = provider
         .get_block_by_number(BlockNumberOrTag::Latest)
         .await
         .map_err(rpc("reading the latest block"))?
         .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
-    let at = BlockId::hash(head.header.hash);
+    Ok(BlockId::hash(head.header.hash))
+}
+
+/// The rollup's batch count and root, both read at the same (latest) block,
+/// so that a reorg between the two reads cannot mix two chains. Needs no key:
+/// light clients read the roots they trust this way.
+pub async fn chain_state(provider: &DynProvider, rollup: Address) -> Result<ChainState, L1Error> {
+    let at = latest_block(provider).await?;
     let c = MedRollup::new(rollup, provider);
     let count = c.batchCount().block(at).call().await.map_err(rpc("reading the batch count"))?;
     let root = c.currentRoot().block(at).call().await.map_err(rpc("reading the current root"))?;

@@ -9,10 +9,11 @@ use alloy::providers::Provider;
 use ark_bn254::Fr;
 use medrollup_circuits::keys;
 use medrollup_l1::contracts::{MedRollup, verifier_artifact};
-use medrollup_l1::devnet::{Anvil, DEV_KEY};
+use medrollup_l1::devnet::{Anvil, DEV_KEY, DEV_OWNER, DEV_OWNER_KEY};
 use medrollup_l1::fixtures::prove_batches;
 use medrollup_l1::submitter::{
-    self, BatchSource, L1Batch, L1Config, L1Error, Landing, Observer, Submitter, root_word,
+    self, BatchSource, DEFAULT_UPGRADE_DELAY_S, Governance, L1Batch, L1Config, L1Error, Landing, Observer,
+    Submitter, root_word,
 };
 use medrollup_l1::{canonical, vk_sha256};
 use std::collections::HashSet;
@@ -136,10 +137,15 @@ fn config(url: &str) -> L1Config {
     c
 }
 
-/// Deploys the canonical verifier and the rollup at the sample genesis.
+fn dev_governance() -> Governance {
+    Governance { owner: DEV_OWNER.parse().unwrap(), upgrade_delay_s: DEFAULT_UPGRADE_DELAY_S }
+}
+
+/// Deploys the canonical verifier and the rollup at the sample genesis,
+/// owned by anvil's second account.
 async fn deploy(url: &str) -> Address {
     let (root, _, _) = proven();
-    submitter::deploy(&config(url), &verifier_artifact(), *root).await.unwrap().rollup
+    submitter::deploy(&config(url), &verifier_artifact(), *root, dev_governance()).await.unwrap().rollup
 }
 
 /// A running submitter and the means to stop it.
@@ -526,4 +532,83 @@ async fn a_landing_sent_before_a_restart_is_recorded_from_the_chain() {
     let found = run.seen.landed.lock().unwrap()[0].clone();
     assert_eq!((found.index, found.sends), (1, 0), "{found:?}");
     run.stop().await;
+}
+
+/// `medrollup-l1 upgrade ...` with `owner_key`: (success, output).
+fn upgrade_cli(url: &str, rollup: Address, owner_key: &str, action: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medrollup-l1"))
+        .args(["upgrade", "--rpc", url, "--rollup", &rollup.to_string()])
+        .args(action)
+        .env("MEDROLLUP_L1_OWNER_KEY", owner_key)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Installs at `at` a contract whose every call returns `word` (so its
+/// `vkHash()` is `word`): a verifier for other keys, without a compiler.
+async fn install_constant_contract(url: &str, at: Address, word: B256) {
+    let mut code = vec![0x7f]; // PUSH32 word
+    code.extend_from_slice(word.as_slice());
+    code.extend_from_slice(&[0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]); // MSTORE at 0, RETURN 32 bytes
+    rpc(url, "anvil_setCode", serde_json::json!([at, format!("0x{}", hex::encode(code))])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_verifier_is_announced_and_installed_only_after_the_delay() {
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
+    let p = submitter::connect_read_only(&url).unwrap();
+    let (_, _, ours) = proven();
+    let g = submitter::governance(&p, rollup).await.unwrap();
+    assert_eq!(g.owner, DEV_OWNER.parse::<Address>().unwrap());
+    assert_eq!(g.sequencer, config(&url).key.address());
+    assert_eq!((g.upgrade_delay_s, &g.vk_sha256, &g.proposed), (DEFAULT_UPGRADE_DELAY_S, ours, &None));
+
+    // The sequencer's key cannot own a rollup, nor propose on this one.
+    let (root, _, _) = proven();
+    let own = Governance { owner: config(&url).key.address(), ..dev_governance() };
+    let err = submitter::deploy(&config(&url), &verifier_artifact(), *root, own).await.unwrap_err();
+    assert!(err.to_string().contains("is the sequencer's own account"), "{err}");
+    let foreign = Address::repeat_byte(0xf0);
+    let foreign_vk = B256::repeat_byte(0xab);
+    install_constant_contract(&url, foreign, foreign_vk).await;
+    let (ok, out) = upgrade_cli(&url, rollup, DEV_KEY, &["propose", "--verifier", &foreign.to_string()]);
+    assert!(!ok && out.contains("NotOwner"), "{out}");
+
+    // The owner proposes; everyone can see it, and when it may be installed.
+    let (ok, out) =
+        upgrade_cli(&url, rollup, DEV_OWNER_KEY, &["propose", "--verifier", &foreign.to_string()]);
+    assert!(ok, "{out}");
+    let proposed_at = p.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap();
+    let activation = proposed_at.header.timestamp + DEFAULT_UPGRADE_DELAY_S;
+    let g = submitter::governance(&p, rollup).await.unwrap();
+    let want =
+        submitter::ProposedVerifier { verifier: foreign, vk_sha256: hex::encode(foreign_vk), activation };
+    assert_eq!(g.proposed.as_ref(), Some(&want));
+    assert_eq!(&g.vk_sha256, ours, "the installed verifier is unchanged");
+
+    // Before the wait is over it cannot be installed, and batches proven
+    // for the installed verifier still land.
+    let (ok, out) = upgrade_cli(&url, rollup, DEV_OWNER_KEY, &["activate"]);
+    assert!(!ok && out.contains("UpgradeNotDue"), "{out}");
+    source.prove_upto(1);
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    run.wait_landed(1, Duration::from_secs(60)).await;
+    run.stop().await;
+
+    // After it, it can; then the farm's keys no longer match the chain's.
+    rpc(&url, "evm_increaseTime", serde_json::json!([DEFAULT_UPGRADE_DELAY_S])).await;
+    rpc(&url, "evm_mine", serde_json::json!([])).await;
+    let (ok, out) = upgrade_cli(&url, rollup, DEV_OWNER_KEY, &["activate"]);
+    assert!(ok && out.contains("no proposal pending"), "{out}");
+    let g = submitter::governance(&p, rollup).await.unwrap();
+    assert_eq!((g.vk_sha256, g.proposed), (hex::encode(foreign_vk), None));
+    let err = Submitter::connect(config(&url), rollup, ours).await.unwrap_err();
+    assert!(
+        matches!(err, L1Error::VkMismatch { .. }) && err.to_string().contains("proposeVerifier"),
+        "{err}"
+    );
+    let (ok, out) = upgrade_cli(&url, rollup, DEV_OWNER_KEY, &["cancel"]);
+    assert!(!ok && out.contains("NoProposal"), "{out}");
 }

@@ -120,6 +120,15 @@ struct Args {
     /// Verifier artifact to deploy, for keys other than the canonical ones.
     #[arg(long)]
     l1_verifier_artifact: Option<PathBuf>,
+    /// The owner of a rollup this coordinator deploys: installs verifiers
+    /// and replaces the sequencer. Another account than the sequencer's (in
+    /// production a multisig); needed only when the coordinator deploys.
+    #[arg(long)]
+    l1_owner: Option<alloy::primitives::Address>,
+    /// For a rollup this coordinator deploys: seconds a proposed verifier
+    /// waits before its owner may install it.
+    #[arg(long, default_value_t = submitter::DEFAULT_UPGRADE_DELAY_S)]
+    l1_upgrade_delay_s: u64,
     /// Blocks that must hold a batch before it counts as landed.
     #[arg(long, default_value_t = 1)]
     l1_confirmations: u64,
@@ -249,6 +258,8 @@ async fn main() -> anyhow::Result<()> {
             config: l1,
             rollup: args.l1_rollup,
             verifier_artifact: args.l1_verifier_artifact,
+            owner: args.l1_owner,
+            upgrade_delay_s: args.l1_upgrade_delay_s,
         });
     } else if args.l1_rollup.is_some() {
         anyhow::bail!("--l1-rollup needs --l1-rpc");

@@ -275,7 +275,7 @@ impl Coordinator {
         let mut cmd = Command::new(coordinator_bin());
         if let Some((rpc, key, confirmations)) = o.l1 {
             cmd.args(["--l1-rpc", rpc, "--l1-confirmations", &confirmations.to_string()])
-                .args(["--l1-stuck-after-ms", "3000"])
+                .args(["--l1-stuck-after-ms", "3000", "--l1-owner", medrollup_l1::devnet::DEV_OWNER])
                 .env("MEDROLLUP_L1_KEY", key);
         }
         if let Some(api) = o.ipfs_api {

@@ -1,5 +1,6 @@
 //! `medrollup-l1`: generate the Solidity verifier and the forge fixtures,
-//! deploy the contracts on a dev chain, read the rollup's state.
+//! deploy the contracts on a dev chain, read the rollup's state, and (as
+//! its owner) upgrade its verifier.
 
 use alloy::primitives::{B256, U256};
 use alloy::sol_types::SolCall;
@@ -7,8 +8,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use medrollup_circuits::keys;
 use medrollup_circuits::state::{Genesis, State};
+use medrollup_l1::contracts::MedRollup;
 use medrollup_l1::contracts::{Artifact, DirectIndex, direct_index_artifact, verifier_artifact};
-use medrollup_l1::submitter::{self, BatchSource, L1Batch, L1Config, Landing, Observer, Submitter};
+use medrollup_l1::submitter::{
+    self, BatchSource, DEFAULT_UPGRADE_DELAY_S, Governance, L1Batch, L1Config, Landing, Observer, Submitter,
+};
 use std::path::{Path, PathBuf};
 
 #[derive(Parser, Debug)]
@@ -55,6 +59,13 @@ enum Command {
         /// Where to write the addresses.
         #[arg(long, default_value = "deployment.json")]
         out: PathBuf,
+        /// The rollup's owner (installs verifiers, replaces the sequencer):
+        /// another account than the sequencer's, in production a multisig.
+        #[arg(long)]
+        owner: alloy::primitives::Address,
+        /// Seconds a proposed verifier waits before the owner may install it.
+        #[arg(long, default_value_t = DEFAULT_UPGRADE_DELAY_S)]
+        upgrade_delay_s: u64,
     },
     /// Measures gas on a dev chain: one batch proven with the keys in
     /// --keys-dir submitted to a fresh rollup with their verifier, next to
@@ -68,7 +79,8 @@ enum Command {
         #[arg(long)]
         verifier_artifact: Option<PathBuf>,
     },
-    /// Shows the rollup's batch count, root and verifier key hash.
+    /// Shows the rollup's batch count, root, verifier key hash, owner and
+    /// any proposed verifier.
     Status {
         #[arg(long, default_value = "http://127.0.0.1:8545")]
         rpc: String,
@@ -77,6 +89,30 @@ enum Command {
         #[arg(long, default_value = "keys")]
         keys_dir: PathBuf,
     },
+    /// As the rollup's owner (key: MEDROLLUP_L1_OWNER_KEY), proposes a new
+    /// verifier, installs the proposed one once its wait is over, or
+    /// withdraws the proposal.
+    Upgrade {
+        #[arg(long, default_value = "http://127.0.0.1:8545")]
+        rpc: String,
+        #[arg(long)]
+        rollup: alloy::primitives::Address,
+        #[command(subcommand)]
+        action: UpgradeAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum UpgradeAction {
+    /// Announces the verifier at --verifier (deployed already).
+    Propose {
+        #[arg(long)]
+        verifier: alloy::primitives::Address,
+    },
+    /// Installs the proposed verifier (after the upgrade delay).
+    Activate,
+    /// Withdraws the proposal.
+    Cancel,
 }
 
 fn key_from_env() -> Result<alloy::signers::local::PrivateKeySigner> {
@@ -102,7 +138,15 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("writing {}", out.display()))?;
             println!("{} <- {} batches proven with {}", out.display(), batches.len(), m.verifying_key_sha256);
         }
-        Command::Deploy { rpc, keys_dir, genesis, verifier_artifact: artifact, out } => {
+        Command::Deploy {
+            rpc,
+            keys_dir,
+            genesis,
+            verifier_artifact: artifact,
+            out,
+            owner,
+            upgrade_delay_s,
+        } => {
             let m = keys::read_manifest(&keys_dir)?;
             let verifier = match artifact {
                 Some(p) => Artifact::parse(
@@ -131,7 +175,8 @@ async fn main() -> Result<()> {
             };
             let root = State::genesis(&genesis).map_err(|e| anyhow::anyhow!("genesis: {e}"))?.root();
             let config = L1Config::local(&rpc, key_from_env()?);
-            let d = submitter::deploy(&config, &verifier, root).await?;
+            let d =
+                submitter::deploy(&config, &verifier, root, Governance { owner, upgrade_delay_s }).await?;
             std::fs::write(&out, serde_json::to_vec_pretty(&d)?)?;
             println!(
                 "rollup {} verifier {} on chain {} -> {}",
@@ -147,8 +192,56 @@ async fn main() -> Result<()> {
             let config = L1Config::local(&rpc, alloy::signers::local::PrivateKeySigner::random());
             let s = Submitter::connect(config, rollup, &m.verifying_key_sha256).await?;
             let c = s.chain_state().await?;
+            let g = submitter::governance(s.provider(), rollup).await?;
             println!("batches {} root {} vk {}", c.count, c.root, m.verifying_key_sha256);
+            println!("owner {} sequencer {} upgrade delay {} s", g.owner, g.sequencer, g.upgrade_delay_s);
+            if let Some(p) = g.proposed {
+                let whose = if p.vk_sha256 == m.verifying_key_sha256 { "these keys" } else { "OTHER keys" };
+                println!(
+                    "proposed verifier {} for vk {} ({whose}), installable from {}",
+                    p.verifier, p.vk_sha256, p.activation
+                );
+            }
         }
+        Command::Upgrade { rpc, rollup, action } => upgrade(&rpc, rollup, action).await?,
+    }
+    Ok(())
+}
+
+/// Sends one of the owner's verifier calls, simulated first so that a
+/// refusal is reported by name.
+async fn upgrade(rpc: &str, rollup: alloy::primitives::Address, action: UpgradeAction) -> Result<()> {
+    let text = std::env::var("MEDROLLUP_L1_OWNER_KEY")
+        .context("set MEDROLLUP_L1_OWNER_KEY to the rollup owner's private key (hex)")?;
+    let config = L1Config::local(rpc, submitter::parse_key(&text)?);
+    let provider = submitter::connect(&config)?;
+    let owner = config.key.address();
+    let c = MedRollup::new(rollup, &provider);
+    let data: alloy::primitives::Bytes = match action {
+        UpgradeAction::Propose { verifier } => c.proposeVerifier(verifier).calldata().clone(),
+        UpgradeAction::Activate => c.activateVerifier().calldata().clone(),
+        UpgradeAction::Cancel => c.cancelVerifier().calldata().clone(),
+    };
+    let sim =
+        alloy::rpc::types::TransactionRequest::default().from(owner).to(rollup).input(data.clone().into());
+    if let Err(e) = alloy::providers::Provider::call(&provider, sim).await {
+        let reason = e
+            .as_error_resp()
+            .and_then(|r| r.as_revert_data())
+            .and_then(|d| submitter::decode_revert(&d))
+            .unwrap_or_else(|| e.to_string());
+        bail!("the rollup refuses: {reason}");
+    }
+    let r = submitter::send_and_wait(&config, Some(rollup), data, 300_000).await?;
+    anyhow::ensure!(r.status(), "the transaction {} reverted", r.transaction_hash);
+    let g = submitter::governance(&provider, rollup).await?;
+    println!("tx {} in block {}", r.transaction_hash, r.block_number.unwrap_or_default());
+    println!("verifier vk {}", g.vk_sha256);
+    match g.proposed {
+        Some(p) => {
+            println!("proposed {} for vk {}, installable from {}", p.verifier, p.vk_sha256, p.activation)
+        }
+        None => println!("no proposal pending"),
     }
     Ok(())
 }
@@ -190,7 +283,11 @@ async fn gas(rpc: &str, keys_dir: &Path, artifact: Option<PathBuf>) -> Result<()
     let (root, batches) =
         tokio::task::block_in_place(|| medrollup_l1::fixtures::prove_batches(pk, m.shape, 1));
     let config = L1Config::local(rpc, key_from_env()?);
-    let d = submitter::deploy(&config, &verifier, root).await?;
+    let gov = Governance {
+        owner: medrollup_l1::devnet::DEV_OWNER.parse().expect("an address"),
+        upgrade_delay_s: DEFAULT_UPGRADE_DELAY_S,
+    };
+    let d = submitter::deploy(&config, &verifier, root, gov).await?;
     let s = Submitter::connect(config.clone(), d.rollup, &m.verifying_key_sha256).await?;
     let source = OneBatch(batches.into_iter().next().context("one sample batch")?);
     let seen = FirstLanding::default();
