@@ -593,8 +593,7 @@ pub struct Submitter {
     /// sends), to account a landing of it found later (see
     /// [`Submitter::recover_landing`]).
     sent: Option<(u64, Vec<TxHash>, Instant, u32)>,
-    /// The batch count at which the chain's last batch was last found
-    /// recorded as landed.
+    /// A batch count below which every landing was found recorded.
     recorded_at: Option<u64>,
     /// The highest fees sent at a nonce: (nonce, max fee, tip). A round
     /// that starts again at that nonce (after an RPC error) offers more, or
@@ -643,6 +642,10 @@ enum Confirmation {
     /// Still canonical but not deep enough yet (no blocks came).
     Pending,
 }
+
+/// The most landings one round looks for on chain (see
+/// `Submitter::record_landings`).
+const MAX_RECOVERED: u64 = 64;
 
 /// How one round ended.
 enum Round {
@@ -772,7 +775,7 @@ impl Submitter {
         self.last_count = Some(chain.count);
         let index = chain.count;
         if index > 0 && self.recorded_at != Some(index) {
-            self.record_last_landing(index - 1, source, observer).await?;
+            self.record_landings(index, source, observer).await?;
         }
         let Some(batch) = source.batch(index).map_err(L1Error::Config)? else {
             // Nothing sealed at this index. If the chain is ahead of us, the
@@ -835,28 +838,37 @@ impl Submitter {
         self.land(index, Bytes::from(calldata), observer).await
     }
 
-    /// Makes sure the landing of batch `index`, the chain's last, is
+    /// Makes sure the landings of the chain's first `count` batches are
     /// recorded: a landing this submitter did not see (sent before a
-    /// restart, or mined while a read of the chain lagged) is found on chain
-    /// and reported once it has its confirmations. Without this the
-    /// coordinator would not count that batch as on L1 until a later one
-    /// lands.
-    async fn record_last_landing(
+    /// restart, mined while a read of the chain lagged, or still short of
+    /// its confirmations when the next batch went out) is found on chain and
+    /// reported, oldest first, once it has its confirmations. It looks at
+    /// the batches since the last round that found them all recorded (at
+    /// most the last [`MAX_RECOVERED`]). Without this the coordinator would
+    /// not count such a batch as on L1, ever if a later one lands.
+    async fn record_landings(
         &mut self,
-        index: u64,
+        count: u64,
         source: &dyn BatchSource,
         observer: &dyn Observer,
     ) -> Result<(), L1Error> {
-        let Some(batch) = source.batch(index).map_err(L1Error::Config)? else {
-            return Ok(()); // not ours: the root checks explain that
-        };
-        if !batch.landed {
-            let root = fr_u256(&batch.public.new_root).into();
+        let floor = self.recorded_at.unwrap_or(0).min(count).max(count.saturating_sub(MAX_RECOVERED));
+        let mut missing = Vec::new();
+        for index in (floor..count).rev() {
+            let Some(batch) = source.batch(index).map_err(L1Error::Config)? else {
+                break; // not ours: the root checks explain that
+            };
+            if !batch.landed {
+                missing.push((index, B256::from(fr_u256(&batch.public.new_root))));
+            }
+        }
+        for (index, root) in missing.into_iter().rev() {
+            // Not confirmed yet (or not ours): the next round looks again.
             let Some(landing) = self.recover_landing(index, root).await? else { return Ok(()) };
             warn!(batch = index, tx = %landing.tx_hash, "a landing this submitter did not see: recorded from the chain");
             observer.landed(&landing);
         }
-        self.recorded_at = Some(index + 1);
+        self.recorded_at = Some(count);
         Ok(())
     }
 

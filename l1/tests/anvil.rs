@@ -612,3 +612,24 @@ async fn a_new_verifier_is_announced_and_installed_only_after_the_delay() {
     let (ok, out) = upgrade_cli(&url, rollup, DEV_OWNER_KEY, &["cancel"]);
     assert!(!ok && out.contains("NoProposal"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_landing_still_unconfirmed_when_the_next_batch_lands_is_recorded_too() {
+    // Blocks only when a transaction comes, and two needed per landing:
+    // batch 0's confirmation waits until the submitter gives up on it and
+    // sends batch 1, whose block confirms batch 0.
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
+    let mut c = config(&url);
+    c.confirmations = 2;
+    c.stuck_after = Duration::from_millis(150); // gives up on a confirmation after 3 s
+    source.prove_upto(2);
+    let run = Running::start(c, rollup, source.clone()).await;
+    wait_until("batch 1 was not sent", || async { events(&url, rollup).await.len() == 2 }).await;
+    rpc(&url, "evm_mine", serde_json::json!([])).await;
+    run.wait_landed(2, Duration::from_secs(60)).await;
+    let mut seen = run.seen.indices();
+    seen.sort();
+    assert_eq!(seen, vec![0, 1], "both landings recorded, the overtaken one included");
+    run.stop().await;
+    assert_chain_holds(&url, rollup, 2).await;
+}
