@@ -10,7 +10,9 @@
 // (files), WORK (a
 // folder for downloads and screenshots), MEDROLLUP_CLIENT_BIN, and the
 // hospital's HOSPITAL, HOSPITAL_KEYSTORE, HOSPITAL_PASSWORD, COORDINATOR,
-// L1_RPC, ROLLUP for its CLI; CHROMIUM (default /usr/bin/chromium).
+// L1_RPC, ROLLUP for its CLI; CHROMIUM (default /usr/bin/chromium);
+// UPGRADE_VK: the key hash of a verifier proposed on the rollup, which the
+// page must announce.
 import { chromium } from 'playwright-core';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
@@ -104,6 +106,11 @@ try {
   const patient = await open(env('PATIENT_URL'));
   // The token left the address bar.
   if (patient.url().includes('token')) throw new Error(`the token stayed in the address: ${patient.url()}`);
+  if (process.env.UPGRADE_VK) {
+    // Shown to everyone, keys or not: the rules of the rollup are to change.
+    await expectText(patient, '#upgrade', `circuit key ${process.env.UPGRADE_VK.slice(0, 16)}`);
+    await expectText(patient, '#upgrade', 'can be installed from');
+  }
   await createKeys(patient, 'patient password 1');
   await expectText(patient, '#who', 'not registered yet');
   patient.once('dialog', (d) => d.accept()); // a role never changes: the page asks first

@@ -51,6 +51,11 @@ pub const MIN_PASSWORD: usize = 8;
 /// How long `/api/state` waits for L1 to say whether the account is
 /// registered (the page asks again).
 const ROLE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long `/api/state` reuses its read of a proposed verifier (the page
+/// polls every 20 s; several tabs share one read).
+const UPGRADE_TTL: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long that read may take (a dead node must not hold up the page).
+const UPGRADE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 const INDEX_HTML: &str = include_str!("../web/index.html");
 const APP_JS: &str = include_str!("../web/app.js");
@@ -75,6 +80,9 @@ pub struct Portal {
     /// from the page (its polls for the state do not count).
     idle_lock: std::time::Duration,
     last_use: std::sync::Mutex<std::time::Instant>,
+    /// The last read of a verifier proposed on the rollup: when, and what
+    /// `/state` shows for it.
+    upgrade: Mutex<Option<(std::time::Instant, Value)>>,
 }
 
 /// [`Portal::with_idle_lock`] by default.
@@ -119,6 +127,7 @@ impl Portal {
             role: std::sync::Mutex::new(None),
             idle_lock: DEFAULT_IDLE_LOCK,
             last_use: std::sync::Mutex::new(std::time::Instant::now()),
+            upgrade: Mutex::new(None),
         }
     }
 
@@ -395,6 +404,31 @@ fn cache_role(p: &Portal, role: Option<Role>) {
 
 // ---- keys ----------------------------------------------------------------------
 
+/// A verifier proposed on the rollup and not installed yet, as `/state`
+/// shows it (`null`: none, or L1 could not say; the rest of the page tells
+/// of an unreachable node). The rollup's owner announces a new verifier
+/// before installing it, so that everyone can see the rules change.
+async fn verifier_upgrade(p: &Portal) -> Value {
+    let mut seen = p.upgrade.lock().await;
+    if let Some((at, v)) = seen.as_ref()
+        && at.elapsed() < UPGRADE_TTL
+    {
+        return v.clone();
+    }
+    let read = async {
+        let l1 = medrollup_l1::submitter::connect_read_only_within(&p.endpoints.l1_rpc, UPGRADE_WAIT).ok()?;
+        medrollup_l1::submitter::governance(&l1, p.endpoints.rollup).await.ok()
+    };
+    let v = match tokio::time::timeout(UPGRADE_WAIT, read).await {
+        Ok(Some(g)) => g.proposed.map_or(Value::Null, |u| {
+            json!({ "verifier": u.verifier.to_string(), "vk_sha256": u.vk_sha256, "activation": u.activation })
+        }),
+        _ => Value::Null,
+    };
+    *seen = Some((std::time::Instant::now(), v.clone()));
+    v
+}
+
 async fn state(State(p): State<Arc<Portal>>) -> Api {
     let mut v = json!({
         "account": p.account,
@@ -407,6 +441,7 @@ async fn state(State(p): State<Arc<Portal>>) -> Api {
         "coordinator": p.endpoints.coordinator,
         "rollup": p.endpoints.rollup.to_string(),
         "l1_rpc": p.endpoints.l1_rpc,
+        "verifier_upgrade": verifier_upgrade(&p).await,
     });
     let known = cached_role(&p);
     match p.session.clone().try_lock_owned() {

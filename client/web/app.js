@@ -268,11 +268,24 @@ function clearShown() {
   ['records-body', 'consents-body', 'audit-body'].forEach((t) => $(t).replaceChildren());
 }
 
+// A new verifier announced on the rollup: it will decide which changes to
+// the records are accepted, so everyone is told before it can be installed.
+function showUpgrade(up) {
+  $('upgrade').hidden = !up;
+  if (!up) return;
+  const when = new Date(up.activation * 1000).toLocaleString();
+  $('upgrade').textContent =
+    `The rollup's rules are announced to change: a new verifier (circuit key ${up.vk_sha256.slice(0, 16)}…, ` +
+    `contract ${up.verifier}) can be installed from ${when}. It will decide which changes to everyone's ` +
+    'records are accepted. If your hospital has not told you about it, ask it.';
+}
+
 async function refresh() {
   clearTimeout(again);
   const s = await api('GET', '/state');
   me = s;
   $('rollup').textContent = s.rollup;
+  showUpgrade(s.verifier_upgrade);
   const open = s.keystore === 'open';
   $('create').hidden = s.keystore !== 'none';
   $('unlock').hidden = s.keystore !== 'locked';

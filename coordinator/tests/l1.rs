@@ -11,7 +11,7 @@ use common::*;
 use medrollup_coordinator::workload;
 use medrollup_l1::canonical;
 use medrollup_l1::contracts::MedRollup;
-use medrollup_l1::devnet::{Anvil, DEV_KEY, DEV_OWNER, DEV_OWNER_KEY};
+use medrollup_l1::devnet::{Anvil, DEV_KEY, DEV_OWNER};
 use medrollup_l1::submitter::{self, L1Config};
 use medrollup_wire::TxStatus;
 use std::time::Duration;
@@ -195,22 +195,7 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
 
     // The owner proposes a verifier for other keys: the coordinator shows it
     // and raises the metric its alert watches; withdrawn, it is gone.
-    let foreign = Address::repeat_byte(0xf0);
-    let mut code = vec![0x7f]; // PUSH32 0xabab..: every call, vkHash() included, returns it
-    code.extend_from_slice(&[0xab; 32]);
-    code.extend_from_slice(&[0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
-    rpc(&anvil.url(), "anvil_setCode", serde_json::json!([foreign, format!("0x{}", hex::encode(code))]))
-        .await;
-    let owner = L1Config::local(&anvil.url(), submitter::parse_key(DEV_OWNER_KEY).unwrap());
-    let owner_call = |data: Vec<u8>| {
-        let owner = owner.clone();
-        async move {
-            let r = submitter::send_and_wait(&owner, Some(rollup), data.into(), 300_000).await.unwrap();
-            assert!(r.status(), "the owner's call reverted");
-        }
-    };
-    use alloy::sol_types::SolCall;
-    owner_call(MedRollup::proposeVerifierCall { next: foreign }.abi_encode()).await;
+    let foreign = foreign_verifier_proposal(&anvil.url(), rollup, true).await;
     let up = wait_for("the proposal shown", Duration::from_secs(30), || async {
         let st = get_json(&format!("{http}/l1")).await;
         (!st["verifier_upgrade"].is_null()).then(|| st["verifier_upgrade"].clone())
@@ -230,7 +215,7 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
         metric(&m, "medrollup_l1_verifier_upgrade_activation_seconds ").map(|a| a as u64),
         up["activation"].as_u64()
     );
-    owner_call(MedRollup::cancelVerifierCall {}.abi_encode()).await;
+    foreign_verifier_proposal(&anvil.url(), rollup, false).await;
     wait_for("the withdrawal shown", Duration::from_secs(30), || async {
         get_json(&format!("{http}/l1")).await["verifier_upgrade"].is_null().then_some(())
     })

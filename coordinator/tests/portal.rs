@@ -124,6 +124,9 @@ async fn a_patient_and_a_doctor_share_and_revoke_a_record_from_their_web_pages()
     std::fs::write(d.join("bundle-v2.json"), serde_json::to_vec_pretty(&bundle).unwrap()).unwrap();
     std::fs::write(d.join("patient-only.json"), br#"{"resourceType": "Patient", "id": "p10"}"#).unwrap();
 
+    // A verifier for other keys announced on the rollup: the page tells of it.
+    let foreign = foreign_verifier_proposal(&anvil.url(), rollup, true).await;
+
     let started = Instant::now();
     let out = Command::new("node")
         .arg(root().join("client/browser/portal.mjs"))
@@ -143,6 +146,7 @@ async fn a_patient_and_a_doctor_share_and_revoke_a_record_from_their_web_pages()
         .env("COORDINATOR", &http)
         .env("L1_RPC", anvil.url())
         .env("ROLLUP", &rollup_s)
+        .env("UPGRADE_VK", "ab".repeat(32))
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -199,4 +203,31 @@ async fn a_patient_and_a_doctor_share_and_revoke_a_record_from_their_web_pages()
     let mut as_doctor = Session::open(&endpoints, DOCTOR, doctor).await.unwrap();
     let e = as_doctor.read(record).await.unwrap_err();
     assert!(e.to_string().contains("deleted"), "{e}");
+
+    // The page's state tells of the proposal (when it may be installed, for
+    // which key), and no longer once the owner withdraws it.
+    let (base, token) = patient_url.split_once("/#token=").unwrap();
+    let page_state = || async {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/api/state"))
+            .header(medrollup_client::portal::TOKEN_HEADER, token)
+            .send()
+            .await
+            .unwrap();
+        r.json::<serde_json::Value>().await.unwrap()
+    };
+    let up = page_state().await["verifier_upgrade"].clone();
+    assert_eq!(
+        (up["verifier"].as_str(), up["vk_sha256"].as_str()),
+        (Some(&*foreign.to_string()), Some(&*"ab".repeat(32)))
+    );
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let activation = up["activation"].as_u64().unwrap();
+    let delay = medrollup_l1::submitter::DEFAULT_UPGRADE_DELAY_S;
+    assert!(activation > now + delay - 600 && activation <= now + delay, "{up}");
+    foreign_verifier_proposal(&anvil.url(), rollup, false).await;
+    wait_for("the page no longer tells of it", Duration::from_secs(40), || async {
+        page_state().await["verifier_upgrade"].is_null().then_some(())
+    })
+    .await;
 }

@@ -493,3 +493,35 @@ pub async fn native_replay(
     }
     (medrollup_circuits::field::fr_to_dec(&state.root()), ids, sealed)
 }
+
+/// As the dev rollup's owner, proposes (or with `propose` false, withdraws)
+/// a verifier for other keys: a contract installed at a fixed address whose
+/// every call, `vkHash()` included, returns 0xabab..ab. Returns its address.
+pub async fn foreign_verifier_proposal(
+    rpc_url: &str,
+    rollup: alloy::primitives::Address,
+    propose: bool,
+) -> alloy::primitives::Address {
+    use alloy::providers::Provider;
+    use alloy::sol_types::SolCall;
+    use medrollup_l1::contracts::MedRollup;
+    use medrollup_l1::submitter::{self, L1Config};
+    let foreign = alloy::primitives::Address::repeat_byte(0xf0);
+    let owner = L1Config::local(rpc_url, submitter::parse_key(medrollup_l1::devnet::DEV_OWNER_KEY).unwrap());
+    if propose {
+        let mut code = vec![0x7f]; // PUSH32 0xabab..ab, MSTORE at 0, RETURN 32 bytes
+        code.extend_from_slice(&[0xab; 32]);
+        code.extend_from_slice(&[0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+        let p = submitter::connect(&owner).unwrap();
+        let code = serde_json::json!([foreign, format!("0x{}", hex::encode(code))]);
+        let _: serde_json::Value = p.raw_request("anvil_setCode".into(), code).await.unwrap();
+    }
+    let data = if propose {
+        MedRollup::proposeVerifierCall { next: foreign }.abi_encode()
+    } else {
+        MedRollup::cancelVerifierCall {}.abi_encode()
+    };
+    let r = submitter::send_and_wait(&owner, Some(rollup), data.into(), 300_000).await.unwrap();
+    assert!(r.status(), "the owner's call reverted");
+    foreign
+}
