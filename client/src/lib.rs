@@ -15,9 +15,13 @@
 //!
 //! - [`portal`]: the patients' and doctors' web page, served from the user's
 //!   own machine over [`session`] (`medrollup-client portal`).
+//!
+//! - [`replay`]: the rollup checked from outside: every batch on L1 replayed
+//!   from its published data (`medrollup-client verify-chain`).
 
 pub mod envelope;
 pub mod keystore;
 pub mod light;
 pub mod portal;
+pub mod replay;
 pub mod session;

@@ -127,6 +127,23 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
         ids += b["tx_ids"].as_array().unwrap().len();
     }
     assert_eq!(ids, accepted, "every accepted transaction is in a batch on L1");
+    // An outsider replays the chain from the published data alone.
+    let out = std::process::Command::new(coordinator_bin().with_file_name("medrollup-client"))
+        .args([
+            "verify-chain",
+            "--l1-rpc",
+            &anvil.url(),
+            "--rollup",
+            &rollup.to_string(),
+            "--ipfs-api",
+            &http,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "verify-chain: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let summary = format!("{sealed} batches, {accepted} transactions: the published data gives L1's state");
+    assert!(text.contains(&summary) && text.contains("= the rollup's current root"), "{text}");
     let c = MedRollup::new(rollup, provider(&anvil.url()));
     let api = get_json(&format!("{http}/root")).await;
     assert_eq!(c.currentRoot().call().await.unwrap(), root_of(&api["root"]), "L1 root = coordinator root");

@@ -470,10 +470,26 @@ pub async fn chain_state(provider: &DynProvider, rollup: Address) -> Result<Chai
     Ok(ChainState { count, root })
 }
 
-/// `(index, new root)` of every `BatchSubmitted` of `rollup` in the
-/// canonical chain, in log order: what a reorg leaves, and what an auditor
-/// replays.
-pub async fn batch_events(provider: &DynProvider, rollup: Address) -> Result<Vec<(u64, B256)>, L1Error> {
+/// A batch as its `BatchSubmitted` event records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchEvent {
+    /// Batch index.
+    pub index: u64,
+    /// The root it started from.
+    pub old_root: B256,
+    /// The root it ended at.
+    pub new_root: B256,
+    /// Its transactions' commitment.
+    pub tx_commitment: B256,
+    /// Its timestamp (Unix seconds).
+    pub timestamp: u64,
+    /// The CID (bytes) of its published data.
+    pub cid: Vec<u8>,
+}
+
+/// Every `BatchSubmitted` of `rollup` in the canonical chain, in log order:
+/// what an auditor replays.
+pub async fn batch_records(provider: &DynProvider, rollup: Address) -> Result<Vec<BatchEvent>, L1Error> {
     use alloy::rpc::types::Filter;
     use alloy::sol_types::SolEvent;
     let filter = Filter::new()
@@ -487,10 +503,23 @@ pub async fn batch_events(provider: &DynProvider, rollup: Address) -> Result<Vec
         .iter()
         .map(|l| {
             MedRollup::BatchSubmitted::decode_log_data(l.data())
-                .map(|e| (e.index.to::<u64>(), e.newRoot))
+                .map(|e| BatchEvent {
+                    index: e.index.to::<u64>(),
+                    old_root: e.oldRoot,
+                    new_root: e.newRoot,
+                    tx_commitment: e.txCommitment,
+                    timestamp: e.timestamp,
+                    cid: e.cid.to_vec(),
+                })
                 .map_err(|e| L1Error::Rpc(format!("a BatchSubmitted event does not decode: {e}")))
         })
         .collect()
+}
+
+/// `(index, new root)` of every `BatchSubmitted` of `rollup` in the
+/// canonical chain, in log order: what a reorg leaves.
+pub async fn batch_events(provider: &DynProvider, rollup: Address) -> Result<Vec<(u64, B256)>, L1Error> {
+    Ok(batch_records(provider, rollup).await?.into_iter().map(|e| (e.index, e.new_root)).collect())
 }
 
 /// The rollup's state root after its first `batches` batches, from the

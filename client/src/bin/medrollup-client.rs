@@ -185,6 +185,27 @@ enum Command {
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=1440))]
         idle_lock_min: u64,
     },
+    /// Check the rollup from outside (no keys, no coordinator): replay every
+    /// batch on L1 from the data its event points to, and check that it
+    /// gives the roots and commitment L1 holds.
+    VerifyChain {
+        /// Ethereum JSON-RPC.
+        #[arg(long, env = "MEDROLLUP_L1_RPC", default_value = "http://127.0.0.1:8545")]
+        l1_rpc: String,
+        /// The rollup contract.
+        #[arg(long, env = "MEDROLLUP_ROLLUP")]
+        rollup: alloy::primitives::Address,
+        /// An IPFS node's RPC API holding the batch data (a coordinator's
+        /// HTTP API serves its store there too).
+        #[arg(long, env = "MEDROLLUP_IPFS_API", default_value = "http://127.0.0.1:5001")]
+        ipfs_api: String,
+        /// The rollup's genesis JSON; default: the sample genesis at --levels.
+        #[arg(long)]
+        genesis: Option<PathBuf>,
+        /// Tree height of the sample genesis.
+        #[arg(long, default_value_t = medrollup_l1::canonical::SHAPE.levels)]
+        levels: usize,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -331,6 +352,9 @@ async fn main() -> anyhow::Result<()> {
     let ks = &cli.keystore;
     match cli.command {
         Command::Keys(k) => keys(ks, k)?,
+        Command::VerifyChain { l1_rpc, rollup, ipfs_api, genesis, levels } => {
+            verify_chain(&l1_rpc, rollup, &ipfs_api, genesis.as_deref(), levels).await?
+        }
         Command::Register { conn } => {
             let mut s = session(ks, &conn).await?;
             s.register_patient().await?;
@@ -415,6 +439,44 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+async fn verify_chain(
+    l1_rpc: &str,
+    rollup: alloy::primitives::Address,
+    ipfs_api: &str,
+    genesis: Option<&Path>,
+    levels: usize,
+) -> anyhow::Result<()> {
+    use medrollup_l1::submitter as l1;
+    let genesis: medrollup_circuits::state::Genesis = match genesis {
+        Some(p) => serde_json::from_slice(&read_file(p)?)
+            .with_context(|| format!("{} is not a genesis JSON", p.display()))?,
+        None => medrollup_circuits::sample::genesis(levels),
+    };
+    let provider = l1::connect_read_only(l1_rpc)?;
+    let store = medrollup_storage::kubo::KuboStore::new(ipfs_api);
+    let done = medrollup_client::replay::replay_chain(&provider, rollup, &store, &genesis, |i, n| {
+        println!("batch {i}: {n} transactions replay to L1's roots and commitment")
+    })
+    .await?;
+    println!(
+        "{} batches, {} transactions: the published data gives L1's state",
+        done.batches, done.transactions
+    );
+    let now = l1::chain_state(&provider, rollup).await?;
+    if now.count == done.batches {
+        anyhow::ensure!(
+            now.root == done.root,
+            "the replayed root {} is not the rollup's current root {}",
+            done.root,
+            now.root
+        );
+        println!("root {} = the rollup's current root", done.root);
+    } else {
+        println!("root {} after batch {}; L1 has {} batches by now", done.root, done.batches, now.count);
     }
     Ok(())
 }
