@@ -156,8 +156,15 @@ impl<'de> Deserialize<'de> for Signature {
 }
 
 /// A 32-byte private key (circomlibjs accepts any byte string; the rollup uses 32).
+/// Wiped from memory when dropped.
 #[derive(Clone)]
 pub struct PrivateKey([u8; 32]);
+
+impl Drop for PrivateKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl std::fmt::Debug for PrivateKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

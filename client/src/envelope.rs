@@ -186,8 +186,15 @@ pub struct Envelope {
     pub recipients: Vec<Recipient>,
 }
 
-/// A record's symmetric key (crypto-shredding destroys every copy of it).
+/// A record's symmetric key (crypto-shredding destroys every copy of it;
+/// this one is wiped from memory when dropped).
 pub struct RecordKey([u8; 32]);
+
+impl Drop for RecordKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
 
 impl std::fmt::Debug for RecordKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -275,8 +282,11 @@ impl Envelope {
         let key = identity.rsa_key().oaep_decrypt::<Sha256>(&r.wrapped_key).map_err(|_| {
             RecordError::Corrupted("the wrapped key does not unwrap with this reader's key".into())
         })?;
-        let key: [u8; 32] =
-            key.try_into().map_err(|_| RecordError::Corrupted("the record key is not 32 bytes".into()))?;
+        let key = zeroize::Zeroizing::new(key);
+        let key: [u8; 32] = key
+            .as_slice()
+            .try_into()
+            .map_err(|_| RecordError::Corrupted("the record key is not 32 bytes".into()))?;
         Ok(RecordKey(key))
     }
 

@@ -222,17 +222,27 @@ struct Secret {
     rsa_pkcs8: Vec<u8>,
 }
 
-fn derive(password: &str, salt: &[u8], p: KdfParams) -> Result<([u8; 32], [u8; 32]), KeystoreError> {
+impl Drop for Secret {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.babyjub);
+        zeroize::Zeroize::zeroize(&mut self.rsa_pkcs8);
+    }
+}
+
+/// The encryption key and the password check derived from a password (the
+/// key is wiped from memory when dropped).
+type Derived = (zeroize::Zeroizing<[u8; 32]>, [u8; 32]);
+
+fn derive(password: &str, salt: &[u8], p: KdfParams) -> Result<Derived, KeystoreError> {
     let params = argon2::Params::new(p.memory_kib, p.iterations, p.parallelism, Some(64))
         .map_err(|e| KeystoreError::Unsupported(format!("argon2id parameters: {e}")))?;
     let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let mut out = [0u8; 64];
-    a.hash_password_into(password.as_bytes(), salt, &mut out)
+    let mut out = zeroize::Zeroizing::new([0u8; 64]);
+    a.hash_password_into(password.as_bytes(), salt, out.as_mut_slice())
         .map_err(|e| KeystoreError::Invalid(format!("argon2id: {e}")))?;
-    let (mut enc, mut chk) = ([0u8; 32], [0u8; 32]);
+    let mut enc = zeroize::Zeroizing::new([0u8; 32]);
     enc.copy_from_slice(&out[..32]);
-    chk.copy_from_slice(&out[32..]);
-    Ok((enc, Sha256::digest(chk).into()))
+    Ok((enc, Sha256::digest(&out[32..]).into()))
 }
 
 fn aad(public: &PublicIdentity) -> Vec<u8> {
@@ -256,9 +266,9 @@ impl Keystore {
             babyjub: identity.signing.to_bytes().to_vec(),
             rsa_pkcs8: identity.rsa.to_pkcs8_der().expect("an RSA key encodes").as_bytes().to_vec(),
         };
-        let plain = serde_json::to_vec(&secret).expect("json");
-        let ciphertext = Aes256Gcm::new(&key.into())
-            .encrypt(&Nonce::from(nonce), Payload { msg: &plain, aad: &aad(&public) })
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secret).expect("json"));
+        let ciphertext = Aes256Gcm::new(&(*key).into())
+            .encrypt(&Nonce::from(nonce), Payload { msg: plain.as_slice(), aad: &aad(&public) })
             .expect("AES-GCM encrypts");
         Ok(Self {
             format: FORMAT.into(),
@@ -302,13 +312,14 @@ impl Keystore {
         if check.as_slice() != self.check.as_slice() {
             return Err(KeystoreError::WrongPassword);
         }
-        let plain = Aes256Gcm::new(&key.into())
+        let plain = Aes256Gcm::new(&(*key).into())
             .decrypt(&Nonce::from(nonce), Payload { msg: &self.ciphertext, aad: &aad(&self.public) })
             .map_err(|_| {
                 KeystoreError::Corrupted(
                     "the password is right but the keys or the public part were altered".into(),
                 )
             })?;
+        let plain = zeroize::Zeroizing::new(plain);
         let secret: Secret = serde_json::from_slice(&plain)
             .map_err(|e| KeystoreError::Corrupted(format!("the decrypted keys do not parse: {e}")))?;
         let babyjub: [u8; 32] = secret

@@ -491,6 +491,15 @@ struct Password {
     confirm: Option<String>,
 }
 
+impl Drop for Password {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.password);
+        if let Some(c) = &mut self.confirm {
+            zeroize::Zeroize::zeroize(c);
+        }
+    }
+}
+
 fn keys_exist(p: &Portal) -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
