@@ -30,7 +30,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 /// Why the coordinator stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -387,6 +387,9 @@ pub async fn run(
             if let (TxStatus::Accepted { .. }, Some(digest)) = (&d.answer.status, d.content) {
                 v.open_content.insert(digest);
             }
+            // Announced before the restart: answered as then, before the
+            // stream is read again.
+            v.recent.insert(d.answer.id.clone(), d.answer);
         }
     }
     let http_task = tokio::spawn(http::serve(listener, shared.clone(), http_stopped));
@@ -468,7 +471,8 @@ pub async fn run(
     // Stop taking work; what was accepted goes into a sealed batch. Not
     // after a failure (the open batch may hold a transaction decided but
     // not recorded): a restart replays the recorded decisions instead.
-    let sealed = if outcome.is_ok() { c.seal().await } else { Ok(()) };
+    // Nor halfway through a replay: the next start replays it whole.
+    let sealed = if outcome.is_ok() && !c.replaying() { c.seal().await } else { Ok(()) };
     let _ = stop_http.send(true);
     let _ = http_task.await;
     if let Some(l1) = c.l1.take() {
@@ -498,8 +502,23 @@ impl Coordinator {
         false
     }
 
+    /// Whether decisions made before a restart are still being replayed.
+    fn replaying(&self) -> bool {
+        self.last_seq < self.replay_through
+    }
+
     async fn on_tx(&mut self, m: jetstream::Message) -> Result<(), CoordinatorError> {
         let seq = m.info().map_err(nats_err!("message info"))?.stream_sequence;
+        if seq <= self.last_seq {
+            // Applied already. The ordered consumer delivers from an earlier
+            // sequence when it is recreated (NATS restarted, heartbeats
+            // missed): from its last delivered message's, or from the
+            // stream's start if it delivered none since this coordinator
+            // started. Deciding such a message again could accept what was
+            // refused, or refuse what was accepted.
+            debug!(seq, applied = self.last_seq, "a transaction already applied, delivered again: skipped");
+            return Ok(());
+        }
         // A record's content is kept from removal (`pin/rm`) from before it
         // is looked for until the transaction is refused or its batch sealed.
         let mut held = None;
@@ -563,9 +582,6 @@ impl Coordinator {
             TxStatus::Accepted { batch, .. } => {
                 metrics.tx_total.with_label_values(&["accepted"]).inc();
                 metrics.note_intake(*batch);
-                if self.seal_deadline.is_none() {
-                    self.seal_deadline = Some(tokio::time::Instant::now() + self.config.seal_timeout);
-                }
             }
             TxStatus::Duplicate { .. } => metrics.tx_total.with_label_values(&["duplicate"]).inc(),
             TxStatus::Rejected { code, .. } => {
@@ -588,6 +604,12 @@ impl Coordinator {
             warn!(error = %e, id = %answer.id, "could not publish an answer (it stays queryable over HTTP)");
         }
         self.pending.push(answer);
+        // The seal timer runs once the decisions made before a restart are
+        // all replayed: a batch sealed halfway through them would move the
+        // rest to the next batch, away from the places they were announced.
+        if self.seal_deadline.is_none() && self.seq.open_len() > 0 && !self.replaying() {
+            self.seal_deadline = Some(tokio::time::Instant::now() + self.config.seal_timeout);
+        }
         if self.seq.is_full() {
             self.seal().await?;
         } else if self.seq.open_len() == 0 {

@@ -359,6 +359,57 @@ async fn the_coordinator_killed_mid_run_loses_nothing_and_applies_nothing_twice(
     }
 }
 
+/// A NATS restart under a coordinator that has read nothing since its own
+/// start makes the client library recreate its stream reader from the
+/// stream's first message. What was applied is skipped, not decided again:
+/// a patient's grant refused for coming before the patient's registration
+/// stays refused (decided again, it would now be accepted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_nats_restart_decides_no_transaction_again() {
+    let mut farm = Farm::new();
+    let coordinator = farm.coordinator(30);
+    let http = farm.http();
+    let load = workload::generate(2, now(), "nats-restart");
+    let client = Client::connect(&farm.nats).await;
+    let accepted = |a: &TxAnswer| matches!(a.status, TxStatus::Accepted { .. });
+    for (_, a) in run_steps(&client, &http, &load.admin).await {
+        assert!(accepted(&a), "{a:?}");
+    }
+    let clinic = &load.clinics[0];
+    for s in &clinic[..2] {
+        if let Some(c) = &s.content {
+            kubo_add(&http, c.clone()).await;
+        }
+    }
+    // The patient's grant before its registration: refused.
+    let early = client.submit_bytes(serde_json::to_vec(&clinic[1].tx).unwrap()).await;
+    let TxStatus::Rejected { code, .. } = &early.status else { panic!("{early:?}") };
+    let first = client.submit_bytes(serde_json::to_vec(&clinic[0].tx).unwrap()).await;
+    assert!(accepted(&first), "{first:?}");
+    wait_for("the batch sealed", Duration::from_secs(30), || async {
+        let r = get_json(&format!("{http}/tx/{}", first.id)).await;
+        let batch = r["batch"].as_u64()?;
+        (get_json(&format!("{http}/root")).await["batches_sealed"].as_u64()? > batch).then_some(())
+    })
+    .await;
+    drop(coordinator);
+    let _coordinator = farm.coordinator(30);
+    farm.nats.restart();
+    // The coordinator goes on: the next clinic's first step is decided.
+    let next = &load.clinics[1][0];
+    if let Some(c) = &next.content {
+        kubo_add(&http, c.clone()).await;
+    }
+    let client = Client::connect(&farm.nats).await;
+    let a = client.submit_bytes(serde_json::to_vec(&next.tx).unwrap()).await;
+    assert!(accepted(&a), "{a:?}");
+    let again = get_json(&format!("{http}/tx/{}", early.id)).await;
+    assert_eq!(again["status"], "rejected", "the refused transaction was decided again: {again}");
+    assert_eq!(again["code"].as_str(), Some(code.as_str()), "{again}");
+    let log = std::fs::read_to_string(farm.dir.path().join("coordinator.log")).unwrap_or_default();
+    assert!(!log.contains("decided otherwise"), "{log}");
+}
+
 /// A transaction accepted into the open batch stays accepted through a
 /// crash, though what its decision rested on changed while the coordinator
 /// was down (here its record's content became unreachable).

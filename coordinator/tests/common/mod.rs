@@ -145,6 +145,8 @@ pub struct Nats {
     pub port: u16,
     pub url: String,
     pub proc: Proc,
+    conf: PathBuf,
+    dir: PathBuf,
 }
 
 impl Nats {
@@ -153,14 +155,25 @@ impl Nats {
         let store = dir.join("jetstream");
         let conf = dir.join("nats.conf");
         std::fs::write(&conf, nats_config(port, &store)).unwrap();
-        let proc = Proc::spawn("nats-server", Command::new(nats_server_bin()).arg("-c").arg(&conf), dir);
-        let url = format!("nats://127.0.0.1:{port}");
+        let proc = Self::spawn(&conf, dir, port);
+        Nats { port, url: format!("nats://127.0.0.1:{port}"), proc, conf, dir: dir.to_path_buf() }
+    }
+
+    fn spawn(conf: &Path, dir: &Path, port: u16) -> Proc {
+        let proc = Proc::spawn("nats-server", Command::new(nats_server_bin()).arg("-c").arg(conf), dir);
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not start:\n{}", proc.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
-        Nats { port, url, proc }
+        proc
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same port with
+    /// the same JetStream store.
+    pub fn restart(&mut self) {
+        self.proc.kill9();
+        self.proc = Self::spawn(&self.conf, &self.dir, self.port);
     }
 
     /// Connects as `user`, under the inbox prefix its permissions allow.
