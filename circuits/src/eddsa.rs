@@ -33,8 +33,9 @@ pub enum EddsaError {
     /// `S` is not below the subgroup order, so the signature is malleable and refused.
     #[error("signature scalar S = {0} is not below the Baby Jubjub subgroup order")]
     ScalarTooLarge(String),
-    /// A private key must be 32 bytes of hex.
-    #[error("a private key is 64 hex characters (32 bytes): {0}")]
+    /// A private key must be 32 bytes of hex (what was given is not
+    /// repeated: it may be most of a real key).
+    #[error("a private key is 64 hex characters (32 bytes); the text given is not ({0})")]
     BadPrivateKey(String),
 }
 
@@ -181,8 +182,9 @@ impl PrivateKey {
     /// From 64 hex characters.
     pub fn from_hex(text: &str) -> Result<Self, EddsaError> {
         let bytes = hex::decode(text.trim().trim_start_matches("0x"))
-            .map_err(|_| EddsaError::BadPrivateKey(text.to_owned()))?;
-        let bytes: [u8; 32] = bytes.try_into().map_err(|_| EddsaError::BadPrivateKey(text.to_owned()))?;
+            .map_err(|e| EddsaError::BadPrivateKey(format!("not hex: {e}")))?;
+        let bytes: [u8; 32] =
+            bytes.try_into().map_err(|b: Vec<u8>| EddsaError::BadPrivateKey(format!("{} bytes", b.len())))?;
         Ok(Self(bytes))
     }
 
@@ -276,6 +278,16 @@ mod tests {
     use crate::testdata::CircomlibVectors;
     use ark_r1cs_std::alloc::AllocVar;
     use ark_relations::gr1cs::ConstraintSystem;
+
+    #[test]
+    fn a_malformed_private_key_is_refused_without_being_repeated() {
+        let almost = "5a".repeat(31);
+        for text in [format!("{almost}zz"), almost.clone(), format!("{almost}5a5a")] {
+            let e = PrivateKey::from_hex(&text).unwrap_err().to_string();
+            assert!(e.contains("64 hex characters") && !e.contains(&almost), "{e}");
+        }
+        assert!(PrivateKey::from_hex(&format!("0x{almost}5a")).is_ok());
+    }
 
     fn vectors() -> Vec<(PrivateKey, Fr, PublicKey, Signature)> {
         CircomlibVectors::load()

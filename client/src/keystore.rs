@@ -140,16 +140,36 @@ impl PublicIdentity {
             .map_err(|e| KeystoreError::Corrupted(format!("the RSA public key does not decode: {e}")))
     }
 
-    /// Checks that the stored hash is the hash of the stored key.
+    /// Checks that the stored hash is the hash of the stored key, and that
+    /// the key is as strong as the ones this client makes (records' keys
+    /// are wrapped under it): RSA of at least 3072 bits, exponent 65537.
     pub fn check(&self) -> Result<(), KeystoreError> {
+        use rsa::traits::PublicKeyParts;
         if rsa_key_hash(&self.rsa_spki) != self.rsa_key_hash {
             return Err(KeystoreError::Corrupted("rsa_key_hash is not the hash of rsa_spki".into()));
         }
-        self.rsa_key().map(|_| ())
+        let key = self.rsa_key()?;
+        let bits = key.n().bit_width();
+        if bits < MIN_RSA_BITS {
+            return Err(KeystoreError::Invalid(format!(
+                "the RSA key has {bits} bits; at least {MIN_RSA_BITS} are required"
+            )));
+        }
+        if *key.e_bytes() != [0x01, 0x00, 0x01] {
+            return Err(KeystoreError::Invalid(format!(
+                "the RSA key's public exponent is 0x{}, not 65537",
+                hex::encode(key.e_bytes())
+            )));
+        }
+        Ok(())
     }
 }
 
 pub use medrollup_circuits::state::rsa_key_hash;
+
+/// The smallest RSA modulus a reader's key may have (records' keys are
+/// wrapped under it; this client makes 3072-bit keys).
+pub const MIN_RSA_BITS: u32 = 3072;
 
 /// Argon2id parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -176,7 +196,9 @@ impl KdfParams {
                 Self::MIN
             )));
         }
-        if self.memory_kib > 4 * 1024 * 1024 || self.iterations > 64 || self.parallelism > 64 {
+        // A file can ask for anything: bounded so that opening one cannot
+        // take minutes or all the memory (1 GiB, 16 passes, 16 lanes).
+        if self.memory_kib > 1024 * 1024 || self.iterations > 16 || self.parallelism > 16 {
             return Err(KeystoreError::Unsupported(format!("argon2id parameters {self:?} are out of range")));
         }
         Ok(())
@@ -448,6 +470,19 @@ mod tests {
     fn alice() -> &'static Identity {
         static A: OnceLock<Identity> = OnceLock::new();
         A.get_or_init(Identity::generate)
+    }
+
+    #[test]
+    fn readers_keys_weaker_than_ours_are_refused() {
+        // Public keys made with `openssl genrsa 1024` and `openssl genrsa -3 3072`.
+        let weak = hex::decode("30819f300d06092a864886f70d010101050003818d00308189028181009a4fa66d2ed329b64cbf58d10667743a0af53c83a3f63bef6b37e9f53ae715321baa07262fc6b636e8540ef1d9fb2fde3efcb0e02ca87971ed30a47d7f1f6a8e9f2b6688dbfca5ab9f4f758acad769e6075831d4beeecf576dbcb6dfd02015ccc65c48d402586acc46f2721000f0f14e17ccecc4b11f362907787148a047a8050203010001").unwrap();
+        let e3 = hex::decode("308201a0300d06092a864886f70d01010105000382018d00308201880282018100c587799d939c9bccfc799d9b85f324d47c9e9c34251e74fd7444ecd51406600e3ab9fd75332cacd3dd0aee51eab14eda05d86885406b86c2f58f93325e5188790ddc7801334ebb8d2281070f288e3a5433bc63533384f357e1a81ac3ae4caaff70a4e156e65d762a4afad78162e71b341af725c7aaa1c095665b7171ffd396fffad6a17677fb370f0b098a91cfda5f2de8117ab8d68660656b748df14bbaca117da634397f985d492559f7a7ce10fa8a331918e7d99dc770727b1b0d2bad022a86c5d1559e5babf42d32261742578aeebcfe9b2ea2da0b2b0e118429a6dffe06ef2242efbbe224334fce0941e785372e4880fc176382679953f7195a25b8f2c4061903ca684fcb5830332d307c2d7ea9c65c6464c84d52548c4ae5e7f7145ccb30e4a48d135a25efa31805759a9528a607f9613284f4e87228b03308ccff4b809759c444fa7090340c458a065f3a99b9043062c8f2872308be13447ae0c9918d4d22664d4a254b2e8b4447308d47e84dbb25eecd32494307cdf6ac192ef27321020103").unwrap();
+        let public = |spki: Vec<u8>| PublicIdentity::new(alice().public().babyjub, spki);
+        let e = public(weak).check().unwrap_err();
+        assert!(e.to_string().contains("1024 bits; at least 3072"), "{e}");
+        let e = public(e3).check().unwrap_err();
+        assert!(e.to_string().contains("exponent is 0x03"), "{e}");
+        alice().public().check().unwrap();
     }
 
     #[test]

@@ -138,6 +138,15 @@ impl ProofAnswer {
                 self.index
             )));
         }
+        // An empty leaf hashes to zero whatever its other fields hold: an
+        // answer could dress an empty place up as an entry (an audit entry
+        // that never was) and still lead to the root. Empty is all zeros.
+        if leaf[0] == Fr::from(0u64) && leaf.iter().any(|x| *x != Fr::from(0u64)) {
+            return Err(LightError::Malformed(format!(
+                "{:?} leaf {} is empty on L1 but the answer gives it fields",
+                self.tree, self.index
+            )));
+        }
         if self.path.root(self.index, leaf_hash(&leaf)) != roots[self.tree as usize] {
             return Err(LightError::PathMismatch { tree: self.tree, index: self.index });
         }
@@ -340,6 +349,15 @@ mod tests {
         let mut a = honest.clone();
         a.leaf.pop();
         assert!(matches!(a.check(instance), Err(LightError::Malformed(_))));
+        // An empty audit place (past the log's end) dressed up as an entry
+        // about this patient: its hash is still the empty leaf's, so only
+        // the emptiness rule refuses it.
+        let mut a = answer(&st, TreeId::Audit, st.audit_count() + 1);
+        assert_eq!(a.check(instance).unwrap(), [Fr::from(0u64); 7], "an honest empty leaf");
+        a.leaf[1] = Fr::from(20u64); // actor
+        a.leaf[2] = Fr::from(10u64); // patient
+        let e = a.check(instance).unwrap_err();
+        assert!(matches!(e, LightError::Malformed(_)) && e.to_string().contains("empty"), "{e}");
         // The same leaf and path under an index beyond the tree (the path
         // would read only its low digits): refused, not taken for leaf 500.
         let mut a = honest.clone();

@@ -314,6 +314,7 @@ impl From<ClientError> for ApiError {
             | ClientError::Light(_)
             | ClientError::Storage(_)
             | ClientError::ForeignKeys { .. }
+            | ClientError::NotApplied { .. }
             | ClientError::Unfinished { .. } => StatusCode::BAD_GATEWAY,
         };
         Self::new(status, e.to_string())

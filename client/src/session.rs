@@ -31,7 +31,9 @@ use crate::light::{LightClient, LightError};
 use alloy::primitives::Address;
 use medrollup_circuits::field::{Fr, fr_to_dec};
 use medrollup_circuits::poseidon;
-use medrollup_circuits::state::{AccountIndex, AuditEntry, ConsentLeaf, RecordLeaf, Role, TreeId};
+use medrollup_circuits::state::{
+    AUDIT_EMERGENCY, AUDIT_READ, AccountIndex, AuditEntry, ConsentLeaf, RecordLeaf, Role, TreeId,
+};
 use medrollup_circuits::tx::{ConsentTarget, Scope, Tx, TxBody};
 use medrollup_storage::cid::{Cid, DAG_PB, RAW};
 use medrollup_storage::content::{ContentError, ContentStore};
@@ -87,6 +89,19 @@ pub enum ClientError {
         account: u64,
         /// What differs.
         why: String,
+    },
+    /// The coordinator answered that a transaction was accepted and its
+    /// batch sealed, but the state L1 holds after that batch does not show
+    /// it: the coordinator dropped it (or changed it).
+    #[error(
+        "{what}: the coordinator said it was accepted into batch {batch}, but the state on L1 after that batch \
+         does not show it; this coordinator did not apply it (do not trust it)"
+    )]
+    NotApplied {
+        /// What is missing.
+        what: String,
+        /// The batch it was said to be in.
+        batch: u64,
     },
     /// The flow's transaction stands, but what follows it stopped (`what`
     /// says what stands and how to finish).
@@ -409,6 +424,18 @@ impl Session {
         }
     }
 
+    /// After [`Self::settle`]: the last accepted transaction's effect, as
+    /// `applied` read it from the state L1 holds (checked reads wait for L1
+    /// to reach the sealed batch), or [`ClientError::NotApplied`] naming
+    /// `what` is missing. The client believes only L1, not the
+    /// coordinator's word that its transaction went in.
+    fn applied(&self, ok: bool, what: impl FnOnce() -> String) -> Result<(), ClientError> {
+        match (ok, self.last_batch) {
+            (true, _) | (false, None) => Ok(()),
+            (false, Some(batch)) => Err(ClientError::NotApplied { what: what(), batch }),
+        }
+    }
+
     fn unreachable(&self, url: &str, e: reqwest::Error) -> ClientError {
         ClientError::Coordinator { url: url.to_string(), why: format!("does not answer: {}", chain(&e)) }
     }
@@ -528,6 +555,11 @@ impl Session {
         let mut out = Vec::new();
         for i in self.index_of(self.account).await?.audit {
             let e = AuditEntry::from_fields(&self.light.leaf(TreeId::Audit, i).await?);
+            if e.kind != AUDIT_READ && e.kind != AUDIT_EMERGENCY {
+                return Err(ClientError::Refused(format!(
+                    "the coordinator listed audit entry {i}, but there is no such entry on L1"
+                )));
+            }
             if e.patient != self.account && e.actor != self.account {
                 return Err(ClientError::Refused(format!(
                     "the coordinator listed audit entry {i} as about account {}, but it is not",
@@ -682,6 +714,9 @@ impl Session {
         self.submit(TxBody::RegisterPatient { pubkey: public.babyjub, rsa_key_hash: public.rsa_key_hash })
             .await?;
         self.settle().await?;
+        let leaf = self.light.leaf(TreeId::Accounts, self.account).await?;
+        let ok = Role::from_code(leaf[0]) == Some(Role::Patient) && other_keys(&public, &leaf).is_none();
+        self.applied(ok, || format!("patient {} registered with these keys", self.account))?;
         self.publish_keys().await
     }
 
@@ -695,6 +730,9 @@ impl Session {
         })
         .await?;
         self.settle().await?;
+        let leaf = self.light.leaf(TreeId::Accounts, doctor).await?;
+        let ok = Role::from_code(leaf[0]) == Some(Role::Doctor) && other_keys(public, &leaf).is_none();
+        self.applied(ok, || format!("doctor {doctor} registered with these keys"))?;
         self.publish(doctor, public).await
     }
 
@@ -734,6 +772,11 @@ impl Session {
             return Err(e);
         }
         self.settle().await?;
+        let leaf = found(self.record(record).await)?;
+        let ok = leaf.is_some_and(|l| {
+            l.owner == patient && l.author == self.account && l.cid_digest == cid.digest() && !l.deleted
+        });
+        self.applied(ok, || format!("record {record} added for patient {patient}"))?;
         Ok(record)
     }
 
@@ -796,6 +839,11 @@ impl Session {
             return Err(e);
         }
         self.settle().await?;
+        // The old content is let go only once L1 holds the new version (else
+        // it is the record's only content).
+        let ok =
+            found(self.record(record).await)?.is_some_and(|l| l.cid_digest == cid.digest() && !l.deleted);
+        self.applied(ok, || format!("record {record}'s new version {cid}"))?;
         if cid != old {
             self.release(old).await?;
         }
@@ -882,6 +930,9 @@ impl Session {
         let consent = self.free_id(TreeId::Consents).await?;
         self.submit(TxBody::Grant { consent, grantee, scope, target, expiry }).await?;
         self.settle().await?;
+        let granted = ConsentLeaf { patient: self.account, grantee, scope, target, expiry, revoked: false };
+        let ok = found(self.consent(consent).await)?.is_some_and(|c| c == granted);
+        self.applied(ok, || format!("consent {consent} to account {grantee}"))?;
         self.share_with(target, &reader).await.map_err(|e| ClientError::Unfinished {
             what: format!(
                 "consent {consent} to account {grantee} is granted and stands, but sharing the records it covers \
@@ -970,6 +1021,10 @@ impl Session {
         if !c.revoked {
             self.submit(TxBody::Revoke { consent }).await?;
             self.settle().await?;
+            // Re-keying reads the readers from L1: with the revoke missing
+            // there, the grantee would stay one and nothing be re-keyed.
+            let ok = found(self.consent(consent).await)?.is_some_and(|c| c.revoked);
+            self.applied(ok, || format!("the revoke of consent {consent}"))?;
         }
         let mut rekeyed = Vec::new();
         for (record, _) in self.covered_records(c.target).await? {
@@ -1028,9 +1083,22 @@ impl Session {
         if !leaf.deleted {
             self.submit(TxBody::DeleteRecord { record }).await?;
             self.settle().await?;
+            // The content is let go only once L1 holds the record deleted.
+            let ok = found(self.record(record).await)?.is_some_and(|l| l.deleted);
+            self.applied(ok, || format!("the delete of record {record}"))?;
         }
         self.release(cid).await?;
         Ok(cid)
+    }
+}
+
+/// A checked read's leaf, `None` where L1's state has none (any other
+/// error, L1 unreachable say, stays an error).
+fn found<T>(r: Result<T, ClientError>) -> Result<Option<T>, ClientError> {
+    match r {
+        Ok(t) => Ok(Some(t)),
+        Err(ClientError::NotFound(_)) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
