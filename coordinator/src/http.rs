@@ -475,34 +475,36 @@ async fn kubo_pin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
     }
 }
 
+/// The batch whose published data `bytes` claim to be, if they parse as
+/// batch data.
+fn claimed_batch(bytes: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<medrollup_wire::BatchData>(bytes).ok().map(|d| d.batch)
+}
+
 /// Why `cid` may not be removed through this API, if it may not: the
 /// current content of a live record (it goes with the update or delete that
 /// supersedes it), a record transaction's in the open batch, or a batch's
-/// published data (kept for data availability).
-async fn kept(s: &Shared, cid: Cid) -> Result<Option<String>, ContentError> {
+/// published data (kept for data availability; `claimed` is the batch its
+/// bytes name, read beforehand). Reads no content: judged under the
+/// content gate, which transactions wait on.
+fn kept(s: &Shared, cid: Cid, claimed: Option<u64>) -> Option<String> {
     let digest = cid.digest();
     {
         let v = s.view.read().expect("view lock");
         if let Some(r) = v.sealed.live_record_with_content(&digest) {
-            return Ok(Some(format!(
+            return Some(format!(
                 "{cid} is record {r}'s current content: it can go once an update or delete of the record is sealed"
-            )));
+            ));
         }
         if v.open_content.contains(&digest) {
-            return Ok(Some(format!("{cid} is the content of a record transaction in the open batch")));
+            return Some(format!("{cid} is the content of a record transaction in the open batch"));
         }
     }
-    let bytes = match s.content.cat(cid).await {
-        Ok(b) => b,
-        Err(ContentError::NotFound(_)) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if let Ok(d) = serde_json::from_slice::<medrollup_wire::BatchData>(&bytes)
-        && s.store.batch(d.batch).ok().flatten().is_some_and(|b| b.cid == cid)
-    {
-        return Ok(Some(format!("{cid} is batch {}'s published data, kept for data availability", d.batch)));
+    let batch = claimed?;
+    if s.store.batch(batch).ok().flatten().is_some_and(|b| b.cid == cid) {
+        return Some(format!("{cid} is batch {batch}'s published data, kept for data availability"));
     }
-    Ok(None)
+    None
 }
 
 /// `POST /api/v0/pin/rm?arg=<cid>` (the embedded store deletes what no other
@@ -514,18 +516,21 @@ async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response
         Ok(c) => c,
         Err(e) => return kubo_error(e),
     };
+    // The content is read before the gate is taken (a node can take seconds
+    // to say it has none, and transactions wait on the gate). Content that
+    // is not here has nothing to remove, even should it arrive meanwhile.
+    let claimed = match s.content.cat(cid).await {
+        Ok(bytes) => claimed_batch(&bytes),
+        Err(e) => return kubo_error(e.to_string()),
+    };
     // Judged and removed with no transaction looking for content meanwhile.
     let _gate = s.content_gate.lock().await;
-    match kept(&s, cid).await {
-        Ok(None) => {}
-        Ok(Some(why)) => {
-            return (
-                StatusCode::FORBIDDEN,
-                Json(json!({ "Message": format!("not removed: {why}"), "Code": 0, "Type": "error" })),
-            )
-                .into_response();
-        }
-        Err(e) => return kubo_error(e.to_string()),
+    if let Some(why) = kept(&s, cid, claimed) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "Message": format!("not removed: {why}"), "Code": 0, "Type": "error" })),
+        )
+            .into_response();
     }
     match s.content.unpin(cid).await {
         Ok(()) => Json(json!({ "Pins": [cid.to_string()] })).into_response(),

@@ -272,6 +272,9 @@ async fn resolve(
     Ok(d.rollup)
 }
 
+/// How long after it stopped on an error the submitter is started again.
+const RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The L1 watcher reads the rollup's governance every this many rounds
 /// (2 s each).
 const GOVERNANCE_EVERY: u64 = 5;
@@ -363,13 +366,43 @@ pub async fn start(
         }
     };
     tokio::spawn(watcher);
-    let recorder = Recorder { store: store.clone(), metrics, status: status.clone() };
+    let recorder = Recorder { store: store.clone(), metrics: metrics.clone(), status: status.clone() };
+    let (config, vk) = (settings.config.clone(), manifest.verifying_key_sha256.clone());
     let task = tokio::spawn(async move {
         let source = StoreSource(store);
-        let shutdown = async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        };
-        let _ = s.run(&source, &recorder, wake_rx, shutdown).await;
+        let mut submitter = Some(s);
+        loop {
+            if let Some(s) = submitter.take() {
+                let mut stop = stop_rx.clone();
+                let shutdown = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if s.run(&source, &recorder, wake_rx.clone(), shutdown).await.is_ok() {
+                    return; // stopped
+                }
+            }
+            // Stopped on an error retrying could not fix (shown in GET /l1
+            // and by medrollup_l1_up 0): the farm goes on proving, so the
+            // submitter is started again a while later, in case what stopped
+            // it was mended (the right verifier installed, a database read
+            // that failed once).
+            tokio::select! {
+                _ = stop_rx.wait_for(|s| *s) => return,
+                _ = tokio::time::sleep(RESTART_AFTER) => {}
+            }
+            match Submitter::connect(config.clone(), rollup, &vk).await {
+                Ok(s) => {
+                    info!("L1 submitter started again");
+                    metrics.l1_up.set(1);
+                    recorder.status.lock().expect("l1 status").error = None;
+                    submitter = Some(s);
+                }
+                Err(e) => {
+                    warn!(error = %e, "the L1 submitter cannot start again yet");
+                    recorder.failed(&e);
+                }
+            }
+        }
     });
     Ok(L1Handle { wake, stop, task, status })
 }

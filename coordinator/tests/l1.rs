@@ -207,6 +207,11 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
     let last = format!("medrollup_last_submitted_batch {}", sealed - 1);
     assert!(metrics.lines().any(|l| l == last), "{last} after the restart:\n{metrics}");
+    let st = wait_for("the rollup's owner shown", Duration::from_secs(30), || async {
+        let st = get_json(&format!("{http}/l1")).await;
+        (!st["owner"].is_null()).then_some(st)
+    })
+    .await;
     assert_eq!(st["owner"].as_str(), Some(DEV_OWNER), "{st}");
     assert_eq!(st["verifier_upgrade"], serde_json::Value::Null, "{st}");
 
@@ -239,6 +244,43 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     .await;
     let m = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
     assert_eq!(metric(&m, "medrollup_l1_verifier_upgrade_foreign "), Some(0), "{m}");
+
+    // Installed after the delay, it stops the submitter, which says why;
+    // once the owner puts the farm's verifier back, the submitter starts
+    // again by itself and lands what waited.
+    use alloy::sol_types::SolCall;
+    let url = anvil.url();
+    let ours = MedRollup::new(rollup, provider(&url)).verifier().call().await.unwrap();
+    let install = |next: Address| {
+        let url = url.clone();
+        async move {
+            if next != ours {
+                foreign_verifier_proposal(&url, rollup, true).await;
+            } else {
+                owner_call(&url, rollup, MedRollup::proposeVerifierCall { next }.abi_encode()).await;
+            }
+            rpc(&url, "evm_increaseTime", serde_json::json!([submitter::DEFAULT_UPGRADE_DELAY_S])).await;
+            rpc(&url, "evm_mine", serde_json::json!([])).await;
+            owner_call(&url, rollup, MedRollup::activateVerifierCall {}.abi_encode()).await;
+        }
+    };
+    install(Address::repeat_byte(0xf0)).await;
+    // One more doctor (the fourth clinic's, by the hospital whose turn it is).
+    let more = workload::generate(4, now(), "l1-more");
+    let a = client.submit_bytes(serde_json::to_vec(&more.admin[3].tx).unwrap()).await;
+    let TxStatus::Accepted { batch, .. } = a.status else { panic!("{a:?}") };
+    let st = wait_for("the submitter stopped on the verifier", Duration::from_secs(180), || async {
+        let st = get_json(&format!("{http}/l1")).await;
+        st["error"].as_str().is_some_and(|e| e.contains("the verifier on chain is for")).then_some(st)
+    })
+    .await;
+    assert!(st["error"].as_str().unwrap().contains(&"ab".repeat(32)), "{st}");
+    install(ours).await;
+    wait_for("the batch landed once the verifier was put back", Duration::from_secs(180), || async {
+        let st = get_json(&format!("{http}/l1")).await;
+        (st["last_landed"].as_u64() == Some(batch) && st["error"].is_null()).then_some(())
+    })
+    .await;
 
     // The sequencer's key is in no log.
     for entry in std::fs::read_dir(dir.path()).unwrap() {

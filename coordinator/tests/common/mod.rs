@@ -509,7 +509,8 @@ pub async fn native_replay(
 
 /// As the dev rollup's owner, proposes (or with `propose` false, withdraws)
 /// a verifier for other keys: a contract installed at a fixed address whose
-/// every call, `vkHash()` included, returns 0xabab..ab. Returns its address.
+/// `vkHash()` is 0xabab..ab and which verifies nothing (every other call
+/// returns false). Returns its address.
 pub async fn foreign_verifier_proposal(
     rpc_url: &str,
     rollup: alloy::primitives::Address,
@@ -517,14 +518,21 @@ pub async fn foreign_verifier_proposal(
 ) -> alloy::primitives::Address {
     use alloy::providers::Provider;
     use alloy::sol_types::SolCall;
-    use medrollup_l1::contracts::MedRollup;
+    use medrollup_l1::contracts::{BatchVerifier, MedRollup};
     use medrollup_l1::submitter::{self, L1Config};
     let foreign = alloy::primitives::Address::repeat_byte(0xf0);
-    let owner = L1Config::local(rpc_url, submitter::parse_key(medrollup_l1::devnet::DEV_OWNER_KEY).unwrap());
     if propose {
-        let mut code = vec![0x7f]; // PUSH32 0xabab..ab, MSTORE at 0, RETURN 32 bytes
+        // selector = calldata >> 224; if it is vkHash()'s, return the word,
+        // else return 32 zero bytes (false).
+        let mut code = vec![0x60, 0x00, 0x35, 0x60, 0xe0, 0x1c, 0x63];
+        code.extend_from_slice(&BatchVerifier::vkHashCall::SELECTOR);
+        code.extend_from_slice(&[0x14, 0x60, 25, 0x57]); // EQ, JUMPI to 25
+        code.extend_from_slice(&[0x60, 0x00, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+        code.extend_from_slice(&[0x5b, 0x7f]); // 25: JUMPDEST, PUSH32 0xabab..ab
         code.extend_from_slice(&[0xab; 32]);
         code.extend_from_slice(&[0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
+        let owner =
+            L1Config::local(rpc_url, submitter::parse_key(medrollup_l1::devnet::DEV_OWNER_KEY).unwrap());
         let p = submitter::connect(&owner).unwrap();
         let code = serde_json::json!([foreign, format!("0x{}", hex::encode(code))]);
         let _: serde_json::Value = p.raw_request("anvil_setCode".into(), code).await.unwrap();
@@ -534,7 +542,14 @@ pub async fn foreign_verifier_proposal(
     } else {
         MedRollup::cancelVerifierCall {}.abi_encode()
     };
+    owner_call(rpc_url, rollup, data).await;
+    foreign
+}
+
+/// Sends `data` to the dev rollup as its owner; fails if it reverts.
+pub async fn owner_call(rpc_url: &str, rollup: alloy::primitives::Address, data: Vec<u8>) {
+    use medrollup_l1::submitter::{self, L1Config};
+    let owner = L1Config::local(rpc_url, submitter::parse_key(medrollup_l1::devnet::DEV_OWNER_KEY).unwrap());
     let r = submitter::send_and_wait(&owner, Some(rollup), data.into(), 300_000).await.unwrap();
     assert!(r.status(), "the owner's call reverted");
-    foreign
 }
