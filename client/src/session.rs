@@ -1027,18 +1027,38 @@ impl Session {
             self.applied(ok, || format!("the revoke of consent {consent}"))?;
         }
         let mut rekeyed = Vec::new();
+        let mut failed = Vec::new();
         for (record, _) in self.covered_records(c.target).await? {
             // Once more, read afresh, if another client of the account moved
             // its nonce meanwhile.
-            let done = match self.rekey_without(record).await {
+            let r = match self.rekey_without(record).await {
                 Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" => {
-                    self.rekey_without(record).await?
+                    self.rekey_without(record).await
                 }
-                r => r?,
+                r => r,
             };
-            if done {
-                rekeyed.push(record);
+            // One record that cannot be re-keyed (its content unreachable, an
+            // envelope this patient cannot open) does not keep the others
+            // readable by the revoked grantee.
+            match r {
+                Ok(true) => rekeyed.push(record),
+                Ok(false) => {}
+                Err(e) => failed.push((record, e)),
             }
+        }
+        if !failed.is_empty() {
+            let list = |ids: &[u64]| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+            let not: Vec<u64> = failed.iter().map(|(r, _)| *r).collect();
+            let (_, first) = failed.swap_remove(0);
+            return Err(ClientError::Unfinished {
+                what: format!(
+                    "consent {consent} is revoked; records re-keyed: {}; not re-keyed yet: {} (revoke consent \
+                     {consent} again to finish)",
+                    if rekeyed.is_empty() { "none".into() } else { list(&rekeyed) },
+                    list(&not)
+                ),
+                error: Box::new(first),
+            });
         }
         Ok(rekeyed)
     }

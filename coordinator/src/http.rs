@@ -117,9 +117,20 @@ async fn submit(State(s): State<AppState>, body: Bytes) -> Response {
             return error(StatusCode::SERVICE_UNAVAILABLE, format!("could not queue the transaction: {e}"));
         }
     };
+    // The publish may have been stored though its acknowledgement was lost:
+    // then it is decided like any other.
+    let unknown = |e: &dyn std::fmt::Display| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the transaction may or may not have been queued ({e}): ask GET /tx/{id} before sending it again \
+                 (sent again, it is recognised as the same transaction)"
+            ),
+        )
+    };
     match ack {
         Err(e) => {
-            return error(StatusCode::SERVICE_UNAVAILABLE, format!("could not queue the transaction: {e}"));
+            return unknown(&e);
         }
         Ok(ack) if ack.duplicate => {
             // Submitted before: its answer exists or is coming.

@@ -142,17 +142,38 @@ struct Bus {
     results: consumer::Consumer<consumer::pull::Config>,
 }
 
+/// The largest message the transaction stream stores: four times
+/// [`medrollup_wire::MAX_TX_BYTES`].
+const TX_STREAM_MAX_MESSAGE: i32 = 4 * medrollup_wire::MAX_TX_BYTES as i32;
+
 async fn setup_bus(js: &jetstream::Context, config: &Config) -> Result<Bus, CoordinatorError> {
-    let tx = js
-        .get_or_create_stream(stream::Config {
-            name: streams::TX.into(),
-            subjects: vec![subjects::TX_SUBMIT.into()],
-            duplicate_window: Duration::from_secs(120),
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
+    let tx_config = stream::Config {
+        name: streams::TX.into(),
+        subjects: vec![subjects::TX_SUBMIT.into()],
+        duplicate_window: Duration::from_secs(120),
+        storage: stream::StorageType::File,
+        // Past this the server refuses the publish (any client credential
+        // could otherwise store 8 MB messages); up to it, one over
+        // MAX_TX_BYTES is answered `too_large`.
+        max_message_size: TX_STREAM_MAX_MESSAGE,
+        ..Default::default()
+    };
+    let mut tx = js
+        .get_or_create_stream(tx_config.clone())
         .await
         .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::TX)))?;
+    // A stream made by an earlier version has no bound yet.
+    let info = tx.info().await.map_err(|e| CoordinatorError::Nats(format!("stream {}: {e}", streams::TX)))?;
+    if info.config.max_message_size != TX_STREAM_MAX_MESSAGE {
+        let updated = stream::Config { max_message_size: TX_STREAM_MAX_MESSAGE, ..info.config.clone() };
+        js.update_stream(&updated).await.map_err(|e| {
+            CoordinatorError::Nats(format!("bounding stream {}'s messages: {e}", streams::TX))
+        })?;
+        tx = js
+            .get_stream(streams::TX)
+            .await
+            .map_err(|e| CoordinatorError::Nats(format!("stream {}: {e}", streams::TX)))?;
+    }
     let jobs = js
         .get_or_create_stream(stream::Config {
             name: streams::JOBS.into(),
@@ -593,7 +614,13 @@ impl Coordinator {
         // look it up at once.
         {
             let mut v = self.shared.view.write().expect("view lock");
-            v.recent.insert(answer.id.clone(), answer.clone());
+            // The same bytes again while their batch is open answer
+            // `duplicate`; what GET /tx/{id} says stays `accepted`.
+            let keep = matches!(answer.status, TxStatus::Duplicate { .. })
+                && v.recent.get(&answer.id).is_some_and(|a| matches!(a.status, TxStatus::Accepted { .. }));
+            if !keep {
+                v.recent.insert(answer.id.clone(), answer.clone());
+            }
             if let (false, Some(d)) = (matches!(answer.status, TxStatus::Accepted { .. }), held) {
                 v.open_content.remove(&d);
             }

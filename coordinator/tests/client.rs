@@ -324,7 +324,9 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     .await
     .unwrap();
     let e = patient_offline.revoke(c_a).await.unwrap_err();
-    assert!(matches!(e, ClientError::Storage(ContentError::Remote(_))), "{e}");
+    let ClientError::Unfinished { what, error } = &e else { panic!("{e}") };
+    assert!(matches!(**error, ClientError::Storage(ContentError::Remote(_))), "{e}");
+    assert!(what.contains(&format!("not re-keyed yet: {record}")), "{e}");
     assert!(patient.consent(c_a).await.unwrap().revoked);
     let current =
         Envelope::from_bytes(&on_node.cat(patient.read(record).await.unwrap().cid).await.unwrap()).unwrap();

@@ -527,6 +527,13 @@ async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_chan
     assert_eq!(code(&client.submit_bytes(b"{\"signer\": 1}".to_vec()).await), "malformed");
     let huge = format!("{{\"pad\": \"{}\"}}", "x".repeat(medrollup_wire::MAX_TX_BYTES));
     assert_eq!(code(&client.submit_bytes(huge.into_bytes()).await), "too_large");
+    // Far over it, the bus itself refuses to store the message.
+    let r = client.js.publish(medrollup_wire::subjects::TX_SUBMIT, vec![b'x'; 100_000].into()).await;
+    let stored = match r {
+        Ok(ack) => ack.await.is_ok(),
+        Err(_) => false,
+    };
+    assert!(!stored, "a 100 kB message was stored in the transaction stream");
     let mut forged = txs[1].clone();
     if let medrollup_circuits::tx::TxBody::RegisterDoctor { doctor, .. } = &mut forged.tx.body {
         *doctor += 1;
