@@ -63,6 +63,9 @@ contract MedRollup {
     bytes32 public immutable genesisRoot;
     /// @notice Seconds between proposing a verifier and installing it.
     uint64 public immutable upgradeDelay;
+    /// @notice The block this contract was deployed in: its events are in
+    /// this block or later (nodes bound the block range of a log query).
+    uint64 public immutable deploymentBlock;
     // Layout for gas: each counter shares a slot with an address that is set
     // at deployment, so a submission reads two slots for four values and
     // never writes a slot from zero except the batch's own record.
@@ -102,6 +105,7 @@ contract MedRollup {
         if (owner_ == sequencer_) revert OwnerIsSequencer(owner_);
         genesisRoot = genesisRoot_;
         upgradeDelay = upgradeDelay_;
+        deploymentBlock = uint64(block.number);
         currentRoot = genesisRoot_;
         owner = owner_;
         sequencer = sequencer_;

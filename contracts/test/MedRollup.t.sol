@@ -43,6 +43,14 @@ contract MedRollupTest is CheatTest {
         assertEq(rollup.vkHash(), Fixtures.VK_SHA256, "vk hash through the rollup");
     }
 
+    function test_the_deployment_block_is_recorded() public {
+        assertEq(rollup.deploymentBlock(), block.number, "deployed in this block");
+        vm.roll(block.number + 1000);
+        MedRollup later = new MedRollup(Fixtures.GENESIS_ROOT, verifier, SEQUENCER, OWNER, DELAY);
+        assertEq(later.deploymentBlock(), block.number, "a later deployment's block");
+        assertTrue(later.deploymentBlock() != rollup.deploymentBlock(), "two deployments, two blocks");
+    }
+
     function test_valid_proofs_are_accepted_in_order() public {
         for (uint256 i = 0; i < Fixtures.COUNT; i++) {
             Fixtures.Batch memory b = Fixtures.batch(i);

@@ -5,6 +5,7 @@ pragma solidity ^0.8.24;
 /// installed here). Signatures as in forge-std's Vm.sol.
 interface Vm {
     function warp(uint256 newTimestamp) external;
+    function roll(uint256 newHeight) external;
     function prank(address msgSender) external;
     function expectRevert(bytes calldata revertData) external;
     function expectEmit() external;

@@ -76,6 +76,7 @@ sol! {
         function owner() external view returns (address);
         function pendingOwner() external view returns (address);
         function upgradeDelay() external view returns (uint64);
+        function deploymentBlock() external view returns (uint64);
         function pendingVerifier() external view returns (address);
         function pendingVerifierActivation() external view returns (uint64);
         function proposeVerifier(address next) external;

@@ -459,6 +459,11 @@ async fn latest_block(provider: &DynProvider) -> Result<BlockId, L1Error> {
     Ok(BlockId::hash(head.header.hash))
 }
 
+/// The node's latest block number.
+async fn latest_number(provider: &DynProvider) -> Result<u64, L1Error> {
+    provider.get_block_number().await.map_err(rpc("reading the latest block number"))
+}
+
 /// The rollup's batch count and root, both read at the same (latest) block,
 /// so that a reorg between the two reads cannot mix two chains. Needs no key:
 /// light clients read the roots they trust this way.
@@ -487,19 +492,92 @@ pub struct BatchEvent {
     pub cid: Vec<u8>,
 }
 
+/// The block `rollup` was deployed in (its events are in it or later).
+pub async fn deployment_block(provider: &DynProvider, rollup: Address) -> Result<u64, L1Error> {
+    MedRollup::new(rollup, provider)
+        .deploymentBlock()
+        .call()
+        .await
+        .map_err(rpc("reading the deployment block"))
+}
+
+/// Which end of a block range a log query starts from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scan {
+    /// Oldest blocks first, to the end.
+    Forward,
+    /// Newest blocks first, until something is found (the event sought is
+    /// most likely recent).
+    UntilFound,
+}
+
+/// The logs matching `filter` in blocks `from..=to`, in log order. Asked for
+/// the whole range first; a node that refuses (hosted nodes bound the block
+/// range or the number of results of a log query, each in its own words) is
+/// asked for halves, and so on, then for spans of the size it took.
+/// [`Scan::UntilFound`] stops at the newest span that holds a log. Fails
+/// only when a single block is refused.
+async fn logs_within(
+    provider: &DynProvider,
+    filter: &alloy::rpc::types::Filter,
+    (from, to): (u64, u64),
+    scan: Scan,
+    what: &'static str,
+) -> Result<Vec<alloy::rpc::types::Log>, L1Error> {
+    let mut found = Vec::new();
+    if from > to {
+        return Ok(found);
+    }
+    // `lo..=hi` is left to read.
+    let (mut lo, mut hi) = (from, to);
+    let mut span = to - from + 1;
+    loop {
+        let (a, b) = match scan {
+            Scan::Forward => (lo, hi.min(lo.saturating_add(span - 1))),
+            Scan::UntilFound => (lo.max(hi.saturating_sub(span - 1)), hi),
+        };
+        let q = filter.clone().from_block(a).to_block(b);
+        match provider.get_logs(&q).await {
+            Ok(logs) => match scan {
+                Scan::Forward => {
+                    found.extend(logs);
+                    if b == hi {
+                        return Ok(found);
+                    }
+                    lo = b + 1;
+                }
+                Scan::UntilFound => {
+                    if !logs.is_empty() || a == lo {
+                        return Ok(logs);
+                    }
+                    hi = a - 1;
+                }
+            },
+            Err(e) if span > 1 && refused(&e) => span = span.div_ceil(2),
+            Err(e) if a == b => return Err(L1Error::Rpc(format!("{what} in block {a}: {e}"))),
+            Err(e) => return Err(L1Error::Rpc(format!("{what} in blocks {a}..={b}: {e}"))),
+        }
+    }
+}
+
+/// Whether the node answered a request with a refusal (an error object, or
+/// an HTTP error status), as a node bounding log queries does; not a
+/// connection that failed or timed out, which asking for less would not
+/// mend.
+fn refused(e: &alloy::transports::TransportError) -> bool {
+    use alloy::transports::{RpcError, TransportErrorKind};
+    matches!(e, RpcError::ErrorResp(_) | RpcError::Transport(TransportErrorKind::HttpError(_)))
+}
+
 /// Every `BatchSubmitted` of `rollup` in the canonical chain, in log order:
 /// what an auditor replays.
 pub async fn batch_records(provider: &DynProvider, rollup: Address) -> Result<Vec<BatchEvent>, L1Error> {
     use alloy::rpc::types::Filter;
     use alloy::sol_types::SolEvent;
-    let filter = Filter::new()
-        .address(rollup)
-        .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
-        .from_block(0);
-    provider
-        .get_logs(&filter)
-        .await
-        .map_err(rpc("reading BatchSubmitted events"))?
+    let filter = Filter::new().address(rollup).event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH);
+    let blocks = (deployment_block(provider, rollup).await?, latest_number(provider).await?);
+    logs_within(provider, &filter, blocks, Scan::Forward, "reading BatchSubmitted events")
+        .await?
         .iter()
         .map(|l| {
             MedRollup::BatchSubmitted::decode_log_data(l.data())
@@ -576,9 +654,10 @@ async fn batch_event(
     let filter = Filter::new()
         .address(rollup)
         .event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH)
-        .topic1(B256::from(U256::from(index)))
-        .from_block(0);
-    let logs = provider.get_logs(&filter).await.map_err(rpc("reading a BatchSubmitted event"))?;
+        .topic1(B256::from(U256::from(index)));
+    let blocks = (deployment_block(provider, rollup).await?, latest_number(provider).await?);
+    let logs =
+        logs_within(provider, &filter, blocks, Scan::UntilFound, "reading a BatchSubmitted event").await?;
     Ok(logs.into_iter().last())
 }
 

@@ -633,3 +633,106 @@ async fn a_landing_still_unconfirmed_when_the_next_batch_lands_is_recorded_too()
     run.stop().await;
     assert_chain_holds(&url, rollup, 2).await;
 }
+
+/// Log queries a [`bounded_logs_node`] saw: `(from, to, refused)`.
+type Queries = Arc<Mutex<Vec<(u64, u64, bool)>>>;
+
+/// A node in front of `upstream` that refuses log queries over more than
+/// `max` blocks, in the words of a hosted node, and notes every one.
+async fn bounded_logs_node(upstream: String, max: u64) -> (String, Queries) {
+    use axum::extract::State;
+    async fn handle(
+        State((upstream, max, seen)): State<(String, u64, Queries)>,
+        axum::Json(req): axum::Json<serde_json::Value>,
+    ) -> axum::Json<serde_json::Value> {
+        if req["method"] == "eth_getLogs" {
+            let block = |k: &str| {
+                let hex = req["params"][0][k].as_str().expect("a block number, not a tag");
+                u64::from_str_radix(hex.trim_start_matches("0x"), 16).unwrap()
+            };
+            let (from, to) = (block("fromBlock"), block("toBlock"));
+            let refused = to + 1 - from > max;
+            seen.lock().unwrap().push((from, to, refused));
+            if refused {
+                return axum::Json(serde_json::json!({
+                    "jsonrpc": "2.0",
+                    "id": req["id"],
+                    "error": { "code": -32600, "message": format!("eth_getLogs is limited to a {max} block range") },
+                }));
+            }
+        }
+        let r = reqwest::Client::new().post(&upstream).json(&req).send().await.unwrap();
+        axum::Json(r.json().await.unwrap())
+    }
+    let seen = Queries::default();
+    let app =
+        axum::Router::new().route("/", axum::routing::post(handle)).with_state((upstream, max, seen.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_are_read_from_the_deployment_block_in_spans_a_node_takes() {
+    let _turn = TURN.lock().await;
+    tokio::task::block_in_place(proven);
+    let anvil = start_anvil(free_port(), &[]);
+    let url = anvil.url();
+    // A chain with a past: the rollup is deployed after block 50.
+    rpc(&url, "anvil_mine", serde_json::json!(["0x32"])).await;
+    let rollup = deploy(&url).await;
+    let direct = submitter::connect_read_only(&url).unwrap();
+    let deployed = submitter::deployment_block(&direct, rollup).await.unwrap();
+    let code_at = |n: u64| rpc(&url, "eth_getCode", serde_json::json!([rollup, format!("{n:#x}")]));
+    assert_eq!(code_at(deployed - 1).await, "0x", "no code before block {deployed}");
+    assert_ne!(code_at(deployed).await, "0x", "code in block {deployed}");
+    assert!(deployed > 50);
+
+    // Four batches, ten blocks apart, and ten blocks after the last.
+    let source = Source::new();
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    for n in 1..=4 {
+        source.prove_upto(n);
+        run.poke();
+        run.wait_landed(n, Duration::from_secs(60)).await;
+        rpc(&url, "anvil_mine", serde_json::json!(["0xa"])).await;
+    }
+    run.stop().await;
+
+    // Through a node that takes at most 8 blocks a query: the same events
+    // and roots as from anvil itself, asked only from the deployment block.
+    let (bounded_url, queries) = bounded_logs_node(url.clone(), 8).await;
+    let bounded = submitter::connect_read_only(&bounded_url).unwrap();
+    let all = submitter::batch_records(&direct, rollup).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.index).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(submitter::batch_records(&bounded, rollup).await.unwrap(), all);
+    for k in 0..=4u64 {
+        let want = submitter::root_after(&direct, rollup, k).await.unwrap();
+        assert!(want.is_some());
+        assert_eq!(submitter::root_after(&bounded, rollup, k).await.unwrap(), want, "after {k} batches");
+    }
+    assert_eq!(submitter::root_after(&bounded, rollup, 5).await.unwrap(), None);
+    let q = queries.lock().unwrap().clone();
+    assert!(q.iter().any(|&(.., refused)| refused), "the whole range was refused first: {q:?}");
+    assert!(
+        q.iter().all(|&(from, ..)| from >= deployed),
+        "nothing asked from before block {deployed}: {q:?}"
+    );
+    assert!(q.iter().filter(|&&(.., refused)| !refused).all(|&(from, to, _)| to + 1 - from <= 8), "{q:?}");
+    // The newest batch's event is found near the chain's head, not by a scan
+    // of every span since the deployment.
+    queries.lock().unwrap().clear();
+    assert!(submitter::root_after(&bounded, rollup, 4).await.unwrap().is_some());
+    let taken = queries.lock().unwrap().iter().filter(|&&(.., refused)| !refused).count();
+    assert!(taken <= 2, "{taken} spans read for the newest batch: {:?}", queries.lock().unwrap());
+
+    // A node that takes no log query at all: a clear error, not an empty chain.
+    let (closed_url, _) = bounded_logs_node(url.clone(), 0).await;
+    let closed = submitter::connect_read_only(&closed_url).unwrap();
+    let e = submitter::batch_records(&closed, rollup).await.unwrap_err().to_string();
+    assert!(
+        e.contains("reading BatchSubmitted events in block") && e.contains("limited to a 0 block range"),
+        "{e}"
+    );
+}
