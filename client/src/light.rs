@@ -17,7 +17,7 @@ use medrollup_circuits::merkle::MerklePath;
 use medrollup_circuits::state::{LEAF_WIDTH, Leaf, TreeId, leaf_hash, state_root};
 use medrollup_l1::submitter::{self as l1, L1Error};
 use serde::Deserialize;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// A `GET /proof/{tree}/{index}` answer.
@@ -189,6 +189,9 @@ pub struct LightClient {
     /// Answers must be at least this new (batches sealed): raised by what
     /// this client has seen sealed ([`Self::require_at_least`]).
     floor: AtomicU64,
+    /// Whether an answer has passed the check against L1 (and with it the
+    /// instance this client was given, which every root commits to).
+    verified: AtomicBool,
 }
 
 impl LightClient {
@@ -206,6 +209,7 @@ impl LightClient {
             instance,
             wait: Duration::from_secs(120),
             floor: AtomicU64::new(0),
+            verified: AtomicBool::new(false),
         })
     }
 
@@ -219,6 +223,13 @@ impl LightClient {
     /// The current floor (see [`Self::require_at_least`]).
     pub fn floor(&self) -> u64 {
         self.floor.load(Ordering::Relaxed)
+    }
+
+    /// Whether an answer has been checked against L1 yet: until then the
+    /// instance this client was given (by the coordinator) is unconfirmed,
+    /// and nothing should be signed for it.
+    pub fn instance_verified(&self) -> bool {
+        self.verified.load(Ordering::Relaxed)
     }
 
     /// The coordinator's answer for a leaf, unchecked.
@@ -256,7 +267,10 @@ impl LightClient {
         let started = Instant::now();
         loop {
             match l1::root_after_claimed(&self.l1, self.rollup, answer.batches_sealed, claimed).await? {
-                Some(root) if root == claimed => return Ok(leaf),
+                Some(root) if root == claimed => {
+                    self.verified.store(true, Ordering::Relaxed);
+                    return Ok(leaf);
+                }
                 Some(root) => {
                     return Err(LightError::NotOnL1 {
                         l1_batches: answer.batches_sealed,

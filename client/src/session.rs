@@ -297,9 +297,16 @@ impl Session {
         if let Some(n) = self.nonce {
             return Ok(n);
         }
-        // Unchecked: a wrong nonce only gets the transaction refused.
-        let a = self.light.fetch(TreeId::Accounts, self.account).await?;
-        let n = a.leaf.get(4).and_then(medrollup_circuits::field::fr_to_u64).unwrap_or(0);
+        // Unchecked once the instance is confirmed (a wrong nonce only gets
+        // the transaction refused). Before, checked against L1: the instance
+        // comes from the coordinator, and a signature for another instance
+        // (another rollup where this key has an account) would be valid there.
+        let leaf = if self.light.instance_verified() {
+            self.light.fetch(TreeId::Accounts, self.account).await?.leaf
+        } else {
+            self.light.leaf(TreeId::Accounts, self.account).await?.to_vec()
+        };
+        let n = leaf.get(4).and_then(medrollup_circuits::field::fr_to_u64).unwrap_or(0);
         self.nonce = Some(n);
         Ok(n)
     }

@@ -57,6 +57,15 @@ enum Lie {
     /// It gives the first answer it saw for each `/proof/consents/*` path
     /// ever after: genuine L1 state, but from the past.
     Replay,
+    /// Its `/root` names another rollup instance, and its `/proof/*`
+    /// answers' roots are recomputed for that instance: a signature got for
+    /// it would be valid on that other rollup.
+    Instance,
+}
+
+/// The instance [`Lie::Instance`] names.
+fn other_instance() -> Fr {
+    Fr::from(sample::INSTANCE + 1)
 }
 
 /// A coordinator that lies about consents as `lie` says; every other GET is
@@ -76,6 +85,18 @@ async fn lying_coordinator(honest: String, lie: Lie) -> String {
             Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, format!("{e:?}")).into_response(),
         };
         let json = [(axum::http::header::CONTENT_TYPE, "application/json")];
+        let dec = |x: &Fr| serde_json::json!(medrollup_circuits::field::fr_to_dec(x));
+        if let Lie::Instance = lie {
+            let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            if path == "root" {
+                v["instance"] = dec(&other_instance());
+            } else if path.starts_with("proof/") {
+                let a: medrollup_client::light::ProofAnswer = serde_json::from_value(v.clone()).unwrap();
+                let roots: [Fr; 4] = a.tree_roots.clone().try_into().unwrap();
+                v["root"] = dec(&state_root(other_instance(), &roots, a.audit_count));
+            }
+            return axum::Json(v).into_response();
+        }
         if !path.starts_with("proof/consents/") {
             return (json, body).into_response();
         }
@@ -90,7 +111,6 @@ async fn lying_coordinator(honest: String, lie: Lie) -> String {
         a.tree_roots[TreeId::Consents as usize] = a.path.root(a.index, leaf_hash(&leaf));
         let roots: [Fr; 4] = a.tree_roots.clone().try_into().unwrap();
         let root = state_root(Fr::from(sample::INSTANCE), &roots, a.audit_count);
-        let dec = |x: &Fr| serde_json::json!(medrollup_circuits::field::fr_to_dec(x));
         v["leaf"] = a.leaf.iter().map(dec).collect();
         v["tree_roots"] = a.tree_roots.iter().map(dec).collect();
         v["root"] = dec(&root);
@@ -252,6 +272,18 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     let e = replayed.consent(c_b).await.unwrap_err();
     assert!(matches!(e, ClientError::Light(LightError::Stale { .. })), "{e}");
     assert!(e.to_string().contains("stale"), "{e}");
+    // A coordinator that names another rollup instance (and fits its
+    // answers to it) gets no signature: the first transaction's nonce is
+    // read checked against L1, which has none of its roots. (Signed, it
+    // would have been posted to this liar, which takes no POST.)
+    let other = lying_coordinator(http.clone(), Lie::Instance).await;
+    let mut misled =
+        Session::open(&Endpoints { coordinator: other, ..endpoints.clone() }, DOCTOR_B, Identity::generate())
+            .await
+            .unwrap();
+    misled.light_mut().wait = Duration::from_secs(20);
+    let e = misled.submit(TxBody::LogAccess { record, consent: c_a }).await.unwrap_err();
+    assert!(matches!(e, ClientError::Light(LightError::NotOnL1 { .. })), "{e}");
 
     // A large record (beyond one 256 KiB chunk: a dag-pb root on IPFS).
     let large = example_bundle("p10", 400_000);
