@@ -32,6 +32,10 @@ pub struct Config {
     /// long after it was parked: batches land in order, so one dead job
     /// would stop every later batch from reaching L1 for good.
     pub dead_job_retry: Duration,
+    /// Refused transactions' answers are kept this long (`GET /tx/{id}`),
+    /// then forgotten: anyone can send junk to be refused, and the database
+    /// must not grow with it for good. Accepted answers stay.
+    pub refusals_kept: Duration,
     /// A job gone from the queue this long with no result for its attempt
     /// is queued again as a failed attempt: a worker acked it without
     /// answering (a bug, or a hostile worker), and nothing else would ever
@@ -64,6 +68,7 @@ impl Config {
             job_ack_wait: Duration::from_secs(30),
             job_max_deliver: 5,
             dead_job_retry: Duration::from_secs(300),
+            refusals_kept: Duration::from_secs(7 * 86_400),
             job_lost_after: Duration::from_secs(30),
             worker_timeout: Duration::from_secs(15),
             ipfs_api: None,

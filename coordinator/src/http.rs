@@ -5,7 +5,7 @@
 //! `pin/add`), so that one client talks to this or to a real IPFS node.
 
 use crate::cid::Cid;
-use crate::content::{ContentError, MAX_BLOCK};
+use crate::content::MAX_BLOCK;
 use crate::service::Shared;
 use crate::store::{JobRecord, JobState, ProofRecord};
 use axum::Json;
@@ -181,7 +181,14 @@ async fn submit(State(s): State<AppState>, body: Bytes) -> Response {
 async fn tx_status(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     match lookup(&s, &id) {
         Some(a) => (StatusCode::OK, Json(a)).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no transaction with id {id} has been decided")),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no transaction with id {id} has been decided (or it was refused more than {} days ago: refusals \
+                 are forgotten then)",
+                s.refusals_kept.as_secs() / 86_400
+            ),
+        ),
     }
 }
 
@@ -416,13 +423,21 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
-/// A Kubo RPC error body.
+/// A Kubo RPC error body, with Kubo's status for a failed command (500).
 fn kubo_error(message: impl Into<String>) -> Response {
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({ "Message": message.into(), "Code": 0, "Type": "error" })),
-    )
-        .into_response()
+    kubo_error_with(StatusCode::INTERNAL_SERVER_ERROR, message)
+}
+
+/// A Kubo RPC error for a request that is wrong in itself (a missing or
+/// malformed argument, a body that is no file): 400, as Kubo answers it.
+fn kubo_bad_request(message: impl Into<String>) -> Response {
+    kubo_error_with(StatusCode::BAD_REQUEST, message)
+}
+
+/// Kubo's `Code`: 1 for the client's error, 0 for the command's.
+fn kubo_error_with(status: StatusCode, message: impl Into<String>) -> Response {
+    let code = u8::from(status.is_client_error());
+    (status, Json(json!({ "Message": message.into(), "Code": code, "Type": "error" }))).into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -441,13 +456,13 @@ fn cid_arg(q: &Arg) -> Result<Cid, String> {
 async fn kubo_add(State(s): State<AppState>, mut form: Multipart) -> Response {
     let field = match form.next_field().await {
         Ok(Some(f)) => f,
-        Ok(None) => return kubo_error("no file in the multipart body"),
-        Err(e) => return kubo_error(format!("multipart body: {e}")),
+        Ok(None) => return kubo_bad_request("no file in the multipart body"),
+        Err(e) => return kubo_bad_request(format!("multipart body: {e}")),
     };
     let name = field.file_name().map(str::to_string);
     let bytes = match field.bytes().await {
         Ok(b) => b,
-        Err(e) => return kubo_error(format!("multipart body: {e}")),
+        Err(e) => return kubo_bad_request(format!("multipart body: {e}")),
     };
     let size = bytes.len();
     match s.content.add(bytes.to_vec()).await {
@@ -465,11 +480,10 @@ async fn kubo_add(State(s): State<AppState>, mut form: Multipart) -> Response {
 async fn kubo_cat(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
     let cid = match cid_arg(&q) {
         Ok(c) => c,
-        Err(e) => return kubo_error(e),
+        Err(e) => return kubo_bad_request(e),
     };
     match s.content.cat(cid).await {
         Ok(bytes) => ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response(),
-        Err(e @ ContentError::NotFound(_)) => kubo_error(e.to_string()),
         Err(e) => kubo_error(e.to_string()),
     }
 }
@@ -478,7 +492,7 @@ async fn kubo_cat(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
 async fn kubo_pin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
     let cid = match cid_arg(&q) {
         Ok(c) => c,
-        Err(e) => return kubo_error(e),
+        Err(e) => return kubo_bad_request(e),
     };
     match s.content.pin(cid).await {
         Ok(()) => Json(json!({ "Pins": [cid.to_string()] })).into_response(),
@@ -525,7 +539,7 @@ fn kept(s: &Shared, cid: Cid, claimed: Option<u64>) -> Option<String> {
 async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
     let cid = match cid_arg(&q) {
         Ok(c) => c,
-        Err(e) => return kubo_error(e),
+        Err(e) => return kubo_bad_request(e),
     };
     // The content is read before the gate is taken (a node can take seconds
     // to say it has none, and transactions wait on the gate). Content that
@@ -553,7 +567,7 @@ async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response
 async fn kubo_block_stat(State(s): State<AppState>, Query(q): Query<Arg>) -> Response {
     let cid = match cid_arg(&q) {
         Ok(c) => c,
-        Err(e) => return kubo_error(e),
+        Err(e) => return kubo_bad_request(e),
     };
     match s.content.cat(cid).await {
         Ok(b) => Json(json!({ "Key": cid.to_string(), "Size": b.len() })).into_response(),

@@ -92,6 +92,33 @@ pub struct Heard {
     pub at: Instant,
 }
 
+/// Workers are forgotten once not heard from for this long (they are shown
+/// as lost until then).
+pub const FORGET_WORKER_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// At most this many workers are remembered: a bus without a user per
+/// hospital lets anyone beat under made-up names, and each is kept until
+/// [`FORGET_WORKER_AFTER`]. Past it, the one heard from longest ago goes.
+pub const MAX_WORKERS_HEARD: usize = 1024;
+
+/// Notes a heartbeat in `workers`, within [`MAX_WORKERS_HEARD`].
+fn note_heartbeat(workers: &mut HashMap<String, Heard>, info: WorkerInfo, at: Instant) {
+    if !workers.contains_key(&info.name)
+        && workers.len() >= MAX_WORKERS_HEARD
+        && let Some(oldest) = workers.iter().min_by_key(|(_, h)| h.at).map(|(n, _)| n.clone())
+    {
+        workers.remove(&oldest);
+    }
+    workers.insert(info.name.clone(), Heard { info, at });
+}
+
+/// Forgets the workers not heard from for [`FORGET_WORKER_AFTER`] by `now`;
+/// returns how many of the rest are alive (heard within `timeout`).
+fn prune_workers(workers: &mut HashMap<String, Heard>, now: Instant, timeout: Duration) -> usize {
+    workers.retain(|_, h| now.saturating_duration_since(h.at) < FORGET_WORKER_AFTER);
+    workers.values().filter(|h| now.saturating_duration_since(h.at) < timeout).count()
+}
+
 /// State shared by the loop and the HTTP API.
 #[derive(Debug)]
 pub struct Shared {
@@ -116,6 +143,8 @@ pub struct Shared {
     pub content_gate: tokio::sync::Mutex<()>,
     /// When a worker counts as lost.
     pub worker_timeout: Duration,
+    /// How long refusals are kept (see [`Config::refusals_kept`]).
+    pub refusals_kept: Duration,
     /// The circuit's key manifest.
     pub manifest: KeyManifest,
     /// The L1 submitter's status (`None`: no L1 configured).
@@ -290,6 +319,8 @@ struct Coordinator {
     in_queue: HashMap<u64, QueuedMessage>,
     /// When the watchdog last looked.
     last_watch: Instant,
+    /// When old refusals were last forgotten (see [`Config::refusals_kept`]).
+    last_forget: Option<Instant>,
 }
 
 /// A published job's message, as the watchdog follows it.
@@ -362,6 +393,7 @@ pub async fn run(
         workers: Mutex::new(HashMap::new()),
         content_gate: tokio::sync::Mutex::new(()),
         worker_timeout: config.worker_timeout,
+        refusals_kept: config.refusals_kept,
         manifest: manifest.clone(),
         l1: l1.as_ref().map(|h| h.status.clone()),
     });
@@ -382,6 +414,7 @@ pub async fn run(
         jobs: bus.jobs.clone(),
         in_queue: HashMap::new(),
         last_watch: Instant::now(),
+        last_forget: None,
     };
     c.refresh_job_metrics()?;
     // Jobs still queued at the last stop go out again (the job stream drops
@@ -430,7 +463,7 @@ pub async fn run(
                 && info.name.len() <= medrollup_wire::natsconf::MAX_WORKER_NAME
             {
                 let mut w = hb_shared.workers.lock().expect("workers lock");
-                w.insert(info.name.clone(), Heard { info, at: Instant::now() });
+                note_heartbeat(&mut w, info, Instant::now());
             }
         }
     });
@@ -642,7 +675,7 @@ impl Coordinator {
         } else if self.seq.open_len() == 0 {
             // Nothing open: record the answers and the position now.
             let store = self.shared.store.clone();
-            tokio::task::block_in_place(|| store.record_answers(&self.pending, self.last_seq))?;
+            tokio::task::block_in_place(|| store.record_answers(&self.pending, self.last_seq, now_ms()))?;
             self.pending.clear();
             self.shared.view.write().expect("view lock").recent.clear();
         }
@@ -1048,6 +1081,7 @@ impl Coordinator {
 
     async fn on_tick(&mut self) -> Result<(), CoordinatorError> {
         self.revive_parked()?;
+        self.forget_old_refusals()?;
         self.watch_queue().await?;
         for _ in 0..self.unpublished.len() {
             let Some(n) = self.unpublished.pop_front() else { break };
@@ -1061,11 +1095,27 @@ impl Coordinator {
             }
         }
         let alive = {
-            let w = self.shared.workers.lock().expect("workers lock");
-            w.values().filter(|h| h.at.elapsed() < self.shared.worker_timeout).count()
+            let mut w = self.shared.workers.lock().expect("workers lock");
+            prune_workers(&mut w, Instant::now(), self.shared.worker_timeout)
         };
         self.shared.metrics.workers.set(alive as i64);
         self.advance_sink().await
+    }
+
+    /// Forgets, once a minute, the refusals older than
+    /// [`Config::refusals_kept`].
+    fn forget_old_refusals(&mut self) -> Result<(), CoordinatorError> {
+        if self.last_forget.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return Ok(());
+        }
+        self.last_forget = Some(Instant::now());
+        let before = now_ms().saturating_sub(self.config.refusals_kept.as_millis() as u64);
+        let store = self.shared.store.clone();
+        let n = tokio::task::block_in_place(|| store.forget_refusals(before))?;
+        if n > 0 {
+            info!(refusals = n, kept_for = ?self.config.refusals_kept, "old refusals forgotten");
+        }
+        Ok(())
     }
 
     /// Queues again the dead jobs that have waited long enough (see
@@ -1136,5 +1186,50 @@ impl Coordinator {
         m.jobs.with_label_values(&["dead"]).set(count(&|s| matches!(s, JobState::Dead { .. })));
         m.queue_depth.set(queued);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(name: &str) -> WorkerInfo {
+        WorkerInfo {
+            name: name.into(),
+            backend: "cpu".into(),
+            devices: vec![],
+            threads: 1,
+            memory_bytes: 0,
+            jobs_done: 0,
+            jobs_failed: 0,
+            busy: false,
+        }
+    }
+
+    #[test]
+    fn workers_heard_are_bounded_in_number_and_forgotten_after_a_day() {
+        let start = Instant::now();
+        let mut w = HashMap::new();
+        for i in 0..MAX_WORKERS_HEARD {
+            note_heartbeat(&mut w, beat(&format!("made-up-{i}")), start + Duration::from_millis(i as u64));
+        }
+        let later = start + Duration::from_secs(60);
+        // A real worker beating again is kept; a new name pushes out the
+        // one heard from longest ago, and only it.
+        note_heartbeat(&mut w, beat("made-up-5"), later);
+        note_heartbeat(&mut w, beat("hospital-a"), later);
+        assert_eq!(w.len(), MAX_WORKERS_HEARD);
+        assert!(w.contains_key("hospital-a") && w.contains_key("made-up-5") && w.contains_key("made-up-1"));
+        assert!(!w.contains_key("made-up-0"));
+        // Alive: the two heard at `later`, within a 30 s timeout.
+        let timeout = Duration::from_secs(30);
+        assert_eq!(prune_workers(&mut w, later + Duration::from_secs(1), timeout), 2);
+        assert_eq!(w.len(), MAX_WORKERS_HEARD, "lost workers are shown until forgotten");
+        // A day after the flood, only the two beaten since remain.
+        let next_day = start + FORGET_WORKER_AFTER + Duration::from_secs(30);
+        assert_eq!(prune_workers(&mut w, next_day, timeout), 0);
+        let mut left: Vec<_> = w.keys().cloned().collect();
+        left.sort();
+        assert_eq!(left, ["hospital-a", "made-up-5"]);
     }
 }

@@ -24,6 +24,11 @@ const LANDINGS: TableDefinition<u64, &[u8]> = TableDefinition::new("landings");
 const DIRECTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("directory");
 /// Decisions announced before their batch was sealed, by stream sequence.
 const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions");
+/// Refused transactions by when their refusal was stored (Unix ms) and id,
+/// and the other way round: refusals are forgotten after a while (anyone
+/// can have junk refused; only acceptances must stay).
+const REFUSALS: TableDefinition<(u64, &str), ()> = TableDefinition::new("refusals");
+const REFUSED_AT: TableDefinition<&str, u64> = TableDefinition::new("refused_at");
 
 const APPLIED_SEQ: &str = "applied_seq";
 const NEXT_SUBMIT: &str = "next_submit";
@@ -282,6 +287,8 @@ impl Store {
             db!(w.open_table(LANDINGS))?;
             db!(w.open_table(DIRECTORY))?;
             db!(w.open_table(DECISIONS))?;
+            db!(w.open_table(REFUSALS))?;
+            db!(w.open_table(REFUSED_AT))?;
         }
         db!(w.commit())?;
         Ok(Self { db })
@@ -335,7 +342,7 @@ impl Store {
         {
             db!(db!(w.open_table(BATCHES))?.insert(s.batch.batch, encode(s.batch).as_slice()))?;
             db!(db!(w.open_table(JOBS))?.insert(s.job.batch, encode(s.job).as_slice()))?;
-            put_answers(&w, s.answers)?;
+            put_answers(&w, s.answers, s.batch.sealed_at_ms)?;
             let mut applied = db!(w.open_table(APPLIED))?;
             for m in s.applied {
                 db!(applied.insert(m.as_str(), s.batch.batch))?;
@@ -375,15 +382,52 @@ impl Store {
     }
 
     /// Records answers and the stream position without a batch (a run of
-    /// rejections, so they are not decided again after a restart).
-    pub fn record_answers(&self, answers: &[TxAnswer], applied_seq: u64) -> Result<(), StoreError> {
+    /// rejections, so they are not decided again after a restart), at
+    /// `now_ms`.
+    pub fn record_answers(
+        &self,
+        answers: &[TxAnswer],
+        applied_seq: u64,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
         let w = db!(self.db.begin_write())?;
         {
-            put_answers(&w, answers)?;
+            put_answers(&w, answers, now_ms)?;
             db!(db!(w.open_table(META))?.insert(APPLIED_SEQ, applied_seq))?;
             forget_decisions(&w, applied_seq)?;
         }
         db!(w.commit())
+    }
+
+    /// Forgets the refusals stored before `before_ms` (their transactions'
+    /// answers, unless accepted since); returns how many.
+    pub fn forget_refusals(&self, before_ms: u64) -> Result<usize, StoreError> {
+        let w = db!(self.db.begin_write())?;
+        let mut forgotten = 0;
+        {
+            let mut refusals = db!(w.open_table(REFUSALS))?;
+            let mut at = db!(w.open_table(REFUSED_AT))?;
+            let mut answers = db!(w.open_table(ANSWERS))?;
+            let mut old: Vec<(u64, String)> = Vec::new();
+            for row in db!(refusals.range(..(before_ms, "")))? {
+                let (k, _) = db!(row)?;
+                old.push((k.value().0, k.value().1.to_string()));
+            }
+            for (t, id) in old {
+                db!(refusals.remove((t, id.as_str())))?;
+                db!(at.remove(id.as_str()))?;
+                let refused = db!(answers.get(id.as_str()))?
+                    .map(|g| decode::<TxAnswer>(|| format!("answer {id}"), g.value()))
+                    .transpose()?
+                    .is_some_and(|a| matches!(a.status, medrollup_wire::TxStatus::Rejected { .. }));
+                if refused {
+                    db!(answers.remove(id.as_str()))?;
+                    forgotten += 1;
+                }
+            }
+        }
+        db!(w.commit())?;
+        Ok(forgotten)
     }
 
     /// The answer given to transaction `id`.
@@ -518,18 +562,31 @@ impl Store {
         Ok(db!(t.get(account))?.map(|g| g.value().to_vec()))
     }
 }
-/// Stores answers by transaction id. An accepted transaction's answer is
-/// kept: the same bytes sent again later are answered `duplicate`, which
-/// must not hide where the first copy went.
-fn put_answers(w: &redb::WriteTransaction, answers: &[TxAnswer]) -> Result<(), StoreError> {
+/// Stores answers by transaction id, a refusal as of `now_ms` (see
+/// [`Store::forget_refusals`]). An accepted transaction's answer is kept:
+/// the same bytes sent again later are answered `duplicate`, which must not
+/// hide where the first copy went.
+fn put_answers(w: &redb::WriteTransaction, answers: &[TxAnswer], now_ms: u64) -> Result<(), StoreError> {
     let mut t = db!(w.open_table(ANSWERS))?;
+    let mut refusals = db!(w.open_table(REFUSALS))?;
+    let mut at = db!(w.open_table(REFUSED_AT))?;
     for a in answers {
         let kept = db!(t.get(a.id.as_str()))?
             .map(|g| decode::<TxAnswer>(|| format!("answer {}", a.id), g.value()))
             .transpose()?
             .is_some_and(|old| matches!(old.status, medrollup_wire::TxStatus::Accepted { .. }));
-        if !kept {
-            db!(t.insert(a.id.as_str(), encode(a).as_slice()))?;
+        if kept {
+            continue;
+        }
+        db!(t.insert(a.id.as_str(), encode(a).as_slice()))?;
+        // A refusal is dated by its latest copy.
+        let before = db!(at.remove(a.id.as_str()))?.map(|g| g.value());
+        if let Some(before) = before {
+            db!(refusals.remove((before, a.id.as_str())))?;
+        }
+        if matches!(a.status, medrollup_wire::TxStatus::Rejected { .. }) {
+            db!(refusals.insert((now_ms, a.id.as_str()), ()))?;
+            db!(at.insert(a.id.as_str(), now_ms))?;
         }
     }
     Ok(())
@@ -582,17 +639,44 @@ mod tests {
         // after it): 7 and 8 are forgotten, 9 is not; "a" stays accepted.
         let answers =
             [accepted.clone(), answer("a", TxStatus::Duplicate { batch: 0 }), refused.answer.clone()];
-        store.record_answers(&answers, 8).unwrap();
+        store.record_answers(&answers, 8, 1_000).unwrap();
         assert_eq!((store.decision(7).unwrap(), store.decision(8).unwrap()), (None, None));
         assert_eq!(store.decision(9).unwrap(), Some(refused.clone()));
         assert_eq!(store.answer("a").unwrap(), Some(accepted.clone()));
         assert_eq!(store.answer("b").unwrap(), Some(refused.answer.clone()));
         // A refused transaction sent again and accepted: the new answer.
         let later = answer("b", TxStatus::Accepted { batch: 1, position: 0 });
-        store.record_answers(std::slice::from_ref(&later), 9).unwrap();
+        store.record_answers(std::slice::from_ref(&later), 9, 2_000).unwrap();
         assert_eq!(store.answer("b").unwrap(), Some(later));
         assert_eq!(store.decision(9).unwrap(), None);
         assert_eq!(store.applied_seq().unwrap(), 9);
+    }
+
+    #[test]
+    fn refusals_are_forgotten_after_their_time_and_acceptances_never() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let refused =
+            |id: &str| answer(id, TxStatus::Rejected { code: "bad_signature".into(), reason: "junk".into() });
+        let accepted = |id: &str| answer(id, TxStatus::Accepted { batch: 0, position: 0 });
+        // At t=1000: junk "j1", "j2", a refusal "r" later accepted, and an
+        // accepted "a". At t=5000: "j2" refused again, and "j3".
+        store.record_answers(&[refused("j1"), refused("j2"), refused("r"), accepted("a")], 1, 1_000).unwrap();
+        store.record_answers(&[accepted("r")], 2, 2_000).unwrap();
+        store.record_answers(&[refused("j2"), refused("j3")], 3, 5_000).unwrap();
+        assert_eq!(store.forget_refusals(1_000).unwrap(), 0, "nothing stored before t=1000");
+        // Forgetting up to t=5000: only "j1" (its refusal at 1000); "j2" is
+        // dated by its second copy, "r" and "a" are accepted.
+        assert_eq!(store.forget_refusals(5_000).unwrap(), 1);
+        assert_eq!(store.answer("j1").unwrap(), None);
+        assert_eq!(store.answer("j2").unwrap(), Some(refused("j2")));
+        assert_eq!(store.answer("r").unwrap(), Some(accepted("r")));
+        assert_eq!(store.answer("a").unwrap(), Some(accepted("a")));
+        assert_eq!(store.forget_refusals(5_001).unwrap(), 2);
+        assert_eq!((store.answer("j2").unwrap(), store.answer("j3").unwrap()), (None, None));
+        assert_eq!(store.answer("r").unwrap(), Some(accepted("r")));
+        assert_eq!(store.answer("a").unwrap(), Some(accepted("a")));
+        assert_eq!(store.forget_refusals(u64::MAX).unwrap(), 0, "nothing left to forget");
     }
 
     #[test]

@@ -577,6 +577,25 @@ async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_chan
             .unwrap()
             .contains("not in the store")
     );
+    // A request wrong in itself is the client's error, as Kubo says it.
+    for (path, why) in [
+        ("cat?arg=bafy-not-a-cid", "cid"),
+        ("pin/rm", "argument \"ipfs-path\" is required"),
+        ("block/stat?arg=", "cid"),
+    ] {
+        let r = reqwest::Client::new().post(format!("{http}/api/v0/{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let body = r.json::<serde_json::Value>().await.unwrap();
+        assert_eq!(body["Code"], 1, "{path}");
+        assert!(body["Message"].as_str().unwrap().to_lowercase().contains(why), "{path}: {body}");
+    }
+    let no_file = reqwest::Client::new()
+        .post(format!("{http}/api/v0/add"))
+        .multipart(reqwest::multipart::Form::new())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_file.status(), 400);
     // The same API through the Kubo RPC client the client library uses.
     use medrollup_coordinator::content::{ContentError, ContentStore};
     let kubo = medrollup_storage::kubo::KuboStore::new(&http);

@@ -96,6 +96,10 @@ struct Args {
     /// attempts, no worker excluded): later batches wait for it to reach L1.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     dead_job_retry_s: u64,
+    /// Days a refused transaction's answer is kept (`GET /tx/{id}`) before
+    /// it is forgotten; accepted answers are kept for good.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u64).range(1..=3650))]
+    refusals_kept_days: u64,
     /// Seconds a job may be gone from the queue with no result before it is
     /// queued again as a failed attempt (a worker acked it without answering).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
@@ -246,6 +250,7 @@ async fn main() -> anyhow::Result<()> {
     config.job_ack_wait = Duration::from_secs(args.job_ack_wait_s);
     config.job_max_deliver = args.job_max_deliver;
     config.dead_job_retry = Duration::from_secs(args.dead_job_retry_s);
+    config.refusals_kept = Duration::from_secs(args.refusals_kept_days * 86_400);
     config.job_lost_after = Duration::from_secs(args.job_lost_after_s);
     config.ipfs_api = args.ipfs_api;
     if let Some(rpc) = &args.l1_rpc {
