@@ -784,7 +784,40 @@ impl Session {
             l.owner == patient && l.author == self.account && l.cid_digest == cid.digest() && !l.deleted
         });
         self.applied(ok, || format!("record {record} added for patient {patient}"))?;
+        self.without_lapsed_readers(record, patient, &readers, bundle, consent, cid).await.map_err(|e| {
+            ClientError::Unfinished {
+                what: format!(
+                    "record {record} is added for patient {patient} and stands, but a reader whose consent ended \
+                     meanwhile still holds its key (finish it by updating record {record}, not by adding again)"
+                ),
+                error: Box::new(e),
+            }
+        })?;
         Ok(record)
+    }
+
+    /// After a write of `record` (sealed for `sealed_for` besides its owner
+    /// as `cid`) has landed: a consent among them revoked or lapsed while
+    /// the write was under way (after its readers were read, before it was
+    /// sealed) left its grantee with the key, and a patient's revoke that
+    /// listed the records before this version existed did not re-key it.
+    /// Such a version is sealed again, at once, for the readers that hold.
+    /// Returns the record's content now.
+    async fn without_lapsed_readers(
+        &mut self,
+        record: u64,
+        owner: u64,
+        sealed_for: &[u64],
+        bundle: &[u8],
+        consent: u64,
+        cid: Cid,
+    ) -> Result<Cid, ClientError> {
+        let readers = self.readers_of(owner, record).await?;
+        if sealed_for.iter().all(|r| *r == owner || readers.contains(r)) {
+            return Ok(cid);
+        }
+        let ids = self.identities(owner, &readers).await?;
+        self.rekey_to(record, &ids, bundle, consent, cid).await
     }
 
     /// Writes a new version of a record: its owner, or its author under a
@@ -813,7 +846,16 @@ impl Session {
         let readers = self.readers_of(leaf.owner, record).await?;
         let old = self.cid_of(&leaf).await?;
         let ids = self.identities(leaf.owner, &readers).await?;
-        self.rekey_to(record, &ids, bundle, consent, old).await
+        let cid = self.rekey_to(record, &ids, bundle, consent, old).await?;
+        self.without_lapsed_readers(record, leaf.owner, &readers, bundle, consent, cid).await.map_err(|e| {
+            ClientError::Unfinished {
+                what: format!(
+                    "record {record}'s new version {cid} stands, but a reader whose consent ended meanwhile still \
+                     holds its key (finish it by updating record {record} again)"
+                ),
+                error: Box::new(e),
+            }
+        })
     }
 
     /// Seals `bundle` for `ids` (the owner and the readers) under a fresh

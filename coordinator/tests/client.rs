@@ -125,6 +125,45 @@ async fn lying_coordinator(honest: String, lie: Lie) -> String {
     url
 }
 
+/// A coordinator in front of `honest` whose first record add waits, once
+/// it is posted, until `go` (after it has said so on `posted`), as if
+/// another client's transaction were sealed first; every request is passed
+/// through.
+async fn slow_to_add(
+    honest: String,
+    posted: tokio::sync::oneshot::Sender<()>,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> String {
+    type Hold = std::sync::Arc<
+        tokio::sync::Mutex<Option<(tokio::sync::oneshot::Sender<()>, tokio::sync::oneshot::Receiver<()>)>>,
+    >;
+    async fn forward(
+        State((honest, hold)): State<(String, Hold)>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        if method == axum::http::Method::POST
+            && uri.path() == "/tx"
+            && String::from_utf8_lossy(&body).contains("add_record")
+            && let Some((posted, go)) = hold.lock().await.take()
+        {
+            posted.send(()).unwrap();
+            go.await.unwrap();
+        }
+        let url = format!("{honest}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        let r = reqwest::Client::new().request(method, url).body(body).send().await.unwrap();
+        let status = r.status();
+        (status, r.bytes().await.unwrap()).into_response()
+    }
+    let hold: Hold = std::sync::Arc::new(tokio::sync::Mutex::new(Some((posted, go))));
+    let app = axum::Router::new().fallback(forward).with_state((honest, hold));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 /// `(record, consent)` of each record `s` finds listed for it.
 async fn listed(s: &Session) -> Vec<(u64, Option<u64>)> {
     s.listed_records().await.unwrap().into_iter().map(|r| (r.id, r.consent)).collect()
@@ -399,6 +438,40 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     assert_eq!(patient.share(c_b2).await.unwrap(), vec![record]);
     assert_eq!(doc_b.read(record).await.unwrap().bundle, v3);
     assert_eq!(patient.share(c_b2).await.unwrap(), Vec::<u64>::new(), "nothing left to share");
+
+    // A revoke sealed while a record is being added: doctor B's consent to
+    // all the patient's records ends after A's client read the readers and
+    // before its add is sealed. A's client finds it once the add lands and
+    // seals the record again without B (the patient's revoke had nothing
+    // of it to re-key yet).
+    let c_a2 =
+        patient.grant(DOCTOR_A, Scope::ReadWrite, ConsentTarget::AllRecords, in_a_week()).await.unwrap();
+    let c_b_all = patient.grant(DOCTOR_B, Scope::Read, ConsentTarget::AllRecords, in_a_week()).await.unwrap();
+    let (posted, posted_rx) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel();
+    let slow = slow_to_add(http.clone(), posted, go_rx).await;
+    let a_again =
+        Identity::from_parts(doc_a.identity().signing_key().clone(), doc_a.identity().rsa_key().clone());
+    let mut doc_a_slow =
+        Session::open(&Endpoints { coordinator: slow, ..endpoints.clone() }, DOCTOR_A, a_again)
+            .await
+            .unwrap();
+    let raced = example_bundle("p10", 1_500);
+    let adding = {
+        let raced = raced.clone();
+        tokio::spawn(async move { doc_a_slow.add_record(PATIENT, &raced).await })
+    };
+    posted_rx.await.unwrap();
+    patient.revoke(c_b_all).await.unwrap();
+    go.send(()).unwrap();
+    let added = adding.await.unwrap().unwrap();
+    let e = doc_b.read(added).await.unwrap_err();
+    assert!(matches!(e, ClientError::Refused(_)), "{e}");
+    let e = doc_b.emergency_read(added, "the revoked doctor tries").await.unwrap_err();
+    assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
+    assert_eq!(doc_a.read(added).await.unwrap().bundle, raced);
+    assert_eq!(patient.read(added).await.unwrap().bundle, raced);
+    patient.revoke(c_a2).await.unwrap();
 
     // The patient deletes the record: unpinned, and nobody reads it again.
     let gone = patient.delete(record).await.unwrap();
