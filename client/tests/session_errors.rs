@@ -58,12 +58,41 @@ async fn accepts_then_fails() -> String {
     url
 }
 
+/// A node whose rollup is at genesis with the sample's root: it answers
+/// the two calls a light client makes of it then (`batchCount`,
+/// `genesisRoot`).
+async fn genesis_node() -> String {
+    use alloy::sol_types::SolCall;
+    use medrollup_l1::contracts::MedRollup;
+    async fn rpc(State(root): State<[u8; 32]>, Json(req): Json<Value>) -> Json<Value> {
+        let data = req["params"][0]["data"].as_str().or(req["params"][0]["input"].as_str()).unwrap_or("");
+        let selector = hex::decode(data.trim_start_matches("0x").get(..8).unwrap_or("")).unwrap_or_default();
+        let word = if selector == MedRollup::batchCountCall::SELECTOR {
+            [0u8; 32]
+        } else if selector == MedRollup::genesisRootCall::SELECTOR {
+            root
+        } else {
+            return Json(
+                json!({ "jsonrpc": "2.0", "id": req["id"], "error": { "code": -32601, "message": "not here" } }),
+            );
+        };
+        Json(json!({ "jsonrpc": "2.0", "id": req["id"], "result": format!("0x{}", hex::encode(word)) }))
+    }
+    let st = RollupState::genesis(&sample::genesis(5)).unwrap();
+    let root = medrollup_l1::submitter::root_word(&st.root()).0;
+    let app = Router::new().route("/", post(rpc)).with_state(root);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 #[tokio::test]
 async fn a_transaction_accepted_before_the_coordinator_failed_is_said_to_stand() {
     let endpoints = Endpoints {
         coordinator: accepts_then_fails().await,
         ipfs_api: None,
-        l1_rpc: "http://127.0.0.1:9".into(),
+        l1_rpc: genesis_node().await,
         rollup: alloy::primitives::Address::ZERO,
         l1_wait: Duration::from_secs(1),
     };
