@@ -1102,16 +1102,19 @@ impl Coordinator {
         self.advance_sink().await
     }
 
-    /// Forgets, once a minute, the refusals older than
-    /// [`Config::refusals_kept`].
+    /// Forgets the refusals older than [`Config::refusals_kept`]: once a
+    /// minute, or at every tick while a backlog lasts, a bounded number at
+    /// a time (the loop waits on it).
     fn forget_old_refusals(&mut self) -> Result<(), CoordinatorError> {
+        const AT_ONCE: usize = 2_000;
         if self.last_forget.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
             return Ok(());
         }
-        self.last_forget = Some(Instant::now());
         let before = now_ms().saturating_sub(self.config.refusals_kept.as_millis() as u64);
         let store = self.shared.store.clone();
-        let n = tokio::task::block_in_place(|| store.forget_refusals(before))?;
+        let n = tokio::task::block_in_place(|| store.forget_refusals(before, AT_ONCE))?;
+        // A full step may have left more: the next tick goes on.
+        self.last_forget = (n < AT_ONCE).then(Instant::now);
         if n > 0 {
             info!(refusals = n, kept_for = ?self.config.refusals_kept, "old refusals forgotten");
         }

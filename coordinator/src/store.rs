@@ -399,20 +399,24 @@ impl Store {
         db!(w.commit())
     }
 
-    /// Forgets the refusals stored before `before_ms` (their transactions'
-    /// answers, unless accepted since); returns how many.
-    pub fn forget_refusals(&self, before_ms: u64) -> Result<usize, StoreError> {
+    /// Forgets up to `limit` of the refusals stored before `before_ms` (their
+    /// transactions' answers, unless accepted since), oldest first, in one
+    /// write (a flood of junk is forgotten over several calls, none holding
+    /// the database long); returns how many it looked at (`limit`: there
+    /// may be more).
+    pub fn forget_refusals(&self, before_ms: u64, limit: usize) -> Result<usize, StoreError> {
         let w = db!(self.db.begin_write())?;
-        let mut forgotten = 0;
+        let seen;
         {
             let mut refusals = db!(w.open_table(REFUSALS))?;
             let mut at = db!(w.open_table(REFUSED_AT))?;
             let mut answers = db!(w.open_table(ANSWERS))?;
             let mut old: Vec<(u64, String)> = Vec::new();
-            for row in db!(refusals.range(..(before_ms, "")))? {
+            for row in db!(refusals.range(..(before_ms, "")))?.take(limit) {
                 let (k, _) = db!(row)?;
                 old.push((k.value().0, k.value().1.to_string()));
             }
+            seen = old.len();
             for (t, id) in old {
                 db!(refusals.remove((t, id.as_str())))?;
                 db!(at.remove(id.as_str()))?;
@@ -422,12 +426,11 @@ impl Store {
                     .is_some_and(|a| matches!(a.status, medrollup_wire::TxStatus::Rejected { .. }));
                 if refused {
                     db!(answers.remove(id.as_str()))?;
-                    forgotten += 1;
                 }
             }
         }
         db!(w.commit())?;
-        Ok(forgotten)
+        Ok(seen)
     }
 
     /// The answer given to transaction `id`.
@@ -664,19 +667,24 @@ mod tests {
         store.record_answers(&[refused("j1"), refused("j2"), refused("r"), accepted("a")], 1, 1_000).unwrap();
         store.record_answers(&[accepted("r")], 2, 2_000).unwrap();
         store.record_answers(&[refused("j2"), refused("j3")], 3, 5_000).unwrap();
-        assert_eq!(store.forget_refusals(1_000).unwrap(), 0, "nothing stored before t=1000");
+        assert_eq!(store.forget_refusals(1_000, 100).unwrap(), 0, "nothing stored before t=1000");
         // Forgetting up to t=5000: only "j1" (its refusal at 1000); "j2" is
-        // dated by its second copy, "r" and "a" are accepted.
-        assert_eq!(store.forget_refusals(5_000).unwrap(), 1);
+        // dated by its second copy, "r" is accepted since, "a" was never
+        // refused.
+        assert_eq!(store.forget_refusals(5_000, 100).unwrap(), 1);
         assert_eq!(store.answer("j1").unwrap(), None);
         assert_eq!(store.answer("j2").unwrap(), Some(refused("j2")));
         assert_eq!(store.answer("r").unwrap(), Some(accepted("r")));
         assert_eq!(store.answer("a").unwrap(), Some(accepted("a")));
-        assert_eq!(store.forget_refusals(5_001).unwrap(), 2);
-        assert_eq!((store.answer("j2").unwrap(), store.answer("j3").unwrap()), (None, None));
+        // In steps of one: "j2" first (the same time as "j3"; then by id).
+        assert_eq!(store.forget_refusals(5_001, 1).unwrap(), 1);
+        assert_eq!(store.answer("j2").unwrap(), None);
+        assert_eq!(store.answer("j3").unwrap(), Some(refused("j3")));
+        assert_eq!(store.forget_refusals(5_001, 1).unwrap(), 1);
+        assert_eq!(store.answer("j3").unwrap(), None);
         assert_eq!(store.answer("r").unwrap(), Some(accepted("r")));
         assert_eq!(store.answer("a").unwrap(), Some(accepted("a")));
-        assert_eq!(store.forget_refusals(u64::MAX).unwrap(), 0, "nothing left to forget");
+        assert_eq!(store.forget_refusals(u64::MAX, 100).unwrap(), 0, "nothing left to forget");
     }
 
     #[test]
