@@ -788,7 +788,8 @@ impl Session {
             ClientError::Unfinished {
                 what: format!(
                     "record {record} is added for patient {patient} and stands, but a reader whose consent ended \
-                     meanwhile still holds its key (finish it by updating record {record}, not by adding again)"
+                     meanwhile still holds its key (finish it by updating record {record}, not by adding again; \
+                     should this account's own consent have ended, the patient's revoke, run again, re-keys it)"
                 ),
                 error: Box::new(e),
             }
@@ -815,6 +816,12 @@ impl Session {
     ) -> Result<Cid, ClientError> {
         let readers = self.readers_of(owner, record).await?;
         if sealed_for.iter().all(|r| *r == owner || *r == self.account || readers.contains(r)) {
+            return Ok(cid);
+        }
+        // Only this version is ours to seal again: a newer one (or a delete)
+        // since is its writer's, sealed for the readers it read then.
+        let now = self.record(record).await?;
+        if now.deleted || now.cid_digest != cid.digest() {
             return Ok(cid);
         }
         let ids = self.identities(owner, &readers).await?;
@@ -852,7 +859,8 @@ impl Session {
             ClientError::Unfinished {
                 what: format!(
                     "record {record}'s new version {cid} stands, but a reader whose consent ended meanwhile still \
-                     holds its key (finish it by updating record {record} again)"
+                     holds its key (finish it by updating record {record} again; should this account's own consent \
+                     have ended, the patient's revoke, run again, re-keys it)"
                 ),
                 error: Box::new(e),
             }

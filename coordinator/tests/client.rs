@@ -442,8 +442,8 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     // A revoke sealed while a record is being added: doctor B's consent to
     // all the patient's records ends after A's client read the readers and
     // before its add is sealed. A's client finds it once the add lands and
-    // seals the record again without B (the patient's revoke had nothing
-    // of it to re-key yet).
+    // seals the record again without B (a revoke's re-keying lists the
+    // records before this one exists).
     let c_a2 =
         patient.grant(DOCTOR_A, Scope::ReadWrite, ConsentTarget::AllRecords, in_a_week()).await.unwrap();
     let c_b_all = patient.grant(DOCTOR_B, Scope::Read, ConsentTarget::AllRecords, in_a_week()).await.unwrap();
@@ -462,7 +462,11 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
         tokio::spawn(async move { doc_a_slow.add_record(PATIENT, &raced).await })
     };
     posted_rx.await.unwrap();
-    patient.revoke(c_b_all).await.unwrap();
+    // The revoke's transaction alone, sealed (its re-keying, which finds no
+    // record of B's to re-key yet but takes a proof's time, comes after: the
+    // add is held meanwhile, within its client's 90 s).
+    patient.submit(TxBody::Revoke { consent: c_b_all }).await.unwrap();
+    patient.settle().await.unwrap();
     go.send(()).unwrap();
     let added = adding.await.unwrap().unwrap();
     let e = doc_b.read(added).await.unwrap_err();
@@ -471,6 +475,9 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
     assert_eq!(doc_a.read(added).await.unwrap().bundle, raced);
     assert_eq!(patient.read(added).await.unwrap().bundle, raced);
+    // (The patient's revoke, run again, would have re-keyed it too: only
+    // after the checks above.)
+    patient.revoke(c_b_all).await.unwrap();
     patient.revoke(c_a2).await.unwrap();
 
     // The patient deletes the record: unpinned, and nobody reads it again.
