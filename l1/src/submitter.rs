@@ -451,17 +451,31 @@ pub async fn batch_count(provider: &DynProvider, rollup: Address) -> Result<u64,
 
 /// The node's latest block, to read several values at (one state).
 async fn latest_block(provider: &DynProvider) -> Result<BlockId, L1Error> {
-    let head = provider
-        .get_block_by_number(BlockNumberOrTag::Latest)
-        .await
-        .map_err(rpc("reading the latest block"))?
-        .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
-    Ok(BlockId::hash(head.header.hash))
+    Ok(BlockId::hash(latest_header(provider).await?.1))
 }
 
 /// The node's latest block number.
 async fn latest_number(provider: &DynProvider) -> Result<u64, L1Error> {
     provider.get_block_number().await.map_err(rpc("reading the latest block number"))
+}
+
+/// The node's latest block: number and hash.
+async fn latest_header(provider: &DynProvider) -> Result<(u64, B256), L1Error> {
+    let head = provider
+        .get_block_by_number(BlockNumberOrTag::Latest)
+        .await
+        .map_err(rpc("reading the latest block"))?
+        .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
+    Ok((head.header.number, head.header.hash))
+}
+
+/// The hash of the canonical block `number`, if the node has it.
+async fn block_hash(provider: &DynProvider, number: u64) -> Result<Option<B256>, L1Error> {
+    Ok(provider
+        .get_block_by_number(BlockNumberOrTag::Number(number))
+        .await
+        .map_err(rpc("reading a block"))?
+        .map(|b| b.header.hash))
 }
 
 /// The rollup's batch count and root, both read at the same (latest) block,
@@ -553,7 +567,9 @@ async fn logs_within(
                     hi = a - 1;
                 }
             },
-            Err(e) if span > 1 && refused(&e) => span = span.div_ceil(2),
+            // Half of what was asked for (at the end of a range, less than
+            // `span`).
+            Err(e) if b > a && refused(&e) => span = (b - a + 1).div_ceil(2),
             Err(e) if a == b => return Err(L1Error::Rpc(format!("{what} in block {a}: {e}"))),
             Err(e) => return Err(L1Error::Rpc(format!("{what} in blocks {a}..={b}: {e}"))),
         }
@@ -561,12 +577,18 @@ async fn logs_within(
 }
 
 /// Whether the node answered a request with a refusal (an error object, or
-/// an HTTP error status), as a node bounding log queries does; not a
-/// connection that failed or timed out, which asking for less would not
-/// mend.
+/// a client-error HTTP status), as a node bounding log queries does; not a
+/// connection that failed or timed out, a rate limit (429) or a server
+/// error, which asking for less would not mend.
 fn refused(e: &alloy::transports::TransportError) -> bool {
     use alloy::transports::{RpcError, TransportErrorKind};
-    matches!(e, RpcError::ErrorResp(_) | RpcError::Transport(TransportErrorKind::HttpError(_)))
+    match e {
+        RpcError::ErrorResp(_) => true,
+        RpcError::Transport(TransportErrorKind::HttpError(h)) => {
+            (400..500).contains(&h.status) && h.status != 429
+        }
+        _ => false,
+    }
 }
 
 /// Every `BatchSubmitted` of `rollup` in the canonical chain, in log order:
@@ -575,10 +597,28 @@ pub async fn batch_records(provider: &DynProvider, rollup: Address) -> Result<Ve
     use alloy::rpc::types::Filter;
     use alloy::sol_types::SolEvent;
     let filter = Filter::new().address(rollup).event_signature(MedRollup::BatchSubmitted::SIGNATURE_HASH);
-    let blocks = (deployment_block(provider, rollup).await?, latest_number(provider).await?);
-    logs_within(provider, &filter, blocks, Scan::Forward, "reading BatchSubmitted events")
-        .await?
-        .iter()
+    let from = deployment_block(provider, rollup).await?;
+    // Read in several queries, the logs are one chain's only if the last
+    // block asked for is the same block after them (a reorg meanwhile could
+    // drop or repeat a batch): else read again.
+    let mut tries = 0;
+    let logs = loop {
+        let head = latest_header(provider).await?;
+        let logs =
+            logs_within(provider, &filter, (from, head.0), Scan::Forward, "reading BatchSubmitted events")
+                .await?;
+        if block_hash(provider, head.0).await? == Some(head.1) {
+            break logs;
+        }
+        tries += 1;
+        if tries == 3 {
+            return Err(L1Error::Rpc(format!(
+                "the chain reorganised under three reads of the BatchSubmitted events up to block {}",
+                head.0
+            )));
+        }
+    };
+    logs.iter()
         .map(|l| {
             MedRollup::BatchSubmitted::decode_log_data(l.data())
                 .map(|e| BatchEvent {
