@@ -184,9 +184,9 @@ async fn tx_status(State(s): State<AppState>, Path(id): Path<String>) -> Respons
         None => error(
             StatusCode::NOT_FOUND,
             format!(
-                "no transaction with id {id} has been decided (or it was refused more than {} days ago: refusals \
-                 are forgotten then)",
-                s.refusals_kept.as_secs() / 86_400
+                "no transaction with id {id} has been decided (or it was refused more than {} hours ago: \
+                 refusals are forgotten then)",
+                s.refusals_kept.as_secs() / 3_600
             ),
         ),
     }
@@ -429,7 +429,7 @@ fn kubo_error(message: impl Into<String>) -> Response {
 }
 
 /// A Kubo RPC error for a request that is wrong in itself (a missing or
-/// malformed argument, a body that is no file): 400, as Kubo answers it.
+/// malformed argument, a body with no file): 400, as Kubo answers it.
 fn kubo_bad_request(message: impl Into<String>) -> Response {
     kubo_error_with(StatusCode::BAD_REQUEST, message)
 }
@@ -457,12 +457,12 @@ async fn kubo_add(State(s): State<AppState>, mut form: Multipart) -> Response {
     let field = match form.next_field().await {
         Ok(Some(f)) => f,
         Ok(None) => return kubo_bad_request("no file in the multipart body"),
-        Err(e) => return kubo_bad_request(format!("multipart body: {e}")),
+        Err(e) => return kubo_error_with(e.status(), format!("multipart body: {e}")),
     };
     let name = field.file_name().map(str::to_string);
     let bytes = match field.bytes().await {
         Ok(b) => b,
-        Err(e) => return kubo_bad_request(format!("multipart body: {e}")),
+        Err(e) => return kubo_error_with(e.status(), format!("multipart body: {e}")),
     };
     let size = bytes.len();
     match s.content.add(bytes.to_vec()).await {

@@ -32,6 +32,8 @@ const REFUSED_AT: TableDefinition<&str, u64> = TableDefinition::new("refused_at"
 
 const APPLIED_SEQ: &str = "applied_seq";
 const NEXT_SUBMIT: &str = "next_submit";
+/// Set once the refusals stored before they were dated are dated.
+const REFUSALS_DATED: &str = "refusals_dated";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +291,7 @@ impl Store {
             db!(w.open_table(DECISIONS))?;
             db!(w.open_table(REFUSALS))?;
             db!(w.open_table(REFUSED_AT))?;
+            date_old_refusals(&w, crate::service::now_ms())?;
         }
         db!(w.commit())?;
         Ok(Self { db })
@@ -595,6 +598,29 @@ fn put_answers(w: &redb::WriteTransaction, answers: &[TxAnswer], now_ms: u64) ->
     Ok(())
 }
 
+/// Dates, once, the refusals stored before refusals were dated (a database
+/// from an older version) as of `now_ms`, so that they too are forgotten.
+fn date_old_refusals(w: &redb::WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
+    let mut meta = db!(w.open_table(META))?;
+    if db!(meta.get(REFUSALS_DATED))?.is_some() {
+        return Ok(());
+    }
+    let answers = db!(w.open_table(ANSWERS))?;
+    let mut refusals = db!(w.open_table(REFUSALS))?;
+    let mut at = db!(w.open_table(REFUSED_AT))?;
+    for row in db!(answers.iter())? {
+        let (id, bytes) = db!(row)?;
+        let a: TxAnswer = decode(|| format!("answer {}", id.value()), bytes.value())?;
+        if matches!(a.status, medrollup_wire::TxStatus::Rejected { .. }) && db!(at.get(id.value()))?.is_none()
+        {
+            db!(refusals.insert((now_ms, id.value()), ()))?;
+            db!(at.insert(id.value(), now_ms))?;
+        }
+    }
+    db!(meta.insert(REFUSALS_DATED, 1))?;
+    Ok(())
+}
+
 /// Drops the decisions up to `seq`: what they decided is stored for good.
 fn forget_decisions(w: &redb::WriteTransaction, seq: u64) -> Result<(), StoreError> {
     db!(db!(w.open_table(DECISIONS))?.retain_in(..=seq, |_, _| false))
@@ -685,6 +711,36 @@ mod tests {
         assert_eq!(store.answer("r").unwrap(), Some(accepted("r")));
         assert_eq!(store.answer("a").unwrap(), Some(accepted("a")));
         assert_eq!(store.forget_refusals(u64::MAX, 100).unwrap(), 0, "nothing left to forget");
+    }
+
+    #[test]
+    fn refusals_stored_by_an_older_version_are_dated_when_it_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        // A database as an older version left it: answers, no dates.
+        {
+            let db = Database::create(&path).unwrap();
+            let w = db.begin_write().unwrap();
+            {
+                let mut t = w.open_table(ANSWERS).unwrap();
+                let refused =
+                    answer("old", TxStatus::Rejected { code: "bad_nonce".into(), reason: "x".into() });
+                t.insert("old", encode(&refused).as_slice()).unwrap();
+                let accepted = answer("kept", TxStatus::Accepted { batch: 0, position: 0 });
+                t.insert("kept", encode(&accepted).as_slice()).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        let before = crate::service::now_ms();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.forget_refusals(before, 100).unwrap(), 0, "dated as of the opening");
+        assert_eq!(store.forget_refusals(u64::MAX, 100).unwrap(), 1);
+        assert_eq!(store.answer("old").unwrap(), None);
+        assert!(store.answer("kept").unwrap().is_some());
+        // Opened again: nothing more to date.
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.forget_refusals(u64::MAX, 100).unwrap(), 0);
     }
 
     #[test]
