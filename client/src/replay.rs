@@ -16,7 +16,6 @@ use alloy::providers::DynProvider;
 use medrollup_circuits::batch::OpenBatch;
 use medrollup_circuits::state::{Genesis, State};
 use medrollup_circuits::tx::TxBody;
-use medrollup_l1::contracts::MedRollup;
 use medrollup_l1::submitter::{self as l1, L1Error, root_word};
 use medrollup_storage::cid::Cid;
 use medrollup_storage::content::ContentStore;
@@ -128,11 +127,8 @@ pub async fn replay_chain(
     if code.is_empty() {
         return Err(L1Error::Config(format!("no contract at {rollup}: is it the rollup's address?")).into());
     }
-    let chain_genesis = MedRollup::new(rollup, provider)
-        .genesisRoot()
-        .call()
-        .await
-        .map_err(|e| L1Error::Rpc(format!("reading the genesis root: {e}")))?;
+    let chain_genesis =
+        l1::root_after(provider, rollup, 0).await?.expect("the root after no batch is the genesis root");
     let ours = root_word(&state.root());
     if ours != chain_genesis {
         return Err(ReplayError::Genesis { ours, chain: chain_genesis });

@@ -10,11 +10,10 @@ use medrollup_circuits::batch::BatchWitness;
 use medrollup_circuits::tx::{SignedTx, TxBody};
 use medrollup_circuits::{keys, sample};
 use medrollup_client::replay::{ReplayError, Replayed, replay_chain};
-use medrollup_l1::contracts::{MedRollup, verifier_artifact};
+use medrollup_l1::contracts::verifier_artifact;
 use medrollup_l1::devnet::{Anvil, DEV_KEY, DEV_OWNER};
 use medrollup_l1::fixtures::{prove_batches, sample_batches};
 use medrollup_l1::submitter::{self, Governance, L1Batch, L1Config};
-use medrollup_l1::verifier::{input_words, proof_words};
 use medrollup_l1::{canonical, vk_sha256};
 use medrollup_storage::content::{ContentStore, EmbeddedStore};
 use medrollup_wire::BatchData;
@@ -46,15 +45,7 @@ async fn rollup_with(url: &str, store: &EmbeddedStore, batches: &[L1Batch], data
     let rollup = submitter::deploy(&config(url), &verifier_artifact(), root, gov).await.unwrap().rollup;
     for (b, d) in batches.iter().zip(data) {
         let cid = store.add(serde_json::to_vec(d).unwrap()).await.unwrap();
-        let [old, new, commitment, _] = input_words(&b.public);
-        let call = MedRollup::submitBatchCall {
-            oldRoot: old.into(),
-            newRoot: new.into(),
-            txCommitment: commitment.into(),
-            timestamp: b.public.timestamp,
-            cid: cid.to_bytes().to_vec().into(),
-            proof: proof_words(b.proof.as_ref().unwrap()),
-        };
+        let call = submitter::submit_batch_call(&b.public, &cid.to_bytes(), b.proof.as_ref().unwrap());
         let r =
             submitter::send_and_wait(&config(url), Some(rollup), call.abi_encode().into(), 1_000_000).await;
         assert!(r.unwrap().status(), "batch {} landed", b.index);

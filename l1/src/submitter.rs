@@ -506,6 +506,24 @@ pub struct BatchEvent {
     pub cid: Vec<u8>,
 }
 
+/// The `submitBatch` call for a batch with `public` inputs, its data under
+/// `cid` (bytes), proven by `proof` (`.abi_encode()` gives its calldata).
+pub fn submit_batch_call(
+    public: &PublicInputs,
+    cid: &[u8],
+    proof: &Proof<Bn254>,
+) -> MedRollup::submitBatchCall {
+    let [old, new, commitment, _] = input_words(public);
+    MedRollup::submitBatchCall {
+        oldRoot: old.into(),
+        newRoot: new.into(),
+        txCommitment: commitment.into(),
+        timestamp: public.timestamp,
+        cid: cid.to_vec().into(),
+        proof: proof_words(proof),
+    }
+}
+
 /// The block `rollup` was deployed in (its events are in it or later).
 pub async fn deployment_block(provider: &DynProvider, rollup: Address) -> Result<u64, L1Error> {
     MedRollup::new(rollup, provider)
@@ -952,27 +970,11 @@ impl Submitter {
         }
         self.suspect = None;
         let Some(proof) = &batch.proof else { return Ok(Round::Idle) };
-        let [old, new, commitment, _] = input_words(&batch.public);
-        let calldata = MedRollup::submitBatchCall {
-            oldRoot: old.into(),
-            newRoot: new.into(),
-            txCommitment: commitment.into(),
-            timestamp: batch.public.timestamp,
-            cid: batch.cid.clone().into(),
-            proof: proof_words(proof),
-        }
-        .abi_encode();
+        let submit = submit_batch_call(&batch.public, &batch.cid, proof);
+        let calldata = submit.abi_encode();
         // Simulate first: a refusal is explained before any gas is spent.
         let contract = self.contract();
-        let call = contract.submitBatch(
-            old.into(),
-            new.into(),
-            commitment.into(),
-            batch.public.timestamp,
-            batch.cid.clone().into(),
-            proof_words(proof),
-        );
-        if let Err(e) = call.from(self.address()).call().await {
+        if let Err(e) = contract.call_builder(&submit).from(self.address()).call().await {
             let reason = revert_reason(&e);
             if reason.contains("InvalidProof") {
                 // Verified off chain already: the verifier must have changed.
