@@ -206,6 +206,20 @@ pub(crate) fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
 
+/// The error of a write that stands (`written`) though sealing `record`
+/// again without a reader whose consent ended meanwhile failed with `e`
+/// (see `Session::without_lapsed_readers`).
+fn lapsed_reader_left(written: String, record: u64, e: ClientError) -> ClientError {
+    ClientError::Unfinished {
+        what: format!(
+            "{written} stands, but a reader whose consent ended meanwhile still holds its key (finish it by \
+             updating record {record}, not by writing it anew; should this account's own consent have ended, the \
+             patient's revoke, run again, re-keys it)"
+        ),
+        error: Box::new(e),
+    }
+}
+
 impl Session {
     /// Opens a session for `account` with `identity`: reads the rollup's
     /// instance from the coordinator (a wrong one cannot match L1's root).
@@ -785,14 +799,7 @@ impl Session {
         });
         self.applied(ok, || format!("record {record} added for patient {patient}"))?;
         self.without_lapsed_readers(record, patient, &readers, bundle, consent, cid).await.map_err(|e| {
-            ClientError::Unfinished {
-                what: format!(
-                    "record {record} is added for patient {patient} and stands, but a reader whose consent ended \
-                     meanwhile still holds its key (finish it by updating record {record}, not by adding again; \
-                     should this account's own consent have ended, the patient's revoke, run again, re-keys it)"
-                ),
-                error: Box::new(e),
-            }
+            lapsed_reader_left(format!("record {record} is added for patient {patient}"), record, e)
         })?;
         Ok(record)
     }
@@ -855,16 +862,9 @@ impl Session {
         let old = self.cid_of(&leaf).await?;
         let ids = self.identities(leaf.owner, &readers).await?;
         let cid = self.rekey_to(record, &ids, bundle, consent, old).await?;
-        self.without_lapsed_readers(record, leaf.owner, &readers, bundle, consent, cid).await.map_err(|e| {
-            ClientError::Unfinished {
-                what: format!(
-                    "record {record}'s new version {cid} stands, but a reader whose consent ended meanwhile still \
-                     holds its key (finish it by updating record {record} again; should this account's own consent \
-                     have ended, the patient's revoke, run again, re-keys it)"
-                ),
-                error: Box::new(e),
-            }
-        })
+        self.without_lapsed_readers(record, leaf.owner, &readers, bundle, consent, cid)
+            .await
+            .map_err(|e| lapsed_reader_left(format!("record {record}'s new version {cid}"), record, e))
     }
 
     /// Seals `bundle` for `ids` (the owner and the readers) under a fresh
