@@ -164,6 +164,42 @@ async fn slow_to_add(
     url
 }
 
+/// A coordinator in front of `honest` that drops the first transaction
+/// posted to it, answering that it was accepted into the batch now open
+/// (after saying so on `dropped`); every other request is passed through.
+async fn dropping_one(honest: String, dropped: tokio::sync::oneshot::Sender<()>) -> String {
+    type Once = std::sync::Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>>;
+    async fn forward(
+        State((honest, once)): State<(String, Once)>,
+        method: axum::http::Method,
+        uri: axum::http::Uri,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        if method == axum::http::Method::POST && uri.path() == "/tx" {
+            let dropped = once.lock().unwrap().take();
+            if let Some(dropped) = dropped {
+                let open = get_json(&format!("{honest}/root")).await["batches_sealed"].as_u64().unwrap();
+                let answer = medrollup_wire::TxAnswer {
+                    id: medrollup_wire::tx_id(&body),
+                    status: medrollup_wire::TxStatus::Accepted { batch: open, position: 0 },
+                };
+                dropped.send(()).unwrap();
+                return axum::Json(answer).into_response();
+            }
+        }
+        let url = format!("{honest}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        let r = reqwest::Client::new().request(method, url).body(body).send().await.unwrap();
+        let status = r.status();
+        (status, r.bytes().await.unwrap()).into_response()
+    }
+    let once: Once = std::sync::Arc::new(std::sync::Mutex::new(Some(dropped)));
+    let app = axum::Router::new().fallback(forward).with_state((honest, once));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 /// `(record, consent)` of each record `s` finds listed for it.
 async fn listed(s: &Session) -> Vec<(u64, Option<u64>)> {
     s.listed_records().await.unwrap().into_iter().map(|r| (r.id, r.consent)).collect()
@@ -323,6 +359,30 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     misled.light_mut().wait = Duration::from_secs(20);
     let e = misled.submit(TxBody::LogAccess { record, consent: c_a }).await.unwrap_err();
     assert!(matches!(e, ClientError::Light(LightError::NotOnL1 { .. })), "{e}");
+    // A coordinator that says a grant was accepted but drops it: once the
+    // batch it named is on L1 (sealed with doctor A's read, sent meanwhile
+    // to the honest coordinator), the client finds no such consent there.
+    let (told, dropped) = tokio::sync::oneshot::channel();
+    let dropper = dropping_one(http.clone(), told).await;
+    let patient_keys = || {
+        Identity::from_parts(patient.identity().signing_key().clone(), patient.identity().rsa_key().clone())
+    };
+    let mut deceived =
+        Session::open(&Endpoints { coordinator: dropper, ..endpoints.clone() }, PATIENT, patient_keys())
+            .await
+            .unwrap();
+    let (e, ()) = tokio::join!(
+        deceived.grant(DOCTOR_B, Scope::Read, ConsentTarget::Record(record), in_a_week()),
+        async {
+            dropped.await.unwrap();
+            doc_a.submit(TxBody::LogAccess { record, consent: c_a }).await.unwrap();
+        }
+    );
+    let e = e.unwrap_err();
+    let ClientError::NotApplied { what, batch } = &e else { panic!("{e}") };
+    assert!(what.starts_with("consent ") && what.ends_with("to account 21"), "{e}");
+    assert_eq!(Some(*batch), doc_a.journal().last().and_then(|s| s.batch), "{e}");
+    assert!(e.to_string().contains("did not apply it"), "{e}");
 
     // A large record (beyond one 256 KiB chunk: a dag-pb root on IPFS).
     let large = example_bundle("p10", 400_000);
