@@ -232,6 +232,11 @@ impl LightClient {
         self.verified.load(Ordering::Relaxed)
     }
 
+    /// The time of L1's latest block (Unix seconds).
+    pub async fn chain_time(&self) -> Result<u64, LightError> {
+        Ok(l1::chain_time(&self.l1).await?)
+    }
+
     /// The coordinator's answer for a leaf, unchecked.
     pub async fn fetch(&self, tree: TreeId, index: u64) -> Result<ProofAnswer, LightError> {
         let name = serde_json::to_value(tree).expect("json");

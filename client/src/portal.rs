@@ -712,9 +712,10 @@ async fn delete_record(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String
 
 async fn consents(State(p): State<Arc<Portal>>) -> Api {
     let mut g = session(&p).await;
-    let now = crate::session::now();
     detach(async move {
-        let out: Vec<Value> = unlocked(&mut g)?
+        let s = unlocked(&mut g)?;
+        let now = s.now().await?;
+        let out: Vec<Value> = s
             .my_consents()
             .await?
             .into_iter()
@@ -767,10 +768,11 @@ async fn grant(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
         return Err(ApiError::bad("grantee: you cannot grant access to yourself"));
     }
     let scope = if req.write { Scope::ReadWrite } else { Scope::Read };
-    let expiry = crate::session::now() + days * 86_400;
     let mut g = session(&p).await;
     detach(async move {
-        let consent = unlocked(&mut g)?.grant(grantee, scope, target, expiry).await?;
+        let s = unlocked(&mut g)?;
+        let expiry = s.now().await? + days * 86_400;
+        let consent = s.grant(grantee, scope, target, expiry).await?;
         ok(json!({ "consent": consent, "grantee": grantee, "expiry": expiry }))
     })
     .await

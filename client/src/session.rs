@@ -201,8 +201,9 @@ fn now_ms() -> u64 {
         as u64
 }
 
-/// Unix seconds now (consents' expiries are in these).
-pub(crate) fn now() -> u64 {
+/// Unix seconds now by this machine's clock (consents' expiries are in
+/// these); [`Session::now`] is the time a consent is judged by.
+fn local_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_secs()
 }
 
@@ -272,6 +273,14 @@ impl Session {
     /// The content store records go to.
     pub fn store(&self) -> &Arc<dyn ContentStore> {
         &self.store
+    }
+
+    /// The time consents are judged by (Unix seconds): the later of this
+    /// machine's clock and L1's latest block. A clock running behind would
+    /// otherwise keep alive, for this client, a consent the chain has seen
+    /// end: its grantee would be given the key of a record written now.
+    pub async fn now(&self) -> Result<u64, ClientError> {
+        Ok(local_now().max(self.light.chain_time().await?))
     }
 
     /// Every transaction this session had decided, in order.
@@ -527,7 +536,7 @@ impl Session {
                 out.insert(id, ListedRecord { id, leaf, consent: None });
             }
         }
-        let now = now();
+        let now = self.now().await?;
         for (c, consent) in self.my_consents().await? {
             if consent.grantee != self.account || consent.revoked || consent.expiry <= now {
                 continue;
@@ -594,7 +603,7 @@ impl Session {
 
     /// Grantees whose consents (from `owner`) let them read `record` now.
     async fn readers_of(&self, owner: u64, record: u64) -> Result<Vec<u64>, ClientError> {
-        let t = now();
+        let t = self.now().await?;
         let mut readers: Vec<u64> = self
             .consents_of(owner)
             .await?
@@ -628,7 +637,7 @@ impl Session {
 
     /// A consent of this user's that lets it read (or write) `record` of `owner`.
     async fn my_consent_for(&self, owner: u64, record: u64, write: bool) -> Result<Option<u64>, ClientError> {
-        let t = now();
+        let t = self.now().await?;
         Ok(self
             .my_consents()
             .await?
@@ -763,7 +772,7 @@ impl Session {
     /// covers all the patient's records. Returns the record id.
     pub async fn add_record(&mut self, patient: u64, bundle: &[u8]) -> Result<u64, ClientError> {
         crate::envelope::validate_bundle(bundle)?;
-        let t = now();
+        let t = self.now().await?;
         let consent = self
             .my_consents()
             .await?
@@ -1008,7 +1017,7 @@ impl Session {
     /// nothing.
     pub async fn share(&mut self, consent: u64) -> Result<Vec<u64>, ClientError> {
         let c = self.granted_consent(consent).await?;
-        if c.revoked || c.expiry <= now() {
+        if c.revoked || c.expiry <= self.now().await? {
             return Err(ClientError::Refused(format!(
                 "consent {consent} is revoked or expired: nothing to share"
             )));

@@ -552,4 +552,32 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     let sent = patient.journal().len();
     assert_eq!(patient.delete(record).await.unwrap(), gone);
     assert_eq!(patient.journal().len(), sent, "no second delete transaction");
+
+    // Consents are judged by the later of the local clock and L1's: with
+    // L1's an hour ahead (as if this machine's clock were an hour behind),
+    // doctor B's consent that ends in ten minutes by the local clock has
+    // ended by the chain's. A record A adds now is not sealed for B, nor
+    // does B's client use that consent to read.
+    let ends_soon = now() + 600;
+    let c_b_short = patient.grant(DOCTOR_B, Scope::Read, ConsentTarget::AllRecords, ends_soon).await.unwrap();
+    patient.grant(DOCTOR_A, Scope::ReadWrite, ConsentTarget::AllRecords, in_a_week()).await.unwrap();
+    let local = doc_b.now().await.unwrap();
+    assert!(local < ends_soon, "the consent still holds by both clocks");
+    for (method, params) in
+        [("evm_increaseTime", serde_json::json!([3600])), ("evm_mine", serde_json::json!([]))]
+    {
+        let body = serde_json::json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params });
+        let r: serde_json::Value =
+            reqwest::Client::new().post(anvil.url()).json(&body).send().await.unwrap().json().await.unwrap();
+        assert!(r.get("error").is_none(), "{method}: {r}");
+    }
+    assert!(doc_b.now().await.unwrap() >= local + 3600, "the chain's clock is the later");
+    assert!(now() < ends_soon, "the local clock still has the consent holding");
+    let late = doc_a.add_record(PATIENT, &small).await.unwrap();
+    let e = doc_b.read(late).await.unwrap_err();
+    assert!(matches!(e, ClientError::Refused(_)) && e.to_string().contains("no active consent"), "{e}");
+    let e = doc_b.emergency_read(late, "a consent ended by the chain's clock").await.unwrap_err();
+    assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
+    assert_eq!(patient.read(late).await.unwrap().bundle, small);
+    assert_eq!(patient.consent(c_b_short).await.unwrap().expiry, ends_soon);
 }

@@ -469,6 +469,19 @@ async fn latest_header(provider: &DynProvider) -> Result<(u64, B256), L1Error> {
     Ok((head.header.number, head.header.hash))
 }
 
+/// The time of the node's latest block (Unix seconds): the chain's clock,
+/// which a batch's timestamp never passes. Clients take the later of it and
+/// their own clock, so that a clock running behind does not keep a consent
+/// alive that the chain has seen end.
+pub async fn chain_time(provider: &DynProvider) -> Result<u64, L1Error> {
+    let head = provider
+        .get_block_by_number(BlockNumberOrTag::Latest)
+        .await
+        .map_err(rpc("reading the latest block"))?
+        .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
+    Ok(head.header.timestamp)
+}
+
 /// The hash of the canonical block `number`, if the node has it.
 async fn block_hash(provider: &DynProvider, number: u64) -> Result<Option<B256>, L1Error> {
     Ok(provider

@@ -399,9 +399,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Grant { conn, grantee, write, record, days } => {
             let scope = if write { Scope::ReadWrite } else { Scope::Read };
             let target = record.map_or(ConsentTarget::AllRecords, ConsentTarget::Record);
-            let expiry =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() + days * 86_400;
-            let c = session(ks, &conn).await?.grant(grantee, scope, target, expiry).await?;
+            let mut s = session(ks, &conn).await?;
+            let expiry = s.now().await? + days * 86_400;
+            let c = s.grant(grantee, scope, target, expiry).await?;
             println!("consent {c}: {grantee} may {scope:?} {target:?} until {expiry}");
         }
         Command::Share { conn, consent } => {
