@@ -64,6 +64,9 @@ pub struct L1Status {
     pub upgrade_delay_s: Option<u64>,
     /// A verifier proposed on chain and not installed yet.
     pub verifier_upgrade: Option<VerifierUpgrade>,
+    /// The time of the latest block the submitter read (Unix seconds): no
+    /// batch is stamped earlier, however far this machine's clock is behind.
+    pub chain_time: Option<u64>,
 }
 
 /// A verifier proposed to replace the one installed.
@@ -185,6 +188,10 @@ impl Observer for Recorder {
     fn failed(&self, e: &L1Error) {
         self.metrics.l1_up.set(0);
         self.status.lock().expect("l1 status").error = Some(e.to_string());
+    }
+    fn chain_time(&self, time: u64) {
+        let mut s = self.status.lock().expect("l1 status");
+        s.chain_time = s.chain_time.max(Some(time));
     }
 }
 

@@ -557,6 +557,15 @@ impl Coordinator {
     }
 
     /// Whether decisions made before a restart are still being replayed.
+    /// The time a batch opened now is stamped with: this machine's clock,
+    /// or L1's latest block's if that is later. Consents' expiries are
+    /// judged at the batch's time; a machine whose clock is behind would
+    /// otherwise accept an access under a consent the chain has seen end.
+    fn batch_clock(&self) -> u64 {
+        let chain = self.shared.l1.as_ref().and_then(|s| s.lock().expect("l1 status").chain_time);
+        (now_ms() / 1000).max(chain.unwrap_or(0))
+    }
+
     fn replaying(&self) -> bool {
         self.last_seq < self.replay_through
     }
@@ -614,7 +623,7 @@ impl Coordinator {
                             None => true,
                             Some(cids) => self.content_present(cids).await,
                         };
-                        let now = now_ms() / 1000;
+                        let now = self.batch_clock();
                         let answer = tokio::task::block_in_place(|| {
                             self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), content_ok)
                         });

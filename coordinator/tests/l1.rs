@@ -265,6 +265,15 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
         }
     };
     install(Address::repeat_byte(0xf0)).await;
+    // L1's clock is now two days ahead of this machine's: once the
+    // coordinator has read it, batches are stamped no earlier.
+    let chain_time = submitter::chain_time(&provider(&url)).await.unwrap();
+    assert!(chain_time > now() + submitter::DEFAULT_UPGRADE_DELAY_S - 60);
+    wait_for("the coordinator read L1's clock", Duration::from_secs(60), || async {
+        let st = get_json(&format!("{http}/l1")).await;
+        st["chain_time"].as_u64().is_some_and(|t| t >= chain_time).then_some(())
+    })
+    .await;
     // One more doctor (the fourth clinic's, by the hospital whose turn it is).
     let more = workload::generate(4, now(), "l1-more");
     let a = client.submit_bytes(serde_json::to_vec(&more.admin[3].tx).unwrap()).await;
@@ -281,6 +290,9 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
         (st["last_landed"].as_u64() == Some(batch) && st["error"].is_null()).then_some(())
     })
     .await;
+    let records = submitter::batch_records(&provider(&url), rollup).await.unwrap();
+    let stamped = records.iter().find(|r| r.index == batch).expect("the batch's event").timestamp;
+    assert!(stamped >= chain_time, "batch {batch} stamped {stamped}, before L1's clock {chain_time}");
 
     // The sequencer's key is in no log.
     for entry in std::fs::read_dir(dir.path()).unwrap() {

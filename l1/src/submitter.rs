@@ -211,6 +211,8 @@ pub trait Observer: Send + Sync {
     fn reorg(&self, _from: u64, _to: u64) {}
     /// The submitter stopped on an error that retrying cannot fix.
     fn failed(&self, _error: &L1Error) {}
+    /// The chain's clock: the time of the latest block read (Unix seconds).
+    fn chain_time(&self, _time: u64) {}
 }
 
 /// Connects to the node with the sequencer's key.
@@ -441,6 +443,8 @@ pub struct ChainState {
     pub count: u64,
     /// Current root.
     pub root: B256,
+    /// The time of the block these were read at (Unix seconds).
+    pub time: u64,
 }
 
 /// The rollup's batch count at the node's latest block (one call; see
@@ -461,12 +465,18 @@ async fn latest_number(provider: &DynProvider) -> Result<u64, L1Error> {
 
 /// The node's latest block: number and hash.
 async fn latest_header(provider: &DynProvider) -> Result<(u64, B256), L1Error> {
+    let (number, hash, _) = latest_stamped(provider).await?;
+    Ok((number, hash))
+}
+
+/// The node's latest block: number, hash and time.
+async fn latest_stamped(provider: &DynProvider) -> Result<(u64, B256, u64), L1Error> {
     let head = provider
         .get_block_by_number(BlockNumberOrTag::Latest)
         .await
         .map_err(rpc("reading the latest block"))?
         .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
-    Ok((head.header.number, head.header.hash))
+    Ok((head.header.number, head.header.hash, head.header.timestamp))
 }
 
 /// The time of the node's latest block (Unix seconds): the chain's clock,
@@ -474,12 +484,7 @@ async fn latest_header(provider: &DynProvider) -> Result<(u64, B256), L1Error> {
 /// their own clock, so that a clock running behind does not keep a consent
 /// alive that the chain has seen end.
 pub async fn chain_time(provider: &DynProvider) -> Result<u64, L1Error> {
-    let head = provider
-        .get_block_by_number(BlockNumberOrTag::Latest)
-        .await
-        .map_err(rpc("reading the latest block"))?
-        .ok_or_else(|| L1Error::Rpc("the node has no latest block".into()))?;
-    Ok(head.header.timestamp)
+    Ok(latest_stamped(provider).await?.2)
 }
 
 /// The hash of the canonical block `number`, if the node has it.
@@ -495,11 +500,12 @@ async fn block_hash(provider: &DynProvider, number: u64) -> Result<Option<B256>,
 /// so that a reorg between the two reads cannot mix two chains. Needs no key:
 /// light clients read the roots they trust this way.
 pub async fn chain_state(provider: &DynProvider, rollup: Address) -> Result<ChainState, L1Error> {
-    let at = latest_block(provider).await?;
+    let (_, hash, time) = latest_stamped(provider).await?;
+    let at = BlockId::hash(hash);
     let c = MedRollup::new(rollup, provider);
     let count = c.batchCount().block(at).call().await.map_err(rpc("reading the batch count"))?;
     let root = c.currentRoot().block(at).call().await.map_err(rpc("reading the current root"))?;
-    Ok(ChainState { count, root })
+    Ok(ChainState { count, root, time })
 }
 
 /// A batch as its `BatchSubmitted` event records it.
@@ -945,6 +951,7 @@ impl Submitter {
 
     async fn round(&mut self, source: &dyn BatchSource, observer: &dyn Observer) -> Result<Round, L1Error> {
         let chain = self.chain_state().await?;
+        observer.chain_time(chain.time);
         if let Some(last) = self.last_count
             && chain.count < last
         {
