@@ -279,6 +279,28 @@ mod tests {
     use ark_r1cs_std::alloc::AllocVar;
     use ark_relations::gr1cs::ConstraintSystem;
 
+    /// The bytes where a value of `T` lay, after its destructor ran there.
+    #[allow(unsafe_code)] // reads memory the test owns, after the value in it was dropped
+    fn bytes_after_drop<T>(value: T) -> Vec<u8> {
+        let mut slot = std::mem::MaybeUninit::new(value);
+        // SAFETY: `slot` holds an initialised `T`, dropped once here and
+        // never used as a `T` again; its storage stays ours and initialised
+        // (the destructor writes it), so reading it as bytes is sound.
+        unsafe {
+            std::ptr::drop_in_place(slot.as_mut_ptr());
+            std::slice::from_raw_parts(slot.as_ptr().cast::<u8>(), std::mem::size_of::<T>()).to_vec()
+        }
+    }
+
+    #[test]
+    fn a_private_key_is_wiped_from_memory_when_dropped() {
+        let key = PrivateKey::from_bytes([0x5a; 32]);
+        assert_eq!(std::mem::size_of::<PrivateKey>(), 32);
+        assert_eq!(bytes_after_drop(key), vec![0; 32]);
+        // The same read of a value with no wiping destructor sees it intact.
+        assert_eq!(bytes_after_drop([0x5au8; 32]), vec![0x5a; 32]);
+    }
+
     #[test]
     fn a_malformed_private_key_is_refused_without_being_repeated() {
         let almost = "5a".repeat(31);

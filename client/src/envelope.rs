@@ -351,6 +351,25 @@ mod tests {
     use super::*;
     use std::sync::OnceLock;
 
+    #[test]
+    #[allow(unsafe_code)] // reads memory the test owns, after the key in it was dropped
+    fn a_record_key_is_wiped_from_memory_when_dropped() {
+        fn bytes_after_drop<T>(value: T) -> Vec<u8> {
+            let mut slot = std::mem::MaybeUninit::new(value);
+            // SAFETY: `slot` holds an initialised `T`, dropped once here and
+            // never used as a `T` again; its storage stays ours and
+            // initialised (the destructor writes it), so reading it as bytes
+            // is sound.
+            unsafe {
+                std::ptr::drop_in_place(slot.as_mut_ptr());
+                std::slice::from_raw_parts(slot.as_ptr().cast::<u8>(), std::mem::size_of::<T>()).to_vec()
+            }
+        }
+        assert_eq!(std::mem::size_of::<RecordKey>(), 32);
+        assert_eq!(bytes_after_drop(RecordKey([0xa5; 32])), vec![0; 32]);
+        assert_eq!(bytes_after_drop([0xa5u8; 32]), vec![0xa5; 32], "a plain array is left as it was");
+    }
+
     fn people() -> &'static [Identity; 3] {
         static P: OnceLock<[Identity; 3]> = OnceLock::new();
         P.get_or_init(|| [Identity::generate(), Identity::generate(), Identity::generate()])
