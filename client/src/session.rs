@@ -423,10 +423,9 @@ impl Session {
     /// Waits until the batch of the last accepted transaction is sealed.
     pub async fn settle(&self) -> Result<(), ClientError> {
         let Some(batch) = self.last_batch else { return Ok(()) };
-        let started = Instant::now();
         // What went before was accepted: an error here must not read as a
         // refusal (sent again, it would be a second record, a second grant).
-        let accepted = |e: ClientError| match e {
+        self.sealed(batch).await.map_err(|e| match e {
             ClientError::Coordinator { url, why } => ClientError::Coordinator {
                 url,
                 why: format!(
@@ -434,9 +433,14 @@ impl Session {
                 ),
             },
             e => e,
-        };
+        })
+    }
+
+    /// Waits until batch `batch` is sealed.
+    async fn sealed(&self, batch: u64) -> Result<(), ClientError> {
+        let started = Instant::now();
         loop {
-            if self.root_info().await.map_err(accepted)?.batches_sealed > batch {
+            if self.root_info().await?.batches_sealed > batch {
                 // What this user did is sealed: an answer from before it is stale.
                 self.light.require_at_least(batch + 1);
                 return Ok(());
@@ -454,15 +458,33 @@ impl Session {
         }
     }
 
-    /// After [`Self::settle`]: the last accepted transaction's effect, as
-    /// `applied` read it from the state L1 holds (checked reads wait for L1
-    /// to reach the sealed batch), or [`ClientError::NotApplied`] naming
-    /// `what` is missing. The client believes only L1, not the
-    /// coordinator's word that its transaction went in.
-    fn applied(&self, ok: bool, what: impl FnOnce() -> String) -> Result<(), ClientError> {
-        match (ok, self.last_batch) {
-            (true, _) | (false, None) => Ok(()),
-            (false, Some(batch)) => Err(ClientError::NotApplied { what: what(), batch }),
+    /// After a transaction was accepted: waits for its batch to be sealed,
+    /// then reads its effect from the state L1 holds with `check` (checked
+    /// reads wait for L1 to reach the sealed batch). The client believes
+    /// only L1, not the coordinator's word that its transaction went in:
+    /// `Ok(false)` is [`ClientError::NotApplied`], naming `what` as missing.
+    /// Any error on the way (the batch not sealed or not on L1 in time, the
+    /// coordinator or L1 out of reach) is [`ClientError::Unfinished`]: the
+    /// transaction stands, and `then` says what to do instead of sending it
+    /// again (a second record, a second grant).
+    async fn confirm(
+        &self,
+        what: &str,
+        then: &str,
+        check: impl Future<Output = Result<bool, ClientError>>,
+    ) -> Result<(), ClientError> {
+        let Some(batch) = self.last_batch else { return Ok(()) };
+        let stands = |e: ClientError| ClientError::Unfinished {
+            what: format!(
+                "{what} was accepted into batch {batch} and stands, but confirming it on L1 stopped ({then})"
+            ),
+            error: Box::new(e),
+        };
+        self.sealed(batch).await.map_err(stands)?;
+        if check.await.map_err(stands)? {
+            Ok(())
+        } else {
+            Err(ClientError::NotApplied { what: what.to_string(), batch })
         }
     }
 
@@ -743,10 +765,12 @@ impl Session {
         let public = self.identity.public();
         self.submit(TxBody::RegisterPatient { pubkey: public.babyjub, rsa_key_hash: public.rsa_key_hash })
             .await?;
-        self.settle().await?;
-        let leaf = self.light.leaf(TreeId::Accounts, self.account).await?;
-        let ok = Role::from_code(leaf[0]) == Some(Role::Patient) && other_keys(&public, &leaf).is_none();
-        self.applied(ok, || format!("patient {} registered with these keys", self.account))?;
+        let what = format!("patient {} registered with these keys", self.account);
+        self.confirm(&what, "do not register again", async {
+            let leaf = self.light.leaf(TreeId::Accounts, self.account).await?;
+            Ok(Role::from_code(leaf[0]) == Some(Role::Patient) && other_keys(&public, &leaf).is_none())
+        })
+        .await?;
         self.publish_keys().await
     }
 
@@ -759,10 +783,12 @@ impl Session {
             rsa_key_hash: public.rsa_key_hash,
         })
         .await?;
-        self.settle().await?;
-        let leaf = self.light.leaf(TreeId::Accounts, doctor).await?;
-        let ok = Role::from_code(leaf[0]) == Some(Role::Doctor) && other_keys(public, &leaf).is_none();
-        self.applied(ok, || format!("doctor {doctor} registered with these keys"))?;
+        let what = format!("doctor {doctor} registered with these keys");
+        self.confirm(&what, "do not register them again", async {
+            let leaf = self.light.leaf(TreeId::Accounts, doctor).await?;
+            Ok(Role::from_code(leaf[0]) == Some(Role::Doctor) && other_keys(public, &leaf).is_none())
+        })
+        .await?;
         self.publish(doctor, public).await
     }
 
@@ -801,12 +827,14 @@ impl Session {
             let _ = self.release(cid).await;
             return Err(e);
         }
-        self.settle().await?;
-        let leaf = found(self.record(record).await)?;
-        let ok = leaf.is_some_and(|l| {
-            l.owner == patient && l.author == self.account && l.cid_digest == cid.digest() && !l.deleted
-        });
-        self.applied(ok, || format!("record {record} added for patient {patient}"))?;
+        let what = format!("record {record} added for patient {patient}");
+        let then = format!("do not add it again: read record {record} once L1 has it");
+        self.confirm(&what, &then, async {
+            Ok(found(self.record(record).await)?.is_some_and(|l| {
+                l.owner == patient && l.author == self.account && l.cid_digest == cid.digest() && !l.deleted
+            }))
+        })
+        .await?;
         self.without_lapsed_readers(record, patient, &readers, bundle, consent, cid).await.map_err(|e| {
             lapsed_reader_left(format!("record {record} is added for patient {patient}"), record, e)
         })?;
@@ -905,12 +933,14 @@ impl Session {
             }
             return Err(e);
         }
-        self.settle().await?;
         // The old content is let go only once L1 holds the new version (else
         // it is the record's only content).
-        let ok =
-            found(self.record(record).await)?.is_some_and(|l| l.cid_digest == cid.digest() && !l.deleted);
-        self.applied(ok, || format!("record {record}'s new version {cid}"))?;
+        let what = format!("record {record}'s new version {cid}");
+        let then = format!("read record {record} once L1 has it; its old content {old} is still pinned");
+        self.confirm(&what, &then, async {
+            Ok(found(self.record(record).await)?.is_some_and(|l| l.cid_digest == cid.digest() && !l.deleted))
+        })
+        .await?;
         if cid != old {
             self.release(old).await?;
         }
@@ -996,10 +1026,13 @@ impl Session {
         let reader = self.public_identity(grantee).await?;
         let consent = self.free_id(TreeId::Consents).await?;
         self.submit(TxBody::Grant { consent, grantee, scope, target, expiry }).await?;
-        self.settle().await?;
         let granted = ConsentLeaf { patient: self.account, grantee, scope, target, expiry, revoked: false };
-        let ok = found(self.consent(consent).await)?.is_some_and(|c| c == granted);
-        self.applied(ok, || format!("consent {consent} to account {grantee}"))?;
+        let what = format!("consent {consent} to account {grantee}");
+        let then = format!("do not grant again: share consent {consent} once L1 has it");
+        self.confirm(&what, &then, async {
+            Ok(found(self.consent(consent).await)?.is_some_and(|c| c == granted))
+        })
+        .await?;
         self.share_with(target, &reader).await.map_err(|e| ClientError::Unfinished {
             what: format!(
                 "consent {consent} to account {grantee} is granted and stands, but sharing the records it covers \
@@ -1087,11 +1120,15 @@ impl Session {
         let c = self.granted_consent(consent).await?;
         if !c.revoked {
             self.submit(TxBody::Revoke { consent }).await?;
-            self.settle().await?;
             // Re-keying reads the readers from L1: with the revoke missing
             // there, the grantee would stay one and nothing be re-keyed.
-            let ok = found(self.consent(consent).await)?.is_some_and(|c| c.revoked);
-            self.applied(ok, || format!("the revoke of consent {consent}"))?;
+            let what = format!("the revoke of consent {consent}");
+            let then =
+                "revoke it again once L1 has it, to re-key the records it covered: it is not sent twice";
+            self.confirm(&what, then, async {
+                Ok(found(self.consent(consent).await)?.is_some_and(|c| c.revoked))
+            })
+            .await?;
         }
         let mut rekeyed = Vec::new();
         let mut failed = Vec::new();
@@ -1169,10 +1206,13 @@ impl Session {
         };
         if !leaf.deleted {
             self.submit(TxBody::DeleteRecord { record }).await?;
-            self.settle().await?;
             // The content is let go only once L1 holds the record deleted.
-            let ok = found(self.record(record).await)?.is_some_and(|l| l.deleted);
-            self.applied(ok, || format!("the delete of record {record}"))?;
+            let what = format!("the delete of record {record}");
+            let then = "delete it again once L1 has it, to unpin its content: it is not sent twice";
+            self.confirm(&what, then, async {
+                Ok(found(self.record(record).await)?.is_some_and(|l| l.deleted))
+            })
+            .await?;
         }
         self.release(cid).await?;
         Ok(cid)

@@ -580,4 +580,23 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
     assert_eq!(patient.read(late).await.unwrap().bundle, small);
     assert_eq!(patient.consent(c_b_short).await.unwrap().expiry, ends_soon);
+
+    // A client that stops waiting for L1 once its grant was accepted says
+    // the consent stands and how to finish, not that the grant failed (sent
+    // again, it would be a second consent); finished so, B reads.
+    let keys =
+        Identity::from_parts(patient.identity().signing_key().clone(), patient.identity().rsa_key().clone());
+    let mut hasty = Session::open(&endpoints, PATIENT, keys).await.unwrap();
+    hasty.light_mut().wait = Duration::from_millis(1);
+    let e = hasty.grant(DOCTOR_B, Scope::Read, ConsentTarget::Record(late), in_a_week()).await.unwrap_err();
+    let ClientError::Unfinished { what, error } = &e else { panic!("{e}") };
+    assert!(matches!(**error, ClientError::Light(LightError::NotYetOnL1 { .. })), "{e}");
+    assert!(what.contains("stands") && what.contains("do not grant again"), "{e}");
+    assert_eq!(hasty.journal().iter().filter(|s| s.kind == "grant").count(), 1, "sent once");
+    let c_late: u64 =
+        what.strip_prefix("consent ").and_then(|w| w.split(' ').next()).unwrap().parse().unwrap();
+    let granted = patient.consent(c_late).await.unwrap();
+    assert_eq!((granted.grantee, granted.target), (DOCTOR_B, ConsentTarget::Record(late)));
+    assert_eq!(patient.share(c_late).await.unwrap(), vec![late]);
+    assert_eq!(doc_b.read(late).await.unwrap().bundle, small);
 }
