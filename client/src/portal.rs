@@ -157,6 +157,18 @@ impl Portal {
         }
     }
 
+    /// Waits until no flow runs: each holds the session (or, creating keys,
+    /// the creation lock) until it ends, even with its page gone.
+    pub async fn flows_finished(&self) {
+        let _session = self.session.lock().await;
+        let _creating = self.creating.lock().await;
+    }
+
+    /// Whether the keys are unlocked (waits for a running flow).
+    pub async fn is_unlocked(&self) -> bool {
+        self.session.lock().await.is_some()
+    }
+
     /// Keys the page creates get these KDF settings (tests use cheaper ones).
     pub fn with_kdf(mut self, kdf: KdfParams) -> Self {
         self.kdf = kdf;
@@ -172,6 +184,34 @@ impl Portal {
     pub fn url(&self) -> String {
         format!("http://{}/#token={}", self.addr, self.token)
     }
+}
+
+/// Serves the portal on `listener` until `shutdown`, then waits for a
+/// running flow to finish, however long ago its page was closed (a revoke
+/// stopped between its transaction and its re-keying would leave the
+/// revoked reader's key good). Meanwhile unlocked keys are locked once the
+/// page has gone unused past the idle bound, whether or not a page still
+/// asks.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    portal: Arc<Portal>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let watch = {
+        let p = portal.clone();
+        let every = (p.idle_lock / 4)
+            .clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(30));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                p.lock_if_idle();
+            }
+        })
+    };
+    let served = axum::serve(listener, router(portal.clone())).with_graceful_shutdown(shutdown).await;
+    watch.abort();
+    portal.flows_finished().await;
+    served
 }
 
 /// The portal's routes: the page, and the API under `/api`.
@@ -538,7 +578,16 @@ async fn create_keys(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
         KeystoreError::Exists(_) => keys_exist(&p),
         e => e.into(),
     })?;
-    open_session(&p, identity).await?;
+    // The keys are saved: a coordinator out of reach only leaves them locked.
+    open_session(&p, identity).await.map_err(|e| {
+        ApiError::new(
+            e.status,
+            format!(
+                "your keys are created and saved, but not unlocked: {} (unlock them once it answers)",
+                e.message
+            ),
+        )
+    })?;
     ok(json!({ "keystore": "open", "keystore_path": p.keystore.display().to_string() }))
 }
 
@@ -831,6 +880,28 @@ mod tests {
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
         assert!(e.message.contains("grantee: \"dr. house\" is not a number"), "{}", e.message);
         assert!(number("days", "-3").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_shutdown_waits_for_the_running_flow() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let endpoints = Endpoints {
+            coordinator: "http://127.0.0.1:9".into(),
+            ipfs_api: None,
+            l1_rpc: "http://127.0.0.1:9".into(),
+            rollup: alloy::primitives::Address::ZERO,
+            l1_wait: std::time::Duration::from_secs(1),
+        };
+        let p = Arc::new(Portal::new(PathBuf::from("/nonexistent/keys.json"), 10, endpoints, addr));
+        // A flow runs (it holds the session), its page long closed.
+        let flow = p.session.clone().lock_owned().await;
+        let served = tokio::spawn(serve(listener, p.clone(), async {}));
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!served.is_finished(), "the portal stopped while a flow ran");
+        drop(flow);
+        let done = tokio::time::timeout(std::time::Duration::from_secs(5), served).await;
+        done.expect("the portal stops once the flow ends").unwrap().unwrap();
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! an unreachable coordinator say so.
 
 use medrollup_client::keystore::{KdfParams, Keystore};
-use medrollup_client::portal::{Portal, TOKEN_HEADER, router};
+use medrollup_client::portal::{Portal, TOKEN_HEADER, serve as serve_portal};
 use medrollup_client::session::Endpoints;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
 
 struct Served {
+    portal: Arc<Portal>,
     base: String,
     token: String,
     http: reqwest::Client,
@@ -64,8 +65,8 @@ async fn serve_with(keystore: std::path::PathBuf, coordinator: String, idle: Dur
         Arc::new(Portal::new(keystore, 10, endpoints, addr).with_kdf(KdfParams::MIN).with_idle_lock(idle));
     let token = portal.token().to_string();
     assert_eq!(portal.url(), format!("http://{addr}/#token={token}"));
-    tokio::spawn(async move { axum::serve(listener, router(portal)).await.unwrap() });
-    Served { base: format!("http://{addr}"), token, http: reqwest::Client::new() }
+    tokio::spawn(serve_portal(listener, portal.clone(), std::future::pending()));
+    Served { portal, base: format!("http://{addr}"), token, http: reqwest::Client::new() }
 }
 
 #[tokio::test]
@@ -193,6 +194,7 @@ async fn wrong_entries_get_errors_that_name_them_and_keys_are_never_overwritten(
         s.post("/api/keys", json!({ "password": "long enough", "confirm": "long enough" })).await;
     assert_eq!(status, 502, "{v}");
     assert!(error(&v).contains("does not answer"), "{v}");
+    assert!(error(&v).starts_with("your keys are created and saved, but not unlocked"), "{v}");
     let written = std::fs::read(&path).unwrap();
     let (status, v) =
         s.post("/api/keys", json!({ "password": "another one", "confirm": "another one" })).await;
@@ -252,4 +254,8 @@ async fn unlocked_keys_lock_again_once_the_page_goes_unused() {
     // Unlocked again, it is open again.
     let (status, v) = s.post("/api/unlock", json!({ "password": "long enough" })).await;
     assert_eq!((status, keystore().await.as_str()), (200, "open"), "{v}");
+    // With no page left to ask, the keys are locked all the same.
+    assert!(s.portal.is_unlocked().await);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!s.portal.is_unlocked().await, "locked with no request");
 }

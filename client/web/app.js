@@ -87,6 +87,17 @@ async function run(doing, flow) {
   }
 }
 
+// Refreshes what the page shows after a write went through: a refresh
+// that fails is shown, without hiding that the write was done (done again,
+// it would be a second record, a second grant).
+async function refreshAfter(load) {
+  try {
+    await load();
+  } catch (e) {
+    showError(`Done, but the page could not be refreshed: ${e.message}`);
+  }
+}
+
 function cell(row, text, cls) {
   const td = document.createElement('td');
   td.textContent = text;
@@ -190,7 +201,7 @@ async function loadConsents() {
           run(`Revoking consent ${c.id} and re-keying the records it covered`, async () => {
             const v = await api('POST', `/consents/${c.id}/revoke`);
             $('viewer').hidden = true; // re-keyed: a new version
-            await loadAll();
+            await refreshAfter(loadAll);
             return `Consent ${c.id} revoked; records re-keyed: ${v.rekeyed.join(', ') || 'none'}.`;
           }),
         ),
@@ -202,7 +213,7 @@ async function loadConsents() {
           run(`Re-keying what consent ${c.id} covered`, async () => {
             const v = await api('POST', `/consents/${c.id}/revoke`);
             $('viewer').hidden = true;
-            await loadAll();
+            await refreshAfter(loadAll);
             return v.rekeyed.length
               ? `Consent ${c.id}: records re-keyed now: ${v.rekeyed.join(', ')}.`
               : `Consent ${c.id}: every record it covered was re-keyed already.`;
@@ -339,7 +350,7 @@ onSubmit('create-form', () =>
   run('Creating your keys (this takes a few seconds)', async () => {
     await api('POST', '/keys', { password: $('create-password').value, confirm: $('create-confirm').value });
     $('create-form').reset();
-    await refresh();
+    await refreshAfter(refresh);
     return 'Your keys are created and unlocked.';
   }),
 );
@@ -369,7 +380,7 @@ $('register-btn').addEventListener('click', () => {
   if (!sure) return;
   run('Registering you as a patient', async () => {
     const v = await api('POST', '/register');
-    await refresh();
+    await refreshAfter(refresh);
     return v.republished
       ? `You were registered already, as a ${v.role}; your public keys were published again.`
       : 'You are registered as a patient.';
@@ -393,7 +404,7 @@ onSubmit('add-form', () =>
     const bundle = await fileText('add-file');
     const v = await api('POST', '/records', { patient: $('add-patient').value, bundle });
     $('add-form').reset();
-    await loadRecords();
+    await refreshAfter(loadRecords);
     return `Record ${v.record} added for patient ${v.patient}.`;
   }),
 );
@@ -410,7 +421,7 @@ onSubmit('update-form', () =>
       parsed = JSON.parse(bundle);
     } catch (e) {}
     showRecord({ ...shown, version: v.version ?? shown.version + 1, cid: v.cid, bundle: parsed });
-    await loadRecords();
+    await refreshAfter(loadRecords);
     return `Record ${id} updated.`;
   }),
 );
@@ -421,7 +432,7 @@ $('delete-btn').addEventListener('click', () => {
   run(`Deleting record ${id}`, async () => {
     await api('DELETE', `/records/${id}`);
     $('viewer').hidden = true;
-    await loadRecords();
+    await refreshAfter(loadRecords);
     return `Record ${id} deleted.`;
   });
 });
@@ -436,7 +447,7 @@ onSubmit('grant-form', () =>
     });
     $('grant-form').reset();
     $('viewer').hidden = true; // the covered records were re-keyed
-    await loadAll();
+    await refreshAfter(loadAll);
     return `Consent ${v.consent} given to account ${v.grantee}, until ${when(v.expiry)}.`;
   }),
 );

@@ -327,7 +327,7 @@ async fn portal(
             std::process::exit(130);
         });
     };
-    axum::serve(listener, medrollup_client::portal::router(p)).with_graceful_shutdown(shutdown).await?;
+    medrollup_client::portal::serve(listener, p, shutdown).await?;
     Ok(())
 }
 
