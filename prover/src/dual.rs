@@ -82,6 +82,8 @@ impl<L: MsmBackend, R: MsmBackend> MsmBackend for DualBackend<L, R> {
         let r2: Vec<_> = g2.iter().map(|(b, s)| (&b.1, *s)).collect();
         let l = self.left.msm_batch_unchecked(&l1, &l2)?;
         let r = self.right.msm_batch_unchecked(&r1, &r2)?;
+        let counts = |b: &MsmBatch| (b.g1.len(), b.g2.len());
+        self.agree(&counts(&l), &counts(&r), || "the number of results of an MSM batch".to_string())?;
         for (k, (a, b)) in l.g1.iter().zip(&r.g1).enumerate() {
             self.agree(&a.0, &b.0, || format!("G1 MSM {k} of a batch ({} points)", g1[k].1.len()))?;
         }

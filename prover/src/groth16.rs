@@ -9,7 +9,7 @@ use crate::r1cs::{self, R1cs};
 use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Projective};
 use ark_ec::CurveGroup;
 use ark_ff::Zero;
-use ark_groth16::{Groth16, Proof, ProvingKey, prepare_verifying_key};
+use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, ProvingKey, prepare_verifying_key};
 use ark_relations::gr1cs::{ConstraintSynthesizer, SynthesisError};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -71,6 +71,8 @@ pub struct LoadedKey<B: MsmBackend> {
     l: B::G1Bases,
     /// The circuit's constraints, from the first proof (or [`Self::prepare`]).
     r1cs: OnceLock<R1cs>,
+    /// The verifying key, prepared when first needed.
+    pvk: OnceLock<PreparedVerifyingKey<Bn254>>,
 }
 
 impl<B: MsmBackend> std::fmt::Debug for LoadedKey<B> {
@@ -89,7 +91,7 @@ impl<B: MsmBackend> LoadedKey<B> {
         let b_g2 = backend.load_g2(pk.b_g2_query.get(1..).unwrap_or(&[]))?;
         let h = backend.load_g1(&pk.h_query)?;
         let l = backend.load_g1(&pk.l_query)?;
-        Ok(Self { pk, a, b_g1, b_g2, h, l, r1cs: OnceLock::new() })
+        Ok(Self { pk, a, b_g1, b_g2, h, l, r1cs: OnceLock::new(), pvk: OnceLock::new() })
     }
 
     /// Builds and keeps the circuit's constraints with one proof of
@@ -138,6 +140,14 @@ impl<B: MsmBackend> LoadedKey<B> {
     pub fn proving_key(&self) -> &ProvingKey<Bn254> {
         &self.pk
     }
+
+    /// Whether `proof` verifies against the key for `inputs` (the public
+    /// inputs, without the constant one). A few milliseconds: worth it for
+    /// every proof made on a device that could be wrong without failing.
+    pub fn verifies(&self, proof: &Proof<Bn254>, inputs: &[Fr]) -> bool {
+        let pvk = self.pvk.get_or_init(|| prepare_verifying_key(&self.pk.vk));
+        Groth16::<Bn254>::verify_proof(pvk, proof, inputs).unwrap_or(false)
+    }
 }
 
 /// Proves `circuit` with randomness `(r, s)` (use fresh random values; fixed
@@ -149,6 +159,22 @@ pub fn prove<B, C>(
     r: Fr,
     s: Fr,
 ) -> Result<(Proof<Bn254>, StageTimes), ProveError>
+where
+    B: MsmBackend + NttBackend,
+    C: ConstraintSynthesizer<Fr>,
+{
+    prove_with_inputs(backend, key, circuit, r, s).map(|(proof, times, _)| (proof, times))
+}
+
+/// [`prove`], also returning the public inputs the proof is for (without
+/// the constant one), to check it with [`LoadedKey::verifies`].
+pub fn prove_with_inputs<B, C>(
+    backend: &B,
+    key: &LoadedKey<B>,
+    circuit: C,
+    r: Fr,
+    s: Fr,
+) -> Result<(Proof<Bn254>, StageTimes, Vec<Fr>), ProveError>
 where
     B: MsmBackend + NttBackend,
     C: ConstraintSynthesizer<Fr>,
@@ -219,8 +245,7 @@ where
     if let Some(r1cs) = fresh {
         // Constraints built from the circuit are kept only once a proof made
         // with them verifies against the key: then they are the key's.
-        let pvk = prepare_verifying_key(&pk.vk);
-        if !Groth16::<Bn254>::verify_proof(&pvk, &proof, &z[1..num_inputs])? {
+        if !key.verifies(&proof, &z[1..num_inputs]) {
             return Err(ProveError::KeyMismatch(
                 "a proof made with the circuit's constraints does not verify against the key".into(),
             ));
@@ -228,5 +253,5 @@ where
         // Another proof may have kept the same constraints meanwhile.
         let _ = key.r1cs.set(r1cs);
     }
-    Ok((proof, times))
+    Ok((proof, times, z[1..num_inputs].to_vec()))
 }

@@ -13,7 +13,7 @@
 //! prover; `/metrics` reports each device's work, errors and fallbacks.
 
 use crate::gpu::{DeviceCounters, GpuBackend, GpuConfig};
-use crate::groth16::{LoadedKey, prove};
+use crate::groth16::{LoadedKey, ProveError, StageTimes, prove_with_inputs};
 use ark_bn254::Fr;
 use ark_ff::UniformRand;
 use async_nats::jetstream::{self, AckKind, consumer, message::Acker};
@@ -121,6 +121,77 @@ async fn within<T>(limit: Duration, what: &str, work: tokio::task::JoinHandle<T>
             "{what} did not finish within {:.3} s (--prove-timeout-s): taken for stuck; the worker stops",
             limit.as_secs_f64()
         ))),
+    }
+}
+
+/// Proves the circuit `circuit` makes on `backend`, and checks the proof
+/// against the key before it goes out: a device can be wrong without
+/// failing (a fault at sizes its admission test does not reach), and a
+/// wrong proof would only be refused by the coordinator, this worker
+/// excluded, while the devices stayed in service. A proof that does not
+/// verify is made again with the devices suspended (on the CPU): if that
+/// one verifies, the devices were wrong and stay out of service; if not,
+/// they are put back and the proof fails.
+pub fn prove_checked<C: ark_relations::gr1cs::ConstraintSynthesizer<Fr>>(
+    backend: &GpuBackend,
+    key: &LoadedKey<GpuBackend>,
+    circuit: impl Fn() -> C,
+) -> Result<(ark_groth16::Proof<ark_bn254::Bn254>, StageTimes), ProveError> {
+    let attempt = || {
+        let mut rng = rand::thread_rng();
+        let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
+        let (proof, times, inputs) = prove_with_inputs(backend, key, circuit(), r, s)?;
+        Ok::<_, ProveError>((key.verifies(&proof, &inputs), proof, times))
+    };
+    let (ok, proof, times) = attempt()?;
+    if ok {
+        return Ok((proof, times));
+    }
+    let suspended = backend.suspend_devices();
+    if suspended.is_empty() {
+        return Err(ProveError::KeyMismatch(
+            "a proof made on the CPU does not verify against the key".into(),
+        ));
+    }
+    warn!(devices = ?suspended, "a proof made with the devices does not verify: proving again on the CPU");
+    let again = attempt();
+    let faulty = matches!(again, Ok((true, ..)));
+    backend.end_suspension(
+        &suspended,
+        faulty,
+        "a proof made with it did not verify; one made on the CPU did",
+    );
+    match again? {
+        (true, proof, times) => Ok((proof, times)),
+        _ => Err(ProveError::KeyMismatch(
+            "the proof does not verify against the key, made with the devices or on the CPU".into(),
+        )),
+    }
+}
+
+/// Builds `key`'s constraints with a padding proof of `shape`
+/// ([`LoadedKey::prepare`]); a proof that does not verify is made again
+/// with the devices suspended, as in [`prove_checked`], so that a wrong
+/// device is not taken for a key that does not fit the circuit.
+pub fn prepare_checked(
+    backend: &GpuBackend,
+    key: &LoadedKey<GpuBackend>,
+    shape: CircuitShape,
+) -> Result<(), ProveError> {
+    let padding = || BatchCircuit::new(keys::padding_witness(shape));
+    match key.prepare(backend, padding()) {
+        Err(ProveError::KeyMismatch(why)) if backend.device_count() > 0 => {
+            let suspended = backend.suspend_devices();
+            warn!(devices = ?suspended, %why, "the key's first proof failed with the devices: again on the CPU");
+            let again = key.prepare(backend, padding());
+            backend.end_suspension(
+                &suspended,
+                again.is_ok(),
+                "the key's first proof, made with it, did not verify; made on the CPU, it did",
+            );
+            again
+        }
+        r => r,
     }
 }
 
@@ -277,6 +348,8 @@ struct Worker {
     failed: Arc<AtomicU64>,
     /// Set when the prover overran its bound: the worker stops.
     stuck: Option<String>,
+    /// When devices out of service were last tested again.
+    last_readmit: std::time::Instant,
 }
 
 /// Runs a worker until `shutdown` completes; a job in progress is finished
@@ -321,6 +394,7 @@ pub async fn run(
         done: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
         stuck: None,
+        last_readmit: std::time::Instant::now(),
     };
     let heartbeat = tokio::spawn(heartbeats(
         client.clone(),
@@ -348,6 +422,7 @@ pub async fn run(
     info!(name = %config.name, "taking jobs");
     tokio::pin!(shutdown);
     while w.stuck.is_none() {
+        w.readmit_if_due().await;
         let batch = tokio::select! {
             _ = &mut shutdown => break,
             b = jobs.fetch().max_messages(1).expires(Duration::from_secs(2)).messages() => b,
@@ -475,10 +550,51 @@ fn unreadable(worker: &str, payload: &[u8], error: &serde_json::Error) -> Option
 }
 
 /// How long a job this worker is excluded from waits before it is offered
-/// again (to any worker).
+/// again (to any worker), at its first delivery; see [`handback_delay`].
 const EXCLUDED_HANDBACK: Duration = Duration::from_secs(5);
+/// The same for a job handed back for transient trouble (the key bucket
+/// out of reach).
+const TRANSIENT_HANDBACK: Duration = Duration::from_secs(2);
+/// The longest a job handed back waits.
+const MAX_HANDBACK: Duration = Duration::from_secs(120);
+
+/// How long a job handed back at its `delivered`-th delivery waits: `base`,
+/// doubled at each delivery (up to [`MAX_HANDBACK`]). Every hand-back uses
+/// up one of the job's deliveries; at a fixed few seconds, the excluded
+/// workers would use them all within half a minute while the one worker
+/// that may prove it is busy, and the job would lie dead for minutes.
+fn handback_delay(base: Duration, delivered: i64) -> Duration {
+    let doublings = delivered.saturating_sub(1).clamp(0, 16) as u32;
+    (base * 2u32.pow(doublings)).min(MAX_HANDBACK)
+}
+
+/// The longest a proving key's fetch from the farm's bucket may take (a
+/// key of hundreds of MiB at 0.5 MB/s); past it, the job is handed back.
+const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How often devices out of service are tested again, between jobs.
+const READMIT_EVERY: Duration = Duration::from_secs(600);
 
 impl Worker {
+    /// Between jobs, every [`READMIT_EVERY`]: devices out of service that
+    /// pass their known-answer test again are back (else one transient
+    /// fault would leave a hospital's GPUs idle until a restart).
+    async fn readmit_if_due(&mut self) {
+        if self.last_readmit.elapsed() < READMIT_EVERY
+            || self.backend.report().devices.iter().all(|d| d.healthy)
+        {
+            return;
+        }
+        self.last_readmit = std::time::Instant::now();
+        let backend = self.backend.clone();
+        if let Ok(back) = tokio::task::spawn_blocking(move || backend.readmit()).await
+            && !back.is_empty()
+        {
+            self.metrics.sync_devices();
+            info!(devices = ?back, "devices back in service");
+        }
+    }
+
     async fn handle(&mut self, m: jetstream::Message) {
         let spec: JobSpec = match serde_json::from_slice(&m.payload) {
             Ok(s) => s,
@@ -504,11 +620,12 @@ impl Worker {
 
     /// Proves one job, keeping it leased, and returns its result before acking it.
     async fn run_job(&mut self, m: jetstream::Message, spec: JobSpec) {
+        let delivered = m.info().map_or(1, |i| i.delivered);
         if spec.exclude.contains(&self.config.name) {
             // Our proof of it was rejected (or we failed it): leave it to
             // another worker. Every hand-back counts as a delivery, so not
             // at once: a busy worker has time to take it.
-            let _ = m.ack_with(AckKind::Nak(Some(EXCLUDED_HANDBACK))).await;
+            let _ = m.ack_with(AckKind::Nak(Some(handback_delay(EXCLUDED_HANDBACK, delivered)))).await;
             return;
         }
         self.busy.store(true, Ordering::Relaxed);
@@ -540,7 +657,8 @@ impl Worker {
             Ok(o) => o,
             Err(JobError::Transient(reason)) => {
                 warn!(%reason, "handing the job back");
-                let _ = acker.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                let _ =
+                    acker.ack_with(AckKind::Nak(Some(handback_delay(TRANSIENT_HANDBACK, delivered)))).await;
                 self.busy.store(false, Ordering::Relaxed);
                 self.metrics.busy.set(0);
                 return;
@@ -601,9 +719,7 @@ impl Worker {
         let backend = self.backend.clone();
         let witness = spec.witness;
         let proving = tokio::task::spawn_blocking(move || {
-            let mut rng = rand::thread_rng();
-            let (r, s) = (Fr::rand(&mut rng), Fr::rand(&mut rng));
-            prove(&backend, &key, BatchCircuit::new(witness), r, s)
+            prove_checked(&backend, &key, || BatchCircuit::new(witness.clone()))
         });
         let proved = within(self.config.prove_timeout, "the proof", proving).await?;
         let (proof, times) = proved.map_err(|e| JobError::Fatal(e.to_string()))?;
@@ -652,20 +768,35 @@ impl Worker {
             Ok(b) if keys::sha256_hex(&b) == sha256 => b,
             _ => {
                 info!(sha256, "fetching the proving key");
-                let bucket = self
-                    .js
-                    .get_object_store(streams::KEYS_BUCKET)
-                    .await
-                    .map_err(|e| JobError::Transient(format!("key bucket: {e}")))?;
-                let mut object = bucket
-                    .get(sha256)
-                    .await
-                    .map_err(|e| JobError::Transient(format!("proving key {sha256}: {e}")))?;
-                let mut b = Vec::new();
-                object
-                    .read_to_end(&mut b)
-                    .await
-                    .map_err(|e| JobError::Transient(format!("reading proving key {sha256}: {e}")))?;
+                let fetch = async {
+                    let bucket = self
+                        .js
+                        .get_object_store(streams::KEYS_BUCKET)
+                        .await
+                        .map_err(|e| JobError::Transient(format!("key bucket: {e}")))?;
+                    let mut object = bucket.get(sha256).await.map_err(|e| match e.kind() {
+                        // The farm's bucket lacks the job's key: no worker
+                        // will find it by asking again; the coordinator hears why.
+                        async_nats::jetstream::object_store::GetErrorKind::NotFound => {
+                            JobError::Fatal(format!("the farm's key bucket has no proving key {sha256}"))
+                        }
+                        _ => JobError::Transient(format!("proving key {sha256}: {e}")),
+                    })?;
+                    let mut b = Vec::new();
+                    object
+                        .read_to_end(&mut b)
+                        .await
+                        .map_err(|e| JobError::Transient(format!("reading proving key {sha256}: {e}")))?;
+                    Ok::<_, JobError>(b)
+                };
+                // A read that stalls would keep the job leased (its progress
+                // is acked meanwhile) for good.
+                let b = tokio::time::timeout(KEY_FETCH_TIMEOUT, fetch).await.map_err(|_| {
+                    JobError::Transient(format!(
+                        "fetching proving key {sha256} took longer than {} s",
+                        KEY_FETCH_TIMEOUT.as_secs()
+                    ))
+                })??;
                 if keys::sha256_hex(&b) != sha256 {
                     return Err(JobError::Transient(format!(
                         "the farm's proving key {sha256} has another hash"
@@ -691,7 +822,7 @@ impl Worker {
             let pk =
                 keys::proving_key_from_bytes(&bytes, &sha).map_err(|e| JobError::Fatal(e.to_string()))?;
             let key = LoadedKey::load(&backend, pk).map_err(|e| JobError::Fatal(e.to_string()))?;
-            key.prepare(&backend, BatchCircuit::new(keys::padding_witness(shape)))
+            prepare_checked(&backend, &key, shape)
                 .map_err(|e| JobError::Fatal(format!("proving key {sha}: {e}")))?;
             Ok(key)
         });
@@ -767,6 +898,17 @@ mod tests {
         let garbage = b"\x00 not json";
         let e = serde_json::from_slice::<JobSpec>(garbage).unwrap_err();
         assert!(unreadable("hospital-a", garbage, &e).is_none(), "no batch: terminated");
+    }
+
+    #[test]
+    fn a_job_handed_back_again_and_again_waits_longer_each_time() {
+        let waits: Vec<u64> = (1..=7).map(|d| handback_delay(EXCLUDED_HANDBACK, d).as_secs()).collect();
+        assert_eq!(waits, [5, 10, 20, 40, 80, 120, 120]);
+        // Five deliveries (the farm's default) wait 75 s in all between them, not 20 s.
+        assert_eq!(waits[..4].iter().sum::<u64>(), 75);
+        assert_eq!(handback_delay(TRANSIENT_HANDBACK, 1), Duration::from_secs(2));
+        assert_eq!(handback_delay(TRANSIENT_HANDBACK, 0), Duration::from_secs(2));
+        assert_eq!(handback_delay(TRANSIENT_HANDBACK, i64::MAX), MAX_HANDBACK);
     }
 
     #[test]

@@ -19,7 +19,8 @@ use medrollup_circuits::sample::batch;
 use medrollup_prover::backend::{MsmBackend, NttDirection, msm_batch, msm_g1, ntt, qap_quotient};
 use medrollup_prover::dual::DualBackend;
 use medrollup_prover::gpu::{self, GpuBackend, GpuConfig, Runtimes};
-use medrollup_prover::groth16::{LoadedKey, prove};
+use medrollup_prover::groth16::{LoadedKey, ProveError, prove};
+use medrollup_prover::worker::{prepare_checked, prove_checked};
 use medrollup_prover::{CpuBackend, NttBackend};
 use std::sync::OnceLock;
 
@@ -246,10 +247,14 @@ fn a_batch_proof_through_opencl_is_ark_groth16s() {
     assert!(after.devices[0].counters.ntt_elements > before.devices[0].counters.ntt_elements, "{after:?}");
     assert_eq!(after.cpu.fallbacks, 0, "{after:?}");
     assert_eq!(after.cpu.msm_points, before.cpu.msm_points, "{after:?}");
-    // Dual mode: the CPU backend and the device, every result compared.
-    let dual = DualBackend::new(CpuBackend::new(), b);
+    // Dual mode: the CPU backend and the device, every result compared
+    // (the device's own: nothing fell back to the CPU).
+    let dual = DualBackend::new(CpuBackend::new(), b.clone());
     proves_like_ark_groth16(&dual);
     assert!(dual.compared() >= 6, "{} comparisons", dual.compared());
+    let dual_after = b.report();
+    assert_eq!(dual_after.cpu.fallbacks, 0, "{dual_after:?}");
+    assert!(dual_after.devices[0].counters.msm_points > after.devices[0].counters.msm_points);
 }
 
 #[test]
@@ -282,6 +287,70 @@ fn a_device_failing_mid_msm_is_finished_on_the_cpu() {
     assert!(!d0.healthy && d0.counters.errors == 1 && d0.counters.fallbacks >= 1, "{report:?}");
     assert!(report.devices[1].healthy && report.devices[1].counters.msm_points > 0, "{report:?}");
     assert!(report.cpu.msm_points > 0 && report.cpu.fallbacks >= 1, "{report:?}");
+}
+
+#[test]
+fn a_device_giving_wrong_answers_is_caught_by_the_proof_check_and_the_proof_made_on_the_cpu() {
+    let fresh = devices(GpuConfig::opencl_any(), "MEDROLLUP_REQUIRE_OPENCL");
+    let Some(b) = medrollup_prover::conformance::available(fresh, "wrong answers") else { return };
+    let (pk, w) = proof_setup();
+    let pvk = keys::prepare(&pk.vk);
+    let verifies = |p: &ark_groth16::Proof<Bn254>| {
+        Groth16::<Bn254>::verify_with_processed_vk(&pvk, &w.public_inputs().to_vec(), p).unwrap()
+    };
+    let shape = CircuitShape { batch_size: 1, levels: 4 };
+    // A key that is not the circuit's fails on the device and on the CPU:
+    // the device is not blamed.
+    let mut other = pk.clone();
+    other.vk.gamma_abc_g1[0] = (other.vk.gamma_abc_g1[0] + other.vk.alpha_g1).into_affine();
+    let wrong_key = LoadedKey::load(&b, other).unwrap();
+    let e = prepare_checked(&b, &wrong_key, shape).unwrap_err();
+    assert!(matches!(e, ProveError::KeyMismatch(_)), "{e}");
+    let r = b.report();
+    assert!(r.devices[0].healthy && r.devices[0].counters.errors == 0, "{r:?}");
+    // The device now returns wrong values without an error: a proof made
+    // with it, unchecked, does not verify, and the device seems healthy.
+    let key = LoadedKey::load(&b, pk.clone()).unwrap();
+    prepare_checked(&b, &key, shape).unwrap();
+    b.inject_corruption(0);
+    let mut rng = ark_std::test_rng();
+    let (unchecked, _) =
+        prove(&b, &key, BatchCircuit::new(w.clone()), Fr::rand(&mut rng), Fr::rand(&mut rng)).unwrap();
+    assert!(!verifies(&unchecked));
+    assert!(b.report().devices[0].healthy);
+    // Checked, the proof is made again on the CPU and verifies; the device
+    // is out of service, with the error counted.
+    let (proof, _) = prove_checked(&b, &key, || BatchCircuit::new(w.clone())).unwrap();
+    assert!(verifies(&proof));
+    let r = b.report();
+    assert!(!r.devices[0].healthy && r.devices[0].counters.errors == 1, "{r:?}");
+    assert_eq!(b.device_count(), 0);
+    let (next, _) = prove_checked(&b, &key, || BatchCircuit::new(w.clone())).unwrap();
+    assert!(verifies(&next));
+    // Still wrong, it fails its known-answer test: it stays out.
+    assert!(b.readmit().is_empty());
+    assert_eq!(b.device_count(), 0);
+}
+
+#[test]
+fn a_device_out_of_service_is_back_once_it_passes_its_known_answer_test_again() {
+    let Some(b) = medrollup_prover::conformance::available(two_opencl(), "re-admission") else { return };
+    b.inject_fault(0, 7);
+    proves_like_ark_groth16(&b);
+    assert_eq!(b.device_count(), 1, "device 0 out: {:?}", b.report());
+    // While the fault lasts, testing it again changes nothing.
+    assert!(b.readmit().is_empty());
+    assert_eq!(b.device_count(), 1);
+    // The fault is over: back in service, its error still counted, and it works.
+    b.inject_fault(0, usize::MAX);
+    let label = b.report().devices[0].label.clone();
+    assert_eq!(b.readmit(), vec![label]);
+    let before = b.report();
+    assert!(before.devices[0].healthy && before.devices[0].counters.errors == 1, "{before:?}");
+    proves_like_ark_groth16(&b);
+    let after = b.report();
+    let worked = |r: &gpu::GpuReport| r.devices[0].counters.msm_points + r.devices[0].counters.ntt_elements;
+    assert!(worked(&after) > worked(&before), "{after:?}");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use ark_bn254::{Fr, G1Projective, G2Projective};
 use ark_ff::{FftField, Field, One, Zero};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,9 @@ pub(crate) trait DeviceOps: Send {
     fn drop_caches(&mut self);
     /// Makes every launch after the next `launches` fail (a test's fault).
     fn inject_fault(&self, launches: usize);
+    /// Makes every field-element result wrong from then on, with no error
+    /// (a test's silent fault).
+    fn inject_corruption(&self);
     /// The time of one forward NTT of 2^log_n elements already on the device
     /// (the median of `reps`, after a warm-up), copies excluded.
     fn time_resident_ntt(&mut self, log_n: u32, reps: usize) -> Result<Duration, GpuError>;
@@ -257,6 +260,8 @@ pub(crate) struct DeviceState<R: Runtime> {
     cosets: HashMap<(u32, [u64; 4]), CosetTables<R::Buf>>,
     /// Launches left before an injected fault (usize::MAX: none).
     fault_after: AtomicUsize,
+    /// Field-element results come back wrong (an injected silent fault).
+    corrupt: AtomicBool,
 }
 
 impl<R: Runtime> DeviceState<Metered<R>> {
@@ -269,6 +274,7 @@ impl<R: Runtime> DeviceState<Metered<R>> {
             ntt: HashMap::new(),
             cosets: HashMap::new(),
             fault_after: AtomicUsize::new(usize::MAX),
+            corrupt: AtomicBool::new(false),
         }
     }
 }
@@ -384,6 +390,11 @@ impl<R: Runtime> DeviceState<R> {
             device: self.rt.label().to_string(),
             reason: e.to_string(),
         })?;
+        if self.corrupt.load(Ordering::Relaxed)
+            && let Some(first) = out.first_mut()
+        {
+            *first += Fr::from(1u64);
+        }
         phase.mark(&self.rt, "copy Fr from the device")
     }
 
@@ -896,6 +907,10 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
 
     fn inject_fault(&self, launches: usize) {
         self.fault_after.store(launches, Ordering::Relaxed);
+    }
+
+    fn inject_corruption(&self) {
+        self.corrupt.store(true, Ordering::Relaxed);
     }
 
     fn time_copies(&mut self, bytes: usize, reps: usize) -> Result<(Duration, Duration), GpuError> {

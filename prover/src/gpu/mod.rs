@@ -680,12 +680,69 @@ impl GpuBackend {
         }
     }
 
+    /// Takes every device in service out of it, returning which: a proof
+    /// made with them did not verify, and one made on the CPU is to tell
+    /// whether they were wrong (see [`Self::end_suspension`]).
+    pub fn suspend_devices(&self) -> Vec<usize> {
+        let mut taken = Vec::new();
+        for (i, s) in self.m.slots.iter().enumerate() {
+            if s.healthy.swap(false, Ordering::Relaxed) {
+                taken.push(i);
+            }
+        }
+        taken
+    }
+
+    /// Ends a suspension of `devices`: with `faulty`, they stay out of
+    /// service, an error counted on each (`why` logged); without, the fault
+    /// was not theirs (the CPU's proof failed too) and they are back.
+    pub fn end_suspension(&self, devices: &[usize], faulty: bool, why: &str) {
+        for s in devices.iter().filter_map(|&i| self.m.slots.get(i)) {
+            if faulty {
+                Counters::add(&s.counters.errors, 1);
+                tracing::warn!(device = %s.label, reason = why, "device taken out of service; its work goes to the CPU");
+            } else {
+                s.healthy.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Runs the known-answer test again on each device out of service; one
+    /// that passes is back in service (its fault was transient). Returns
+    /// the labels of those back. A device wrong only at sizes the test does
+    /// not reach comes back too, and the worker's proof check takes it out
+    /// again.
+    pub fn readmit(&self) -> Vec<String> {
+        let mut back = Vec::new();
+        for s in self.m.slots.iter().filter(|s| !s.healthy()) {
+            let mut ops = s.lock();
+            match known_answer(ops.as_mut()) {
+                Ok(()) => {
+                    s.healthy.store(true, Ordering::Relaxed);
+                    tracing::info!(device = %s.label, "device back in service: it passed its known-answer test again");
+                    back.push(s.label.clone());
+                }
+                Err(e) => tracing::info!(device = %s.label, error = %e, "device still out of service"),
+            }
+        }
+        back
+    }
+
     /// Makes device `index` fail after `launches` more kernel launches (for
     /// tests of the fallback: the failure is indistinguishable from a real
     /// one to everything above the device).
     pub fn inject_fault(&self, index: usize, launches: usize) {
         if let Some(s) = self.m.slots.get(index) {
             s.lock().inject_fault(launches);
+        }
+    }
+
+    /// Makes device `index` return wrong field elements from then on,
+    /// without failing (for tests of the proof check: a device wrong at
+    /// sizes its admission test does not reach).
+    pub fn inject_corruption(&self, index: usize) {
+        if let Some(s) = self.m.slots.get(index) {
+            s.lock().inject_corruption();
         }
     }
 
