@@ -1,5 +1,6 @@
-//! Stage times of CPU proofs of the synthetic chain circuit, and the same
-//! key's MSMs alone (random scalars): a harness for the prover's stages.
+//! Stage times of CPU proofs of the synthetic chain circuit (and of each
+//! proof's check against the key, as the worker does), and the same key's
+//! MSMs alone (random scalars): a harness for the prover's stages.
 //!
 //! `cargo run --release -p medrollup-prover --example prove-profile`; `LOG=16`
 //! sets the circuit's size (2^16 constraints by default).
@@ -14,7 +15,7 @@ use ark_std::UniformRand;
 use common::{Chain, stages};
 use medrollup_prover::CpuBackend;
 use medrollup_prover::backend::{MsmBackend, msm_g1};
-use medrollup_prover::groth16::{LoadedKey, prove};
+use medrollup_prover::groth16::{LoadedKey, prove_with_inputs};
 use rand::SeedableRng;
 use std::time::Instant;
 
@@ -29,9 +30,20 @@ fn main() {
     key.prepare(&cpu, chain.clone()).expect("prepare");
     for _ in 0..3 {
         let t = Instant::now();
-        let (_, times) =
-            prove(&cpu, &key, chain.clone(), Fr::rand(&mut rng), Fr::rand(&mut rng)).expect("proves");
-        println!("proof 2^{log}: {:.3} s: {}", t.elapsed().as_secs_f64(), stages(&times));
+        let (proof, times, inputs) =
+            prove_with_inputs(&cpu, &key, chain.clone(), Fr::rand(&mut rng), Fr::rand(&mut rng))
+                .expect("proves");
+        let took = t.elapsed();
+        // The worker's check of every proof against the key.
+        let t = Instant::now();
+        assert!(key.verifies(&proof, &inputs));
+        let check = t.elapsed();
+        println!(
+            "proof 2^{log}: {:.3} s: {}; its check against the key {:.1} ms",
+            took.as_secs_f64(),
+            stages(&times),
+            check.as_secs_f64() * 1e3
+        );
     }
     for (what, points) in [("h", &h_query), ("a", &a_query)] {
         let bases = cpu.load_g1(points).expect("load");
