@@ -474,11 +474,19 @@ impl Session {
         check: impl Future<Output = Result<bool, ClientError>>,
     ) -> Result<(), ClientError> {
         let Some(batch) = self.last_batch else { return Ok(()) };
-        let stands = |e: ClientError| ClientError::Unfinished {
-            what: format!(
-                "{what} was accepted into batch {batch} and stands, but confirming it on L1 stopped ({then})"
-            ),
-            error: Box::new(e),
+        // Only "could not find out" is wrapped: an answer that contradicts
+        // L1 (forged, stale, malformed) is no sign the transaction stands.
+        let stands = |e: ClientError| match e {
+            ClientError::Coordinator { .. }
+            | ClientError::Light(
+                LightError::NotYetOnL1 { .. } | LightError::L1(_) | LightError::Coordinator(_),
+            ) => ClientError::Unfinished {
+                what: format!(
+                    "{what} was accepted into batch {batch} and stands, but confirming it on L1 stopped ({then})"
+                ),
+                error: Box::new(e),
+            },
+            e => e,
         };
         self.sealed(batch).await.map_err(stands)?;
         if check.await.map_err(stands)? {
@@ -558,8 +566,10 @@ impl Session {
                 out.insert(id, ListedRecord { id, leaf, consent: None });
             }
         }
-        let now = self.now().await?;
-        for (c, consent) in self.my_consents().await? {
+        let consents = self.my_consents().await?;
+        // L1's clock is asked only if there is a consent to judge.
+        let now = if consents.is_empty() { 0 } else { self.now().await? };
+        for (c, consent) in consents {
             if consent.grantee != self.account || consent.revoked || consent.expiry <= now {
                 continue;
             }

@@ -183,7 +183,11 @@ impl Observer for Recorder {
     }
     fn reorg(&self, _: u64, _: u64) {
         self.metrics.l1_events_total.with_label_values(&["reorg"]).inc();
-        self.status.lock().expect("l1 status").reorgs += 1;
+        let mut s = self.status.lock().expect("l1 status");
+        s.reorgs += 1;
+        // The chain lost batches (a reorg, a dev chain reset): its clock is
+        // read afresh, not held at the lost chain's.
+        s.chain_time = None;
     }
     fn failed(&self, e: &L1Error) {
         self.metrics.l1_up.set(0);

@@ -556,7 +556,6 @@ impl Coordinator {
         false
     }
 
-    /// Whether decisions made before a restart are still being replayed.
     /// The time a batch opened now is stamped with: this machine's clock,
     /// or L1's latest block's if that is later. Consents' expiries are
     /// judged at the batch's time; a machine whose clock is behind would
@@ -566,6 +565,7 @@ impl Coordinator {
         (now_ms() / 1000).max(chain.unwrap_or(0))
     }
 
+    /// Whether decisions made before a restart are still being replayed.
     fn replaying(&self) -> bool {
         self.last_seq < self.replay_through
     }

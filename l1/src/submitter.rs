@@ -951,13 +951,13 @@ impl Submitter {
 
     async fn round(&mut self, source: &dyn BatchSource, observer: &dyn Observer) -> Result<Round, L1Error> {
         let chain = self.chain_state().await?;
-        observer.chain_time(chain.time);
         if let Some(last) = self.last_count
             && chain.count < last
         {
             warn!(from = last, to = chain.count, "the chain lost batches (reorg or reset): resubmitting");
             observer.reorg(last, chain.count);
         }
+        observer.chain_time(chain.time);
         self.last_count = Some(chain.count);
         let index = chain.count;
         if index > 0 && self.recorded_at != Some(index) {

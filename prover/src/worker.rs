@@ -143,16 +143,19 @@ pub fn prove_checked<C: ark_relations::gr1cs::ConstraintSynthesizer<Fr>>(
         let (proof, times, inputs) = prove_with_inputs(backend, key, circuit(), r, s)?;
         Ok::<_, ProveError>((key.verifies(&proof, &inputs), proof, times))
     };
+    // Devices may fail loudly later in the proof (out of service by then):
+    // the proof was still made partly with them.
+    let with_devices = backend.device_count() > 0;
     let (ok, proof, times) = attempt()?;
     if ok {
         return Ok((proof, times));
     }
-    let suspended = backend.suspend_devices();
-    if suspended.is_empty() {
+    if !with_devices {
         return Err(ProveError::KeyMismatch(
             "a proof made on the CPU does not verify against the key".into(),
         ));
     }
+    let suspended = backend.suspend_devices();
     warn!(devices = ?suspended, "a proof made with the devices does not verify: proving again on the CPU");
     let again = attempt();
     let faulty = matches!(again, Ok((true, ..)));
@@ -348,8 +351,13 @@ struct Worker {
     failed: Arc<AtomicU64>,
     /// Set when the prover overran its bound: the worker stops.
     stuck: Option<String>,
-    /// When devices out of service were last tested again.
+    /// Since when devices have been out of service untested (reset while
+    /// all are in service, and at each test).
     last_readmit: std::time::Instant,
+    /// The wait before devices out of service are tested again: doubled
+    /// each time a test brings one back (one wrong only at sizes the test
+    /// does not reach would otherwise cost a proof made twice every time).
+    readmit_every: Duration,
 }
 
 /// Runs a worker until `shutdown` completes; a job in progress is finished
@@ -395,6 +403,7 @@ pub async fn run(
         failed: Arc::new(AtomicU64::new(0)),
         stuck: None,
         last_readmit: std::time::Instant::now(),
+        readmit_every: READMIT_EVERY,
     };
     let heartbeat = tokio::spawn(heartbeats(
         client.clone(),
@@ -423,6 +432,9 @@ pub async fn run(
     tokio::pin!(shutdown);
     while w.stuck.is_none() {
         w.readmit_if_due().await;
+        if w.stuck.is_some() {
+            break;
+        }
         let batch = tokio::select! {
             _ = &mut shutdown => break,
             b = jobs.fetch().max_messages(1).expires(Duration::from_secs(2)).messages() => b,
@@ -572,27 +584,42 @@ fn handback_delay(base: Duration, delivered: i64) -> Duration {
 /// key of hundreds of MiB at 0.5 MB/s); past it, the job is handed back.
 const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 
-/// How often devices out of service are tested again, between jobs.
+/// How long devices out of service wait, at first, before they are tested
+/// again (between jobs); doubled at each test that brings one back, up to
+/// [`MAX_READMIT_EVERY`].
 const READMIT_EVERY: Duration = Duration::from_secs(600);
+/// The longest wait before devices out of service are tested again.
+const MAX_READMIT_EVERY: Duration = Duration::from_secs(6 * 3600);
 
 impl Worker {
-    /// Between jobs, every [`READMIT_EVERY`]: devices out of service that
-    /// pass their known-answer test again are back (else one transient
-    /// fault would leave a hospital's GPUs idle until a restart).
+    /// Between jobs, once devices have been out of service for
+    /// `readmit_every`: those that pass their known-answer test again are
+    /// back (else one transient fault would leave a hospital's GPUs idle
+    /// until a restart). A test that hangs is taken for stuck.
     async fn readmit_if_due(&mut self) {
-        if self.last_readmit.elapsed() < READMIT_EVERY
-            || self.backend.report().devices.iter().all(|d| d.healthy)
-        {
+        if self.backend.report().devices.iter().all(|d| d.healthy) {
+            self.last_readmit = std::time::Instant::now();
             return;
         }
-        self.last_readmit = std::time::Instant::now();
-        let backend = self.backend.clone();
-        if let Ok(back) = tokio::task::spawn_blocking(move || backend.readmit()).await
-            && !back.is_empty()
-        {
-            self.metrics.sync_devices();
-            info!(devices = ?back, "devices back in service");
+        if self.last_readmit.elapsed() < self.readmit_every {
+            return;
         }
+        let backend = self.backend.clone();
+        let testing = tokio::task::spawn_blocking(move || backend.readmit());
+        match within(self.config.prove_timeout, "testing devices out of service again", testing).await {
+            Ok(back) if !back.is_empty() => {
+                self.metrics.sync_devices();
+                self.readmit_every = (self.readmit_every * 2).min(MAX_READMIT_EVERY);
+                info!(devices = ?back, next_wait_s = self.readmit_every.as_secs(), "devices back in service");
+            }
+            Ok(_) => {}
+            Err(JobError::Stuck(reason)) => {
+                tracing::error!(%reason, "a device test is taken for stuck");
+                self.stuck = Some(reason);
+            }
+            Err(e) => warn!(error = %e, "testing devices again failed"),
+        }
+        self.last_readmit = std::time::Instant::now();
     }
 
     async fn handle(&mut self, m: jetstream::Message) {

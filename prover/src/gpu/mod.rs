@@ -716,6 +716,8 @@ impl GpuBackend {
         let mut back = Vec::new();
         for s in self.m.slots.iter().filter(|s| !s.healthy()) {
             let mut ops = s.lock();
+            // Its tables are made afresh (a fault may have spoilt them).
+            ops.drop_caches();
             match known_answer(ops.as_mut()) {
                 Ok(()) => {
                     s.healthy.store(true, Ordering::Relaxed);
