@@ -48,6 +48,28 @@ fn in_a_week() -> u64 {
     now() + 7 * 86_400
 }
 
+/// Serves `app` (a coordinator in front of the honest one) on a free port;
+/// returns its URL.
+async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
+/// The honest coordinator's answer to the request, passed on as it is.
+async fn pass_through(
+    honest: &str,
+    method: axum::http::Method,
+    uri: &axum::http::Uri,
+    body: axum::body::Bytes,
+) -> axum::response::Response {
+    let url = format!("{honest}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let r = reqwest::Client::new().request(method, url).body(body).send().await.unwrap();
+    let status = r.status();
+    (status, r.bytes().await.unwrap()).into_response()
+}
+
 /// How a dishonest coordinator lies about consents.
 #[derive(Clone, Copy)]
 enum Lie {
@@ -119,10 +141,7 @@ async fn lying_coordinator(honest: String, lie: Lie) -> String {
     let seen = Seen::default();
     let app =
         axum::Router::new().route("/{*path}", axum::routing::get(forward)).with_state((honest, lie, seen));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    serve(app).await
 }
 
 /// A coordinator in front of `honest` whose first record add waits, once
@@ -151,17 +170,11 @@ async fn slow_to_add(
             posted.send(()).unwrap();
             go.await.unwrap();
         }
-        let url = format!("{honest}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-        let r = reqwest::Client::new().request(method, url).body(body).send().await.unwrap();
-        let status = r.status();
-        (status, r.bytes().await.unwrap()).into_response()
+        pass_through(&honest, method, &uri, body).await
     }
     let hold: Hold = std::sync::Arc::new(tokio::sync::Mutex::new(Some((posted, go))));
     let app = axum::Router::new().fallback(forward).with_state((honest, hold));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    serve(app).await
 }
 
 /// A coordinator in front of `honest` that drops the first transaction
@@ -187,17 +200,11 @@ async fn dropping_one(honest: String, dropped: tokio::sync::oneshot::Sender<()>)
                 return axum::Json(answer).into_response();
             }
         }
-        let url = format!("{honest}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-        let r = reqwest::Client::new().request(method, url).body(body).send().await.unwrap();
-        let status = r.status();
-        (status, r.bytes().await.unwrap()).into_response()
+        pass_through(&honest, method, &uri, body).await
     }
     let once: Once = std::sync::Arc::new(std::sync::Mutex::new(Some(dropped)));
     let app = axum::Router::new().fallback(forward).with_state((honest, once));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    url
+    serve(app).await
 }
 
 /// `(record, consent)` of each record `s` finds listed for it.
