@@ -12,6 +12,7 @@
 //! OpenCL ones), with the CPU as the fallback and, with no device, as the
 //! prover; `/metrics` reports each device's work, errors and fallbacks.
 
+use crate::backend::BackendError;
 use crate::gpu::{DeviceCounters, GpuBackend, GpuConfig};
 use crate::groth16::{LoadedKey, ProveError, StageTimes, prove_with_inputs};
 use ark_bn254::Fr;
@@ -146,7 +147,7 @@ pub fn prove_checked<C: ark_relations::gr1cs::ConstraintSynthesizer<Fr>>(
     // Devices may fail loudly later in the proof (out of service by then):
     // the proof was still made partly with them.
     let with_devices = backend.device_count() > 0;
-    let (ok, proof, times) = attempt()?;
+    let (ok, proof, times) = past_lost_devices(backend, attempt)?;
     if ok {
         return Ok((proof, times));
     }
@@ -172,6 +173,25 @@ pub fn prove_checked<C: ark_relations::gr1cs::ConstraintSynthesizer<Fr>>(
     }
 }
 
+/// `f`, again while a device fails in a way the proof cannot be finished
+/// from on the CPU (an in-place call's input lost with the device's
+/// output): each such failure takes that device out of service, so the
+/// next attempt runs without it.
+fn past_lost_devices<T>(
+    backend: &GpuBackend,
+    f: impl Fn() -> Result<T, ProveError>,
+) -> Result<T, ProveError> {
+    loop {
+        let before = backend.device_count();
+        match f() {
+            Err(ProveError::Backend(e @ BackendError::Device { .. })) if backend.device_count() < before => {
+                warn!(error = %e, "a device failed and lost the proof's data with it: proving again without it");
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Builds `key`'s constraints with a padding proof of `shape`
 /// ([`LoadedKey::prepare`]); a proof that does not verify is made again
 /// with the devices suspended, as in [`prove_checked`], so that a wrong
@@ -182,7 +202,7 @@ pub fn prepare_checked(
     shape: CircuitShape,
 ) -> Result<(), ProveError> {
     let padding = || BatchCircuit::new(keys::padding_witness(shape));
-    match key.prepare(backend, padding()) {
+    match past_lost_devices(backend, || key.prepare(backend, padding())) {
         Err(ProveError::KeyMismatch(why)) if backend.device_count() > 0 => {
             let suspended = backend.suspend_devices();
             warn!(devices = ?suspended, %why, "the key's first proof failed with the devices: again on the CPU");

@@ -277,7 +277,7 @@ fn a_device_failing_mid_msm_is_finished_on_the_cpu() {
     let s: Vec<Fr> = (0..n).map(|_| Fr::rand(&mut r)).collect();
     let (l, l2) = (b.load_g1(&g).unwrap(), b.load_g2(&g2).unwrap());
     // Device 0 fails in the middle of sorting its first MSM's digits.
-    b.inject_fault(0, 3);
+    b.inject_fault(0, 3, gpu::Fault::Fails);
     let out = msm_batch(&b, &[(&l, &s), (&l, &s[..n / 2])], &[(&l2, &s)]).unwrap();
     assert_eq!(out.g1[0].0, G1Projective::msm(&g, &s).unwrap());
     assert_eq!(out.g1[1].0, G1Projective::msm(&g[..n / 2], &s[..n / 2]).unwrap());
@@ -332,17 +332,60 @@ fn a_device_giving_wrong_answers_is_caught_by_the_proof_check_and_the_proof_made
     assert_eq!(b.device_count(), 0);
 }
 
+/// A proof on two devices of which device 0 fails as `fault` says in its
+/// first quotient chain, after that chain's result was written over its
+/// input: unchecked, the proof fails with the device named; checked (as the
+/// worker proves), it is made again without the device and verifies.
+fn a_proof_survives_a_device_that_loses_its_input(fault: gpu::Fault, launches: usize, says: &str) {
+    let Some(b) = medrollup_prover::conformance::available(two_opencl(), "lost input") else { return };
+    let (pk, w) = proof_setup();
+    let key = LoadedKey::load(&b, pk.clone()).unwrap();
+    prepare_checked(&b, &key, CircuitShape { batch_size: 1, levels: 4 }).unwrap();
+    b.inject_fault(0, launches, fault);
+    let mut rng = ark_std::test_rng();
+    let e =
+        prove(&b, &key, BatchCircuit::new(w.clone()), Fr::rand(&mut rng), Fr::rand(&mut rng)).unwrap_err();
+    let label = b.report().devices[0].label.clone();
+    assert!(e.to_string().contains(&label) && e.to_string().contains(says), "{e}");
+    assert_eq!(b.device_count(), 1);
+    // Device 0 is back, and fails again; the worker's proof is made anyway.
+    b.inject_fault(0, usize::MAX, fault);
+    assert_eq!(b.readmit(), vec![label]);
+    b.inject_fault(0, launches, fault);
+    let (proof, _) = prove_checked(&b, &key, || BatchCircuit::new(w.clone())).unwrap();
+    let pvk = keys::prepare(&pk.vk);
+    assert!(Groth16::<Bn254>::verify_with_processed_vk(&pvk, &w.public_inputs().to_vec(), &proof).unwrap());
+    let r = b.report();
+    assert!(!r.devices[0].healthy && r.devices[0].counters.errors == 2, "{r:?}");
+    assert!(r.devices[1].healthy && r.devices[1].counters.errors == 0, "{r:?}");
+}
+
+#[test]
+fn a_device_losing_its_output_over_the_input_costs_the_worker_one_more_proof() {
+    a_proof_survives_a_device_that_loses_its_input(
+        gpu::Fault::LosesOutput,
+        0,
+        "failed while copying its result back, over the input",
+    );
+}
+
+#[test]
+fn a_device_panicking_in_an_in_place_call_costs_the_worker_one_more_proof() {
+    // The panic comes a few launches into the first quotient chain.
+    a_proof_survives_a_device_that_loses_its_input(gpu::Fault::Panics, 7, "panicked in a call");
+}
+
 #[test]
 fn a_device_out_of_service_is_back_once_it_passes_its_known_answer_test_again() {
     let Some(b) = medrollup_prover::conformance::available(two_opencl(), "re-admission") else { return };
-    b.inject_fault(0, 7);
+    b.inject_fault(0, 7, gpu::Fault::Fails);
     proves_like_ark_groth16(&b);
     assert_eq!(b.device_count(), 1, "device 0 out: {:?}", b.report());
     // While the fault lasts, testing it again changes nothing.
     assert!(b.readmit().is_empty());
     assert_eq!(b.device_count(), 1);
     // The fault is over: back in service, its error still counted, and it works.
-    b.inject_fault(0, usize::MAX);
+    b.inject_fault(0, usize::MAX, gpu::Fault::Fails);
     let label = b.report().devices[0].label.clone();
     assert_eq!(b.readmit(), vec![label]);
     let before = b.report();
@@ -358,7 +401,7 @@ fn a_device_failing_mid_proof_is_finished_on_the_cpu() {
     let Some(b) = medrollup_prover::conformance::available(two_opencl(), "failure mid-proof") else { return };
     // Device 0 fails a few launches into the proof, in the middle of its
     // first quotient chain.
-    b.inject_fault(0, 7);
+    b.inject_fault(0, 7, gpu::Fault::Fails);
     proves_like_ark_groth16(&b);
     let report = b.report();
     let d0 = &report.devices[0];

@@ -10,7 +10,7 @@ use ark_bn254::{Fr, G1Projective, G2Projective};
 use ark_ff::{FftField, Field, One, Zero};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -57,6 +57,19 @@ impl Phase {
 pub(crate) enum CurveId {
     G1,
     G2,
+}
+
+/// How an injected fault shows (for tests of what is above the devices:
+/// each is indistinguishable there from a real one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Every launch returns an error.
+    Fails = 0,
+    /// A launch panics (as cudarc does on some driver errors).
+    Panics = 1,
+    /// The copy of an in-place call's result over its input fails part-way
+    /// ([`GpuError::OutputLost`]).
+    LosesOutput = 2,
 }
 
 /// One MSM over resident bases `id`, from base `offset` on.
@@ -112,8 +125,9 @@ pub(crate) trait DeviceOps: Send {
     /// Frees the cached NTT and coset tables (made again when needed): what
     /// a device short of memory gives up first.
     fn drop_caches(&mut self);
-    /// Makes every launch after the next `launches` fail (a test's fault).
-    fn inject_fault(&self, launches: usize);
+    /// Makes the device fail as `fault` says after the next `launches`
+    /// launches (a test's fault; `usize::MAX`: none).
+    fn inject_fault(&self, launches: usize, fault: Fault);
     /// Makes every field-element result wrong from then on, with no error
     /// (a test's silent fault).
     fn inject_corruption(&self);
@@ -260,6 +274,8 @@ pub(crate) struct DeviceState<R: Runtime> {
     cosets: HashMap<(u32, [u64; 4]), CosetTables<R::Buf>>,
     /// Launches left before an injected fault (usize::MAX: none).
     fault_after: AtomicUsize,
+    /// The injected fault's kind ([`Fault`] as a number).
+    fault: AtomicU8,
     /// Field-element results come back wrong (an injected silent fault).
     corrupt: AtomicBool,
 }
@@ -274,6 +290,7 @@ impl<R: Runtime> DeviceState<Metered<R>> {
             ntt: HashMap::new(),
             cosets: HashMap::new(),
             fault_after: AtomicUsize::new(usize::MAX),
+            fault: AtomicU8::new(Fault::Fails as u8),
             corrupt: AtomicBool::new(false),
         }
     }
@@ -354,10 +371,13 @@ impl<R: Runtime> DeviceState<R> {
         }
         let left = self.fault_after.load(Ordering::Relaxed);
         if left != usize::MAX {
-            if left == 0 {
+            if left > 0 {
+                self.fault_after.store(left - 1, Ordering::Relaxed);
+            } else if self.fault.load(Ordering::Relaxed) == Fault::Fails as u8 {
                 return Err(GpuError::Injected(self.rt.label().into()));
+            } else if self.fault.load(Ordering::Relaxed) == Fault::Panics as u8 {
+                panic!("{}: injected panic", self.rt.label());
             }
-            self.fault_after.store(left - 1, Ordering::Relaxed);
         }
         self.rt.launch(kernel, groups, group, args)
     }
@@ -385,6 +405,17 @@ impl<R: Runtime> DeviceState<R> {
     /// an error in the copy itself is [`GpuError::OutputLost`].
     fn finish_into(&self, buf: &R::Buf, out: &mut [Fr]) -> Result<(), GpuError> {
         self.rt.sync()?;
+        if self.fault_after.load(Ordering::Relaxed) == 0
+            && self.fault.load(Ordering::Relaxed) == Fault::LosesOutput as u8
+        {
+            // Part-way through the copy, as a real one would fail.
+            let half = out.len() / 2;
+            out[..half].fill(Fr::from(0u64));
+            return Err(GpuError::OutputLost {
+                device: self.rt.label().to_string(),
+                reason: "injected fault".into(),
+            });
+        }
         let mut phase = Phase::start(out.len());
         self.rt.download(buf, layout::fr_bytes_mut(out)).map_err(|e| GpuError::OutputLost {
             device: self.rt.label().to_string(),
@@ -905,7 +936,8 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         self.cosets.clear();
     }
 
-    fn inject_fault(&self, launches: usize) {
+    fn inject_fault(&self, launches: usize, fault: Fault) {
+        self.fault.store(fault as u8, Ordering::Relaxed);
         self.fault_after.store(launches, Ordering::Relaxed);
     }
 

@@ -30,6 +30,7 @@ mod runtime;
 pub mod source;
 
 pub use cuda::{compile_kernels, default_cache_dir, nvrtc_present, resource_report};
+pub use device::Fault;
 pub use runtime::GpuError;
 
 use crate::backend::{BackendError, MsmBackend, MsmBatch, NttBackend, NttDirection};
@@ -42,7 +43,7 @@ use device::{CurveId, DeviceOps, DeviceState, MsmValue, Target};
 use layout::DeviceCurve;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 /// Which runtimes to look for devices with.
@@ -289,6 +290,8 @@ impl Slot {
 struct Manager {
     precompute_min: usize,
     slots: Vec<Slot>,
+    /// The bases sets alive, to load again on a device back in service.
+    live: Mutex<Vec<Weak<dyn Reload>>>,
     refused: Vec<String>,
     next_id: AtomicU64,
     cpu: Counters,
@@ -310,34 +313,77 @@ impl std::fmt::Debug for GpuBackend {
 
 /// Bases resident on every device, with the host copy the CPU falls back on.
 pub struct GpuBases<A> {
+    s: Arc<Shared<A>>,
+}
+
+/// A bases set, shared with the manager's list of those alive (see
+/// [`GpuBackend::readmit`]).
+struct Shared<A> {
     id: u64,
+    curve: CurveId,
     host: Vec<A>,
+    /// The device form of `host`.
+    pack: fn(&[A]) -> Vec<u8>,
     /// Per device (by index): whether the bases are resident there. Cleared
-    /// when a device turns out to have lost them (see [`GpuError::NotResident`]).
+    /// when a device turns out to have lost them (see [`GpuError::NotResident`]),
+    /// set when a device back in service has them again.
     resident: Vec<AtomicBool>,
     m: Arc<Manager>,
+}
+
+/// A bases set that can be made resident again on a device.
+trait Reload: Send + Sync {
+    /// Frees the set on device `index` (`ops`) and loads it afresh.
+    fn reload(&self, index: usize, ops: &mut dyn DeviceOps) -> Result<(), GpuError>;
+}
+
+impl<A: Send + Sync> Reload for Shared<A> {
+    fn reload(&self, index: usize, ops: &mut dyn DeviceOps) -> Result<(), GpuError> {
+        ops.free_bases(self.id);
+        self.resident[index].store(false, Ordering::Relaxed);
+        let precompute = self.host.len() >= self.m.precompute_min;
+        ops.load_bases(self.id, self.curve, &(self.pack)(&self.host), self.host.len(), precompute)?;
+        self.resident[index].store(true, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 #[cfg(test)]
 impl<A> GpuBases<A> {
     /// Per device (by index): whether the bases are resident there.
     fn resident(&self) -> Vec<bool> {
-        self.resident.iter().map(|r| r.load(Ordering::Relaxed)).collect()
+        self.s.resident.iter().map(|r| r.load(Ordering::Relaxed)).collect()
     }
 }
 
 impl<A> std::fmt::Debug for GpuBases<A> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GpuBases").field("id", &self.id).field("len", &self.host.len()).finish()
+        f.debug_struct("GpuBases").field("id", &self.s.id).field("len", &self.s.host.len()).finish()
     }
 }
 
-impl<A> Drop for GpuBases<A> {
+impl<A> Drop for Shared<A> {
     fn drop(&mut self) {
         for s in &self.m.slots {
             s.lock().free_bases(self.id);
         }
+        self.m.live.lock().unwrap_or_else(|p| p.into_inner()).retain(|w| w.strong_count() > 0);
     }
+}
+
+/// `f`, a call on `device`, with a panic in it (cudarc panics on some
+/// driver errors) turned into [`GpuError::Panicked`]: the device's lock is
+/// let go unpoisoned, and the device is taken out of service like one whose
+/// call failed.
+fn guarded<T>(device: &str, f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let message = p
+            .downcast_ref::<&str>()
+            .map(|m| m.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        Err(GpuError::Panicked { device: device.to_string(), message })
+    })
 }
 
 /// A device made ready, before admission.
@@ -621,7 +667,7 @@ impl GpuBackend {
         }
         let mut slots = Vec::new();
         for mut c in candidates.into_iter().take(config.max_devices) {
-            match known_answer(c.ops.as_mut()) {
+            match guarded(&c.label, || known_answer(c.ops.as_mut())) {
                 Ok(()) => {
                     tracing::info!(device = %c.label, "device admitted");
                     slots.push(Slot {
@@ -646,6 +692,7 @@ impl GpuBackend {
                 precompute_min: config.precompute_min,
                 slots,
                 refused,
+                live: Mutex::new(Vec::new()),
                 next_id: AtomicU64::new(0),
                 cpu: Counters::default(),
             }),
@@ -708,17 +755,35 @@ impl GpuBackend {
     }
 
     /// Runs the known-answer test again on each device out of service; one
-    /// that passes is back in service (its fault was transient). Returns
-    /// the labels of those back. A device wrong only at sizes the test does
-    /// not reach comes back too, and the worker's proof check takes it out
-    /// again.
+    /// that passes has every bases set alive loaded afresh (those loaded
+    /// while it was out, and those a fault may have spoilt) and is back in
+    /// service (its fault was transient). Returns the labels of those back.
+    /// A device wrong only at sizes the test does not reach comes back too,
+    /// and the worker's proof check takes it out again.
     pub fn readmit(&self) -> Vec<String> {
+        // Dropped last: a set whose owner let it go meanwhile is freed here,
+        // with no device's lock held.
+        let live: Vec<Arc<dyn Reload>> =
+            self.m.live.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect();
         let mut back = Vec::new();
-        for s in self.m.slots.iter().filter(|s| !s.healthy()) {
+        for (index, s) in self.m.slots.iter().enumerate().filter(|(_, s)| !s.healthy()) {
             let mut ops = s.lock();
             // Its tables are made afresh (a fault may have spoilt them).
             ops.drop_caches();
-            match known_answer(ops.as_mut()) {
+            let ready = guarded(&s.label, || {
+                known_answer(ops.as_mut())?;
+                for bases in &live {
+                    match bases.reload(index, ops.as_mut()) {
+                        // That set's MSMs go to other devices or the CPU.
+                        Err(e @ (GpuError::OutOfMemory { .. } | GpuError::Unsupported(_))) => {
+                            tracing::warn!(device = %s.label, error = %e, "bases not loaded again")
+                        }
+                        r => r?,
+                    }
+                }
+                Ok(())
+            });
+            match ready {
                 Ok(()) => {
                     s.healthy.store(true, Ordering::Relaxed);
                     tracing::info!(device = %s.label, "device back in service: it passed its known-answer test again");
@@ -730,12 +795,13 @@ impl GpuBackend {
         back
     }
 
-    /// Makes device `index` fail after `launches` more kernel launches (for
-    /// tests of the fallback: the failure is indistinguishable from a real
-    /// one to everything above the device).
-    pub fn inject_fault(&self, index: usize, launches: usize) {
+    /// Makes device `index` fail as `fault` says after `launches` more
+    /// kernel launches (`usize::MAX`: no more faults), for tests of the
+    /// fallback: the failure is indistinguishable from a real one to
+    /// everything above the device.
+    pub fn inject_fault(&self, index: usize, launches: usize, fault: Fault) {
         if let Some(s) = self.m.slots.get(index) {
-            s.lock().inject_fault(launches);
+            s.lock().inject_fault(launches, fault);
         }
     }
 
@@ -787,18 +853,25 @@ impl GpuBackend {
             let packed = C::pack(points);
             let precompute = points.len() >= self.m.precompute_min;
             for (s, on) in self.m.slots.iter().zip(&mut resident).filter(|(s, _)| s.healthy()) {
-                match s.lock().load_bases(id, curve, &packed, points.len(), precompute) {
+                let mut ops = s.lock();
+                match guarded(&s.label, || ops.load_bases(id, curve, &packed, points.len(), precompute)) {
                     Ok(()) => *on = true,
                     // Not resident there: that device gets no work over these
                     // bases. A runtime failure (not a want of memory, nor bases
                     // its kernels do not take) takes the device out of service.
-                    Err(e @ (GpuError::Call { .. } | GpuError::Injected(_))) => s.failed(&e),
+                    Err(e @ (GpuError::Call { .. } | GpuError::Injected(_) | GpuError::Panicked { .. })) => {
+                        s.failed(&e)
+                    }
                     Err(e) => tracing::warn!(device = %s.label, error = %e, "bases not loaded"),
                 }
             }
         }
         let resident = resident.into_iter().map(AtomicBool::new).collect();
-        GpuBases { id, host: points.to_vec(), resident, m: self.m.clone() }
+        let s =
+            Arc::new(Shared { id, curve, host: points.to_vec(), pack: C::pack, resident, m: self.m.clone() });
+        let weak: Weak<dyn Reload> = Arc::downgrade(&s) as Weak<dyn Reload>;
+        self.m.live.lock().unwrap_or_else(|p| p.into_inner()).push(weak);
+        GpuBases { s }
     }
 
     /// Runs one unit on the CPU.
@@ -811,8 +884,8 @@ impl GpuBackend {
         unit.targets
             .iter()
             .map(|(job, _, _)| match *job {
-                JobRef::G1(j) => MsmValue::G1(cpu::msm(&g1[j].0.host[range.clone()], unit.scalars)),
-                JobRef::G2(j) => MsmValue::G2(cpu::msm(&g2[j].0.host[range.clone()], unit.scalars)),
+                JobRef::G1(j) => MsmValue::G1(cpu::msm(&g1[j].0.s.host[range.clone()], unit.scalars)),
+                JobRef::G2(j) => MsmValue::G2(cpu::msm(&g2[j].0.s.host[range.clone()], unit.scalars)),
             })
             .collect()
     }
@@ -844,7 +917,7 @@ impl GpuBackend {
                 .iter()
                 .map(|&(_, id, curve)| Target { id, curve, offset: unit.offset })
                 .collect();
-            let result = ops.msm(unit.scalars, &targets);
+            let result = guarded(&slot.label, || ops.msm(unit.scalars, &targets));
             match &result {
                 Err(GpuError::OutOfMemory { .. }) => ops.drop_caches(),
                 // Bases the device lost get no more work there.
@@ -852,8 +925,8 @@ impl GpuBackend {
                     for &(job, id, _) in &unit.targets {
                         if !ops.holds(id) {
                             let flag = match job {
-                                JobRef::G1(j) => &g1[j].0.resident[index],
-                                JobRef::G2(j) => &g2[j].0.resident[index],
+                                JobRef::G1(j) => &g1[j].0.s.resident[index],
+                                JobRef::G2(j) => &g2[j].0.s.resident[index],
                             };
                             flag.store(false, Ordering::Relaxed);
                         }
@@ -922,7 +995,7 @@ impl GpuBackend {
             return Ok(None);
         }
         let t = Instant::now();
-        let r = f(ops.as_mut());
+        let r = guarded(&slot.label, || f(ops.as_mut()));
         if let Err(GpuError::OutOfMemory { .. }) = r {
             ops.drop_caches();
         }
@@ -938,7 +1011,8 @@ impl GpuBackend {
                 Counters::add(&slot.counters.busy_nanos, t.elapsed().as_nanos() as u64);
                 Ok(Some(v))
             }
-            Err(e @ GpuError::OutputLost { .. }) => {
+            // A panic may have come part-way through writing the output.
+            Err(e @ (GpuError::OutputLost { .. } | GpuError::Panicked { .. })) => {
                 Err(BackendError::Device { backend: slot.label.clone(), reason: e.to_string() })
             }
             Err(_) => {
@@ -987,11 +1061,11 @@ impl MsmBackend for GpuBackend {
     }
 
     fn g1_len(&self, bases: &Self::G1Bases) -> usize {
-        bases.host.len()
+        bases.s.host.len()
     }
 
     fn g2_len(&self, bases: &Self::G2Bases) -> usize {
-        bases.host.len()
+        bases.s.host.len()
     }
 
     fn msm_g1_unchecked(&self, bases: &Self::G1Bases, scalars: &[Fr]) -> Result<G1Projective, BackendError> {
@@ -1012,7 +1086,7 @@ impl MsmBackend for GpuBackend {
             units.push(Unit {
                 scalars: s,
                 offset: 0,
-                targets: vec![(JobRef::G1(j), b.id, CurveId::G1)],
+                targets: vec![(JobRef::G1(j), b.s.id, CurveId::G1)],
                 on: Vec::new(),
             });
         }
@@ -1020,7 +1094,7 @@ impl MsmBackend for GpuBackend {
             units.push(Unit {
                 scalars: s,
                 offset: 0,
-                targets: vec![(JobRef::G2(j), b.id, CurveId::G2)],
+                targets: vec![(JobRef::G2(j), b.s.id, CurveId::G2)],
                 on: Vec::new(),
             });
         }
@@ -1060,8 +1134,8 @@ impl MsmBackend for GpuBackend {
                 .iter()
                 .map(|&(i, _)| {
                     u.targets.iter().all(|(job, _, _)| match *job {
-                        JobRef::G1(j) => g1[j].0.resident[i].load(Ordering::Relaxed),
-                        JobRef::G2(j) => g2[j].0.resident[i].load(Ordering::Relaxed),
+                        JobRef::G1(j) => g1[j].0.s.resident[i].load(Ordering::Relaxed),
+                        JobRef::G2(j) => g2[j].0.s.resident[i].load(Ordering::Relaxed),
                     })
                 })
                 .collect();
@@ -1536,12 +1610,72 @@ mod tests {
         let n = 1500;
         let (g, s) = (g1_points(n), random_scalars(n));
         // Precomputing the bases launches a kernel, which fails.
-        b.inject_fault(0, 0);
+        b.inject_fault(0, 0, Fault::Fails);
         let l = b.load_g1(&g).unwrap();
         let r = b.report();
         assert!(!r.devices[0].healthy && r.devices[0].counters.errors == 1, "{r:?}");
         assert_eq!(l.resident(), vec![false]);
         assert_eq!(crate::backend::msm_g1(&b, &l, &s).unwrap(), cpu::msm(&g, &s));
+    }
+
+    #[test]
+    fn a_device_back_in_service_holds_every_bases_set_alive_again() {
+        let Some(b) = opencl_with(None) else { return };
+        let n = 1500;
+        let (ga, gb, gc, s) = (g1_points(n), g1_points(n + 1), g2_points(n), random_scalars(n));
+        let used = |b: &GpuBackend| b.report().devices[0].memory_used;
+        let admitted = used(&b);
+        let (la, lb) = (b.load_g1(&ga).unwrap(), b.load_g1(&gb).unwrap());
+        let with_ab = used(&b);
+        b.inject_fault(0, 0, Fault::Fails);
+        assert_eq!(crate::backend::msm_g1(&b, &la, &s).unwrap(), cpu::msm(&ga, &s));
+        assert_eq!(b.device_count(), 0);
+        // While it is out: a set is loaded (not on it), another let go.
+        let lc = b.load_g2(&gc).unwrap();
+        assert_eq!(lc.resident(), vec![false]);
+        drop(lb);
+        b.inject_fault(0, usize::MAX, Fault::Fails);
+        assert_eq!(b.readmit().len(), 1);
+        // Back, with A loaded afresh and C loaded now; B's memory given back.
+        assert_eq!((la.resident(), lc.resident()), (vec![true], vec![true]));
+        let packed = |n: usize, bytes: usize| (n * bytes) as u64;
+        assert_eq!(
+            used(&b),
+            with_ab - packed(n + 1, layout::G1::AFFINE_BYTES) + packed(n, layout::G2::AFFINE_BYTES),
+            "A and C, once each (admitted: {admitted})"
+        );
+        let before = b.report();
+        assert_eq!(crate::backend::msm_g1(&b, &la, &s).unwrap(), cpu::msm(&ga, &s));
+        assert_eq!(crate::backend::msm_g2(&b, &lc, &s).unwrap(), cpu::msm(&gc, &s));
+        let r = b.report();
+        assert_eq!(r.devices[0].counters.msm_points - before.devices[0].counters.msm_points, 2 * n as u64);
+        assert_eq!(r.cpu.msm_points, before.cpu.msm_points, "nothing more on the CPU: {r:?}");
+    }
+
+    #[test]
+    fn a_panic_in_a_device_call_takes_the_device_out_and_the_cpu_finishes() {
+        let Some(b) = opencl_with(None) else { return };
+        let n = 1500;
+        let (g, s) = (g1_points(n), random_scalars(n));
+        let l = b.load_g1(&g).unwrap();
+        b.inject_fault(0, 2, Fault::Panics);
+        assert_eq!(crate::backend::msm_g1(&b, &l, &s).unwrap(), cpu::msm(&g, &s));
+        let r = b.report();
+        let d = &r.devices[0];
+        assert!(!d.healthy && d.counters.errors == 1 && d.counters.fallbacks == 1, "{r:?}");
+        assert!(!b.m.slots[0].ops.is_poisoned(), "the device's lock is let go cleanly");
+        // A panic in an in-place call: the input may be half written, so
+        // the call fails (the worker proves again without the device).
+        b.inject_fault(0, usize::MAX, Fault::Fails);
+        assert_eq!(b.readmit().len(), 1);
+        b.inject_fault(0, 0, Fault::Panics);
+        let mut v = random_scalars(1024);
+        let e = crate::backend::ntt(&b, &mut v, NttDirection::Forward, None).unwrap_err();
+        assert!(
+            e.to_string().contains("panicked in a call: ") && e.to_string().contains("injected panic"),
+            "{e}"
+        );
+        assert_eq!((b.device_count(), b.report().devices[0].counters.errors), (0, 2));
     }
 
     #[test]
@@ -1553,7 +1687,7 @@ mod tests {
         let (g, s) = (g1_points(n), random_scalars(n));
         let l = b.load_g1(&g).unwrap();
         // Device 0 loses the set (as when rearranging its memory failed).
-        b.m.slots[0].lock().free_bases(l.id);
+        b.m.slots[0].lock().free_bases(l.s.id);
         let jobs = [(&l, &s[..]), (&l, &s[..n / 2])];
         let want = [cpu::msm(&g, &s), cpu::msm(&g[..n / 2], &s[..n / 2])];
         let got = |b: &GpuBackend| -> Vec<G1Projective> {

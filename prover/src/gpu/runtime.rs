@@ -68,6 +68,16 @@ pub enum GpuError {
     /// A failure injected by a test.
     #[error("{0}: injected fault")]
     Injected(String),
+    /// The driver code panicked in a call (cudarc panics on some driver
+    /// errors): the device is taken out of service like one whose call
+    /// failed; an in-place call's input is taken as lost.
+    #[error("{device} panicked in a call: {message}")]
+    Panicked {
+        /// The device.
+        device: String,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// A kernel argument.
