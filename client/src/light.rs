@@ -194,6 +194,23 @@ pub struct LightClient {
     verified: AtomicBool,
 }
 
+/// A copy that starts from what this one has seen (its floor, and whether
+/// an answer passed the check).
+impl Clone for LightClient {
+    fn clone(&self) -> Self {
+        Self {
+            coordinator: self.coordinator.clone(),
+            http: self.http.clone(),
+            l1: self.l1.clone(),
+            rollup: self.rollup,
+            instance: self.instance,
+            wait: self.wait,
+            floor: AtomicU64::new(self.floor.load(Ordering::SeqCst)),
+            verified: AtomicBool::new(self.verified.load(Ordering::SeqCst)),
+        }
+    }
+}
+
 impl LightClient {
     /// A client of the coordinator at `coordinator` (its HTTP API), checking
     /// against the rollup at `rollup` on the node at `rpc_url`.

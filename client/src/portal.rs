@@ -494,11 +494,15 @@ async fn state(State(p): State<Arc<Portal>>) -> Api {
             v["role"] = known.map(role_name).into();
         }
         Ok(g) => {
-            if let Some(s) = g.as_ref() {
+            // The role is asked without the session: a flow from this page
+            // or another tab need not wait for L1 with the poll.
+            let query = g.as_ref().map(|s| s.role_query());
+            drop(g);
+            if let Some(query) = query {
                 v["keystore"] = "open".into();
                 let role = match known {
                     Some(r) => Ok(Some(r)),
-                    None => match tokio::time::timeout(ROLE_WAIT, s.my_role()).await {
+                    None => match tokio::time::timeout(ROLE_WAIT, query.run()).await {
                         // Registered to other keys: asking again changes nothing.
                         Ok(Err(ClientError::Refused(e))) => {
                             v["account_error"] = e.into();

@@ -151,7 +151,7 @@ pub struct Session {
     identity: Identity,
     coordinator: String,
     http: reqwest::Client,
-    light: LightClient,
+    light: Arc<LightClient>,
     store: Arc<dyn ContentStore>,
     instance: Fr,
     capacity: u64,
@@ -174,6 +174,32 @@ pub struct Submission {
     pub batch: Option<u64>,
     /// The refusal's code and reason, if rejected.
     pub rejected: Option<(String, String)>,
+}
+
+/// What the role of a session's account is, asked apart from the session
+/// ([`Session::role_query`]).
+#[derive(Debug, Clone)]
+pub struct RoleQuery {
+    account: u64,
+    keys: PublicIdentity,
+    light: Arc<LightClient>,
+}
+
+impl RoleQuery {
+    /// The account's role on L1 (`None`: not registered); refused if the
+    /// account is registered to other keys.
+    pub async fn run(&self) -> Result<Option<Role>, ClientError> {
+        let leaf = self.light.leaf(TreeId::Accounts, self.account).await?;
+        let Some(role) = Role::from_code(leaf[0]) else { return Ok(None) };
+        if other_keys(&self.keys, &leaf).is_some() {
+            return Err(ClientError::Refused(format!(
+                "account {} is registered (as a {}) to other keys than these: is the account id right?",
+                self.account,
+                format!("{role:?}").to_lowercase()
+            )));
+        }
+        Ok(Some(role))
+    }
 }
 
 /// A record as its reader gets it.
@@ -250,7 +276,7 @@ impl Session {
             identity,
             coordinator,
             http,
-            light,
+            light: Arc::new(light),
             store,
             instance,
             capacity: root.capacity,
@@ -295,7 +321,7 @@ impl Session {
 
     /// The light client, to tune (how long it waits for L1).
     pub fn light_mut(&mut self) -> &mut LightClient {
-        &mut self.light
+        Arc::make_mut(&mut self.light)
     }
 
     // ---- talking to the coordinator -------------------------------------
@@ -541,16 +567,13 @@ impl Session {
     /// registered to this session's keys: an account id mistyped, or taken
     /// by someone else first, is refused here rather than shown as ours.
     pub async fn my_role(&self) -> Result<Option<Role>, ClientError> {
-        let leaf = self.light.leaf(TreeId::Accounts, self.account).await?;
-        let Some(role) = Role::from_code(leaf[0]) else { return Ok(None) };
-        if other_keys(&self.identity.public(), &leaf).is_some() {
-            return Err(ClientError::Refused(format!(
-                "account {} is registered (as a {}) to other keys than these: is the account id right?",
-                self.account,
-                format!("{role:?}").to_lowercase()
-            )));
-        }
-        Ok(Some(role))
+        self.role_query().run().await
+    }
+
+    /// [`Self::my_role`], to be asked without the session (a caller that
+    /// holds it for others need not hold it while L1 is waited for).
+    pub fn role_query(&self) -> RoleQuery {
+        RoleQuery { account: self.account, keys: self.identity.public(), light: self.light.clone() }
     }
 
     /// The records this user may open, each checked against L1: those it

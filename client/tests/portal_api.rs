@@ -52,10 +52,20 @@ async fn serve(keystore: std::path::PathBuf) -> Served {
 
 /// A portal with `coordinator` that locks its keys after `idle`.
 async fn serve_with(keystore: std::path::PathBuf, coordinator: String, idle: Duration) -> Served {
+    serve_with_l1(keystore, coordinator, "http://127.0.0.1:9".into(), idle).await
+}
+
+/// [`serve_with`], with the L1 node at `l1_rpc`.
+async fn serve_with_l1(
+    keystore: std::path::PathBuf,
+    coordinator: String,
+    l1_rpc: String,
+    idle: Duration,
+) -> Served {
     let endpoints = Endpoints {
         coordinator,
         ipfs_api: None,
-        l1_rpc: "http://127.0.0.1:9".into(),
+        l1_rpc,
         rollup: alloy::primitives::Address::ZERO,
         l1_wait: Duration::from_secs(1),
     };
@@ -258,4 +268,60 @@ async fn unlocked_keys_lock_again_once_the_page_goes_unused() {
     assert!(s.portal.is_unlocked().await);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!s.portal.is_unlocked().await, "locked with no request");
+}
+
+/// An L1 node that takes connections and never answers.
+async fn silent_node() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = listener.accept().await {
+            held.push(conn);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_state_poll_waiting_for_l1_holds_up_no_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(
+        serve_with_l1(
+            dir.path().join("keys.json"),
+            root_only().await,
+            silent_node().await,
+            medrollup_client::portal::DEFAULT_IDLE_LOCK,
+        )
+        .await,
+    );
+    // The first poll waits (5 s) for L1's word on a verifier upgrade, kept
+    // for the next polls.
+    assert_eq!(s.get("/api/state").await.1["verifier_upgrade"], Value::Null);
+    let (status, v) =
+        s.post("/api/keys", json!({ "password": "long enough", "confirm": "long enough" })).await;
+    assert_eq!(status, 200, "{v}");
+    // The page's poll asks L1 for the role: no answer comes.
+    let poll = tokio::spawn({
+        let s = s.clone();
+        async move { s.get("/api/state").await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!poll.is_finished());
+    // Meanwhile a flow (locking the keys) runs at once, and another tab's
+    // poll does not see the keys busy.
+    let t = std::time::Instant::now();
+    let (status, v) = s.post("/api/lock", json!({})).await;
+    assert_eq!((status, v["keystore"].as_str()), (200, Some("locked")), "{v}");
+    assert!(t.elapsed() < Duration::from_secs(2), "the lock waited {:?} for the poll", t.elapsed());
+    let (_, other) = s.get("/api/state").await;
+    assert_eq!(
+        (other["busy"].as_bool(), other["keystore"].as_str()),
+        (Some(false), Some("locked")),
+        "{other}"
+    );
+    // The poll ends by saying why it has no role.
+    let (status, v) = poll.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert!(v["role_error"].as_str().is_some_and(|e| e.contains("asking again")), "{v}");
 }
