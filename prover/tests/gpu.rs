@@ -370,9 +370,25 @@ fn a_device_losing_its_output_over_the_input_costs_the_worker_one_more_proof() {
 }
 
 #[test]
-fn a_device_panicking_in_an_in_place_call_costs_the_worker_one_more_proof() {
-    // The panic comes a few launches into the first quotient chain.
-    a_proof_survives_a_device_that_loses_its_input(gpu::Fault::Panics, 7, "panicked in a call");
+fn a_device_panicking_in_the_copy_over_the_input_costs_the_worker_one_more_proof() {
+    a_proof_survives_a_device_that_loses_its_input(
+        gpu::Fault::PanicsInCopy,
+        0,
+        "failed while copying its result back, over the input: panicked",
+    );
+}
+
+#[test]
+fn a_device_panicking_mid_proof_is_finished_on_the_cpu() {
+    let Some(b) = medrollup_prover::conformance::available(two_opencl(), "panic mid-proof") else { return };
+    // The panic comes a few launches into the first quotient chain, before
+    // anything is written over its input.
+    b.inject_fault(0, 7, gpu::Fault::Panics);
+    proves_like_ark_groth16(&b);
+    let report = b.report();
+    let d0 = &report.devices[0];
+    assert!(!d0.healthy && d0.counters.errors == 1 && d0.counters.fallbacks >= 1, "{report:?}");
+    assert!(report.devices[1].healthy, "{report:?}");
 }
 
 #[test]

@@ -70,6 +70,16 @@ pub enum Fault {
     /// The copy of an in-place call's result over its input fails part-way
     /// ([`GpuError::OutputLost`]).
     LosesOutput = 2,
+    /// That copy panics part-way.
+    PanicsInCopy = 3,
+}
+
+/// A caught panic's message.
+pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|m| m.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
 }
 
 /// One MSM over resident bases `id`, from base `offset` on.
@@ -405,22 +415,26 @@ impl<R: Runtime> DeviceState<R> {
     /// an error in the copy itself is [`GpuError::OutputLost`].
     fn finish_into(&self, buf: &R::Buf, out: &mut [Fr]) -> Result<(), GpuError> {
         self.rt.sync()?;
-        if self.fault_after.load(Ordering::Relaxed) == 0
-            && self.fault.load(Ordering::Relaxed) == Fault::LosesOutput as u8
-        {
-            // Part-way through the copy, as a real one would fail.
-            let half = out.len() / 2;
-            out[..half].fill(Fr::from(0u64));
-            return Err(GpuError::OutputLost {
-                device: self.rt.label().to_string(),
-                reason: "injected fault".into(),
-            });
-        }
         let mut phase = Phase::start(out.len());
-        self.rt.download(buf, layout::fr_bytes_mut(out)).map_err(|e| GpuError::OutputLost {
-            device: self.rt.label().to_string(),
-            reason: e.to_string(),
-        })?;
+        let lost = |reason: String| GpuError::OutputLost { device: self.rt.label().to_string(), reason };
+        // A panic in the copy (cudarc's, on some driver errors) loses the
+        // input as surely as an error does; one anywhere else leaves it whole.
+        let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let injected = self.fault.load(Ordering::Relaxed);
+            if self.fault_after.load(Ordering::Relaxed) == 0
+                && (injected == Fault::LosesOutput as u8 || injected == Fault::PanicsInCopy as u8)
+            {
+                // Part-way through the copy, as a real one would fail.
+                let half = out.len() / 2;
+                out[..half].fill(Fr::from(0u64));
+                if injected == Fault::PanicsInCopy as u8 {
+                    panic!("{}: injected panic in a copy", self.rt.label());
+                }
+                return Err(lost("injected fault".into()));
+            }
+            self.rt.download(buf, layout::fr_bytes_mut(out)).map_err(|e| lost(e.to_string()))
+        }));
+        copied.unwrap_or_else(|p| Err(lost(format!("panicked: {}", panic_message(p.as_ref())))))?;
         if self.corrupt.load(Ordering::Relaxed)
             && let Some(first) = out.first_mut()
         {

@@ -377,12 +377,7 @@ impl<A> Drop for Shared<A> {
 /// call failed.
 fn guarded<T>(device: &str, f: impl FnOnce() -> Result<T, GpuError>) -> Result<T, GpuError> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
-        let message = p
-            .downcast_ref::<&str>()
-            .map(|m| m.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(no message)".into());
-        Err(GpuError::Panicked { device: device.to_string(), message })
+        Err(GpuError::Panicked { device: device.to_string(), message: device::panic_message(p.as_ref()) })
     })
 }
 
@@ -755,19 +750,28 @@ impl GpuBackend {
     }
 
     /// Runs the known-answer test again on each device out of service; one
-    /// that passes has every bases set alive loaded afresh (those loaded
-    /// while it was out, and those a fault may have spoilt) and is back in
-    /// service (its fault was transient). Returns the labels of those back.
+    /// that passes has every bases set alive loaded afresh where they fit
+    /// (those loaded while it was out, and those a fault may have spoilt)
+    /// and is back in service (its fault was transient). Returns the labels of those back.
     /// A device wrong only at sizes the test does not reach comes back too,
     /// and the worker's proof check takes it out again.
     pub fn readmit(&self) -> Vec<String> {
-        // Dropped last: a set whose owner let it go meanwhile is freed here,
-        // with no device's lock held.
-        let live: Vec<Arc<dyn Reload>> =
-            self.m.live.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect();
+        // The sets reloaded, dropped last: one whose owner let it go
+        // meanwhile is freed here, with no device's lock held.
+        let mut kept: Vec<Arc<dyn Reload>> = Vec::new();
         let mut back = Vec::new();
         for (index, s) in self.m.slots.iter().enumerate().filter(|(_, s)| !s.healthy()) {
             let mut ops = s.lock();
+            // Listed under the device's lock: a set loaded from now on finds
+            // the device in service and loads itself there (see `load`).
+            let live: Vec<Arc<dyn Reload>> = self
+                .m
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
             // Its tables are made afresh (a fault may have spoilt them).
             ops.drop_caches();
             let ready = guarded(&s.label, || {
@@ -791,6 +795,7 @@ impl GpuBackend {
                 }
                 Err(e) => tracing::info!(device = %s.label, error = %e, "device still out of service"),
             }
+            kept.extend(live);
         }
         back
     }
@@ -848,14 +853,24 @@ impl GpuBackend {
 
     fn load<C: DeviceCurve>(&self, points: &[C::Affine], curve: CurveId) -> GpuBases<C::Affine> {
         let id = self.m.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut resident = vec![false; self.m.slots.len()];
+        let resident = self.m.slots.iter().map(|_| AtomicBool::new(false)).collect();
+        let shared =
+            Arc::new(Shared { id, curve, host: points.to_vec(), pack: C::pack, resident, m: self.m.clone() });
+        // Listed before any device is looked at: a device that comes back
+        // meanwhile either finds the set listed or is found in service.
+        let weak: Weak<dyn Reload> = Arc::downgrade(&shared) as Weak<dyn Reload>;
+        self.m.live.lock().unwrap_or_else(|p| p.into_inner()).push(weak);
         if !self.m.slots.is_empty() {
             let packed = C::pack(points);
             let precompute = points.len() >= self.m.precompute_min;
-            for (s, on) in self.m.slots.iter().zip(&mut resident).filter(|(s, _)| s.healthy()) {
+            for (s, on) in self.m.slots.iter().zip(&shared.resident) {
                 let mut ops = s.lock();
+                // Health read under the lock (see `readmit`).
+                if !s.healthy() || ops.holds(id) {
+                    continue;
+                }
                 match guarded(&s.label, || ops.load_bases(id, curve, &packed, points.len(), precompute)) {
-                    Ok(()) => *on = true,
+                    Ok(()) => on.store(true, Ordering::Relaxed),
                     // Not resident there: that device gets no work over these
                     // bases. A runtime failure (not a want of memory, nor bases
                     // its kernels do not take) takes the device out of service.
@@ -866,12 +881,7 @@ impl GpuBackend {
                 }
             }
         }
-        let resident = resident.into_iter().map(AtomicBool::new).collect();
-        let s =
-            Arc::new(Shared { id, curve, host: points.to_vec(), pack: C::pack, resident, m: self.m.clone() });
-        let weak: Weak<dyn Reload> = Arc::downgrade(&s) as Weak<dyn Reload>;
-        self.m.live.lock().unwrap_or_else(|p| p.into_inner()).push(weak);
-        GpuBases { s }
+        GpuBases { s: shared }
     }
 
     /// Runs one unit on the CPU.
@@ -1011,8 +1021,7 @@ impl GpuBackend {
                 Counters::add(&slot.counters.busy_nanos, t.elapsed().as_nanos() as u64);
                 Ok(Some(v))
             }
-            // A panic may have come part-way through writing the output.
-            Err(e @ (GpuError::OutputLost { .. } | GpuError::Panicked { .. })) => {
+            Err(e @ GpuError::OutputLost { .. }) => {
                 Err(BackendError::Device { backend: slot.label.clone(), reason: e.to_string() })
             }
             Err(_) => {
@@ -1630,8 +1639,10 @@ mod tests {
         b.inject_fault(0, 0, Fault::Fails);
         assert_eq!(crate::backend::msm_g1(&b, &la, &s).unwrap(), cpu::msm(&ga, &s));
         assert_eq!(b.device_count(), 0);
-        // While it is out: a set is loaded (not on it), another let go.
+        // While it is out: a set is loaded (not on it), another let go, and
+        // A is lost on it (as a fault could spoil it).
         let lc = b.load_g2(&gc).unwrap();
+        b.m.slots[0].lock().free_bases(la.s.id);
         assert_eq!(lc.resident(), vec![false]);
         drop(lb);
         b.inject_fault(0, usize::MAX, Fault::Fails);
@@ -1664,18 +1675,32 @@ mod tests {
         let d = &r.devices[0];
         assert!(!d.healthy && d.counters.errors == 1 && d.counters.fallbacks == 1, "{r:?}");
         assert!(!b.m.slots[0].ops.is_poisoned(), "the device's lock is let go cleanly");
-        // A panic in an in-place call: the input may be half written, so
-        // the call fails (the worker proves again without the device).
+        // A panic in an in-place call before its result is copied: the
+        // input is whole and the CPU takes over.
         b.inject_fault(0, usize::MAX, Fault::Fails);
         assert_eq!(b.readmit().len(), 1);
         b.inject_fault(0, 0, Fault::Panics);
         let mut v = random_scalars(1024);
-        let e = crate::backend::ntt(&b, &mut v, NttDirection::Forward, None).unwrap_err();
-        assert!(
-            e.to_string().contains("panicked in a call: ") && e.to_string().contains("injected panic"),
-            "{e}"
+        let mut want = v.clone();
+        cpu::ntt_in_place(&mut want, NttDirection::Forward, None);
+        crate::backend::ntt(&b, &mut v, NttDirection::Forward, None).unwrap();
+        assert_eq!(v, want);
+        let r = b.report();
+        assert_eq!(
+            (b.device_count(), r.devices[0].counters.errors, r.cpu.ntt_elements),
+            (0, 2, 1024),
+            "{r:?}"
         );
-        assert_eq!((b.device_count(), b.report().devices[0].counters.errors), (0, 2));
+        // One in the copy over the input: the call fails, naming the device
+        // (the worker proves again without it).
+        b.inject_fault(0, usize::MAX, Fault::Fails);
+        assert_eq!(b.readmit().len(), 1);
+        b.inject_fault(0, 0, Fault::PanicsInCopy);
+        let e = crate::backend::ntt(&b, &mut v, NttDirection::Forward, None).unwrap_err();
+        let e = e.to_string();
+        assert!(e.contains("failed while copying its result back, over the input: panicked: "), "{e}");
+        assert!(e.contains("injected panic in a copy"), "{e}");
+        assert_eq!((b.device_count(), b.report().devices[0].counters.errors), (0, 3));
     }
 
     #[test]

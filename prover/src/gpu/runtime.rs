@@ -70,7 +70,8 @@ pub enum GpuError {
     Injected(String),
     /// The driver code panicked in a call (cudarc panics on some driver
     /// errors): the device is taken out of service like one whose call
-    /// failed; an in-place call's input is taken as lost.
+    /// failed, and the CPU takes over. (A panic while an in-place call's
+    /// result is copied over its input is [`GpuError::OutputLost`].)
     #[error("{device} panicked in a call: {message}")]
     Panicked {
         /// The device.
