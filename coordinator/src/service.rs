@@ -565,6 +565,13 @@ impl Coordinator {
         (now_ms() / 1000).max(chain.unwrap_or(0))
     }
 
+    /// Whether the open batch's time lags the clock by more than the seal
+    /// timeout (in whole seconds, at least one).
+    fn open_batch_is_stale(&self) -> bool {
+        let bound = self.config.seal_timeout.as_secs_f64().ceil().max(1.0) as u64;
+        self.seq.open_timestamp().is_some_and(|t| t.saturating_add(bound) < self.batch_clock())
+    }
+
     /// Whether decisions made before a restart are still being replayed.
     fn replaying(&self) -> bool {
         self.last_seq < self.replay_through
@@ -581,6 +588,14 @@ impl Coordinator {
             // refused, or refuse what was accepted.
             debug!(seq, applied = self.last_seq, "a transaction already applied, delivered again: skipped");
             return Ok(());
+        }
+        // A batch's transactions are judged at its time, set when it opened.
+        // One open for longer than the seal timeout (opened before a
+        // restart, its decisions replayed) is sealed before a fresh decision:
+        // a consent that ended since would otherwise still be honoured.
+        if seq > self.replay_through && self.open_batch_is_stale() {
+            info!(seq, "the open batch is older than the seal timeout: sealed before deciding more");
+            self.seal().await?;
         }
         // A record's content is kept from removal (`pin/rm`) from before it
         // is looked for until the transaction is refused or its batch sealed.

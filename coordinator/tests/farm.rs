@@ -412,7 +412,8 @@ async fn a_nats_restart_decides_no_transaction_again() {
 
 /// A transaction accepted into the open batch stays accepted through a
 /// crash, though what its decision rested on changed while the coordinator
-/// was down (here its record's content became unreachable).
+/// was down (here its record's content became unreachable); one sent while
+/// it was down goes into a batch of its own time, not the old open one's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_accepted_transaction_stays_accepted_through_a_crash_whatever_changed_meanwhile() {
     let farm = Farm::new();
@@ -448,6 +449,10 @@ async fn an_accepted_transaction_stays_accepted_through_a_crash_whatever_changed
     // While it is down, the content goes out of reach (an IPFS node not
     // back yet, say): decided afresh, the record would now be refused.
     std::fs::remove_file(data.join("content").join(&cid)).unwrap();
+    // The doctor logs a read meanwhile; the open batch's time passes.
+    let log = &clinic[3];
+    client.publish_only(serde_json::to_vec(&log.tx).unwrap()).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let _third = Coordinator::start(&opts(300));
     wait_for("the record's batch sealed", Duration::from_secs(30), || async {
         (get_json(&format!("{http}/root")).await["batches_sealed"].as_u64()? > batch).then_some(())
@@ -461,6 +466,18 @@ async fn an_accepted_transaction_stays_accepted_through_a_crash_whatever_changed
     );
     let sealed = get_json(&format!("{http}/batch/{batch}")).await;
     assert_eq!(sealed["tx_ids"], serde_json::json!([accepted.id]), "{sealed}");
+    let logged = medrollup_wire::tx_id(&serde_json::to_vec(&log.tx).unwrap());
+    let answer = wait_for("the read decided", Duration::from_secs(30), || async {
+        let r = reqwest::get(format!("{http}/tx/{logged}")).await.ok()?;
+        r.status().is_success().then_some(())?;
+        r.json::<serde_json::Value>().await.ok()
+    })
+    .await;
+    assert_eq!(
+        (answer["status"].as_str(), answer["batch"].as_u64()),
+        (Some("accepted"), Some(batch + 1)),
+        "{answer}"
+    );
 }
 
 /// A record refused because its content was not there yet is accepted when
