@@ -175,7 +175,13 @@ struct Bus {
 /// [`medrollup_wire::MAX_TX_BYTES`].
 const TX_STREAM_MAX_MESSAGE: i32 = 4 * medrollup_wire::MAX_TX_BYTES as i32;
 
-async fn setup_bus(js: &jetstream::Context, config: &Config) -> Result<Bus, CoordinatorError> {
+/// Sets up the streams; `decided` is the last transaction sequence this
+/// coordinator decided (0: none). A transaction stream that lacks what was
+/// decided (NATS lost its JetStream data, or the stream was made afresh and
+/// numbers from 1 again) is refused: read from `decided + 1`, its new
+/// transactions would be skipped as applied, or taken for the ones decided
+/// there before.
+async fn setup_bus(js: &jetstream::Context, config: &Config, decided: u64) -> Result<Bus, CoordinatorError> {
     let tx_config = stream::Config {
         name: streams::TX.into(),
         subjects: vec![subjects::TX_SUBMIT.into()],
@@ -187,12 +193,41 @@ async fn setup_bus(js: &jetstream::Context, config: &Config) -> Result<Bus, Coor
         max_message_size: TX_STREAM_MAX_MESSAGE,
         ..Default::default()
     };
-    let mut tx = js
-        .get_or_create_stream(tx_config.clone())
-        .await
-        .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::TX)))?;
-    // A stream made by an earlier version has no bound yet.
+    let lost = |what: String| {
+        CoordinatorError::Nats(format!(
+            "stream {} {what}, but this coordinator has decided transactions up to sequence {decided}: \
+             NATS lost its JetStream data, or the stream was made afresh. Restore NATS's data (the open \
+             batch's transactions are kept only there); nothing is decided until then",
+            streams::TX
+        ))
+    };
+    let mut tx = if decided == 0 {
+        js.get_or_create_stream(tx_config.clone())
+            .await
+            .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::TX)))?
+    } else {
+        // Not made afresh: it would take submissions that are never decided.
+        js.get_stream(streams::TX).await.map_err(|e| match e.kind() {
+            jetstream::context::GetStreamErrorKind::JetStream(j)
+                if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND =>
+            {
+                lost("is missing".into())
+            }
+            _ => CoordinatorError::Nats(format!("stream {}: {e}", streams::TX)),
+        })?
+    };
     let info = tx.info().await.map_err(|e| CoordinatorError::Nats(format!("stream {}: {e}", streams::TX)))?;
+    if info.state.last_sequence < decided {
+        return Err(lost(format!("ends at sequence {}", info.state.last_sequence)));
+    }
+    if decided > 0 && info.state.first_sequence > decided + 1 {
+        return Err(lost(format!(
+            "has lost its messages from sequence {} to {}",
+            decided + 1,
+            info.state.first_sequence - 1
+        )));
+    }
+    // A stream made by an earlier version has no bound yet.
     if info.config.max_message_size != TX_STREAM_MAX_MESSAGE {
         let updated = stream::Config { max_message_size: TX_STREAM_MAX_MESSAGE, ..info.config.clone() };
         js.update_stream(&updated).await.map_err(|e| {
@@ -356,7 +391,8 @@ pub async fn run(
 
     let client = connect(&config, "medrollup-coordinator").await?;
     let js = jetstream::new(client.clone());
-    let bus = setup_bus(&js, &config).await?;
+    let decided = store.decisions()?.iter().map(|(seq, _)| *seq).max().unwrap_or(0).max(store.applied_seq()?);
+    let bus = setup_bus(&js, &config, decided).await?;
     publish_key(&js, &config, &manifest).await?;
 
     let metrics = Metrics::new();
@@ -608,6 +644,17 @@ impl Coordinator {
         } else {
             None
         };
+        if let Some(d) = &before {
+            let id = medrollup_wire::tx_id(&m.payload);
+            if d.answer.id != id {
+                return Err(CoordinatorError::Nats(format!(
+                    "stream {}'s message at sequence {seq} is transaction {id}, but {} was decided there \
+                     before the restart: the stream was made afresh. Restore NATS's data",
+                    streams::TX,
+                    d.answer.id
+                )));
+            }
+        }
         let shared = self.shared.clone();
         let gate = shared.content_gate.lock().await;
         let answer = match sequencer::parse(&m.payload) {

@@ -1106,3 +1106,73 @@ async fn a_job_whose_deliveries_ran_out_while_the_coordinator_was_down_is_parked
     let reason = f["dead"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("its deliveries ran out"), "{reason}");
 }
+
+/// A transaction stream that lacks what the coordinator decided (NATS lost
+/// its data, or the stream was made afresh and numbers from 1 again) is
+/// refused with the reason, instead of its new transactions being skipped
+/// as applied or taken for those decided there before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_stream_made_afresh_is_refused_not_misread() {
+    use async_nats::jetstream;
+    use medrollup_wire::{streams, subjects};
+    let farm = Farm::new();
+    let data = farm.dir.path().join("coordinator");
+    let opts = |seal_timeout_ms| CoordinatorOpts {
+        seal_timeout_ms,
+        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
+    };
+    let http = farm.http();
+    let load = workload::generate(1, now(), "stream-afresh");
+    let client = Client::connect(&farm.nats).await;
+    // The admin's transactions sealed; the patient's accepted into a batch
+    // left open by a crash.
+    let first = Coordinator::start(&opts(300));
+    let mut last = 0;
+    for s in &load.admin {
+        let a = client.submit_bytes(serde_json::to_vec(&s.tx).unwrap()).await;
+        let TxStatus::Accepted { batch, .. } = a.status else { panic!("{a:?}") };
+        last = batch;
+    }
+    wait_for("the admin's batch sealed", Duration::from_secs(30), || async {
+        (get_json(&format!("{http}/root")).await["batches_sealed"].as_u64()? > last).then_some(())
+    })
+    .await;
+    drop(first);
+    let mut second = Coordinator::start(&opts(600_000));
+    let a = client.submit_bytes(serde_json::to_vec(&load.clinics[0][0].tx).unwrap()).await;
+    assert!(matches!(a.status, TxStatus::Accepted { .. }), "{a:?}");
+    second.proc.kill9();
+    let decided = load.admin.len() as u64 + 1;
+
+    // NATS loses its data: the stream is gone.
+    let js = jetstream::new(farm.nats.connect(COORDINATOR).await);
+    js.delete_stream(streams::TX).await.unwrap();
+    let log = Coordinator::refused(&opts(300));
+    assert!(log.contains(&format!("stream {} is missing", streams::TX)), "{log}");
+    assert!(
+        log.contains(&format!("up to sequence {decided}")) && log.contains("Restore NATS's data"),
+        "{log}"
+    );
+    assert!(js.get_stream(streams::TX).await.is_err(), "not made afresh by the coordinator");
+
+    // Made afresh by hand, with a new transaction in it.
+    let fresh = jetstream::stream::Config {
+        name: streams::TX.into(),
+        subjects: vec![subjects::TX_SUBMIT.into()],
+        ..Default::default()
+    };
+    js.create_stream(fresh).await.unwrap();
+    let later = &load.clinics[0][1..];
+    client.publish_only(serde_json::to_vec(&later[0].tx).unwrap()).await;
+    let log = Coordinator::refused(&opts(300));
+    assert!(log.contains(&format!("stream {} ends at sequence 1", streams::TX)), "{log}");
+
+    // With as many messages as were decided: the open batch's place holds
+    // another transaction than the one decided there.
+    for s in &later[1..decided as usize] {
+        client.publish_only(serde_json::to_vec(&s.tx).unwrap()).await;
+    }
+    let log = Coordinator::refused(&opts(300));
+    assert!(log.contains(&format!("message at sequence {decided} is transaction")), "{log}");
+    assert!(log.contains(&format!("but {} was decided there before the restart", a.id)), "{log}");
+}

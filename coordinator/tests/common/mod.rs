@@ -283,8 +283,7 @@ impl<'a> CoordinatorOpts<'a> {
 }
 
 impl Coordinator {
-    pub fn start(o: &CoordinatorOpts<'_>) -> Self {
-        let http = format!("http://127.0.0.1:{}", o.http_port);
+    fn command(o: &CoordinatorOpts<'_>) -> Command {
         let mut cmd = Command::new(coordinator_bin());
         if let Some((rpc, key, confirmations)) = o.l1 {
             cmd.args(["--l1-rpc", rpc, "--l1-confirmations", &confirmations.to_string()])
@@ -294,23 +293,25 @@ impl Coordinator {
         if let Some(api) = o.ipfs_api {
             cmd.args(["--ipfs-api", api]);
         }
-        let proc = Proc::spawn(
-            "coordinator",
-            cmd.args(["--nats-url", &o.nats.url, "--nats-user", COORDINATOR.0])
-                .env("MEDROLLUP_NATS_PASSWORD", COORDINATOR.1)
-                .arg("--data-dir")
-                .arg(o.data)
-                .arg("--keys-dir")
-                .arg(o.keys)
-                .args(["--http", &format!("127.0.0.1:{}", o.http_port)])
-                .args(["--seal-timeout-ms", &o.seal_timeout_ms.to_string()])
-                .args(["--job-ack-wait-s", &o.job_ack_wait_s.to_string()])
-                .args(["--job-max-deliver", &o.job_max_deliver.to_string()])
-                .args(["--dead-job-retry-s", &o.dead_job_retry_s.to_string()])
-                .args(["--job-lost-after-s", &o.job_lost_after_s.to_string()])
-                .env("RUST_LOG", "warn,medrollup_coordinator=info,medrollup_prover=info"),
-            o.logs,
-        );
+        cmd.args(["--nats-url", &o.nats.url, "--nats-user", COORDINATOR.0])
+            .env("MEDROLLUP_NATS_PASSWORD", COORDINATOR.1)
+            .arg("--data-dir")
+            .arg(o.data)
+            .arg("--keys-dir")
+            .arg(o.keys)
+            .args(["--http", &format!("127.0.0.1:{}", o.http_port)])
+            .args(["--seal-timeout-ms", &o.seal_timeout_ms.to_string()])
+            .args(["--job-ack-wait-s", &o.job_ack_wait_s.to_string()])
+            .args(["--job-max-deliver", &o.job_max_deliver.to_string()])
+            .args(["--dead-job-retry-s", &o.dead_job_retry_s.to_string()])
+            .args(["--job-lost-after-s", &o.job_lost_after_s.to_string()])
+            .env("RUST_LOG", "warn,medrollup_coordinator=info,medrollup_prover=info");
+        cmd
+    }
+
+    pub fn start(o: &CoordinatorOpts<'_>) -> Self {
+        let http = format!("http://127.0.0.1:{}", o.http_port);
+        let proc = Proc::spawn("coordinator", &mut Self::command(o), o.logs);
         let mut c = Coordinator { http, proc };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -324,6 +325,26 @@ impl Coordinator {
             std::thread::sleep(Duration::from_millis(100));
         }
         c
+    }
+
+    /// Starts a coordinator that must refuse to run: returns its log once
+    /// it has exited with an error.
+    pub fn refused(o: &CoordinatorOpts<'_>) -> String {
+        let mut p = Proc::spawn("coordinator-refused", &mut Self::command(o), o.logs);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = p.child.try_wait() {
+                assert!(!status.success(), "the coordinator exited cleanly:\n{}", p.log_text());
+                return p.log_text();
+            }
+            assert!(
+                std::net::TcpStream::connect(("127.0.0.1", o.http_port)).is_err(),
+                "the coordinator runs:\n{}",
+                p.log_text()
+            );
+            assert!(Instant::now() < deadline, "the coordinator did not exit:\n{}", p.log_text());
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
