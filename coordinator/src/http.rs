@@ -5,7 +5,7 @@
 //! `pin/add`), so that one client talks to this or to a real IPFS node.
 
 use crate::cid::Cid;
-use crate::content::MAX_BLOCK;
+use crate::content::{MAX_BLOCK, MAX_CONTENT};
 use crate::service::Shared;
 use crate::store::{JobRecord, JobState, ProofRecord};
 use axum::Json;
@@ -45,7 +45,9 @@ pub fn router(shared: AppState) -> Router {
         .route("/farm", get(farm))
         .route("/l1", get(l1_status))
         .route("/metrics", get(metrics))
-        .route("/api/v0/add", post(kubo_add))
+        // Whole records (the store chunks them), with room for the
+        // multipart framing.
+        .route("/api/v0/add", post(kubo_add).layer(DefaultBodyLimit::max(MAX_CONTENT + 64 * 1024)))
         .route("/api/v0/cat", post(kubo_cat))
         .route("/api/v0/pin/add", post(kubo_pin))
         .route("/api/v0/pin/rm", post(kubo_unpin))

@@ -618,6 +618,19 @@ async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_chan
     let kubo = medrollup_storage::kubo::KuboStore::new(&http);
     let record = kubo.add(b"an encrypted record".to_vec()).await.unwrap();
     assert_eq!(kubo.cat(record).await.unwrap(), b"an encrypted record");
+    // A record of many blocks (a 400 kB bundle), and one over the limit.
+    let bundle: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+    let big = kubo.add(bundle.clone()).await.unwrap();
+    assert_eq!(kubo.cat(big).await.unwrap(), bundle);
+    let over =
+        reqwest::multipart::Part::bytes(vec![7u8; medrollup_coordinator::content::MAX_CONTENT + 128 * 1024]);
+    let r = reqwest::Client::new()
+        .post(format!("{http}/api/v0/add"))
+        .multipart(reqwest::multipart::Form::new().part("file", over))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
     assert!(kubo.has(record).await.unwrap());
     kubo.unpin(record).await.unwrap();
     assert!(!kubo.has(record).await.unwrap(), "unpinned from the embedded store");
