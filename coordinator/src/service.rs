@@ -169,6 +169,7 @@ struct Bus {
     tx: stream::Stream,
     jobs: stream::Stream,
     results: consumer::Consumer<consumer::pull::Config>,
+    advisories: consumer::Consumer<consumer::pull::Config>,
 }
 
 /// The largest message the transaction stream stores: four times
@@ -285,7 +286,36 @@ async fn setup_bus(js: &jetstream::Context, config: &Config, decided: u64) -> Re
         .map_err(|e| {
             CoordinatorError::Nats(format!("creating consumer {}: {e}", streams::RESULTS_CONSUMER))
         })?;
-    Ok(Bus { tx, jobs, results })
+    // The server says a job ran out of deliveries only once, as a plain
+    // message: kept in a stream, it waits for a coordinator that was away.
+    let advisories = js
+        .get_or_create_stream(stream::Config {
+            name: streams::JOB_ADVISORIES.into(),
+            subjects: vec![format!(
+                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+                streams::JOBS,
+                streams::JOBS_CONSUMER
+            )],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::JOB_ADVISORIES)))?
+        .get_or_create_consumer(
+            streams::JOB_ADVISORIES_CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(streams::JOB_ADVISORIES_CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            CoordinatorError::Nats(format!("creating consumer on {}: {e}", streams::JOB_ADVISORIES))
+        })?;
+    Ok(Bus { tx, jobs, results, advisories })
 }
 
 /// Puts the proving key into the key bucket under its sha256 (once).
@@ -504,13 +534,11 @@ pub async fn run(
         }
     });
 
-    // Jobs that ran out of deliveries.
-    let advisory =
-        format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", streams::JOBS, streams::JOBS_CONSUMER);
-    let mut advisories = client
-        .subscribe(advisory)
-        .await
-        .map_err(|e| CoordinatorError::Nats(format!("subscribing to advisories: {e}")))?;
+    // Jobs that ran out of deliveries, also while this coordinator was away.
+    let mut advisories =
+        bus.advisories.messages().await.map_err(|e| {
+            CoordinatorError::Nats(format!("reading stream {}: {e}", streams::JOB_ADVISORIES))
+        })?;
 
     // The transaction stream from where the database left off.
     let tx_consumer = bus
@@ -548,7 +576,20 @@ pub async fn run(
                 Some(Err(e)) => { warn!(error = %e, "result stream"); Ok(()) }
                 None => Err(CoordinatorError::Nats("the result stream ended".into())),
             },
-            Some(m) = advisories.next() => c.on_max_deliveries(&bus.jobs, &m.payload).await,
+            m = advisories.next() => match m {
+                Some(Ok(m)) => match c.on_max_deliveries(&bus.jobs, &m.payload).await {
+                    // Acked once acted on: a failure leaves it for the next start.
+                    Ok(()) => {
+                        if let Err(e) = m.ack().await {
+                            warn!(error = %e, "could not ack an advisory (it comes again; acting twice is harmless)");
+                        }
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+                Some(Err(e)) => { warn!(error = %e, "advisory stream"); Ok(()) }
+                None => Err(CoordinatorError::Nats("the advisory stream ended".into())),
+            },
             _ = async { tokio::time::sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => {
                 c.seal().await
             }

@@ -1074,18 +1074,37 @@ async fn a_worker_whose_prover_overruns_its_bound_fails_the_job_and_stops() {
     assert_eq!(by, "hospital-a");
 }
 
-/// A job whose deliveries run out while the coordinator is down (the
-/// server's notice of it is not stored) is parked dead after the restart
-/// all the same: the queue's consumer has nothing left to deliver, yet the
-/// job is in the queue.
+/// A job whose deliveries ran out while the coordinator was down: the
+/// server's advisory, kept in its stream, parks it dead at the next start
+/// (the queue's idleness check, which would take far longer here, is not
+/// what finds it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_whose_deliveries_ran_out_while_the_coordinator_was_down_is_parked_dead() {
+    let reason = deliveries_run_out_while_the_coordinator_is_down(3600, false).await;
+    assert!(reason.contains("delivered 2 times without a result"), "{reason}");
+}
+
+/// The same with the advisory lost (its stream purged): the queue found
+/// idle with the job in it, twice, parks it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_stranded_with_its_advisory_lost_is_parked_dead() {
+    let reason = deliveries_run_out_while_the_coordinator_is_down(2, true).await;
+    assert!(reason.contains("its deliveries ran out"), "{reason}");
+}
+
+/// Runs a job out of its deliveries while the coordinator is down (with
+/// the advisory purged if `lose_advisory`); returns the reason the job was
+/// parked dead with once the coordinator is back.
+async fn deliveries_run_out_while_the_coordinator_is_down(
+    job_lost_after_s: u64,
+    lose_advisory: bool,
+) -> String {
     let farm = Farm::new();
     let data = farm.dir.path().join("coordinator");
     let opts = CoordinatorOpts {
         job_ack_wait_s: 1,
         job_max_deliver: 2,
-        job_lost_after_s: 2,
+        job_lost_after_s,
         ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
     };
     let mut coordinator = Coordinator::start(&opts);
@@ -1110,14 +1129,19 @@ async fn a_job_whose_deliveries_ran_out_while_the_coordinator_was_down_is_parked
             .await;
         assert!(extra.is_none(), "a job past its deliveries is not handed out again");
     }
+    let js = async_nats::jetstream::new(farm.nats.connect(COORDINATOR).await);
+    let mut kept = js.get_stream(medrollup_wire::streams::JOB_ADVISORIES).await.unwrap();
+    assert_eq!(kept.info().await.unwrap().state.messages, 1, "the advisory is kept");
+    if lose_advisory {
+        kept.purge().await.unwrap();
+    }
     let _coordinator = Coordinator::start(&opts);
     let f = wait_for("the job parked dead", Duration::from_secs(60), || async {
         let f = get_json(&format!("{http}/farm")).await;
         (f["jobs"]["dead"] == 1).then_some(f)
     })
     .await;
-    let reason = f["dead"][0]["reason"].as_str().unwrap();
-    assert!(reason.contains("its deliveries ran out"), "{reason}");
+    f["dead"][0]["reason"].as_str().unwrap().to_string()
 }
 
 /// A transaction stream that lacks what the coordinator decided (NATS lost

@@ -91,6 +91,12 @@ pub mod streams {
     pub const RESULTS: &str = "MEDROLLUP_RESULTS";
     /// The coordinator's durable consumer on [`RESULTS`].
     pub const RESULTS_CONSUMER: &str = "coordinator";
+    /// The server's advisories that a job ran out of deliveries, kept
+    /// (work-queue retention) so that none is missed while the coordinator
+    /// is away.
+    pub const JOB_ADVISORIES: &str = "MEDROLLUP_JOB_ADVISORIES";
+    /// The coordinator's durable consumer on [`JOB_ADVISORIES`].
+    pub const JOB_ADVISORIES_CONSUMER: &str = "coordinator";
     /// Object store bucket of proving keys, each named by its sha256.
     pub const KEYS_BUCKET: &str = "medrollup-keys";
 }
