@@ -250,18 +250,36 @@ async fn setup_bus(js: &jetstream::Context, config: &Config, decided: u64) -> Re
         })
         .await
         .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::JOBS)))?;
-    jobs.get_or_create_consumer(
-        streams::JOBS_CONSUMER,
-        consumer::pull::Config {
-            durable_name: Some(streams::JOBS_CONSUMER.into()),
-            ack_policy: consumer::AckPolicy::Explicit,
+    let job_consumer = consumer::pull::Config {
+        durable_name: Some(streams::JOBS_CONSUMER.into()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: config.job_ack_wait,
+        max_deliver: config.job_max_deliver,
+        ..Default::default()
+    };
+    let mut existing: consumer::PullConsumer = jobs
+        .get_or_create_consumer(streams::JOBS_CONSUMER, job_consumer.clone())
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("creating consumer {}: {e}", streams::JOBS_CONSUMER)))?;
+    // One made by an earlier start keeps its settings unless told otherwise.
+    let info = existing
+        .info()
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("consumer {}: {e}", streams::JOBS_CONSUMER)))?;
+    if info.config.ack_wait != config.job_ack_wait || info.config.max_deliver != config.job_max_deliver {
+        info!(
+            ack_wait = ?config.job_ack_wait,
+            max_deliver = config.job_max_deliver,
+            "the job queue's consumer takes the new settings"
+        );
+        jobs.update_consumer(consumer::Config {
             ack_wait: config.job_ack_wait,
             max_deliver: config.job_max_deliver,
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| CoordinatorError::Nats(format!("creating consumer {}: {e}", streams::JOBS_CONSUMER)))?;
+            ..info.config.clone()
+        })
+        .await
+        .map_err(|e| CoordinatorError::Nats(format!("updating consumer {}: {e}", streams::JOBS_CONSUMER)))?;
+    }
     let results_stream = js
         .get_or_create_stream(stream::Config {
             name: streams::RESULTS.into(),

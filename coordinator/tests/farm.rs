@@ -1213,3 +1213,22 @@ async fn a_transaction_stream_made_afresh_is_refused_not_misread() {
     assert!(log.contains(&format!("message at sequence {decided} is transaction")), "{log}");
     assert!(log.contains(&format!("but {} was decided there before the restart", a.id)), "{log}");
 }
+
+/// The job queue's settings given at a start are the queue's, also when an
+/// earlier start made its consumer with others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn job_queue_settings_take_effect_at_each_start() {
+    let farm = Farm::new();
+    let js = async_nats::jetstream::new(farm.nats.connect(COORDINATOR).await);
+    let settings = || async {
+        let jobs = js.get_stream(medrollup_wire::streams::JOBS).await.unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer =
+            jobs.get_consumer(medrollup_wire::streams::JOBS_CONSUMER).await.unwrap();
+        let config = c.info().await.unwrap().config.clone();
+        (config.ack_wait, config.max_deliver)
+    };
+    drop(farm.coordinator_with(3, 2));
+    assert_eq!(settings().await, (Duration::from_secs(3), 2));
+    drop(farm.coordinator_with(7, 4));
+    assert_eq!(settings().await, (Duration::from_secs(7), 4));
+}
