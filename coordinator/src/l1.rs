@@ -181,10 +181,16 @@ impl Observer for Recorder {
         self.metrics.l1_events_total.with_label_values(&["resend"]).inc();
         self.status.lock().expect("l1 status").resends += 1;
     }
-    fn reorg(&self, _: u64, _: u64) {
+    fn reorg(&self, _: u64, count: u64) {
         self.metrics.l1_events_total.with_label_values(&["reorg"]).inc();
+        // Batches from `count` on are off the chain until they land again:
+        // the API does not show them landed meanwhile.
+        if let Err(e) = self.store.forget_landings_from(count) {
+            warn!(error = %e, "could not forget the landings the chain lost");
+        }
         let mut s = self.status.lock().expect("l1 status");
         s.reorgs += 1;
+        s.last_landed = s.last_landed.min(count.checked_sub(1));
         // The chain lost batches (a reorg, a dev chain reset): its clock is
         // read afresh, not held at the lost chain's.
         s.chain_time = None;

@@ -520,6 +520,20 @@ impl Store {
         db!(w.commit())
     }
 
+    /// Forgets the landings of batches `n` and later (a reorg took them off
+    /// the chain; they land again) and moves the submit cursor back to `n`.
+    pub fn forget_landings_from(&self, n: u64) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            let mut t = db!(w.open_table(LANDINGS))?;
+            db!(t.retain_in(n.., |_, _| false))?;
+            let mut meta = db!(w.open_table(META))?;
+            let next = db!(meta.get(NEXT_SUBMIT))?.map(|g| g.value()).unwrap_or(0);
+            db!(meta.insert(NEXT_SUBMIT, next.min(n)))?;
+        }
+        db!(w.commit())
+    }
+
     /// How batch `n` landed on L1.
     pub fn landing(&self, n: u64) -> Result<Option<Landing>, StoreError> {
         let r = db!(self.db.begin_read())?;
@@ -679,6 +693,32 @@ mod tests {
         assert_eq!(store.answer("b").unwrap(), Some(later));
         assert_eq!(store.decision(9).unwrap(), None);
         assert_eq!(store.applied_seq().unwrap(), 9);
+    }
+
+    #[test]
+    fn landings_a_reorg_took_off_the_chain_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let landing = |block| Landing {
+            tx_hash: format!("0x{block:02x}"),
+            block,
+            gas_used: 280_000,
+            gas_price_wei: "1".into(),
+            latency_ms: 900,
+            sends: 1,
+            landed_at_ms: 1_000,
+        };
+        for n in 0..4 {
+            store.record_landing(n, &landing(10 + n)).unwrap();
+        }
+        assert_eq!(store.next_submit().unwrap(), 4);
+        store.forget_landings_from(2).unwrap();
+        assert_eq!(store.landing(1).unwrap(), Some(landing(11)));
+        assert_eq!((store.landing(2).unwrap(), store.landing(3).unwrap()), (None, None));
+        assert_eq!(store.next_submit().unwrap(), 2);
+        // Landing again moves the cursor on.
+        store.record_landing(2, &landing(20)).unwrap();
+        assert_eq!((store.landing(2).unwrap(), store.next_submit().unwrap()), (Some(landing(20)), 3));
     }
 
     #[test]
