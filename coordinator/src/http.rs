@@ -77,8 +77,24 @@ fn lookup(s: &Shared, id: &str) -> Option<TxAnswer> {
 }
 
 /// A refusal that the same transaction, sent again, may not get.
+/// Refusals that the bytes alone decide: sent again, they would be refused
+/// again. Every other refusal rests on the state or the content store then
+/// (a nonce ahead of its account's, an account or consent not there yet,
+/// content not added yet), so the same transaction sent again is decided
+/// again.
+const FINAL_REFUSALS: &[&str] = &[
+    "malformed",
+    "too_large",
+    "padding_only",
+    "bad_signature",
+    "invalid_public_key",
+    "non_canonical",
+    "id_out_of_range",
+    "reserved_account_id",
+];
+
 fn refused_for_now(a: &TxAnswer) -> bool {
-    matches!(&a.status, TxStatus::Rejected { code, .. } if code == "record_content_missing")
+    matches!(&a.status, TxStatus::Rejected { code, .. } if !FINAL_REFUSALS.contains(&code.as_str()))
 }
 
 fn answer_response(a: TxAnswer) -> Response {
@@ -139,9 +155,9 @@ async fn submit(State(s): State<AppState>, body: Bytes) -> Response {
             let mut sent_again = false;
             for _ in 0..60 {
                 match lookup(&s, &id) {
-                    // Refused only because its content could not be fetched
-                    // then (the refusal asks for it to be sent again): it is
-                    // decided again, through the stream under another id.
+                    // Refused for what was so then (its content not there,
+                    // its nonce ahead): decided again, through the stream
+                    // under another id.
                     Some(a) if refused_for_now(&a) => {
                         let mut headers = async_nats::HeaderMap::new();
                         let again = format!("{id}/again/{}", crate::service::now_ms());

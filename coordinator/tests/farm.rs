@@ -482,9 +482,10 @@ async fn an_accepted_transaction_stays_accepted_through_a_crash_whatever_changed
 
 /// A record refused because its content was not there yet is accepted when
 /// the same signed transaction is sent again after the content was added
-/// (the refusal says to do so; the stream's duplicate window must not stop it).
+/// (the refusal says to do so; the stream's duplicate window must not stop
+/// it); so is one refused for a nonce ahead once the one before is in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_record_refused_for_missing_content_is_accepted_when_sent_again_with_it() {
+async fn a_refusal_that_rested_on_what_was_there_then_is_decided_again_when_sent_again() {
     let farm = Farm::new();
     let _coordinator = farm.coordinator(30);
     let http = farm.http();
@@ -516,6 +517,25 @@ async fn a_record_refused_for_missing_content_is_accepted_when_sent_again_with_i
     let (status, third) = post().await;
     assert_eq!(status, 200);
     assert!(matches!(third.status, TxStatus::Accepted { .. } | TxStatus::Duplicate { .. }), "{third:?}");
+    // The doctor's update sent before the read it follows: its nonce is
+    // ahead. Sent again once the read is in, it is decided again.
+    let (read, update) = (&clinic[3], &clinic[4]);
+    kubo_add(&http, update.content.clone().unwrap()).await;
+    let send = |tx: &medrollup_circuits::tx::SignedTx| {
+        let body = serde_json::to_vec(tx).unwrap();
+        let http = http.clone();
+        async move {
+            let r = reqwest::Client::new().post(format!("{http}/tx")).body(body).send().await.unwrap();
+            (r.status().as_u16(), r.json::<TxAnswer>().await.unwrap())
+        }
+    };
+    let (status, early) = send(&update.tx).await;
+    assert_eq!(status, 422);
+    assert!(matches!(&early.status, TxStatus::Rejected { code, .. } if code == "bad_nonce"), "{early:?}");
+    assert!(matches!(send(&read.tx).await.1.status, TxStatus::Accepted { .. }));
+    let (status, later) = send(&update.tx).await;
+    assert_eq!(status, 200, "{later:?}");
+    assert!(matches!(later.status, TxStatus::Accepted { .. }), "{later:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
