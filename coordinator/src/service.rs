@@ -773,14 +773,21 @@ impl Coordinator {
                 metrics.tx_rejected_total.with_label_values(&[code.as_str()]).inc();
             }
         }
+        // The same bytes again answer `duplicate`; what GET /tx/{id} says of
+        // them stays `accepted` (stored, for a batch sealed before).
+        let accepted_before = matches!(answer.status, TxStatus::Duplicate { .. })
+            && tokio::task::block_in_place(|| store.answer(&answer.id))?
+                .is_some_and(|a| matches!(a.status, TxStatus::Accepted { .. }));
         // Queryable before it is announced: a client that got the answer can
         // look it up at once.
         {
             let mut v = self.shared.view.write().expect("view lock");
-            // The same bytes again while their batch is open answer
-            // `duplicate`; what GET /tx/{id} says stays `accepted`.
-            let keep = matches!(answer.status, TxStatus::Duplicate { .. })
-                && v.recent.get(&answer.id).is_some_and(|a| matches!(a.status, TxStatus::Accepted { .. }));
+            // (In the open batch: the acceptance is among the recent answers.)
+            let keep = accepted_before
+                || matches!(answer.status, TxStatus::Duplicate { .. })
+                    && v.recent
+                        .get(&answer.id)
+                        .is_some_and(|a| matches!(a.status, TxStatus::Accepted { .. }));
             if !keep {
                 v.recent.insert(answer.id.clone(), answer.clone());
             }

@@ -1252,3 +1252,48 @@ async fn job_queue_settings_take_effect_at_each_start() {
     drop(farm.coordinator_with(7, 4));
     assert_eq!(settings().await, (Duration::from_secs(7), 4));
 }
+
+/// The same bytes as a transaction accepted into a sealed batch, coming
+/// again while a later batch is open (a client publishing them under
+/// another message id): answered `duplicate`, and still shown accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_accepted_transaction_sent_again_later_is_still_shown_accepted() {
+    use futures::StreamExt;
+    let farm = Farm::new();
+    let data = farm.dir.path().join("coordinator");
+    let _coordinator = Coordinator::start(&CoordinatorOpts {
+        seal_timeout_ms: 600_000,
+        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
+    });
+    let http = farm.http();
+    let load = workload::generate(2, now(), "dup-later");
+    let client = Client::connect(&farm.nats).await;
+    // A full batch (sealed at once), and one more transaction in the next.
+    let steps: Vec<workload::Step> =
+        load.admin.iter().chain(&load.clinics[0]).chain(&load.clinics[1][..2]).cloned().collect();
+    let answers = run_steps(&client, &http, &steps).await;
+    for (s, a) in &answers {
+        assert!(matches!(a.status, TxStatus::Accepted { .. }) || s.expect_rejected, "{a:?}");
+    }
+    let first = &answers[0].1;
+    assert!(matches!(first.status, TxStatus::Accepted { batch: 0, .. }), "{first:?}");
+    let statuses: Vec<_> = answers.iter().map(|(_, a)| a.status.clone()).collect();
+    assert_eq!(get_json(&format!("{http}/root")).await["batches_sealed"], 1, "{statuses:?}");
+    let mut sub = client.nats.subscribe(medrollup_wire::subjects::answer(&first.id)).await.unwrap();
+    client.nats.flush().await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", "the same bytes under another id");
+    let bytes = serde_json::to_vec(&steps[0].tx).unwrap();
+    client
+        .js
+        .publish_with_headers(medrollup_wire::subjects::TX_SUBMIT, headers, bytes.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(30), sub.next()).await.unwrap().unwrap();
+    let dup: TxAnswer = serde_json::from_slice(&m.payload).unwrap();
+    assert_eq!(dup.status, TxStatus::Duplicate { batch: 0 });
+    let shown = get_json(&format!("{http}/tx/{}", first.id)).await;
+    assert_eq!((shown["status"].as_str(), shown["batch"].as_u64()), (Some("accepted"), Some(0)), "{shown}");
+}
