@@ -238,10 +238,25 @@ pub struct Keystore {
 
 #[derive(Serialize, Deserialize)]
 struct Secret {
-    #[serde(with = "hex_bytes")]
+    #[serde(with = "secret_hex")]
     babyjub: Vec<u8>,
-    #[serde(with = "hex_bytes")]
+    #[serde(with = "secret_hex")]
     rsa_pkcs8: Vec<u8>,
+}
+
+/// Hex (de)serialisation of secret bytes: the hex text is wiped once used.
+mod secret_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use zeroize::Zeroizing;
+
+    pub fn serialize<S: Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&Zeroizing::new(hex::encode(b)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = Zeroizing::new(String::deserialize(d)?);
+        hex::decode(text.as_str()).map_err(|e| serde::de::Error::custom(format!("not hex: {e}")))
+    }
 }
 
 impl Drop for Secret {
@@ -288,7 +303,12 @@ impl Keystore {
             babyjub: identity.signing.to_bytes().to_vec(),
             rsa_pkcs8: identity.rsa.to_pkcs8_der().expect("an RSA key encodes").as_bytes().to_vec(),
         };
-        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&secret).expect("json"));
+        // Sized for the whole text up front: no reallocation leaves a copy
+        // of it behind unwiped.
+        let mut plain = zeroize::Zeroizing::new(Vec::with_capacity(
+            2 * (secret.babyjub.len() + secret.rsa_pkcs8.len()) + 64,
+        ));
+        serde_json::to_writer(&mut *plain, &secret).expect("json");
         let ciphertext = Aes256Gcm::new(&(*key).into())
             .encrypt(&Nonce::from(nonce), Payload { msg: plain.as_slice(), aad: &aad(&public) })
             .expect("AES-GCM encrypts");
@@ -344,14 +364,16 @@ impl Keystore {
         let plain = zeroize::Zeroizing::new(plain);
         let secret: Secret = serde_json::from_slice(&plain)
             .map_err(|e| KeystoreError::Corrupted(format!("the decrypted keys do not parse: {e}")))?;
-        let babyjub: [u8; 32] = secret
-            .babyjub
-            .as_slice()
-            .try_into()
-            .map_err(|_| KeystoreError::Corrupted("the Baby Jubjub key is not 32 bytes".into()))?;
+        let babyjub: zeroize::Zeroizing<[u8; 32]> = zeroize::Zeroizing::new(
+            secret
+                .babyjub
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeystoreError::Corrupted("the Baby Jubjub key is not 32 bytes".into()))?,
+        );
         let rsa = RsaPrivateKey::from_pkcs8_der(&secret.rsa_pkcs8)
             .map_err(|e| KeystoreError::Corrupted(format!("the RSA key does not decode: {e}")))?;
-        let identity = Identity { signing: eddsa::PrivateKey::from_bytes(babyjub), rsa };
+        let identity = Identity { signing: eddsa::PrivateKey::from_bytes(*babyjub), rsa };
         if identity.public() != self.public {
             return Err(KeystoreError::Corrupted("the public keys are not those of the secret keys".into()));
         }
@@ -421,31 +443,48 @@ impl Keystore {
         }
     }
 
-    /// The keystore in a fresh file beside `path` (its own name, created
-    /// owner-only, flushed to disk); returns that file's path.
+    /// The keystore in a fresh file beside `path` (see [`aside`]); returns
+    /// that file's path.
     fn write_aside(&self, path: &Path) -> Result<std::path::PathBuf, KeystoreError> {
-        use std::io::Write;
-        let name = path.file_name().map_or_else(|| "keystore".into(), |n| n.to_string_lossy().into_owned());
-        let tmp = path.with_file_name(format!(".{name}.{}.tmp", hex::encode(random::<8>())));
-        let io = |source| KeystoreError::Io { path: tmp.display().to_string(), source };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp).map_err(io)?;
-        let written =
-            file.write_all(&serde_json::to_vec_pretty(self).expect("json")).and_then(|()| file.sync_all());
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io(e));
-        }
-        Ok(tmp)
+        aside(path, &serde_json::to_vec_pretty(self).expect("json"))
+            .map_err(|(tmp, source)| KeystoreError::Io { path: tmp.display().to_string(), source })
     }
 
     /// The same keys under a new password (and fresh salt and nonce).
     pub fn change_password(&self, old: &str, new: &str, params: KdfParams) -> Result<Self, KeystoreError> {
         Self::seal(&self.open(old)?, new, params)
     }
+}
+
+/// `bytes` in a fresh file beside `path` (its own name, created owner-only,
+/// flushed to disk); returns that file's path, or it and the error.
+fn aside(path: &Path, bytes: &[u8]) -> Result<std::path::PathBuf, (std::path::PathBuf, std::io::Error)> {
+    use std::io::Write;
+    let name = path.file_name().map_or_else(|| "file".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", hex::encode(random::<8>())));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let written =
+        options.open(&tmp).and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()));
+    match written {
+        Ok(()) => Ok(tmp),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err((tmp, e))
+        }
+    }
+}
+
+/// Writes `bytes` to `path`, replacing what is there, readable by its owner
+/// only (a decrypted record is nobody else's to read): written whole beside
+/// it, then renamed into place.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = aside(path, bytes).map_err(|(_, e)| e)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Hex (de)serialisation of byte strings.

@@ -103,6 +103,24 @@ pub enum ClientError {
         /// The batch it was said to be in.
         batch: u64,
     },
+    /// An update of a record that L1 shows with a later version than the
+    /// update made and other content: another writer's update came after
+    /// it (or it was not applied). Its content is unpinned.
+    #[error(
+        "record {record} is at version {now} on L1, past the version {made} this update made, with other \
+         content: another update came after it (or this one was not applied); its content {cid} is let go. \
+         Read the record, and write again if this change is still needed"
+    )]
+    Superseded {
+        /// The record.
+        record: u64,
+        /// The version this update made.
+        made: u64,
+        /// The version on L1.
+        now: u64,
+        /// This update's content.
+        cid: Cid,
+    },
     /// The flow's transaction stands, but what follows it stopped (`what`
     /// says what stands and how to finish).
     #[error("{what}: {error}")]
@@ -902,7 +920,7 @@ impl Session {
             return Ok(cid);
         }
         let ids = self.identities(owner, &readers).await?;
-        self.rekey_to(record, &ids, bundle, consent, cid).await
+        self.rekey_to(record, &ids, bundle, consent, (cid, now.version)).await
     }
 
     /// Writes a new version of a record: its owner, or its author under a
@@ -931,7 +949,7 @@ impl Session {
         let readers = self.readers_of(leaf.owner, record).await?;
         let old = self.cid_of(&leaf).await?;
         let ids = self.identities(leaf.owner, &readers).await?;
-        let cid = self.rekey_to(record, &ids, bundle, consent, old).await?;
+        let cid = self.rekey_to(record, &ids, bundle, consent, (old, leaf.version)).await?;
         self.without_lapsed_readers(record, leaf.owner, &readers, bundle, consent, cid)
             .await
             .map_err(|e| lapsed_reader_left(format!("record {record}'s new version {cid}"), record, e))
@@ -945,7 +963,7 @@ impl Session {
         ids: &[PublicIdentity],
         bundle: &[u8],
         consent: u64,
-        old: Cid,
+        old: (Cid, u64),
     ) -> Result<Cid, ClientError> {
         let (env, _key) = Envelope::seal(bundle, record, &ids.iter().collect::<Vec<_>>())?;
         self.replace(record, &env, consent, old).await
@@ -956,7 +974,7 @@ impl Session {
         record: u64,
         env: &Envelope,
         consent: u64,
-        old: Cid,
+        (old, read): (Cid, u64),
     ) -> Result<Cid, ClientError> {
         let (cid, meta_hash) = self.put(env).await?;
         let body = TxBody::UpdateRecord { record, consent, cid_digest: cid.digest(), meta_hash };
@@ -970,12 +988,32 @@ impl Session {
         // it is the record's only content).
         let what = format!("record {record}'s new version {cid}");
         let then = format!("read record {record} once L1 has it; its old content {old} is still pinned");
-        self.confirm(&what, &then, async {
-            Ok(found(self.record(record).await)?.is_some_and(|l| l.cid_digest == cid.digest() && !l.deleted))
-        })
-        .await?;
+        // Versions count updates: this one made `read + 1`. A later version
+        // with other content means another writer's update came after.
+        let made = read + 1;
+        let confirmed = self
+            .confirm(&what, &then, async {
+                let Some(l) = found(self.record(record).await)? else { return Ok(false) };
+                if l.cid_digest == cid.digest() && !l.deleted {
+                    return Ok(true);
+                }
+                if l.version > made {
+                    return Err(ClientError::Superseded { record, made, now: l.version, cid });
+                }
+                Ok(false)
+            })
+            .await;
+        if let Err(e @ ClientError::Superseded { .. }) = confirmed {
+            if cid != old {
+                let _ = self.release(cid).await;
+            }
+            return Err(e);
+        }
+        confirmed?;
         if cid != old {
-            self.release(old).await?;
+            self.release(old)
+                .await
+                .map_err(|e| still_pinned(format!("record {record}'s new version {cid}"), old, e))?;
         }
         Ok(cid)
     }
@@ -1136,7 +1174,7 @@ impl Session {
         }
         let key = env.record_key(&self.identity)?;
         env.add_reader(&key, reader)?;
-        self.replace(record, &env, 0, old).await?;
+        self.replace(record, &env, 0, (old, leaf.version)).await?;
         Ok(true)
     }
 
@@ -1213,7 +1251,7 @@ impl Session {
             return Ok(false); // re-keyed already, or never shared with the grantee
         }
         let bundle = env.open(&self.identity)?;
-        self.rekey_to(record, &ids, &bundle, 0, old).await?;
+        self.rekey_to(record, &ids, &bundle, 0, (old, leaf.version)).await?;
         Ok(true)
     }
 
@@ -1247,8 +1285,23 @@ impl Session {
             })
             .await?;
         }
-        self.release(cid).await?;
+        self.release(cid)
+            .await
+            .map_err(|e| still_pinned(format!("the delete of record {record}"), cid, e))?;
         Ok(cid)
+    }
+}
+
+/// A write that stands on L1 whose superseded content could not be
+/// unpinned: said so, naming the content, not as a plain storage error that
+/// invites writing again.
+fn still_pinned(written: String, old: Cid, e: ClientError) -> ClientError {
+    ClientError::Unfinished {
+        what: format!(
+            "{written} stands on L1, but the content it supersedes, {old}, is still pinned (it holds the keys \
+             of the readers it was sealed for): unpin {old} from the content store; nothing needs writing again"
+        ),
+        error: Box::new(e),
     }
 }
 

@@ -44,6 +44,20 @@ fn cli(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// Runs `medrollup-client` in `dir`, which must fail; returns its standard
+/// error.
+fn cli_fails(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let mut c = std::process::Command::new(coordinator_bin().with_file_name("medrollup-client"));
+    c.current_dir(dir).envs(env.iter().copied()).args(args);
+    let o = c.output().unwrap();
+    assert!(
+        !o.status.success(),
+        "medrollup-client {args:?} succeeded: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 fn in_a_week() -> u64 {
     now() + 7 * 86_400
 }
@@ -68,6 +82,31 @@ async fn pass_through(
     let r = reqwest::Client::new().request(method, url).body(body).send().await.unwrap();
     let status = r.status();
     (status, r.bytes().await.unwrap()).into_response()
+}
+
+/// An IPFS node in front of `real` that refuses every unpin (as one that
+/// fails at that moment would); every other call is passed on.
+async fn unpin_refusing_node(real: String) -> String {
+    async fn forward(
+        State(real): State<String>,
+        method: axum::http::Method,
+        headers: axum::http::HeaderMap,
+        uri: axum::http::Uri,
+        body: axum::body::Bytes,
+    ) -> axum::response::Response {
+        if uri.path() == "/api/v0/pin/rm" {
+            let refusal = serde_json::json!({ "Message": "the node is busy", "Code": 0, "Type": "error" });
+            return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(refusal)).into_response();
+        }
+        let url = format!("{real}{}", uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+        let mut r = reqwest::Client::new().request(method, url).body(body);
+        if let Some(t) = headers.get(axum::http::header::CONTENT_TYPE) {
+            r = r.header(axum::http::header::CONTENT_TYPE, t);
+        }
+        let r = r.send().await.unwrap();
+        (r.status(), r.bytes().await.unwrap()).into_response()
+    }
+    serve(axum::Router::new().fallback(forward).with_state(real.trim_end_matches('/').to_string())).await
 }
 
 /// How a dishonest coordinator lies about consents.
@@ -397,6 +436,24 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     assert_eq!(cid.codec(), medrollup_storage::cid::DAG_PB);
     assert_eq!(patient.read(record).await.unwrap().bundle, large);
 
+    // Two writers at once, from the same version: the doctor and the
+    // patient. Both updates are applied in turn; the first one's writer is
+    // told a later update came after it, and its content is let go.
+    let (va, vp) = (example_bundle("p10", 5_000), example_bundle("p10", 6_000));
+    let at = patient.record(record).await.unwrap().version;
+    let (ra, rp) = tokio::join!(doc_a.update_record(record, &va), patient.update_record(record, &vp));
+    assert_eq!(patient.record(record).await.unwrap().version, at + 2, "both applied");
+    let (lost, kept) = match (&ra, &rp) {
+        (Err(e), Ok(_)) => (e, &vp),
+        (Ok(_), Err(e)) => (e, &va),
+        other => panic!("one write is superseded by the other: {other:?}"),
+    };
+    let ClientError::Superseded { made, now: on_l1, cid, .. } = lost else { panic!("{lost}") };
+    assert_eq!((*made, *on_l1), (at + 1, at + 2), "{lost}");
+    assert!(lost.to_string().contains("another update came after it"), "{lost}");
+    assert!(matches!(on_node.unpin(*cid).await, Err(ContentError::NotFound(_))), "let go: {lost}");
+    assert_eq!(patient.read(record).await.unwrap().bundle, *kept);
+
     // Break-glass by B: logged and flagged, but the re-keyed record does not open for B.
     let e = doc_b.emergency_read(record, "unconscious in the emergency room").await.unwrap_err();
     assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
@@ -439,6 +496,16 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     let r2 = doc_a.add_record(PATIENT_2, &note).await.unwrap();
     cli(&home, &env, &["read", "--record", &r2.to_string(), "--out", "record.json"]);
     assert_eq!(std::fs::read(home.join("record.json")).unwrap(), note);
+    // Written for its reader only.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.join("record.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // Without the rollup contract named, nothing is taken from the
+    // coordinator on trust: refused, with what the coordinator says.
+    let unpinned: Vec<(&str, &str)> = env.iter().filter(|(k, _)| *k != "MEDROLLUP_ROLLUP").copied().collect();
+    let e = cli_fails(&home, &unpinned, &["consents"]);
+    assert!(e.contains("--rollup (or MEDROLLUP_ROLLUP) is required"), "{e}");
+    assert!(e.to_lowercase().contains(&format!("names {}", rollup_hex.to_lowercase())), "{e}");
     assert_eq!(doc_a.read(r2).await.unwrap().consent, Some(consent));
     let listed = cli(&home, &env, &["consents"]);
     assert!(
@@ -478,6 +545,25 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     let e = doc_a.emergency_read(record, "the revoked author tries").await.unwrap_err();
     assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "{e}");
     assert_eq!(patient.read(record).await.unwrap().bundle, v3);
+    // An update whose superseded content cannot be unpinned stands, and
+    // says so, naming that content.
+    let mut patient_unpinless = Session::open(
+        &Endpoints { ipfs_api: Some(unpin_refusing_node(ipfs.api().to_string()).await), ..endpoints.clone() },
+        PATIENT,
+        Identity::from_parts(patient.identity().signing_key().clone(), patient.identity().rsa_key().clone()),
+    )
+    .await
+    .unwrap();
+    let before = patient.read(record).await.unwrap().cid;
+    let v4 = example_bundle("p10", 4_000);
+    let e = patient_unpinless.update_record(record, &v4).await.unwrap_err();
+    let ClientError::Unfinished { what, error } = &e else { panic!("{e}") };
+    assert!(matches!(**error, ClientError::Storage(ContentError::Remote(_))), "{e}");
+    assert!(what.contains(&format!("supersedes, {before}, is still pinned")), "{e}");
+    assert!(what.contains("nothing needs writing again"), "{e}");
+    assert_eq!(patient.read(record).await.unwrap().bundle, v4, "the update stands");
+    assert!(on_node.has(before).await.unwrap(), "still pinned, as said");
+    on_node.unpin(before).await.unwrap();
 
     // A grant whose sharing stops (the content store out of reach) after
     // its consent is sealed says the consent stands; sharing it again
@@ -503,7 +589,7 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     let e = doc_b.read(record).await.unwrap_err();
     assert!(matches!(e, ClientError::Record(RecordError::NotARecipient(_))), "not shared yet: {e}");
     assert_eq!(patient.share(c_b2).await.unwrap(), vec![record]);
-    assert_eq!(doc_b.read(record).await.unwrap().bundle, v3);
+    assert_eq!(doc_b.read(record).await.unwrap().bundle, v4);
     assert_eq!(patient.share(c_b2).await.unwrap(), Vec::<u64>::new(), "nothing left to share");
 
     // A revoke sealed while a record is being added: doctor B's consent to

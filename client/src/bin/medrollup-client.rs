@@ -36,8 +36,8 @@ struct Conn {
     /// Ethereum JSON-RPC.
     #[arg(long, env = "MEDROLLUP_L1_RPC", default_value = "http://127.0.0.1:8545")]
     l1_rpc: String,
-    /// The rollup contract; without it, the address the coordinator reports
-    /// is used (with a warning: the contract is what the client trusts).
+    /// The rollup contract, which every answer is checked against: required
+    /// by the commands that use keys (never taken from the coordinator).
     #[arg(long, env = "MEDROLLUP_ROLLUP")]
     rollup: Option<alloy::primitives::Address>,
     /// Seconds to wait for L1 to reach the coordinator's state.
@@ -262,25 +262,29 @@ async fn session(keystore: &Path, conn: &Conn) -> anyhow::Result<Session> {
     Ok(Session::open(&endpoints(conn).await?, conn.account, identity).await?)
 }
 
-/// Where `conn` points; the rollup contract asked of the coordinator when
-/// not given.
+/// Where `conn` points. The rollup contract must be given: every answer is
+/// checked against it, so a coordinator that named it could name its own.
 async fn endpoints(conn: &Conn) -> anyhow::Result<Endpoints> {
-    let rollup = match conn.rollup {
-        Some(r) => r,
-        None => {
-            let url = format!("{}/l1", conn.coordinator.trim_end_matches('/'));
-            let v: serde_json::Value = reqwest::get(&url)
-                .await
-                .with_context(|| format!("GET {url}"))?
-                .json()
-                .await
-                .with_context(|| format!("GET {url}"))?;
-            let r = v["rollup"].as_str().with_context(|| format!("{url} names no rollup contract: {v}"))?;
-            eprintln!(
-                "warning: trusting the coordinator for the rollup contract {r}; pass --rollup to check it"
-            );
-            r.parse()?
-        }
+    let Some(rollup) = conn.rollup else {
+        // What the coordinator says, to compare with the hospital's word.
+        let url = format!("{}/l1", conn.coordinator.trim_end_matches('/'));
+        let reported = match reqwest::get(&url).await {
+            Ok(r) => {
+                r.json::<serde_json::Value>().await.ok().and_then(|v| v["rollup"].as_str().map(String::from))
+            }
+            Err(_) => None,
+        };
+        let hint = reported.map_or_else(String::new, |r| {
+            format!(
+                " (the coordinator at {} names {r}: pass it only if your hospital or the rollup's \
+                 published deployment names the same)",
+                conn.coordinator
+            )
+        });
+        bail!(
+            "--rollup (or MEDROLLUP_ROLLUP) is required: every answer is checked against the rollup \
+             contract, so it is not taken from the coordinator{hint}"
+        );
     };
     Ok(Endpoints {
         coordinator: conn.coordinator.clone(),
@@ -333,7 +337,8 @@ async fn portal(
 
 fn output(out: Option<&Path>, bytes: &[u8]) -> anyhow::Result<()> {
     match out {
-        Some(p) => std::fs::write(p, bytes).with_context(|| format!("writing {}", p.display())),
+        Some(p) => medrollup_client::keystore::write_private(p, bytes)
+            .with_context(|| format!("writing {}", p.display())),
         None => {
             use std::io::Write;
             std::io::stdout().write_all(bytes)?;
