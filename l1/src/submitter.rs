@@ -31,7 +31,7 @@ use ark_groth16::Proof;
 use medrollup_circuits::batch::PublicInputs;
 use std::future::Future;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The submitter's settings.
 #[derive(Clone)]
@@ -318,6 +318,14 @@ pub struct Governance {
 /// and operators to see a proposed verifier before it decides validity.
 pub const DEFAULT_UPGRADE_DELAY_S: u64 = 2 * 24 * 3600;
 
+/// The shortest upgrade delay a deployment takes: less leaves no time to
+/// notice a proposed verifier (none is no timelock at all).
+pub const MIN_UPGRADE_DELAY_S: u64 = 3600;
+
+/// The longest: the contract adds the delay to the block's time in 64 bits,
+/// and a delay of years would make every upgrade impossible in practice.
+pub const MAX_UPGRADE_DELAY_S: u64 = 365 * 24 * 3600;
+
 /// Deploys a verifier from `verifier` and the rollup contract with
 /// `genesis_root`, the key's address as sequencer, governed by `gov`.
 pub async fn deploy(
@@ -335,6 +343,13 @@ pub async fn deploy(
     }
     if gov.owner == Address::ZERO {
         return Err(L1Error::Config("the rollup's owner is the zero address".into()));
+    }
+    if !(MIN_UPGRADE_DELAY_S..=MAX_UPGRADE_DELAY_S).contains(&gov.upgrade_delay_s) {
+        return Err(L1Error::Config(format!(
+            "an upgrade delay of {} s: a proposed verifier must wait between {MIN_UPGRADE_DELAY_S} s (time to \
+             notice it) and {MAX_UPGRADE_DELAY_S} s before it can be installed",
+            gov.upgrade_delay_s
+        )));
     }
     let chain_id = connect(config)?.get_chain_id().await.map_err(rpc("reading the chain id"))?;
     let (verifier_addr, _) = deploy_contract(config, verifier, &[]).await?;
@@ -770,6 +785,9 @@ pub struct Submitter {
     chain_id: u64,
     /// The chain's count as last seen (to notice reorgs).
     last_count: Option<u64>,
+    /// A count below it read once (read again before it is taken for a
+    /// reorg).
+    lower_count: Option<u64>,
     /// The chain state at which the chain and the coordinator first
     /// disagreed, and when: a disagreement stops the submitter only when
     /// read again unchanged (see [`Submitter::disagreement`]).
@@ -857,13 +875,24 @@ impl Submitter {
             vk_sha256: vk_sha256.to_ascii_lowercase(),
             chain_id,
             last_count: None,
+            lower_count: None,
             suspect: None,
             sent: None,
             recorded_at: None,
             last_fees: None,
         };
         s.check_vk().await?;
-        let sequencer = s.contract().sequencer().call().await.map_err(rpc("reading the sequencer"))?;
+        // The verifier answers `vkHash()` too: a contract that does that but
+        // not `sequencer()` is not the rollup.
+        let sequencer = s.contract().sequencer().call().await.map_err(|e| {
+            if e.to_string().contains("revert") {
+                L1Error::Config(format!(
+                    "{rollup} is not a MedRollup contract (it has no sequencer; is it the verifier's address?): {e}"
+                ))
+            } else {
+                L1Error::Rpc(format!("reading the sequencer: {e}"))
+            }
+        })?;
         if sequencer != s.address() {
             return Err(L1Error::Config(format!(
                 "this key's account {} is not the rollup's sequencer ({sequencer}): use the sequencer's key, or \
@@ -954,9 +983,17 @@ impl Submitter {
         if let Some(last) = self.last_count
             && chain.count < last
         {
+            // A node behind a load balancer may answer once from a backend
+            // that lags: a lower count is read again before it counts.
+            if self.lower_count.is_none_or(|seen| chain.count > seen) {
+                debug!(from = last, to = chain.count, "a lower batch count read: reading again");
+                self.lower_count = Some(chain.count);
+                return Ok(Round::Retry);
+            }
             warn!(from = last, to = chain.count, "the chain lost batches (reorg or reset): resubmitting");
             observer.reorg(last, chain.count);
         }
+        self.lower_count = None;
         observer.chain_time(chain.time);
         self.last_count = Some(chain.count);
         let index = chain.count;
@@ -1234,7 +1271,16 @@ impl Submitter {
                 warn!(batch = index, nonce, max_fee, tip, "transaction stuck: raising its fees");
                 observer.fee_bumped(index);
             } else {
-                warn!(batch = index, nonce, "transaction dropped by the node: sending it again");
+                // Not in the node's pool (evicted, or the node restarted): no
+                // replacement rule applies, but a node refuses a transaction
+                // below its base fee, so it goes again at no less than the
+                // chain's fees now, within the cap.
+                let fresh = fresh_fees(&p).await?;
+                (max_fee, tip) = capped((max_fee.max(fresh.0), tip.max(fresh.1)), cap);
+                warn!(
+                    batch = index,
+                    nonce, max_fee, tip, "transaction dropped by the node: sending it again"
+                );
                 observer.resent(index);
             }
             match send(&p, &self.wallet, request(max_fee, tip)).await {
@@ -1326,6 +1372,21 @@ pub fn root_word(root: &Fr) -> B256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_deployment_without_a_usable_upgrade_delay_is_refused_before_anything_is_sent() {
+        let hex_key = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+        // No node at this address: refused before it is asked anything.
+        let config = L1Config::local("http://127.0.0.1:9", parse_key(hex_key).unwrap());
+        let owner = Address::repeat_byte(9);
+        for delay in [0, MIN_UPGRADE_DELAY_S - 1, MAX_UPGRADE_DELAY_S + 1, u64::MAX] {
+            let gov = Governance { owner, upgrade_delay_s: delay };
+            let e = deploy(&config, &crate::contracts::verifier_artifact(), Fr::from(1u64), gov)
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains(&format!("an upgrade delay of {delay} s")), "{e}");
+        }
+    }
 
     #[test]
     fn the_key_stays_out_of_debug_output_and_errors() {

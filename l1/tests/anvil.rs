@@ -315,6 +315,12 @@ async fn a_verifier_for_other_keys_or_a_key_that_is_not_the_sequencer_is_refused
     // No contract there at all.
     let err = Submitter::connect(config(&url), Address::repeat_byte(7), &proven().2).await.unwrap_err();
     assert!(err.to_string().contains("no contract at"), "{err}");
+    // The verifier's address given for the rollup's.
+    let read = submitter::connect_read_only(&url).unwrap();
+    let verifier = MedRollup::new(rollup, &read).verifier().call().await.unwrap();
+    let err = Submitter::connect(config(&url), verifier, &proven().2).await.unwrap_err();
+    assert!(err.to_string().contains("is not a MedRollup contract"), "{err}");
+    assert!(err.to_string().contains("is it the verifier's address?"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -420,6 +426,60 @@ async fn after_a_reorg_the_lost_batches_land_again_once_in_order() {
     assert!(run.seen.reorgs.lock().unwrap().contains(&(3, 1)), "{:?}", run.seen.reorgs.lock().unwrap());
     run.stop().await;
     assert_chain_holds(&url, rollup, 4).await;
+}
+
+/// A node in front of `upstream` whose next `lag` answers for the latest
+/// block give block `old` instead (a backend behind a load balancer that
+/// lags).
+async fn lagging_node(upstream: String) -> (String, Arc<Mutex<(u32, u64)>>) {
+    use axum::extract::State;
+    type Lag = Arc<Mutex<(u32, u64)>>;
+    async fn handle(
+        State((upstream, lag)): State<(String, Lag)>,
+        axum::Json(mut req): axum::Json<serde_json::Value>,
+    ) -> axum::Json<serde_json::Value> {
+        if req["method"] == "eth_getBlockByNumber" && req["params"][0] == "latest" {
+            let mut l = lag.lock().unwrap();
+            if l.0 > 0 {
+                l.0 -= 1;
+                req["params"][0] = format!("0x{:x}", l.1).into();
+            }
+        }
+        let r = reqwest::Client::new().post(&upstream).json(&req).send().await.unwrap();
+        axum::Json(r.json().await.unwrap())
+    }
+    let lag = Lag::default();
+    let app = axum::Router::new().route("/", axum::routing::post(handle)).with_state((upstream, lag.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, lag)
+}
+
+/// One read from a lagging node shows fewer batches: read again, it is no
+/// reorg (nothing is forgotten or sent again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_lagging_read_of_fewer_batches_is_no_reorg() {
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
+    let (lagging, lag) = lagging_node(url.clone()).await;
+    source.prove_upto(1);
+    let run = Running::start(config(&lagging), rollup, source.clone()).await;
+    run.wait_landed(1, Duration::from_secs(60)).await;
+    let before = submitter::connect_read_only(&url).unwrap().get_block_number().await.unwrap();
+    source.prove_upto(2);
+    run.poke();
+    run.wait_landed(2, Duration::from_secs(60)).await;
+    // The next read of the latest block answers from before batch 1.
+    *lag.lock().unwrap() = (1, before);
+    run.poke();
+    wait_until("the lagging answer read", || async { lag.lock().unwrap().0 == 0 }).await;
+    source.prove_upto(3);
+    run.poke();
+    run.wait_landed(3, Duration::from_secs(60)).await;
+    assert_eq!(run.seen.indices(), vec![0, 1, 2], "nothing sent again");
+    assert!(run.seen.reorgs.lock().unwrap().is_empty(), "{:?}", run.seen.reorgs.lock().unwrap());
+    run.stop().await;
+    assert_chain_holds(&url, rollup, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
