@@ -67,6 +67,17 @@ pub struct L1Status {
     /// The time of the latest block the submitter read (Unix seconds): no
     /// batch is stamped earlier, however far this machine's clock is behind.
     pub chain_time: Option<u64>,
+    /// When `chain_time` was read (L1's clock now is about it plus the
+    /// time since).
+    #[serde(skip)]
+    pub chain_time_read: Option<std::time::Instant>,
+}
+
+impl L1Status {
+    /// L1's clock now, as last read and run on since (Unix seconds).
+    pub fn chain_now(&self) -> Option<u64> {
+        Some(self.chain_time? + self.chain_time_read?.elapsed().as_secs())
+    }
 }
 
 /// A verifier proposed to replace the one installed.
@@ -194,6 +205,7 @@ impl Observer for Recorder {
         // The chain lost batches (a reorg, a dev chain reset): its clock is
         // read afresh, not held at the lost chain's.
         s.chain_time = None;
+        s.chain_time_read = None;
     }
     fn failed(&self, e: &L1Error) {
         self.metrics.l1_up.set(0);
@@ -202,6 +214,7 @@ impl Observer for Recorder {
     fn chain_time(&self, time: u64) {
         let mut s = self.status.lock().expect("l1 status");
         s.chain_time = s.chain_time.max(Some(time));
+        s.chain_time_read = Some(std::time::Instant::now());
     }
 }
 
@@ -338,6 +351,18 @@ pub async fn start(
     let s = Submitter::connect(settings.config.clone(), rollup, &manifest.verifying_key_sha256).await?;
     let chain = s.chain_state().await?;
     info!(%rollup, batches_on_chain = chain.count, root = %chain.root, "L1 submitter resumes from the chain");
+    // Landings of batches the chain no longer has (a reorg, or a node that
+    // lost its state, while this coordinator was down) are forgotten: they
+    // land again.
+    if store.next_submit().is_ok_and(|n| n > chain.count) {
+        warn!(
+            batches_on_chain = chain.count,
+            "the chain lost batches recorded as landed: they are sent again"
+        );
+        if let Err(e) = store.forget_landings_from(chain.count) {
+            warn!(error = %e, "could not forget the landings the chain lost");
+        }
+    }
     // The last landing recorded before this start (a restart).
     let last_landed = store.next_submit().ok().and_then(|n| n.checked_sub(1));
     if let Some(n) = last_landed {

@@ -28,6 +28,7 @@ use medrollup_wire::{
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -62,6 +63,20 @@ macro_rules! nats_err {
     ($ctx:expr) => {
         |e| CoordinatorError::Nats(format!("{}: {e}", $ctx))
     };
+}
+
+/// How far past L1's clock a batch may be stamped (see
+/// `Coordinator::batch_clock`).
+const CLOCK_AHEAD_MAX: Duration = Duration::from_secs(300);
+
+/// A batch's time when this machine's clock reads `local` and L1's latest
+/// block read was stamped `chain.0`, L1's clock being about `chain.1` now
+/// (see `Coordinator::batch_clock`).
+fn batch_stamp(local: u64, chain: Option<(u64, u64)>) -> u64 {
+    match chain {
+        Some((read, now)) => local.min(now + CLOCK_AHEAD_MAX.as_secs()).max(read),
+        None => local,
+    }
 }
 
 /// Unix time in milliseconds.
@@ -655,9 +670,29 @@ impl Coordinator {
     /// or L1's latest block's if that is later. Consents' expiries are
     /// judged at the batch's time; a machine whose clock is behind would
     /// otherwise accept an access under a consent the chain has seen end.
+    /// Nor more than [`CLOCK_AHEAD_MAX`] past L1's clock: the contract takes
+    /// no batch stamped after its block, and stamps never go back, so a
+    /// clock far ahead would hold every batch off L1 until the chain caught
+    /// up.
     fn batch_clock(&self) -> u64 {
-        let chain = self.shared.l1.as_ref().and_then(|s| s.lock().expect("l1 status").chain_time);
-        (now_ms() / 1000).max(chain.unwrap_or(0))
+        let local = now_ms() / 1000;
+        let chain = self.shared.l1.as_ref().and_then(|status| {
+            let s = status.lock().expect("l1 status");
+            Some((s.chain_time?, s.chain_now()?))
+        });
+        let stamp = batch_stamp(local, chain);
+        if stamp < local {
+            // Said once a minute at most.
+            static SAID: AtomicU64 = AtomicU64::new(0);
+            let minute = local / 60;
+            if SAID.swap(minute, Ordering::Relaxed) != minute {
+                warn!(
+                    ahead_s = local - stamp,
+                    "this machine's clock is ahead of L1's: batches are stamped by L1's"
+                );
+            }
+        }
+        stamp
     }
 
     /// Whether the open batch's time lags the clock by more than the seal
@@ -1332,6 +1367,17 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_stamped_within_reach_of_l1s_clock() {
+        let t = 1_800_000_000;
+        assert_eq!(batch_stamp(t, None), t, "no L1: this machine's clock");
+        assert_eq!(batch_stamp(t, Some((t - 5, t - 2))), t, "L1 a little behind");
+        assert_eq!(batch_stamp(t, Some((t + 172_800, t + 172_801))), t + 172_800, "L1 ahead: not before it");
+        // This machine a day ahead: no further than the bound past L1's clock.
+        let ahead = t + 86_400;
+        assert_eq!(batch_stamp(ahead, Some((t - 10, t))), t + CLOCK_AHEAD_MAX.as_secs());
+    }
 
     fn beat(name: &str) -> WorkerInfo {
         WorkerInfo {
