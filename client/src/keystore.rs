@@ -477,10 +477,14 @@ fn aside(path: &Path, bytes: &[u8]) -> Result<std::path::PathBuf, (std::path::Pa
     }
 }
 
-/// Writes `bytes` to `path`, replacing what is there, readable by its owner
-/// only (a decrypted record is nobody else's to read): written whole beside
-/// it, then renamed into place.
+/// Writes `bytes` to `path`, readable by its owner only (a decrypted record
+/// is nobody else's to read): a new or regular file is written whole beside
+/// it, then renamed into place; anything else (a link, a pipe,
+/// `/dev/stdout`) is written through as it is.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return std::fs::write(path, bytes);
+    }
     let tmp = aside(path, bytes).map_err(|(_, e)| e)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);

@@ -107,9 +107,10 @@ pub enum ClientError {
     /// update made and other content: another writer's update came after
     /// it (or it was not applied). Its content is unpinned.
     #[error(
-        "record {record} is at version {now} on L1, past the version {made} this update made, with other \
-         content: another update came after it (or this one was not applied); its content {cid} is let go. \
-         Read the record, and write again if this change is still needed"
+        "record {record} moved on after this update (L1 has version {now}{}, this update made version \
+         {made}): another writer's update or delete came after it (or this one was not applied); its content \
+         {cid} is let go. Read the record, and write again if this change is still needed",
+        if *deleted { ", deleted" } else { "" }
     )]
     Superseded {
         /// The record.
@@ -118,6 +119,8 @@ pub enum ClientError {
         made: u64,
         /// The version on L1.
         now: u64,
+        /// Whether L1 has it deleted.
+        deleted: bool,
         /// This update's content.
         cid: Cid,
     },
@@ -174,6 +177,9 @@ pub struct Session {
     instance: Fr,
     capacity: u64,
     nonce: Option<u64>,
+    /// Superseded content that could not be unpinned (tried again at the
+    /// end of each write).
+    stale: Vec<Cid>,
     /// The batch the last accepted transaction went into.
     last_batch: Option<u64>,
     journal: Vec<Submission>,
@@ -299,6 +305,7 @@ impl Session {
             instance,
             capacity: root.capacity,
             nonce: None,
+            stale: Vec::new(),
             last_batch: None,
             journal: Vec::new(),
         })
@@ -889,6 +896,7 @@ impl Session {
         self.without_lapsed_readers(record, patient, &readers, bundle, consent, cid).await.map_err(|e| {
             lapsed_reader_left(format!("record {record} is added for patient {patient}"), record, e)
         })?;
+        self.released_stale(|| format!("record {record} added for patient {patient}")).await?;
         Ok(record)
     }
 
@@ -950,9 +958,12 @@ impl Session {
         let old = self.cid_of(&leaf).await?;
         let ids = self.identities(leaf.owner, &readers).await?;
         let cid = self.rekey_to(record, &ids, bundle, consent, (old, leaf.version)).await?;
-        self.without_lapsed_readers(record, leaf.owner, &readers, bundle, consent, cid)
+        let cid = self
+            .without_lapsed_readers(record, leaf.owner, &readers, bundle, consent, cid)
             .await
-            .map_err(|e| lapsed_reader_left(format!("record {record}'s new version {cid}"), record, e))
+            .map_err(|e| lapsed_reader_left(format!("record {record}'s new version {cid}"), record, e))?;
+        self.released_stale(|| format!("record {record}'s new version {cid}")).await?;
+        Ok(cid)
     }
 
     /// Seals `bundle` for `ids` (the owner and the readers) under a fresh
@@ -997,25 +1008,43 @@ impl Session {
                 if l.cid_digest == cid.digest() && !l.deleted {
                     return Ok(true);
                 }
-                if l.version > made {
-                    return Err(ClientError::Superseded { record, made, now: l.version, cid });
+                if l.version > made || l.deleted && l.version >= made {
+                    let (now, deleted) = (l.version, l.deleted);
+                    return Err(ClientError::Superseded { record, made, now, deleted, cid });
                 }
                 Ok(false)
             })
             .await;
         if let Err(e @ ClientError::Superseded { .. }) = confirmed {
-            if cid != old {
-                let _ = self.release(cid).await;
+            // Neither is the record's content on L1 now.
+            for c in [cid, old] {
+                let _ = self.release(c).await;
             }
             return Err(e);
         }
         confirmed?;
-        if cid != old {
-            self.release(old)
-                .await
-                .map_err(|e| still_pinned(format!("record {record}'s new version {cid}"), old, e))?;
+        // Should that fail, the flow goes on (its other steps matter more);
+        // it says so at its end, and the next write tries again.
+        if cid != old && self.release(old).await.is_err() {
+            self.stale.push(old);
         }
         Ok(cid)
+    }
+
+    /// The end of a flow that wrote `written`: superseded content that could
+    /// not be unpinned (this flow's, or an earlier one's) is tried again;
+    /// what still cannot be is said, as not needing a write again.
+    async fn released_stale(&mut self, written: impl FnOnce() -> String) -> Result<(), ClientError> {
+        let mut first = None;
+        for cid in std::mem::take(&mut self.stale) {
+            if let Err(e) = self.release(cid).await {
+                self.stale.push(cid);
+                first.get_or_insert(e);
+            }
+        }
+        let Some(error) = first else { return Ok(()) };
+        let cids = self.stale.iter().map(Cid::to_string).collect::<Vec<_>>().join(", ");
+        Err(still_pinned(written(), &cids, error))
     }
 
     async fn live_record(&self, record: u64) -> Result<RecordLeaf, ClientError> {
@@ -1111,6 +1140,7 @@ impl Session {
             ),
             error: Box::new(e),
         })?;
+        self.released_stale(|| format!("consent {consent} to account {grantee} and its sharing")).await?;
         Ok(consent)
     }
 
@@ -1127,7 +1157,9 @@ impl Session {
             )));
         }
         let reader = self.public_identity(c.grantee).await?;
-        self.share_with(c.target, &reader).await
+        let shared = self.share_with(c.target, &reader).await?;
+        self.released_stale(|| format!("the sharing of consent {consent}")).await?;
+        Ok(shared)
     }
 
     /// A consent this patient granted, checked against L1.
@@ -1235,6 +1267,7 @@ impl Session {
                 error: Box::new(first),
             });
         }
+        self.released_stale(|| format!("the revoke of consent {consent} and its re-keying")).await?;
         Ok(rekeyed)
     }
 
@@ -1287,7 +1320,7 @@ impl Session {
         }
         self.release(cid)
             .await
-            .map_err(|e| still_pinned(format!("the delete of record {record}"), cid, e))?;
+            .map_err(|e| still_pinned(format!("the delete of record {record}"), &cid.to_string(), e))?;
         Ok(cid)
     }
 }
@@ -1295,11 +1328,12 @@ impl Session {
 /// A write that stands on L1 whose superseded content could not be
 /// unpinned: said so, naming the content, not as a plain storage error that
 /// invites writing again.
-fn still_pinned(written: String, old: Cid, e: ClientError) -> ClientError {
+fn still_pinned(written: String, old: &str, e: ClientError) -> ClientError {
     ClientError::Unfinished {
         what: format!(
             "{written} stands on L1, but the content it supersedes, {old}, is still pinned (it holds the keys \
-             of the readers it was sealed for): unpin {old} from the content store; nothing needs writing again"
+             of the readers it was sealed for): unpin it from the content store (this session tries again at \
+             its next write); nothing needs writing again"
         ),
         error: Box::new(e),
     }

@@ -213,8 +213,12 @@ impl Observer for Recorder {
     }
     fn chain_time(&self, time: u64) {
         let mut s = self.status.lock().expect("l1 status");
-        s.chain_time = s.chain_time.max(Some(time));
-        s.chain_time_read = Some(std::time::Instant::now());
+        // Noted when it moves: a head that stops (a node syncing, a chain
+        // mining on demand) leaves L1's clock estimate running on from it.
+        if s.chain_time.is_none_or(|t| time > t) {
+            s.chain_time = Some(time);
+            s.chain_time_read = Some(std::time::Instant::now());
+        }
     }
 }
 
@@ -348,20 +352,17 @@ pub async fn start(
     metrics: Metrics,
 ) -> Result<L1Handle, L1SetupError> {
     let rollup = resolve(settings, data_dir, manifest, genesis_root).await?;
-    let s = Submitter::connect(settings.config.clone(), rollup, &manifest.verifying_key_sha256).await?;
+    let mut s = Submitter::connect(settings.config.clone(), rollup, &manifest.verifying_key_sha256).await?;
     let chain = s.chain_state().await?;
     info!(%rollup, batches_on_chain = chain.count, root = %chain.root, "L1 submitter resumes from the chain");
-    // Landings of batches the chain no longer has (a reorg, or a node that
-    // lost its state, while this coordinator was down) are forgotten: they
-    // land again.
-    if store.next_submit().is_ok_and(|n| n > chain.count) {
-        warn!(
-            batches_on_chain = chain.count,
-            "the chain lost batches recorded as landed: they are sent again"
-        );
-        if let Err(e) = store.forget_landings_from(chain.count) {
-            warn!(error = %e, "could not forget the landings the chain lost");
-        }
+    // The count the chain had when this coordinator last saw a batch land:
+    // one lower now (a reorg, or a node that lost its state, while it was
+    // down) is read again, and once confirmed the landings the chain lost
+    // are forgotten (they land again), as for a reorg seen while running.
+    if let Ok(n) = store.next_submit()
+        && n > 0
+    {
+        s.resume_from_count(n);
     }
     // The last landing recorded before this start (a restart).
     let last_landed = store.next_submit().ok().and_then(|n| n.checked_sub(1));
@@ -373,6 +374,8 @@ pub async fn start(
         chain_id: s.provider().get_chain_id().await.unwrap_or_default(),
         sequencer: s.address().to_string(),
         last_landed,
+        chain_time: Some(chain.time),
+        chain_time_read: Some(std::time::Instant::now()),
         ..Default::default()
     }));
     metrics.l1_up.set(1);

@@ -450,7 +450,7 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     };
     let ClientError::Superseded { made, now: on_l1, cid, .. } = lost else { panic!("{lost}") };
     assert_eq!((*made, *on_l1), (at + 1, at + 2), "{lost}");
-    assert!(lost.to_string().contains("another update came after it"), "{lost}");
+    assert!(lost.to_string().contains("another writer's update or delete came after it"), "{lost}");
     assert!(matches!(on_node.unpin(*cid).await, Err(ContentError::NotFound(_))), "let go: {lost}");
     assert_eq!(patient.read(record).await.unwrap().bundle, *kept);
 
@@ -500,6 +500,12 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(home.join("record.json")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // Through a link, the file it names gets the record; the link stays.
+    std::fs::write(home.join("named.json"), b"").unwrap();
+    std::os::unix::fs::symlink(home.join("named.json"), home.join("link.json")).unwrap();
+    cli(&home, &env, &["read", "--record", &r2.to_string(), "--out", "link.json"]);
+    assert!(std::fs::symlink_metadata(home.join("link.json")).unwrap().file_type().is_symlink());
+    assert_eq!(std::fs::read(home.join("named.json")).unwrap(), note);
     // Without the rollup contract named, nothing is taken from the
     // coordinator on trust: refused, with what the coordinator says.
     let unpinned: Vec<(&str, &str)> = env.iter().filter(|(k, _)| *k != "MEDROLLUP_ROLLUP").copied().collect();

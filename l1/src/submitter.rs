@@ -1334,6 +1334,13 @@ impl Submitter {
         }
     }
 
+    /// The batch count last seen before a restart: a lower one read at the
+    /// first rounds is taken for a reorg once read again (and the observer
+    /// told), as one seen while running is.
+    pub fn resume_from_count(&mut self, count: u64) {
+        self.last_count = Some(count);
+    }
+
     /// Calls the verifier directly (a check the CLI and tests use).
     pub async fn verify_on_chain(
         &self,

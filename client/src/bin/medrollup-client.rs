@@ -258,8 +258,10 @@ fn unlock(path: &Path) -> anyhow::Result<Identity> {
 }
 
 async fn session(keystore: &Path, conn: &Conn) -> anyhow::Result<Session> {
+    // Before the password is asked: nothing runs without the contract.
+    let endpoints = endpoints(conn).await?;
     let identity = unlock(keystore)?;
-    Ok(Session::open(&endpoints(conn).await?, conn.account, identity).await?)
+    Ok(Session::open(&endpoints, conn.account, identity).await?)
 }
 
 /// Where `conn` points. The rollup contract must be given: every answer is
@@ -268,12 +270,11 @@ async fn endpoints(conn: &Conn) -> anyhow::Result<Endpoints> {
     let Some(rollup) = conn.rollup else {
         // What the coordinator says, to compare with the hospital's word.
         let url = format!("{}/l1", conn.coordinator.trim_end_matches('/'));
-        let reported = match reqwest::get(&url).await {
-            Ok(r) => {
-                r.json::<serde_json::Value>().await.ok().and_then(|v| v["rollup"].as_str().map(String::from))
-            }
-            Err(_) => None,
+        let ask = async {
+            let v: serde_json::Value = reqwest::get(&url).await.ok()?.json().await.ok()?;
+            v["rollup"].as_str().map(String::from)
         };
+        let reported = tokio::time::timeout(Duration::from_secs(5), ask).await.ok().flatten();
         let hint = reported.map_or_else(String::new, |r| {
             format!(
                 " (the coordinator at {} names {r}: pass it only if your hospital or the rollup's \
