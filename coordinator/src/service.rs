@@ -295,60 +295,47 @@ async fn setup_bus(js: &jetstream::Context, config: &Config, decided: u64) -> Re
         .await
         .map_err(|e| CoordinatorError::Nats(format!("updating consumer {}: {e}", streams::JOBS_CONSUMER)))?;
     }
-    let results_stream = js
-        .get_or_create_stream(stream::Config {
-            name: streams::RESULTS.into(),
-            subjects: vec![format!("{}.*", subjects::RESULT_PREFIX)],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::RESULTS)))?;
-    let results = results_stream
-        .get_or_create_consumer(
-            streams::RESULTS_CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(streams::RESULTS_CONSUMER.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| {
-            CoordinatorError::Nats(format!("creating consumer {}: {e}", streams::RESULTS_CONSUMER))
-        })?;
+    let results =
+        work_queue(js, streams::RESULTS, format!("{}.*", subjects::RESULT_PREFIX), streams::RESULTS_CONSUMER)
+            .await?;
     // The server says a job ran out of deliveries only once, as a plain
     // message: kept in a stream, it waits for a coordinator that was away.
-    let advisories = js
-        .get_or_create_stream(stream::Config {
-            name: streams::JOB_ADVISORIES.into(),
-            subjects: vec![format!(
-                "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
-                streams::JOBS,
-                streams::JOBS_CONSUMER
-            )],
-            retention: stream::RetentionPolicy::WorkQueue,
-            storage: stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| CoordinatorError::Nats(format!("creating stream {}: {e}", streams::JOB_ADVISORIES)))?
-        .get_or_create_consumer(
-            streams::JOB_ADVISORIES_CONSUMER,
-            consumer::pull::Config {
-                durable_name: Some(streams::JOB_ADVISORIES_CONSUMER.into()),
-                ack_policy: consumer::AckPolicy::Explicit,
-                ack_wait: Duration::from_secs(60),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| {
-            CoordinatorError::Nats(format!("creating consumer on {}: {e}", streams::JOB_ADVISORIES))
-        })?;
+    let advisory =
+        format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}", streams::JOBS, streams::JOBS_CONSUMER);
+    let advisories =
+        work_queue(js, streams::JOB_ADVISORIES, advisory, streams::JOB_ADVISORIES_CONSUMER).await?;
     Ok(Bus { tx, jobs, results, advisories })
+}
+
+/// Work-queue stream `name` of the messages on `subject`, stored on file,
+/// and this coordinator's durable consumer `durable` of it (acked
+/// explicitly, within 60 s).
+async fn work_queue(
+    js: &jetstream::Context,
+    name: &str,
+    subject: String,
+    durable: &str,
+) -> Result<consumer::PullConsumer, CoordinatorError> {
+    js.get_or_create_stream(stream::Config {
+        name: name.into(),
+        subjects: vec![subject],
+        retention: stream::RetentionPolicy::WorkQueue,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| CoordinatorError::Nats(format!("creating stream {name}: {e}")))?
+    .get_or_create_consumer(
+        durable,
+        consumer::pull::Config {
+            durable_name: Some(durable.into()),
+            ack_policy: consumer::AckPolicy::Explicit,
+            ack_wait: Duration::from_secs(60),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| CoordinatorError::Nats(format!("creating consumer {durable} on {name}: {e}")))
 }
 
 /// Puts the proving key into the key bucket under its sha256 (once).

@@ -33,28 +33,25 @@ const DOCTOR_B: u64 = 21;
 const PATIENT_2: u64 = 11;
 
 /// Runs `medrollup-client` (built beside this package's binaries by
-/// `cargo test --workspace`) in `dir`; returns its standard output.
-fn cli(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
+/// `cargo test --workspace`) in `dir`.
+fn run_cli(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let bin = coordinator_bin().with_file_name("medrollup-client");
     assert!(bin.exists(), "{} is missing: run the tests with --workspace", bin.display());
-    let mut c = std::process::Command::new(bin);
-    c.current_dir(dir).envs(env.iter().copied()).args(args);
-    let o = c.output().unwrap();
+    std::process::Command::new(bin).current_dir(dir).envs(env.iter().copied()).args(args).output().unwrap()
+}
+
+/// [`run_cli`], which must succeed; returns its standard output.
+fn cli(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
+    let o = run_cli(dir, env, args);
     assert!(o.status.success(), "medrollup-client {args:?}: {}", String::from_utf8_lossy(&o.stderr));
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Runs `medrollup-client` in `dir`, which must fail; returns its standard
-/// error.
+/// [`run_cli`], which must fail; returns its standard error.
 fn cli_fails(dir: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> String {
-    let mut c = std::process::Command::new(coordinator_bin().with_file_name("medrollup-client"));
-    c.current_dir(dir).envs(env.iter().copied()).args(args);
-    let o = c.output().unwrap();
-    assert!(
-        !o.status.success(),
-        "medrollup-client {args:?} succeeded: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
+    let o = run_cli(dir, env, args);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(!o.status.success(), "medrollup-client {args:?} succeeded: {out}");
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 

@@ -21,6 +21,8 @@ struct Farm {
     dir: tempfile::TempDir,
     nats: Nats,
     keys: std::path::PathBuf,
+    /// The coordinator's data directory (the same at each start).
+    data: std::path::PathBuf,
     http_port: u16,
 }
 
@@ -28,7 +30,18 @@ impl Farm {
     fn new() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let nats = Nats::start(dir.path());
-        Farm { keys: keys_dir(SHAPE), nats, http_port: free_port(), dir }
+        Farm {
+            keys: keys_dir(SHAPE),
+            nats,
+            http_port: free_port(),
+            data: dir.path().join("coordinator"),
+            dir,
+        }
+    }
+
+    /// The tests' usual coordinator settings for this farm.
+    fn opts(&self) -> CoordinatorOpts<'_> {
+        CoordinatorOpts::new(&self.nats, &self.keys, &self.data, self.dir.path(), self.http_port)
     }
 
     fn coordinator(&self, ack_wait_s: u64) -> Coordinator {
@@ -36,11 +49,10 @@ impl Farm {
     }
 
     fn coordinator_with(&self, ack_wait_s: u64, max_deliver: i64) -> Coordinator {
-        let data = self.dir.path().join("coordinator");
         Coordinator::start(&CoordinatorOpts {
             job_ack_wait_s: ack_wait_s,
             job_max_deliver: max_deliver,
-            ..CoordinatorOpts::new(&self.nats, &self.keys, &data, self.dir.path(), self.http_port)
+            ..self.opts()
         })
     }
 
@@ -417,11 +429,8 @@ async fn a_nats_restart_decides_no_transaction_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_accepted_transaction_stays_accepted_through_a_crash_whatever_changed_meanwhile() {
     let farm = Farm::new();
-    let data = farm.dir.path().join("coordinator");
-    let opts = |seal_timeout_ms| CoordinatorOpts {
-        seal_timeout_ms,
-        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
-    };
+    let data = &farm.data;
+    let opts = |seal_timeout_ms| CoordinatorOpts { seal_timeout_ms, ..farm.opts() };
     let http = farm.http();
     let load = workload::generate(1, now(), "crash-replay");
     let clinic = &load.clinics[0];
@@ -907,11 +916,7 @@ async fn a_job_that_keeps_failing_is_parked_dead_with_its_reason() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dead_job_is_queued_again_after_its_wait_and_proven_by_a_worker_that_joined() {
     let farm = Farm::new();
-    let data = farm.dir.path().join("coordinator");
-    let _coordinator = Coordinator::start(&CoordinatorOpts {
-        dead_job_retry_s: 8,
-        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
-    });
+    let _coordinator = Coordinator::start(&CoordinatorOpts { dead_job_retry_s: 8, ..farm.opts() });
     let http = farm.http();
     one_batch(&Client::connect(&farm.nats).await, &http).await;
     // Three workers fail the three attempts of a round: dead.
@@ -1017,11 +1022,7 @@ async fn a_job_whose_workers_keep_vanishing_is_parked_dead_after_its_deliveries(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_job_acked_without_a_result_is_queued_again_as_its_next_attempt() {
     let farm = Farm::new();
-    let data = farm.dir.path().join("coordinator");
-    let opts = CoordinatorOpts {
-        job_lost_after_s: 2,
-        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
-    };
+    let opts = CoordinatorOpts { job_lost_after_s: 2, ..farm.opts() };
     let mut coordinator = Coordinator::start(&opts);
     let http = farm.http();
     one_batch(&Client::connect(&farm.nats).await, &http).await;
@@ -1120,13 +1121,7 @@ async fn deliveries_run_out_while_the_coordinator_is_down(
     lose_advisory: bool,
 ) -> String {
     let farm = Farm::new();
-    let data = farm.dir.path().join("coordinator");
-    let opts = CoordinatorOpts {
-        job_ack_wait_s: 1,
-        job_max_deliver: 2,
-        job_lost_after_s,
-        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
-    };
+    let opts = CoordinatorOpts { job_ack_wait_s: 1, job_max_deliver: 2, job_lost_after_s, ..farm.opts() };
     let mut coordinator = Coordinator::start(&opts);
     let http = farm.http();
     one_batch(&Client::connect(&farm.nats).await, &http).await;
@@ -1173,11 +1168,7 @@ async fn a_transaction_stream_made_afresh_is_refused_not_misread() {
     use async_nats::jetstream;
     use medrollup_wire::{streams, subjects};
     let farm = Farm::new();
-    let data = farm.dir.path().join("coordinator");
-    let opts = |seal_timeout_ms| CoordinatorOpts {
-        seal_timeout_ms,
-        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
-    };
+    let opts = |seal_timeout_ms| CoordinatorOpts { seal_timeout_ms, ..farm.opts() };
     let http = farm.http();
     let load = workload::generate(1, now(), "stream-afresh");
     let client = Client::connect(&farm.nats).await;
@@ -1260,11 +1251,7 @@ async fn job_queue_settings_take_effect_at_each_start() {
 async fn an_accepted_transaction_sent_again_later_is_still_shown_accepted() {
     use futures::StreamExt;
     let farm = Farm::new();
-    let data = farm.dir.path().join("coordinator");
-    let _coordinator = Coordinator::start(&CoordinatorOpts {
-        seal_timeout_ms: 600_000,
-        ..CoordinatorOpts::new(&farm.nats, &farm.keys, &data, farm.dir.path(), farm.http_port)
-    });
+    let _coordinator = Coordinator::start(&CoordinatorOpts { seal_timeout_ms: 600_000, ..farm.opts() });
     let http = farm.http();
     let load = workload::generate(2, now(), "dup-later");
     let client = Client::connect(&farm.nats).await;

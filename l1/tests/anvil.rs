@@ -428,6 +428,14 @@ async fn after_a_reorg_the_lost_batches_land_again_once_in_order() {
     assert_chain_holds(&url, rollup, 4).await;
 }
 
+/// Serves `app` (a node in front of anvil) on a free port; returns its URL.
+async fn serve_node(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    url
+}
+
 /// A node in front of `upstream` whose next `lag` answers for the latest
 /// block give block `old` instead (a backend behind a load balancer that
 /// lags).
@@ -450,10 +458,7 @@ async fn lagging_node(upstream: String) -> (String, Arc<Mutex<(u32, u64)>>) {
     }
     let lag = Lag::default();
     let app = axum::Router::new().route("/", axum::routing::post(handle)).with_state((upstream, lag.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, lag)
+    (serve_node(app).await, lag)
 }
 
 /// One read from a lagging node shows fewer batches: read again, it is no
@@ -727,10 +732,7 @@ async fn bounded_logs_node(upstream: String, max: u64) -> (String, Queries) {
     let seen = Queries::default();
     let app =
         axum::Router::new().route("/", axum::routing::post(handle)).with_state((upstream, max, seen.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, seen)
+    (serve_node(app).await, seen)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -380,15 +380,8 @@ fn a_device_panicking_in_the_copy_over_the_input_costs_the_worker_one_more_proof
 
 #[test]
 fn a_device_panicking_mid_proof_is_finished_on_the_cpu() {
-    let Some(b) = medrollup_prover::conformance::available(two_opencl(), "panic mid-proof") else { return };
-    // The panic comes a few launches into the first quotient chain, before
-    // anything is written over its input.
-    b.inject_fault(0, 7, gpu::Fault::Panics);
-    proves_like_ark_groth16(&b);
-    let report = b.report();
-    let d0 = &report.devices[0];
-    assert!(!d0.healthy && d0.counters.errors == 1 && d0.counters.fallbacks >= 1, "{report:?}");
-    assert!(report.devices[1].healthy, "{report:?}");
+    // The panic comes before anything is written over the chain's input.
+    device_0_faulting_mid_proof_is_finished_on_the_cpu(gpu::Fault::Panics, "panic mid-proof");
 }
 
 #[test]
@@ -414,10 +407,16 @@ fn a_device_out_of_service_is_back_once_it_passes_its_known_answer_test_again() 
 
 #[test]
 fn a_device_failing_mid_proof_is_finished_on_the_cpu() {
-    let Some(b) = medrollup_prover::conformance::available(two_opencl(), "failure mid-proof") else { return };
-    // Device 0 fails a few launches into the proof, in the middle of its
-    // first quotient chain.
-    b.inject_fault(0, 7, gpu::Fault::Fails);
+    device_0_faulting_mid_proof_is_finished_on_the_cpu(gpu::Fault::Fails, "failure mid-proof");
+}
+
+/// Of two devices, device 0 faults as `fault` says a few launches into the
+/// proof, in the middle of its first quotient chain: the proof is
+/// ark-groth16's, finished on the CPU and device 1, and the next one avoids
+/// device 0.
+fn device_0_faulting_mid_proof_is_finished_on_the_cpu(fault: gpu::Fault, what: &str) {
+    let Some(b) = medrollup_prover::conformance::available(two_opencl(), what) else { return };
+    b.inject_fault(0, 7, fault);
     proves_like_ark_groth16(&b);
     let report = b.report();
     let d0 = &report.devices[0];
