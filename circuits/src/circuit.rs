@@ -238,7 +238,7 @@ fn slot(
     // Canonical encoding: unused arguments are 0 (layout in `Tx::fields`).
     let unused: [V; TX_ARGS] = [
         &noop + &reg_patient + &revoke,
-        &noop + &update + &delete + &revoke + &log + &emergency,
+        &noop + &delete + &revoke + &log + &emergency,
         &noop + &delete + &emergency,
         &noop + &delete + &revoke + &log,
         &noop + &reg_patient + &reg_doctor + &delete + &revoke + &log + &emergency,
@@ -369,6 +369,7 @@ fn slot(
     zero_product(&keep, &(&o[0] - &signer))?; // owner deletes / revokes
     zero_product(&(&grant * &o[0]), &(&o[0] - &signer))?; // a grant overwrites only the patient's own consent
     zero_product(&via_consent, &(&o[1] - &signer))?; // otherwise the author updates
+    zero_product(&update, &(&a[1] - &o[5]))?; // replaces the version it names
     let version = &update * (&o[5] + konst(1));
     range64(&version)?;
     let new = [

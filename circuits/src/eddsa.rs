@@ -417,8 +417,14 @@ mod tests {
 
     #[test]
     fn gadget_rejects_s_at_or_above_the_subgroup_order() {
-        // S + l is the same scalar on B8 but is refused natively (parse) and in the circuit.
-        let (_, msg, pk, sig) = vectors().remove(0);
+        // S + l is the same scalar on B8 but is refused natively (parse) and
+        // in the circuit. A vector whose S + l still fits the 251 bits S is
+        // decomposed into: only the comparison with l refuses it.
+        let l_big = BigUint::from(Scalar::MODULUS);
+        let (_, msg, pk, sig) = vectors()
+            .into_iter()
+            .find(|(_, _, _, sig)| (BigUint::from(sig.s.into_bigint()) + &l_big).bits() <= 251)
+            .expect("a vector with S + l < 2^251");
         let l = Fr::from_le_bytes_mod_order(&Scalar::MODULUS.to_bytes_le());
         let cs = ConstraintSystem::<Fr>::new_ref();
         let key = alloc_point(&cs, pk.x, pk.y);

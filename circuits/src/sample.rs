@@ -171,6 +171,7 @@ pub fn transactions() -> Vec<SignedTx> {
             d1,
             TxBody::UpdateRecord {
                 record: 500,
+                version: 1,
                 consent: 100,
                 cid_digest: cid("emr-500-v2"),
                 meta_hash: meta(2),
@@ -183,6 +184,7 @@ pub fn transactions() -> Vec<SignedTx> {
             p1,
             TxBody::UpdateRecord {
                 record: 500,
+                version: 2,
                 consent: 0,
                 cid_digest: cid("emr-500-v3"),
                 meta_hash: meta(3),

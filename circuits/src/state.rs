@@ -195,12 +195,28 @@ pub enum TxError {
     /// The grantee must be a doctor or a hospital.
     #[error("account {0} cannot receive consent: grantees are doctors or hospitals")]
     InvalidGrantee(u64),
+    /// An update names another version than the record's: another write came
+    /// between the writer's read and this update.
+    #[error(
+        "record {record} is at version {current}, not {named}: it changed since it was read (read it again, then update)"
+    )]
+    StaleVersion {
+        /// The record.
+        record: u64,
+        /// The version the update replaces.
+        named: u64,
+        /// The record's version.
+        current: u64,
+    },
     /// The record's version counter is exhausted.
     #[error("record {0} has reached the last version")]
     VersionOverflow(u64),
     /// The audit log is full.
     #[error("the audit log is full")]
     AuditLogFull,
+    /// A genesis whose trees cannot be built.
+    #[error("a tree height of {0} levels is not supported: 1 to 31 (4^levels leaves per tree)")]
+    TreeHeight(usize),
     /// A field that must be 0 for this transaction is not.
     #[error("{0}")]
     NonCanonical(&'static str),
@@ -230,8 +246,10 @@ impl TxError {
             TxError::ConsentExpired { .. } => "consent_expired",
             TxError::ExpiryNotInFuture { .. } => "expiry_not_in_future",
             TxError::InvalidGrantee(_) => "invalid_grantee",
+            TxError::StaleVersion { .. } => "stale_version",
             TxError::VersionOverflow(_) => "version_overflow",
             TxError::AuditLogFull => "audit_log_full",
+            TxError::TreeHeight(_) => "tree_height",
             TxError::NonCanonical(_) => "non_canonical",
         }
     }
@@ -517,6 +535,9 @@ pub fn state_root(instance: Fr, roots: &[Fr; 4], audit_count: u64) -> Fr {
 impl State {
     /// The genesis state.
     pub fn genesis(g: &Genesis) -> Result<Self, TxError> {
+        if !(1..=31).contains(&g.levels) {
+            return Err(TxError::TreeHeight(g.levels));
+        }
         let mut s = State {
             instance: g.instance,
             levels: g.levels,
@@ -802,8 +823,15 @@ impl State {
                 }
                 Ok(())
             }
-            TxBody::UpdateRecord { record, consent, .. } => {
+            TxBody::UpdateRecord { record, version, consent, .. } => {
                 let r = self.live_record(*record)?;
+                if f(*version) != r[5] {
+                    return Err(TxError::StaleVersion {
+                        record: *record,
+                        named: *version,
+                        current: u(&r[5]),
+                    });
+                }
                 if version_exhausted(&r) {
                     return Err(TxError::VersionOverflow(*record));
                 }

@@ -86,6 +86,10 @@ pub enum TxBody {
     UpdateRecord {
         /// The record.
         record: u64,
+        /// The version this update replaces: the record's version when the
+        /// writer read it. Another writer's update in between makes it stale
+        /// and the transaction is refused (no write is lost unseen).
+        version: u64,
         /// The author's consent (ignored, and must be 0, when the owner signs).
         #[serde(default)]
         consent: u64,
@@ -249,7 +253,7 @@ impl Tx {
     /// | register_patient | | pk.x | pk.y | rsa hash | | |
     /// | register_doctor | doctor | pk.x | pk.y | rsa hash | | |
     /// | add_record | record | patient | consent | cid hi | cid lo | meta |
-    /// | update_record | record | | consent | cid hi | cid lo | meta |
+    /// | update_record | record | version | consent | cid hi | cid lo | meta |
     /// | delete_record | record | | | | | |
     /// | grant | record (0 = all) | grantee | consent | scope | all? | expiry |
     /// | revoke | | | consent | | | |
@@ -270,9 +274,9 @@ impl Tx {
                 let [hi, lo] = digest_to_limbs(cid_digest);
                 [f(*record), f(*patient), f(*consent), hi, lo, *meta_hash, z]
             }
-            TxBody::UpdateRecord { record, consent, cid_digest, meta_hash } => {
+            TxBody::UpdateRecord { record, version, consent, cid_digest, meta_hash } => {
                 let [hi, lo] = digest_to_limbs(cid_digest);
-                [f(*record), z, f(*consent), hi, lo, *meta_hash, z]
+                [f(*record), f(*version), f(*consent), hi, lo, *meta_hash, z]
             }
             TxBody::DeleteRecord { record } => [f(*record), z, z, z, z, z, z],
             TxBody::Grant { consent, grantee, scope, target, expiry } => {

@@ -9,7 +9,7 @@ use medrollup_circuits::batch::{BatchBuilder, BatchWitness, PushError};
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::eddsa::PrivateKey;
 use medrollup_circuits::sample::{self, NOW};
-use medrollup_circuits::state::{State, TxError};
+use medrollup_circuits::state::{RecordLeaf, State, TreeId, TxError};
 use medrollup_circuits::tx::{ConsentTarget, Scope, SignedTx, Tx, TxBody};
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
@@ -51,12 +51,18 @@ fn random_tx(rng: &mut ChaCha8Rng, st: &State) -> SignedTx {
             cid_digest: rng.r#gen(),
             meta_hash: Fr::from(rng.r#gen::<u64>()),
         },
-        3 => TxBody::UpdateRecord {
-            record: rng.gen_range(0..40),
-            consent: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(0..20) },
-            cid_digest: rng.r#gen(),
-            meta_hash: Fr::from(3u64),
-        },
+        3 => {
+            let record = rng.gen_range(0..40);
+            let read = RecordLeaf::from_fields(&st.leaf(TreeId::Records, record)).map_or(0, |r| r.version);
+            TxBody::UpdateRecord {
+                record,
+                // Usually the version there; sometimes one read before a write.
+                version: if rng.gen_bool(0.8) { read } else { read.saturating_sub(1) },
+                consent: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(0..20) },
+                cid_digest: rng.r#gen(),
+                meta_hash: Fr::from(3u64),
+            }
+        }
         4 => TxBody::DeleteRecord { record: rng.gen_range(0..40) },
         5 => TxBody::Grant {
             consent: rng.gen_range(0..20),

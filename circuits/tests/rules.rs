@@ -8,9 +8,9 @@ use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystem};
 use medrollup_circuits::Fr;
 use medrollup_circuits::batch::{BatchBuilder, BatchWitness};
 use medrollup_circuits::circuit::BatchCircuit;
-use medrollup_circuits::eddsa::{PrivateKey, PublicKey};
+use medrollup_circuits::eddsa::{PrivateKey, PublicKey, Signature};
 use medrollup_circuits::sample::{self, NOW, Party};
-use medrollup_circuits::state::{Genesis, GenesisHospital, Role, State, TreeId, TxError};
+use medrollup_circuits::state::{Genesis, GenesisHospital, RecordLeaf, Role, State, TreeId, TxError};
 use medrollup_circuits::tx::{ConsentTarget, Scope, SignedTx, Tx, TxBody};
 
 const LEVELS: usize = 5;
@@ -75,8 +75,18 @@ fn rec_body(record: u64, patient: u64, consent: u64) -> TxBody {
     TxBody::AddRecord { record, patient, consent, cid_digest: sample::cid("r"), meta_hash: Fr::from(1u64) }
 }
 
-fn upd_body(record: u64, consent: u64) -> TxBody {
-    TxBody::UpdateRecord { record, consent, cid_digest: sample::cid("u"), meta_hash: Fr::from(2u64) }
+/// The record's version in `st` (0 when there is no such record).
+fn version(st: &State, record: u64) -> u64 {
+    RecordLeaf::from_fields(&st.leaf(TreeId::Records, record)).map_or(0, |r| r.version)
+}
+
+/// An update of `record` as `st` shows it.
+fn upd_body(st: &State, record: u64, consent: u64) -> TxBody {
+    upd_body_of(record, version(st, record), consent)
+}
+
+fn upd_body_of(record: u64, version: u64, consent: u64) -> TxBody {
+    TxBody::UpdateRecord { record, version, consent, cid_digest: sample::cid("u"), meta_hash: Fr::from(2u64) }
 }
 
 fn grant_body(consent: u64, grantee: u64, target: ConsentTarget, expiry: u64) -> TxBody {
@@ -99,6 +109,14 @@ fn register_patient() {
     let zero = Party { id: 0, key: p.key.clone() };
     fail(&st, &tx(&st, &zero, body(p.key.public())), |e| matches!(e, TxError::ReservedAccountId));
     fail(&st, &tx(&st, p, body(small_order_key())), |e| matches!(e, TxError::InvalidPublicKey(_)));
+    // A small-order key needs no secret: 8·A is the identity, so S·B8 = R8
+    // verifies for any S. Only the key check refuses such a signature.
+    let r8 = medrollup_circuits::babyjub::base8(); // 1·B8
+    let keyless = SignedTx {
+        tx: Tx { signer: p.id, nonce: 0, body: body(small_order_key()) },
+        signature: Signature { r8x: r8.x, r8y: r8.y, s: medrollup_circuits::babyjub::Scalar::from(1u64) },
+    };
+    fail(&st, &keyless, |e| matches!(e, TxError::InvalidPublicKey(_)));
     let mut stale = tx(&st, p, body(p.key.public()));
     stale.tx.nonce = 1;
     stale = stale.tx.sign(&p.key, Fr::from(sample::INSTANCE));
@@ -148,6 +166,37 @@ fn add_record() {
     fail(&st, &tx(&st, d2, rec_body(500, 10, 101)), |e| {
         matches!(e, TxError::ConsentMismatch { .. } | TxError::RecordExists(_))
     });
+    // Write scope alone: a read-only consent over all records does not let
+    // its doctor add one; the same consent read-write does.
+    let p1 = &p.patients[0];
+    for (scope, ok) in [(Scope::Read, false), (Scope::ReadWrite, true)] {
+        let mut st = st.clone();
+        st.apply(
+            &tx(
+                &st,
+                p1,
+                TxBody::Grant {
+                    consent: 140,
+                    grantee: d2.id,
+                    scope,
+                    target: ConsentTarget::AllRecords,
+                    expiry: NOW + 60,
+                },
+            ),
+            NOW,
+        )
+        .unwrap();
+        let add = tx(&st, d2, rec_body(503, 10, 140));
+        if ok {
+            pass(&st, &add);
+        } else {
+            fail(
+                &st,
+                &add,
+                |e| matches!(e, TxError::ConsentMismatch { reason, .. } if reason.contains("read-only")),
+            );
+        }
+    }
     fail(&st, &tx(&st, d2, rec_body(503, 10, 101)), |e| {
         matches!(e, TxError::ConsentMismatch { reason: "it is read-only", .. })
     });
@@ -165,20 +214,52 @@ fn update_record() {
     let st = after(8);
     let p = ps();
     let (p1, d1, d2) = (&p.patients[0], &p.doctors[0], &p.doctors[1]);
-    pass(&st, &tx(&st, d1, upd_body(500, 100)));
-    pass(&st, &tx(&st, p1, upd_body(500, 0)));
-    fail(&st, &tx(&st, p1, upd_body(500, 100)), |e| matches!(e, TxError::NonCanonical(_)));
-    fail(&st, &tx(&st, d2, upd_body(500, 101)), |e| matches!(e, TxError::NotAuthorized { .. }));
-    fail(&st, &tx(&st, d1, upd_body(499, 100)), |e| matches!(e, TxError::UnknownRecord(499)));
+    pass(&st, &tx(&st, d1, upd_body(&st, 500, 100)));
+    pass(&st, &tx(&st, p1, upd_body(&st, 500, 0)));
+    fail(&st, &tx(&st, p1, upd_body(&st, 500, 100)), |e| matches!(e, TxError::NonCanonical(_)));
+    fail(&st, &tx(&st, d2, upd_body(&st, 500, 101)), |e| matches!(e, TxError::NotAuthorized { .. }));
+    fail(&st, &tx(&st, d1, upd_body(&st, 499, 100)), |e| matches!(e, TxError::UnknownRecord(499)));
+    // The author alone: another doctor with read-write consent over all the
+    // patient's records may not overwrite what doctor 1 wrote.
+    let mut rw = st.clone();
+    let grant = TxBody::Grant {
+        consent: 141,
+        grantee: d2.id,
+        scope: Scope::ReadWrite,
+        target: ConsentTarget::AllRecords,
+        expiry: NOW + 60,
+    };
+    rw.apply(&tx(&rw, p1, grant), NOW).unwrap();
+    fail(&rw, &tx(&rw, d2, upd_body(&rw, 500, 141)), |e| {
+        matches!(e, TxError::NotAuthorized { account: 21, record: 500 })
+    });
+    pass(&rw, &tx(&rw, d2, rec_body(504, 10, 141)));
     let deleted = after(16);
-    fail(&deleted, &tx(&deleted, p1, upd_body(500, 0)), |e| matches!(e, TxError::RecordDeleted(500)));
+    fail(&deleted, &tx(&deleted, p1, upd_body(&deleted, 500, 0)), |e| {
+        matches!(e, TxError::RecordDeleted(500))
+    });
+
+    // An update names the version it replaces: one read before another
+    // write (or a version that is not there yet) is refused, by the owner
+    // and by the author alike.
+    let v = version(&st, 500);
+    assert!(v >= 1, "record 500 has a version ({v})");
+    for (who, consent) in [(p1, 0), (d1, 100)] {
+        for named in [v - 1, v + 1, 0] {
+            fail(
+                &st,
+                &tx(&st, who, upd_body_of(500, named, consent)),
+                |e| matches!(e, TxError::StaleVersion { record: 500, named: n, current } if *n == named && *current == v),
+            );
+        }
+    }
 
     // The last version: a state no transaction reaches in practice, set up directly.
     let mut full = st.clone();
     let mut leaf = full.leaf(TreeId::Records, 500);
     leaf[5] = Fr::from(u64::MAX);
     full.force_leaf(TreeId::Records, 500, leaf);
-    fail(&full, &tx(&full, p1, upd_body(500, 0)), |e| matches!(e, TxError::VersionOverflow(500)));
+    fail(&full, &tx(&full, p1, upd_body(&full, 500, 0)), |e| matches!(e, TxError::VersionOverflow(500)));
 }
 
 #[test]
@@ -445,4 +526,18 @@ fn leaf_views_and_the_account_index_agree_with_the_rules() {
     }
     assert!(deleted > 0, "the sample deletes a record");
     assert_eq!(st.live_record_with_content(&[7u8; 32]), None);
+}
+
+#[test]
+fn a_genesis_with_trees_of_no_supported_height_is_refused() {
+    for levels in [0, 32, 1000] {
+        let g = Genesis { instance: Fr::from(5u64), levels, hospitals: vec![] };
+        let e = State::genesis(&g).map(|_| ()).expect_err("refused");
+        assert!(matches!(e, TxError::TreeHeight(l) if l == levels), "{e}");
+        assert!(e.to_string().contains(&format!("{levels} levels is not supported: 1 to 31")), "{e}");
+    }
+    for levels in [1, 31] {
+        let g = Genesis { instance: Fr::from(5u64), levels, hospitals: vec![] };
+        assert_eq!(State::genesis(&g).unwrap().levels(), levels);
+    }
 }

@@ -346,7 +346,7 @@ impl From<ClientError> for ApiError {
         let status = match &e {
             ClientError::Rejected { .. } => StatusCode::CONFLICT,
             ClientError::Refused(_) => StatusCode::FORBIDDEN,
-            ClientError::Superseded { .. } => StatusCode::CONFLICT,
+            ClientError::Superseded { .. } | ClientError::Stale { .. } => StatusCode::CONFLICT,
             ClientError::NotFound(_) => StatusCode::NOT_FOUND,
             ClientError::Record(RecordError::NotARecipient(_)) => StatusCode::FORBIDDEN,
             ClientError::Record(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -124,6 +124,22 @@ pub enum ClientError {
         /// This update's content.
         cid: Cid,
     },
+    /// An update refused because the record changed after it was read:
+    /// another writer's update came first. Nothing was written; this
+    /// update's content is unpinned.
+    #[error(
+        "record {record} changed after it was read at version {read} (another writer's update came first): this \
+         update was refused and its content {cid} let go. Read the record again and make the change on what it \
+         holds now"
+    )]
+    Stale {
+        /// The record.
+        record: u64,
+        /// The version this update was made from.
+        read: u64,
+        /// This update's content.
+        cid: Cid,
+    },
     /// The flow's transaction stands, but what follows it stopped (`what`
     /// says what stands and how to finish).
     #[error("{what}: {error}")]
@@ -988,12 +1004,18 @@ impl Session {
         (old, read): (Cid, u64),
     ) -> Result<Cid, ClientError> {
         let (cid, meta_hash) = self.put(env).await?;
-        let body = TxBody::UpdateRecord { record, consent, cid_digest: cid.digest(), meta_hash };
+        let body =
+            TxBody::UpdateRecord { record, version: read, consent, cid_digest: cid.digest(), meta_hash };
         if let Err(e) = self.submit(body).await {
             if cid != old {
                 let _ = self.release(cid).await;
             }
-            return Err(e);
+            return Err(match e {
+                ClientError::Rejected { code, .. } if code == "stale_version" => {
+                    ClientError::Stale { record, read, cid }
+                }
+                e => e,
+            });
         }
         // The old content is let go only once L1 holds the new version (else
         // it is the record's only content).

@@ -14,7 +14,7 @@ library Fixtures {
     }
 
     bytes32 internal constant GENESIS_ROOT = 0x15fd789422f2d5a886cc479d028ebc2e5881a06ad416f92679e822a1a4afa477;
-    bytes32 internal constant VK_SHA256 = 0xa3e4af1008541e60b60c2579f70e55200428fcb525a56f8af7d500a2a514d49d;
+    bytes32 internal constant VK_SHA256 = 0xbc8c188e601503e35f101d71d69d5f03aab5f2cbfb9467c0a7e460c66ee7d403;
     uint256 internal constant COUNT = 3;
 
     function batch(uint256 i) internal pure returns (Batch memory b) {
@@ -25,14 +25,14 @@ library Fixtures {
             b.timestamp = 1767225600;
             b.cid = hex"0155122005a0d306125ad3f0b03789b8a0c84462695b93b9724979c33eb34fc9793907eb";
             b.proof = [
-                uint256(0x1afd84122c29ed379240d3016b962dd130b0fb590d228052b106776dfa0b07e8),
-                uint256(0x220f81aad2210cddeca72583d47ea34b6d6273501cdff504c92020a9f19e9338),
-                uint256(0x1bbb68ca22cacc634031f42133660e5037102d754eb6b93fde8b839c0388c8e0),
-                uint256(0x2cd701aadf58bcd47505f53ba2d9275a635cfc6c5e6d170588c9fedd7449504c),
-                uint256(0x1008e29cbe5d249d8ecbf097514fad8ff08f905e9e22ef8e31bbfbd14097bfc3),
-                uint256(0x1446edd6e1ebc5ebe62d09fed183683cd1b5309b647e88ce14a6f9c0f3492525),
-                uint256(0x13c19a639651502ee259f6d6db7606339f616e6ef77c81b7ed9939cc7f993293),
-                uint256(0x27cff8e8d32af4e783a8a523a8b1d9b3c740e0e018965d6e3a2f8ad00b92fbe6)
+                uint256(0x113ab922cbacfaeb90a2af13854317abf6b4a60d11e4a81cf7458979321768b2),
+                uint256(0x20f5a684367a94607f1dcff73361d70de519e3e6bcce7075158e8043d64eabf6),
+                uint256(0x21502cd58c5da8436f56ef5c75eb67427c2853e02bd1f3ccfa2661f83f230e03),
+                uint256(0x0675ee2969123027df00705c012751e9564e3523a51a81e6f63f68f746cc5921),
+                uint256(0x0f0e75ff392d23950643b1fc42dea3f1c658f572cce8a01b25685769a9073ffb),
+                uint256(0x15c06f14de4ce66930ff902398ca67873b3bb22d81d65f6b9fc2b9f2ce9c8ae7),
+                uint256(0x1a91d86f6d09f577836d2d3c166728a6965cf3aefdd6aa2738b0dfd5e984c047),
+                uint256(0x00a8030400d5dd8a4ab49798e5b4211b2975788b25e9049d6d6f70e650c03266)
             ];
             return b;
         }
@@ -43,32 +43,32 @@ library Fixtures {
             b.timestamp = 1767225610;
             b.cid = hex"01551220fc74a0bb0a51f14ade5467e9e71e416af9a32dcc02544425f504ade2e506ca63";
             b.proof = [
-                uint256(0x285354e440623f654248f6fac2af2c353b4d028e6102ff7bea35125ce9cb60a0),
-                uint256(0x011a217b6ceeb32bfe90e03b95b51101fd0992034350336d1a7a5f451ad1b060),
-                uint256(0x19f9723957ffbdcf8cd21697284cc7e12052bb68b58fb79f9b3a059d76aeb41e),
-                uint256(0x0537b6c0a6276ec299de8bb05853f2e3e4c83168452743a496e75d12b561c091),
-                uint256(0x15476cf82a9bc7388626b21589ec1755d332bc574336d79396c0fa309bcedde4),
-                uint256(0x02fd2fcb1e410756a56586bb44c0074f38c1e8aab2150cb47ab5e38edc939fb8),
-                uint256(0x2eedc8aaaf326ea3ccc87ac3df89309be2340ab2d79ba3917fe3b720084d1146),
-                uint256(0x1a2dad29eb9b9476e676fe411412551198a227911205fd6e9f85a51a5b0ac8a8)
+                uint256(0x1e4dfdb0c07e6e6c166c2cf3ce00345793cdde057448b8c2a4edd2a1d904847d),
+                uint256(0x131668b5481fc5349e47c45fc83e4aa0b55b1cbc65e3ff36f7c2873f457535ce),
+                uint256(0x007a32e95fc54002fa732d2e0fff6b681f38daf779e8ab1c1c050acc723af5ad),
+                uint256(0x1fd32577c8529d6f436ac70f0fede34ce0203d59d815c280e6f4c5fa19268c7f),
+                uint256(0x29b31440032edc3936f88f6cc23da2b6bd1a24811066ffbeff98a9dde6ec4bc2),
+                uint256(0x0137691be47478034b50bc22d00769baa83435264d6c337e1be421040d582a90),
+                uint256(0x1a272fcc7e8ca512ca042c757313cb272aa018baf363dea7f67ec043ca09b6f2),
+                uint256(0x10c123b5de3f53136c3240bc0e7c0d38e53352cd605a7477a97392b509eadb3e)
             ];
             return b;
         }
         if (i == 2) {
             b.oldRoot = 0x030b43a32920f201a3908882000f6fa4629397e19adf27e6e1d2c32f623793b1;
             b.newRoot = 0x0bf08c327ddfd2a2f6995f19075f124faf02eb227e635635656221358ba9c871;
-            b.txCommitment = 0x2fc54a2a19609d353b3828b256a5fe7d130a58908a314b33c9cc5e71d418d216;
+            b.txCommitment = 0x270efe42d88842e3847a05f8e70ebfc2099b4f13aff22d02f6c3bff6fe9898ae;
             b.timestamp = 1767225620;
-            b.cid = hex"01551220a0a32e0b2200eeb3066737c85559a7f339d5755e1616e89cea55f696d679686f";
+            b.cid = hex"01551220f3df7aa0b19909c3b88a4234a6b5361da3b3dd53936827fb81d8b3570bbaa76b";
             b.proof = [
-                uint256(0x2c9c7676c85a1484f8cb9655e17bb40a73b5c55a32608ad35d375d833e8c580c),
-                uint256(0x22223e43afa41712d9999680f4549ed9be302374cbdbefc894a73f2b778575c0),
-                uint256(0x2a936cc541180e706c303392fc2f9bbec6ff7720ec62d9f40b7ffb99b89b5b22),
-                uint256(0x2c8b4884e17e1025be6633861032f59fc840ab698151f6c88a32cb0c1de674dd),
-                uint256(0x04b5d18acca69a47543be2d49725c1e540a81d042d238726117b0e3e60d1fd9f),
-                uint256(0x0111ef9f6e707fb7f966db4cbb669272c412c1912a3b66b42190503f94c0ab2b),
-                uint256(0x1d5a8a25f1d207a811ca15320ffa48dd671a52f372ab07d908d40a84bbfa10f1),
-                uint256(0x19025b8647d9ed8a5c4c344c7a92dc9205a32e24244bcd3bb06b12246e3c232b)
+                uint256(0x0e7138d9bc4dae9041d87d6d13b85a62c4bd2788f494637c7c45f408d671c67d),
+                uint256(0x127fa2eb4e8d3697e38c4de82938799cd0eb06905d958401af826fbb999ae32f),
+                uint256(0x137b59284e007ac7fb2b7b342d63444fd7cabb90354491eb0e24f138fab4c30c),
+                uint256(0x0a4c1c3d9cf3a92b8b014a0fc761d2ee29170902a2334e3d29fe20d5ff5fb0e7),
+                uint256(0x2d9939dd04a5e9096c9225cd00911d239706d6b3b16e712f0e6b5c2882e93d27),
+                uint256(0x2c8639919e5de861ae42e4b8e20d5b4ca3d102937ae51cdec0663cc3567bd0df),
+                uint256(0x270d8f504d994120374522040b0383d26ec4d160baed66f50f8ca5b05cb642d8),
+                uint256(0x0294d4a263cc71326acdec54186f434c3ee95915365e1d5ac1771745a6ce75d2)
             ];
             return b;
         }

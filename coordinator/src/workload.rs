@@ -137,7 +137,13 @@ pub fn generate(clinics: usize, now: u64, tag: &str) -> Workload {
             ok(
                 signer.sign(
                     &doctor,
-                    TxBody::UpdateRecord { record, consent, cid_digest: digest(&v2), meta_hash: meta(2) },
+                    TxBody::UpdateRecord {
+                        record,
+                        version: 1,
+                        consent,
+                        cid_digest: digest(&v2),
+                        meta_hash: meta(2),
+                    },
                 ),
                 Some(v2),
             ),

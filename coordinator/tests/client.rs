@@ -434,20 +434,21 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
     assert_eq!(patient.read(record).await.unwrap().bundle, large);
 
     // Two writers at once, from the same version: the doctor and the
-    // patient. Both updates are applied in turn; the first one's writer is
-    // told a later update came after it, and its content is let go.
+    // patient. One update is applied; the other names the version both read,
+    // which is gone by then: it is refused, its writer told why, and its
+    // content let go. Nothing is overwritten unseen.
     let (va, vp) = (example_bundle("p10", 5_000), example_bundle("p10", 6_000));
     let at = patient.record(record).await.unwrap().version;
     let (ra, rp) = tokio::join!(doc_a.update_record(record, &va), patient.update_record(record, &vp));
-    assert_eq!(patient.record(record).await.unwrap().version, at + 2, "both applied");
+    assert_eq!(patient.record(record).await.unwrap().version, at + 1, "one applied");
     let (lost, kept) = match (&ra, &rp) {
         (Err(e), Ok(_)) => (e, &vp),
         (Ok(_), Err(e)) => (e, &va),
-        other => panic!("one write is superseded by the other: {other:?}"),
+        other => panic!("one write is refused, the other applied: {other:?}"),
     };
-    let ClientError::Superseded { made, now: on_l1, cid, .. } = lost else { panic!("{lost}") };
-    assert_eq!((*made, *on_l1), (at + 1, at + 2), "{lost}");
-    assert!(lost.to_string().contains("another writer's update or delete came after it"), "{lost}");
+    let ClientError::Stale { record: r, read, cid } = lost else { panic!("{lost}") };
+    assert_eq!((*r, *read), (record, at), "{lost}");
+    assert!(lost.to_string().contains("changed after it was read"), "{lost}");
     assert!(matches!(on_node.unpin(*cid).await, Err(ContentError::NotFound(_))), "let go: {lost}");
     assert_eq!(patient.read(record).await.unwrap().bundle, *kept);
 

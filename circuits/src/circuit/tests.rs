@@ -7,7 +7,7 @@ use super::*;
 use crate::batch::{BatchBuilder, BatchWitness};
 use crate::eddsa::PrivateKey;
 use crate::sample::{self, NOW, Party};
-use crate::state::{State, TxError};
+use crate::state::{State, TreeId, TxError};
 use crate::tx::{ConsentTarget, Scope, SignedTx, Tx, TxBody};
 use ark_relations::gr1cs::ConstraintSystem;
 
@@ -214,6 +214,7 @@ fn update_by_a_stranger() {
     let ps = sample::parties();
     let body = |consent, label| TxBody::UpdateRecord {
         record: 500,
+        version: 2,
         consent,
         cid_digest: sample::cid(label),
         meta_hash: Fr::from(6u64),
@@ -223,6 +224,32 @@ fn update_by_a_stranger() {
     // Doctor 2 holds read consent 101 but is not the author.
     let bad = signed(&ps.doctors[1], nonce_of(&st, 21), body(101, "evil"), sample::INSTANCE);
     assert_cheat_refused(&st, &bad, NOW, |e| matches!(e, TxError::NotAuthorized { .. }));
+}
+
+#[test]
+fn update_of_a_stale_version() {
+    // After step 9 record 500 is at version 2 (added, then updated once).
+    let st = state_after(9);
+    let ps = sample::parties();
+    let body = |version| TxBody::UpdateRecord {
+        record: 500,
+        version,
+        consent: 0,
+        cid_digest: sample::cid("next"),
+        meta_hash: Fr::from(7u64),
+    };
+    let owner = &ps.patients[0];
+    let good = signed(owner, nonce_of(&st, owner.id), body(2), sample::INSTANCE);
+    assert!(satisfied(&one_tx_batch(&st, &good, true, NOW)), "honest twin naming the version there");
+    for named in [1, 3] {
+        let stale = signed(owner, nonce_of(&st, owner.id), body(named), sample::INSTANCE);
+        assert_cheat_refused(
+            &st,
+            &stale,
+            NOW,
+            |e| matches!(e, TxError::StaleVersion { record: 500, named: n, current: 2 } if *n == named),
+        );
+    }
 }
 
 #[test]
@@ -280,11 +307,44 @@ fn wrong_commitment_or_roots() {
     assert!(!satisfied_with(c), "the commitment fixes the order of the batch data");
 }
 
+/// Whether the batch of `tx` alone satisfies the circuit when a cheating
+/// prover's own witness generator puts `value` in argument `arg` of its
+/// encoding (signed by `who` and committed as such), and in field `field`
+/// of the leaf it writes in `tree` (when the argument is stored). Everything else is
+/// the honest witness's: with the value the honest encoding has, it is
+/// satisfied.
+fn with_raw_arg(
+    st: &State,
+    tx: &SignedTx,
+    who: &Party,
+    arg: usize,
+    value: Fr,
+    field: Option<(TreeId, usize)>,
+) -> bool {
+    let honest = one_tx_batch(st, tx, true, NOW);
+    let mut fields = tx.tx.fields();
+    fields.args[arg] = value;
+    let inst = Fr::from(sample::INSTANCE);
+    let sig = who.key.sign(fields.message(inst));
+    let mut claimed = st.clone();
+    let trace = claimed.execute(tx, NOW).unwrap();
+    if let Some((tree, f)) = field {
+        let mut leaf = claimed.leaf(tree, trace.update.index);
+        leaf[f] = value;
+        claimed.force_leaf(tree, trace.update.index, leaf);
+    }
+    let mut w = honest;
+    w.new_roots = claimed.roots();
+    let mut c = BatchCircuit::new(w);
+    let padding = SignedTx::noop().tx.message(inst);
+    c.public.tx_commitment = poseidon::hash2(poseidon::hash2(Fr::zero(), fields.message(inst)), padding);
+    c.raw_slots = vec![(0, fields, sig)];
+    satisfied_with(c)
+}
+
 #[test]
 fn grant_expiry_must_be_a_u64() {
-    // A cheating prover's own witness generator can put any field element in
-    // the encoding; an expiry of 2^64 + 5 would be a consent that never lapses.
-    use crate::state::TreeId;
+    // An expiry of 2^64 + 5 would be a consent that never lapses.
     let st = state_after(6);
     let ps = sample::parties();
     let p1 = &ps.patients[0];
@@ -296,27 +356,70 @@ fn grant_expiry_must_be_a_u64() {
         expiry: NOW + 5,
     };
     let tx = signed(p1, nonce_of(&st, 10), body, sample::INSTANCE);
-    let honest = one_tx_batch(&st, &tx, true, NOW);
-    assert!(satisfied(&honest));
-    let with_expiry = |expiry: Fr| {
-        let mut fields = tx.tx.fields();
-        fields.args[5] = expiry;
-        let sig = p1.key.sign(fields.message(Fr::from(sample::INSTANCE)));
-        let mut claimed = st.clone();
-        claimed.execute(&tx, NOW).unwrap();
-        let mut leaf = claimed.leaf(TreeId::Consents, 130);
-        leaf[5] = expiry;
-        claimed.force_leaf(TreeId::Consents, 130, leaf);
-        let mut w = honest.clone();
-        w.new_roots = claimed.roots();
-        let mut c = BatchCircuit::new(w);
-        let inst = Fr::from(sample::INSTANCE);
-        let padding = SignedTx::noop().tx.message(inst);
-        c.public.tx_commitment = poseidon::hash2(poseidon::hash2(Fr::zero(), fields.message(inst)), padding);
-        c.raw_slots = vec![(0, fields, sig)];
-        satisfied_with(c)
-    };
-    assert!(with_expiry(Fr::from(NOW + 7)), "control: a raw u64 expiry goes through the same path");
+    assert!(
+        with_raw_arg(&st, &tx, p1, 5, Fr::from(NOW + 7), Some((TreeId::Consents, 5))),
+        "control: a u64 expiry, the same path"
+    );
     let beyond = Fr::from(u64::MAX) + Fr::from(6u64); // 2^64 + 5
-    assert!(!with_expiry(beyond), "an expiry of 2^64 + 5 is refused");
+    assert!(
+        !with_raw_arg(&st, &tx, p1, 5, beyond, Some((TreeId::Consents, 5))),
+        "an expiry of 2^64 + 5 is refused"
+    );
+}
+
+#[test]
+fn a_grant_encodes_its_scope_and_target_one_way() {
+    let st = state_after(6);
+    let ps = sample::parties();
+    let p1 = &ps.patients[0];
+    let grant =
+        |target| TxBody::Grant { consent: 130, grantee: 21, scope: Scope::Read, target, expiry: NOW + 5 };
+    let all = signed(p1, nonce_of(&st, 10), grant(ConsentTarget::AllRecords), sample::INSTANCE);
+    // Scope (args[3], leaf[2]): read (1) or read-write (2), nothing else.
+    assert!(
+        with_raw_arg(&st, &all, p1, 3, Fr::from(2u64), Some((TreeId::Consents, 2))),
+        "control: read-write"
+    );
+    for scope in [0u64, 3] {
+        assert!(
+            !with_raw_arg(&st, &all, p1, 3, Fr::from(scope), Some((TreeId::Consents, 2))),
+            "scope {scope}"
+        );
+    }
+    // All-records flag (args[4], leaf[3]): a bit; set, the record is 0.
+    assert!(!with_raw_arg(&st, &all, p1, 4, Fr::from(2u64), Some((TreeId::Consents, 3))), "all = 2");
+    assert!(
+        !with_raw_arg(&st, &all, p1, 0, Fr::from(500u64), Some((TreeId::Consents, 4))),
+        "all records, and record 500"
+    );
+    // The unused last argument is 0.
+    assert!(with_raw_arg(&st, &all, p1, 6, Fr::zero(), None), "control: the honest encoding");
+    assert!(!with_raw_arg(&st, &all, p1, 6, Fr::from(5u64), None), "args[6] = 5");
+}
+
+#[test]
+fn record_content_digests_are_two_128_bit_halves() {
+    let st = state_after(9);
+    let ps = sample::parties();
+    let p1 = &ps.patients[0];
+    let body = TxBody::UpdateRecord {
+        record: 500,
+        version: 2,
+        consent: 0,
+        cid_digest: [0xff; 32],
+        meta_hash: Fr::from(7u64),
+    };
+    let tx = signed(p1, nonce_of(&st, p1.id), body, sample::INSTANCE);
+    let top = Fr::from(u128::MAX); // the largest half there is
+    assert!(with_raw_arg(&st, &tx, p1, 3, top, Some((TreeId::Records, 2))), "control: 2^128 - 1");
+    assert!(
+        !with_raw_arg(&st, &tx, p1, 3, top + Fr::from(1u64), Some((TreeId::Records, 2))),
+        "a high half of 2^128"
+    );
+    assert!(
+        !with_raw_arg(&st, &tx, p1, 4, top + Fr::from(1u64), Some((TreeId::Records, 3))),
+        "a low half of 2^128"
+    );
+    // An update's unused argument (args[6]) is 0 too.
+    assert!(!with_raw_arg(&st, &tx, p1, 6, Fr::from(1u64), None), "args[6] = 1");
 }
