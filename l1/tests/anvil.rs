@@ -800,3 +800,38 @@ async fn events_are_read_from_the_deployment_block_in_spans_a_node_takes() {
         "{e}"
     );
 }
+
+#[test]
+fn a_genesis_of_another_tree_height_than_the_keys_is_refused_before_deploying() {
+    // A manifest for the checked-in verifier's keys (deploy reads only the
+    // manifest before the chain) and a genesis of height 3.
+    let dir = tempfile::tempdir().unwrap();
+    let vk = verifier_artifact().vk_sha256.unwrap();
+    let manifest = serde_json::json!({
+        "shape": { "batch_size": 4, "levels": 12 },
+        "proving_key": "pk.bin", "proving_key_sha256": "00",
+        "verifying_key": "vk.bin", "verifying_key_sha256": vk,
+        "verifying_key_snarkjs": "vk.json", "constraints": 1, "deterministic": true
+    });
+    std::fs::write(dir.path().join("keys.json"), manifest.to_string()).unwrap();
+    let genesis = dir.path().join("genesis.json");
+    std::fs::write(&genesis, serde_json::to_vec(&medrollup_circuits::sample::genesis(3)).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medrollup-l1"))
+        .args(["deploy", "--rpc", "http://127.0.0.1:1", "--owner", DEV_OWNER])
+        .arg("--keys-dir")
+        .arg(dir.path())
+        .arg("--genesis")
+        .arg(&genesis)
+        .arg("--out")
+        .arg(dir.path().join("deployment.json"))
+        .env("MEDROLLUP_L1_KEY", DEV_KEY)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("the genesis has trees of height 3") && stderr.contains("prove trees of height 12"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("deployment.json").exists());
+}

@@ -173,6 +173,15 @@ async fn main() -> Result<()> {
                 .with_context(|| format!("parsing {}", p.display()))?,
                 None => medrollup_circuits::sample::genesis(m.shape.levels),
             };
+            // A root no batch could ever be proven from is refused before it is on chain.
+            anyhow::ensure!(
+                genesis.levels == m.shape.levels,
+                "the genesis has trees of height {}, the keys in {} prove trees of height {}: \
+                 no batch could be proven from that root",
+                genesis.levels,
+                keys_dir.display(),
+                m.shape.levels
+            );
             let root = State::genesis(&genesis).map_err(|e| anyhow::anyhow!("genesis: {e}"))?.root();
             let config = L1Config::local(&rpc, key_from_env()?);
             let d =
