@@ -636,19 +636,29 @@ pub async fn run(
 }
 
 impl Coordinator {
-    /// Whether a record's content can be fetched under one of `cids` (tried
-    /// in order); a store that fails counts as not having it (the
-    /// transaction is refused and can be sent again).
+    /// Whether a record's content is in the store under one of `cids`
+    /// (tried in order), whole, and now pinned there: content a transaction
+    /// is accepted with is kept (from garbage collection, from an uploader's
+    /// unpin on the same node) before it is accepted. A store that fails
+    /// counts as not having it (the transaction is refused and can be sent
+    /// again).
     async fn content_present(&self, cids: [Cid; 2]) -> bool {
         for cid in cids {
             match self.shared.content.has(cid).await {
-                Ok(true) => return true,
-                Ok(false) => {}
+                Ok(true) => {}
+                Ok(false) => continue,
                 Err(e) => {
                     warn!(%cid, error = %e, "the content store cannot say whether it holds a record's content");
                     return false;
                 }
             }
+            return match self.shared.content.pin(cid).await {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(%cid, error = %e, "a record's content is in the store but cannot be pinned whole");
+                    false
+                }
+            };
         }
         false
     }

@@ -529,7 +529,12 @@ async fn a_refusal_that_rested_on_what_was_there_then_is_decided_again_when_sent
     // The doctor's update sent before the read it follows: its nonce is
     // ahead. Sent again once the read is in, it is decided again.
     let (read, update) = (&clinic[3], &clinic[4]);
-    kubo_add(&http, update.content.clone().unwrap()).await;
+    // The update's content is in the store only as the last block of other
+    // content (a chunk's bytes are anyone's to name).
+    let v2 = update.content.clone().unwrap();
+    assert!(v2.len() < medrollup_storage::content::MAX_BLOCK);
+    let holder = [vec![0x5a; medrollup_storage::content::MAX_BLOCK], v2.clone()].concat();
+    let holder = kubo_add(&http, holder).await;
     let send = |tx: &medrollup_circuits::tx::SignedTx| {
         let body = serde_json::to_vec(tx).unwrap();
         let http = http.clone();
@@ -545,6 +550,14 @@ async fn a_refusal_that_rested_on_what_was_there_then_is_decided_again_when_sent
     let (status, later) = send(&update.tx).await;
     assert_eq!(status, 200, "{later:?}");
     assert!(matches!(later.status, TxStatus::Accepted { .. }), "{later:?}");
+    // The content holding it is let go; the accepted record's content was
+    // pinned when it was accepted, and stays.
+    let rm = reqwest::Client::new().post(format!("{http}/api/v0/pin/rm?arg={holder}")).send().await.unwrap();
+    assert_eq!(rm.status(), 200, "{}", rm.text().await.unwrap());
+    let v2_cid = medrollup_coordinator::cid::Cid::of(&v2);
+    let cat = reqwest::Client::new().post(format!("{http}/api/v0/cat?arg={v2_cid}")).send().await.unwrap();
+    assert_eq!(cat.status(), 200);
+    assert_eq!(cat.bytes().await.unwrap().as_ref(), v2.as_slice(), "the accepted update's content is kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

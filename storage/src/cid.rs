@@ -16,6 +16,9 @@ pub struct Cid {
     digest: [u8; 32],
 }
 
+/// The longest text read as a CID.
+const MAX_CID_TEXT: usize = 100;
+
 /// The `raw` multicodec.
 pub const RAW: u8 = 0x55;
 /// The `dag-pb` multicodec.
@@ -173,8 +176,24 @@ impl FromStr for Cid {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim().trim_start_matches("/ipfs/");
+        // A CIDv1 of a sha2-256 multihash is 59 characters in base32 and
+        // about 50 in base58; the decoders' work grows with the square of
+        // the length, so a long string is refused before it is read.
+        if s.len() > MAX_CID_TEXT {
+            return Err(CidError::Encoding(format!(
+                "{} characters is too long for a CID (at most {MAX_CID_TEXT}; a CIDv1 in base32 has 59)",
+                s.len()
+            )));
+        }
         match s.as_bytes().first() {
-            Some(b'b') => Cid::from_bytes(&base32_decode(&s[1..])?),
+            Some(b'b') => {
+                let cid = Cid::from_bytes(&base32_decode(&s[1..])?)?;
+                // One spelling per CID: no extra letters, no stray bits in the last one.
+                if !cid.to_string().eq_ignore_ascii_case(s) {
+                    return Err(CidError::Encoding(format!("{s:?} is not the base32 form of {cid}")));
+                }
+                Ok(cid)
+            }
             Some(b'z') => Cid::from_bytes(&base58_decode(&s[1..])?),
             Some(b'Q') => {
                 Err(CidError::Unsupported("CIDv0 (dag-pb); add with cid-version=1 and raw leaves".into()))
@@ -251,5 +270,27 @@ mod tests {
         assert_eq!(dag_pb.to_string(), cid_of(0x70));
         assert!(matches!(cid_of(0x71).parse::<Cid>(), Err(CidError::Unsupported(_))));
         assert!("".parse::<Cid>().is_err());
+    }
+
+    #[test]
+    fn long_or_non_canonical_text_is_refused() {
+        let c = Cid::of(b"a record");
+        let text = c.to_string();
+        assert_eq!(text.len(), 59);
+        assert_eq!(format!("b{}", text[1..].to_uppercase()).parse::<Cid>().unwrap(), c, "either case");
+        // One more letter decodes to the same bytes, but is not its CID's text.
+        let e = format!("{text}a").parse::<Cid>().unwrap_err();
+        assert!(e.to_string().contains("is not the base32 form of"), "{e}");
+        // Nor is a last letter with stray low bits.
+        let last = text.as_bytes()[58];
+        let other = B32[(B32.iter().position(|&x| x == last).unwrap() + 1) % 32] as char;
+        let e = format!("{}{other}", &text[..58]).parse::<Cid>().unwrap_err();
+        assert!(e.to_string().contains("is not the base32 form of"), "{e}");
+        // A long string is refused before it is decoded (quickly, whatever its length).
+        let long = format!("z{}", "2".repeat(400_000));
+        let t = std::time::Instant::now();
+        let e = long.parse::<Cid>().unwrap_err();
+        assert!(e.to_string().contains("400001 characters is too long for a CID"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_millis(100), "{:?}", t.elapsed());
     }
 }

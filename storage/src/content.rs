@@ -111,9 +111,11 @@ impl EmbeddedStore {
         self.roots_dir().join(cid.to_string())
     }
 
+    /// Marks `cid` a root, durably (the mark is what keeps it).
     fn set_mark(&self, cid: Cid) -> Result<(), ContentError> {
         let path = self.mark(&cid);
-        std::fs::write(&path, b"").map_err(|source| ContentError::Io { path, source })
+        std::fs::write(&path, b"").map_err(|source| ContentError::Io { path, source })?;
+        sync_dir(&self.roots_dir())
     }
 
     /// The CIDs of the files in `dir` (blocks, or marks in `.roots`).
@@ -180,42 +182,107 @@ impl EmbeddedStore {
         std::fs::remove_file(&mark).map_err(|source| ContentError::Io { path: mark, source })
     }
 
+    /// Stores a block unless an intact copy is there: one damaged on disk
+    /// is written again.
     fn put_block(&self, cid: Cid, bytes: &[u8]) -> Result<(), ContentError> {
-        let path = self.path(&cid);
-        if !path.exists() {
-            // Write then rename: a crash never leaves a partial block under its CID.
-            let tmp = self.dir.join(format!(".{cid}.tmp"));
-            std::fs::write(&tmp, bytes).map_err(|source| ContentError::Io { path: tmp.clone(), source })?;
-            std::fs::rename(&tmp, &path).map_err(|source| ContentError::Io { path: path.clone(), source })?;
+        match self.block(cid) {
+            Ok(_) => return Ok(()),
+            Err(ContentError::NotFound(_) | ContentError::Corrupted(_)) => {}
+            Err(e) => return Err(e),
         }
-        Ok(())
+        // Written in full and synced under a name of its own, then renamed:
+        // a crash never leaves a partial block under its CID, and two
+        // writers do not share a temporary file.
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!(".{cid}.{}.{n}.tmp", std::process::id()));
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| ContentError::Io { path, source }
+        };
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written.map_err(io(&tmp)) {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        let path = self.path(&cid);
+        std::fs::rename(&tmp, &path).map_err(io(&path))
     }
 
     fn add_sync(&self, bytes: &[u8]) -> Result<Cid, ContentError> {
         if bytes.len() > MAX_CONTENT {
             return Err(ContentError::TooLarge(bytes.len()));
         }
-        // Leaves before the nodes that name them, the root last, then its mark.
+        // Leaves before the nodes that name them, the root last; the
+        // directory synced (the renames are durable), then the root's mark.
         let dag = crate::unixfs::import(bytes);
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         for b in &dag.blocks {
             self.put_block(b.cid, &b.bytes)?;
         }
+        sync_dir(&self.dir)?;
         self.set_mark(dag.root())?;
         Ok(dag.root())
     }
 
+    /// A block's bytes, checked against its CID: a block damaged on disk is
+    /// never served as content.
     fn block(&self, cid: Cid) -> Result<Vec<u8>, ContentError> {
         let path = self.path(&cid);
-        match std::fs::read(&path) {
-            Ok(b) => Ok(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ContentError::NotFound(cid)),
-            Err(source) => Err(ContentError::Io { path, source }),
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ContentError::NotFound(cid)),
+            Err(source) => return Err(ContentError::Io { path, source }),
+        };
+        if <sha2::Sha256 as sha2::Digest>::digest(&bytes)[..] != cid.digest() {
+            return Err(ContentError::Corrupted(format!(
+                "block {cid} ({}) is damaged: its bytes do not hash to its CID (adding the content again repairs it)",
+                path.display()
+            )));
         }
+        Ok(bytes)
+    }
+
+    /// Pins `cid` once every block of it is here and intact.
+    fn pin_sync(&self, cid: Cid) -> Result<(), ContentError> {
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        self.cat_sync(cid)?;
+        self.set_mark(cid)
     }
 
     fn cat_sync(&self, cid: Cid) -> Result<Vec<u8>, ContentError> {
         crate::unixfs::export(cid, &mut |c| self.block(c))
+    }
+}
+
+/// Makes the entries of `dir` (new files, renames) durable.
+fn sync_dir(dir: &Path) -> Result<(), ContentError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| ContentError::Io { path: dir.into(), source })
+}
+
+impl EmbeddedStore {
+    /// Runs `f` on a clone of the store off the async threads (disk reads
+    /// and writes of up to [`MAX_CONTENT`], fsyncs, sweeps).
+    fn blocking<T: Send + 'static>(
+        &self,
+        what: String,
+        f: impl FnOnce(&EmbeddedStore) -> Result<T, ContentError> + Send + 'static,
+    ) -> BoxFuture<'static, Result<T, ContentError>> {
+        let store = self.clone();
+        let dir = self.dir.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || f(&store)).await.map_err(|e| ContentError::Io {
+                path: dir,
+                source: std::io::Error::other(format!("{what}: the store's task failed: {e}")),
+            })?
+        })
     }
 }
 
@@ -227,11 +294,11 @@ impl From<crate::unixfs::DecodeError> for ContentError {
 
 impl ContentStore for EmbeddedStore {
     fn add(&self, bytes: Vec<u8>) -> BoxFuture<'_, Result<Cid, ContentError>> {
-        Box::pin(async move { self.add_sync(&bytes) })
+        self.blocking(format!("adding {} bytes", bytes.len()), move |s| s.add_sync(&bytes))
     }
 
     fn cat(&self, cid: Cid) -> BoxFuture<'_, Result<Vec<u8>, ContentError>> {
-        Box::pin(async move { self.cat_sync(cid) })
+        self.blocking(format!("reading {cid}"), move |s| s.cat_sync(cid))
     }
 
     fn has(&self, cid: Cid) -> BoxFuture<'_, Result<bool, ContentError>> {
@@ -239,23 +306,12 @@ impl ContentStore for EmbeddedStore {
     }
 
     fn pin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
-        Box::pin(async move {
-            let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-            if !self.path(&cid).exists() {
-                return Err(ContentError::NotFound(cid));
-            }
-            self.set_mark(cid)
-        })
+        self.blocking(format!("pinning {cid}"), move |s| s.pin_sync(cid))
     }
 
     fn unpin(&self, cid: Cid) -> BoxFuture<'_, Result<(), ContentError>> {
-        // A sweep over the store's roots: off the async threads.
-        let store = self.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || store.unpin_sync(cid))
-                .await
-                .map_err(|e| ContentError::Corrupted(format!("unpinning {cid}: {e}")))?
-        })
+        // A sweep over the store's roots.
+        self.blocking(format!("unpinning {cid}"), move |s| s.unpin_sync(cid))
     }
 }
 
@@ -316,6 +372,38 @@ mod tests {
         assert_eq!(s.cat(chunk).await.unwrap(), &big[..MAX_BLOCK]);
         s.unpin(chunk).await.unwrap();
         assert!(s.blocks().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_damaged_or_missing_block_is_never_served_and_adding_again_repairs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = EmbeddedStore::open(dir.path()).unwrap();
+        let big: Vec<u8> = (0..2 * MAX_BLOCK + 3).map(|i| (i * 11) as u8).collect();
+        let root = s.add(big.clone()).await.unwrap();
+        let chunk = Cid::of(&big[MAX_BLOCK..2 * MAX_BLOCK]);
+        // A power cut that kept the rename but not the data: a short block.
+        std::fs::write(s.path(&chunk), &big[MAX_BLOCK..MAX_BLOCK + 10]).unwrap();
+        let e = s.cat(root).await.unwrap_err();
+        assert!(matches!(e, ContentError::Corrupted(_)), "{e}");
+        assert!(
+            e.to_string().contains(&format!("block {chunk}")) && e.to_string().contains("damaged"),
+            "{e}"
+        );
+        assert!(matches!(s.pin(root).await, Err(ContentError::Corrupted(_))), "not pinned as whole");
+        assert!(matches!(s.cat(chunk).await, Err(ContentError::Corrupted(_))));
+        // The same bytes added again replace the damaged block.
+        assert_eq!(s.add(big.clone()).await.unwrap(), root);
+        assert_eq!(s.cat(root).await.unwrap(), big);
+        s.pin(root).await.unwrap();
+        // A block gone: the content is not whole, and is not pinned as such.
+        std::fs::remove_file(s.path(&chunk)).unwrap();
+        assert!(matches!(s.pin(root).await, Err(ContentError::NotFound(c)) if c == chunk));
+        // No temporary file is left behind by the writes.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
     }
 
     #[tokio::test]

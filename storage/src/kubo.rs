@@ -26,8 +26,8 @@ pub struct KuboStore {
 impl KuboStore {
     /// A client of the node at `api` (e.g. `http://127.0.0.1:5001`).
     pub fn new(api: &str) -> Self {
+        // Each call has its own timeout (`call`): an upload's grows with its size.
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
             .build()
             .expect("an HTTP client");
@@ -44,19 +44,29 @@ impl KuboStore {
         format!("timeout={}ms", self.fetch_timeout.as_millis().max(1))
     }
 
+    /// Posts to the node's RPC API; `upload` is the size of the content
+    /// sent, if any. A call (its answer read in full) may take a minute,
+    /// plus a second per 256 KiB sent, plus four minutes for a `cat` (up to
+    /// [`MAX_CONTENT`] back): a slow link fails as a timeout, said as such.
     async fn call(
         &self,
         path: &str,
-        form: Option<reqwest::multipart::Form>,
+        form: Option<(reqwest::multipart::Form, usize)>,
     ) -> Result<reqwest::Response, ContentError> {
         let url = format!("{}/api/v0/{path}", self.base);
-        let req = self.http.post(&url);
+        let mut limit = Duration::from_secs(60);
+        if path.starts_with("cat?") {
+            limit += Duration::from_secs(240);
+        }
         let req = match form {
-            Some(f) => req.multipart(f),
-            None => req,
+            Some((f, upload)) => {
+                limit += Duration::from_secs((upload / (256 * 1024)) as u64);
+                self.http.post(&url).multipart(f)
+            }
+            None => self.http.post(&url),
         };
-        let r = req.send().await.map_err(|e| {
-            ContentError::Remote(format!("the IPFS node at {} does not answer: {e}", self.base))
+        let r = req.timeout(limit).send().await.map_err(|e| {
+            ContentError::Remote(format!("the IPFS node at {} {}", self.base, describe(&e, limit)))
         })?;
         if r.status().is_success() {
             return Ok(r);
@@ -86,13 +96,14 @@ impl KuboStore {
             return Err(ContentError::TooLarge(bytes.len()));
         }
         let expected = crate::unixfs::import(&bytes).root();
+        let size = bytes.len();
         // js-ipfs needs an explicit Content-Type on the part.
         let part = reqwest::multipart::Part::bytes(bytes)
             .file_name("content")
             .mime_str("application/octet-stream")
             .expect("a valid MIME type");
         let form = reqwest::multipart::Form::new().part("file", part);
-        let r = self.call("add?cid-version=1&raw-leaves=true&pin=true", Some(form)).await?;
+        let r = self.call("add?cid-version=1&raw-leaves=true&pin=true", Some((form, size))).await?;
         let text = String::from_utf8_lossy(&read_within(r, MAX_ANSWER, "add").await?).into_owned();
         // One JSON object per line (progress lines carry no Hash).
         let hash = text
@@ -134,6 +145,26 @@ impl KuboStore {
 /// Largest answer taken from the node other than content (`add`'s lines,
 /// an error's message).
 const MAX_ANSWER: usize = 1 << 20;
+
+/// What went wrong with a request, for a person: whether it could not
+/// connect or timed out, then each cause (reqwest's own message does not
+/// name them).
+fn describe(e: &reqwest::Error, limit: Duration) -> String {
+    let what = if e.is_connect() {
+        "does not answer (cannot connect)".to_string()
+    } else if e.is_timeout() {
+        format!("did not finish the call within {} s", limit.as_secs())
+    } else {
+        "does not answer".to_string()
+    };
+    let mut text = format!("{what}: {e}");
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
 
 /// An answer's body, refused past `limit` bytes: a node (or anything
 /// between) could stream without end, and content is bounded anyway.

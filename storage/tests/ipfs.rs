@@ -66,7 +66,9 @@ async fn unknown_content_unpinning_and_a_node_that_is_down() {
 
     drop(node);
     let e = kubo.add(b"x".to_vec()).await.unwrap_err();
-    assert!(e.to_string().contains("does not answer"), "{e}");
+    // What went wrong, down to the cause reqwest's message leaves out.
+    assert!(e.to_string().contains("does not answer (cannot connect)"), "{e}");
+    assert!(e.to_string().to_lowercase().contains("connection refused"), "{e}");
     let e = kubo.cat(cid).await.unwrap_err();
     assert!(e.to_string().contains("does not answer"), "{e}");
 }
