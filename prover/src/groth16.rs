@@ -11,7 +11,7 @@ use ark_ec::CurveGroup;
 use ark_ff::Zero;
 use ark_groth16::{Groth16, PreparedVerifyingKey, Proof, ProvingKey, prepare_verifying_key};
 use ark_relations::gr1cs::{ConstraintSynthesizer, SynthesisError};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// Why proving failed.
@@ -70,7 +70,7 @@ pub struct LoadedKey<B: MsmBackend> {
     h: B::G1Bases,
     l: B::G1Bases,
     /// The circuit's constraints, from the first proof (or [`Self::prepare`]).
-    r1cs: OnceLock<R1cs>,
+    r1cs: RwLock<Option<Arc<R1cs>>>,
     /// The verifying key, prepared when first needed.
     pvk: OnceLock<PreparedVerifyingKey<Bn254>>,
 }
@@ -91,7 +91,7 @@ impl<B: MsmBackend> LoadedKey<B> {
         let b_g2 = backend.load_g2(pk.b_g2_query.get(1..).unwrap_or(&[]))?;
         let h = backend.load_g1(&pk.h_query)?;
         let l = backend.load_g1(&pk.l_query)?;
-        Ok(Self { pk, a, b_g1, b_g2, h, l, r1cs: OnceLock::new(), pvk: OnceLock::new() })
+        Ok(Self { pk, a, b_g1, b_g2, h, l, r1cs: RwLock::new(None), pvk: OnceLock::new() })
     }
 
     /// Builds and keeps the circuit's constraints with one proof of
@@ -103,15 +103,25 @@ impl<B: MsmBackend> LoadedKey<B> {
         B: NttBackend,
         C: ConstraintSynthesizer<Fr>,
     {
-        if self.r1cs.get().is_none() {
+        if self.r1cs().is_none() {
             prove(backend, self, circuit, Fr::from(1u64), Fr::from(2u64))?;
         }
         Ok(())
     }
 
     /// The circuit's constraints, once a proof has built them.
-    pub fn r1cs(&self) -> Option<&R1cs> {
-        self.r1cs.get()
+    pub fn r1cs(&self) -> Option<Arc<R1cs>> {
+        self.r1cs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Lets the kept constraints go: the next proof builds them again from
+    /// its circuit and keeps them once its proof verifies. For a proof made
+    /// through the kept ones that does not verify: the witness they were
+    /// checked with may have hidden a difference from the key's (one that
+    /// only multiplies variables that were zero in it, as in a padding
+    /// batch).
+    pub fn forget_constraints(&self) {
+        *self.r1cs.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Refuses an R1CS whose variables or domain are not the key's.
@@ -122,6 +132,20 @@ impl<B: MsmBackend> LoadedKey<B> {
                 "the key has {} variables, the circuit {variables}",
                 self.pk.a_query.len()
             )));
+        }
+        // The other queries must fit the same split of variables (a key cut
+        // short is refused here, not met as an index out of range).
+        for (name, len, want) in [
+            ("B in G1", self.pk.b_g1_query.len(), variables),
+            ("B in G2", self.pk.b_g2_query.len(), variables),
+            ("L", self.pk.l_query.len(), r1cs.num_witness()),
+            ("the verifying key's inputs", self.pk.vk.gamma_abc_g1.len(), r1cs.num_instance()),
+        ] {
+            if len != want {
+                return Err(ProveError::KeyMismatch(format!(
+                    "the key's {name} query has {len} elements, the circuit needs {want}"
+                )));
+            }
         }
         // ark-groth16's h query has one element fewer than the domain.
         let domain = (r1cs.num_constraints() + r1cs.num_instance()).next_power_of_two();
@@ -183,7 +207,8 @@ where
     let t = Instant::now();
     // The first proof with a key builds the circuit's constraints; later ones
     // synthesise the assignment only (see `r1cs`).
-    let (assignment, fresh) = match key.r1cs.get() {
+    let kept = key.r1cs();
+    let (assignment, fresh) = match &kept {
         Some(_) => (r1cs::assign(circuit)?, None),
         None => {
             let (assignment, r1cs) = R1cs::build(circuit)?;
@@ -191,7 +216,7 @@ where
             (assignment, Some(r1cs))
         }
     };
-    let r1cs = fresh.as_ref().or(key.r1cs.get()).expect("built or kept");
+    let r1cs: &R1cs = fresh.as_ref().or(kept.as_deref()).expect("built or kept");
     r1cs.check_shape(&assignment)?;
     times.synthesis = t.elapsed();
 
@@ -251,7 +276,7 @@ where
             ));
         }
         // Another proof may have kept the same constraints meanwhile.
-        let _ = key.r1cs.set(r1cs);
+        key.r1cs.write().unwrap_or_else(|p| p.into_inner()).get_or_insert_with(|| Arc::new(r1cs));
     }
     Ok((proof, times, z[1..num_inputs].to_vec()))
 }

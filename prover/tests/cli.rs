@@ -32,3 +32,13 @@ fn a_worker_that_may_keep_no_key_is_refused() {
     assert!(!out.status.success());
     assert!(stderr.contains("--max-keys") && stderr.contains("0 is not in 1.."), "{stderr}");
 }
+
+#[test]
+fn a_zero_heartbeat_or_progress_period_is_refused() {
+    for flag in ["--heartbeat-ms", "--progress-ms"] {
+        let out = prover(&["worker", "--name", "w", "--nats-url", "nats://127.0.0.1:1", flag, "0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} 0 accepted");
+        assert!(stderr.contains(flag) && stderr.contains("0 is not in 1.."), "{flag}: {stderr}");
+    }
+}

@@ -144,3 +144,55 @@ fn the_first_proof_keeps_the_matrices_only_when_they_are_the_keys() {
     assert!(Groth16::<Bn254>::verify(&vk, &[Fr::from(49u64)], &proof).unwrap());
     assert!(!Groth16::<Bn254>::verify(&vk, &[Fr::from(50u64)], &proof).unwrap());
 }
+
+#[test]
+fn constraints_kept_from_a_witness_that_hid_their_difference_are_built_again() {
+    use medrollup_prover::gpu::{GpuBackend, GpuConfig, Runtimes};
+    use medrollup_prover::worker::prove_checked;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
+    let (pk, vk) =
+        Groth16::<Bn254>::circuit_specific_setup(Square { x: 3, k: 1, cheat: false }, &mut rng).unwrap();
+    let backend = GpuBackend::new(&GpuConfig { runtimes: Runtimes::None, ..GpuConfig::default() });
+    let key = LoadedKey::load(&backend, pk).unwrap();
+    // x = 0 makes every term of the other constraints 0: the proof made
+    // through them verifies, and they are kept.
+    let (proof, _) = prove_checked(&backend, &key, || Square { x: 0, k: 2, cheat: false }).unwrap();
+    assert!(Groth16::<Bn254>::verify(&vk, &[Fr::from(0u64)], &proof).unwrap());
+    assert!(key.r1cs().is_some());
+    // Through them, a proof of the key's circuit does not verify...
+    let (one, two) = (Fr::from(1u64), Fr::from(2u64));
+    let (wrong, _) = prove(&backend, &key, Square { x: 5, k: 1, cheat: false }, one, two).unwrap();
+    assert!(!Groth16::<Bn254>::verify(&vk, &[Fr::from(25u64)], &wrong).unwrap());
+    // ... so the checked proof builds the constraints again, and verifies.
+    let (proof, _) = prove_checked(&backend, &key, || Square { x: 5, k: 1, cheat: false }).unwrap();
+    assert!(Groth16::<Bn254>::verify(&vk, &[Fr::from(25u64)], &proof).unwrap());
+    let (next, _) = prove(&backend, &key, Square { x: 6, k: 1, cheat: false }, one, two).unwrap();
+    assert!(
+        Groth16::<Bn254>::verify(&vk, &[Fr::from(36u64)], &next).unwrap(),
+        "the key's constraints are kept now"
+    );
+}
+
+#[test]
+fn a_key_with_a_query_cut_short_is_refused_naming_it() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let (pk, _) =
+        Groth16::<Bn254>::circuit_specific_setup(Square { x: 3, k: 1, cheat: false }, &mut rng).unwrap();
+    let backend = CpuBackend::new();
+    let (one, two) = (Fr::from(1u64), Fr::from(2u64));
+    type Cut = fn(&mut ark_groth16::ProvingKey<Bn254>);
+    let cuts: [(&str, Cut); 4] = [
+        ("B in G1", |pk| pk.b_g1_query.truncate(1)),
+        ("B in G2", |pk| pk.b_g2_query.clear()),
+        ("L", |pk| pk.l_query.clear()),
+        ("the verifying key's inputs", |pk| pk.vk.gamma_abc_g1.truncate(1)),
+    ];
+    for (name, cut) in cuts {
+        let mut short = pk.clone();
+        cut(&mut short);
+        let key = LoadedKey::load(&backend, short).unwrap();
+        let err = prove(&backend, &key, Square { x: 5, k: 1, cheat: false }, one, two).unwrap_err();
+        assert!(matches!(err, ProveError::KeyMismatch(_)), "{name}: {err}");
+        assert!(err.to_string().contains(&format!("the key's {name} query has")), "{name}: {err}");
+    }
+}

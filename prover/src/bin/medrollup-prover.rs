@@ -50,11 +50,11 @@ enum Command {
         #[arg(long)]
         metrics: Option<SocketAddr>,
         /// Heartbeat period, milliseconds.
-        #[arg(long, default_value_t = 2000)]
+        #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..))]
         heartbeat_ms: u64,
         /// Progress-ack period while proving, milliseconds (keep it well under
         /// the coordinator's job ack wait).
-        #[arg(long, default_value_t = 5000)]
+        #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
         progress_ms: u64,
         /// Devices to prove on: auto (CUDA GPUs, else OpenCL GPUs), cuda,
         /// opencl or none; the CPU proves when no device is usable.
