@@ -49,7 +49,16 @@ DASHBOARDS = {
             *[dict(t, legendFormat="proof " + t["legendFormat"]) for t in p50_p95("medrollup_seal_to_proof_seconds")],
             *[dict(t, legendFormat="L1 " + t["legendFormat"]) for t in p50_p95("medrollup_seal_to_l1_seconds")],
         ], "s"),
-        panel("Proving queue depth", [q("medrollup_queue_depth", "queued")], "short"),
+        panel("Proving queue depth", [q("medrollup_queue_depth", "waiting")], "short",
+              desc="Jobs waiting for a proof: queued, or parked dead after failed attempts (queued again after a wait)."),
+        panel("Failed attempts, lost jobs, dropped results (5 min)", [
+            q("sum(increase(medrollup_job_attempts_failed_total[5m]))", "failed attempts"),
+            q("sum(increase(medrollup_jobs_lost_total[5m]))", "jobs lost"),
+            q("sum(increase(medrollup_jobs_revived_total[5m]))", "dead jobs queued again"),
+            q("sum(increase(medrollup_results_dropped_total[5m]))", "results dropped"),
+        ], "short",
+              desc="A worker's failure or a proof that did not verify; a job taken and never answered; "
+                   "a result undecodable or sent in another worker's name."),
         panel("Jobs by state", [q("sum by (state) (medrollup_jobs)", "{{state}}")], "short"),
         panel("Rejections by reason (5 min)", [q("sum by (reason) (increase(medrollup_tx_rejected_total[5m]))", "{{reason}}")], "short"),
         panel("Workers alive", [q("medrollup_workers", "workers")], "short", "stat"),
@@ -59,7 +68,11 @@ DASHBOARDS = {
     "provers": ("medrollup: provers", [
         panel("Proofs per worker", [q("sum by (instance, outcome) (rate(medrollup_worker_jobs_total[5m]))", "{{instance}} {{outcome}}")], "ops"),
         panel("Stage times per worker (median)", [q("histogram_quantile(0.5, sum by (le, instance, stage) (rate(medrollup_worker_stage_seconds_bucket[5m])))", "{{instance}} {{stage}}")], "s"),
-        panel("Stage times by backend (as reported with accepted proofs)", p50_p95("medrollup_prover_stage_seconds", "stage"), "s"),
+        panel("Stage times by backend (as reported with accepted proofs)", [
+            q(f"histogram_quantile({x}, sum by (le, stage, backend) (rate(medrollup_prover_stage_seconds_bucket[5m])))",
+              f"p{int(x * 100)} {{{{stage}}}} {{{{backend}}}}")
+            for x in (0.5, 0.95)
+        ], "s"),
         panel("MSM points per second, per device", [q("sum by (instance, device) (rate(medrollup_worker_device_msm_points_total[1m]))", "{{instance}} {{device}}")], "short"),
         panel("NTT elements per second, per device", [q("sum by (instance, device) (rate(medrollup_worker_device_ntt_elements_total[1m]))", "{{instance}} {{device}}")], "short"),
         panel("Device busy (fraction of time)", [q("sum by (instance, device) (rate(medrollup_worker_device_busy_seconds_total[1m]))", "{{instance}} {{device}}")], "percentunit"),
@@ -90,6 +103,7 @@ DASHBOARDS = {
         panel("Submitter balance", [q("medrollup_l1_submitter_balance_ether", "ETH")], "short", "stat"),
         panel("Submitter events (5 min)", [q("sum by (event) (increase(medrollup_l1_events_total[5m]))", "{{event}}")], "short"),
         panel("Last batch on L1", [q("medrollup_last_submitted_batch", "batch")], "short", "stat"),
+        panel("Proven batches awaiting L1", [q("medrollup_batches_awaiting_l1", "awaiting")], "short", "stat"),
         panel("Submitter up", [q("medrollup_l1_up", "up")], "short", "stat"),
         panel("Proposed verifier: installable at (Unix s; 0: none) and for other keys (1)", [
             q("medrollup_l1_verifier_upgrade_activation_seconds", "installable at"),

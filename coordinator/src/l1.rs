@@ -9,7 +9,7 @@
 
 use crate::metrics::Metrics;
 use crate::service::now_ms;
-use crate::store::{Landing as LandingRecord, Store};
+use crate::store::{JobState, Landing as LandingRecord, Store};
 use alloy::primitives::Address;
 use alloy::providers::Provider;
 use medrollup_circuits::keys::KeyManifest;
@@ -143,6 +143,17 @@ struct Recorder {
     status: Arc<Mutex<L1Status>>,
 }
 
+impl Recorder {
+    /// Proven batches not yet landed, as the database has them now.
+    fn refresh_awaiting(&self) {
+        let proven = self.store.jobs().map(|j| j.iter().filter(|j| j.state == JobState::Proven).count());
+        match (proven, self.store.next_submit()) {
+            (Ok(proven), Ok(landed)) => self.metrics.set_awaiting_l1(proven as u64, landed),
+            (Err(e), _) | (_, Err(e)) => warn!(error = %e, "could not count the batches awaiting L1"),
+        }
+    }
+}
+
 impl Observer for Recorder {
     fn landed(&self, l: &Landing) {
         let batch = self.store.batch(l.index).ok().flatten();
@@ -160,6 +171,7 @@ impl Observer for Recorder {
         }
         let m = &self.metrics;
         m.note_landed(l.index);
+        self.refresh_awaiting();
         m.l1_last_landed_block.set(l.block as i64);
         m.l1_last_landed_timestamp_seconds.set((now_ms() / 1000) as i64);
         m.l1_gas_per_batch.with_label_values::<&str>(&[]).observe(l.gas_used as f64);
@@ -199,6 +211,8 @@ impl Observer for Recorder {
         if let Err(e) = self.store.forget_landings_from(count) {
             warn!(error = %e, "could not forget the landings the chain lost");
         }
+        self.metrics.last_submitted_batch.set(count as i64 - 1);
+        self.refresh_awaiting();
         let mut s = self.status.lock().expect("l1 status");
         s.reorgs += 1;
         s.last_landed = s.last_landed.min(count.checked_sub(1));
@@ -378,6 +392,7 @@ pub async fn start(
         chain_time_read: Some(std::time::Instant::now()),
         ..Default::default()
     }));
+    metrics.l1_enabled.set(1);
     metrics.l1_up.set(1);
     metrics.l1_confirmations.set(settings.config.confirmations as i64);
     let (wake, wake_rx) = tokio::sync::watch::channel(0u64);

@@ -24,8 +24,14 @@ pub struct Metrics {
     pub jobs_revived_total: IntCounter,
     /// Jobs found gone from the queue with no result, queued again.
     pub jobs_lost_total: IntCounter,
-    /// Results dropped: sent in another worker's name, or with no usable name.
+    /// Results dropped: undecodable, sent in another worker's name, or with no usable name.
     pub results_dropped_total: IntCounter,
+    /// Proving attempts that failed: a worker's failure, or a proof that did not verify.
+    pub job_attempts_failed_total: IntCounter,
+    /// Proven batches not yet on L1 (or handed to the file sink).
+    pub batches_awaiting_l1: IntGauge,
+    /// 1 when batches go to an L1 node (the L1 gauges mean something), 0 with the file sink.
+    pub l1_enabled: IntGauge,
     /// Batches handed to the L1 sink.
     pub batches_submitted_total: IntCounter,
     /// Submitted transactions per sealed batch.
@@ -34,7 +40,7 @@ pub struct Metrics {
     pub seal_to_proof_seconds: HistogramVec,
     /// Jobs by state (queued, proven, dead).
     pub jobs: IntGaugeVec,
-    /// Jobs waiting for a proof.
+    /// Jobs waiting for a proof: queued, or parked dead after failing.
     pub queue_depth: IntGauge,
     /// Workers that heartbeat within the timeout.
     pub workers: IntGauge,
@@ -108,6 +114,18 @@ impl Metrics {
                 "medrollup_results_dropped_total",
                 "Results dropped: sent in another worker's name, or with no usable name"
             )),
+            job_attempts_failed_total: reg!(IntCounter::new(
+                "medrollup_job_attempts_failed_total",
+                "Proving attempts that failed: a worker's failure, or a proof that did not verify"
+            )),
+            batches_awaiting_l1: reg!(IntGauge::new(
+                "medrollup_batches_awaiting_l1",
+                "Proven batches not yet on L1 (or handed to the file sink)"
+            )),
+            l1_enabled: reg!(IntGauge::new(
+                "medrollup_l1_enabled",
+                "1 when batches go to an L1 node, 0 when they go to the file sink"
+            )),
             jobs_revived_total: reg!(IntCounter::new(
                 "medrollup_jobs_revived_total",
                 "Dead jobs queued again after their wait"
@@ -138,7 +156,10 @@ impl Metrics {
                 &[]
             )),
             jobs: reg!(IntGaugeVec::new(Opts::new("medrollup_jobs", "Proving jobs by state"), &["state"])),
-            queue_depth: reg!(IntGauge::new("medrollup_queue_depth", "Jobs waiting for a proof")),
+            queue_depth: reg!(IntGauge::new(
+                "medrollup_queue_depth",
+                "Jobs waiting for a proof: queued, or parked dead after failing"
+            )),
             workers: reg!(IntGauge::new("medrollup_workers", "Workers heard from within the timeout")),
             proofs_verified_total: reg!(IntCounterVec::new(
                 Opts::new("medrollup_proofs_verified_total", "Returned proofs checked, by outcome"),
@@ -275,6 +296,11 @@ impl Metrics {
         }
         self.last_submitted_batch.set(batch as i64);
         self.batches_submitted_total.inc();
+    }
+
+    /// Proven batches not yet landed: `proven` in all, the first `landed` on L1.
+    pub fn set_awaiting_l1(&self, proven: u64, landed: u64) {
+        self.batches_awaiting_l1.set(proven.saturating_sub(landed) as i64);
     }
 
     /// The Prometheus text exposition.

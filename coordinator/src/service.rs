@@ -635,6 +635,17 @@ pub async fn run(
     outcome.and(sealed)
 }
 
+/// The `backend` label of a worker's stage times: one of a fixed few (the
+/// name comes from the worker, and a label's values must stay few).
+fn backend_label(backend: &str) -> &'static str {
+    match backend.split(':').next().unwrap_or_default() {
+        "cpu" => "cpu",
+        "cuda" => "cuda",
+        "opencl" => "opencl",
+        _ => "other",
+    }
+}
+
 impl Coordinator {
     /// Whether a record's content is in the store under one of `cids`
     /// (tried in order), whole, and now pinned there: content a transaction
@@ -978,6 +989,7 @@ impl Coordinator {
             Ok(r) => r,
             Err(e) => {
                 warn!(subject = %m.subject, error = %e, "a result that does not decode; dropped");
+                self.shared.metrics.results_dropped_total.inc();
                 m.ack().await.map_err(nats_err!("ack"))?;
                 return Ok(());
             }
@@ -1034,7 +1046,10 @@ impl Coordinator {
                         ("msm", stages.msm),
                         ("total", stages.total),
                     ] {
-                        metrics.prover_stage_seconds.with_label_values(&[stage, backend.as_str()]).observe(v);
+                        metrics
+                            .prover_stage_seconds
+                            .with_label_values(&[stage, backend_label(backend)])
+                            .observe(v);
                     }
                     info!("proof verified");
                     self.refresh_job_metrics()?;
@@ -1070,6 +1085,7 @@ impl Coordinator {
             }
         };
         job.note_failure(&failure);
+        metrics.job_attempts_failed_total.inc();
         // Only a result for the current attempt moves the job on.
         let requeue = r.attempt == job.attempt && job.state == JobState::Queued;
         if requeue {
@@ -1344,6 +1360,7 @@ impl Coordinator {
             batch.submitted = true;
             store.mark_submitted(&batch)?;
             self.shared.metrics.note_landed(n);
+            self.refresh_job_metrics()?;
             info!(batch = n, "batch handed to L1");
         }
     }
@@ -1353,10 +1370,15 @@ impl Coordinator {
         let count = |f: &dyn Fn(&JobState) -> bool| jobs.iter().filter(|j| f(&j.state)).count() as i64;
         let m = &self.shared.metrics;
         let queued = count(&|s| *s == JobState::Queued);
+        let dead = count(&|s| matches!(s, JobState::Dead { .. }));
+        let proven = count(&|s| *s == JobState::Proven);
         m.jobs.with_label_values(&["queued"]).set(queued);
-        m.jobs.with_label_values(&["proven"]).set(count(&|s| *s == JobState::Proven));
-        m.jobs.with_label_values(&["dead"]).set(count(&|s| matches!(s, JobState::Dead { .. })));
-        m.queue_depth.set(queued);
+        m.jobs.with_label_values(&["proven"]).set(proven);
+        m.jobs.with_label_values(&["dead"]).set(dead);
+        // A dead job waits for a proof too (queued again after its wait):
+        // a farm whose every attempt fails shows a queue, not an empty one.
+        m.queue_depth.set(queued + dead);
+        m.set_awaiting_l1(proven as u64, self.shared.store.next_submit()?);
         Ok(())
     }
 }

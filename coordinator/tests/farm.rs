@@ -919,6 +919,16 @@ async fn a_job_that_keeps_failing_is_parked_dead_with_its_reason() {
     let reason = f["dead"][0]["reason"].as_str().unwrap();
     assert!(reason.contains("3 attempts failed") && reason.contains("out of device memory"), "{reason}");
     assert_eq!(f["dead"][0]["failures"].as_array().unwrap().len(), 3);
+    // Operators see it: the job waits (dead, not gone from the queue's
+    // depth), and each failed attempt is counted.
+    let metrics = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+    for line in [
+        "medrollup_jobs{state=\"dead\"} 1",
+        "medrollup_queue_depth 1",
+        "medrollup_job_attempts_failed_total 3",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no `{line}` in:\n{metrics}");
+    }
     // Not re-queued: no fourth job.
     use futures::StreamExt;
     let more =

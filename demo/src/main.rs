@@ -394,15 +394,12 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("\n3. drain: every sealed batch onto L1");
     let sealed = loop {
-        let Ok(p) = progress(&http, &api).await else {
-            farm.check()?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        };
-        if p.on_l1 == p.sealed {
-            break p.sealed;
+        // The deadline and a stop hold whether or not the coordinator answers.
+        match progress(&http, &api).await {
+            Ok(p) if p.on_l1 == p.sealed => break p.sealed,
+            Ok(p) => show(started, &p, tty),
+            Err(e) => println!("\n   ! the coordinator does not say how far it is: {e:#}"),
         }
-        show(started, &p, tty);
         farm.check()?;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -266,13 +266,17 @@ impl Metrics {
     fn new(backend: GpuBackend) -> Self {
         let registry = Registry::new();
         let jobs = IntCounterVec::new(
-            Opts::new("medrollup_worker_jobs_total", "Jobs finished by this worker, by outcome"),
+            Opts::new(
+                "medrollup_worker_jobs_total",
+                "Jobs this worker took, by outcome (proved, failed, handed_back, result_not_returned)",
+            ),
             &["outcome"],
         )
         .expect("metric");
         let stages = HistogramVec::new(
             HistogramOpts::new("medrollup_worker_stage_seconds", "Proving stage times")
-                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+                // Up to the proofs of large batches on a CPU (a B = 64 batch is minutes there).
+                .buckets(vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0]),
             &["stage", "backend", "device"],
         )
         .expect("metric");
@@ -314,6 +318,12 @@ impl Metrics {
             ),
             seen: Arc::new(Mutex::new(HashMap::new())),
         };
+        // Every outcome from the start (zeros, not missing series): a job
+        // handed back (a transient failure here) or whose result could not
+        // be returned is counted as well as a result.
+        for o in ["proved", "failed", "handed_back", "result_not_returned"] {
+            jobs.with_label_values(&[o]);
+        }
         registry.register(Box::new(jobs.clone())).expect("unique");
         registry.register(Box::new(stages.clone())).expect("unique");
         registry.register(Box::new(busy.clone())).expect("unique");
@@ -722,6 +732,7 @@ impl Worker {
             Ok(o) => o,
             Err(JobError::Transient(reason)) => {
                 warn!(%reason, "handing the job back");
+                self.metrics.jobs.with_label_values(&["handed_back"]).inc();
                 let _ =
                     acker.ack_with(AckKind::Nak(Some(handback_delay(TRANSIENT_HANDBACK, delivered)))).await;
                 self.busy.store(false, Ordering::Relaxed);
@@ -766,6 +777,7 @@ impl Worker {
             }
             Err(e) => {
                 warn!(error = %e, "could not return the result; handing the job back");
+                self.metrics.jobs.with_label_values(&["result_not_returned"]).inc();
                 let _ = acker.ack_with(AckKind::Nak(Some(Duration::from_secs(1)))).await;
             }
         }
