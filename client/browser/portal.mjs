@@ -189,6 +189,15 @@ try {
   await expectText(patient, '#audit-body', `consent ${consent}`);
   await expectCell(patient, '#audit-body td.reader', String(DOCTOR));
 
+  step("the patient writes a version; the doctor's edit of the one before is refused, not written over it");
+  await patient.setInputFiles('#update-file', env('BUNDLE_V2'));
+  await patient.click('#update-form button');
+  await expectText(patient, '#status', `Record ${record} updated.`);
+  await expectText(patient, '#viewer-meta', 'version 3');
+  await doctor.setInputFiles('#update-file', env('BUNDLE'));
+  await doctor.click('#update-form button');
+  await expectError(doctor, `record ${record} changed after it was read at version 2`);
+
   step('a record that is not there is a 404 that says so');
   const missing = record > 1 ? record - 1 : record + 1; // the test adds one record only
   const got = await patient.evaluate(async (id) => {

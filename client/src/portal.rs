@@ -737,6 +737,10 @@ async fn add_record(State(p): State<Arc<Portal>>, bytes: Bytes) -> Api {
 #[serde(deny_unknown_fields)]
 struct NewVersion {
     bundle: String,
+    /// The version the page showed (and the person edited): a record that
+    /// has moved on since is refused, not overwritten.
+    #[serde(default)]
+    version: Option<u64>,
 }
 
 async fn update_record(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String>, bytes: Bytes) -> Api {
@@ -745,7 +749,7 @@ async fn update_record(State(p): State<Arc<Portal>>, UrlPath(id): UrlPath<String
     let mut g = session(&p).await;
     detach(async move {
         let s = unlocked(&mut g)?;
-        let cid = s.update_record(id, req.bundle.as_bytes()).await?;
+        let cid = s.update_record_from(id, req.version, req.bundle.as_bytes()).await?;
         // The update stands: a read of its version that fails (L1 slow)
         // does not make it a failure.
         let version = s.record(id).await.ok().map(|l| l.version);

@@ -126,19 +126,19 @@ pub enum ClientError {
     },
     /// An update refused because the record changed after it was read:
     /// another writer's update came first. Nothing was written; this
-    /// update's content is unpinned.
+    /// update's content, if it was stored, is unpinned.
     #[error(
         "record {record} changed after it was read at version {read} (another writer's update came first): this \
-         update was refused and its content {cid} let go. Read the record again and make the change on what it \
-         holds now"
+         update was refused{}. Read the record again and make the change on what it holds now",
+        cid.map(|c| format!(" and its content {c} let go")).unwrap_or_default()
     )]
     Stale {
         /// The record.
         record: u64,
         /// The version this update was made from.
         read: u64,
-        /// This update's content.
-        cid: Cid,
+        /// This update's content (`None`: refused before it was stored).
+        cid: Option<Cid>,
     },
     /// The flow's transaction stands, but what follows it stopped (`what`
     /// says what stands and how to finish).
@@ -425,6 +425,23 @@ impl Session {
             }
         }
         unreachable!("the loop returns")
+    }
+
+    /// After an automatic rewrite of `record` (a share, a re-keying) was
+    /// refused as stale: the coordinator holds another writer's version that
+    /// L1 does not show yet. Waits (up to the light client's wait) for L1 to
+    /// show the record past `read`, so that the rewrite can start again from
+    /// it.
+    async fn wait_past(&self, record: u64, read: u64) -> Result<(), ClientError> {
+        let started = Instant::now();
+        while started.elapsed() < self.light.wait {
+            let l = self.record(record).await?;
+            if l.version > read || l.deleted {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(())
     }
 
     /// Waits until the coordinator seals another batch, or `limit` passes.
@@ -952,8 +969,33 @@ impl Session {
     /// grantees whose consents cover the record now (the author among them
     /// only while theirs holds), under a fresh key; the old one is unpinned.
     pub async fn update_record(&mut self, record: u64, bundle: &[u8]) -> Result<Cid, ClientError> {
+        self.update_record_from(record, None, bundle).await
+    }
+
+    /// [`Self::update_record`] of the version `read` (the one a person saw
+    /// and edited; `None`: the one L1 shows now). A record that has moved on
+    /// since is [`ClientError::Stale`], before anything is written: another
+    /// writer's update is never overwritten unseen, however long the edit
+    /// took.
+    pub async fn update_record_from(
+        &mut self,
+        record: u64,
+        read: Option<u64>,
+        bundle: &[u8],
+    ) -> Result<Cid, ClientError> {
         crate::envelope::validate_bundle(bundle)?;
         let leaf = self.live_record(record).await?;
+        match read {
+            Some(read) if read < leaf.version => return Err(ClientError::Stale { record, read, cid: None }),
+            Some(read) if read > leaf.version => {
+                return Err(ClientError::Refused(format!(
+                    "record {record} is at version {} on L1, before the version {read} given: L1 has not caught \
+                     up yet (try again shortly), or the version is wrong",
+                    leaf.version
+                )));
+            }
+            _ => {}
+        }
         let consent = if leaf.owner == self.account {
             0
         } else if leaf.author == self.account {
@@ -1012,7 +1054,7 @@ impl Session {
             }
             return Err(match e {
                 ClientError::Rejected { code, .. } if code == "stale_version" => {
-                    ClientError::Stale { record, read, cid }
+                    ClientError::Stale { record, read, cid: Some(cid) }
                 }
                 e => e,
             });
@@ -1205,8 +1247,13 @@ impl Session {
         for (record, _) in self.covered_records(target).await? {
             // Once more, read afresh, if another client of the account moved
             // its nonce meanwhile.
+            // Or once L1 shows another writer's version, if one came first.
             let done = match self.share_one(record, reader).await {
                 Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" => {
+                    self.share_one(record, reader).await?
+                }
+                Err(ClientError::Stale { read, .. }) => {
+                    self.wait_past(record, read).await?;
                     self.share_one(record, reader).await?
                 }
                 r => r?,
@@ -1260,10 +1307,15 @@ impl Session {
         for (record, _) in self.covered_records(c.target).await? {
             // Once more, read afresh, if another client of the account moved
             // its nonce meanwhile.
+            // Or once L1 shows another writer's version, if one came first.
             let r = match self.rekey_without(record).await {
                 Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" => {
                     self.rekey_without(record).await
                 }
+                Err(ClientError::Stale { read, .. }) => match self.wait_past(record, read).await {
+                    Ok(()) => self.rekey_without(record).await,
+                    Err(e) => Err(e),
+                },
                 r => r,
             };
             // One record that cannot be re-keyed (its content unreachable, an

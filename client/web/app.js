@@ -413,7 +413,9 @@ onSubmit('update-form', () =>
   run('Writing the new version', async () => {
     const id = $('viewer').dataset.record;
     const bundle = await fileText('update-file');
-    const v = await api('PUT', `/records/${id}`, { bundle });
+    // The version shown is the one edited: if the record has moved on since,
+    // the update is refused rather than overwriting what came between.
+    const v = await api('PUT', `/records/${id}`, { bundle, version: shown.version });
     $('update-form').reset();
     // Shown from what was sent: reading it back would log another access.
     let parsed = bundle;

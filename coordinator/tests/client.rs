@@ -446,10 +446,20 @@ async fn patients_and_doctors_share_read_revoke_and_delete_records_checked_again
         (Ok(_), Err(e)) => (e, &va),
         other => panic!("one write is refused, the other applied: {other:?}"),
     };
-    let ClientError::Stale { record: r, read, cid } = lost else { panic!("{lost}") };
-    assert_eq!((*r, *read), (record, at), "{lost}");
+    let &ClientError::Stale { record: r, read, cid } = lost else { panic!("{lost}") };
+    assert_eq!((r, read), (record, at), "{lost}");
     assert!(lost.to_string().contains("changed after it was read"), "{lost}");
-    assert!(matches!(on_node.unpin(*cid).await, Err(ContentError::NotFound(_))), "let go: {lost}");
+    let cid = cid.expect("stored before it was refused");
+    assert!(matches!(on_node.unpin(cid).await, Err(ContentError::NotFound(_))), "let go: {lost}");
+    assert_eq!(patient.read(record).await.unwrap().bundle, *kept);
+    // A person's edit of the version they read, sent after another writer's
+    // update (however long the edit took): refused before anything is
+    // stored or sent.
+    let sent = doc_a.journal().len();
+    let e = doc_a.update_record_from(record, Some(at), &va).await.unwrap_err();
+    assert!(matches!(e, ClientError::Stale { read, cid: None, .. } if read == at), "{e}");
+    assert!(e.to_string().contains(&format!("changed after it was read at version {at}")), "{e}");
+    assert_eq!(doc_a.journal().len(), sent, "nothing sent");
     assert_eq!(patient.read(record).await.unwrap().bundle, *kept);
 
     // Break-glass by B: logged and flagged, but the re-keyed record does not open for B.

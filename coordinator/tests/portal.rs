@@ -184,8 +184,9 @@ async fn a_patient_and_a_doctor_share_and_revoke_a_record_from_their_web_pages()
     let c = as_patient.consent(consent).await.unwrap();
     assert_eq!((c.patient, c.grantee, c.scope, c.revoked), (PATIENT, DOCTOR, Scope::ReadWrite, true));
     let leaf = as_patient.record(record).await.unwrap();
-    // Added, updated by the doctor, re-keyed by the revoke, then deleted.
-    assert_eq!((leaf.owner, leaf.version, leaf.deleted), (PATIENT, 3, true));
+    // Added, updated by the doctor, then by the patient (the doctor's edit
+    // of the version before refused), re-keyed by the revoke, then deleted.
+    assert_eq!((leaf.owner, leaf.version, leaf.deleted), (PATIENT, 4, true));
     let e = as_patient.read(record).await.unwrap_err();
     assert!(e.to_string().contains("deleted"), "{e}");
     let log = as_patient.audit_log().await.unwrap();

@@ -92,6 +92,11 @@ enum Command {
         /// The new bundle.
         #[arg(long)]
         file: PathBuf,
+        /// The version the new bundle was made from (`read` prints it): if
+        /// the record has moved on since, the update is refused instead of
+        /// overwriting what came between. Without it, the version on L1 now.
+        #[arg(long)]
+        from_version: Option<u64>,
     },
     /// Read a record (your consent is checked on L1 and the read is logged).
     Read {
@@ -382,18 +387,21 @@ async fn main() -> anyhow::Result<()> {
             let record = session(ks, &conn).await?.add_record(patient, &bundle).await?;
             println!("record {record} added for patient {patient}");
         }
-        Command::Update { conn, record, file } => {
+        Command::Update { conn, record, file, from_version } => {
             let bundle = read_file(&file)?;
-            let cid = session(ks, &conn).await?.update_record(record, &bundle).await?;
+            let cid = session(ks, &conn).await?.update_record_from(record, from_version, &bundle).await?;
             println!("record {record} updated: {cid}");
         }
         Command::Read { conn, record, out } => {
             let r = session(ks, &conn).await?.read(record).await?;
             match r.consent {
                 Some(c) => {
-                    eprintln!("record {record} ({}), read under consent {c}; the read is logged", r.cid)
+                    eprintln!(
+                        "record {record} version {} ({}), read under consent {c}; the read is logged",
+                        r.leaf.version, r.cid
+                    )
                 }
-                None => eprintln!("record {record} ({}), your own", r.cid),
+                None => eprintln!("record {record} version {} ({}), your own", r.leaf.version, r.cid),
             }
             output(out.as_deref(), &r.bundle)?;
         }
