@@ -132,18 +132,20 @@ async fn within<T>(limit: Duration, what: &str, work: tokio::task::JoinHandle<T>
 /// excluded, while the devices stayed in service. A proof that does not
 /// verify is made again with the devices suspended (on the CPU): if that
 /// one verifies, the devices were wrong and stay out of service; if not,
-/// they are put back and the proof fails. A proof that does not verify
-/// either way through constraints kept from an earlier proof is made once
-/// more with the constraints built afresh (see
-/// [`LoadedKey::forget_constraints`]).
+/// they are put back and the proof fails. A witness that does not satisfy
+/// the constraints kept from an earlier proof, or a proof through them that
+/// does not verify either way, is tried once more with the constraints
+/// built afresh from its circuit (see [`LoadedKey::forget_constraints`]):
+/// the kept ones may differ from the key's where the earlier witness was 0.
 pub fn prove_checked<C: ark_relations::gr1cs::ConstraintSynthesizer<Fr>>(
     backend: &GpuBackend,
     key: &LoadedKey<GpuBackend>,
     circuit: impl Fn() -> C,
 ) -> Result<(ark_groth16::Proof<ark_bn254::Bn254>, StageTimes), ProveError> {
+    let kept = key.r1cs().is_some();
     match prove_checked_once(backend, key, &circuit) {
-        Err(ProveError::KeyMismatch(reason)) if key.r1cs().is_some() => {
-            warn!(%reason, "a proof through the kept constraints does not verify: building them again");
+        Err(e @ (ProveError::KeyMismatch(_) | ProveError::Unsatisfied { .. })) if kept => {
+            warn!(error = %e, "a proof through the kept constraints failed: building them again");
             key.forget_constraints();
             prove_checked_once(backend, key, &circuit)
         }

@@ -171,6 +171,35 @@ fn constraints_kept_from_a_witness_that_hid_their_difference_are_built_again() {
         Groth16::<Bn254>::verify(&vk, &[Fr::from(36u64)], &next).unwrap(),
         "the key's constraints are kept now"
     );
+
+    // Kept constraints that the key's witnesses do not even satisfy (a term
+    // the first witness had at 0): built again too.
+    let (pk, vk) =
+        Groth16::<Bn254>::circuit_specific_setup(Shifted { x: 3, shift: false }, &mut rng).unwrap();
+    let key = LoadedKey::load(&backend, pk).unwrap();
+    prove_checked(&backend, &key, || Shifted { x: 0, shift: true }).unwrap();
+    let err = prove(&backend, &key, Shifted { x: 5, shift: false }, one, two).unwrap_err();
+    assert!(matches!(err, ProveError::Unsatisfied { .. }), "{err}");
+    let (proof, _) = prove_checked(&backend, &key, || Shifted { x: 5, shift: false }).unwrap();
+    assert!(Groth16::<Bn254>::verify(&vk, &[Fr::from(25u64)], &proof).unwrap());
+}
+
+/// x·x = y (+ x when shifted) for a public y: the same variables, and the
+/// same constraint where x is 0.
+#[derive(Clone, Copy)]
+struct Shifted {
+    x: u64,
+    shift: bool,
+}
+
+impl ConstraintSynthesizer<Fr> for Shifted {
+    fn generate_constraints(self, cs: ConstraintSystemRef<Fr>) -> Result<(), SynthesisError> {
+        let x = Fr::from(self.x);
+        let shift = Fr::from(u64::from(self.shift));
+        let y = cs.new_input_variable(|| Ok(x * x - shift * x))?;
+        let xv = cs.new_witness_variable(|| Ok(x))?;
+        cs.enforce_r1cs_constraint(|| lc!() + xv, || lc!() + xv, || lc!() + y + (shift, xv))
+    }
 }
 
 #[test]
