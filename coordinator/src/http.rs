@@ -564,6 +564,15 @@ async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response
     // is not here has nothing to remove, even should it arrive meanwhile.
     let claimed = match s.content.cat(cid).await {
         Ok(bytes) => claimed_batch(&bytes),
+        // Damaged content can still be let go, unless it is a batch's data
+        // (which batch it claims to be cannot be read: all are looked at).
+        Err(crate::content::ContentError::Corrupted(_)) => {
+            match s.store.batches().map(|b| b.into_iter().find(|b| b.cid == cid)) {
+                Ok(None) => None,
+                Ok(Some(b)) => Some(b.batch),
+                Err(e) => return kubo_error(e.to_string()),
+            }
+        }
         Err(e) => return kubo_error(e.to_string()),
     };
     // Judged and removed with no transaction looking for content meanwhile.

@@ -688,6 +688,18 @@ async fn garbage_oversized_forged_and_replayed_transactions_get_answers_and_chan
     let e = kubo.unpin(data.parse().unwrap()).await.unwrap_err();
     assert!(e.to_string().contains("data availability"), "{e}");
     assert!(kubo.has(data.parse().unwrap()).await.unwrap(), "batch 0's data is kept");
+    // Damaged on disk: content that cannot be read is still let go, but not
+    // a batch's published data (which batch it claims cannot be read).
+    let store_dir = farm.data.join("content");
+    let damaged = kubo.add(b"a record damaged on disk".to_vec()).await.unwrap();
+    std::fs::write(store_dir.join(damaged.to_string()), b"a rec").unwrap();
+    let e = kubo.cat(damaged).await.unwrap_err();
+    assert!(e.to_string().contains("damaged"), "{e}");
+    kubo.unpin(damaged).await.unwrap();
+    assert!(!kubo.has(damaged).await.unwrap());
+    std::fs::write(store_dir.join(data), b"not batch data").unwrap();
+    let rm = reqwest::Client::new().post(format!("{http}/api/v0/pin/rm?arg={data}")).send().await.unwrap();
+    assert_eq!(rm.status(), 403, "{}", rm.text().await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -81,6 +81,14 @@ impl EmbeddedStore {
         };
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let store = Self { dir: dir.into(), writing: Default::default() };
+        // Blocks a crash left half-written under their temporary names.
+        for e in std::fs::read_dir(dir).map_err(io(dir))?.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         let roots = store.roots_dir();
         if !roots.exists() {
             let marking = dir.join(".roots.new");
@@ -148,7 +156,9 @@ impl EmbeddedStore {
                 }
                 Ok(())
             }
-            Err(ContentError::NotFound(_)) => Ok(()),
+            // A damaged node's links cannot be read: it counts as a leaf
+            // (its own blocks may go with its content; no other unpin stops).
+            Err(ContentError::NotFound(_) | ContentError::Corrupted(_)) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -248,10 +258,14 @@ impl EmbeddedStore {
         Ok(bytes)
     }
 
-    /// Pins `cid` once every block of it is here and intact.
+    /// Pins `cid` once every block of it is here and intact (a root marked
+    /// already is not marked again: no directory sync).
     fn pin_sync(&self, cid: Cid) -> Result<(), ContentError> {
         let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
         self.cat_sync(cid)?;
+        if self.mark(&cid).exists() {
+            return Ok(());
+        }
         self.set_mark(cid)
     }
 
@@ -260,11 +274,16 @@ impl EmbeddedStore {
     }
 }
 
-/// Makes the entries of `dir` (new files, renames) durable.
+/// Makes the entries of `dir` (new files, renames) durable. A file system
+/// that cannot sync a directory (some network and FUSE mounts refuse it)
+/// gives what it gives.
 fn sync_dir(dir: &Path) -> Result<(), ContentError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| ContentError::Io { path: dir.into(), source })
+    match std::fs::File::open(dir).and_then(|d| d.sync_all()) {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidInput | std::io::ErrorKind::Unsupported) => {
+            Ok(())
+        }
+        r => r.map_err(|source| ContentError::Io { path: dir.into(), source }),
+    }
 }
 
 impl EmbeddedStore {
@@ -395,6 +414,13 @@ mod tests {
         assert_eq!(s.add(big.clone()).await.unwrap(), root);
         assert_eq!(s.cat(root).await.unwrap(), big);
         s.pin(root).await.unwrap();
+        // A damaged node of one content does not stop the unpin of another.
+        let other = s.add(b"another record".to_vec()).await.unwrap();
+        let node = std::fs::read(s.path(&root)).unwrap();
+        std::fs::write(s.path(&root), &node[..node.len() / 2]).unwrap();
+        s.unpin(other).await.unwrap();
+        assert!(!s.has(other).await.unwrap());
+        assert_eq!(s.add(big.clone()).await.unwrap(), root);
         // A block gone: the content is not whole, and is not pinned as such.
         std::fs::remove_file(s.path(&chunk)).unwrap();
         assert!(matches!(s.pin(root).await, Err(ContentError::NotFound(c)) if c == chunk));
@@ -404,6 +430,12 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+        // One a crash left behind goes when the store is opened.
+        let left = dir.path().join(format!(".{chunk}.1.0.tmp"));
+        std::fs::write(&left, b"half a blo").unwrap();
+        drop(s);
+        EmbeddedStore::open(dir.path()).unwrap();
+        assert!(!left.exists());
     }
 
     #[tokio::test]
