@@ -9,7 +9,7 @@
 
 use crate::metrics::Metrics;
 use crate::service::now_ms;
-use crate::store::{JobState, Landing as LandingRecord, Store};
+use crate::store::{Landing as LandingRecord, Store};
 use alloy::primitives::Address;
 use alloy::providers::Provider;
 use medrollup_circuits::keys::KeyManifest;
@@ -144,12 +144,10 @@ struct Recorder {
 }
 
 impl Recorder {
-    /// Proven batches not yet landed, as the database has them now.
+    /// Proven batches awaiting L1, as the database has them now.
     fn refresh_awaiting(&self) {
-        let proven = self.store.jobs().map(|j| j.iter().filter(|j| j.state == JobState::Proven).count());
-        match (proven, self.store.next_submit()) {
-            (Ok(proven), Ok(landed)) => self.metrics.set_awaiting_l1(proven as u64, landed),
-            (Err(e), _) | (_, Err(e)) => warn!(error = %e, "could not count the batches awaiting L1"),
+        if let Err(e) = self.metrics.refresh_awaiting_l1(&self.store) {
+            warn!(error = %e, "could not count the batches awaiting L1");
         }
     }
 }

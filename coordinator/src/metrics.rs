@@ -28,7 +28,7 @@ pub struct Metrics {
     pub results_dropped_total: IntCounter,
     /// Proving attempts that failed: a worker's failure, or a proof that did not verify.
     pub job_attempts_failed_total: IntCounter,
-    /// Proven batches not yet on L1 (or handed to the file sink).
+    /// Proven batches L1 can take now (in order from the last landed), not yet on it.
     pub batches_awaiting_l1: IntGauge,
     /// 1 when batches go to an L1 node (the L1 gauges mean something), 0 with the file sink.
     pub l1_enabled: IntGauge,
@@ -120,7 +120,7 @@ impl Metrics {
             )),
             batches_awaiting_l1: reg!(IntGauge::new(
                 "medrollup_batches_awaiting_l1",
-                "Proven batches not yet on L1 (or handed to the file sink)"
+                "Proven batches L1 can take now (in order from the last landed), not yet on L1 or in the file sink"
             )),
             l1_enabled: reg!(IntGauge::new(
                 "medrollup_l1_enabled",
@@ -298,9 +298,11 @@ impl Metrics {
         self.batches_submitted_total.inc();
     }
 
-    /// Proven batches not yet landed: `proven` in all, the first `landed` on L1.
-    pub fn set_awaiting_l1(&self, proven: u64, landed: u64) {
-        self.batches_awaiting_l1.set(proven.saturating_sub(landed) as i64);
+    /// Reads the proven batches L1 can take now from `store`.
+    pub fn refresh_awaiting_l1(&self, store: &crate::store::Store) -> Result<(), crate::store::StoreError> {
+        let n = store.proven_in_a_row_from(store.next_submit()?)?;
+        self.batches_awaiting_l1.set(n as i64);
+        Ok(())
     }
 
     /// The Prometheus text exposition.

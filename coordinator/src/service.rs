@@ -1360,7 +1360,7 @@ impl Coordinator {
             batch.submitted = true;
             store.mark_submitted(&batch)?;
             self.shared.metrics.note_landed(n);
-            self.refresh_job_metrics()?;
+            self.shared.metrics.refresh_awaiting_l1(&store)?;
             info!(batch = n, "batch handed to L1");
         }
     }
@@ -1378,7 +1378,7 @@ impl Coordinator {
         // A dead job waits for a proof too (queued again after its wait):
         // a farm whose every attempt fails shows a queue, not an empty one.
         m.queue_depth.set(queued + dead);
-        m.set_awaiting_l1(proven as u64, self.shared.store.next_submit()?);
+        m.refresh_awaiting_l1(&self.shared.store)?;
         Ok(())
     }
 }

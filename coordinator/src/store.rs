@@ -469,6 +469,23 @@ impl Store {
         Ok(out)
     }
 
+    /// How many batches from `n` on are proven, in a row: those L1 can take
+    /// now (a range read from `n`, however many jobs there were before).
+    pub fn proven_in_a_row_from(&self, n: u64) -> Result<u64, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(JOBS))?;
+        let mut count = 0;
+        for row in db!(t.range(n..))? {
+            let (k, v) = db!(row)?;
+            let job: JobRecord = decode(|| format!("job {}", k.value()), v.value())?;
+            if k.value() != n + count || job.state != JobState::Proven {
+                break;
+            }
+            count += 1;
+        }
+        Ok(count)
+    }
+
     /// Writes a job (and, with it, a worker's record).
     pub fn put_job(&self, job: &JobRecord, worker: Option<(&str, &WorkerRecord)>) -> Result<(), StoreError> {
         let w = db!(self.db.begin_write())?;
