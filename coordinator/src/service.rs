@@ -654,22 +654,17 @@ impl Coordinator {
     /// counts as not having it (the transaction is refused and can be sent
     /// again).
     async fn content_present(&self, cids: [Cid; 2]) -> bool {
+        // One call per candidate: a pin finds the content (or says it is
+        // not there) as well as keeping it.
         for cid in cids {
-            match self.shared.content.has(cid).await {
-                Ok(true) => {}
-                Ok(false) => continue,
+            match self.shared.content.pin(cid).await {
+                Ok(()) => return true,
+                Err(ContentError::NotFound(_)) => {}
                 Err(e) => {
-                    warn!(%cid, error = %e, "the content store cannot say whether it holds a record's content");
+                    warn!(%cid, error = %e, "a record's content cannot be pinned whole");
                     return false;
                 }
             }
-            return match self.shared.content.pin(cid).await {
-                Ok(()) => true,
-                Err(e) => {
-                    warn!(%cid, error = %e, "a record's content is in the store but cannot be pinned whole");
-                    false
-                }
-            };
         }
         false
     }
