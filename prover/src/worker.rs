@@ -406,8 +406,11 @@ struct Worker {
     last_readmit: std::time::Instant,
     /// The wait before devices out of service are tested again: doubled
     /// each time a test brings one back (one wrong only at sizes the test
-    /// does not reach would otherwise cost a proof made twice every time).
+    /// does not reach would otherwise cost a proof made twice every time),
+    /// and back to [`READMIT_EVERY`] once all have served a long while.
     readmit_every: Duration,
+    /// Since when every device has been in service (None while one is out).
+    all_healthy_since: Option<std::time::Instant>,
 }
 
 /// Runs a worker until `shutdown` completes; a job in progress is finished
@@ -454,6 +457,7 @@ pub async fn run(
         stuck: None,
         last_readmit: std::time::Instant::now(),
         readmit_every: READMIT_EVERY,
+        all_healthy_since: Some(std::time::Instant::now()),
     };
     let heartbeat = tokio::spawn(heartbeats(
         client.clone(),
@@ -640,6 +644,19 @@ const KEY_FETCH_TIMEOUT: Duration = Duration::from_secs(900);
 const READMIT_EVERY: Duration = Duration::from_secs(600);
 /// The longest wait before devices out of service are tested again.
 const MAX_READMIT_EVERY: Duration = Duration::from_secs(6 * 3600);
+/// Every device in service this long: the faults before were transient,
+/// and the wait starts from [`READMIT_EVERY`] again (a few faults over a
+/// long run no longer leave a GPU idle for hours).
+const READMIT_FORGIVEN_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The wait before devices out of service are tested again, when every
+/// device has been in service for `healthy_for` (None: one is out).
+fn readmit_wait(current: Duration, healthy_for: Option<Duration>) -> Duration {
+    match healthy_for {
+        Some(t) if t >= READMIT_FORGIVEN_AFTER => READMIT_EVERY,
+        _ => current,
+    }
+}
 
 impl Worker {
     /// Between jobs, once devices have been out of service for
@@ -648,9 +665,12 @@ impl Worker {
     /// until a restart). A test that hangs is taken for stuck.
     async fn readmit_if_due(&mut self) {
         if self.backend.report().devices.iter().all(|d| d.healthy) {
+            let since = *self.all_healthy_since.get_or_insert_with(std::time::Instant::now);
+            self.readmit_every = readmit_wait(self.readmit_every, Some(since.elapsed()));
             self.last_readmit = std::time::Instant::now();
             return;
         }
+        self.all_healthy_since = None;
         if self.last_readmit.elapsed() < self.readmit_every {
             return;
         }
@@ -928,6 +948,14 @@ fn evict_least_recent<V>(entries: &mut HashMap<String, (V, u64)>, keep: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_wait_between_device_tests_is_forgiven_after_a_day_in_service() {
+        let long = MAX_READMIT_EVERY;
+        assert_eq!(readmit_wait(long, None), long, "a device out of service: the wait stays");
+        assert_eq!(readmit_wait(long, Some(Duration::from_secs(3600))), long, "in service for an hour only");
+        assert_eq!(readmit_wait(long, Some(READMIT_FORGIVEN_AFTER)), READMIT_EVERY);
+    }
 
     #[test]
     fn worker_names_fit_a_nats_subject_token() {

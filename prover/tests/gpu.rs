@@ -109,6 +109,14 @@ fn nvrtc_compiles_the_cuda_dialect() {
     let again = gpu::compile_kernels(false, "compute_90", Some(cache.path())).unwrap();
     assert!(String::from_utf8(again).unwrap().contains(".entry ntt_pass("));
     assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 2);
+    // A damaged cache file (cut short by a full disk, say) is compiled afresh
+    // and written again, not loaded.
+    let file = gpu::cache_file(cache.path(), false, "compute_90");
+    let whole = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &whole[..whole.len() / 2]).unwrap();
+    let afresh = gpu::compile_kernels(false, "compute_90", Some(cache.path())).unwrap();
+    assert!(String::from_utf8(afresh).unwrap().contains(".entry ntt_pass("));
+    assert_eq!(std::fs::read(&file).unwrap(), whole);
     // Through ptxas to Hopper machine code (what the driver would do with the
     // PTX): an ELF CUBIN.
     let cubin = gpu::compile_kernels(false, "sm_90", None).unwrap();
@@ -264,8 +272,55 @@ fn a_batch_proof_through_cuda_is_ark_groth16s() {
     let report = b.report();
     assert!(report.devices.iter().all(|d| d.healthy), "{report:?}");
     assert_eq!(report.cpu.fallbacks, 0, "{report:?}");
-    let dual = DualBackend::new(CpuBackend::new(), b);
+    // Dual mode compares the device's own results: nothing fell back.
+    let dual = DualBackend::new(CpuBackend::new(), b.clone());
     proves_like_ark_groth16(&dual);
+    assert!(dual.compared() >= 6, "{} comparisons", dual.compared());
+    let after = b.report();
+    assert_eq!(after.cpu.fallbacks, 0, "{after:?}");
+    assert!(after.devices[0].counters.msm_points > report.devices[0].counters.msm_points, "{after:?}");
+}
+
+/// Device 0 of two runs short of resources (`fault`) while sorting its first
+/// MSM's digits: the batch is right either way, and the counters say what
+/// happened to the device.
+fn short_of_resources_mid_msm(fault: gpu::Fault, what: &str) -> Option<gpu::GpuReport> {
+    let b = medrollup_prover::conformance::available(two_opencl(), what)?;
+    let mut r = ark_std::test_rng();
+    let n = 600;
+    let (g, g2) = (points_g1(n), points_g2(n));
+    let s: Vec<Fr> = (0..n).map(|_| Fr::rand(&mut r)).collect();
+    let (l, l2) = (b.load_g1(&g).unwrap(), b.load_g2(&g2).unwrap());
+    b.inject_fault(0, 3, fault);
+    let out = msm_batch(&b, &[(&l, &s), (&l, &s[..n / 2])], &[(&l2, &s)]).unwrap();
+    assert_eq!(out.g1[0].0, G1Projective::msm(&g, &s).unwrap());
+    assert_eq!(out.g1[1].0, G1Projective::msm(&g[..n / 2], &s[..n / 2]).unwrap());
+    assert_eq!(out.g2[0].0, G2Projective::msm(&g2, &s).unwrap());
+    let before = b.report();
+    // Another batch: device 0 takes work again only if it stayed in service.
+    let again = msm_batch(&b, &[(&l, &s)], &[(&l2, &s)]).unwrap();
+    assert_eq!(again.g1[0].0, out.g1[0].0);
+    let after = b.report();
+    let d0 = &after.devices[0];
+    assert_eq!(d0.counters.errors, 1, "{after:?}");
+    assert!(d0.counters.fallbacks >= 1 && after.cpu.fallbacks >= 1, "{after:?}");
+    let worked = |r: &gpu::GpuReport| r.devices[0].counters.msm_points;
+    assert_eq!(worked(&after) > worked(&before), d0.healthy, "{after:?}");
+    Some(after)
+}
+
+#[test]
+fn a_device_briefly_short_of_resources_stays_in_service() {
+    if let Some(r) = short_of_resources_mid_msm(gpu::Fault::ShortOfResources, "brief shortage") {
+        assert!(r.devices[0].healthy, "it passed its known-answer test again: {r:?}");
+    }
+}
+
+#[test]
+fn a_device_short_of_resources_for_good_is_taken_out_of_service() {
+    if let Some(r) = short_of_resources_mid_msm(gpu::Fault::ShortOfResourcesAlways, "lasting shortage") {
+        assert!(!r.devices[0].healthy, "it failed its known-answer test again: {r:?}");
+    }
 }
 
 #[test]

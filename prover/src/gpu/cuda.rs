@@ -54,34 +54,98 @@ pub(crate) fn device_count() -> Result<usize, GpuError> {
 /// Compiles the CUDA dialect of the kernels with NVRTC for `arch`: a virtual
 /// architecture ("compute_90") gives PTX text, which the driver compiles
 /// when it loads it; a real one ("sm_90") gives a CUBIN, ready to load.
-/// Through `cache` when given: a file named by the hash of the source and the
-/// architecture.
+/// Through `cache` when given: a file named by the hash of the source, the
+/// architecture and NVRTC's version, holding the code and its SHA-256 (a
+/// file that does not match is compiled afresh).
 pub fn compile_kernels(portable: bool, arch: &str, cache: Option<&Path>) -> Result<Vec<u8>, GpuError> {
     if !nvrtc_present() {
         return Err(GpuError::NoCuda("libnvrtc could not be loaded".into()));
     }
     let src = source::source(Dialect::Cuda { portable });
-    let key = {
-        let mut h = Sha256::new();
-        h.update(src.as_bytes());
-        h.update(arch.as_bytes());
-        hex::encode(h.finalize())
-    };
-    let cached = cache.map(|d| d.join(format!("medrollup-{arch}-{key}.bin")));
+    let cached = cache.map(|d| cache_file(d, portable, arch));
     if let Some(path) = &cached
-        && let Ok(code) = std::fs::read(path)
+        && let Ok(file) = std::fs::read(path)
     {
-        return Ok(code);
+        match checked_code(file) {
+            Some(code) => return Ok(code),
+            None => {
+                tracing::warn!(file = %path.display(), "a cached kernel file is damaged; compiling afresh");
+                let _ = std::fs::remove_file(path);
+            }
+        }
     }
     let (code, _) = nvrtc_compile(&src, arch, &[])?;
     if let (Some(path), Some(dir)) = (&cached, cache) {
         // A cache that cannot be written only costs a compilation next time.
-        let tmp = dir.join(format!(".medrollup-{key}.{}.tmp", std::process::id()));
-        if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &code).is_ok() {
+        let tmp = dir.join(format!(".medrollup-{}.tmp", std::process::id()));
+        let mut file = code.clone();
+        file.extend_from_slice(&Sha256::digest(&code));
+        if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &file).is_ok() {
             let _ = std::fs::rename(&tmp, path);
         }
     }
     Ok(code)
+}
+
+/// The cache's file for the kernels compiled for `arch` (see
+/// [`compile_kernels`]).
+pub fn cache_file(dir: &Path, portable: bool, arch: &str) -> PathBuf {
+    let mut h = Sha256::new();
+    h.update(source::source(Dialect::Cuda { portable }).as_bytes());
+    h.update(arch.as_bytes());
+    h.update(nvrtc_version().as_bytes());
+    dir.join(format!("medrollup-{arch}-{}.bin", hex::encode(h.finalize())))
+}
+
+/// A cache file's code, if its SHA-256 (its last 32 bytes) matches.
+fn checked_code(mut file: Vec<u8>) -> Option<Vec<u8>> {
+    let at = file.len().checked_sub(32)?;
+    let sum = file.split_off(at);
+    (Sha256::digest(&file).as_slice() == sum.as_slice()).then_some(file)
+}
+
+/// NVRTC's version ("12.4"): part of the cache's key, since another
+/// compiler gives other code (which the driver may not load).
+fn nvrtc_version() -> String {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: NVRTC writes the two integers it is given.
+    match unsafe { cudarc::nvrtc::sys::nvrtcVersion(&mut major, &mut minor) }.result() {
+        Ok(()) => format!("{major}.{minor}"),
+        Err(_) => "unknown".into(),
+    }
+}
+
+/// The architectures NVRTC can compile for (as 90 for sm_90), empty if it
+/// cannot say.
+fn nvrtc_archs() -> Vec<i32> {
+    use cudarc::nvrtc::sys;
+    let mut n = 0;
+    // SAFETY: NVRTC writes the count, then that many integers into a buffer
+    // of that length.
+    unsafe {
+        if sys::nvrtcGetNumSupportedArchs(&mut n).result().is_err() || n <= 0 {
+            return Vec::new();
+        }
+        let mut archs = vec![0; n as usize];
+        if sys::nvrtcGetSupportedArchs(archs.as_mut_ptr()).result().is_err() {
+            return Vec::new();
+        }
+        archs
+    }
+}
+
+/// The virtual architecture to compile PTX for when NVRTC cannot make a
+/// CUBIN for a device of compute capability `device`: the newest it knows
+/// that the device runs (the driver compiles that PTX for the device), or the
+/// device's own if NVRTC cannot say.
+pub(crate) fn ptx_arch(device: (i32, i32), supported: &[i32]) -> String {
+    let own = device.0 * 10 + device.1;
+    let arch = if supported.is_empty() {
+        own
+    } else {
+        supported.iter().copied().filter(|&a| a <= own).max().unwrap_or(own)
+    };
+    format!("compute_{arch}")
 }
 
 /// The resource use ptxas reports for each kernel (registers, stack, spills)
@@ -179,7 +243,7 @@ impl Stage {
     }
 }
 
-/// Two staging buffers each way, made at the first large copy.
+/// Two staging buffers each way, made with the device.
 #[derive(Default)]
 struct Staging {
     up: Vec<Stage>,
@@ -189,7 +253,6 @@ struct Staging {
 /// The kernels loaded on one device, with a stream of their own.
 pub(crate) struct Cuda {
     label: String,
-    ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     funcs: HashMap<&'static str, CudaFunction>,
     staging: Mutex<Staging>,
@@ -252,13 +315,24 @@ impl Cuda {
         // runs once per source and machine); PTX for the driver to compile
         // if NVRTC cannot target it.
         let sm = format!("sm_{}{}", arch.0, arch.1);
-        let compute = format!("compute_{}{}", arch.0, arch.1);
-        let module = match compile_kernels(portable, &sm, cache) {
-            Ok(cubin) => {
-                ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| fail("loading the kernels", &e))?
+        let load_cubin = || {
+            let cubin = compile_kernels(portable, &sm, cache)?;
+            ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| fail("loading the kernels", &e))
+        };
+        let cubin = load_cubin().or_else(|e| match cache {
+            // A cached CUBIN the driver does not load is made afresh, once.
+            Some(dir) if !matches!(e, GpuError::Compile { .. }) => {
+                tracing::warn!(device = %label, error = %e, "the cached kernels did not load; compiling afresh");
+                let _ = std::fs::remove_file(cache_file(dir, portable, &sm));
+                load_cubin()
             }
+            _ => Err(e),
+        });
+        let module = match cubin {
+            Ok(module) => module,
             Err(e) => {
-                tracing::warn!(device = %label, error = %e, "no CUBIN; loading PTX");
+                let compute = ptx_arch(arch, &nvrtc_archs());
+                tracing::warn!(device = %label, error = %e, ptx = %compute, "no CUBIN; loading PTX");
                 let ptx = compile_kernels(portable, &compute, cache)?;
                 let text = String::from_utf8(ptx)
                     .map_err(|_| fail("loading the kernels", &"the PTX is not text"))?;
@@ -271,7 +345,14 @@ impl Cuda {
         }
         let stream = ctx.new_stream().map_err(|e| fail("creating a stream", &e))?;
         keep_freed_memory(&ctx);
-        Ok((Self { label, ctx, stream, funcs, staging: Mutex::new(Staging::default()) }, info))
+        // The staging buffers are made now: a download that failed to make
+        // one would have lost nothing, but would be taken for a lost output.
+        let mut staging = Staging::default();
+        for _ in 0..2 {
+            staging.up.push(Stage::new(&ctx, true).map_err(|e| fail("pinning staging memory", &e))?);
+            staging.down.push(Stage::new(&ctx, false).map_err(|e| fail("pinning staging memory", &e))?);
+        }
+        Ok((Self { label, stream, funcs, staging: Mutex::new(staging) }, info))
     }
 
     fn err(&self, op: &str, e: impl std::fmt::Display) -> GpuError {
@@ -318,9 +399,6 @@ impl Runtime for Cuda {
         // two pinned buffers in turn, the host filling one (on all cores)
         // while the device reads the other.
         let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
-        while staging.up.len() < 2 {
-            staging.up.push(Stage::new(&self.ctx, true).map_err(e)?);
-        }
         for (k, piece) in data.chunks(STAGE).enumerate() {
             let stage = &mut staging.up[k % 2];
             let host = &mut stage.ready().map_err(e)?[..piece.len()];
@@ -347,9 +425,6 @@ impl Runtime for Cuda {
             return self.stream.synchronize().map_err(|e| self.err("waiting for the device", e));
         }
         let mut staging = self.staging.lock().unwrap_or_else(|p| p.into_inner());
-        while staging.down.len() < 2 {
-            staging.down.push(Stage::new(&self.ctx, false).map_err(e)?);
-        }
         let total = out.len();
         let pieces = total.div_ceil(STAGE);
         let len = |k: usize| STAGE.min(total - k * STAGE);
@@ -410,5 +485,34 @@ impl Runtime for Cuda {
         // pointers, u32 for u32); every buffer outlives its use on the stream
         // (frees are stream-ordered).
         unsafe { b.launch(cfg) }.map(drop).map_err(|e| self.err(&format!("launching {kernel}"), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ptx_falls_back_to_the_newest_architecture_nvrtc_knows_that_the_device_runs() {
+        // An NVRTC older than the device: the newest it knows below it.
+        assert_eq!(ptx_arch((10, 0), &[75, 80, 86, 89, 90]), "compute_90");
+        assert_eq!(ptx_arch((8, 9), &[75, 80, 86, 89, 90]), "compute_89");
+        assert_eq!(ptx_arch((8, 7), &[75, 80, 86, 89, 90]), "compute_86");
+        // Nothing it knows runs there, or it cannot say: the device's own.
+        assert_eq!(ptx_arch((7, 0), &[75, 80]), "compute_70");
+        assert_eq!(ptx_arch((9, 0), &[]), "compute_90");
+    }
+
+    #[test]
+    fn a_cache_file_is_its_code_and_the_code_hash() {
+        let code = b"PTX text".to_vec();
+        let mut file = code.clone();
+        file.extend_from_slice(&Sha256::digest(&code));
+        assert_eq!(checked_code(file.clone()), Some(code));
+        let mut spoilt = file.clone();
+        spoilt[2] ^= 1;
+        assert_eq!(checked_code(spoilt), None);
+        assert_eq!(checked_code(file[..20].to_vec()), None, "cut short");
+        assert_eq!(checked_code(Vec::new()), None);
     }
 }

@@ -72,6 +72,11 @@ pub enum Fault {
     LosesOutput = 2,
     /// That copy panics part-way.
     PanicsInCopy = 3,
+    /// One launch runs short of resources ([`GpuError::Resources`]); the
+    /// fault is then over.
+    ShortOfResources = 4,
+    /// Every launch runs short of resources.
+    ShortOfResourcesAlways = 5,
 }
 
 /// A caught panic's message.
@@ -149,7 +154,7 @@ pub(crate) trait DeviceOps: Send {
 }
 
 /// Entries a segment (one thread) sums before its bucket needs another level.
-const SEGMENT: u32 = 32;
+pub(crate) const SEGMENT: u32 = 32;
 /// Bucket runs per thread in the window reduction: short, so that the
 /// reduction (a chain of additions per thread) runs wide.
 const REDUCE_RUN: u32 = 4;
@@ -158,9 +163,21 @@ const REDUCE_RUN: u32 = 4;
 const SUM_GROUP: u32 = 16;
 /// Threads of the one-dimensional kernels' work-groups, at most.
 const GROUP: usize = 256;
-/// Largest window, and the largest MSM the kernels' 32-bit indices allow.
+/// Largest window.
 const MAX_WINDOW: u32 = 20;
+/// Bases a set may have, and points times windows a precomputed set may
+/// have: a sorted entry holds a point's index (for precomputed bases,
+/// window · n + index) below its sign bit.
 const MAX_MSM: usize = 1 << 30;
+/// The signed digits one MSM may sort: their count, and the positions the
+/// kernels compute from it, are 32-bit (with room for a segment's end).
+const MAX_SORTED: u64 = 1 << 31;
+
+/// Whether an MSM of `n` points in windows of `c` bits has few enough
+/// nonzero digits (at most one per point and window) for the kernels.
+pub(crate) fn sorted_digits_fit(n: usize, c: u32) -> bool {
+    n as u64 * u64::from(windows(c)) < MAX_SORTED
+}
 
 /// Window size for an MSM of `n` points: minimises windows * (n + 3 * 2^(c-1))
 /// (one mixed addition per digit, about three per bucket to reduce), within
@@ -379,6 +396,8 @@ impl<R: Runtime> DeviceState<R> {
         if groups == 0 {
             return Ok(());
         }
+        const SHORT: u8 = Fault::ShortOfResources as u8;
+        const SHORT_ALWAYS: u8 = Fault::ShortOfResourcesAlways as u8;
         let left = self.fault_after.load(Ordering::Relaxed);
         if left != usize::MAX {
             if left > 0 {
@@ -387,6 +406,15 @@ impl<R: Runtime> DeviceState<R> {
                 return Err(GpuError::Injected(self.rt.label().into()));
             } else if self.fault.load(Ordering::Relaxed) == Fault::Panics as u8 {
                 panic!("{}: injected panic", self.rt.label());
+            } else if let f @ (SHORT | SHORT_ALWAYS) = self.fault.load(Ordering::Relaxed) {
+                if f == SHORT {
+                    self.fault_after.store(usize::MAX, Ordering::Relaxed);
+                }
+                return Err(GpuError::Resources {
+                    device: self.rt.label().into(),
+                    op: format!("launching {kernel}"),
+                    reason: "injected shortage".into(),
+                });
             }
         }
         self.rt.launch(kernel, groups, group, args)
@@ -478,6 +506,11 @@ impl<R: Runtime> DeviceState<R> {
     fn plan(&self, scalars: &[Fr], c: u32, merged: bool) -> Result<Plan<R::Buf>, GpuError> {
         let n = scalars.len();
         let windows = windows(c);
+        if !sorted_digits_fit(n, c) {
+            return Err(GpuError::Unsupported(format!(
+                "an MSM of {n} points in {windows} windows of {c} bits: more digits than the kernels' 32-bit positions take"
+            )));
+        }
         let h = 1usize << (c - 1);
         let buckets = if merged { h } else { windows as usize * h };
         let mut phase = Phase::start(n);
@@ -799,10 +832,13 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         len: usize,
         precompute: bool,
     ) -> Result<(), GpuError> {
-        if len >= MAX_MSM {
-            return Err(GpuError::Unsupported(format!("{len} bases: the kernels take fewer than 2^30")));
-        }
         let c = window_bits(len);
+        if len >= MAX_MSM || !sorted_digits_fit(len, c) {
+            return Err(GpuError::Unsupported(format!(
+                "{len} bases: the kernels take sets of fewer than {} points",
+                MAX_SORTED / u64::from(windows(c))
+            )));
+        }
         let sets = windows(c) as usize;
         let plain = packed.len() as u64;
         // Resident only with room left for the largest call over any
@@ -830,8 +866,9 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
             self.demote_largest()?;
         }
         // Precomputed (sets times the bases) where the room remains. Out of
-        // memory on the way (OpenCL may report it at the copy or the launch)
-        // leaves them plain.
+        // memory or resources on the way (OpenCL may report a shortage at the
+        // copy or the launch) leaves them plain; a failed call is the
+        // device's fault.
         if precompute
             && len > 0
             && len * sets < MAX_MSM
@@ -842,7 +879,7 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
                     self.bases.insert(id, Resident { buf, curve, len, precomputed: Some(c) });
                     return Ok(());
                 }
-                Err(GpuError::OutOfMemory { .. } | GpuError::Call { .. }) => {}
+                Err(GpuError::OutOfMemory { .. } | GpuError::Resources { .. }) => {}
                 Err(e) => return Err(e),
             }
         }

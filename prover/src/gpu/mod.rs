@@ -29,7 +29,7 @@ mod opencl;
 mod runtime;
 pub mod source;
 
-pub use cuda::{compile_kernels, default_cache_dir, nvrtc_present, resource_report};
+pub use cuda::{cache_file, compile_kernels, default_cache_dir, nvrtc_present, resource_report};
 pub use device::Fault;
 pub use runtime::GpuError;
 
@@ -274,12 +274,40 @@ impl Slot {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// A call on this device failed: out of memory (or bases it lost), the
-    /// call goes to the CPU; anything else takes the device out of service.
-    fn failed(&self, e: &GpuError) {
-        if let GpuError::OutOfMemory { .. } | GpuError::NotResident(_) = e {
-            tracing::warn!(device = %self.label, error = %e, "this call goes to the CPU; the device stays in service");
-            return;
+    /// A call on this device (`ops`, its lock held) failed; the call goes to
+    /// the CPU. Out of memory, bases it lost, or a problem its kernels do not
+    /// take: the device stays in service. Short of resources: it stays only
+    /// if it passes its known-answer test again now (a shortage passes, a
+    /// crash the driver reported that way does not). Anything else takes it
+    /// out of service.
+    fn failed(&self, ops: &mut dyn DeviceOps, e: &GpuError) {
+        match e {
+            GpuError::OutOfMemory { .. } | GpuError::NotResident(_) | GpuError::Unsupported(_) => {
+                tracing::warn!(device = %self.label, error = %e, "this call goes to the CPU; the device stays in service");
+                return;
+            }
+            GpuError::Resources { .. } => {
+                Counters::add(&self.counters.errors, 1);
+                ops.drop_caches();
+                match guarded(&self.label, || known_answer(ops)) {
+                    Ok(()) => tracing::warn!(
+                        device = %self.label,
+                        error = %e,
+                        "this call goes to the CPU; the device passed its known-answer test again and stays in service"
+                    ),
+                    Err(again) => {
+                        self.healthy.store(false, Ordering::Relaxed);
+                        tracing::warn!(
+                            device = %self.label,
+                            error = %e,
+                            test = %again,
+                            "device failed, and failed its known-answer test again; its work goes to the CPU"
+                        );
+                    }
+                }
+                return;
+            }
+            _ => {}
         }
         Counters::add(&self.counters.errors, 1);
         self.healthy.store(false, Ordering::Relaxed);
@@ -498,15 +526,33 @@ fn kat_scalars(n: usize, rng: &mut impl ark_std::rand::Rng) -> Vec<Fr> {
     s
 }
 
-/// The known-answer test a device passes before it is admitted.
+/// Points of the known-answer test's G1 MSM: 6-bit windows (a digit that
+/// straddles two 32-bit limbs), and with its run of ±1 scalars a bucket of
+/// more than one segment (a second level of sums) in the plain layout.
+const KAT_G1: usize = 300;
+/// Its NTT's elements: more than one pass on every device.
+const KAT_NTT: usize = 1 << (source::NTT_MAX_LOG + 1);
+
+/// The known-answer test's G1 scalars: with a run of ±1 (bucket 1 of the
+/// first window) longer than a segment.
+fn kat_g1_scalars(rng: &mut impl ark_std::rand::Rng) -> Vec<Fr> {
+    let mut s = kat_scalars(KAT_G1, rng);
+    s[100..200].fill(Fr::from(1u64));
+    s[200..240].fill(-Fr::from(1u64));
+    s
+}
+
+/// The known-answer test a device passes before it is admitted (and again
+/// before it is back in service, or kept after a shortage of resources):
+/// every kernel, on the paths the proofs take, at small sizes.
 fn known_answer(ops: &mut dyn DeviceOps) -> Result<(), GpuError> {
     let label = ops.label();
     let wrong = |what: &str| GpuError::KnownAnswer { device: label.clone(), what: what.into() };
     let mut rng = ark_std::test_rng();
     const ID: u64 = u64::MAX;
 
-    let g1 = kat_points::<ark_bn254::g1::Config>(37, &mut rng);
-    let s = kat_scalars(37, &mut rng);
+    let g1 = kat_points::<ark_bn254::g1::Config>(KAT_G1, &mut rng);
+    let s = kat_g1_scalars(&mut rng);
     let g2 = kat_points::<ark_bn254::g2::Config>(9, &mut rng);
     let s2 = kat_scalars(9, &mut rng);
     for precompute in [false, true] {
@@ -524,7 +570,7 @@ fn known_answer(ops: &mut dyn DeviceOps) -> Result<(), GpuError> {
         }
     }
 
-    let v: Vec<Fr> = (0..64).map(|_| Fr::rand(&mut rng)).collect();
+    let v: Vec<Fr> = (0..KAT_NTT).map(|_| Fr::rand(&mut rng)).collect();
     for (dir, coset) in [
         (NttDirection::Forward, None),
         (NttDirection::Inverse, None),
@@ -539,6 +585,8 @@ fn known_answer(ops: &mut dyn DeviceOps) -> Result<(), GpuError> {
             return Err(wrong(&format!("NTT {dir:?}, coset {}", coset.is_some())));
         }
     }
+    // Its tables are not the proofs' sizes: they leave the memory to them.
+    ops.drop_caches();
     Ok(())
 }
 
@@ -874,9 +922,12 @@ impl GpuBackend {
                     // Not resident there: that device gets no work over these
                     // bases. A runtime failure (not a want of memory, nor bases
                     // its kernels do not take) takes the device out of service.
-                    Err(e @ (GpuError::Call { .. } | GpuError::Injected(_) | GpuError::Panicked { .. })) => {
-                        s.failed(&e)
-                    }
+                    Err(
+                        e @ (GpuError::Call { .. }
+                        | GpuError::Resources { .. }
+                        | GpuError::Injected(_)
+                        | GpuError::Panicked { .. }),
+                    ) => s.failed(ops.as_mut(), &e),
                     Err(e) => tracing::warn!(device = %s.label, error = %e, "bases not loaded"),
                 }
             }
@@ -917,8 +968,9 @@ impl GpuBackend {
         g1: &[(&GpuBases<G1Affine>, &[Fr])],
         g2: &[(&GpuBases<G2Affine>, &[Fr])],
     ) -> (Vec<MsmValue>, Duration) {
-        let t = Instant::now();
         let mut ops = slot.lock();
+        // Busy from here: the wait for the lock is not the device's work.
+        let t = Instant::now();
         // Health is read under the lock: a failure seen by another thread
         // while this one waited counts once.
         if slot.healthy() {
@@ -947,7 +999,7 @@ impl GpuBackend {
             // Recorded before the lock is let go, so that a call waiting for
             // this device finds it out of service instead of failing again.
             if let Err(e) = &result {
-                slot.failed(e);
+                slot.failed(ops.as_mut(), e);
             }
             drop(ops);
             if let Ok(v) = result {
@@ -1011,7 +1063,7 @@ impl GpuBackend {
         }
         // Recorded under the lock (see `run_unit`).
         if let Err(e) = &r {
-            slot.failed(e);
+            slot.failed(ops.as_mut(), e);
         }
         drop(ops);
         match r {
@@ -1280,6 +1332,26 @@ impl NttBackend for GpuBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_known_answer_test_reaches_the_paths_proofs_take() {
+        let c = device::window_bits(KAT_G1);
+        assert_ne!(32 % c, 0, "{c}-bit windows: some digit must straddle two limbs");
+        let one = Fr::from(1u64);
+        let ones =
+            kat_g1_scalars(&mut ark_std::test_rng()).iter().filter(|&&x| x == one || x == -one).count();
+        assert!(ones > device::SEGMENT as usize, "{ones} scalars ±1: bucket 1 must need a second level");
+    }
+
+    #[test]
+    fn no_msm_sorts_more_digits_than_the_kernels_positions_take() {
+        // The largest sets of real keys fit (a 2^27-point G1 set, plain).
+        assert!(device::sorted_digits_fit(1 << 27, device::window_bits(1 << 27)));
+        // Below the old bound of 2^30 bases, a set whose digits (up to one per
+        // point and window) would wrap the kernels' 32-bit count is refused.
+        let n = 340_000_000;
+        assert!(n < 1 << 30 && !device::sorted_digits_fit(n, device::window_bits(n)));
+    }
 
     fn unit(s: &[Fr], job: usize, curve: CurveId) -> Unit<'_> {
         let j = if curve == CurveId::G1 { JobRef::G1(job) } else { JobRef::G2(job) };

@@ -105,14 +105,11 @@ impl OpenCl {
 
     /// The error for `op`. OpenCL backs buffers lazily: a shortage of device
     /// memory can show at a copy or a launch as well as at the allocation.
+    /// Out of resources there may be a shortage too, or a kernel's crash (as
+    /// NVIDIA's driver reports one): [`GpuError::Resources`], which the
+    /// device manager tells apart with a known-answer test.
     fn err(&self, op: &str, e: ClError) -> GpuError {
-        if e.0 == CL_MEM_OBJECT_ALLOCATION_FAILURE {
-            return GpuError::OutOfMemory {
-                device: self.label.clone(),
-                detail: format!("{op}: the driver said {e}"),
-            };
-        }
-        GpuError::Call { device: self.label.clone(), op: op.into(), reason: e.to_string() }
+        classify(&self.label, op, e)
     }
 
     fn with_kernel<T>(
@@ -208,5 +205,40 @@ impl Runtime for OpenCl {
                 .map(drop)
                 .map_err(|e| self.err(&format!("launching {kernel}"), e))
         })
+    }
+}
+
+/// The error for `op` on device `label` (see [`OpenCl::err`]).
+fn classify(label: &str, op: &str, e: ClError) -> GpuError {
+    match e.0 {
+        CL_MEM_OBJECT_ALLOCATION_FAILURE => {
+            GpuError::OutOfMemory { device: label.into(), detail: format!("{op}: the driver said {e}") }
+        }
+        CL_OUT_OF_RESOURCES | CL_OUT_OF_HOST_MEMORY => {
+            GpuError::Resources { device: label.into(), op: op.into(), reason: e.to_string() }
+        }
+        _ => GpuError::Call { device: label.into(), op: op.into(), reason: e.to_string() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opencl3::error_codes::CL_INVALID_KERNEL_ARGS;
+
+    #[test]
+    fn driver_answers_are_told_apart() {
+        let class = |code| match classify("opencl:0 test", "launching msm_scatter", ClError(code)) {
+            GpuError::OutOfMemory { .. } => "memory",
+            GpuError::Resources { .. } => "resources",
+            GpuError::Call { .. } => "call",
+            other => panic!("unexpected {other:?}"),
+        };
+        assert_eq!(class(CL_MEM_OBJECT_ALLOCATION_FAILURE), "memory");
+        assert_eq!(class(CL_OUT_OF_RESOURCES), "resources");
+        assert_eq!(class(CL_OUT_OF_HOST_MEMORY), "resources");
+        assert_eq!(class(CL_INVALID_KERNEL_ARGS), "call");
+        let e = classify("opencl:0 test", "launching msm_scatter", ClError(CL_OUT_OF_RESOURCES));
+        assert!(e.to_string().contains("launching msm_scatter ran short of resources"), "{e}");
     }
 }

@@ -65,6 +65,21 @@ pub enum GpuError {
     /// elsewhere.
     #[error("{0}")]
     NotResident(String),
+    /// The driver ran short of resources during a copy, a launch or a wait
+    /// (OpenCL's out-of-resources and out-of-host-memory answers). Often
+    /// transient (memory a driver backs lazily, or frees only once the queue
+    /// has run, can briefly run out), but some drivers report a kernel's
+    /// crash that way too: the call goes to the CPU, and the device stays in
+    /// service only if it passes its known-answer test again at once.
+    #[error("{device}: {op} ran short of resources: {reason}")]
+    Resources {
+        /// The device.
+        device: String,
+        /// What was being done.
+        op: String,
+        /// The runtime's error.
+        reason: String,
+    },
     /// A failure injected by a test.
     #[error("{0}: injected fault")]
     Injected(String),
