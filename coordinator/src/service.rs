@@ -31,7 +31,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::{Instrument, debug, error, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 /// Why the coordinator stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +116,25 @@ pub const FORGET_WORKER_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// [`FORGET_WORKER_AFTER`]. Past it, the one heard from longest ago goes.
 pub const MAX_WORKERS_HEARD: usize = 1024;
 
+/// The largest heartbeat read: a worker's name, backend, a line per device
+/// and a few counters take well under it (the bus would take 8 MB, and
+/// [`MAX_WORKERS_HEARD`] of those kept would exhaust memory).
+pub const MAX_HEARTBEAT_BYTES: usize = 16 * 1024;
+
+/// The worker a heartbeat on `subject` says it is from, if it counts: not
+/// too large, and on that worker's own subject (which a farm with a NATS user
+/// per hospital lets only it publish to).
+fn read_heartbeat(subject: &str, payload: &[u8]) -> Option<WorkerInfo> {
+    if payload.len() > MAX_HEARTBEAT_BYTES {
+        warn!(subject, bytes = payload.len(), max = MAX_HEARTBEAT_BYTES, "a heartbeat too large: ignored");
+        return None;
+    }
+    let info = serde_json::from_slice::<WorkerInfo>(payload).ok()?;
+    (subject == subjects::heartbeat(&info.name)
+        && info.name.len() <= medrollup_wire::natsconf::MAX_WORKER_NAME)
+        .then_some(info)
+}
+
 /// Notes a heartbeat in `workers`, within [`MAX_WORKERS_HEARD`].
 fn note_heartbeat(workers: &mut HashMap<String, Heard>, info: WorkerInfo, at: Instant) {
     if !workers.contains_key(&info.name)
@@ -191,13 +210,69 @@ struct Bus {
 /// [`medrollup_wire::MAX_TX_BYTES`].
 const TX_STREAM_MAX_MESSAGE: i32 = 4 * medrollup_wire::MAX_TX_BYTES as i32;
 
+/// The error for a decision stored before a restart whose message (at
+/// `seq`, transaction `id`) the transaction stream no longer holds.
+fn lost_message(seq: u64, id: &str) -> CoordinatorError {
+    CoordinatorError::Nats(format!(
+        "stream {} no longer holds its message at sequence {seq} (transaction {id}, decided before the \
+         restart): NATS lost part of its data. Restore NATS's data; nothing is decided until then",
+        streams::TX
+    ))
+}
+
+/// The error for a message at `seq` that is transaction `found`, where
+/// `decided` was decided before the restart.
+fn replaced_message(seq: u64, found: &str, decided: &str) -> CoordinatorError {
+    CoordinatorError::Nats(format!(
+        "stream {}'s message at sequence {seq} is transaction {found}, but {decided} was decided there \
+         before the restart: the stream was made afresh. Restore NATS's data",
+        streams::TX
+    ))
+}
+
+/// Checks, before anything is answered, that every decision stored past the
+/// sealed batches (the open batch's) still has its message in the
+/// transaction stream, the same transaction: else that batch could not be
+/// replayed as it was answered.
+async fn check_open_batch(
+    tx: &stream::Stream,
+    decisions: &[(u64, Decision)],
+) -> Result<(), CoordinatorError> {
+    for (seq, d) in decisions {
+        let raw = match tx.get_raw_message(*seq).await {
+            Ok(raw) => raw,
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => {
+                return Err(lost_message(*seq, &d.answer.id));
+            }
+            Err(e) => {
+                return Err(CoordinatorError::Nats(format!(
+                    "stream {}: reading the message at sequence {seq}: {e}",
+                    streams::TX
+                )));
+            }
+        };
+        let found = medrollup_wire::tx_id(&raw.payload);
+        if found != d.answer.id {
+            return Err(replaced_message(*seq, &found, &d.answer.id));
+        }
+    }
+    Ok(())
+}
+
 /// Sets up the streams; `decided` is the last transaction sequence this
-/// coordinator decided (0: none). A transaction stream that lacks what was
-/// decided (NATS lost its JetStream data, or the stream was made afresh and
-/// numbers from 1 again) is refused: read from `decided + 1`, its new
-/// transactions would be skipped as applied, or taken for the ones decided
-/// there before.
-async fn setup_bus(js: &jetstream::Context, config: &Config, decided: u64) -> Result<Bus, CoordinatorError> {
+/// coordinator decided (0: none), `applied` the last one in a sealed batch.
+/// A transaction stream that lacks what was decided (NATS lost its
+/// JetStream data, or the stream was made afresh and numbers from 1 again),
+/// or that no longer starts right after the sealed batches (its oldest
+/// messages were removed, by limits or by hand), is refused: read from
+/// `applied + 1`, its new transactions would be skipped as applied, taken
+/// for the ones decided there before, or decided without the open batch's.
+async fn setup_bus(
+    js: &jetstream::Context,
+    config: &Config,
+    decided: u64,
+    applied: u64,
+) -> Result<Bus, CoordinatorError> {
     let tx_config = stream::Config {
         name: streams::TX.into(),
         subjects: vec![subjects::TX_SUBMIT.into()],
@@ -236,10 +311,10 @@ async fn setup_bus(js: &jetstream::Context, config: &Config, decided: u64) -> Re
     if info.state.last_sequence < decided {
         return Err(lost(format!("ends at sequence {}", info.state.last_sequence)));
     }
-    if decided > 0 && info.state.first_sequence > decided + 1 {
+    if decided > 0 && info.state.first_sequence > applied + 1 {
         return Err(lost(format!(
             "has lost its messages from sequence {} to {}",
-            decided + 1,
+            applied + 1,
             info.state.first_sequence - 1
         )));
     }
@@ -398,6 +473,9 @@ struct Coordinator {
     /// The last stream sequence decided before this start and not yet
     /// sealed: up to it, transactions are replayed as decided.
     replay_through: u64,
+    /// The sequences of the decisions stored before this start not yet
+    /// replayed, in order: each must come back from the stream.
+    to_replay: VecDeque<u64>,
     /// The job stream, where the watchdog looks for queued jobs' messages.
     jobs: stream::Stream,
     /// The message of each published job's current attempt, by batch.
@@ -441,8 +519,10 @@ pub async fn run(
 
     let client = connect(&config, "medrollup-coordinator").await?;
     let js = jetstream::new(client.clone());
-    let decided = store.decisions()?.iter().map(|(seq, _)| *seq).max().unwrap_or(0).max(store.applied_seq()?);
-    let bus = setup_bus(&js, &config, decided).await?;
+    let applied = store.applied_seq()?;
+    let decided = store.decisions()?.iter().map(|(seq, _)| *seq).max().unwrap_or(0).max(applied);
+    let bus = setup_bus(&js, &config, decided, applied).await?;
+    check_open_batch(&bus.tx, &store.decisions()?).await?;
     publish_key(&js, &config, &manifest).await?;
 
     let metrics = Metrics::new();
@@ -497,6 +577,7 @@ pub async fn run(
         unpublished: VecDeque::new(),
         parked: Vec::new(),
         replay_through: 0,
+        to_replay: VecDeque::new(),
         jobs: bus.jobs.clone(),
         in_queue: HashMap::new(),
         last_watch: Instant::now(),
@@ -524,6 +605,7 @@ pub async fn run(
         let mut v = shared.view.write().expect("view lock");
         for (seq, d) in store.decisions()? {
             c.replay_through = seq;
+            c.to_replay.push_back(seq);
             if let (TxStatus::Accepted { .. }, Some(digest)) = (&d.answer.status, d.content) {
                 v.open_content.insert(digest);
             }
@@ -542,12 +624,7 @@ pub async fn run(
     let hb_shared = shared.clone();
     let hb_task = tokio::spawn(async move {
         while let Some(m) = heartbeats.next().await {
-            // A heartbeat counts only on its worker's own subject (which a
-            // farm with a NATS user per hospital lets only it publish to).
-            if let Ok(info) = serde_json::from_slice::<WorkerInfo>(&m.payload)
-                && m.subject.as_str() == subjects::heartbeat(&info.name)
-                && info.name.len() <= medrollup_wire::natsconf::MAX_WORKER_NAME
-            {
+            if let Some(info) = read_heartbeat(m.subject.as_str(), &m.payload) {
                 let mut w = hb_shared.workers.lock().expect("workers lock");
                 note_heartbeat(&mut w, info, Instant::now());
             }
@@ -598,13 +675,15 @@ pub async fn run(
             },
             m = advisories.next() => match m {
                 Some(Ok(m)) => match c.on_max_deliveries(&bus.jobs, &m.payload).await {
-                    // Acked once acted on: a failure leaves it for the next start.
-                    Ok(()) => {
+                    // Acked once acted on: a failure leaves it for the next
+                    // start, and one NATS could not answer comes again.
+                    Ok(true) => {
                         if let Err(e) = m.ack().await {
                             warn!(error = %e, "could not ack an advisory (it comes again; acting twice is harmless)");
                         }
                         Ok(())
                     }
+                    Ok(false) => Ok(()),
                     Err(e) => Err(e),
                 },
                 Some(Err(e)) => { warn!(error = %e, "advisory stream"); Ok(()) }
@@ -722,6 +801,19 @@ impl Coordinator {
             debug!(seq, applied = self.last_seq, "a transaction already applied, delivered again: skipped");
             return Ok(());
         }
+        // Every decision stored before the restart comes back, in order: one
+        // whose message the stream lost (deleted by hand, say) would be lost
+        // silently, its answer given and its batch sealed without it.
+        if let Some(&next) = self.to_replay.front() {
+            if seq > next {
+                let store = self.shared.store.clone();
+                let d = tokio::task::block_in_place(|| store.decision(next))?;
+                return Err(lost_message(next, &d.map_or_else(|| "?".into(), |d| d.answer.id)));
+            }
+            if seq == next {
+                self.to_replay.pop_front();
+            }
+        }
         // A batch's transactions are judged at its time, set when it opened.
         // One open for longer than the seal timeout (opened before a
         // restart, its decisions replayed) is sealed before a fresh decision:
@@ -744,12 +836,7 @@ impl Coordinator {
         if let Some(d) = &before {
             let id = medrollup_wire::tx_id(&m.payload);
             if d.answer.id != id {
-                return Err(CoordinatorError::Nats(format!(
-                    "stream {}'s message at sequence {seq} is transaction {id}, but {} was decided there \
-                     before the restart: the stream was made afresh. Restore NATS's data",
-                    streams::TX,
-                    d.answer.id
-                )));
+                return Err(replaced_message(seq, &id, &d.answer.id));
             }
         }
         let shared = self.shared.clone();
@@ -772,8 +859,18 @@ impl Coordinator {
                         let again = tokio::task::block_in_place(|| {
                             self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), true)
                         });
+                        // Deciding again is deterministic (the same state,
+                        // time and content): a difference means the
+                        // database and the stream disagree, and going on
+                        // would break the answer given.
                         if again != d.answer {
-                            error!(seq, before = ?d.answer, now = ?again, "a replayed transaction was decided otherwise");
+                            return Err(CoordinatorError::Nats(format!(
+                                "stream {}'s transaction at sequence {seq} was decided otherwise on replay \
+                                 ({again:?}) than before the restart ({:?}): the database and the stream \
+                                 disagree. Restore both from the same moment",
+                                streams::TX,
+                                d.answer
+                            )));
                         }
                         again
                     }
@@ -1218,11 +1315,11 @@ impl Coordinator {
         &mut self,
         jobs: &stream::Stream,
         payload: &[u8],
-    ) -> Result<(), CoordinatorError> {
-        let Ok(adv) = serde_json::from_slice::<serde_json::Value>(payload) else { return Ok(()) };
+    ) -> Result<bool, CoordinatorError> {
+        let Ok(adv) = serde_json::from_slice::<serde_json::Value>(payload) else { return Ok(true) };
         let (Some(seq), deliveries) = (adv["stream_seq"].as_u64(), adv["deliveries"].as_u64().unwrap_or(0))
         else {
-            return Ok(());
+            return Ok(true);
         };
         let reason = format!(
             "delivered {deliveries} times without a result: the workers that took it died or went silent"
@@ -1232,15 +1329,24 @@ impl Coordinator {
 
     /// Parks dead the job whose message at `seq` no worker will be given
     /// again (if that message is its current attempt's), and removes the
-    /// message from the queue.
+    /// message from the queue. False when NATS could not say what the
+    /// message is (nothing done: ask again later).
     async fn park_undeliverable(
         &mut self,
         jobs: &stream::Stream,
         seq: u64,
         reason: String,
-    ) -> Result<(), CoordinatorError> {
-        let Ok(raw) = jobs.get_raw_message(seq).await else { return Ok(()) };
-        let Ok(spec) = serde_json::from_slice::<JobSpec>(&raw.payload) else { return Ok(()) };
+    ) -> Result<bool, CoordinatorError> {
+        let raw = match jobs.get_raw_message(seq).await {
+            Ok(raw) => raw,
+            // Gone already: removed after an earlier advisory, or proven.
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => return Ok(true),
+            Err(e) => {
+                warn!(seq, error = %e, "could not read a job that ran out of deliveries; asking again later");
+                return Ok(false);
+            }
+        };
+        let Ok(spec) = serde_json::from_slice::<JobSpec>(&raw.payload) else { return Ok(true) };
         let store = self.shared.store.clone();
         if let Some(mut job) = store.job(spec.batch)?
             && job.state == JobState::Queued
@@ -1256,7 +1362,7 @@ impl Coordinator {
         if let Err(e) = jobs.delete_message(seq).await {
             warn!(error = %e, "could not remove a dead job from the queue");
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn on_tick(&mut self) -> Result<(), CoordinatorError> {
@@ -1404,6 +1510,23 @@ mod tests {
             jobs_failed: 0,
             busy: false,
         }
+    }
+
+    #[test]
+    fn heartbeats_count_on_their_own_subject_and_within_their_size() {
+        let json = |info: &WorkerInfo| serde_json::to_vec(info).unwrap();
+        let a = beat("hospital-a");
+        let own = subjects::heartbeat("hospital-a");
+        assert_eq!(read_heartbeat(&own, &json(&a)).map(|i| i.name), Some("hospital-a".into()));
+        assert!(read_heartbeat(&subjects::heartbeat("hospital-b"), &json(&a)).is_none(), "another's subject");
+        assert!(read_heartbeat(&own, b"not json").is_none());
+        // Padded past the bound with device lines: ignored, however valid.
+        let mut big = beat("hospital-a");
+        big.devices = vec!["d".repeat(1000); MAX_HEARTBEAT_BYTES / 1000 + 1];
+        assert!(json(&big).len() > MAX_HEARTBEAT_BYTES);
+        assert!(read_heartbeat(&own, &json(&big)).is_none());
+        big.devices.truncate(4);
+        assert!(read_heartbeat(&own, &json(&big)).is_some());
     }
 
     #[test]

@@ -1194,6 +1194,68 @@ async fn deliveries_run_out_while_the_coordinator_is_down(
     f["dead"][0]["reason"].as_str().unwrap().to_string()
 }
 
+/// Messages the stream lost under the open batch (its oldest removed by
+/// limits or a purge, or one deleted by hand) are refused at the restart:
+/// their transactions were answered accepted, and the batch would be sealed
+/// without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_stream_that_lost_the_open_batchs_messages_is_refused() {
+    use async_nats::jetstream;
+    use medrollup_wire::streams;
+    let farm = Farm::new();
+    let opts = |seal_timeout_ms| CoordinatorOpts { seal_timeout_ms, ..farm.opts() };
+    let http = farm.http();
+    let load = workload::generate(2, now(), "stream-trimmed");
+    let client = Client::connect(&farm.nats).await;
+    let first = Coordinator::start(&opts(300));
+    let mut last = 0;
+    for s in &load.admin {
+        let a = client.submit_bytes(serde_json::to_vec(&s.tx).unwrap()).await;
+        let TxStatus::Accepted { batch, .. } = a.status else { panic!("{a:?}") };
+        last = batch;
+    }
+    wait_for("the admin's batch sealed", Duration::from_secs(30), || async {
+        (get_json(&format!("{http}/root")).await["batches_sealed"].as_u64()? > last).then_some(())
+    })
+    .await;
+    drop(first);
+    // Two patients' registrations accepted into a batch left open by a crash.
+    let mut second = Coordinator::start(&opts(600_000));
+    let mut open = Vec::new();
+    for clinic in &load.clinics {
+        let a = client.submit_bytes(serde_json::to_vec(&clinic[0].tx).unwrap()).await;
+        assert!(matches!(a.status, TxStatus::Accepted { .. }), "{a:?}");
+        open.push(a);
+    }
+    second.proc.kill9();
+    let applied = load.admin.len() as u64;
+    let js = jetstream::new(farm.nats.connect(COORDINATOR).await);
+    let stream = js.get_stream(streams::TX).await.unwrap();
+
+    // The second one's message deleted: the first replays, then the gap.
+    assert!(stream.delete_message(applied + 2).await.unwrap());
+    let log = Coordinator::refused(&opts(300));
+    assert!(
+        log.contains(&format!("no longer holds its message at sequence {}", applied + 2))
+            && log.contains(&format!("transaction {}", open[1].id))
+            && log.contains("Restore NATS's data"),
+        "{log}"
+    );
+    // The stream purged up to the open batch's end: it now starts after
+    // every decided message (the check before looked only past those).
+    stream.purge().sequence(applied + 3).await.unwrap();
+    let log = Coordinator::refused(&opts(300));
+    assert!(
+        log.contains(&format!(
+            "stream {} has lost its messages from sequence {} to {}",
+            streams::TX,
+            applied + 1,
+            applied + 2
+        )),
+        "{log}"
+    );
+}
+
 /// A transaction stream that lacks what the coordinator decided (NATS lost
 /// its data, or the stream was made afresh and numbers from 1 again) is
 /// refused with the reason, instead of its new transactions being skipped

@@ -245,10 +245,20 @@ pub fn encode_proof(proof: &Proof<Bn254>) -> String {
 }
 
 /// The inverse of [`encode_proof`] (points are checked to be on the curve and
-/// in the right subgroup).
+/// in the right subgroup; bytes past the proof are refused, so that a stored
+/// proof is only ever one proof's encoding).
 pub fn decode_proof(s: &str) -> Result<Proof<Bn254>, ProofDecodeError> {
     let bytes = hex::decode(s).map_err(|e| ProofDecodeError(format!("not hex: {e}")))?;
-    Proof::deserialize_compressed(bytes.as_slice()).map_err(|e| ProofDecodeError(e.to_string()))
+    let mut rest = bytes.as_slice();
+    let proof = Proof::deserialize_compressed(&mut rest).map_err(|e| ProofDecodeError(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ProofDecodeError(format!(
+            "{} bytes follow the proof's {}",
+            rest.len(),
+            bytes.len() - rest.len()
+        )));
+    }
+    Ok(proof)
 }
 
 /// A sealed batch as published for data availability (IPFS): anyone can
@@ -289,5 +299,16 @@ mod tests {
     fn garbage_proofs_are_refused() {
         assert!(decode_proof("zz").is_err());
         assert!(decode_proof("0102").is_err());
+    }
+
+    #[test]
+    fn a_proof_with_bytes_after_it_is_refused() {
+        use ark_ec::AffineRepr;
+        let (g1, g2) = (ark_bn254::G1Affine::generator(), ark_bn254::G2Affine::generator());
+        let proof = Proof::<Bn254> { a: g1, b: g2, c: (g1 + g1).into() };
+        let hex = encode_proof(&proof);
+        assert_eq!(decode_proof(&hex).unwrap(), proof);
+        let e = decode_proof(&format!("{hex}00")).unwrap_err();
+        assert!(e.to_string().contains("1 bytes follow the proof's 128"), "{e}");
     }
 }
