@@ -35,6 +35,9 @@ pub struct L1Settings {
     pub owner: Option<Address>,
     /// A deployed rollup's wait between proposing and installing a verifier.
     pub upgrade_delay_s: u64,
+    /// Keys from a seeded setup used on a chain other than a development
+    /// one (see [`medrollup_l1::check_seeded_keys`]).
+    pub allow_seeded_keys: bool,
 }
 
 /// What `GET /l1` shows.
@@ -363,6 +366,12 @@ pub async fn start(
     store: Arc<Store>,
     metrics: Metrics,
 ) -> Result<L1Handle, L1SetupError> {
+    let chain_id = submitter::connect(&settings.config)?
+        .get_chain_id()
+        .await
+        .map_err(|e| L1Error::Rpc(format!("reading the chain id: {e}")))?;
+    medrollup_l1::check_seeded_keys(manifest.deterministic, chain_id, settings.allow_seeded_keys)
+        .map_err(|e| L1SetupError::Verifier(format!("{e} (--l1-allow-seeded-keys)")))?;
     let rollup = resolve(settings, data_dir, manifest, genesis_root).await?;
     let mut s = Submitter::connect(settings.config.clone(), rollup, &manifest.verifying_key_sha256).await?;
     let chain = s.chain_state().await?;
@@ -449,7 +458,14 @@ pub async fn start(
                 _ = tokio::time::sleep(RESTART_AFTER) => {}
             }
             match Submitter::connect(config.clone(), rollup, &vk).await {
-                Ok(s) => {
+                Ok(mut s) => {
+                    // As at the first start: a count the chain lost while
+                    // the submitter was stopped is taken for a reorg.
+                    if let Ok(n) = source.0.next_submit()
+                        && n > 0
+                    {
+                        s.resume_from_count(n);
+                    }
                     info!("L1 submitter started again");
                     metrics.l1_up.set(1);
                     recorder.status.lock().expect("l1 status").error = None;

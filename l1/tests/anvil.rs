@@ -801,11 +801,9 @@ async fn events_are_read_from_the_deployment_block_in_spans_a_node_takes() {
     );
 }
 
-#[test]
-fn a_genesis_of_another_tree_height_than_the_keys_is_refused_before_deploying() {
-    // A manifest for the checked-in verifier's keys (deploy reads only the
-    // manifest before the chain) and a genesis of height 3.
-    let dir = tempfile::tempdir().unwrap();
+/// A manifest for the checked-in verifier's keys (deploy reads only the
+/// manifest before the chain), in `dir`.
+fn canonical_manifest(dir: &std::path::Path) {
     let vk = verifier_artifact().vk_sha256.unwrap();
     let manifest = serde_json::json!({
         "shape": { "batch_size": 4, "levels": 12 },
@@ -813,7 +811,51 @@ fn a_genesis_of_another_tree_height_than_the_keys_is_refused_before_deploying() 
         "verifying_key": "vk.bin", "verifying_key_sha256": vk,
         "verifying_key_snarkjs": "vk.json", "constraints": 1, "deterministic": true
     });
-    std::fs::write(dir.path().join("keys.json"), manifest.to_string()).unwrap();
+    std::fs::write(dir.join("keys.json"), manifest.to_string()).unwrap();
+}
+
+/// The canonical keys' seed is public: on a chain that is not a development
+/// one, a rollup verified with them is refused unless allowed knowingly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_keys_are_deployed_on_another_chain_only_when_allowed() {
+    let _turn = TURN.lock().await;
+    let anvil = start_anvil(free_port(), &["--chain-id", "11155111"]);
+    let dir = tempfile::tempdir().unwrap();
+    canonical_manifest(dir.path());
+    let out = dir.path().join("deployment.json");
+    let deploy = |allow: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_medrollup-l1"));
+        cmd.args(["deploy", "--rpc", &anvil.url(), "--owner", DEV_OWNER])
+            .arg("--keys-dir")
+            .arg(dir.path())
+            .arg("--out")
+            .arg(&out)
+            .env("MEDROLLUP_L1_KEY", DEV_KEY);
+        if allow {
+            cmd.arg("--allow-seeded-keys");
+        }
+        cmd.output().unwrap()
+    };
+    let refused = deploy(false);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("seeded development setup") && stderr.contains("on chain 11155111"), "{stderr}");
+    assert!(!out.exists());
+    let provider = alloy::providers::ProviderBuilder::new().connect_http(anvil.url().parse().unwrap());
+    // anvil's first account, DEV_KEY's.
+    let sequencer: Address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse().unwrap();
+    assert_eq!(provider.get_transaction_count(sequencer).await.unwrap(), 0, "nothing deployed");
+    let allowed = deploy(true);
+    assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_eq!(d["chain_id"], 11155111, "{d}");
+}
+
+#[test]
+fn a_genesis_of_another_tree_height_than_the_keys_is_refused_before_deploying() {
+    // The canonical keys' manifest and a genesis of height 3.
+    let dir = tempfile::tempdir().unwrap();
+    canonical_manifest(dir.path());
     let genesis = dir.path().join("genesis.json");
     std::fs::write(&genesis, serde_json::to_vec(&medrollup_circuits::sample::genesis(3)).unwrap()).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_medrollup-l1"))

@@ -133,6 +133,11 @@ struct Args {
     /// waits before its owner may install it.
     #[arg(long, default_value_t = submitter::DEFAULT_UPGRADE_DELAY_S)]
     l1_upgrade_delay_s: u64,
+    /// Uses keys from a seeded setup on a chain other than a development
+    /// one (a test network, knowingly: anyone who knows the seed can forge
+    /// proofs).
+    #[arg(long)]
+    l1_allow_seeded_keys: bool,
     /// Blocks that must hold a batch before it counts as landed.
     #[arg(long, default_value_t = 1)]
     l1_confirmations: u64,
@@ -265,6 +270,7 @@ async fn main() -> anyhow::Result<()> {
             verifier_artifact: args.l1_verifier_artifact,
             owner: args.l1_owner,
             upgrade_delay_s: args.l1_upgrade_delay_s,
+            allow_seeded_keys: args.l1_allow_seeded_keys,
         });
     } else if args.l1_rollup.is_some() {
         anyhow::bail!("--l1-rollup needs --l1-rpc");

@@ -3,6 +3,7 @@
 //! its owner) upgrade its verifier.
 
 use alloy::primitives::{B256, U256};
+use alloy::providers::Provider;
 use alloy::sol_types::SolCall;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -66,6 +67,11 @@ enum Command {
         /// Seconds a proposed verifier waits before the owner may install it.
         #[arg(long, default_value_t = DEFAULT_UPGRADE_DELAY_S)]
         upgrade_delay_s: u64,
+        /// Deploys with keys from a seeded setup on a chain other than a
+        /// development one (a test network, knowingly: anyone who knows the
+        /// seed can forge proofs).
+        #[arg(long)]
+        allow_seeded_keys: bool,
     },
     /// Measures gas on a dev chain: one batch proven with the keys in
     /// --keys-dir submitted to a fresh rollup with their verifier, next to
@@ -146,6 +152,7 @@ async fn main() -> Result<()> {
             out,
             owner,
             upgrade_delay_s,
+            allow_seeded_keys,
         } => {
             let m = keys::read_manifest(&keys_dir)?;
             let verifier = match artifact {
@@ -184,6 +191,12 @@ async fn main() -> Result<()> {
             );
             let root = State::genesis(&genesis).map_err(|e| anyhow::anyhow!("genesis: {e}"))?.root();
             let config = L1Config::local(&rpc, key_from_env()?);
+            let chain_id = submitter::connect(&config)?
+                .get_chain_id()
+                .await
+                .with_context(|| format!("reading the chain id from {rpc}"))?;
+            medrollup_l1::check_seeded_keys(m.deterministic, chain_id, allow_seeded_keys)
+                .map_err(|e| anyhow::anyhow!("{}: {e} (--allow-seeded-keys)", keys_dir.display()))?;
             let d =
                 submitter::deploy(&config, &verifier, root, Governance { owner, upgrade_delay_s }).await?;
             std::fs::write(&out, serde_json::to_vec_pretty(&d)?)?;
