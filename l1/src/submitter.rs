@@ -142,14 +142,29 @@ pub enum L1Error {
         index: u64,
         /// Decoded revert.
         reason: String,
+        /// Whether the chain may take it later: the root moved on under it
+        /// (its batch landing meanwhile), or its time is still ahead of the
+        /// chain's. Other refusals (this account no longer the sequencer, a
+        /// proof or CID the contract refuses, a time before the last
+        /// batch's) stop the submitter, shown in `GET /l1` and the metrics.
+        transient: bool,
     },
 }
 
 impl L1Error {
     /// Whether retrying later can help.
     pub fn is_transient(&self) -> bool {
-        matches!(self, L1Error::Rpc(_) | L1Error::Refused { .. })
+        matches!(self, L1Error::Rpc(_) | L1Error::Refused { transient: true, .. })
     }
+}
+
+/// Whether the contract's refusal `data` may pass by itself (see
+/// [`L1Error::Refused`]).
+fn refusal_is_transient(data: &[u8]) -> bool {
+    matches!(
+        MedRollup::MedRollupErrors::abi_decode(data),
+        Ok(MedRollup::MedRollupErrors::StaleOldRoot(_) | MedRollup::MedRollupErrors::TimestampInFuture(_))
+    )
 }
 
 fn rpc<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> L1Error {
@@ -1037,10 +1052,10 @@ impl Submitter {
                 // Verified off chain already: the verifier must have changed.
                 self.check_vk().await?;
             }
-            if e.as_revert_data().is_none() {
+            let Some(data) = e.as_revert_data() else {
                 return Err(L1Error::Rpc(format!("simulating batch {index}: {reason}")));
-            }
-            return Err(L1Error::Refused { index, reason });
+            };
+            return Err(L1Error::Refused { index, reason, transient: refusal_is_transient(&data) });
         }
         self.land(index, Bytes::from(calldata), observer).await
     }
@@ -1379,6 +1394,24 @@ pub fn root_word(root: &Fr) -> B256 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_refusals_that_pass_by_themselves_are_retried() {
+        use alloy::sol_types::SolError;
+        let (root, other) = (B256::repeat_byte(1), B256::repeat_byte(2));
+        let stale = MedRollup::StaleOldRoot { current: root, given: other }.abi_encode();
+        let early =
+            MedRollup::TimestampInFuture { timestamp: 10, blockTimestamp: alloy::primitives::U256::from(9) }
+                .abi_encode();
+        assert!(refusal_is_transient(&stale) && refusal_is_transient(&early));
+        let not_us = MedRollup::NotSequencer { caller: Address::repeat_byte(3) }.abi_encode();
+        let before = MedRollup::TimestampBeforeLast { timestamp: 9, last: 10 }.abi_encode();
+        for permanent in [not_us, MedRollup::InvalidProof {}.abi_encode(), before, vec![1, 2, 3, 4]] {
+            assert!(!refusal_is_transient(&permanent), "{permanent:?}");
+        }
+        let e = L1Error::Refused { index: 3, reason: "NotSequencer".into(), transient: false };
+        assert!(!e.is_transient());
+    }
 
     #[tokio::test]
     async fn a_deployment_without_a_usable_upgrade_delay_is_refused_before_anything_is_sent() {

@@ -6,6 +6,7 @@
 
 use alloy::primitives::{Address, B256, U256};
 use alloy::providers::Provider;
+use alloy::sol_types::SolCall;
 use ark_bn254::Fr;
 use medrollup_circuits::keys;
 use medrollup_l1::contracts::{MedRollup, verifier_artifact};
@@ -799,6 +800,32 @@ async fn events_are_read_from_the_deployment_block_in_spans_a_node_takes() {
         e.contains("reading BatchSubmitted events in block") && e.contains("limited to a 0 block range"),
         "{e}"
     );
+}
+
+/// A refusal that cannot pass by itself (here: the owner made another
+/// account the sequencer, as after a leaked key) stops the submitter with
+/// the reason, for the coordinator to show, instead of a retry every few
+/// seconds for ever that only logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submitter_no_longer_the_sequencer_stops_and_says_why() {
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
+    source.prove_upto(1);
+    let run = Running::start(config(&url), rollup, source.clone()).await;
+    run.wait_landed(1, Duration::from_secs(60)).await;
+    // The owner (anvil's second account, unlocked there) rotates the sequencer.
+    let next = Address::repeat_byte(0x5e);
+    let call = MedRollup::setSequencerCall { next }.abi_encode();
+    let tx =
+        serde_json::json!([{ "from": DEV_OWNER, "to": rollup, "data": format!("0x{}", hex::encode(call)) }]);
+    rpc(&url, "eth_sendTransaction", tx).await;
+    source.prove_upto(2);
+    run.poke();
+    let stopped = tokio::time::timeout(Duration::from_secs(60), run.task).await.expect("the submitter stops");
+    let e = stopped.unwrap().unwrap_err();
+    assert!(matches!(e, L1Error::Refused { index: 1, transient: false, .. }), "{e}");
+    assert!(e.to_string().contains("NotSequencer"), "{e}");
+    let failed = run.seen.failed.lock().unwrap().clone();
+    assert!(failed.len() == 1 && failed[0].contains("NotSequencer"), "{failed:?}");
 }
 
 /// A manifest for the checked-in verifier's keys (deploy reads only the
