@@ -426,7 +426,7 @@ impl Store {
                 let refused = db!(answers.get(id.as_str()))?
                     .map(|g| decode::<TxAnswer>(|| format!("answer {id}"), g.value()))
                     .transpose()?
-                    .is_some_and(|a| matches!(a.status, medrollup_wire::TxStatus::Rejected { .. }));
+                    .is_some_and(|a| refusal(&a.status));
                 if refused {
                     db!(answers.remove(id.as_str()))?;
                 }
@@ -599,7 +599,15 @@ impl Store {
         Ok(db!(t.get(account))?.map(|g| g.value().to_vec()))
     }
 }
-/// Stores answers by transaction id, a refusal as of `now_ms` (see
+/// Whether an answer is forgotten in time (see [`Store::forget_refusals`]): a
+/// refusal, or a duplicate (a copy of an applied transaction, re-encoded to
+/// get a new id: anyone can make endless such copies, and none changed
+/// anything).
+fn refusal(status: &medrollup_wire::TxStatus) -> bool {
+    matches!(status, medrollup_wire::TxStatus::Rejected { .. } | medrollup_wire::TxStatus::Duplicate { .. })
+}
+
+/// Stores answers by transaction id, a refusal or duplicate as of `now_ms` (see
 /// [`Store::forget_refusals`]). An accepted transaction's answer is kept:
 /// the same bytes sent again later are answered `duplicate`, which must not
 /// hide where the first copy went.
@@ -621,7 +629,7 @@ fn put_answers(w: &redb::WriteTransaction, answers: &[TxAnswer], now_ms: u64) ->
         if let Some(before) = before {
             db!(refusals.remove((before, a.id.as_str())))?;
         }
-        if matches!(a.status, medrollup_wire::TxStatus::Rejected { .. }) {
+        if refusal(&a.status) {
             db!(refusals.insert((now_ms, a.id.as_str()), ()))?;
             db!(at.insert(a.id.as_str(), now_ms))?;
         }
@@ -745,17 +753,22 @@ mod tests {
         let refused =
             |id: &str| answer(id, TxStatus::Rejected { code: "bad_signature".into(), reason: "junk".into() });
         let accepted = |id: &str| answer(id, TxStatus::Accepted { batch: 0, position: 0 });
-        // At t=1000: junk "j1", "j2", a refusal "r" later accepted, and an
-        // accepted "a". At t=5000: "j2" refused again, and "j3".
-        store.record_answers(&[refused("j1"), refused("j2"), refused("r"), accepted("a")], 1, 1_000).unwrap();
+        // At t=1000: junk "j1", "j2", a refusal "r" later accepted, an
+        // accepted "a", and "d", a re-encoded copy of "a" (a duplicate). At
+        // t=5000: "j2" refused again, and "j3".
+        let copy = answer("d", TxStatus::Duplicate { batch: 0 });
+        store
+            .record_answers(&[refused("j1"), refused("j2"), refused("r"), accepted("a"), copy], 1, 1_000)
+            .unwrap();
         store.record_answers(&[accepted("r")], 2, 2_000).unwrap();
         store.record_answers(&[refused("j2"), refused("j3")], 3, 5_000).unwrap();
         assert_eq!(store.forget_refusals(1_000, 100).unwrap(), 0, "nothing stored before t=1000");
-        // Forgetting up to t=5000: only "j1" (its refusal at 1000); "j2" is
+        // Forgetting up to t=5000: only "j1" and "d" (at 1000); "j2" is
         // dated by its second copy, "r" is accepted since, "a" was never
         // refused.
-        assert_eq!(store.forget_refusals(5_000, 100).unwrap(), 1);
+        assert_eq!(store.forget_refusals(5_000, 100).unwrap(), 2);
         assert_eq!(store.answer("j1").unwrap(), None);
+        assert_eq!(store.answer("d").unwrap(), None);
         assert_eq!(store.answer("j2").unwrap(), Some(refused("j2")));
         assert_eq!(store.answer("r").unwrap(), Some(accepted("r")));
         assert_eq!(store.answer("a").unwrap(), Some(accepted("a")));
