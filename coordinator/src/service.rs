@@ -467,6 +467,8 @@ struct Coordinator {
     seal_deadline: Option<tokio::time::Instant>,
     /// Jobs whose publication failed; retried on the tick.
     unpublished: VecDeque<u64>,
+    /// Failed tries to publish each of those (for the log).
+    publish_failures: HashMap<u64, u32>,
     /// Jobs parked dead (batch numbers), to be queued again after the
     /// configured wait.
     parked: Vec<u64>,
@@ -515,7 +517,10 @@ pub async fn run(
     };
     let batches = store.batches()?;
     let seq = tokio::task::block_in_place(|| Sequencer::restore(&config.genesis, manifest.shape, &batches))?;
-    info!(batches = batches.len(), root = %seq.sealed_state().root(), "state restored");
+    // Their witnesses are let go now, not kept for the whole run.
+    let batches_sealed = batches.len() as u64;
+    drop(batches);
+    info!(batches = batches_sealed, root = %seq.sealed_state().root(), "state restored");
 
     let client = connect(&config, "medrollup-coordinator").await?;
     let js = jetstream::new(client.clone());
@@ -550,7 +555,7 @@ pub async fn run(
         metrics,
         view: RwLock::new(View {
             sealed: seq.sealed_state().clone(),
-            batches_sealed: batches.len() as u64,
+            batches_sealed,
             recent: HashMap::new(),
             open_content: HashSet::new(),
         }),
@@ -575,6 +580,7 @@ pub async fn run(
         last_seq,
         seal_deadline: None,
         unpublished: VecDeque::new(),
+        publish_failures: HashMap::new(),
         parked: Vec::new(),
         replay_through: 0,
         to_replay: VecDeque::new(),
@@ -1376,8 +1382,21 @@ impl Coordinator {
             if job.state != JobState::Queued {
                 continue;
             }
-            if self.publish_job(&batch, &job).await.is_err() {
-                self.unpublished.push_back(n);
+            match self.publish_job(&batch, &job).await {
+                Ok(()) => {
+                    self.publish_failures.remove(&n);
+                }
+                Err(e) => {
+                    // Said at the 1st, 2nd, 4th, 8th... try, then hourly: a job that can
+                    // never be published (too large for the bus, say) stalls
+                    // every later batch's landing, and must not be silent.
+                    let tries = self.publish_failures.entry(n).or_insert(0);
+                    *tries += 1;
+                    if tries.is_power_of_two() || tries.is_multiple_of(3600) {
+                        warn!(batch = n, tries = *tries, error = %e, "a job still cannot be published; retrying");
+                    }
+                    self.unpublished.push_back(n);
+                }
             }
         }
         let alive = {
