@@ -92,8 +92,14 @@ pub struct VerifierUpgrade {
     pub vk_sha256: String,
     /// When its owner may install it (Unix seconds).
     pub activation: u64,
-    /// Whether it is for this farm's keys; if not, the farm's proofs are
-    /// refused once it is installed.
+    /// The keccak-256 of its code.
+    pub code_hash: String,
+    /// Whether its code is the verifier this farm deploys for its keys
+    /// (None: the farm has no verifier for its keys to compare with).
+    pub code_is_ours: Option<bool>,
+    /// Whether it is for this farm's keys: it says so, and its code is not
+    /// another than this farm's verifier. If not, the farm's proofs are
+    /// refused once it is installed, or it could accept forged ones.
     pub for_our_keys: bool,
 }
 
@@ -329,13 +335,25 @@ const RESTART_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 const GOVERNANCE_EVERY: u64 = 5;
 
 /// Shows the rollup's governance in `GET /l1` and the metrics, and warns
-/// once per proposal of a verifier.
-fn note_governance(g: &submitter::GovernanceState, ours: &str, metrics: &Metrics, status: &Mutex<L1Status>) {
-    let upgrade = g.proposed.as_ref().map(|p| VerifierUpgrade {
-        verifier: p.verifier.to_string(),
-        vk_sha256: p.vk_sha256.clone(),
-        activation: p.activation,
-        for_our_keys: p.vk_sha256 == ours,
+/// once per proposal of a verifier. `ours`: this farm's key hash; `our_code`:
+/// the hash of the code of the verifier it deploys for them, if known.
+fn note_governance(
+    g: &submitter::GovernanceState,
+    ours: &str,
+    our_code: Option<alloy::primitives::B256>,
+    metrics: &Metrics,
+    status: &Mutex<L1Status>,
+) {
+    let upgrade = g.proposed.as_ref().map(|p| {
+        let code_is_ours = our_code.map(|c| c == p.code_hash);
+        VerifierUpgrade {
+            verifier: p.verifier.to_string(),
+            vk_sha256: p.vk_sha256.clone(),
+            activation: p.activation,
+            code_hash: p.code_hash.to_string(),
+            code_is_ours,
+            for_our_keys: p.vk_sha256 == ours && code_is_ours != Some(false),
+        }
     });
     metrics.l1_verifier_upgrade_activation_seconds.set(upgrade.as_ref().map_or(0, |u| u.activation as i64));
     metrics.l1_verifier_upgrade_foreign.set(upgrade.as_ref().is_some_and(|u| !u.for_our_keys) as i64);
@@ -345,6 +363,12 @@ fn note_governance(g: &submitter::GovernanceState, ours: &str, metrics: &Metrics
     {
         if u.for_our_keys {
             info!(verifier = %u.verifier, activation = u.activation, "a verifier for this farm's keys is proposed");
+        } else if u.vk_sha256 == ours {
+            warn!(
+                verifier = %u.verifier, code = %u.code_hash, activation = u.activation,
+                "a verifier is proposed that reports this farm's keys but is not this farm's verifier code \
+                 (a proxy, say): once installed it may accept forged proofs; check it"
+            );
         } else {
             warn!(
                 verifier = %u.verifier, vk = %u.vk_sha256, ours, activation = u.activation,
@@ -373,6 +397,20 @@ pub async fn start(
     medrollup_l1::check_seeded_keys(manifest.deterministic, chain_id, settings.allow_seeded_keys)
         .map_err(|e| L1SetupError::Verifier(format!("{e} (--l1-allow-seeded-keys)")))?;
     let rollup = resolve(settings, data_dir, manifest, genesis_root).await?;
+    // What this farm's verifier runs, to tell a proposed verifier that only
+    // reports the farm's keys from one that is its verifier.
+    let our_code = match load_verifier(settings, manifest) {
+        Ok(artifact) => {
+            match submitter::runtime_code_hash(&submitter::connect(&settings.config)?, &artifact).await {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    warn!(error = %e, "could not compute the farm's verifier code: proposals are checked by key hash only");
+                    None
+                }
+            }
+        }
+        Err(_) => None,
+    };
     let mut s = Submitter::connect(settings.config.clone(), rollup, &manifest.verifying_key_sha256).await?;
     let chain = s.chain_state().await?;
     info!(%rollup, batches_on_chain = chain.count, root = %chain.root, "L1 submitter resumes from the chain");
@@ -421,7 +459,7 @@ pub async fn start(
                 }
                 if round % GOVERNANCE_EVERY == 0 {
                     match submitter::governance(&provider, rollup).await {
-                        Ok(g) => note_governance(&g, &ours, &metrics, &status),
+                        Ok(g) => note_governance(&g, &ours, our_code, &metrics, &status),
                         Err(e) => warn!(error = %e, "could not read the rollup's governance"),
                     }
                 }

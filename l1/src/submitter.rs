@@ -389,6 +389,19 @@ pub struct ProposedVerifier {
     pub vk_sha256: String,
     /// When the owner may install it (Unix seconds).
     pub activation: u64,
+    /// The keccak-256 of its code: what it runs, whatever it reports (a
+    /// proxy could report a farm's key hash, and change what it delegates
+    /// to once installed).
+    pub code_hash: B256,
+}
+
+/// The keccak-256 of the code `artifact` deploys (it takes no constructor
+/// arguments, so the same on any chain): the node runs its creation code in
+/// a call, which returns the code a deployment would leave.
+pub async fn runtime_code_hash(provider: &DynProvider, artifact: &Artifact) -> Result<B256, L1Error> {
+    let create = TransactionRequest::default().with_deploy_code(artifact.bytecode.clone());
+    let code = provider.call(create).await.map_err(rpc("running the verifier's creation code"))?;
+    Ok(alloy::primitives::keccak256(&code))
 }
 
 /// Who governs a rollup, and what upgrade is pending.
@@ -432,7 +445,13 @@ pub async fn governance(provider: &DynProvider, rollup: Address) -> Result<Gover
             Ok(h) => hex::encode(h),
             Err(e) => format!("(unreadable: {e})"),
         };
-        Some(ProposedVerifier { verifier: pending, vk_sha256, activation })
+        let code = provider
+            .get_code_at(pending)
+            .block_id(at)
+            .await
+            .map_err(rpc("reading the pending verifier's code"))?;
+        let code_hash = alloy::primitives::keccak256(&code);
+        Some(ProposedVerifier { verifier: pending, vk_sha256, activation, code_hash })
     };
     Ok(GovernanceState { owner, sequencer, upgrade_delay_s, vk_sha256: hex::encode(vk), proposed })
 }

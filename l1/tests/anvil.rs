@@ -649,10 +649,21 @@ async fn a_new_verifier_is_announced_and_installed_only_after_the_delay() {
     let proposed_at = p.get_block_by_number(alloy::eips::BlockNumberOrTag::Latest).await.unwrap().unwrap();
     let activation = proposed_at.header.timestamp + DEFAULT_UPGRADE_DELAY_S;
     let g = submitter::governance(&p, rollup).await.unwrap();
-    let want =
-        submitter::ProposedVerifier { verifier: foreign, vk_sha256: hex::encode(foreign_vk), activation };
+    let code_hash = alloy::primitives::keccak256(p.get_code_at(foreign).await.unwrap());
+    let want = submitter::ProposedVerifier {
+        verifier: foreign,
+        vk_sha256: hex::encode(foreign_vk),
+        activation,
+        code_hash,
+    };
     assert_eq!(g.proposed.as_ref(), Some(&want));
     assert_eq!(&g.vk_sha256, ours, "the installed verifier is unchanged");
+    // What the farm's verifier runs is known without deploying it: the code
+    // installed on this rollup, not the proposed one's.
+    let installed = MedRollup::new(rollup, &p).verifier().call().await.unwrap();
+    let farm_code = submitter::runtime_code_hash(&p, &verifier_artifact()).await.unwrap();
+    assert_eq!(farm_code, alloy::primitives::keccak256(p.get_code_at(installed).await.unwrap()));
+    assert_ne!(farm_code, code_hash);
 
     // Before the wait is over it cannot be installed, and batches proven
     // for the installed verifier still land.

@@ -540,6 +540,17 @@ pub async fn foreign_verifier_proposal(
     rollup: alloy::primitives::Address,
     propose: bool,
 ) -> alloy::primitives::Address {
+    claiming_verifier_proposal(rpc_url, rollup, propose, [0xab; 32]).await
+}
+
+/// As [`foreign_verifier_proposal`], with a contract whose `vkHash()`
+/// reports `vk` (a farm's own, for a verifier that only claims its keys).
+pub async fn claiming_verifier_proposal(
+    rpc_url: &str,
+    rollup: alloy::primitives::Address,
+    propose: bool,
+    vk: [u8; 32],
+) -> alloy::primitives::Address {
     use alloy::providers::Provider;
     use alloy::sol_types::SolCall;
     use medrollup_l1::contracts::{BatchVerifier, MedRollup};
@@ -552,8 +563,8 @@ pub async fn foreign_verifier_proposal(
         code.extend_from_slice(&BatchVerifier::vkHashCall::SELECTOR);
         code.extend_from_slice(&[0x14, 0x60, 25, 0x57]); // EQ, JUMPI to 25
         code.extend_from_slice(&[0x60, 0x00, 0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
-        code.extend_from_slice(&[0x5b, 0x7f]); // 25: JUMPDEST, PUSH32 0xabab..ab
-        code.extend_from_slice(&[0xab; 32]);
+        code.extend_from_slice(&[0x5b, 0x7f]); // 25: JUMPDEST, PUSH32 vk
+        code.extend_from_slice(&vk);
         code.extend_from_slice(&[0x60, 0x00, 0x52, 0x60, 0x20, 0x60, 0x00, 0xf3]);
         let owner =
             L1Config::local(rpc_url, submitter::parse_key(medrollup_l1::devnet::DEV_OWNER_KEY).unwrap());
