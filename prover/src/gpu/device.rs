@@ -305,6 +305,8 @@ pub(crate) struct DeviceState<R: Runtime> {
     fault: AtomicU8,
     /// Field-element results come back wrong (an injected silent fault).
     corrupt: AtomicBool,
+    /// Each kernel's work-group size for one-dimensional launches.
+    groups: Mutex<HashMap<String, usize>>,
 }
 
 impl<R: Runtime> DeviceState<Metered<R>> {
@@ -319,6 +321,7 @@ impl<R: Runtime> DeviceState<Metered<R>> {
             fault_after: AtomicUsize::new(usize::MAX),
             fault: AtomicU8::new(Fault::Fails as u8),
             corrupt: AtomicBool::new(false),
+            groups: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -383,7 +386,21 @@ impl<R: Runtime> DeviceState<R> {
 
     /// Launches `kernel` over `threads` threads (nothing for none).
     fn launch(&self, kernel: &str, threads: usize, args: &[KArg<'_, R::Buf>]) -> Result<(), GpuError> {
-        self.launch_groups(kernel, threads.div_ceil(GROUP), GROUP, args)
+        let group = self.group(kernel)?;
+        self.launch_groups(kernel, threads.div_ceil(group), group, args)
+    }
+
+    /// The work-group size of a one-dimensional launch of `kernel`:
+    /// [`GROUP`], or less where the device allows less for it (a kernel
+    /// heavy in registers, as the G2 ones, on some OpenCL devices).
+    fn group(&self, kernel: &str) -> Result<usize, GpuError> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(&g) = groups.get(kernel) {
+            return Ok(g);
+        }
+        let g = self.rt.max_group(kernel)?.clamp(1, GROUP);
+        groups.insert(kernel.to_string(), g);
+        Ok(g)
     }
 
     fn launch_groups(

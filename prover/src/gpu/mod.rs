@@ -1508,8 +1508,68 @@ mod tests {
         None
     }
 
-    /// The memory a device takes once admitted (the known-answer test's NTT
-    /// tables), and without those cached tables, or `None` (skipped).
+    /// OpenCL, with the G2 kernels allowed smaller work-groups than the rest
+    /// (as on a device short of registers for them): a launch past a
+    /// kernel's limit fails, as a driver's would.
+    struct SmallG2Groups(opencl::OpenCl);
+
+    impl runtime::Runtime for SmallG2Groups {
+        type Buf = <opencl::OpenCl as runtime::Runtime>::Buf;
+        fn label(&self) -> &str {
+            self.0.label()
+        }
+        fn alloc(&self, bytes: usize) -> Result<Self::Buf, GpuError> {
+            self.0.alloc(bytes)
+        }
+        fn upload(&self, buf: &mut Self::Buf, data: &[u8]) -> Result<(), GpuError> {
+            self.0.upload(buf, data)
+        }
+        fn download(&self, buf: &Self::Buf, out: &mut [u8]) -> Result<(), GpuError> {
+            self.0.download(buf, out)
+        }
+        fn sync(&self) -> Result<(), GpuError> {
+            self.0.sync()
+        }
+        fn max_group(&self, kernel: &str) -> Result<usize, GpuError> {
+            let max = self.0.max_group(kernel)?;
+            Ok(if kernel.starts_with("G2_") { max.min(64) } else { max })
+        }
+        fn launch(
+            &self,
+            kernel: &str,
+            groups: usize,
+            group: usize,
+            args: &[runtime::KArg<'_, Self::Buf>],
+        ) -> Result<(), GpuError> {
+            let max = self.max_group(kernel)?;
+            if group > max {
+                return Err(GpuError::Call {
+                    device: self.label().into(),
+                    op: format!("launching {kernel}"),
+                    reason: format!("work-groups of {group} threads, past its limit of {max}"),
+                });
+            }
+            self.0.launch(kernel, groups, group, args)
+        }
+    }
+
+    #[test]
+    fn each_kernel_launches_within_its_own_work_group_limit() {
+        let Some(info) = opencl::list().ok().and_then(|l| l.into_iter().next()) else {
+            assert!(
+                !std::env::var("MEDROLLUP_REQUIRE_OPENCL").is_ok_and(|v| v == "1"),
+                "MEDROLLUP_REQUIRE_OPENCL=1 but no OpenCL device"
+            );
+            println!("skipped: no OpenCL device");
+            return;
+        };
+        let rt = SmallG2Groups(opencl::OpenCl::new(&info, "opencl:0 small G2 groups".into()).unwrap());
+        let mut d = DeviceState::new(rt, Arc::new(Meter::new("small G2 groups".into(), 1 << 30)));
+        known_answer(&mut d).unwrap();
+    }
+
+    /// The memory a device takes once admitted (the known-answer test leaves
+    /// no tables), and without cached tables, or `None` (skipped).
     fn admitted_memory() -> Option<(u64, u64)> {
         let probe = opencl_with(None)?;
         let admitted = probe.report().devices[0].memory_used;
@@ -1606,7 +1666,7 @@ mod tests {
     fn bases_without_room_stay_on_the_host_and_their_msms_run_on_the_cpu() {
         let n = 2000;
         let (g1, g2, s) = (g1_points(n), g2_points(n), random_scalars(n));
-        // What admission leaves taken (the known-answer test's NTT tables).
+        // What admission leaves taken.
         let Some((admitted, bare)) = admitted_memory() else { return };
         // Room for the G1 bases and an MSM over them, not for the G2 ones.
         let need_g1 = layout::G1::pack(&g1).len() as u64 + device::call_bytes(n, CurveId::G1, false);
