@@ -135,7 +135,7 @@ impl BatchSource for StoreSource {
         let Some(b) = self.0.batch(index).map_err(|e| e.to_string())? else { return Ok(None) };
         let proof = match &b.proof {
             Some(p) => Some(
-                medrollup_wire::decode_proof(&p.proof)
+                medrollup_wire::decode_stored_proof(&p.proof)
                     .map_err(|e| format!("batch {index}: stored proof does not decode: {e}"))?,
             ),
             None => None,
@@ -398,18 +398,23 @@ pub async fn start(
         .map_err(|e| L1SetupError::Verifier(format!("{e} (--l1-allow-seeded-keys)")))?;
     let rollup = resolve(settings, data_dir, manifest, genesis_root).await?;
     // What this farm's verifier runs, to tell a proposed verifier that only
-    // reports the farm's keys from one that is its verifier.
-    let our_code = match load_verifier(settings, manifest) {
-        Ok(artifact) => {
-            match submitter::runtime_code_hash(&submitter::connect(&settings.config)?, &artifact).await {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    warn!(error = %e, "could not compute the farm's verifier code: proposals are checked by key hash only");
-                    None
-                }
-            }
-        }
+    // reports the farm's keys from one that is its verifier: the code its
+    // artifact deploys, or else (keys without one here) the installed
+    // verifier's, which the submitter checks is for these keys.
+    let provider = submitter::connect(&settings.config)?;
+    let from_artifact = match load_verifier(settings, manifest) {
+        Ok(artifact) => submitter::runtime_code_hash(&provider, &artifact).await.ok(),
         Err(_) => None,
+    };
+    let our_code = match from_artifact {
+        Some(h) => Some(h),
+        None => match submitter::installed_verifier_code_hash(&provider, rollup).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                warn!(error = %e, "could not read the farm's verifier code: proposals are checked by key hash only");
+                None
+            }
+        },
     };
     let mut s = Submitter::connect(settings.config.clone(), rollup, &manifest.verifying_key_sha256).await?;
     let chain = s.chain_state().await?;

@@ -872,8 +872,10 @@ impl Coordinator {
                         if again != d.answer {
                             return Err(CoordinatorError::Nats(format!(
                                 "stream {}'s transaction at sequence {seq} was decided otherwise on replay \
-                                 ({again:?}) than before the restart ({:?}): the database and the stream \
-                                 disagree. Restore both from the same moment",
+                                 ({again:?}) than before the restart ({:?}), which answered it: the database \
+                                 and the stream were restored from different moments (restore both from the \
+                                 same one), or this version decides otherwise than the one that answered (run \
+                                 that version until the open batch is sealed)",
                                 streams::TX,
                                 d.answer
                             )));
@@ -1116,16 +1118,20 @@ impl Coordinator {
         let metrics = &self.shared.metrics;
         let failure = match &r.outcome {
             JobOutcome::Proved { proof, backend, stages } => {
-                let verified = medrollup_wire::decode_proof(proof)
-                    .map(|p| {
+                let verified = match medrollup_wire::decode_proof(proof) {
+                    Ok(p) => {
                         tokio::task::block_in_place(|| keys::verify(&self.pvk, &batch.public_inputs, &p))
-                    })
-                    .unwrap_or(false);
-                if verified {
+                            .then_some(p)
+                            .ok_or_else(|| "it does not verify against the batch's public inputs".to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                if let Ok(p) = verified {
                     metrics.proofs_verified_total.with_label_values(&["accepted"]).inc();
                     worker.proofs_accepted += 1;
                     batch.proof = Some(ProofRecord {
-                        proof: proof.clone(),
+                        // Its canonical encoding, whatever was sent.
+                        proof: medrollup_wire::encode_proof(&p),
                         worker: r.worker.clone(),
                         backend: backend.clone(),
                         stages: stages.clone(),
@@ -1158,8 +1164,9 @@ impl Coordinator {
                 if !job.excluded.contains(&r.worker) {
                     job.excluded.push(r.worker.clone());
                 }
-                warn!("proof does not verify against the batch's public inputs: rejected");
-                format!("attempt {}: the proof from {} does not verify", r.attempt, r.worker)
+                let why = verified.err().unwrap_or_default();
+                warn!(reason = %why, "proof rejected");
+                format!("attempt {}: the proof from {} is refused: {why}", r.attempt, r.worker)
             }
             JobOutcome::Failed { reason } => {
                 worker.jobs_failed += 1;

@@ -34,6 +34,8 @@ const APPLIED_SEQ: &str = "applied_seq";
 const NEXT_SUBMIT: &str = "next_submit";
 /// Set once the refusals stored before they were dated are dated.
 const REFUSALS_DATED: &str = "refusals_dated";
+/// Set once the duplicates stored before duplicates were dated are dated.
+const DUPLICATES_DATED: &str = "duplicates_dated";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -637,11 +639,15 @@ fn put_answers(w: &redb::WriteTransaction, answers: &[TxAnswer], now_ms: u64) ->
     Ok(())
 }
 
-/// Dates, once, the refusals stored before refusals were dated (a database
-/// from an older version) as of `now_ms`, so that they too are forgotten.
+/// Dates, once, the refusals and duplicates stored before they were dated
+/// (a database from an older version) as of `now_ms`, so that they too are
+/// forgotten.
 fn date_old_refusals(w: &redb::WriteTransaction, now_ms: u64) -> Result<(), StoreError> {
     let mut meta = db!(w.open_table(META))?;
-    if db!(meta.get(REFUSALS_DATED))?.is_some() {
+    // Refusals were dated from one version on, duplicates from a later one.
+    let rejects_dated = db!(meta.get(REFUSALS_DATED))?.is_some();
+    let duplicates_dated = db!(meta.get(DUPLICATES_DATED))?.is_some();
+    if rejects_dated && duplicates_dated {
         return Ok(());
     }
     let answers = db!(w.open_table(ANSWERS))?;
@@ -650,13 +656,18 @@ fn date_old_refusals(w: &redb::WriteTransaction, now_ms: u64) -> Result<(), Stor
     for row in db!(answers.iter())? {
         let (id, bytes) = db!(row)?;
         let a: TxAnswer = decode(|| format!("answer {}", id.value()), bytes.value())?;
-        if matches!(a.status, medrollup_wire::TxStatus::Rejected { .. }) && db!(at.get(id.value()))?.is_none()
-        {
+        let undated = match a.status {
+            medrollup_wire::TxStatus::Rejected { .. } => !rejects_dated,
+            medrollup_wire::TxStatus::Duplicate { .. } => !duplicates_dated,
+            medrollup_wire::TxStatus::Accepted { .. } => false,
+        };
+        if undated && db!(at.get(id.value()))?.is_none() {
             db!(refusals.insert((now_ms, id.value()), ()))?;
             db!(at.insert(id.value(), now_ms))?;
         }
     }
     db!(meta.insert(REFUSALS_DATED, 1))?;
+    db!(meta.insert(DUPLICATES_DATED, 1))?;
     Ok(())
 }
 
@@ -798,14 +809,17 @@ mod tests {
                 t.insert("old", encode(&refused).as_slice()).unwrap();
                 let accepted = answer("kept", TxStatus::Accepted { batch: 0, position: 0 });
                 t.insert("kept", encode(&accepted).as_slice()).unwrap();
+                let copy = answer("copy", TxStatus::Duplicate { batch: 0 });
+                t.insert("copy", encode(&copy).as_slice()).unwrap();
             }
             w.commit().unwrap();
         }
         let before = crate::service::now_ms();
         let store = Store::open(&path).unwrap();
         assert_eq!(store.forget_refusals(before, 100).unwrap(), 0, "dated as of the opening");
-        assert_eq!(store.forget_refusals(u64::MAX, 100).unwrap(), 1);
+        assert_eq!(store.forget_refusals(u64::MAX, 100).unwrap(), 2);
         assert_eq!(store.answer("old").unwrap(), None);
+        assert_eq!(store.answer("copy").unwrap(), None);
         assert!(store.answer("kept").unwrap().is_some());
         // Opened again: nothing more to date.
         drop(store);

@@ -404,6 +404,17 @@ pub async fn runtime_code_hash(provider: &DynProvider, artifact: &Artifact) -> R
     Ok(alloy::primitives::keccak256(&code))
 }
 
+/// The keccak-256 of the code of the verifier installed on `rollup`.
+pub async fn installed_verifier_code_hash(provider: &DynProvider, rollup: Address) -> Result<B256, L1Error> {
+    let verifier = MedRollup::new(rollup, provider)
+        .verifier()
+        .call()
+        .await
+        .map_err(rpc("reading the verifier's address"))?;
+    let code = provider.get_code_at(verifier).await.map_err(rpc("reading the verifier's code"))?;
+    Ok(alloy::primitives::keccak256(&code))
+}
+
 /// Who governs a rollup, and what upgrade is pending.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct GovernanceState {
@@ -445,12 +456,12 @@ pub async fn governance(provider: &DynProvider, rollup: Address) -> Result<Gover
             Ok(h) => hex::encode(h),
             Err(e) => format!("(unreadable: {e})"),
         };
-        let code = provider
-            .get_code_at(pending)
-            .block_id(at)
-            .await
-            .map_err(rpc("reading the pending verifier's code"))?;
-        let code_hash = alloy::primitives::keccak256(&code);
+        // Code that cannot be read hashes to zero, no verifier's: the
+        // proposal is shown, and taken for one that is not the farm's.
+        let code_hash = match provider.get_code_at(pending).block_id(at).await {
+            Ok(code) => alloy::primitives::keccak256(&code),
+            Err(_) => B256::ZERO,
+        };
         Some(ProposedVerifier { verifier: pending, vk_sha256, activation, code_hash })
     };
     Ok(GovernanceState { owner, sequencer, upgrade_delay_s, vk_sha256: hex::encode(vk), proposed })

@@ -299,7 +299,7 @@ impl Metrics {
             busy: counter("medrollup_worker_device_busy_seconds_total", "Time each device spent working"),
             errors: counter(
                 "medrollup_worker_device_errors_total",
-                "Device failures (each takes the device out of service)",
+                "Device failures (each takes the device out of service, but a shortage of resources it passes its known-answer test after)",
             ),
             fallbacks: counter(
                 "medrollup_worker_device_fallbacks_total",

@@ -261,6 +261,14 @@ pub fn decode_proof(s: &str) -> Result<Proof<Bn254>, ProofDecodeError> {
     Ok(proof)
 }
 
+/// A proof as stored by an earlier version, which kept the worker's hex as
+/// sent: bytes after the proof (which that version let through) are
+/// ignored, the proof having been verified when it was stored.
+pub fn decode_stored_proof(s: &str) -> Result<Proof<Bn254>, ProofDecodeError> {
+    let bytes = hex::decode(s).map_err(|e| ProofDecodeError(format!("not hex: {e}")))?;
+    Proof::deserialize_compressed(bytes.as_slice()).map_err(|e| ProofDecodeError(e.to_string()))
+}
+
 /// A sealed batch as published for data availability (IPFS): anyone can
 /// recompute its transaction commitment and check it against L1.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,5 +318,7 @@ mod tests {
         assert_eq!(decode_proof(&hex).unwrap(), proof);
         let e = decode_proof(&format!("{hex}00")).unwrap_err();
         assert!(e.to_string().contains("1 bytes follow the proof's 128"), "{e}");
+        // One stored by an earlier version, which let them through, is read.
+        assert_eq!(decode_stored_proof(&format!("{hex}00")).unwrap(), proof);
     }
 }

@@ -77,7 +77,10 @@ pub fn compile_kernels(portable: bool, arch: &str, cache: Option<&Path>) -> Resu
     let (code, _) = nvrtc_compile(&src, arch, &[])?;
     if let (Some(path), Some(dir)) = (&cached, cache) {
         // A cache that cannot be written only costs a compilation next time.
-        let tmp = dir.join(format!(".medrollup-{}.tmp", std::process::id()));
+        // Named for this file, process and thread: two compilations at once
+        // never write one temporary file.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("kernels");
+        let tmp = dir.join(format!(".{name}.{}.{:?}.tmp", std::process::id(), std::thread::current().id()));
         let mut file = code.clone();
         file.extend_from_slice(&Sha256::digest(&code));
         if std::fs::create_dir_all(dir).is_ok() && std::fs::write(&tmp, &file).is_ok() {
@@ -319,9 +322,10 @@ impl Cuda {
             let cubin = compile_kernels(portable, &sm, cache)?;
             ctx.load_module(Ptx::from_binary(cubin)).map_err(|e| fail("loading the kernels", &e))
         };
+        let was_cached = cache.is_some_and(|dir| cache_file(dir, portable, &sm).exists());
         let cubin = load_cubin().or_else(|e| match cache {
             // A cached CUBIN the driver does not load is made afresh, once.
-            Some(dir) if !matches!(e, GpuError::Compile { .. }) => {
+            Some(dir) if was_cached && !matches!(e, GpuError::Compile { .. }) => {
                 tracing::warn!(device = %label, error = %e, "the cached kernels did not load; compiling afresh");
                 let _ = std::fs::remove_file(cache_file(dir, portable, &sm));
                 load_cubin()

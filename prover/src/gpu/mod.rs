@@ -214,7 +214,8 @@ pub struct DeviceCounters {
     pub ntt_elements: u64,
     /// Time spent working.
     pub busy_seconds: f64,
-    /// Failures (each takes the device out of service).
+    /// Failures (each takes the device out of service, but for a shortage of
+    /// resources after which it passed its known-answer test again).
     pub errors: u64,
     /// Pieces of work given to this device that the CPU finished.
     pub fallbacks: u64,
@@ -294,6 +295,14 @@ impl Slot {
                         device = %self.label,
                         error = %e,
                         "this call goes to the CPU; the device passed its known-answer test again and stays in service"
+                    ),
+                    // No room for the test within its budget: a shortage, not
+                    // a fault shown (the next failed call tests it again).
+                    Err(again @ GpuError::OutOfMemory { .. }) => tracing::warn!(
+                        device = %self.label,
+                        error = %e,
+                        test = %again,
+                        "this call goes to the CPU; no room to test the device again, so it stays in service"
                     ),
                     Err(again) => {
                         self.healthy.store(false, Ordering::Relaxed);
@@ -917,17 +926,30 @@ impl GpuBackend {
                 if !s.healthy() || ops.holds(id) {
                     continue;
                 }
-                match guarded(&s.label, || ops.load_bases(id, curve, &packed, points.len(), precompute)) {
+                let mut loaded =
+                    guarded(&s.label, || ops.load_bases(id, curve, &packed, points.len(), precompute));
+                if let Err(e) = &loaded
+                    && matches!(e, GpuError::Resources { .. })
+                {
+                    // Tested again at once (see `Slot::failed`); one that
+                    // got over the shortage loads the set once more, else it
+                    // would never hold it (readmission visits devices out of
+                    // service only).
+                    s.failed(ops.as_mut(), e);
+                    if !s.healthy() {
+                        continue;
+                    }
+                    loaded =
+                        guarded(&s.label, || ops.load_bases(id, curve, &packed, points.len(), precompute));
+                }
+                match loaded {
                     Ok(()) => on.store(true, Ordering::Relaxed),
                     // Not resident there: that device gets no work over these
                     // bases. A runtime failure (not a want of memory, nor bases
                     // its kernels do not take) takes the device out of service.
-                    Err(
-                        e @ (GpuError::Call { .. }
-                        | GpuError::Resources { .. }
-                        | GpuError::Injected(_)
-                        | GpuError::Panicked { .. }),
-                    ) => s.failed(ops.as_mut(), &e),
+                    Err(e @ (GpuError::Call { .. } | GpuError::Injected(_) | GpuError::Panicked { .. })) => {
+                        s.failed(ops.as_mut(), &e)
+                    }
                     Err(e) => tracing::warn!(device = %s.label, error = %e, "bases not loaded"),
                 }
             }
