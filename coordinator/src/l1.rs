@@ -390,10 +390,9 @@ pub async fn start(
     store: Arc<Store>,
     metrics: Metrics,
 ) -> Result<L1Handle, L1SetupError> {
-    let chain_id = submitter::connect(&settings.config)?
-        .get_chain_id()
-        .await
-        .map_err(|e| L1Error::Rpc(format!("reading the chain id: {e}")))?;
+    let provider = submitter::connect(&settings.config)?;
+    let chain_id =
+        provider.get_chain_id().await.map_err(|e| L1Error::Rpc(format!("reading the chain id: {e}")))?;
     medrollup_l1::check_seeded_keys(manifest.deterministic, chain_id, settings.allow_seeded_keys)
         .map_err(|e| L1SetupError::Verifier(format!("{e} (--l1-allow-seeded-keys)")))?;
     let rollup = resolve(settings, data_dir, manifest, genesis_root).await?;
@@ -401,7 +400,6 @@ pub async fn start(
     // reports the farm's keys from one that is its verifier: the code its
     // artifact deploys, or else (keys without one here) the installed
     // verifier's, which the submitter checks is for these keys.
-    let provider = submitter::connect(&settings.config)?;
     let from_artifact = match load_verifier(settings, manifest) {
         Ok(artifact) => submitter::runtime_code_hash(&provider, &artifact).await.ok(),
         Err(_) => None,

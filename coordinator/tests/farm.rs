@@ -1194,18 +1194,11 @@ async fn deliveries_run_out_while_the_coordinator_is_down(
     f["dead"][0]["reason"].as_str().unwrap().to_string()
 }
 
-/// Messages the stream lost under the open batch (its oldest removed by
-/// limits or a purge, or one deleted by hand) are refused at the restart:
-/// their transactions were answered accepted, and the batch would be sealed
-/// without them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_transaction_stream_that_lost_the_open_batchs_messages_is_refused() {
-    use async_nats::jetstream;
-    use medrollup_wire::streams;
-    let farm = Farm::new();
+/// The admin's transactions sealed, then each clinic's first step accepted
+/// into a batch a coordinator killed by a crash left open; their answers.
+async fn open_batch_left_by_a_crash(farm: &Farm, load: &workload::Workload) -> Vec<TxAnswer> {
     let opts = |seal_timeout_ms| CoordinatorOpts { seal_timeout_ms, ..farm.opts() };
     let http = farm.http();
-    let load = workload::generate(2, now(), "stream-trimmed");
     let client = Client::connect(&farm.nats).await;
     let first = Coordinator::start(&opts(300));
     let mut last = 0;
@@ -1219,7 +1212,6 @@ async fn a_transaction_stream_that_lost_the_open_batchs_messages_is_refused() {
     })
     .await;
     drop(first);
-    // Two patients' registrations accepted into a batch left open by a crash.
     let mut second = Coordinator::start(&opts(600_000));
     let mut open = Vec::new();
     for clinic in &load.clinics {
@@ -1228,6 +1220,22 @@ async fn a_transaction_stream_that_lost_the_open_batchs_messages_is_refused() {
         open.push(a);
     }
     second.proc.kill9();
+    open
+}
+
+/// Messages the stream lost under the open batch (its oldest removed by
+/// limits or a purge, or one deleted by hand) are refused at the restart:
+/// their transactions were answered accepted, and the batch would be sealed
+/// without them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_stream_that_lost_the_open_batchs_messages_is_refused() {
+    use async_nats::jetstream;
+    use medrollup_wire::streams;
+    let farm = Farm::new();
+    let opts = |seal_timeout_ms| CoordinatorOpts { seal_timeout_ms, ..farm.opts() };
+    let load = workload::generate(2, now(), "stream-trimmed");
+    // Two patients' registrations accepted into a batch left open by a crash.
+    let open = open_batch_left_by_a_crash(&farm, &load).await;
     let applied = load.admin.len() as u64;
     let js = jetstream::new(farm.nats.connect(COORDINATOR).await);
     let stream = js.get_stream(streams::TX).await.unwrap();
@@ -1266,27 +1274,10 @@ async fn a_transaction_stream_made_afresh_is_refused_not_misread() {
     use medrollup_wire::{streams, subjects};
     let farm = Farm::new();
     let opts = |seal_timeout_ms| CoordinatorOpts { seal_timeout_ms, ..farm.opts() };
-    let http = farm.http();
     let load = workload::generate(1, now(), "stream-afresh");
     let client = Client::connect(&farm.nats).await;
-    // The admin's transactions sealed; the patient's accepted into a batch
-    // left open by a crash.
-    let first = Coordinator::start(&opts(300));
-    let mut last = 0;
-    for s in &load.admin {
-        let a = client.submit_bytes(serde_json::to_vec(&s.tx).unwrap()).await;
-        let TxStatus::Accepted { batch, .. } = a.status else { panic!("{a:?}") };
-        last = batch;
-    }
-    wait_for("the admin's batch sealed", Duration::from_secs(30), || async {
-        (get_json(&format!("{http}/root")).await["batches_sealed"].as_u64()? > last).then_some(())
-    })
-    .await;
-    drop(first);
-    let mut second = Coordinator::start(&opts(600_000));
-    let a = client.submit_bytes(serde_json::to_vec(&load.clinics[0][0].tx).unwrap()).await;
-    assert!(matches!(a.status, TxStatus::Accepted { .. }), "{a:?}");
-    second.proc.kill9();
+    // The patient's registration accepted into a batch left open by a crash.
+    let a = open_batch_left_by_a_crash(&farm, &load).await.remove(0);
     let decided = load.admin.len() as u64 + 1;
 
     // NATS loses its data: the stream is gone.

@@ -249,38 +249,29 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     // proxy could run anything once installed): not for our keys, alerted.
     let our_vk = medrollup_circuits::keys::read_manifest(&keys).unwrap().verifying_key_sha256;
     let claimed: [u8; 32] = hex::decode(&our_vk).unwrap().try_into().unwrap();
-    claiming_verifier_proposal(&anvil.url(), rollup, true, claimed).await;
-    let up = wait_for("the claiming proposal shown", Duration::from_secs(30), || async {
-        let st = get_json(&format!("{http}/l1")).await;
-        (st["verifier_upgrade"]["vk_sha256"].as_str() == Some(&*our_vk))
-            .then(|| st["verifier_upgrade"].clone())
-    })
-    .await;
-    assert_eq!(
-        (up["for_our_keys"].as_bool(), up["code_is_ours"].as_bool()),
-        (Some(false), Some(false)),
-        "{up}"
-    );
-    let m = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
-    assert_eq!(metric(&m, "medrollup_l1_verifier_upgrade_foreign "), Some(1), "{m}");
+    // The proposal at `at` as `GET /l1` shows it once it does, judged
+    // (for our keys, its code ours) with the foreign-verifier metric.
+    let http_ref = &http;
+    let judged = |at: Address| async move {
+        let http = http_ref;
+        let up = wait_for("the proposal shown", Duration::from_secs(30), || async {
+            let st = get_json(&format!("{http}/l1")).await;
+            let shown = st["verifier_upgrade"]["verifier"].as_str() == Some(&*at.to_string());
+            shown.then(|| st["verifier_upgrade"].clone())
+        })
+        .await;
+        let m = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
+        let foreign = metric(&m, "medrollup_l1_verifier_upgrade_foreign ");
+        (up["for_our_keys"].as_bool(), up["code_is_ours"].as_bool(), foreign)
+    };
+    let claiming = claiming_verifier_proposal(&anvil.url(), rollup, true, claimed).await;
+    assert_eq!(judged(claiming).await, (Some(false), Some(false), Some(1)));
     // The farm's own verifier code (the one installed, proposed again): for
     // our keys, no alert.
     use alloy::sol_types::SolCall;
     let installed = MedRollup::new(rollup, provider(&anvil.url())).verifier().call().await.unwrap();
     owner_call(&anvil.url(), rollup, MedRollup::proposeVerifierCall { next: installed }.abi_encode()).await;
-    let up = wait_for("our verifier's proposal shown", Duration::from_secs(30), || async {
-        let st = get_json(&format!("{http}/l1")).await;
-        let shown = st["verifier_upgrade"]["verifier"].as_str() == Some(&*installed.to_string());
-        shown.then(|| st["verifier_upgrade"].clone())
-    })
-    .await;
-    assert_eq!(
-        (up["for_our_keys"].as_bool(), up["code_is_ours"].as_bool()),
-        (Some(true), Some(true)),
-        "{up}"
-    );
-    let m = reqwest::get(format!("{http}/metrics")).await.unwrap().text().await.unwrap();
-    assert_eq!(metric(&m, "medrollup_l1_verifier_upgrade_foreign "), Some(0), "{m}");
+    assert_eq!(judged(installed).await, (Some(true), Some(true), Some(0)));
     foreign_verifier_proposal(&anvil.url(), rollup, false).await;
     wait_for("the withdrawal shown", Duration::from_secs(30), || async {
         get_json(&format!("{http}/l1")).await["verifier_upgrade"].is_null().then_some(())
@@ -291,7 +282,7 @@ async fn proven_batches_land_on_anvil_in_order_through_a_reorg_and_a_node_restar
     // once the owner puts the farm's verifier back, the submitter starts
     // again by itself and lands what waited.
     let url = anvil.url();
-    let ours = MedRollup::new(rollup, provider(&url)).verifier().call().await.unwrap();
+    let ours = installed;
     let install = |next: Address| {
         let url = url.clone();
         async move {

@@ -852,6 +852,21 @@ fn canonical_manifest(dir: &std::path::Path) {
     std::fs::write(dir.join("keys.json"), manifest.to_string()).unwrap();
 }
 
+/// `medrollup-l1 deploy` on node `rpc` with the keys in `dir`, writing
+/// `dir/deployment.json`, with `extra` arguments.
+fn deploy_cli(rpc: &str, dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_medrollup-l1"))
+        .args(["deploy", "--rpc", rpc, "--owner", DEV_OWNER])
+        .arg("--keys-dir")
+        .arg(dir)
+        .arg("--out")
+        .arg(dir.join("deployment.json"))
+        .args(extra)
+        .env("MEDROLLUP_L1_KEY", DEV_KEY)
+        .output()
+        .unwrap()
+}
+
 /// The canonical keys' seed is public: on a chain that is not a development
 /// one, a rollup verified with them is refused unless allowed knowingly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,20 +876,7 @@ async fn seeded_keys_are_deployed_on_another_chain_only_when_allowed() {
     let dir = tempfile::tempdir().unwrap();
     canonical_manifest(dir.path());
     let out = dir.path().join("deployment.json");
-    let deploy = |allow: bool| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_medrollup-l1"));
-        cmd.args(["deploy", "--rpc", &anvil.url(), "--owner", DEV_OWNER])
-            .arg("--keys-dir")
-            .arg(dir.path())
-            .arg("--out")
-            .arg(&out)
-            .env("MEDROLLUP_L1_KEY", DEV_KEY);
-        if allow {
-            cmd.arg("--allow-seeded-keys");
-        }
-        cmd.output().unwrap()
-    };
-    let refused = deploy(false);
+    let refused = deploy_cli(&anvil.url(), dir.path(), &[]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("seeded development setup") && stderr.contains("on chain 11155111"), "{stderr}");
@@ -883,7 +885,7 @@ async fn seeded_keys_are_deployed_on_another_chain_only_when_allowed() {
     // anvil's first account, DEV_KEY's.
     let sequencer: Address = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266".parse().unwrap();
     assert_eq!(provider.get_transaction_count(sequencer).await.unwrap(), 0, "nothing deployed");
-    let allowed = deploy(true);
+    let allowed = deploy_cli(&anvil.url(), dir.path(), &["--allow-seeded-keys"]);
     assert!(allowed.status.success(), "{}", String::from_utf8_lossy(&allowed.stderr));
     let d: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
     assert_eq!(d["chain_id"], 11155111, "{d}");
@@ -896,17 +898,7 @@ fn a_genesis_of_another_tree_height_than_the_keys_is_refused_before_deploying() 
     canonical_manifest(dir.path());
     let genesis = dir.path().join("genesis.json");
     std::fs::write(&genesis, serde_json::to_vec(&medrollup_circuits::sample::genesis(3)).unwrap()).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medrollup-l1"))
-        .args(["deploy", "--rpc", "http://127.0.0.1:1", "--owner", DEV_OWNER])
-        .arg("--keys-dir")
-        .arg(dir.path())
-        .arg("--genesis")
-        .arg(&genesis)
-        .arg("--out")
-        .arg(dir.path().join("deployment.json"))
-        .env("MEDROLLUP_L1_KEY", DEV_KEY)
-        .output()
-        .unwrap();
+    let out = deploy_cli("http://127.0.0.1:1", dir.path(), &["--genesis", genesis.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
