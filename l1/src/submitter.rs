@@ -8,12 +8,15 @@
 //! at index `n`, batch `n` goes next. The contract refuses a batch whose old
 //! root is not the current root, so no batch can land twice or out of order.
 //!
-//! One transaction is in flight at a time. Its nonce is the account's
+//! One transaction waits to be mined at a time. Its nonce is the account's
 //! confirmed transaction count; a transaction not mined within
 //! `stuck_after` has its fees raised (same nonce, so one of the versions
-//! lands); one the node no longer knows (dropped) is sent again. A landed
-//! batch counts once `confirmations` blocks hold it and it is still in the
-//! canonical chain.
+//! lands); one the node no longer knows (dropped) is sent again. Once it is
+//! mined the next batch goes out, without waiting for confirmations: so
+//! batches land one a block, not one per `confirmations` blocks. A landed
+//! batch counts (is reported to the observer) once `confirmations` blocks
+//! hold it and it is still in the canonical chain; each round reports those
+//! that got there, oldest first.
 
 use crate::contracts::{Artifact, BatchVerifier, MedRollup};
 use crate::verifier::{fr_u256, input_words, proof_words};
@@ -837,10 +840,10 @@ pub struct Submitter {
     /// disagreed, and when: a disagreement stops the submitter only when
     /// read again unchanged (see [`Submitter::disagreement`]).
     suspect: Option<(ChainState, Instant)>,
-    /// The last submission sent: (batch, its versions' hashes, first send,
-    /// sends), to account a landing of it found later (see
-    /// [`Submitter::recover_landing`]).
-    sent: Option<(u64, Vec<TxHash>, Instant, u32)>,
+    /// The submissions sent and not yet reported landed, by batch (at most
+    /// [`MAX_RECOVERED`], the newest): to find their landings by receipt
+    /// and account them (see [`Submitter::recover_landing`]).
+    sent: std::collections::BTreeMap<u64, Sent>,
     /// A batch count below which every landing was found recorded.
     recorded_at: Option<u64>,
     /// The highest fees sent at a nonce: (nonce, max fee, tip). A round
@@ -895,10 +898,22 @@ enum Confirmation {
 /// `Submitter::record_landings`).
 const MAX_RECOVERED: u64 = 64;
 
+/// One batch's submission: every version sent (fees raised, or sent again),
+/// when the first went and how many went.
+#[derive(Debug)]
+struct Sent {
+    hashes: Vec<TxHash>,
+    started: Instant,
+    sends: u32,
+}
+
 /// How one round ended.
 enum Round {
     /// A batch landed.
     Landed(Landing),
+    /// A batch was mined and waits for its confirmations (a later round
+    /// reports it); the next one may go.
+    Mined,
     /// Nothing to do until a batch is proven.
     Idle,
     /// Something transient; try again.
@@ -922,7 +937,7 @@ impl Submitter {
             last_count: None,
             lower_count: None,
             suspect: None,
-            sent: None,
+            sent: Default::default(),
             recorded_at: None,
             last_fees: None,
         };
@@ -1002,6 +1017,13 @@ impl Submitter {
                     backoff = self.config.poll;
                     continue;
                 }
+                Ok(Round::Mined) => {
+                    backoff = self.config.poll;
+                    continue;
+                }
+                // A landing waits for its confirmations: looked at again
+                // soon, so its latency is measured closely.
+                Ok(Round::Idle) if !self.sent.is_empty() => self.config.poll,
                 Ok(Round::Idle) => self.config.poll * 4,
                 Ok(Round::Retry) => self.config.poll,
                 Err(e) if e.is_transient() => {
@@ -1110,10 +1132,13 @@ impl Submitter {
             let Some(batch) = source.batch(index).map_err(L1Error::Config)? else {
                 break; // not ours: the root checks explain that
             };
-            if !batch.landed {
+            if batch.landed {
+                self.sent.remove(&index);
+            } else {
                 missing.push((index, B256::from(fr_u256(&batch.public.new_root))));
             }
         }
+        self.sent.retain(|&index, _| index >= floor);
         for (index, root) in missing.into_iter().rev() {
             // Not confirmed yet (or not ours): the next round looks again.
             let Some(landing) = self.recover_landing(index, root).await? else { return Ok(()) };
@@ -1124,28 +1149,49 @@ impl Submitter {
         Ok(())
     }
 
-    /// Batch `index`'s landing, from its `BatchSubmitted` event in the
-    /// canonical chain, once confirmed; `None` if it has no event (yet), is
-    /// not confirmed yet, or is not ours (its new root is not `new_root`:
-    /// the root checks then say how the chain and the coordinator differ).
-    async fn recover_landing(&self, index: u64, new_root: B256) -> Result<Option<Landing>, L1Error> {
-        let Some(event) = batch_event(&self.provider, self.rollup, index).await? else { return Ok(None) };
-        if event.topics().get(2) != Some(&new_root) {
-            return Ok(None);
-        }
-        let Some(hash) = event.transaction_hash else { return Ok(None) };
-        let Some(r) = self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?
-        else {
-            return Ok(None);
-        };
-        if !matches!(self.confirm(&r).await?, Confirmation::Confirmed) {
-            return Ok(None);
-        }
-        // Ours if it is a version of the last submission sent.
-        let (latency, sends) = match &self.sent {
-            Some((i, hashes, started, sends)) if *i == index && hashes.contains(&hash) => {
-                (started.elapsed(), *sends)
+    /// Batch `index`'s landing in the canonical chain, once confirmed: from
+    /// the receipt of a version this submitter sent, or else from its
+    /// `BatchSubmitted` event. `None` if it has neither (yet), is not
+    /// confirmed yet, or is not ours (its new root is not `new_root`: the
+    /// root checks then say how the chain and the coordinator differ).
+    async fn recover_landing(&mut self, index: u64, new_root: B256) -> Result<Option<Landing>, L1Error> {
+        let mut receipt = None;
+        for h in self.sent.get(&index).map(|s| s.hashes.clone()).unwrap_or_default().iter().rev() {
+            // A version that succeeded landed this very batch: its calldata
+            // is the batch, and the contract takes a batch only at its index.
+            match self.provider.get_transaction_receipt(*h).await.map_err(rpc("reading a receipt"))? {
+                Some(r) if r.status() => {
+                    receipt = Some(r);
+                    break;
+                }
+                _ => {}
             }
+        }
+        let r = match receipt {
+            Some(r) => r,
+            None => {
+                let Some(event) = batch_event(&self.provider, self.rollup, index).await? else {
+                    return Ok(None);
+                };
+                if event.topics().get(2) != Some(&new_root) {
+                    return Ok(None);
+                }
+                let Some(hash) = event.transaction_hash else { return Ok(None) };
+                let Some(r) =
+                    self.provider.get_transaction_receipt(hash).await.map_err(rpc("reading a receipt"))?
+                else {
+                    return Ok(None);
+                };
+                r
+            }
+        };
+        if !matches!(self.confirmation(&r).await?, Confirmation::Confirmed) {
+            return Ok(None);
+        }
+        let hash = r.transaction_hash;
+        // Accounted if it is a version this submitter sent.
+        let (latency, sends) = match self.sent.remove(&index) {
+            Some(s) if s.hashes.contains(&hash) => (s.started.elapsed(), s.sends),
             _ => (Duration::ZERO, 0),
         };
         Ok(Some(Landing {
@@ -1215,8 +1261,6 @@ impl Submitter {
                 .with_max_fee_per_gas(max_fee)
                 .with_max_priority_fee_per_gas(tip)
         };
-        let started = Instant::now();
-        let mut sends = 1u32;
         // A version sent before (by an earlier round, or before a restart)
         // may wait in the pool with higher fees: raised over it.
         let mut raises = 0;
@@ -1246,7 +1290,7 @@ impl Submitter {
         self.last_fees = Some((nonce, max_fee, tip));
         let mut hashes = vec![first];
         info!(batch = index, nonce, tx = %hashes[0], "batch sent to L1");
-        self.sent = Some((index, hashes.clone(), started, sends));
+        self.note_sent(index, first);
         let mut sent_at = Instant::now();
         loop {
             tokio::time::sleep(self.config.poll).await;
@@ -1269,23 +1313,35 @@ impl Submitter {
                     warn!(batch = index, tx = %r.transaction_hash, "submission reverted on chain");
                     return Ok(Round::Retry);
                 }
-                return match self.confirm(&r).await? {
-                    Confirmation::Confirmed => Ok(Round::Landed(Landing {
-                        index,
-                        tx_hash: r.transaction_hash,
-                        block: r.block_number.unwrap_or_default(),
-                        gas_used: r.gas_used,
-                        gas_price: r.effective_gas_price,
-                        latency: started.elapsed(),
-                        sends,
-                    })),
+                return match self.confirmation(&r).await? {
+                    // Reported here only if every landing before it was:
+                    // else the next round reports them all, oldest first.
+                    Confirmation::Confirmed if index == 0 || self.recorded_at == Some(index) => {
+                        let (latency, sends) = self
+                            .sent
+                            .remove(&index)
+                            .map_or((Duration::ZERO, 1), |s| (s.started.elapsed(), s.sends));
+                        Ok(Round::Landed(Landing {
+                            index,
+                            tx_hash: r.transaction_hash,
+                            block: r.block_number.unwrap_or_default(),
+                            gas_used: r.gas_used,
+                            gas_price: r.effective_gas_price,
+                            latency,
+                            sends,
+                        }))
+                    }
+                    Confirmation::Confirmed => Ok(Round::Mined),
                     Confirmation::Reorged => {
                         observer.resent(index);
                         Ok(Round::Retry)
                     }
-                    // No blocks coming (a chain that mines only on demand):
-                    // the next round reads where the chain is.
-                    Confirmation::Pending => Ok(Round::Retry),
+                    // Reported by a later round, once deep enough; the next
+                    // batch need not wait for that.
+                    Confirmation::Pending => {
+                        debug!(batch = index, tx = %r.transaction_hash, "batch mined; waiting for confirmations");
+                        Ok(Round::Mined)
+                    }
                 };
             }
             // Our nonce used by something else (a transaction sent before a
@@ -1334,8 +1390,7 @@ impl Submitter {
                         hashes.push(h);
                     }
                     self.last_fees = Some((nonce, max_fee, tip));
-                    sends += 1;
-                    self.sent = Some((index, hashes.clone(), started, sends));
+                    self.note_sent(index, h);
                 }
                 Err(e) => warn!(batch = index, error = %e, "resend failed"),
             }
@@ -1343,20 +1398,16 @@ impl Submitter {
         }
     }
 
-    /// Waits until `r`'s block has `confirmations` blocks (itself included)
-    /// and checks that it is still in the canonical chain.
-    async fn confirm(&self, r: &TransactionReceipt) -> Result<Confirmation, L1Error> {
+    /// Where `r` stands now: confirmed once its block has `confirmations`
+    /// blocks (itself included) and is still in the canonical chain. Does
+    /// not wait: a later round looks again.
+    async fn confirmation(&self, r: &TransactionReceipt) -> Result<Confirmation, L1Error> {
         let block = r.block_number.unwrap_or_default();
-        let wait_started = Instant::now();
-        loop {
-            let head = self.provider.get_block_number().await.map_err(rpc("reading the block number"))?;
-            if head + 1 >= block + self.config.confirmations {
-                break;
-            }
-            if head < block || wait_started.elapsed() > self.config.stuck_after * 20 {
-                break; // reorged below it, or no blocks coming: check below
-            }
-            tokio::time::sleep(self.config.poll).await;
+        let head = self.provider.get_block_number().await.map_err(rpc("reading the block number"))?;
+        if head + 1 < block + self.config.confirmations {
+            // Not deep enough, or the head below it (a lagging node, or a
+            // reorg that the next rounds' reads of the chain show).
+            return Ok(Confirmation::Pending);
         }
         match self
             .provider
@@ -1364,18 +1415,28 @@ impl Submitter {
             .await
             .map_err(rpc("reading a receipt"))?
         {
-            Some(now) if now.block_hash == r.block_hash => {
-                let head = self.provider.get_block_number().await.map_err(rpc("reading the block number"))?;
-                Ok(if head + 1 >= block + self.config.confirmations {
-                    Confirmation::Confirmed
-                } else {
-                    Confirmation::Pending
-                })
-            }
+            Some(now) if now.block_hash == r.block_hash => Ok(Confirmation::Confirmed),
             _ => {
                 warn!(tx = %r.transaction_hash, "a landed batch left the chain (reorg): resubmitting");
                 Ok(Confirmation::Reorged)
             }
+        }
+    }
+
+    /// Notes a version of batch `index`'s submission sent (the first starts
+    /// its latency); only the newest [`MAX_RECOVERED`] batches are kept.
+    fn note_sent(&mut self, index: u64, hash: TxHash) {
+        let s = self.sent.entry(index).or_insert_with(|| Sent {
+            hashes: Vec::new(),
+            started: Instant::now(),
+            sends: 0,
+        });
+        if !s.hashes.contains(&hash) {
+            s.hashes.push(hash);
+        }
+        s.sends += 1;
+        while self.sent.len() as u64 > MAX_RECOVERED {
+            self.sent.pop_first();
         }
     }
 

@@ -693,12 +693,11 @@ async fn a_new_verifier_is_announced_and_installed_only_after_the_delay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_landing_still_unconfirmed_when_the_next_batch_lands_is_recorded_too() {
     // Blocks only when a transaction comes, and two needed per landing:
-    // batch 0's confirmation waits until the submitter gives up on it and
-    // sends batch 1, whose block confirms batch 0.
+    // batch 0 is mined and batch 1 goes out at once; its block confirms
+    // batch 0, and a block mined by hand confirms batch 1.
     let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
     let mut c = config(&url);
     c.confirmations = 2;
-    c.stuck_after = Duration::from_millis(150); // gives up on a confirmation after 3 s
     source.prove_upto(2);
     let run = Running::start(c, rollup, source.clone()).await;
     wait_until("batch 1 was not sent", || async { events(&url, rollup).await.len() == 2 }).await;
@@ -709,6 +708,43 @@ async fn a_landing_still_unconfirmed_when_the_next_batch_lands_is_recorded_too()
     assert_eq!(seen, vec![0, 1], "both landings recorded, the overtaken one included");
     run.stop().await;
     assert_chain_holds(&url, rollup, 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_batch_goes_out_once_one_is_mined_and_each_counts_once_confirmed() {
+    // A block a second and four confirmations. Waiting for each batch's
+    // confirmations before sending the next would put four blocks between
+    // consecutive batches; sent once the one before is mined, they land in
+    // consecutive blocks (two apart if a send misses a block).
+    const CONFIRMATIONS: u64 = 4;
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } =
+        setup(free_port(), &["--block-time", "1"]).await;
+    let mut c = config(&url);
+    c.confirmations = CONFIRMATIONS;
+    source.prove_upto(4);
+    let run = Running::start(c, rollup, source.clone()).await;
+    wait_until("the four batches were not mined", || async { events(&url, rollup).await.len() == 4 }).await;
+    assert!(!run.seen.indices().contains(&3), "batch 3 reported landed before its confirmations");
+    // (Checked while the head was short of them: asserted below.)
+    let head = submitter::connect_read_only(&url).unwrap().get_block_number().await.unwrap();
+    run.wait_landed(4, Duration::from_secs(60)).await;
+    assert_eq!(run.seen.indices(), vec![0, 1, 2, 3], "reported oldest first");
+    let landings = run.seen.landed.lock().unwrap().clone();
+    for pair in landings.windows(2) {
+        let gap = pair[1].block - pair[0].block;
+        assert!(
+            (1..CONFIRMATIONS - 1).contains(&gap),
+            "batch {} landed {gap} blocks after batch {}: {landings:?}",
+            pair[1].index,
+            pair[0].index
+        );
+    }
+    for l in &landings {
+        assert!(l.sends >= 1 && l.latency >= Duration::from_secs(CONFIRMATIONS - 2), "accounted: {l:?}");
+    }
+    assert!(landings[3].block + CONFIRMATIONS - 1 > head, "batch 3 was still unconfirmed at block {head}");
+    run.stop().await;
+    assert_chain_holds(&url, rollup, 4).await;
 }
 
 /// Log queries a [`bounded_logs_node`] saw: `(from, to, refused)`.
