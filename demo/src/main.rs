@@ -37,9 +37,11 @@ struct Args {
     /// Clinics running at once.
     #[arg(long, default_value_t = 6)]
     concurrency: usize,
-    /// Where data, logs and the snapshot go (wiped at start).
-    #[arg(long, default_value = "target/demo")]
-    out: PathBuf,
+    /// Where data, logs and the snapshot go: by default `target/demo` in the
+    /// repository; a relative path is from the current directory. Cleared
+    /// at start, so it must be empty, new, or one the demo made before.
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// `fixed`: nats 4222, anvil 8545, coordinator 8080, workers 9101 and
     /// 9102, Prometheus 9090; `auto`: free ports.
     #[arg(long, default_value = "fixed")]
@@ -246,6 +248,8 @@ struct Progress {
     on_l1: u64,
     queue: f64,
     workers: f64,
+    /// Why the L1 submitter stopped, if it did.
+    l1_error: Option<String>,
 }
 
 async fn progress(http: &reqwest::Client, api: &str) -> anyhow::Result<Progress> {
@@ -260,6 +264,7 @@ async fn progress(http: &reqwest::Client, api: &str) -> anyhow::Result<Progress>
         on_l1: l1["last_landed"].as_u64().map_or(0, |n| n + 1),
         queue: metric(&m, "medrollup_queue_depth"),
         workers: metric(&m, "medrollup_workers "),
+        l1_error: l1["error"].as_str().map(str::to_string),
     })
 }
 
@@ -285,36 +290,87 @@ fn show(started: Instant, p: &Progress, tty: bool) {
 }
 
 /// Ctrl-C, SIGTERM or SIGHUP: the farm is stopped in order either way.
-async fn stop_signal() {
+/// Returns the exit status a shell gives a process the signal ended
+/// (128 + its number).
+async fn stop_signal() -> i32 {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("a SIGTERM handler");
     let mut hup = signal(SignalKind::hangup()).expect("a SIGHUP handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        _ = hup.recv() => {}
+        _ = tokio::signal::ctrl_c() => 130,
+        _ = term.recv() => 143,
+        _ = hup.recv() => 129,
     }
+}
+
+/// The file in an output folder that says the demo made it; held locked
+/// while a demo runs there.
+const MARKER: &str = ".medrollup-demo";
+
+/// Makes `out` ready for a run and locks it: refuses a folder with files
+/// the demo did not make (unless it is the default one, in the build
+/// folder) or one another demo runs in; then clears it.
+fn prepare_out(out: &Path, default: bool) -> anyhow::Result<std::fs::File> {
+    if out.exists() && !out.is_dir() {
+        bail!("--out {} is a file, not a folder", out.display());
+    }
+    let marked = out.join(MARKER).exists();
+    if out.exists() && !default && !marked && std::fs::read_dir(out)?.next().is_some() {
+        bail!(
+            "--out {} holds files the demo did not make, and the demo clears its folder: pick an empty or new one",
+            out.display()
+        );
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let lock = std::fs::File::create(out.join(MARKER))?;
+    if lock.try_lock().is_err() {
+        bail!("another medrollup-demo runs in {}: stop it, or pick another --out", out.display());
+    }
+    for entry in std::fs::read_dir(out)? {
+        let path = entry?.path();
+        if path.file_name() == Some(MARKER.as_ref()) {
+            continue;
+        }
+        if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) }
+            .with_context(|| format!("clearing {}", path.display()))?;
+    }
+    Ok(lock)
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let out = if args.out.is_absolute() { args.out.clone() } else { repo().join(&args.out) };
-    if out.exists() {
-        std::fs::remove_dir_all(&out).with_context(|| format!("clearing {}", out.display()))?;
-    }
-    std::fs::create_dir_all(&out)?;
+    let out = match &args.out {
+        None => repo().join("target/demo"),
+        Some(p) => std::env::current_dir()?.join(p),
+    };
+    // Ports first: a farm still running (another demo's) is found before
+    // anything of it is cleared.
     let ports = Ports::pick(&args.ports)?;
-    let (stopper, mut stop) = tokio::sync::watch::channel(false);
+    let _lock = prepare_out(&out, args.out.is_none())?;
+    // A first signal stops the farm in order (start-up included); a second
+    // exits at once, and the farm's processes follow (see Service::spawn).
+    let (stopper, mut stop) = tokio::sync::watch::channel(None::<i32>);
     tokio::spawn(async move {
-        stop_signal().await;
-        let _ = stopper.send(true);
+        let code = stop_signal().await;
+        services::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = stopper.send(Some(code));
+        let code = stop_signal().await;
+        eprintln!("\nstopping at once");
+        std::process::exit(code);
     });
+    let stopped = |stop: &tokio::sync::watch::Receiver<Option<i32>>| *stop.borrow();
     println!("== medrollup: the whole farm on this machine, in {} ==", out.display());
     println!(
         "1. start: nats-server, anvil, the coordinator (deploys the contracts), two workers, Prometheus"
     );
-    let (mut farm, _keys) = start(&out, &ports)?;
+    let (mut farm, _keys) = match start(&out, &ports) {
+        Err(_) if let Some(code) = stopped(&stop) => {
+            println!("stopped while starting; logs in {}", out.join("logs").display());
+            std::process::exit(code);
+        }
+        r => r?,
+    };
     let api = format!("http://127.0.0.1:{}", ports.http);
     let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?;
     let l1 = get(&http, &format!("{api}/l1")).await?;
@@ -352,8 +408,12 @@ async fn main() -> anyhow::Result<()> {
     let mut reports = Vec::new();
     let mut next = 0u64;
     let mut last_show = Instant::now() - Duration::from_secs(60);
+    let mut sent = 0;
     let interrupted = loop {
-        let sent = progress(&http, &api).await.map(|p| (p.accepted + p.rejected) as usize).unwrap_or(0);
+        // A coordinator that does not answer this once keeps the last count.
+        if let Ok(p) = progress(&http, &api).await {
+            sent = (p.accepted + p.rejected) as usize;
+        }
         let open =
             started.elapsed() < Duration::from_secs(args.seconds) && (args.max_tx == 0 || sent < args.max_tx);
         while open && tasks.len() < args.concurrency.max(1) {
@@ -382,32 +442,35 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = stop.wait_for(|s| *s) => break true,
+            _ = stop.wait_for(Option::is_some) => break true,
         }
     };
-    if interrupted {
-        println!("\nstopping the load and the farm");
-        tasks.abort_all();
+    let interrupt = |farm: Farm| -> ! {
+        println!("\nstopping the farm");
         drop(farm);
-        println!("stopped; data and logs in {}", out.display());
-        return Ok(());
+        println!("stopped before the end; data and logs in {}", out.display());
+        std::process::exit(stopped(&stop).unwrap_or(130));
+    };
+    if interrupted {
+        tasks.abort_all();
+        interrupt(farm);
     }
     println!("\n3. drain: every sealed batch onto L1");
     let sealed = loop {
         // The deadline and a stop hold whether or not the coordinator answers.
         match progress(&http, &api).await {
-            Ok(p) if p.on_l1 == p.sealed => break p.sealed,
+            Ok(p) if p.on_l1 >= p.sealed => break p.sealed,
+            Ok(Progress { l1_error: Some(e), .. }) => {
+                bail!("the coordinator's L1 submitter stopped: {e} (see {}/logs)", out.display())
+            }
             Ok(p) => show(started, &p, tty),
             Err(e) => println!("\n   ! the coordinator does not say how far it is: {e:#}"),
         }
         farm.check()?;
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stop.wait_for(|s| *s) => {
-                println!("\nstopping the farm");
-                return Ok(());
-            }
+        if stopped(&stop).is_some() {
+            interrupt(farm);
         }
+        tokio::time::sleep(Duration::from_secs(1)).await;
         if started.elapsed() > Duration::from_secs(args.seconds + 1800) {
             bail!("batches are not landing on L1: see {}/logs", out.display());
         }
@@ -444,7 +507,7 @@ async fn main() -> anyhow::Result<()> {
         logs = out.join("logs").display()
     );
     let t = &snap.transactions;
-    let ok = t.unaccounted.is_empty() && t.accepted_not_on_l1 == 0 && failed.is_empty();
+    let ok = t.unaccounted.is_empty() && t.accepted_not_on_l1 == 0 && failed.is_empty() && t.on_l1 > 0;
     if args.keep {
         println!("the farm keeps running: Ctrl-C stops it");
         println!(
@@ -453,9 +516,12 @@ async fn main() -> anyhow::Result<()> {
             client = std::env::current_exe()?.with_file_name("medrollup-client").display(),
             l1 = endpoints.l1_rpc,
         );
-        let _ = stop.wait_for(|s| *s).await;
+        let _ = stop.wait_for(Option::is_some).await;
     }
     drop(farm);
+    if t.on_l1 == 0 {
+        bail!("no transaction reached L1 (see above and {}/logs)", out.display());
+    }
     if !ok {
         bail!(
             "not every transaction is accounted for, or a clinic failed (see above and {}/logs)",

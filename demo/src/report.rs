@@ -16,7 +16,8 @@ pub struct BatchInfo {
     pub verified_at_ms: Option<u64>,
     /// Landed on L1 at.
     pub landed_at_ms: Option<u64>,
-    /// First send to confirmations (ms).
+    /// First send to confirmations (ms), for a landing the submitter sent
+    /// (one it found on chain has no latency of its own).
     pub l1_latency_ms: Option<u64>,
     /// Gas used.
     pub gas: Option<u64>,
@@ -24,6 +25,8 @@ pub struct BatchInfo {
     pub stages: Option<[f64; 4]>,
     /// Who proved it, with what.
     pub prover: Option<String>,
+    /// The ids of its transactions.
+    pub tx_ids: Vec<String>,
 }
 
 /// Reads batch `n`.
@@ -35,7 +38,7 @@ pub async fn batch(http: &reqwest::Client, api: &str, n: u64) -> anyhow::Result<
         sealed_at_ms: v["sealed_at_ms"].as_u64().with_context(|| format!("batch {n}: {v}"))?,
         verified_at_ms: p["verified_at_ms"].as_u64(),
         landed_at_ms: v["l1"]["landed_at_ms"].as_u64(),
-        l1_latency_ms: v["l1"]["latency_ms"].as_u64(),
+        l1_latency_ms: v["l1"]["latency_ms"].as_u64().filter(|_| v["l1"]["sends"].as_u64() > Some(0)),
         gas: v["l1"]["gas_used"].as_u64(),
         stages: st["total"].as_f64().map(|t| {
             [
@@ -46,6 +49,8 @@ pub async fn batch(http: &reqwest::Client, api: &str, n: u64) -> anyhow::Result<
             ]
         }),
         prover: p["worker"].as_str().map(|w| format!("{w} ({})", p["backend"].as_str().unwrap_or("?"))),
+        tx_ids: serde_json::from_value(v["tx_ids"].clone())
+            .with_context(|| format!("batch {n}'s tx_ids: {v}"))?,
     })
 }
 
@@ -74,7 +79,8 @@ pub struct Accounting {
     pub accepted_not_on_l1: usize,
     /// Rejected, by reason code.
     pub rejected: BTreeMap<String, usize>,
-    /// Whose fate the coordinator tells differently, or not at all.
+    /// Whose fate the coordinator tells differently, or not at all; and
+    /// transactions in a batch that no client here was told were accepted.
     pub unaccounted: Vec<String>,
 }
 
@@ -116,10 +122,36 @@ pub async fn snapshot(
     for n in 0..batches {
         infos.insert(n, batch(http, api, n).await?);
     }
-    let mut acc = Accounting { submitted: subs.len(), ..Default::default() };
+    // A payload sent again (the same bytes, after an unclear answer) is one
+    // transaction: its last outcome counts, its first send starts its
+    // latency.
+    let mut by_id: Vec<Submission> = Vec::new();
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for s in subs {
+        match at.get(s.id.as_str()) {
+            Some(&i) => {
+                let first = by_id[i].sent_at_ms.min(s.sent_at_ms);
+                by_id[i] = Submission { sent_at_ms: first, ..s.clone() };
+            }
+            None => {
+                at.insert(&s.id, by_id.len());
+                by_id.push(s.clone());
+            }
+        }
+    }
+    let mut acc = Accounting { submitted: by_id.len(), ..Default::default() };
+    // The other way round: every transaction the coordinator put in a batch
+    // was sent, and told accepted, here.
+    for (n, info) in &infos {
+        for id in &info.tx_ids {
+            if at.get(id.as_str()).map(|&i| by_id[i].batch) != Some(Some(*n)) {
+                acc.unaccounted.push(format!("{id}: in batch {n} there, not accepted into it here"));
+            }
+        }
+    }
     let mut latencies = Vec::new();
     let (mut first_sent, mut last_landing) = (u64::MAX, 0u64);
-    for s in subs {
+    for s in &by_id {
         let told: serde_json::Value = http.get(format!("{api}/tx/{}", s.id)).send().await?.json().await?;
         let status = told["status"].as_str().unwrap_or("unknown");
         match (&s.rejected, s.batch) {

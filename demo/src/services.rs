@@ -1,12 +1,19 @@
 //! The farm's processes: nats-server, anvil, the coordinator, the workers and
 //! Prometheus, each in its own process group (so a Ctrl-C reaches only the
-//! demo, which then stops them in order), its output in a log file.
+//! demo, which then stops them in order), its output in a log file. Each is
+//! sent SIGTERM by the kernel should the demo die without stopping it
+//! (SIGKILL, the OOM killer, a second Ctrl-C), so none is left running.
 
 use anyhow::{Context, bail};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set when the demo is asked to stop: a start-up still waiting for a
+/// service gives up.
+pub static STOP: AtomicBool = AtomicBool::new(false);
 
 /// The repository (where `.tools/`, `contracts/` and `dashboards/` are).
 pub fn repo() -> PathBuf {
@@ -25,9 +32,29 @@ pub struct Service {
 
 impl Service {
     /// Starts `cmd` with its output in `<logs>/<name>.log`.
+    ///
+    /// The kernel sends it SIGTERM when the thread that started it ends, so
+    /// services are started from the main thread only (the demo's process
+    /// ends with it).
     pub fn spawn(name: &str, cmd: &mut Command, logs: &Path) -> anyhow::Result<Self> {
         let log = logs.join(format!("{name}.log"));
         let f = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let parent = std::process::id();
+        // SAFETY: between fork and exec the closure calls only prctl and
+        // getppid, both async-signal-safe, and allocates nothing.
+        #[allow(unsafe_code)] // pre_exec is unsafe by definition
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The demo died before the line above took effect.
+                if libc::getppid() as u32 != parent {
+                    return Err(std::io::Error::other("the demo exited while this service started"));
+                }
+                Ok(())
+            });
+        }
         let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::from(f.try_clone()?))
@@ -58,6 +85,9 @@ impl Service {
         let t = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             self.check()?;
+            if STOP.load(Ordering::SeqCst) {
+                bail!("stopped while {} was starting", self.name);
+            }
             if t.elapsed() > within {
                 bail!(
                     "{} does not listen on port {port} after {within:?}; its log ends:\n{}",

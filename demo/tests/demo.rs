@@ -41,3 +41,94 @@ fn a_bounded_run_accounts_for_every_transaction_and_stops_everything() {
     let dir = out.path().to_string_lossy();
     assert!(!ps.lines().any(|l| l.contains(dir.as_ref())), "left running:\n{ps}");
 }
+
+fn demo(out: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_medrollup-demo"));
+    c.args(["--seconds", "5", "--concurrency", "1", "--ports", "auto", "--out"]).arg(out);
+    c
+}
+
+/// Processes whose command line names `dir`.
+fn running_in(dir: &std::path::Path) -> Vec<String> {
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    let dir = dir.to_string_lossy().to_string();
+    String::from_utf8_lossy(&ps.stdout).lines().filter(|l| l.contains(&dir)).map(str::to_string).collect()
+}
+
+#[test]
+fn a_folder_of_other_files_or_one_a_demo_runs_in_is_left_alone() {
+    let out = tempfile::tempdir().unwrap();
+    std::fs::write(out.path().join("precious.txt"), "mine").unwrap();
+    let o = demo(out.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("holds files the demo did not make"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(out.path().join("precious.txt")).unwrap(), "mine");
+
+    // A folder the demo made, while another demo holds it.
+    let out = tempfile::tempdir().unwrap();
+    let marker = std::fs::File::create(out.path().join(".medrollup-demo")).unwrap();
+    marker.try_lock().unwrap();
+    std::fs::write(out.path().join("throughput.json"), "{}").unwrap();
+    let o = demo(out.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && stderr.contains("another medrollup-demo runs in"), "{stderr}");
+    assert!(out.path().join("throughput.json").exists(), "nothing cleared");
+}
+
+/// Starts the demo and waits until its coordinator is starting (nats-server
+/// and anvil up).
+fn demo_starting(out: &std::path::Path) -> std::process::Child {
+    let child = demo(out).stdout(std::process::Stdio::null()).spawn().unwrap();
+    let t = std::time::Instant::now();
+    while !out.join("logs/coordinator.log").exists() {
+        assert!(t.elapsed() < std::time::Duration::from_secs(120), "the coordinator never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child
+}
+
+/// The processes `pid` started.
+fn children_of(pid: u32) -> Vec<String> {
+    let ps = Command::new("ps").args(["-o", "pid=", "--ppid", &pid.to_string()]).output().unwrap();
+    String::from_utf8_lossy(&ps.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+/// Waits until none of `pids` runs, nor anything naming `dir`; fails after
+/// `within`.
+fn wait_gone(pids: &[String], dir: &std::path::Path, within: std::time::Duration) {
+    let t = std::time::Instant::now();
+    loop {
+        let mut left = running_in(dir);
+        // `ps -p` lists those alive (zombies of a dead parent are reaped by init).
+        let ps = Command::new("ps").args(["-o", "args=", "-p", &pids.join(",")]).output().unwrap();
+        left.extend(String::from_utf8_lossy(&ps.stdout).lines().map(str::to_string));
+        if left.is_empty() {
+            return;
+        }
+        assert!(t.elapsed() < within, "left running: {left:?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_ctrl_c_while_starting_stops_everything_and_exits_130() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = demo_starting(out.path());
+    let started = children_of(child.id());
+    assert!(started.len() >= 3, "nats-server, anvil and the coordinator run: {started:?}");
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "exit status of an interrupted run");
+    wait_gone(&started, out.path(), std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn a_demo_killed_outright_leaves_no_service_running() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = demo_starting(out.path());
+    let started = children_of(child.id());
+    assert!(started.len() >= 3, "nats-server, anvil and the coordinator run: {started:?}");
+    child.kill().unwrap(); // SIGKILL: the demo stops nothing itself
+    child.wait().unwrap();
+    wait_gone(&started, out.path(), std::time::Duration::from_secs(30));
+}
