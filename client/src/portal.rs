@@ -346,12 +346,15 @@ impl From<ClientError> for ApiError {
         let status = match &e {
             ClientError::Rejected { .. } => StatusCode::CONFLICT,
             ClientError::Refused(_) => StatusCode::FORBIDDEN,
-            ClientError::Superseded { .. } | ClientError::Stale { .. } => StatusCode::CONFLICT,
+            ClientError::Superseded { .. } | ClientError::Stale { .. } | ClientError::EarlierStood { .. } => {
+                StatusCode::CONFLICT
+            }
             ClientError::NotFound(_) => StatusCode::NOT_FOUND,
             ClientError::Record(RecordError::NotARecipient(_)) => StatusCode::FORBIDDEN,
             ClientError::Record(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ClientError::Keys(k) => return k.into(),
             ClientError::Coordinator { .. }
+            | ClientError::Unsettled { .. }
             | ClientError::Light(_)
             | ClientError::Storage(_)
             | ClientError::ForeignKeys { .. }

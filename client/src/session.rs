@@ -140,6 +140,40 @@ pub enum ClientError {
         /// This update's content (`None`: refused before it was stored).
         cid: Option<Cid>,
     },
+    /// A transaction went out but its fate is unknown: the answer was lost
+    /// or unreadable, or no decision came in time. It may stand, so its
+    /// content stays and the session sends the very same transaction again
+    /// before any other ([`Session::submit`]).
+    #[error(
+        "the {kind} transaction {id} was sent, but its fate is unknown ({why}): it may stand. This session sends \
+         the very same transaction again before any other, so it cannot count twice (another session or CLI run \
+         should first ask the coordinator's GET /tx/{id})"
+    )]
+    Unsettled {
+        /// Which transaction.
+        kind: &'static str,
+        /// Its id.
+        id: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// A transaction whose fate was unknown, sent again before a new one,
+    /// turned out to stand: the new one was not sent (it may repeat what
+    /// the earlier did).
+    #[error(
+        "the earlier {earlier} transaction {id}, whose answer was lost, stands (batch {batch}): this {kind} \
+         transaction was not sent. See what the earlier one did, then send this one again if it is still wanted"
+    )]
+    EarlierStood {
+        /// The earlier transaction's kind.
+        earlier: &'static str,
+        /// Its id.
+        id: String,
+        /// Its batch.
+        batch: u64,
+        /// The kind of the one not sent.
+        kind: &'static str,
+    },
     /// The flow's transaction stands, but what follows it stopped (`what`
     /// says what stands and how to finish).
     #[error("{what}: {error}")]
@@ -199,6 +233,29 @@ pub struct Session {
     /// The batch the last accepted transaction went into.
     last_batch: Option<u64>,
     journal: Vec<Submission>,
+    /// A transaction sent whose fate is unknown: sent again, the very same
+    /// bytes, before any other.
+    unsettled: Option<Signed>,
+}
+
+/// A signed transaction, as sent.
+#[derive(Debug, Clone)]
+struct Signed {
+    id: String,
+    payload: Vec<u8>,
+    body: TxBody,
+    kind: &'static str,
+    nonce: u64,
+    /// When it was first sent (Unix ms).
+    sent_at_ms: u64,
+}
+
+/// Why a send got no decision.
+enum Undecided {
+    /// It never left (the coordinator could not be reached).
+    NotSent(ClientError),
+    /// It may have been taken: what happened.
+    Unclear(String),
 }
 
 /// One transaction this session submitted and what became of it.
@@ -324,6 +381,7 @@ impl Session {
             stale: Vec::new(),
             last_batch: None,
             journal: Vec::new(),
+            unsettled: None,
         })
     }
 
@@ -412,7 +470,28 @@ impl Session {
     /// nonce, and once more after the next batch is sealed (the other
     /// transaction may still be in the open one). A record write is refused
     /// to the caller, whose next call reads afresh.
+    ///
+    /// A transaction sent before whose fate is unknown
+    /// ([`ClientError::Unsettled`]) goes again first, the same bytes (the
+    /// coordinator knows it by its id). If it stands and `body` is the same,
+    /// that was a retry: its batch is the answer. If it stands and `body`
+    /// differs, `body` is not sent ([`ClientError::EarlierStood`]). If it
+    /// was refused, `body` goes as usual.
     pub async fn submit(&mut self, body: TxBody) -> Result<u64, ClientError> {
+        if let Some(earlier) = self.unsettled.take() {
+            let (kind, id, same) = (earlier.kind, earlier.id.clone(), earlier.body == body);
+            match self.send_signed(earlier).await {
+                Ok(batch) if same => return Ok(batch),
+                Ok(batch) => {
+                    let kind_now = Tx { signer: self.account, nonce: 0, body }.kind().name();
+                    return Err(ClientError::EarlierStood { earlier: kind, id, batch, kind: kind_now });
+                }
+                Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" => {}
+                Err(e @ ClientError::Rejected { .. }) if same => return Err(e),
+                Err(ClientError::Rejected { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let again = !matches!(body, TxBody::AddRecord { .. } | TxBody::UpdateRecord { .. });
         for attempt in 0.. {
             match self.submit_once(body.clone()).await {
@@ -456,35 +535,28 @@ impl Session {
 
     async fn submit_once(&mut self, body: TxBody) -> Result<u64, ClientError> {
         let nonce = self.next_nonce().await?;
-        let tx = Tx { signer: self.account, nonce, body };
+        let tx = Tx { signer: self.account, nonce, body: body.clone() };
         let kind = tx.kind().name();
         let signed = tx.sign(self.identity.signing_key(), self.instance);
         let payload = serde_json::to_vec(&signed).expect("a transaction serialises");
         let id = medrollup_wire::tx_id(&payload);
-        let sent_at_ms = now_ms();
-        let url = format!("{}/tx", self.coordinator);
-        let r = self.http.post(&url).body(payload).send().await.map_err(|e| self.unreachable(&url, e))?;
-        let mut answer: serde_json::Value =
-            r.json().await.map_err(|e| ClientError::Coordinator { url: url.clone(), why: e.to_string() })?;
-        // Still deciding: ask until it has.
-        let started = Instant::now();
-        while answer.get("status").and_then(|s| s.as_str()) == Some("pending") {
-            if started.elapsed() > Duration::from_secs(300) {
-                return Err(ClientError::Coordinator {
-                    url,
-                    why: format!("transaction {id} undecided after 300 s; ask GET /tx/{id} later"),
-                });
+        self.send_signed(Signed { id, payload, body, kind, nonce, sent_at_ms: now_ms() }).await
+    }
+
+    /// Sends `tx` and waits for the coordinator's decision; records it. A
+    /// send that may have been taken without a decision seen leaves `tx`
+    /// unsettled, to go again before any other.
+    async fn send_signed(&mut self, tx: Signed) -> Result<u64, ClientError> {
+        let answer = match self.decide(&tx).await {
+            Ok(a) => a,
+            Err(Undecided::NotSent(e)) => return Err(e),
+            Err(Undecided::Unclear(why)) => {
+                let e = ClientError::Unsettled { kind: tx.kind, id: tx.id.clone(), why };
+                self.unsettled = Some(tx);
+                return Err(e);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            let u = format!("{}/tx/{id}", self.coordinator);
-            let r = self.http.get(&u).send().await.map_err(|e| self.unreachable(&u, e))?;
-            if r.status().is_success() {
-                answer =
-                    r.json().await.map_err(|e| ClientError::Coordinator { url: u, why: e.to_string() })?;
-            }
-        }
-        let answer: medrollup_wire::TxAnswer = serde_json::from_value(answer.clone())
-            .map_err(|e| ClientError::Coordinator { url: url.clone(), why: format!("{e}: {answer}") })?;
+        };
+        let Signed { id, kind, nonce, sent_at_ms, .. } = tx;
         match answer.status {
             medrollup_wire::TxStatus::Accepted { batch, .. }
             | medrollup_wire::TxStatus::Duplicate { batch } => {
@@ -502,6 +574,36 @@ impl Session {
                 Err(ClientError::Rejected { kind, code, reason })
             }
         }
+    }
+
+    /// Posts `tx` and asks until the coordinator has decided it.
+    async fn decide(&self, tx: &Signed) -> Result<medrollup_wire::TxAnswer, Undecided> {
+        use Undecided::Unclear;
+        let url = format!("{}/tx", self.coordinator);
+        let r = match self.http.post(&url).body(tx.payload.clone()).send().await {
+            Ok(r) => r,
+            // No connection, so nothing went out.
+            Err(e) if e.is_connect() => return Err(Undecided::NotSent(self.unreachable(&url, e))),
+            Err(e) => return Err(Unclear(format!("POST {url}: {}", chain(&e)))),
+        };
+        let status = r.status();
+        let mut answer: serde_json::Value =
+            r.json().await.map_err(|e| Unclear(format!("the answer to POST {url} ({status}): {e}")))?;
+        // Still deciding: ask until it has.
+        let started = Instant::now();
+        while answer.get("status").and_then(|s| s.as_str()) == Some("pending") {
+            if started.elapsed() > Duration::from_secs(300) {
+                return Err(Unclear("undecided after 300 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let u = format!("{}/tx/{}", self.coordinator, tx.id);
+            let r = self.http.get(&u).send().await.map_err(|e| Unclear(format!("GET {u}: {}", chain(&e))))?;
+            if r.status().is_success() {
+                answer = r.json().await.map_err(|e| Unclear(format!("the answer to GET {u}: {e}")))?;
+            }
+        }
+        serde_json::from_value(answer.clone())
+            .map_err(|e| Unclear(format!("POST {url} answered {status} {answer}: {e}")))
     }
 
     /// Waits until the batch of the last accepted transaction is sealed.
@@ -914,8 +1016,11 @@ impl Session {
         let (cid, meta_hash) = self.put(&env).await?;
         let body = TxBody::AddRecord { record, patient, consent, cid_digest: cid.digest(), meta_hash };
         if let Err(e) = self.submit(body).await {
-            // Nothing refers to the content: let it go.
-            let _ = self.release(cid).await;
+            // Nothing refers to the content: let it go (unless the
+            // transaction may stand).
+            if !matches!(e, ClientError::Unsettled { .. }) {
+                let _ = self.release(cid).await;
+            }
             return Err(e);
         }
         let what = format!("record {record} added for patient {patient}");
@@ -1049,7 +1154,7 @@ impl Session {
         let body =
             TxBody::UpdateRecord { record, version: read, consent, cid_digest: cid.digest(), meta_hash };
         if let Err(e) = self.submit(body).await {
-            if cid != old {
+            if cid != old && !matches!(e, ClientError::Unsettled { .. }) {
                 let _ = self.release(cid).await;
             }
             return Err(match e {

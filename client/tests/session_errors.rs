@@ -104,3 +104,100 @@ async fn a_transaction_accepted_before_the_coordinator_failed_is_said_to_stand()
     let text = e.to_string();
     assert!(text.contains("accepted into batch 0 and stands: do not send it again"), "{text}");
 }
+
+/// Payloads a [`loses_first_answers`] coordinator was sent, in order.
+type Posted = Arc<std::sync::Mutex<Vec<Value>>>;
+
+/// A coordinator like [`accepts_then_fails`]'s (without failing) that
+/// accepts every transaction into batch 0 but loses the answer to the
+/// first post of each (503, as when the bus's acknowledgement is lost);
+/// a transaction posted again is a duplicate of itself.
+async fn loses_first_answers() -> (String, Posted) {
+    type Fake = (Arc<RollupState>, Posted);
+    async fn root(State((st, _)): State<Fake>) -> Json<Value> {
+        Json(json!({
+            "root": fr_to_dec(&st.root()), "batches_sealed": 0,
+            "instance": fr_to_dec(&st.instance()), "capacity": st.capacity(),
+        }))
+    }
+    async fn account(State((st, _)): State<Fake>, Path(index): Path<u64>) -> Json<Value> {
+        Json(json!({
+            "tree": TreeId::Accounts, "index": index,
+            "leaf": st.leaf(TreeId::Accounts, index).iter().map(fr_to_dec).collect::<Vec<_>>(),
+            "path": st.path(TreeId::Accounts, index),
+            "tree_roots": st.roots().iter().map(fr_to_dec).collect::<Vec<_>>(),
+            "audit_count": st.audit_count(), "root": fr_to_dec(&st.root()), "batches_sealed": 0,
+        }))
+    }
+    async fn tx(State((_, posted)): State<Fake>, body: axum::body::Bytes) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let id = medrollup_wire::tx_id(&body);
+        let tx: Value = serde_json::from_slice(&body).unwrap();
+        let mut seen = posted.lock().unwrap();
+        let again = seen.iter().any(|p| p["id"] == id.as_str());
+        seen.push(json!({ "id": id, "tx": tx }));
+        if again {
+            Json(TxAnswer { id, status: TxStatus::Duplicate { batch: 0 } }).into_response()
+        } else {
+            let lost = json!({ "error": "the transaction may or may not have been queued" });
+            (axum::http::StatusCode::SERVICE_UNAVAILABLE, Json(lost)).into_response()
+        }
+    }
+    let st = Arc::new(RollupState::genesis(&sample::genesis(5)).unwrap());
+    let posted = Posted::default();
+    let app = Router::new()
+        .route("/root", get(root))
+        .route("/proof/accounts/{index}", get(account))
+        .route("/tx", post(tx))
+        .with_state((st, posted.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, posted)
+}
+
+#[tokio::test]
+async fn a_transaction_whose_answer_was_lost_goes_again_as_itself_before_any_other() {
+    let (coordinator, posted) = loses_first_answers().await;
+    let endpoints = Endpoints {
+        coordinator,
+        ipfs_api: None,
+        l1_rpc: genesis_node().await,
+        rollup: alloy::primitives::Address::ZERO,
+        l1_wait: Duration::from_secs(1),
+    };
+    let mut s = Session::open(&endpoints, 10, Identity::generate()).await.unwrap();
+    let revoke = medrollup_circuits::tx::TxBody::Revoke { consent: 5 };
+    let ids =
+        || posted.lock().unwrap().iter().map(|p| p["id"].as_str().unwrap().to_string()).collect::<Vec<_>>();
+    let nonces =
+        || posted.lock().unwrap().iter().map(|p| p["tx"]["nonce"].as_u64().unwrap()).collect::<Vec<_>>();
+
+    // The answer is lost: not a refusal, the transaction may stand.
+    let e = s.submit(revoke.clone()).await.unwrap_err();
+    assert!(matches!(e, ClientError::Unsettled { .. }), "{e}");
+    assert!(e.to_string().contains("may stand"), "{e}");
+    // Sent again (a retry): the very same bytes, found to stand; one
+    // transaction, not two.
+    assert_eq!(s.submit(revoke.clone()).await.unwrap(), 0);
+    assert_eq!(ids().len(), 2);
+    assert_eq!(ids()[0], ids()[1], "the same transaction");
+    assert!(s.journal().iter().all(|j| j.id == ids()[0] && j.batch == Some(0)), "{:?}", s.journal());
+
+    // Lost again, then another transaction: the first goes again and
+    // stands, so the other is not sent.
+    let grant_like = medrollup_circuits::tx::TxBody::Revoke { consent: 6 };
+    let e = s.submit(revoke.clone()).await.unwrap_err();
+    assert!(matches!(e, ClientError::Unsettled { .. }), "{e}");
+    let e = s.submit(grant_like.clone()).await.unwrap_err();
+    assert!(matches!(e, ClientError::EarlierStood { batch: 0, .. }), "{e}");
+    assert!(e.to_string().contains("was not sent"), "{e}");
+    let ids_now = ids();
+    assert_eq!(ids_now.len(), 4);
+    assert_eq!(ids_now[2], ids_now[3], "only the earlier one went again");
+    // Asked once more, it goes, at the next nonce.
+    let e = s.submit(grant_like).await.unwrap_err();
+    assert!(matches!(e, ClientError::Unsettled { .. }), "its own first answer lost: {e}");
+    let n = nonces();
+    assert_eq!(n, vec![n[0], n[0], n[0] + 1, n[0] + 1, n[0] + 2], "each transaction at its own nonce");
+}
