@@ -739,6 +739,20 @@ async fn worker_and_client_credentials_cannot_publish_what_is_not_theirs() {
     let a = jetstream::new(nc.clone());
     assert!(published(&a, &medrollup_wire::subjects::result("hospital-a")).await);
     assert!(!published(&a, &medrollup_wire::subjects::result("hospital-b")).await, "a result as hospital-b");
+    // It reads the key bucket by direct gets, and may make no consumer on
+    // its stream: the server delivers a push consumer's messages to the
+    // subject its maker names, whatever that user may publish (here the
+    // transaction stream's).
+    let keys = a.get_stream(format!("OBJ_{}", medrollup_wire::streams::KEYS_BUCKET)).await.unwrap();
+    assert!(!keys.direct_get(1).await.unwrap().payload.is_empty(), "a chunk of the proving key");
+    let push = jetstream::consumer::push::Config {
+        deliver_subject: medrollup_wire::subjects::TX_SUBMIT.into(),
+        ..Default::default()
+    };
+    let made = tokio::time::timeout(Duration::from_secs(15), keys.create_consumer(push)).await;
+    assert!(!matches!(made, Ok(Ok(_))), "a worker made a consumer on the key bucket's stream");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(count(medrollup_wire::streams::TX).await, tx_before + 1, "only the client's transaction");
     // Its replies (job deliveries, acks' answers) come only to its own
     // inbox: under hospital-b's, nothing reaches it.
     let sneaky = async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())

@@ -33,7 +33,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 use tracing::{Instrument, info, info_span, warn};
 
 /// A worker's settings.
@@ -867,27 +866,7 @@ impl Worker {
             Ok(b) if keys::sha256_hex(&b) == sha256 => b,
             _ => {
                 info!(sha256, "fetching the proving key");
-                let fetch = async {
-                    let bucket = self
-                        .js
-                        .get_object_store(streams::KEYS_BUCKET)
-                        .await
-                        .map_err(|e| JobError::Transient(format!("key bucket: {e}")))?;
-                    let mut object = bucket.get(sha256).await.map_err(|e| match e.kind() {
-                        // The farm's bucket lacks the job's key: no worker
-                        // will find it by asking again; the coordinator hears why.
-                        async_nats::jetstream::object_store::GetErrorKind::NotFound => {
-                            JobError::Fatal(format!("the farm's key bucket has no proving key {sha256}"))
-                        }
-                        _ => JobError::Transient(format!("proving key {sha256}: {e}")),
-                    })?;
-                    let mut b = Vec::new();
-                    object
-                        .read_to_end(&mut b)
-                        .await
-                        .map_err(|e| JobError::Transient(format!("reading proving key {sha256}: {e}")))?;
-                    Ok::<_, JobError>(b)
-                };
+                let fetch = read_key_object(&self.js, sha256);
                 // A read that stalls would keep the job leased (its progress
                 // is acked meanwhile) for good.
                 let b = tokio::time::timeout(KEY_FETCH_TIMEOUT, fetch).await.map_err(|_| {
@@ -930,6 +909,50 @@ impl Worker {
         self.keys.insert(sha256.to_string(), (loaded.clone(), self.uses));
         Ok(loaded)
     }
+}
+
+/// Reads the object `name` of the farm's key bucket chunk by chunk with
+/// direct gets: a worker creates no consumer on the bucket's stream (a push
+/// consumer's delivery subject is not held to its creator's permissions, so
+/// a worker allowed to create one could have the server deliver into any
+/// subject).
+async fn read_key_object(js: &async_nats::jetstream::Context, name: &str) -> Result<Vec<u8>, JobError> {
+    let bucket = js
+        .get_object_store(streams::KEYS_BUCKET)
+        .await
+        .map_err(|e| JobError::Transient(format!("key bucket: {e}")))?;
+    let missing = || JobError::Fatal(format!("the farm's key bucket has no proving key {name}"));
+    let info = bucket.info(name).await.map_err(|e| match e.kind() {
+        // The farm's bucket lacks the job's key: no worker will find it by
+        // asking again; the coordinator hears why.
+        async_nats::jetstream::object_store::InfoErrorKind::NotFound => missing(),
+        _ => JobError::Transient(format!("proving key {name}: {e}")),
+    })?;
+    if info.deleted {
+        return Err(missing());
+    }
+    let stream = js
+        .get_stream(format!("OBJ_{}", streams::KEYS_BUCKET))
+        .await
+        .map_err(|e| JobError::Transient(format!("key bucket's stream: {e}")))?;
+    let subject = format!("$O.{}.C.{}", streams::KEYS_BUCKET, info.nuid);
+    let mut bytes = Vec::with_capacity(info.size);
+    let mut next = 1;
+    for chunk in 0..info.chunks {
+        let m = stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await.map_err(|e| {
+            JobError::Transient(format!("proving key {name}: chunk {chunk} of {}: {e}", info.chunks))
+        })?;
+        bytes.extend_from_slice(&m.payload);
+        next = m.sequence + 1;
+    }
+    if bytes.len() != info.size {
+        return Err(JobError::Transient(format!(
+            "proving key {name}: {} bytes read, {} stored",
+            bytes.len(),
+            info.size
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Takes out the least recently used entries until at most `keep` are

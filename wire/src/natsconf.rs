@@ -163,7 +163,10 @@ accounts {{
 }
 
 /// A worker's permissions, its results and heartbeats under `token` (a
-/// name, or `*` for any), its replies under `inbox`.
+/// name, or `*` for any), its replies under `inbox`. It reads proving keys
+/// from the key bucket by direct gets and may create no consumer there: the
+/// server delivers a push consumer's messages to whatever subject its maker
+/// names, publish permissions or not.
 fn worker_permissions(token: &str, inbox: &str) -> String {
     let jobs = streams::JOBS;
     let consumer = streams::JOBS_CONSUMER;
@@ -178,11 +181,8 @@ fn worker_permissions(token: &str, inbox: &str) -> String {
             "$JS.ACK.{jobs}.{consumer}.>",
             "$JS.API.STREAM.INFO.{keys}",
             "$JS.API.STREAM.MSG.GET.{keys}",
+            "$JS.API.DIRECT.GET.{keys}",
             "$JS.API.DIRECT.GET.{keys}.>",
-            "$JS.API.CONSUMER.CREATE.{keys}",
-            "$JS.API.CONSUMER.CREATE.{keys}.>",
-            "$JS.API.CONSUMER.DELETE.{keys}.>",
-            "$JS.FC.{keys}.>",
             "{results}.{token}",
             "{heartbeat}.{token}"
           ] }}
@@ -219,6 +219,7 @@ mod tests {
         assert!(a.contains("\"medrollup.results.hospital-a\""), "{a}");
         assert!(a.contains("\"medrollup.workers.heartbeat.hospital-a\""), "{a}");
         assert!(!a.contains("results.*") && !a.contains(subjects::TX_SUBMIT), "{a}");
+        assert!(!a.contains("CONSUMER.CREATE") && !a.contains("$JS.FC"), "no consumer of its own: {a}");
         assert!(
             a.contains("subscribe: { allow: [\"_INBOX.worker.hospital-a.>\"] }"),
             "its own inbox only: {a}"
