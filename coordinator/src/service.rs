@@ -195,7 +195,12 @@ async fn connect(config: &Config, name: &str) -> Result<async_nats::Client, Coor
         .connection_timeout(Duration::from_secs(5))
         .connect(config.nats_url.as_str())
         .await
-        .map_err(|e| CoordinatorError::Nats(format!("connecting to {}: {e}", config.nats_url)))
+        .map_err(|e| {
+            CoordinatorError::Nats(format!(
+                "connecting to {}: {e}",
+                medrollup_wire::natsconf::redacted(&config.nats_url)
+            ))
+        })
 }
 
 /// The streams and consumers the farm uses (created if missing).

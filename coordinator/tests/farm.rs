@@ -836,8 +836,14 @@ async fn nats_config_gives_each_worker_a_user_and_keeps_passwords_when_run_again
         let mode = std::fs::metadata(out.join(f)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{f}");
     }
+    // A kept password file others may read is used, with a warning.
+    let a_file = out.join("worker-hospital-a.password");
+    std::fs::set_permissions(&a_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let o = run(&["hospital-a", "hospital-b"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(stderr.contains("worker-hospital-a.password may be read by others (mode 644)"), "{stderr}");
+    assert!(!stderr.contains("coordinator.password"), "only the open one is named: {stderr}");
     assert_eq!((read("coordinator"), read("worker-hospital-a")), (coordinator_pw.clone(), a_pw.clone()));
     assert_ne!(read("worker-hospital-b"), a_pw);
     let o = run(&["hospital-a", "a.b"]);

@@ -428,7 +428,12 @@ pub async fn run(
         .connection_timeout(Duration::from_secs(5))
         .connect(config.nats_url.as_str())
         .await
-        .map_err(|e| WorkerError::Nats(format!("connecting to {}: {e}", config.nats_url)))?;
+        .map_err(|e| {
+            WorkerError::Nats(format!(
+                "connecting to {}: {e}",
+                medrollup_wire::natsconf::redacted(&config.nats_url)
+            ))
+        })?;
     let js = jetstream::new(client.clone());
     std::fs::create_dir_all(&config.cache_dir)?;
     // Finding devices compiles (or reads cached) kernels and tests each one.

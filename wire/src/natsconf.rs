@@ -193,9 +193,37 @@ fn worker_permissions(token: &str, inbox: &str) -> String {
     )
 }
 
+/// `url` for a log or an error: a password in it (`nats://user:pw@host`)
+/// shown as `***`.
+pub fn redacted(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let hidden = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_string() };
+            // A bare `user@` may be a token: hidden too.
+            format!("{scheme}://{hidden}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passwords_and_tokens_in_a_url_are_hidden() {
+        assert_eq!(
+            redacted("nats://coordinator:s3cret@10.0.0.1:4222"),
+            "nats://coordinator:***@10.0.0.1:4222"
+        );
+        assert_eq!(redacted("nats://t0ken@host:4222/x"), "nats://***@host:4222/x");
+        assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(redacted("nats://u:p@ss@host"), "nats://u:***@host", "the last @ ends the user part");
+        assert_eq!(redacted("127.0.0.1:4222"), "127.0.0.1:4222");
+    }
 
     fn user(user: &str, role: Role) -> User {
         User { user: user.into(), password: format!("{user}-secret"), role }

@@ -62,12 +62,10 @@ struct Args {
     /// NATS server.
     #[arg(long, default_value = "nats://127.0.0.1:4222", env = "MEDROLLUP_NATS_URL")]
     nats_url: String,
-    /// NATS user (the coordinator's credential).
+    /// NATS user (the coordinator's credential); its password comes from
+    /// MEDROLLUP_NATS_PASSWORD only, so it stays out of process lists.
     #[arg(long, env = "MEDROLLUP_NATS_USER")]
     nats_user: Option<String>,
-    /// NATS password (from the environment, so it stays out of process lists).
-    #[arg(long, env = "MEDROLLUP_NATS_PASSWORD", hide_env_values = true)]
-    nats_password: Option<String>,
     /// Database and content store.
     #[arg(long, default_value = "data")]
     data_dir: PathBuf,
@@ -160,7 +158,19 @@ fn password(dir: &Path, user: &str) -> anyhow::Result<String> {
         Ok(kept) if kept.trim().is_empty() => {
             anyhow::bail!("{} is empty: delete it to have a new password made", path.display())
         }
-        Ok(kept) => return Ok(kept.trim().to_string()),
+        Ok(kept) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: {} may be read by others (mode {:o}): chmod 600 it, or delete it to have a new \
+                     password made",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+            return Ok(kept.trim().to_string());
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
@@ -242,7 +252,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut config = Config::local(genesis);
     config.nats_url = args.nats_url;
-    config.nats_credentials = match (args.nats_user, args.nats_password) {
+    config.nats_credentials = match (args.nats_user, nats_password()) {
         (Some(u), Some(p)) => Some((u, p)),
         (None, None) => None,
         _ => anyhow::bail!("give both --nats-user and MEDROLLUP_NATS_PASSWORD, or neither"),
@@ -277,4 +287,10 @@ async fn main() -> anyhow::Result<()> {
     }
     medrollup_coordinator::run(config, medrollup_wire::service::shutdown_signal()).await?;
     Ok(())
+}
+
+/// The NATS password, from the environment only (a flag would show it in
+/// process lists).
+fn nats_password() -> Option<String> {
+    std::env::var("MEDROLLUP_NATS_PASSWORD").ok()
 }

@@ -33,12 +33,10 @@ enum Command {
         /// NATS server.
         #[arg(long, default_value = "nats://127.0.0.1:4222", env = "MEDROLLUP_NATS_URL")]
         nats_url: String,
-        /// NATS user (the worker credential).
+        /// NATS user (the worker credential); its password comes from
+        /// MEDROLLUP_NATS_PASSWORD only, so it stays out of process lists.
         #[arg(long, env = "MEDROLLUP_NATS_USER")]
         nats_user: Option<String>,
-        /// NATS password.
-        #[arg(long, env = "MEDROLLUP_NATS_PASSWORD", hide_env_values = true)]
-        nats_password: Option<String>,
         /// This worker's name in the farm (letters, digits, '-' and '_';
         /// at most 128 bytes: it names its NATS subjects).
         #[arg(long, value_parser = medrollup_prover::worker::parse_name)]
@@ -121,7 +119,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Worker {
             nats_url,
             nats_user,
-            nats_password,
             name,
             cache_dir,
             metrics,
@@ -136,7 +133,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let mut config = WorkerConfig::local(&name);
             config.nats_url = nats_url;
-            config.credentials = match (nats_user, nats_password) {
+            config.credentials = match (nats_user, std::env::var("MEDROLLUP_NATS_PASSWORD").ok()) {
                 (Some(u), Some(p)) => Some((u, p)),
                 (None, None) => None,
                 _ => anyhow::bail!("give both --nats-user and MEDROLLUP_NATS_PASSWORD, or neither"),
