@@ -456,6 +456,43 @@ async fn publish_key(
     Ok(())
 }
 
+/// The job messages in the queue, by `(batch, attempt)` (from their
+/// message ids), with their sequences. Empty if the queue cannot be read:
+/// every queued job is then published again.
+async fn jobs_in_queue(jobs: &stream::Stream) -> HashMap<(u64, u32), u64> {
+    let mut found = HashMap::new();
+    let info = match jobs.get_info().await {
+        Ok(i) => i,
+        Err(e) => {
+            warn!(error = %e, "could not read the job queue: queued jobs are published again");
+            return found;
+        }
+    };
+    // The next message from `seq` on, wherever the acked ones left gaps.
+    let mut seq = info.state.first_sequence;
+    for _ in 0..info.state.messages {
+        let m = match jobs.raw_message_builder().sequence(seq).next_by_subject(subjects::JOBS).send().await {
+            Ok(m) => m,
+            // Taken and acked since the count was read.
+            Err(e) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
+            Err(e) => {
+                warn!(error = %e, "could not read the job queue: queued jobs are published again");
+                return HashMap::new();
+            }
+        };
+        seq = m.sequence + 1;
+        let id = m.headers.get("Nats-Msg-Id").map(|v| v.as_str().to_string()).unwrap_or_default();
+        let parsed = id.strip_prefix("job-").and_then(|rest| {
+            let (batch, attempt) = rest.split_once('-')?;
+            Some((batch.parse().ok()?, attempt.parse().ok()?))
+        });
+        if let Some(key) = parsed {
+            found.insert(key, m.sequence);
+        }
+    }
+    found
+}
+
 /// The coordinator's loop state.
 struct Coordinator {
     shared: Arc<Shared>,
@@ -595,11 +632,21 @@ pub async fn run(
         last_forget: None,
     };
     c.refresh_job_metrics()?;
-    // Jobs still queued at the last stop go out again (the job stream drops
-    // duplicates within its window; a late duplicate result is ignored).
+    // Jobs still queued at the last stop: one whose message is still in the
+    // queue is followed there; the others go out again (the job stream
+    // drops duplicates only within its window, and a job can wait longer;
+    // a late duplicate result is ignored).
+    let waiting = jobs_in_queue(&bus.jobs).await;
     for job in store.jobs()? {
         match job.state {
-            JobState::Queued => c.unpublished.push_back(job.batch),
+            JobState::Queued => match waiting.get(&(job.batch, job.attempt)) {
+                Some(&seq) => {
+                    let followed =
+                        QueuedMessage { attempt: job.attempt, seq, gone_since: None, stranded_since: None };
+                    c.in_queue.insert(job.batch, followed);
+                }
+                None => c.unpublished.push_back(job.batch),
+            },
             JobState::Dead { .. } => c.parked.push(job.batch),
             JobState::Proven => {}
         }

@@ -1392,3 +1392,47 @@ async fn an_accepted_transaction_sent_again_later_is_still_shown_accepted() {
     let shown = get_json(&format!("{http}/tx/{}", first.id)).await;
     assert_eq!((shown["status"].as_str(), shown["batch"].as_u64()), (Some("accepted"), Some(0)), "{shown}");
 }
+
+/// A job still in the queue at a restart, past the job stream's duplicate
+/// window, is followed there: published again it would be stored twice
+/// (and proven twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_waiting_in_the_queue_at_a_restart_is_followed_not_published_twice() {
+    use async_nats::jetstream::stream;
+    let _heavy = HEAVY.lock().await;
+    let farm = Farm::new();
+    let js = async_nats::jetstream::new(farm.nats.connect(COORDINATOR).await);
+    // The job stream as the coordinator makes it (it keeps one that
+    // exists), with a duplicate window short enough to outwait here.
+    js.create_stream(stream::Config {
+        name: medrollup_wire::streams::JOBS.into(),
+        subjects: vec![medrollup_wire::subjects::JOBS.into()],
+        retention: stream::RetentionPolicy::WorkQueue,
+        duplicate_window: Duration::from_secs(1),
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let waiting = || async {
+        js.get_stream(medrollup_wire::streams::JOBS).await.unwrap().get_info().await.unwrap().state.messages
+    };
+    let coordinator = farm.coordinator(30);
+    let http = farm.http();
+    let client = Client::connect(&farm.nats).await;
+    one_batch(&client, &http).await;
+    wait_for("the job queued", Duration::from_secs(60), || async { (waiting().await == 1).then_some(()) })
+        .await;
+    drop(coordinator);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let _coordinator = farm.coordinator(30);
+    // Several ticks: a job to publish again goes out at the first.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(waiting().await, 1, "the job is in the queue once");
+    let _w = farm.worker("survivor");
+    let who = wait_for("the job proven", Duration::from_secs(180), || proven_by(&http, 0)).await;
+    assert_eq!(who, "survivor");
+    wait_for("batch 0 on L1", Duration::from_secs(30), || all_submitted(&http)).await;
+    assert_eq!(waiting().await, 0, "nothing left to prove again");
+}
