@@ -350,6 +350,7 @@ impl From<ClientError> for ApiError {
                 StatusCode::CONFLICT
             }
             ClientError::NotFound(_) => StatusCode::NOT_FOUND,
+            ClientError::Gone(_) => StatusCode::GONE,
             ClientError::Record(RecordError::NotARecipient(_)) => StatusCode::FORBIDDEN,
             ClientError::Record(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ClientError::Keys(k) => return k.into(),

@@ -78,6 +78,10 @@ pub enum ClientError {
     /// The flow is not allowed by the state (checked before sending).
     #[error("{0}")]
     Refused(String),
+    /// What the flow would undo is undone already: a record deleted whose
+    /// content is gone too (a delete finished twice).
+    #[error("{0}")]
+    Gone(String),
     /// What the flow names is not in the state (checked against L1): no
     /// such record or consent, an account not registered.
     #[error("{0}")]
@@ -1481,7 +1485,7 @@ impl Session {
         }
         let cid = match self.cid_of(&leaf).await {
             Err(ClientError::Storage(ContentError::NotFound(_))) if leaf.deleted => {
-                return Err(ClientError::Refused(format!(
+                return Err(ClientError::Gone(format!(
                     "record {record} was deleted and its content is gone"
                 )));
             }

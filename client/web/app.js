@@ -42,7 +42,11 @@ async function api(method, path, body) {
   } catch (e) {
     throw new Error(`the portal answered ${r.status}: ${text.slice(0, 200)}`);
   }
-  if (!r.ok) throw new Error(v.error || `the portal answered ${r.status}`);
+  if (!r.ok) {
+    const e = new Error(v.error || `the portal answered ${r.status}`);
+    e.status = r.status;
+    throw e;
+  }
   return v;
 }
 
@@ -152,8 +156,8 @@ async function loadRecords() {
               try {
                 await api('DELETE', `/records/${r.id}`);
               } catch (e) {
-                // Gone already: the delete was whole.
-                if (!/its content is gone/.test(e.message)) throw e;
+                // Gone already (410): the delete was whole.
+                if (e.status !== 410) throw e;
               }
               return `Record ${r.id} is deleted and its content released.`;
             }),
