@@ -49,6 +49,19 @@ struct Args {
     /// Keep the farm running after the summary, until Ctrl-C.
     #[arg(long)]
     keep: bool,
+    /// Threads each of the two workers proves with (0: half this machine's
+    /// cores, at least one; the rest run the coordinator, the chain and
+    /// the clinics).
+    #[arg(long, default_value_t = 0)]
+    worker_threads: usize,
+}
+
+/// The threads each worker proves with: `asked`, or half the cores.
+fn worker_threads(asked: usize) -> usize {
+    if asked > 0 {
+        return asked;
+    }
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 struct Ports {
@@ -118,7 +131,7 @@ impl Drop for Farm {
     }
 }
 
-fn start(out: &Path, p: &Ports) -> anyhow::Result<(Farm, PathBuf)> {
+fn start(out: &Path, p: &Ports, threads: usize) -> anyhow::Result<(Farm, PathBuf)> {
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut farm = Farm(Vec::new());
@@ -195,7 +208,7 @@ fn start(out: &Path, p: &Ports) -> anyhow::Result<(Farm, PathBuf)> {
                 .arg("--cache-dir")
                 .arg(out.join(format!("cache-{name}")))
                 .args(["--metrics", &format!("127.0.0.1:{port}")])
-                .env("RAYON_NUM_THREADS", "1"),
+                .env("RAYON_NUM_THREADS", threads.to_string()),
             &logs,
         )?;
         farm.0.push(w);
@@ -364,7 +377,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "1. start: nats-server, anvil, the coordinator (deploys the contracts), two workers, Prometheus"
     );
-    let (mut farm, _keys) = match start(&out, &ports) {
+    let threads = worker_threads(args.worker_threads);
+    let (mut farm, _keys) = match start(&out, &ports, threads) {
         Err(_) if let Some(code) = stopped(&stop) => {
             println!("stopped while starting; logs in {}", out.join("logs").display());
             std::process::exit(code);
@@ -455,11 +469,24 @@ async fn main() -> anyhow::Result<()> {
         tasks.abort_all();
         interrupt(farm);
     }
+    // Every transaction's outcome as its client saw it.
+    let mut subs = Vec::new();
+    for h in &hospitals {
+        subs.extend(h.lock().await.journal().iter().cloned());
+    }
+    let failed: Vec<_> = reports.iter().filter_map(|r| r.error.clone()).collect();
+    let reads: usize = reports.iter().map(|r| r.reads).sum();
+    for r in reports {
+        subs.extend(r.submissions);
+    }
+    // The drain ends once every batch a transaction went into is sealed
+    // (one nothing waited on may still be open) and on L1.
+    let last_batch = subs.iter().filter_map(|s| s.batch).max();
     println!("\n3. drain: every sealed batch onto L1");
     let sealed = loop {
         // The deadline and a stop hold whether or not the coordinator answers.
         match progress(&http, &api).await {
-            Ok(p) if p.on_l1 >= p.sealed => break p.sealed,
+            Ok(p) if p.on_l1 >= p.sealed && last_batch.is_none_or(|b| p.sealed > b) => break p.sealed,
             Ok(Progress { l1_error: Some(e), .. }) => {
                 bail!("the coordinator's L1 submitter stopped: {e} (see {}/logs)", out.display())
             }
@@ -478,17 +505,8 @@ async fn main() -> anyhow::Result<()> {
     let duration = started.elapsed().as_secs_f64();
     let p = progress(&http, &api).await?;
     show(started, &p, false);
-    let mut subs = Vec::new();
-    for h in &hospitals {
-        subs.extend(h.lock().await.journal().iter().cloned());
-    }
-    let failed: Vec<_> = reports.iter().filter_map(|r| r.error.clone()).collect();
-    let reads: usize = reports.iter().map(|r| r.reads).sum();
-    for r in reports {
-        subs.extend(r.submissions);
-    }
     println!("4. accounting: each transaction's fate, as the coordinator and L1 record it");
-    let snap = report::snapshot(&http, &api, &subs, sealed, next as usize, duration).await?;
+    let snap = report::snapshot(&http, &api, &subs, sealed, (next as usize, threads), duration).await?;
     std::fs::write(out.join("throughput.json"), serde_json::to_vec_pretty(&snap)?)?;
     println!("5. throughput snapshot ({}):", out.join("throughput.json").display());
     for line in report::render(&snap).lines() {

@@ -91,6 +91,8 @@ pub struct Snapshot {
     pub machine: String,
     /// Clinics run.
     pub clinics: usize,
+    /// Threads each of the two workers proved with.
+    pub worker_threads: usize,
     /// Wall time of the load and drain (s).
     pub duration_s: f64,
     /// Transactions' fates.
@@ -115,7 +117,7 @@ pub async fn snapshot(
     api: &str,
     subs: &[Submission],
     batches: u64,
-    clinics: usize,
+    (clinics, worker_threads): (usize, usize),
     duration_s: f64,
 ) -> anyhow::Result<Snapshot> {
     let mut infos = HashMap::new();
@@ -210,6 +212,7 @@ pub async fn snapshot(
     Ok(Snapshot {
         machine: machine(),
         clinics,
+        worker_threads,
         duration_s,
         transactions: acc,
         batches,
@@ -253,7 +256,7 @@ pub fn render(s: &Snapshot) -> String {
          throughput: {:.2} transactions/s proven and on L1 ({} clinics, {:.0} s)\n\
          latency from sending to L1: median {:.1} s, p95 {:.1} s, max {:.1} s\n\
          per batch (medians): synthesis {:.2} s, NTT {:.2} s, MSM {:.2} s, proof {:.2} s; seal to proof {:.1} s, proof to L1 {:.1} s (L1 submit {:.1} s); gas {:.0}\n\
-         provers: {}",
+         provers ({} threads each): {}",
         s.machine,
         t.submitted,
         t.on_l1,
@@ -275,6 +278,7 @@ pub fn render(s: &Snapshot) -> String {
         st("proof_to_l1"),
         st("l1_submit"),
         s.gas_per_batch_median,
+        s.worker_threads,
         provers.join(", "),
     )
 }

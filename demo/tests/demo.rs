@@ -25,6 +25,8 @@ fn a_bounded_run_accounts_for_every_transaction_and_stops_everything() {
     assert_eq!(t["rejected"]["consent_revoked"], 2, "{snap}");
     assert_eq!(t["unaccounted"].as_array().unwrap().len(), 0, "{snap}");
     assert!(snap["proven_tx_per_s"].as_f64().unwrap() > 0.0, "{snap}");
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(snap["worker_threads"], (cores / 2).max(1), "half the cores by default: {snap}");
     assert!(
         snap["latency_to_l1_s"]["p95"].as_f64().unwrap()
             >= snap["latency_to_l1_s"]["median"].as_f64().unwrap()
