@@ -17,8 +17,10 @@ import {IBatchVerifier} from "./IBatchVerifier.sol";
 /// sequencer's, in production a multisig) replaces the sequencer at once and
 /// the verifier only after `upgradeDelay`: the verifier decides which state
 /// changes are valid, so a new one is announced (`VerifierProposed`) and
-/// watched by light clients and operators before it can take effect.
-/// Ownership moves in two steps (the next owner accepts).
+/// watched by light clients and operators before it can take effect; it
+/// is installed only with the code it had when proposed (`codehash`), so
+/// what was watched is what runs. Ownership moves in two steps (the next
+/// owner accepts).
 contract MedRollup {
     /// @notice A batch as submitted.
     struct BatchRecord {
@@ -43,6 +45,8 @@ contract MedRollup {
     error NoProposal();
     error UpgradeNotDue(uint64 activation, uint256 blockTimestamp);
     error NotPendingOwner(address caller);
+    error BadUpgradeDelay(uint64 given, uint64 min, uint64 max);
+    error VerifierCodeChanged(bytes32 proposed, bytes32 current);
 
     event BatchSubmitted(
         uint256 indexed index,
@@ -55,9 +59,14 @@ contract MedRollup {
     event VerifierChanged(address indexed previous, address indexed next, bytes32 vkHash);
     event SequencerChanged(address indexed previous, address indexed next);
     event OwnerChanged(address indexed previous, address indexed next);
-    event VerifierProposed(address indexed next, bytes32 vkHash, uint64 activation);
+    event VerifierProposed(address indexed next, bytes32 vkHash, bytes32 codeHash, uint64 activation);
     event VerifierProposalCancelled(address indexed next);
     event OwnershipOffered(address indexed owner, address indexed next);
+
+    /// @notice The shortest `upgradeDelay`: time to notice a proposal.
+    uint64 public constant MIN_UPGRADE_DELAY = 1 hours;
+    /// @notice The longest `upgradeDelay`: an upgrade stays possible.
+    uint64 public constant MAX_UPGRADE_DELAY = 365 days;
 
     /// @notice The state root before any batch.
     bytes32 public immutable genesisRoot;
@@ -87,11 +96,13 @@ contract MedRollup {
     uint64 public pendingVerifierActivation;
     /// @notice The account offered ownership (zero: none).
     address public pendingOwner;
+    /// @notice The code hash `pendingVerifier` had when proposed.
+    bytes32 public pendingVerifierCodeHash;
 
     /// @param owner_ The owner; refused if it is the sequencer, whose key is
     /// online and used every few seconds.
     /// @param upgradeDelay_ Seconds a proposed verifier waits before it can
-    /// be installed.
+    /// be installed, from `MIN_UPGRADE_DELAY` to `MAX_UPGRADE_DELAY`.
     constructor(
         bytes32 genesisRoot_,
         IBatchVerifier verifier_,
@@ -103,6 +114,9 @@ contract MedRollup {
             revert ZeroAddress();
         }
         if (owner_ == sequencer_) revert OwnerIsSequencer(owner_);
+        if (upgradeDelay_ < MIN_UPGRADE_DELAY || upgradeDelay_ > MAX_UPGRADE_DELAY) {
+            revert BadUpgradeDelay(upgradeDelay_, MIN_UPGRADE_DELAY, MAX_UPGRADE_DELAY);
+        }
         genesisRoot = genesisRoot_;
         upgradeDelay = upgradeDelay_;
         deploymentBlock = uint64(block.number);
@@ -171,14 +185,17 @@ contract MedRollup {
     }
 
     /// @notice Announces the verifier of a new circuit version; it can be
-    /// installed with `activateVerifier` from `upgradeDelay` seconds on. A
-    /// new proposal replaces the pending one (and restarts the wait).
+    /// installed with `activateVerifier` from `upgradeDelay` seconds on, with
+    /// the code it has now. A new proposal replaces the pending one (and
+    /// restarts the wait).
     function proposeVerifier(IBatchVerifier next) external onlyOwner {
         if (address(next) == address(0)) revert ZeroAddress();
         uint64 activation = uint64(block.timestamp) + upgradeDelay;
+        bytes32 codeHash = address(next).codehash;
         pendingVerifier = next;
         pendingVerifierActivation = activation;
-        emit VerifierProposed(address(next), next.vkHash(), activation);
+        pendingVerifierCodeHash = codeHash;
+        emit VerifierProposed(address(next), next.vkHash(), codeHash, activation);
     }
 
     /// @notice Withdraws the pending proposal.
@@ -187,17 +204,24 @@ contract MedRollup {
         if (address(next) == address(0)) revert NoProposal();
         delete pendingVerifier;
         delete pendingVerifierActivation;
+        delete pendingVerifierCodeHash;
         emit VerifierProposalCancelled(address(next));
     }
 
-    /// @notice Installs the pending verifier once its wait is over.
+    /// @notice Installs the pending verifier once its wait is over, if its
+    /// code is still the code proposed (a contract redeployed at the same
+    /// address is not what was announced).
     function activateVerifier() external onlyOwner {
         IBatchVerifier next = pendingVerifier;
         if (address(next) == address(0)) revert NoProposal();
         uint64 activation = pendingVerifierActivation;
         if (block.timestamp < activation) revert UpgradeNotDue(activation, block.timestamp);
+        bytes32 proposed = pendingVerifierCodeHash;
+        bytes32 current = address(next).codehash;
+        if (current != proposed) revert VerifierCodeChanged(proposed, current);
         delete pendingVerifier;
         delete pendingVerifierActivation;
+        delete pendingVerifierCodeHash;
         emit VerifierChanged(address(verifier), address(next), next.vkHash());
         verifier = next;
     }

@@ -158,7 +158,7 @@ contract MedRollupTest is CheatTest {
         rollup.proposeVerifier(next);
         uint64 activation = uint64(block.timestamp) + DELAY;
         vm.expectEmit();
-        emit MedRollup.VerifierProposed(address(next), keccak256("another circuit"), activation);
+        emit MedRollup.VerifierProposed(address(next), keccak256("another circuit"), address(next).codehash, activation);
         vm.prank(OWNER);
         rollup.proposeVerifier(next);
         assertEq(uint160(address(rollup.pendingVerifier())), uint160(address(next)), "pending");
@@ -214,6 +214,41 @@ contract MedRollupTest is CheatTest {
         vm.prank(OWNER);
         vm.expectRevert(abi.encodeWithSelector(MedRollup.NoProposal.selector));
         rollup.cancelVerifier();
+    }
+
+    function test_the_upgrade_delay_is_bounded() public {
+        uint64 min = rollup.MIN_UPGRADE_DELAY();
+        uint64 max = rollup.MAX_UPGRADE_DELAY();
+        assertEq(min, 1 hours, "min");
+        assertEq(max, 365 days, "max");
+        for (uint256 i = 0; i < 2; i++) {
+            uint64 bad = i == 0 ? min - 1 : max + 1;
+            vm.expectRevert(abi.encodeWithSelector(MedRollup.BadUpgradeDelay.selector, bad, min, max));
+            new MedRollup(Fixtures.GENESIS_ROOT, verifier, SEQUENCER, OWNER, bad);
+        }
+        assertEq(new MedRollup(Fixtures.GENESIS_ROOT, verifier, SEQUENCER, OWNER, min).upgradeDelay(), min, "min ok");
+        assertEq(new MedRollup(Fixtures.GENESIS_ROOT, verifier, SEQUENCER, OWNER, max).upgradeDelay(), max, "max ok");
+    }
+
+    function test_a_verifier_whose_code_changed_since_its_proposal_is_not_installed() public {
+        OtherVerifier next = new OtherVerifier();
+        bytes32 proposed = address(next).codehash;
+        vm.prank(OWNER);
+        rollup.proposeVerifier(next);
+        assertEq(rollup.pendingVerifierCodeHash(), proposed, "code hash kept");
+        // Other code at the proposed address by the time it is due (as a
+        // contract destroyed and created again at one address would be).
+        vm.etch(address(next), address(verifier).code);
+        bytes32 current = address(next).codehash;
+        vm.warp(rollup.pendingVerifierActivation());
+        vm.prank(OWNER);
+        vm.expectRevert(abi.encodeWithSelector(MedRollup.VerifierCodeChanged.selector, proposed, current));
+        rollup.activateVerifier();
+        assertEq(uint160(address(rollup.verifier())), uint160(address(verifier)), "verifier kept");
+        // Cancelled, the code hash goes with the proposal.
+        vm.prank(OWNER);
+        rollup.cancelVerifier();
+        assertEq(rollup.pendingVerifierCodeHash(), bytes32(0), "no code hash pending");
     }
 
     function test_ownership_moves_in_two_steps() public {

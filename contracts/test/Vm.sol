@@ -9,6 +9,7 @@ interface Vm {
     function prank(address msgSender) external;
     function expectRevert(bytes calldata revertData) external;
     function expectEmit() external;
+    function etch(address target, bytes calldata newRuntimeBytecode) external;
 }
 
 abstract contract CheatTest {

@@ -35,6 +35,8 @@ sol! {
         error NoProposal();
         error UpgradeNotDue(uint64 activation, uint256 blockTimestamp);
         error NotPendingOwner(address caller);
+        error BadUpgradeDelay(uint64 given, uint64 min, uint64 max);
+        error VerifierCodeChanged(bytes32 proposed, bytes32 current);
 
         event BatchSubmitted(
             uint256 indexed index,
@@ -45,7 +47,7 @@ sol! {
             bytes cid
         );
         event VerifierChanged(address indexed previous, address indexed next, bytes32 vkHash);
-        event VerifierProposed(address indexed next, bytes32 vkHash, uint64 activation);
+        event VerifierProposed(address indexed next, bytes32 vkHash, bytes32 codeHash, uint64 activation);
         event VerifierProposalCancelled(address indexed next);
 
         constructor(
@@ -79,6 +81,9 @@ sol! {
         function deploymentBlock() external view returns (uint64);
         function pendingVerifier() external view returns (address);
         function pendingVerifierActivation() external view returns (uint64);
+        function pendingVerifierCodeHash() external view returns (bytes32);
+        function MIN_UPGRADE_DELAY() external view returns (uint64);
+        function MAX_UPGRADE_DELAY() external view returns (uint64);
         function proposeVerifier(address next) external;
         function cancelVerifier() external;
         function activateVerifier() external;

@@ -657,6 +657,15 @@ async fn a_new_verifier_is_announced_and_installed_only_after_the_delay() {
         code_hash,
     };
     assert_eq!(g.proposed.as_ref(), Some(&want));
+    let c = MedRollup::new(rollup, &p);
+    assert_eq!(
+        c.pendingVerifierCodeHash().call().await.unwrap(),
+        code_hash,
+        "the code proposed, kept on chain"
+    );
+    // The contract bounds the delay as the deployment does.
+    let bounds = (c.MIN_UPGRADE_DELAY().call().await.unwrap(), c.MAX_UPGRADE_DELAY().call().await.unwrap());
+    assert_eq!(bounds, (submitter::MIN_UPGRADE_DELAY_S, submitter::MAX_UPGRADE_DELAY_S));
     assert_eq!(&g.vk_sha256, ours, "the installed verifier is unchanged");
     // What the farm's verifier runs is known without deploying it: the code
     // installed on this rollup, not the proposed one's.
