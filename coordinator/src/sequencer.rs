@@ -222,15 +222,35 @@ impl Sequencer {
         applied_in: impl FnOnce(&str) -> Option<u64>,
         content_ok: bool,
     ) -> TxAnswer {
+        let found = |m: &str| Ok::<_, std::convert::Infallible>(applied_in(m));
+        self.try_admit(p, now, found, content_ok).unwrap_or_else(|never| match never {})
+    }
+
+    /// [`Self::admit`] where finding whether the message was applied can
+    /// fail: then nothing is decided (nor changed), and the error returned.
+    /// (Taken for "not applied", a transaction applied before would be
+    /// answered as refused for its nonce.)
+    pub fn try_admit<E>(
+        &mut self,
+        p: &Parsed,
+        now: u64,
+        applied_in: impl FnOnce(&str) -> Result<Option<u64>, E>,
+        content_ok: bool,
+    ) -> Result<TxAnswer, E> {
         let message = message_hex(&p.tx, self.state.instance());
         if let Some(o) = &self.open
             && o.messages.contains_key(&message)
         {
-            return TxAnswer { id: p.id.clone(), status: TxStatus::Duplicate { batch: self.next_batch } };
+            return Ok(TxAnswer { id: p.id.clone(), status: TxStatus::Duplicate { batch: self.next_batch } });
         }
-        if let Some(batch) = applied_in(&message) {
-            return TxAnswer { id: p.id.clone(), status: TxStatus::Duplicate { batch } };
+        if let Some(batch) = applied_in(&message)? {
+            return Ok(TxAnswer { id: p.id.clone(), status: TxStatus::Duplicate { batch } });
         }
+        Ok(self.admit_new(p, now, message, content_ok))
+    }
+
+    /// Decides a transaction not seen before.
+    fn admit_new(&mut self, p: &Parsed, now: u64, message: String, content_ok: bool) -> TxAnswer {
         if !content_ok {
             return rejected(
                 &p.id,
@@ -328,6 +348,19 @@ mod tests {
         ));
         assert_eq!(s.admit(&p5, sample::NOW, |_| None, true).status, TxStatus::Duplicate { batch: 1 });
         assert_eq!(s.seal().unwrap().witness.txs.len(), 4, "padded to the batch size");
+    }
+
+    #[test]
+    fn a_failed_look_for_an_earlier_batch_decides_and_changes_nothing() {
+        let mut s = seq();
+        let txs = sample::transactions();
+        let p = parse(&payload(&txs[0])).unwrap();
+        let e = s.try_admit(&p, sample::NOW, |_| Err("the database cannot be read"), true).unwrap_err();
+        assert_eq!(e, "the database cannot be read");
+        assert!(s.open_timestamp().is_none(), "no batch opened");
+        // Looked up again, it is decided as if the failure never happened.
+        let a = s.try_admit(&p, sample::NOW, |_| Ok::<_, &str>(None), true).unwrap();
+        assert_eq!(a.status, TxStatus::Accepted { batch: 0, position: 0 });
     }
 
     #[test]

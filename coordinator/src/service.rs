@@ -915,8 +915,8 @@ impl Coordinator {
                     Some(d) => {
                         let now = d.timestamp.unwrap_or_else(|| now_ms() / 1000);
                         let again = tokio::task::block_in_place(|| {
-                            self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), true)
-                        });
+                            self.seq.try_admit(&p, now, |msg| store.applied_in(msg), true)
+                        })?;
                         // Deciding again is deterministic (the same state,
                         // time and content): a difference means the
                         // database and the stream disagree, and going on
@@ -941,8 +941,8 @@ impl Coordinator {
                         };
                         let now = self.batch_clock();
                         let answer = tokio::task::block_in_place(|| {
-                            self.seq.admit(&p, now, |msg| store.applied_in(msg).ok().flatten(), content_ok)
-                        });
+                            self.seq.try_admit(&p, now, |msg| store.applied_in(msg), content_ok)
+                        })?;
                         // Stored before it is announced (see `Decision`).
                         let (timestamp, content) = match answer.status {
                             TxStatus::Accepted { .. } => (self.seq.open_timestamp(), content),
