@@ -484,16 +484,33 @@ impl Session {
     pub async fn submit(&mut self, body: TxBody) -> Result<u64, ClientError> {
         if let Some(earlier) = self.unsettled.take() {
             let (kind, id, same) = (earlier.kind, earlier.id.clone(), earlier.body == body);
-            match self.send_signed(earlier).await {
+            let kind_now = Tx { signer: self.account, nonce: 0, body: body.clone() }.kind().name();
+            match self.send_signed(earlier.clone()).await {
                 Ok(batch) if same => return Ok(batch),
                 Ok(batch) => {
-                    let kind_now = Tx { signer: self.account, nonce: 0, body }.kind().name();
                     return Err(ClientError::EarlierStood { earlier: kind, id, batch, kind: kind_now });
                 }
                 Err(ClientError::Rejected { code, .. }) if code == "bad_nonce" => {}
                 Err(e @ ClientError::Rejected { .. }) if same => return Err(e),
                 Err(ClientError::Rejected { .. }) => {}
-                Err(e) => return Err(e),
+                Err(e) if same => {
+                    // Still unsettled (or not sent again): kept for the next
+                    // call, and this one is that transaction.
+                    self.unsettled.get_or_insert(earlier);
+                    return Err(e);
+                }
+                Err(e) => {
+                    // Kept for the next call; this flow's transaction was
+                    // not sent (its content may go).
+                    self.unsettled.get_or_insert(earlier);
+                    return Err(ClientError::Coordinator {
+                        url: self.coordinator.clone(),
+                        why: format!(
+                            "the earlier {kind} transaction {id}, whose answer was lost, goes again before any other \
+                             and could not be settled ({e}); this {kind_now} transaction was not sent"
+                        ),
+                    });
+                }
             }
         }
         let again = !matches!(body, TxBody::AddRecord { .. } | TxBody::UpdateRecord { .. });

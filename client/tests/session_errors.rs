@@ -113,6 +113,16 @@ type Posted = Arc<std::sync::Mutex<Vec<Value>>>;
 /// first post of each (503, as when the bus's acknowledgement is lost);
 /// a transaction posted again is a duplicate of itself.
 async fn loses_first_answers() -> (String, Posted) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let posted = Posted::default();
+    serve_losing(listener, posted.clone());
+    (url, posted)
+}
+
+/// Serves [`loses_first_answers`]'s coordinator on `listener`, noting
+/// posts in `posted`; stops when the task is aborted.
+fn serve_losing(listener: tokio::net::TcpListener, posted: Posted) -> tokio::task::JoinHandle<()> {
     type Fake = (Arc<RollupState>, Posted);
     async fn root(State((st, _)): State<Fake>) -> Json<Value> {
         Json(json!({
@@ -144,16 +154,12 @@ async fn loses_first_answers() -> (String, Posted) {
         }
     }
     let st = Arc::new(RollupState::genesis(&sample::genesis(5)).unwrap());
-    let posted = Posted::default();
     let app = Router::new()
         .route("/root", get(root))
         .route("/proof/accounts/{index}", get(account))
         .route("/tx", post(tx))
-        .with_state((st, posted.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (url, posted)
+        .with_state((st, posted));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() })
 }
 
 #[tokio::test]
@@ -200,4 +206,41 @@ async fn a_transaction_whose_answer_was_lost_goes_again_as_itself_before_any_oth
     assert!(matches!(e, ClientError::Unsettled { .. }), "its own first answer lost: {e}");
     let n = nonces();
     assert_eq!(n, vec![n[0], n[0], n[0] + 1, n[0] + 1, n[0] + 2], "each transaction at its own nonce");
+}
+
+#[tokio::test]
+async fn a_lost_answer_is_kept_through_a_coordinator_that_cannot_be_reached() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let posted = Posted::default();
+    let server = serve_losing(listener, posted.clone());
+    let endpoints = Endpoints {
+        coordinator: format!("http://{addr}"),
+        ipfs_api: None,
+        l1_rpc: genesis_node().await,
+        rollup: alloy::primitives::Address::ZERO,
+        l1_wait: Duration::from_secs(1),
+    };
+    let mut s = Session::open(&endpoints, 10, Identity::generate()).await.unwrap();
+    let first = medrollup_circuits::tx::TxBody::Revoke { consent: 5 };
+    let other = medrollup_circuits::tx::TxBody::Revoke { consent: 6 };
+    let e = s.submit(first).await.unwrap_err();
+    assert!(matches!(e, ClientError::Unsettled { .. }), "{e}");
+
+    // The coordinator down: the earlier one cannot go again, so the other
+    // is not sent, and the earlier one is kept.
+    server.abort();
+    let _ = server.await;
+    let e = s.submit(other.clone()).await.unwrap_err();
+    assert!(e.to_string().contains("could not be settled") && e.to_string().contains("was not sent"), "{e}");
+    assert_eq!(posted.lock().unwrap().len(), 1);
+
+    // Back up: the earlier one goes first, stands, and the other is not sent.
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let _server = serve_losing(listener, posted.clone());
+    let e = s.submit(other).await.unwrap_err();
+    assert!(matches!(e, ClientError::EarlierStood { batch: 0, .. }), "{e}");
+    let ids: Vec<Value> = posted.lock().unwrap().iter().map(|p| p["id"].clone()).collect();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(ids[0], ids[1], "the earlier one, sent again as itself");
 }

@@ -483,14 +483,24 @@ async fn main() -> anyhow::Result<()> {
     // (one nothing waited on may still be open) and on L1.
     let last_batch = subs.iter().filter_map(|s| s.batch).max();
     println!("\n3. drain: every sealed batch onto L1");
+    // The coordinator starts its submitter again 30 s after it stopped on
+    // an error: one still stopped a minute on is taken for good.
+    let mut l1_stopped_since: Option<Instant> = None;
     let sealed = loop {
         // The deadline and a stop hold whether or not the coordinator answers.
         match progress(&http, &api).await {
             Ok(p) if p.on_l1 >= p.sealed && last_batch.is_none_or(|b| p.sealed > b) => break p.sealed,
-            Ok(Progress { l1_error: Some(e), .. }) => {
+            Ok(Progress { l1_error: Some(e), .. })
+                if l1_stopped_since.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(60) =>
+            {
                 bail!("the coordinator's L1 submitter stopped: {e} (see {}/logs)", out.display())
             }
-            Ok(p) => show(started, &p, tty),
+            Ok(p) => {
+                if p.l1_error.is_none() {
+                    l1_stopped_since = None;
+                }
+                show(started, &p, tty)
+            }
             Err(e) => println!("\n   ! the coordinator does not say how far it is: {e:#}"),
         }
         farm.check()?;

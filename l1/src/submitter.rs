@@ -898,6 +898,11 @@ enum Confirmation {
 /// `Submitter::record_landings`).
 const MAX_RECOVERED: u64 = 64;
 
+/// The most batches mined and not yet reported landed (waiting for their
+/// confirmations) before the next waits: well within [`MAX_RECOVERED`], so
+/// that none falls out of the rounds' view.
+const MAX_UNCONFIRMED: u64 = MAX_RECOVERED / 2;
+
 /// One batch's submission: every version sent (fees raised, or sent again),
 /// when the first went and how many went.
 #[derive(Debug)]
@@ -1109,17 +1114,31 @@ impl Submitter {
             };
             return Err(L1Error::Refused { index, reason, transient: refusal_is_transient(&data) });
         }
-        self.land(index, Bytes::from(calldata), observer).await
+        // Landings waiting for their confirmations are looked for once per
+        // round (and while a submission waits to be mined); so many may
+        // wait that the oldest would drop out of that window: the next
+        // batch waits for them instead.
+        if let Some(recorded) = self.recorded_at
+            && index.saturating_sub(recorded) >= MAX_UNCONFIRMED
+        {
+            debug!(
+                batch = index,
+                recorded, "waiting for earlier landings' confirmations before sending more"
+            );
+            return Ok(Round::Idle);
+        }
+        self.land(index, Bytes::from(calldata), source, observer).await
     }
 
     /// Makes sure the landings of the chain's first `count` batches are
-    /// recorded: a landing this submitter did not see (sent before a
-    /// restart, mined while a read of the chain lagged, or still short of
-    /// its confirmations when the next batch went out) is found on chain and
+    /// recorded: a landing still short of its confirmations when the next
+    /// batch went out, or one this submitter did not see (sent before a
+    /// restart, mined while a read of the chain lagged) is found on chain and
     /// reported, oldest first, once it has its confirmations. It looks at
-    /// the batches since the last round that found them all recorded (at
-    /// most the last [`MAX_RECOVERED`]). Without this the coordinator would
-    /// not count such a batch as on L1, ever if a later one lands.
+    /// the batches from the first not found recorded (at most the last
+    /// [`MAX_RECOVERED`]), and moves that mark past each one it reports.
+    /// Without this the coordinator would not count such a batch as on L1,
+    /// ever if a later one lands.
     async fn record_landings(
         &mut self,
         count: u64,
@@ -1127,25 +1146,31 @@ impl Submitter {
         observer: &dyn Observer,
     ) -> Result<(), L1Error> {
         let floor = self.recorded_at.unwrap_or(0).min(count).max(count.saturating_sub(MAX_RECOVERED));
-        let mut missing = Vec::new();
-        for index in (floor..count).rev() {
+        self.sent.retain(|&index, _| index >= floor);
+        // Every landing below `upto` is recorded.
+        let mut upto = floor;
+        while upto < count {
+            let index = upto;
             let Some(batch) = source.batch(index).map_err(L1Error::Config)? else {
                 break; // not ours: the root checks explain that
             };
             if batch.landed {
                 self.sent.remove(&index);
             } else {
-                missing.push((index, B256::from(fr_u256(&batch.public.new_root))));
+                let root = B256::from(fr_u256(&batch.public.new_root));
+                // Not confirmed yet (or not ours): a later look finds it.
+                let Some(landing) = self.recover_landing(index, root).await? else { break };
+                if landing.sends == 0 {
+                    warn!(batch = index, tx = %landing.tx_hash, "a landing this submitter did not send: recorded from the chain");
+                }
+                observer.landed(&landing);
             }
+            upto += 1;
         }
-        self.sent.retain(|&index, _| index >= floor);
-        for (index, root) in missing.into_iter().rev() {
-            // Not confirmed yet (or not ours): the next round looks again.
-            let Some(landing) = self.recover_landing(index, root).await? else { return Ok(()) };
-            warn!(batch = index, tx = %landing.tx_hash, "a landing this submitter did not see: recorded from the chain");
-            observer.landed(&landing);
-        }
-        self.recorded_at = Some(count);
+        // A source that lacks a batch below the count (the chain has more
+        // than this coordinator sealed) has nothing more to record.
+        let all = upto == count || source.batch(upto).map_err(L1Error::Config)?.is_none();
+        self.recorded_at = Some(if all { count } else { upto });
         Ok(())
     }
 
@@ -1234,7 +1259,13 @@ impl Submitter {
 
     /// Sends the submission and follows it until it lands with enough
     /// confirmations, raising fees and resending as needed.
-    async fn land(&mut self, index: u64, calldata: Bytes, observer: &dyn Observer) -> Result<Round, L1Error> {
+    async fn land(
+        &mut self,
+        index: u64,
+        calldata: Bytes,
+        source: &dyn BatchSource,
+        observer: &dyn Observer,
+    ) -> Result<Round, L1Error> {
         let p = self.provider.clone();
         let from = self.address();
         let nonce = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;
@@ -1294,6 +1325,11 @@ impl Submitter {
         let mut sent_at = Instant::now();
         loop {
             tokio::time::sleep(self.config.poll).await;
+            // Earlier batches reach their confirmations while this one waits
+            // (for hours, at the fee cap): reported as they do.
+            if self.recorded_at != Some(index) {
+                self.record_landings(index, source, observer).await?;
+            }
             // The nonce first: if it moved, a receipt read after it shows
             // whether one of ours moved it.
             let confirmed = p.get_transaction_count(from).latest().await.map_err(rpc("reading the nonce"))?;

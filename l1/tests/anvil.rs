@@ -372,6 +372,44 @@ async fn a_stuck_transaction_at_the_fee_cap_waits_without_raises() {
     assert_chain_holds(&url, rollup, 1).await;
 }
 
+/// A batch mined while the next one waits to be (here its fees at the cap,
+/// below the base fee, so that the node does not even keep it) is reported
+/// once it has its confirmations, not only when the next one is mined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_landing_is_reported_while_the_next_batch_waits_to_be_mined() {
+    let Setup { turn: _turn, anvil: _anvil, url, rollup, source } = setup(free_port(), &[]).await;
+    let gwei = 1_000_000_000u128;
+    let mut c = config(&url);
+    c.confirmations = 3;
+    c.max_fee_cap = 3 * gwei / 2;
+    source.prove_upto(1);
+    let run = Running::start(c, rollup, source.clone()).await;
+    wait_until("batch 0 was not mined", || async { events(&url, rollup).await.len() == 1 }).await;
+    rpc(&url, "evm_setAutomine", serde_json::json!([false])).await;
+    source.prove_upto(2);
+    run.poke();
+    wait_until("batch 1 was not sent", || pool_has_pending(&url)).await;
+    // Two blocks whose base fee is over the cap: batch 1 stays out of them,
+    // and they give batch 0 its confirmations.
+    for _ in 0..2 {
+        rpc(&url, "anvil_setNextBlockBaseFeePerGas", serde_json::json!([format!("{:#x}", 10 * gwei)])).await;
+        rpc(&url, "evm_mine", serde_json::json!([])).await;
+    }
+    run.wait_landed(1, Duration::from_secs(20)).await;
+    assert_eq!(run.seen.indices(), vec![0]);
+    assert_eq!(events(&url, rollup).await.len(), 1, "batch 1 still waits");
+    // Fees fall: batch 1 lands and counts too.
+    rpc(&url, "anvil_setNextBlockBaseFeePerGas", serde_json::json!([format!("{:#x}", gwei / 2)])).await;
+    rpc(&url, "evm_setAutomine", serde_json::json!([true])).await;
+    rpc(&url, "evm_mine", serde_json::json!([])).await;
+    wait_until("batch 1 was not mined", || async { events(&url, rollup).await.len() == 2 }).await;
+    rpc(&url, "anvil_mine", serde_json::json!(["0x2"])).await;
+    run.wait_landed(2, Duration::from_secs(30)).await;
+    assert_eq!(run.seen.indices(), vec![0, 1]);
+    run.stop().await;
+    assert_chain_holds(&url, rollup, 2).await;
+}
+
 /// The hash of the one pending transaction in the node's pool.
 async fn pending_hash(url: &str) -> Option<String> {
     let pool = rpc(url, "txpool_content", serde_json::json!([])).await;

@@ -194,19 +194,22 @@ fn worker_permissions(token: &str, inbox: &str) -> String {
 }
 
 /// `url` for a log or an error: a password in it (`nats://user:pw@host`)
-/// shown as `***`.
+/// shown as `***`, a bare `user@` (which may be a token) too, in each URL
+/// of a comma-separated list.
 pub fn redacted(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            let hidden = if userinfo.contains(':') { format!("{user}:***") } else { "***".to_string() };
-            // A bare `user@` may be a token: hidden too.
-            format!("{scheme}://{hidden}@{host}{path}")
-        }
-        None => url.to_string(),
-    }
+    url.split(',').map(redacted_one).collect::<Vec<_>>().join(",")
+}
+
+fn redacted_one(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(s, r)| (s, r));
+    // The user part ends at the last '@' (a password may hold '/' or '@').
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_string() };
+    let hidden = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:***"),
+        None => "***".to_string(),
+    };
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{hidden}@{host}")
 }
 
 #[cfg(test)]
@@ -223,6 +226,9 @@ mod tests {
         assert_eq!(redacted("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
         assert_eq!(redacted("nats://u:p@ss@host"), "nats://u:***@host", "the last @ ends the user part");
         assert_eq!(redacted("127.0.0.1:4222"), "127.0.0.1:4222");
+        assert_eq!(redacted("nats://u:pa/ss@host"), "nats://u:***@host", "a '/' in the password");
+        assert_eq!(redacted("nats://u:p@h1,nats://u:q@h2"), "nats://u:***@h1,nats://u:***@h2", "a list");
+        assert_eq!(redacted("u:p@h1:4222"), "u:***@h1:4222", "no scheme");
     }
 
     fn user(user: &str, role: Role) -> User {
