@@ -16,6 +16,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+/// `GET /root` of a coordinator at `st`, nothing sealed.
+fn root_of(st: &RollupState) -> Json<Value> {
+    Json(json!({
+        "root": fr_to_dec(&st.root()), "batches_sealed": 0,
+        "instance": fr_to_dec(&st.instance()), "capacity": st.capacity(),
+    }))
+}
+
+/// `GET /proof/accounts/{index}` of a coordinator at `st`.
+fn account_of(st: &RollupState, index: u64) -> Json<Value> {
+    Json(json!({
+        "tree": TreeId::Accounts, "index": index,
+        "leaf": st.leaf(TreeId::Accounts, index).iter().map(fr_to_dec).collect::<Vec<_>>(),
+        "path": st.path(TreeId::Accounts, index),
+        "tree_roots": st.roots().iter().map(fr_to_dec).collect::<Vec<_>>(),
+        "audit_count": st.audit_count(), "root": fr_to_dec(&st.root()), "batches_sealed": 0,
+    }))
+}
+
 /// A coordinator that answers `/root` and account leaves from the sample
 /// genesis, accepts every transaction into batch 0, and stops answering
 /// `/root` once it has.
@@ -25,19 +44,10 @@ async fn accepts_then_fails() -> String {
         if gone.load(Ordering::SeqCst) {
             return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
         }
-        Ok(Json(json!({
-            "root": fr_to_dec(&st.root()), "batches_sealed": 0,
-            "instance": fr_to_dec(&st.instance()), "capacity": st.capacity(),
-        })))
+        Ok(root_of(&st))
     }
     async fn account(State((st, _)): State<Fake>, Path(index): Path<u64>) -> Json<Value> {
-        Json(json!({
-            "tree": TreeId::Accounts, "index": index,
-            "leaf": st.leaf(TreeId::Accounts, index).iter().map(fr_to_dec).collect::<Vec<_>>(),
-            "path": st.path(TreeId::Accounts, index),
-            "tree_roots": st.roots().iter().map(fr_to_dec).collect::<Vec<_>>(),
-            "audit_count": st.audit_count(), "root": fr_to_dec(&st.root()), "batches_sealed": 0,
-        }))
+        account_of(&st, index)
     }
     async fn tx(State((_, gone)): State<Fake>, body: axum::body::Bytes) -> Json<TxAnswer> {
         gone.store(true, Ordering::SeqCst);
@@ -125,19 +135,10 @@ async fn loses_first_answers() -> (String, Posted) {
 fn serve_losing(listener: tokio::net::TcpListener, posted: Posted) -> tokio::task::JoinHandle<()> {
     type Fake = (Arc<RollupState>, Posted);
     async fn root(State((st, _)): State<Fake>) -> Json<Value> {
-        Json(json!({
-            "root": fr_to_dec(&st.root()), "batches_sealed": 0,
-            "instance": fr_to_dec(&st.instance()), "capacity": st.capacity(),
-        }))
+        root_of(&st)
     }
     async fn account(State((st, _)): State<Fake>, Path(index): Path<u64>) -> Json<Value> {
-        Json(json!({
-            "tree": TreeId::Accounts, "index": index,
-            "leaf": st.leaf(TreeId::Accounts, index).iter().map(fr_to_dec).collect::<Vec<_>>(),
-            "path": st.path(TreeId::Accounts, index),
-            "tree_roots": st.roots().iter().map(fr_to_dec).collect::<Vec<_>>(),
-            "audit_count": st.audit_count(), "root": fr_to_dec(&st.root()), "batches_sealed": 0,
-        }))
+        account_of(&st, index)
     }
     async fn tx(State((_, posted)): State<Fake>, body: axum::body::Bytes) -> axum::response::Response {
         use axum::response::IntoResponse;
