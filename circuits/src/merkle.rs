@@ -101,6 +101,39 @@ impl SparseTree {
         Self { levels, zeros: empty_hashes(levels), nodes: HashMap::new() }
     }
 
+    /// The tree holding `leaves` (index, value), built level by level: each
+    /// non-empty node is hashed once, where setting the leaves one by one
+    /// hashes every leaf's whole path. A later value for an index wins.
+    ///
+    /// # Panics
+    /// When an index is not below the capacity.
+    pub fn from_leaves(levels: usize, leaves: impl IntoIterator<Item = (u64, Fr)>) -> Self {
+        let mut tree = Self::new(levels);
+        let mut layer: HashMap<u64, Fr> = HashMap::new();
+        for (index, value) in leaves {
+            assert!(index < tree.capacity(), "leaf {index} outside the tree");
+            layer.insert(index, value);
+        }
+        for h in 0..=levels {
+            layer.retain(|_, v| *v != tree.zeros[h]);
+            tree.nodes.extend(layer.iter().map(|(&i, &v)| ((h, i), v)));
+            if h == levels {
+                break;
+            }
+            let mut parents: Vec<u64> = layer.keys().map(|i| i / 4).collect();
+            parents.sort_unstable();
+            parents.dedup();
+            layer = parents
+                .into_iter()
+                .map(|p| {
+                    let c: [Fr; 4] = core::array::from_fn(|j| tree.node(h, 4 * p + j as u64));
+                    (p, poseidon::hash(&c))
+                })
+                .collect();
+        }
+        tree
+    }
+
     /// Number of levels (the tree has `4^levels` leaves).
     pub fn levels(&self) -> usize {
         self.levels
@@ -306,6 +339,24 @@ mod tests {
                 prop_assert!(cs.is_satisfied().unwrap());
             }
             prop_assert_eq!(tree.root(), dense_root(levels, &leaves));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(16))]
+        #[test]
+        fn a_tree_built_from_its_leaves_equals_one_set_leaf_by_leaf(
+            ops in proptest::collection::vec((0u64..256, 0u64..4), 0..40)
+        ) {
+            // Values 0..4: zeros (removals) and repeats are common.
+            let levels = 4;
+            let mut tree = SparseTree::new(levels);
+            for (i, v) in &ops {
+                tree.set(*i, Fr::from(*v));
+            }
+            let built = SparseTree::from_leaves(levels, ops.iter().map(|(i, v)| (*i, Fr::from(*v))));
+            prop_assert_eq!(built.root(), tree.root());
+            prop_assert_eq!(&built.nodes, &tree.nodes, "the same non-empty nodes, no zero stored");
         }
     }
 

@@ -47,6 +47,11 @@ pub enum TreeId {
     Audit = 3,
 }
 
+impl TreeId {
+    /// The four, in root order.
+    pub const ALL: [TreeId; 4] = [TreeId::Accounts, TreeId::Records, TreeId::Consents, TreeId::Audit];
+}
+
 /// Account roles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -653,6 +658,61 @@ impl State {
             consents: find(TreeId::Consents, &[0, 1]),
             audit: find(TreeId::Audit, &[1, 2]),
         }
+    }
+
+    /// The state of `instance` with trees of height `levels` holding
+    /// `leaves` (tree, index, fields) and `audit_count` audit entries: a
+    /// state stored leaf by leaf, rebuilt without replaying what led to it.
+    /// The caller compares its root with the one it expects.
+    pub fn from_leaves(
+        instance: Fr,
+        levels: usize,
+        leaves: impl IntoIterator<Item = (TreeId, u64, Leaf)>,
+        audit_count: u64,
+    ) -> Result<Self, TxError> {
+        if !(1..=31).contains(&levels) {
+            return Err(TxError::TreeHeight(levels));
+        }
+        let mut by_tree: [HashMap<u64, Leaf>; 4] = Default::default();
+        let capacity = 1u64 << (2 * levels);
+        for (tree, index, leaf) in leaves {
+            if index >= capacity {
+                return Err(TxError::IdOutOfRange { what: "stored leaf", id: index, capacity });
+            }
+            if !leaf[0].is_zero() {
+                by_tree[tree as usize].insert(index, leaf);
+            }
+        }
+        let trees = core::array::from_fn(|t| {
+            SparseTree::from_leaves(levels, by_tree[t].iter().map(|(&i, l)| (i, leaf_hash(l))))
+        });
+        Ok(State { instance, levels, trees, leaves: by_tree, audit_count })
+    }
+
+    /// Every non-empty leaf (tree, index, fields), in no particular order.
+    pub fn leaves(&self) -> impl Iterator<Item = (TreeId, u64, &Leaf)> {
+        TreeId::ALL
+            .into_iter()
+            .flat_map(move |t| self.leaves[t as usize].iter().map(move |(&i, l)| (t, i, l)))
+    }
+
+    /// The leaves that applying `txs` wrote (signers' accounts and updates),
+    /// each with its fields in this state, once each: what a copy of the
+    /// leaves kept elsewhere must take on after these transactions.
+    pub fn written_by<'a>(&self, txs: impl IntoIterator<Item = &'a SignedTx>) -> Vec<(TreeId, u64, Leaf)> {
+        let mut at = std::collections::BTreeSet::new();
+        for tx in txs {
+            // An id that does not fit was never applied: nothing written.
+            let Ok(plan) = self.plan(tx) else { continue };
+            at.extend(plan.signer.map(|id| (TreeId::Accounts as u8, id)));
+            at.extend(plan.update.map(|(t, id)| (t as u8, id)));
+        }
+        at.into_iter()
+            .map(|(t, id)| {
+                let tree = TreeId::ALL[t as usize];
+                (tree, id, self.leaf(tree, id))
+            })
+            .collect()
     }
 
     /// Overwrites a leaf directly, bypassing every rule: for tests of states

@@ -145,3 +145,68 @@ proptest! {
         prop_assert!(refused_checked >= 3, "and invalid ones ({refused_checked})");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+    /// A copy of the leaves kept up to date from `written_by` after each batch
+    /// is the state's own set of leaves, and rebuilds the same state.
+    #[test]
+    fn leaves_kept_from_written_by_rebuild_the_state(seed in any::<u64>()) {
+        use std::collections::HashMap;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut st = genesis();
+        let mut copy: HashMap<(TreeId, u64), medrollup_circuits::state::Leaf> =
+            st.leaves().map(|(t, i, l)| ((t, i), *l)).collect();
+        let mut total = 0;
+        for _batch in 0..12 {
+            let mut applied = Vec::new();
+            for _ in 0..40 {
+                let tx = random_tx(&mut rng, &st);
+                if st.apply(&tx, NOW).is_ok() {
+                    applied.push(tx);
+                }
+                if applied.len() == 4 {
+                    break;
+                }
+            }
+            total += applied.len();
+            for (t, i, l) in st.written_by(&applied) {
+                if l[0] == Fr::from(0u64) {
+                    copy.remove(&(t, i));
+                } else {
+                    copy.insert((t, i), l);
+                }
+            }
+            let own: HashMap<_, _> = st.leaves().map(|(t, i, l)| ((t, i), *l)).collect();
+            prop_assert_eq!(&copy, &own);
+            let rebuilt = State::from_leaves(
+                st.instance(),
+                LEVELS,
+                copy.iter().map(|(&(t, i), l)| (t, i, *l)),
+                st.audit_count(),
+            )
+            .unwrap();
+            prop_assert_eq!(rebuilt.root(), st.root());
+            for _ in 0..4 {
+                let tree = TreeId::ALL[rng.gen_range(0..4)];
+                let i = rng.gen_range(0..64);
+                prop_assert_eq!(rebuilt.path(tree, i), st.path(tree, i));
+                prop_assert_eq!(rebuilt.leaf(tree, i), st.leaf(tree, i));
+            }
+        }
+        prop_assert!(total >= 12, "only {} transactions applied", total);
+    }
+}
+
+#[test]
+fn a_stored_leaf_outside_the_trees_is_refused() {
+    let st = genesis();
+    let mut leaves: Vec<_> = st.leaves().map(|(t, i, l)| (t, i, *l)).collect();
+    let ok = State::from_leaves(st.instance(), LEVELS, leaves.clone(), 0).unwrap();
+    assert_eq!(ok.root(), st.root());
+    let l = leaves[0].2;
+    leaves.push((TreeId::Records, 64, l));
+    let e = State::from_leaves(st.instance(), LEVELS, leaves, 0).unwrap_err();
+    assert!(matches!(e, TxError::IdOutOfRange { id: 64, capacity: 64, .. }), "{e:?}");
+    assert!(matches!(State::from_leaves(st.instance(), 0, [], 0), Err(TxError::TreeHeight(0))));
+}
