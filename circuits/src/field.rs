@@ -84,6 +84,13 @@ pub fn fr_to_le32(x: &Fr) -> [u8; 32] {
     bytes.try_into().expect("BN254 elements are 32 bytes")
 }
 
+/// The element whose little-endian encoding is `b`, if `b` is canonical
+/// (below the modulus): the inverse of [`fr_to_le32`].
+pub fn fr_from_le32(b: &[u8; 32]) -> Option<Fr> {
+    let x = Fr::from_le_bytes_mod_order(b);
+    (fr_to_le32(&x) == *b).then_some(x)
+}
+
 /// Serde adapters that write field elements as decimal strings and read
 /// decimal or 0x-hex strings.
 pub mod serde_fr {
@@ -174,6 +181,19 @@ pub mod serde_hex32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn little_endian_bytes_round_trip_and_only_canonical_ones_read() {
+        for x in [Fr::from(0u64), Fr::from(7u64), -Fr::from(1u64)] {
+            assert_eq!(fr_from_le32(&fr_to_le32(&x)), Some(x));
+        }
+        // The modulus, little-endian (its value from arkworks' own encoding
+        // of -1, plus one in the lowest byte, which is 0x00 there).
+        let mut p = fr_to_le32(&-Fr::from(1u64));
+        p[0] += 1;
+        assert_eq!(fr_from_le32(&p), None, "the modulus is not canonical");
+        assert_eq!(fr_from_le32(&[0xff; 32]), None);
+    }
 
     #[test]
     fn parses_decimal_and_hex_and_rejects_junk() {

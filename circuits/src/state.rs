@@ -696,16 +696,22 @@ impl State {
             .flat_map(move |t| self.leaves[t as usize].iter().map(move |(&i, l)| (t, i, l)))
     }
 
-    /// The leaves that applying `txs` wrote (signers' accounts and updates),
-    /// each with its fields in this state, once each: what a copy of the
-    /// leaves kept elsewhere must take on after these transactions.
-    pub fn written_by<'a>(&self, txs: impl IntoIterator<Item = &'a SignedTx>) -> Vec<(TreeId, u64, Leaf)> {
+    /// The leaves that the transactions traced in `traces` wrote (signers'
+    /// accounts and updates), each with its fields in this state, once each:
+    /// what a copy of the leaves kept elsewhere must take on after them.
+    /// Indices come from the traces (an audit entry's is the audit count of
+    /// its time), trees from the transactions' kinds.
+    pub fn written_by<'a>(&self, traces: impl IntoIterator<Item = &'a TxTrace>) -> Vec<(TreeId, u64, Leaf)> {
         let mut at = std::collections::BTreeSet::new();
-        for tx in txs {
+        for t in traces {
             // An id that does not fit was never applied: nothing written.
-            let Ok(plan) = self.plan(tx) else { continue };
-            at.extend(plan.signer.map(|id| (TreeId::Accounts as u8, id)));
-            at.extend(plan.update.map(|(t, id)| (t as u8, id)));
+            let Ok(plan) = self.plan(&t.tx) else { continue };
+            if plan.signer.is_some() {
+                at.insert((TreeId::Accounts as u8, t.signer.index));
+            }
+            if let Some((tree, _)) = plan.update {
+                at.insert((tree as u8, t.update.index));
+            }
         }
         at.into_iter()
             .map(|(t, id)| {

@@ -162,8 +162,8 @@ proptest! {
             let mut applied = Vec::new();
             for _ in 0..40 {
                 let tx = random_tx(&mut rng, &st);
-                if st.apply(&tx, NOW).is_ok() {
-                    applied.push(tx);
+                if let Ok(trace) = st.apply(&tx, NOW) {
+                    applied.push(trace);
                 }
                 if applied.len() == 4 {
                     break;
@@ -196,6 +196,32 @@ proptest! {
         }
         prop_assert!(total >= 12, "only {} transactions applied", total);
     }
+}
+
+/// Every kind of transaction (the sample's sequence has them all, audit
+/// entries included), one batch at a time: the leaves `written_by` names are
+/// the ones that changed.
+#[test]
+fn written_by_names_every_leaf_each_kind_of_transaction_writes() {
+    let mut st = State::genesis(&sample::genesis(5)).unwrap();
+    let mut kept: std::collections::HashMap<_, _> = st.leaves().map(|(t, i, l)| ((t, i), *l)).collect();
+    let mut audits = 0;
+    for tx in sample::transactions() {
+        let trace = st.apply(&tx, NOW).unwrap();
+        let written = st.written_by([&trace]);
+        for (t, i, l) in &written {
+            if l[0] == Fr::from(0u64) {
+                kept.remove(&(*t, *i));
+            } else {
+                kept.insert((*t, *i), *l);
+            }
+            audits += usize::from(*t == TreeId::Audit);
+        }
+        let own: std::collections::HashMap<_, _> = st.leaves().map(|(t, i, l)| ((t, i), *l)).collect();
+        assert_eq!(kept, own, "after {:?}", tx.tx.body);
+    }
+    assert!(audits >= 2, "the sample logs a read and an emergency access");
+    assert!(st.audit_count() >= 2);
 }
 
 #[test]

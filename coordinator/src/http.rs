@@ -390,7 +390,7 @@ async fn l1_status(State(s): State<AppState>) -> Response {
 
 /// `GET /farm`: workers, jobs by state, dead jobs.
 async fn farm(State(s): State<AppState>) -> Response {
-    let jobs = match s.store.jobs() {
+    let (open, counts) = match s.store.open_jobs().and_then(|o| Ok((o, s.store.job_counts()?))) {
         Ok(j) => j,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -421,15 +421,14 @@ async fn farm(State(s): State<AppState>) -> Response {
         v.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
         v
     };
-    let by = |f: &dyn Fn(&JobState) -> bool| jobs.iter().filter(|j| f(&j.state)).count();
-    let dead: Vec<_> = jobs.iter().filter(|j| matches!(j.state, JobState::Dead { .. })).collect();
-    let queued: Vec<u64> = jobs.iter().filter(|j| j.state == JobState::Queued).map(|j| j.batch).collect();
+    let dead: Vec<_> = open.iter().filter(|j| matches!(j.state, JobState::Dead { .. })).collect();
+    let queued: Vec<u64> = open.iter().filter(|j| j.state == JobState::Queued).map(|j| j.batch).collect();
     Json(json!({
         "workers": workers,
         "jobs": {
-            "queued": by(&|s| *s == JobState::Queued),
-            "proven": by(&|s| *s == JobState::Proven),
-            "dead": dead.len(),
+            "queued": counts.queued,
+            "proven": counts.proven,
+            "dead": counts.dead,
         },
         "queued": queued,
         "dead": dead,
@@ -565,14 +564,11 @@ async fn kubo_unpin(State(s): State<AppState>, Query(q): Query<Arg>) -> Response
     let claimed = match s.content.cat(cid).await {
         Ok(bytes) => claimed_batch(&bytes),
         // Damaged content can still be let go, unless it is a batch's data
-        // (which batch it claims to be cannot be read: all are looked at).
-        Err(crate::content::ContentError::Corrupted(_)) => {
-            match s.store.batches().map(|b| b.into_iter().find(|b| b.cid == cid)) {
-                Ok(None) => None,
-                Ok(Some(b)) => Some(b.batch),
-                Err(e) => return kubo_error(e.to_string()),
-            }
-        }
+        // (which batch it claims to be cannot be read: the CID index tells).
+        Err(crate::content::ContentError::Corrupted(_)) => match s.store.batch_with_cid(&cid) {
+            Ok(n) => n,
+            Err(e) => return kubo_error(e.to_string()),
+        },
         Err(e) => return kubo_error(e.to_string()),
     };
     // Judged and removed with no transaction looking for content meanwhile.

@@ -5,10 +5,10 @@
 
 use crate::cid::{Cid, DAG_PB};
 use crate::store::BatchRecord;
-use medrollup_circuits::batch::{BatchWitness, OpenBatch, PushError};
+use medrollup_circuits::batch::{BatchWitness, OpenBatch, PublicInputs, PushError};
 use medrollup_circuits::field::{Fr, fr_to_le32};
 use medrollup_circuits::keys::CircuitShape;
-use medrollup_circuits::state::{Genesis, State, TxError};
+use medrollup_circuits::state::{Genesis, Leaf, State, TreeId, TxError};
 use medrollup_circuits::tx::{SignedTx, TxBody, record_meta_hash};
 use medrollup_wire::{MAX_TX_BYTES, TxAnswer, TxStatus};
 use std::collections::HashMap;
@@ -28,6 +28,16 @@ pub enum RestoreError {
         genesis: usize,
         /// The circuit's.
         circuit: usize,
+    },
+    /// The stored leaves do not give the state the batches say.
+    #[error(
+        "the state stored leaf by leaf after {through} batches {why} (the database belongs to another genesis or was altered)"
+    )]
+    Leaves {
+        /// Batches the leaves include.
+        through: u64,
+        /// What differed.
+        why: String,
     },
     /// A stored batch does not reproduce.
     #[error(
@@ -116,6 +126,57 @@ pub struct Sealed {
     pub txs: Vec<SignedTx>,
     /// Messages (hex) of the submitted transactions.
     pub messages: Vec<String>,
+    /// The leaves it wrote, with their fields after it.
+    pub leaves: Vec<(TreeId, u64, Leaf)>,
+    /// Audit entries after it.
+    pub audit_count: u64,
+}
+
+/// Stored batches replayed onto the genesis state, one at a time.
+#[derive(Debug)]
+pub struct Replayer {
+    state: State,
+    shape: CircuitShape,
+    next_batch: u64,
+    last_timestamp: u64,
+}
+
+impl Replayer {
+    /// Batches replayed so far.
+    pub fn batches(&self) -> u64 {
+        self.next_batch
+    }
+
+    /// Replays the next stored batch: it must give the public inputs it was
+    /// sealed with.
+    pub fn replay(&mut self, rec: &BatchRecord) -> Result<(), RestoreError> {
+        let n = self.next_batch;
+        if rec.batch != n {
+            return Err(RestoreError::Replay {
+                batch: n,
+                why: format!("found batch {} in its place", rec.batch),
+            });
+        }
+        let mut open = OpenBatch::new(&self.state, self.shape.batch_size, rec.witness.timestamp);
+        for t in rec.witness.txs.iter().take(rec.tx_ids.len()) {
+            open.push(&mut self.state, &t.tx).map_err(|e| RestoreError::Replay {
+                batch: n,
+                why: format!("a transaction is refused: {e}"),
+            })?;
+        }
+        let w = open.finish(&mut self.state);
+        if w.public_inputs() != rec.public_inputs {
+            return Err(RestoreError::Replay { batch: n, why: "public inputs differ".into() });
+        }
+        self.last_timestamp = rec.witness.timestamp;
+        self.next_batch += 1;
+        Ok(())
+    }
+
+    /// The sequencer after the batches replayed.
+    pub fn done(self) -> Sequencer {
+        Sequencer::at(self.state, self.shape, self.next_batch, self.last_timestamp)
+    }
 }
 
 /// The sequencer.
@@ -146,40 +207,63 @@ impl Sequencer {
         shape: CircuitShape,
         batches: &[BatchRecord],
     ) -> Result<Self, RestoreError> {
+        let mut r = Self::replayer(genesis, shape)?;
+        for rec in batches {
+            r.replay(rec)?;
+        }
+        Ok(r.done())
+    }
+
+    /// Starts from the genesis state, to replay stored batches one by one.
+    pub fn replayer(genesis: &Genesis, shape: CircuitShape) -> Result<Replayer, RestoreError> {
         if genesis.levels != shape.levels {
             return Err(RestoreError::Levels { genesis: genesis.levels, circuit: shape.levels });
         }
-        let mut state = State::genesis(genesis).map_err(RestoreError::Genesis)?;
-        let mut last_timestamp = 0;
-        for (i, rec) in batches.iter().enumerate() {
-            let n = i as u64;
-            if rec.batch != n {
-                return Err(RestoreError::Replay {
-                    batch: n,
-                    why: format!("found batch {} in its place", rec.batch),
-                });
+        let state = State::genesis(genesis).map_err(RestoreError::Genesis)?;
+        Ok(Replayer { state, shape, next_batch: 0, last_timestamp: 0 })
+    }
+
+    fn at(state: State, shape: CircuitShape, next_batch: u64, last_timestamp: u64) -> Self {
+        Self { sealed_state: state.clone(), state, shape, open: None, next_batch, last_timestamp }
+    }
+
+    /// The state after `through` batches rebuilt from its stored leaves, with
+    /// no replay. `first` and `last` are the public inputs of the first and
+    /// the last of those batches (`None` with no batch): the first must start
+    /// from this genesis's root and the leaves give the last one's new root.
+    pub fn resume(
+        genesis: &Genesis,
+        shape: CircuitShape,
+        through: u64,
+        leaves: impl IntoIterator<Item = (TreeId, u64, Leaf)>,
+        audit_count: u64,
+        first_and_last: Option<(&PublicInputs, &PublicInputs)>,
+    ) -> Result<Self, RestoreError> {
+        let genesis_root = Self::replayer(genesis, shape)?.state.root();
+        let fail = |why: String| RestoreError::Leaves { through, why };
+        let state = State::from_leaves(genesis.instance, genesis.levels, leaves, audit_count)
+            .map_err(|e| fail(format!("do not make a state: {e}")))?;
+        let (expected, last_timestamp) = match (through, first_and_last) {
+            (0, None) => (genesis_root, 0),
+            (n, Some((first, last))) if n > 0 => {
+                if first.old_root != genesis_root {
+                    return Err(fail(
+                        "follow a first batch that does not start from the genesis state".into(),
+                    ));
+                }
+                (last.new_root, last.timestamp)
             }
-            let mut open = OpenBatch::new(&state, shape.batch_size, rec.witness.timestamp);
-            for t in rec.witness.txs.iter().take(rec.tx_ids.len()) {
-                open.push(&mut state, &t.tx).map_err(|e| RestoreError::Replay {
-                    batch: n,
-                    why: format!("a transaction is refused: {e}"),
-                })?;
+            (n, _) => {
+                return Err(fail(format!(
+                    "come with {} batches' public inputs",
+                    if n == 0 { "some" } else { "no" }
+                )));
             }
-            let w = open.finish(&mut state);
-            if w.public_inputs() != rec.public_inputs {
-                return Err(RestoreError::Replay { batch: n, why: "public inputs differ".into() });
-            }
-            last_timestamp = rec.witness.timestamp;
+        };
+        if state.root() != expected {
+            return Err(fail("do not give the root the last batch sealed".into()));
         }
-        Ok(Self {
-            sealed_state: state.clone(),
-            state,
-            shape,
-            open: None,
-            next_batch: batches.len() as u64,
-            last_timestamp,
-        })
+        Ok(Self::at(state, shape, through, last_timestamp))
     }
 
     /// The state as of the last sealed batch (what proofs and L1 speak of).
@@ -294,7 +378,8 @@ impl Sequencer {
         let batch = self.next_batch;
         self.next_batch += 1;
         self.sealed_state = self.state.clone();
-        let txs = witness.txs.iter().map(|t| t.tx.clone()).collect();
+        let txs: Vec<SignedTx> = witness.txs.iter().map(|t| t.tx.clone()).collect();
+        let leaves = self.state.written_by(&witness.txs);
         let mut messages: Vec<(String, u32)> = open.messages.into_iter().collect();
         messages.sort_by_key(|(_, pos)| *pos);
         Some(Sealed {
@@ -303,6 +388,8 @@ impl Sequencer {
             tx_ids: open.ids,
             txs,
             messages: messages.into_iter().map(|(m, _)| m).collect(),
+            leaves,
+            audit_count: self.state.audit_count(),
         })
     }
 }

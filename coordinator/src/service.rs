@@ -21,8 +21,9 @@ use ark_bn254::Bn254;
 use ark_groth16::PreparedVerifyingKey;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use medrollup_circuits::keys::{self, KeyError, KeyManifest};
-use medrollup_circuits::state::State;
+use medrollup_circuits::batch::PublicInputs;
+use medrollup_circuits::keys::{self, CircuitShape, KeyError, KeyManifest};
+use medrollup_circuits::state::{Genesis, State};
 use medrollup_wire::{
     BatchData, JobOutcome, JobResult, JobSpec, TxAnswer, TxStatus, WorkerInfo, streams, subjects,
 };
@@ -233,6 +234,55 @@ fn replaced_message(seq: u64, found: &str, decided: &str) -> CoordinatorError {
          before the restart: the stream was made afresh. Restore NATS's data",
         streams::TX
     ))
+}
+
+/// Batches read at a time when replaying.
+const REPLAY_PAGE: usize = 64;
+
+/// The sealed state: rebuilt from the leaves the store keeps, or, for a
+/// database made before they were kept, by replaying its batches a page at a
+/// time (then the leaves are kept from here on).
+fn restore_state(
+    store: &Store,
+    genesis: &Genesis,
+    shape: CircuitShape,
+) -> Result<Sequencer, CoordinatorError> {
+    let count = store.batch_count()?;
+    if let Some(kept) = store.kept_leaves()?
+        && kept.through == count
+    {
+        let inputs = |n: u64| -> Result<PublicInputs, CoordinatorError> {
+            let b = store.batch(n)?.ok_or_else(|| {
+                CoordinatorError::Restore(RestoreError::Replay { batch: n, why: "it is missing".into() })
+            })?;
+            Ok(b.public_inputs)
+        };
+        let ends = if count == 0 { None } else { Some((inputs(0)?, inputs(count - 1)?)) };
+        let seq = Sequencer::resume(
+            genesis,
+            shape,
+            count,
+            kept.leaves,
+            kept.audit_count,
+            ends.as_ref().map(|(a, b)| (a, b)),
+        )?;
+        return Ok(seq);
+    }
+    info!(batches = count, "no stored state to start from: replaying every batch once");
+    let mut r = Sequencer::replayer(genesis, shape)?;
+    loop {
+        let page = store.batches_from(r.batches(), REPLAY_PAGE)?;
+        if page.is_empty() {
+            break;
+        }
+        for rec in &page {
+            r.replay(rec)?;
+        }
+    }
+    let seq = r.done();
+    let state = seq.sealed_state();
+    store.keep_leaves(seq.next_batch(), state.audit_count(), state.leaves())?;
+    Ok(seq)
 }
 
 /// Checks, before anything is answered, that every decision stored past the
@@ -557,11 +607,8 @@ pub async fn run(
         Some(api) => Arc::new(crate::kubo::KuboStore::new(api)),
         None => Arc::new(EmbeddedStore::open(&config.data_dir.join("content"))?),
     };
-    let batches = store.batches()?;
-    let seq = tokio::task::block_in_place(|| Sequencer::restore(&config.genesis, manifest.shape, &batches))?;
-    // Their witnesses are let go now, not kept for the whole run.
-    let batches_sealed = batches.len() as u64;
-    drop(batches);
+    let seq = tokio::task::block_in_place(|| restore_state(&store, &config.genesis, manifest.shape))?;
+    let batches_sealed = seq.next_batch();
     info!(batches = batches_sealed, root = %seq.sealed_state().root(), "state restored");
 
     let client = connect(&config, "medrollup-coordinator").await?;
@@ -637,7 +684,7 @@ pub async fn run(
     // drops duplicates only within its window, and a job can wait longer;
     // a late duplicate result is ignored).
     let waiting = jobs_in_queue(&bus.jobs).await;
-    for job in store.jobs()? {
+    for job in store.open_jobs()? {
         match job.state {
             JobState::Queued => match waiting.get(&(job.batch, job.attempt)) {
                 Some(&seq) => {
@@ -1067,6 +1114,8 @@ impl Coordinator {
                 answers: &self.pending,
                 applied: &sealed.messages,
                 applied_seq: self.last_seq,
+                leaves: &sealed.leaves,
+                audit_count: sealed.audit_count,
             })
         })?;
         self.pending.clear();
@@ -1545,12 +1594,9 @@ impl Coordinator {
     }
 
     fn refresh_job_metrics(&self) -> Result<(), CoordinatorError> {
-        let jobs = self.shared.store.jobs()?;
-        let count = |f: &dyn Fn(&JobState) -> bool| jobs.iter().filter(|j| f(&j.state)).count() as i64;
+        let c = self.shared.store.job_counts()?;
         let m = &self.shared.metrics;
-        let queued = count(&|s| *s == JobState::Queued);
-        let dead = count(&|s| matches!(s, JobState::Dead { .. }));
-        let proven = count(&|s| *s == JobState::Proven);
+        let (queued, proven, dead) = (c.queued as i64, c.proven as i64, c.dead as i64);
         m.jobs.with_label_values(&["queued"]).set(queued);
         m.jobs.with_label_values(&["proven"]).set(proven);
         m.jobs.with_label_values(&["dead"]).set(dead);
@@ -1565,6 +1611,131 @@ impl Coordinator {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::workload;
+    use medrollup_circuits::sample;
+    use medrollup_circuits::state::TreeId;
+
+    const SHAPE: CircuitShape = CircuitShape { batch_size: 4, levels: 5 };
+
+    /// Seals `seq`'s open batch into `store` as the coordinator does.
+    fn seal_into(store: &Store, seq: &mut Sequencer) {
+        let Some(sealed) = seq.seal() else { return };
+        let n = sealed.batch;
+        let record = BatchRecord {
+            batch: n,
+            public_inputs: sealed.witness.public_inputs(),
+            cid: Cid::of(format!("batch {n}").as_bytes()),
+            tx_ids: sealed.tx_ids.clone(),
+            witness: sealed.witness,
+            sealed_at_ms: 0,
+            proof: None,
+            submitted: false,
+        };
+        store
+            .seal(Seal {
+                batch: &record,
+                job: &JobRecord::new(n, 0),
+                answers: &[],
+                applied: &sealed.messages,
+                applied_seq: n + 1,
+                leaves: &sealed.leaves,
+                audit_count: sealed.audit_count,
+            })
+            .unwrap();
+    }
+
+    /// A store holding `clinics` clinics' load sealed in batches (from a
+    /// start on an empty store, as the coordinator's), and the sequencer.
+    fn sealed_load(clinics: usize) -> (tempfile::TempDir, Store, Sequencer) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let mut seq = restore_state(&store, &sample::genesis(5), SHAPE).unwrap();
+        let load = workload::generate(clinics, sample::NOW, "restore");
+        for step in load.admin.iter().chain(load.clinics.iter().flatten()) {
+            let p = sequencer::parse(&serde_json::to_vec(&step.tx).unwrap()).unwrap();
+            seq.admit(&p, sample::NOW, |_| None, true);
+            if seq.is_full() {
+                seal_into(&store, &mut seq);
+            }
+        }
+        seal_into(&store, &mut seq);
+        (dir, store, seq)
+    }
+
+    fn same_state(a: &Sequencer, b: &Sequencer) {
+        assert_eq!(a.next_batch(), b.next_batch());
+        let (a, b) = (a.sealed_state(), b.sealed_state());
+        assert_eq!(a.root(), b.root());
+        assert_eq!(a.audit_count(), b.audit_count());
+        for tree in TreeId::ALL {
+            for i in [0, 1, 100, 200, 300, 400, 401, 1023] {
+                assert_eq!(a.path(tree, i), b.path(tree, i), "{tree:?} {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_restart_rebuilds_the_state_from_its_stored_leaves_as_a_replay_would() {
+        let (_dir, store, seq) = sealed_load(3);
+        let kept = store.kept_leaves().unwrap().expect("kept from the first start on");
+        assert_eq!(kept.through, 6, "24 transactions (21 accepted), 4 a batch");
+        assert_eq!(seq.next_batch(), 6);
+        assert_eq!(store.batch_with_cid(&Cid::of(b"batch 4")).unwrap(), Some(4));
+        assert_eq!(store.job_counts().unwrap(), crate::store::JobCounts { queued: 6, proven: 0, dead: 0 });
+        same_state(&restore_state(&store, &sample::genesis(5), SHAPE).unwrap(), &seq);
+        // A database of a version that kept no leaves: replayed, then kept.
+        store.forget_kept_leaves().unwrap();
+        assert!(store.kept_leaves().unwrap().is_none());
+        same_state(&restore_state(&store, &sample::genesis(5), SHAPE).unwrap(), &seq);
+        let kept = store.kept_leaves().unwrap().expect("kept after the replay");
+        assert_eq!(kept.through, 6);
+        same_state(&restore_state(&store, &sample::genesis(5), SHAPE).unwrap(), &seq);
+    }
+
+    #[test]
+    fn stored_leaves_that_do_not_give_the_sealed_root_are_refused() {
+        let (_dir, store, seq) = sealed_load(2);
+        let st = seq.sealed_state();
+        let mut leaves: Vec<_> = st.leaves().map(|(t, i, l)| (t, i, *l)).collect();
+        leaves.sort_by_key(|(t, i, _)| (*t as u8, *i));
+        let n = seq.next_batch();
+        // One field of one leaf changed.
+        let mut altered = leaves.clone();
+        altered[3].2[4] += medrollup_circuits::Fr::from(1u64);
+        store.keep_leaves(n, st.audit_count(), altered.iter().map(|(t, i, l)| (*t, *i, l))).unwrap();
+        let e = restore_state(&store, &sample::genesis(5), SHAPE).unwrap_err().to_string();
+        assert!(e.contains("do not give the root the last batch sealed"), "{e}");
+        // The right leaves with a wrong audit count.
+        store.keep_leaves(n, st.audit_count() + 1, leaves.iter().map(|(t, i, l)| (*t, *i, l))).unwrap();
+        assert!(restore_state(&store, &sample::genesis(5), SHAPE).is_err());
+        // The right leaves, but another genesis.
+        store.keep_leaves(n, st.audit_count(), leaves.iter().map(|(t, i, l)| (*t, *i, l))).unwrap();
+        let mut other = sample::genesis(5);
+        other.hospitals.pop();
+        let e = restore_state(&store, &other, SHAPE).unwrap_err().to_string();
+        assert!(e.contains("does not start from the genesis state"), "{e}");
+        same_state(&restore_state(&store, &sample::genesis(5), SHAPE).unwrap(), &seq);
+    }
+
+    #[test]
+    fn leaves_out_of_step_with_the_batches_are_not_used_and_no_longer_kept() {
+        let (_dir, store, seq) = sealed_load(2);
+        let st = seq.sealed_state();
+        // Leaves said to include one batch more than there is: replayed.
+        store.keep_leaves(seq.next_batch() + 1, st.audit_count(), st.leaves()).unwrap();
+        let mut again = restore_state(&store, &sample::genesis(5), SHAPE).unwrap();
+        same_state(&again, &seq);
+        assert_eq!(store.kept_leaves().unwrap().unwrap().through, seq.next_batch(), "kept anew");
+        // A batch sealed onto leaves of another point stops the keeping.
+        store.keep_leaves(seq.next_batch() - 1, st.audit_count(), st.leaves()).unwrap();
+        let load = workload::generate(3, sample::NOW, "restore");
+        let p = sequencer::parse(&serde_json::to_vec(&load.admin[2].tx).unwrap()).unwrap();
+        assert!(matches!(again.admit(&p, sample::NOW, |_| None, true).status, TxStatus::Accepted { .. }));
+        seal_into(&store, &mut again);
+        assert!(store.kept_leaves().unwrap().is_none());
+        same_state(&restore_state(&store, &sample::genesis(5), SHAPE).unwrap(), &again);
+        assert_eq!(store.kept_leaves().unwrap().unwrap().through, again.next_batch());
+    }
 
     #[test]
     fn batches_are_stamped_within_reach_of_l1s_clock() {

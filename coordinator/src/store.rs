@@ -6,8 +6,10 @@
 
 use crate::cid::Cid;
 use medrollup_circuits::batch::{BatchWitness, PublicInputs};
+use medrollup_circuits::field::{fr_from_le32, fr_to_le32};
+use medrollup_circuits::state::{LEAF_WIDTH, Leaf, TreeId};
 use medrollup_wire::{StageSeconds, TxAnswer};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use std::path::Path;
 
@@ -29,6 +31,15 @@ const DECISIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("decisions")
 /// can have junk refused; only acceptances must stay).
 const REFUSALS: TableDefinition<(u64, &str), ()> = TableDefinition::new("refusals");
 const REFUSED_AT: TableDefinition<&str, u64> = TableDefinition::new("refused_at");
+/// The sealed state's non-empty leaves, (tree, index) → fields (32 bytes
+/// each, little-endian): a restart rebuilds the state from them instead of
+/// replaying every batch since genesis.
+const LEAVES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("leaves");
+/// Jobs not yet proven (queued or dead): what the job metrics, `/farm` and a
+/// restart look at, however many batches were proven before.
+const OPEN_JOBS: TableDefinition<u64, ()> = TableDefinition::new("open_jobs");
+/// A batch's data CID → the batch.
+const BATCH_CIDS: TableDefinition<&str, u64> = TableDefinition::new("batch_cids");
 
 const APPLIED_SEQ: &str = "applied_seq";
 const NEXT_SUBMIT: &str = "next_submit";
@@ -36,6 +47,13 @@ const NEXT_SUBMIT: &str = "next_submit";
 const REFUSALS_DATED: &str = "refusals_dated";
 /// Set once the duplicates stored before duplicates were dated are dated.
 const DUPLICATES_DATED: &str = "duplicates_dated";
+/// Set while [`LEAVES`] holds the state: then `LEAVES_THROUGH` is how many
+/// batches it includes, and `AUDIT_COUNT` its audit entries.
+const LEAVES_KEPT: &str = "leaves_kept";
+const LEAVES_THROUGH: &str = "leaves_through";
+const AUDIT_COUNT: &str = "audit_count";
+/// Set once [`OPEN_JOBS`] and [`BATCH_CIDS`] index what an older version stored.
+const INDEXED: &str = "indexed_jobs_and_cids";
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +68,14 @@ pub enum StoreError {
         what: String,
         /// Why.
         source: serde_json::Error,
+    },
+    /// A stored record that is damaged or missing where an index names it.
+    #[error("stored {what} is damaged: {why}")]
+    Damaged {
+        /// Which record.
+        what: String,
+        /// What is wrong.
+        why: &'static str,
     },
 }
 
@@ -243,6 +269,33 @@ pub struct Seal<'a> {
     pub applied: &'a [String],
     /// The stream sequence decided up to.
     pub applied_seq: u64,
+    /// The leaves the batch wrote, with their fields after it (see
+    /// [`medrollup_circuits::state::State::written_by`]).
+    pub leaves: &'a [(TreeId, u64, Leaf)],
+    /// Audit entries after the batch.
+    pub audit_count: u64,
+}
+
+/// The sealed state as stored leaf by leaf.
+#[derive(Debug)]
+pub struct KeptLeaves {
+    /// Batches it includes (0: the genesis state).
+    pub through: u64,
+    /// Its audit entries.
+    pub audit_count: u64,
+    /// Its non-empty leaves.
+    pub leaves: Vec<(TreeId, u64, Leaf)>,
+}
+
+/// Jobs by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct JobCounts {
+    /// Waiting for a proof.
+    pub queued: u64,
+    /// Proven.
+    pub proven: u64,
+    /// Parked after too many failed attempts.
+    pub dead: u64,
 }
 
 /// A transaction's answer, recorded before it is announced, so that a
@@ -275,6 +328,86 @@ fn decode<T: DeserializeOwned>(what: impl FnOnce() -> String, bytes: &[u8]) -> R
     serde_json::from_slice(bytes).map_err(|source| StoreError::Decode { what: what(), source })
 }
 
+fn encode_leaf(leaf: &Leaf) -> Vec<u8> {
+    leaf.iter().flat_map(fr_to_le32).collect()
+}
+
+fn decode_leaf(tree: u8, index: u64, bytes: &[u8]) -> Result<(TreeId, u64, Leaf), StoreError> {
+    let what = || format!("leaf ({tree}, {index})");
+    let tree = *TreeId::ALL
+        .get(usize::from(tree))
+        .ok_or_else(|| StoreError::Damaged { what: what(), why: "no such tree" })?;
+    if bytes.len() != 32 * LEAF_WIDTH {
+        return Err(StoreError::Damaged { what: what(), why: "not 7 fields of 32 bytes" });
+    }
+    let mut leaf = [Default::default(); LEAF_WIDTH];
+    for (x, b) in leaf.iter_mut().zip(bytes.chunks_exact(32)) {
+        *x = fr_from_le32(b.try_into().expect("32 bytes"))
+            .ok_or_else(|| StoreError::Damaged { what: what(), why: "a field is not below the modulus" })?;
+    }
+    Ok((tree, index, leaf))
+}
+
+fn open_jobs_in(r: &redb::ReadTransaction) -> Result<Vec<JobRecord>, StoreError> {
+    let open = db!(r.open_table(OPEN_JOBS))?;
+    let jobs = db!(r.open_table(JOBS))?;
+    let mut out = Vec::new();
+    for row in db!(open.iter())? {
+        let n = db!(row)?.0.value();
+        let missing = || StoreError::Damaged { what: format!("job index entry {n}"), why: "no such job" };
+        let v = db!(jobs.get(n))?.ok_or_else(missing)?;
+        out.push(decode(|| format!("job {n}"), v.value())?);
+    }
+    Ok(out)
+}
+
+/// Writes a job and keeps [`OPEN_JOBS`] in step with its state.
+fn write_job(w: &redb::WriteTransaction, job: &JobRecord) -> Result<(), StoreError> {
+    db!(db!(w.open_table(JOBS))?.insert(job.batch, encode(job).as_slice()))?;
+    let mut open = db!(w.open_table(OPEN_JOBS))?;
+    if job.state == JobState::Proven {
+        db!(open.remove(job.batch))?;
+    } else {
+        db!(open.insert(job.batch, ()))?;
+    }
+    Ok(())
+}
+
+/// Indexes open jobs and batch CIDs stored by a version that kept no index
+/// (once: the one pass over every batch there will be).
+fn index_jobs_and_cids(w: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = db!(w.open_table(META))?;
+    if db!(meta.get(INDEXED))?.is_some() {
+        return Ok(());
+    }
+    {
+        let jobs = db!(w.open_table(JOBS))?;
+        let mut open = db!(w.open_table(OPEN_JOBS))?;
+        for row in db!(jobs.iter())? {
+            let (k, v) = db!(row)?;
+            let job: JobRecord = decode(|| format!("job {}", k.value()), v.value())?;
+            if job.state != JobState::Proven {
+                db!(open.insert(k.value(), ()))?;
+            }
+        }
+    }
+    {
+        #[derive(Deserialize)]
+        struct CidOf {
+            cid: Cid,
+        }
+        let batches = db!(w.open_table(BATCHES))?;
+        let mut cids = db!(w.open_table(BATCH_CIDS))?;
+        for row in db!(batches.iter())? {
+            let (k, v) = db!(row)?;
+            let b: CidOf = decode(|| format!("batch {}", k.value()), v.value())?;
+            db!(cids.insert(b.cid.to_string().as_str(), k.value()))?;
+        }
+    }
+    db!(meta.insert(INDEXED, 1))?;
+    Ok(())
+}
+
 impl Store {
     /// Opens (or creates) the database at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
@@ -293,7 +426,11 @@ impl Store {
             db!(w.open_table(DECISIONS))?;
             db!(w.open_table(REFUSALS))?;
             db!(w.open_table(REFUSED_AT))?;
+            db!(w.open_table(LEAVES))?;
+            db!(w.open_table(OPEN_JOBS))?;
+            db!(w.open_table(BATCH_CIDS))?;
             date_old_refusals(&w, crate::service::now_ms())?;
+            index_jobs_and_cids(&w)?;
         }
         db!(w.commit())?;
         Ok(Self { db })
@@ -315,16 +452,81 @@ impl Store {
         self.meta(NEXT_SUBMIT)
     }
 
-    /// Every sealed batch, in order.
-    pub fn batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+    /// At most `limit` sealed batches from `first` on, in order (a page: a
+    /// batch holds its witness, and there is no bound on how many there are).
+    pub fn batches_from(&self, first: u64, limit: usize) -> Result<Vec<BatchRecord>, StoreError> {
         let r = db!(self.db.begin_read())?;
         let t = db!(r.open_table(BATCHES))?;
         let mut out = Vec::new();
-        for row in db!(t.iter())? {
+        for row in db!(t.range(first..))?.take(limit) {
             let (k, v) = db!(row)?;
             out.push(decode(|| format!("batch {}", k.value()), v.value())?);
         }
         Ok(out)
+    }
+
+    /// The batch whose data has `cid`, if any.
+    pub fn batch_with_cid(&self, cid: &Cid) -> Result<Option<u64>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(BATCH_CIDS))?;
+        Ok(db!(t.get(cid.to_string().as_str()))?.map(|g| g.value()))
+    }
+
+    /// The sealed state's leaves, unless this database does not keep them
+    /// (made by an older version, or out of step with its batches).
+    pub fn kept_leaves(&self) -> Result<Option<KeptLeaves>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let meta = db!(r.open_table(META))?;
+        let get = |k: &str| db!(meta.get(k)).map(|g| g.map(|g| g.value()).unwrap_or(0));
+        if get(LEAVES_KEPT)? == 0 {
+            return Ok(None);
+        }
+        let (through, audit_count) = (get(LEAVES_THROUGH)?, get(AUDIT_COUNT)?);
+        let t = db!(r.open_table(LEAVES))?;
+        let mut leaves = Vec::new();
+        for row in db!(t.iter())? {
+            let (k, v) = db!(row)?;
+            let (tree, index) = k.value();
+            leaves.push(decode_leaf(tree, index, v.value())?);
+        }
+        Ok(Some(KeptLeaves { through, audit_count, leaves }))
+    }
+
+    /// Stops keeping the leaves, as a database made by an older version.
+    #[cfg(test)]
+    pub(crate) fn forget_kept_leaves(&self) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            db!(db!(w.open_table(LEAVES))?.retain(|_, _| false))?;
+            let mut meta = db!(w.open_table(META))?;
+            for k in [LEAVES_KEPT, LEAVES_THROUGH, AUDIT_COUNT] {
+                db!(meta.remove(k))?;
+            }
+        }
+        db!(w.commit())
+    }
+
+    /// Stores the whole state after `through` batches, leaf by leaf (what a
+    /// database that kept no leaves gets once its batches are replayed).
+    pub fn keep_leaves<'a>(
+        &self,
+        through: u64,
+        audit_count: u64,
+        leaves: impl IntoIterator<Item = (TreeId, u64, &'a Leaf)>,
+    ) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        {
+            let mut t = db!(w.open_table(LEAVES))?;
+            db!(t.retain(|_, _| false))?;
+            for (tree, index, leaf) in leaves {
+                db!(t.insert((tree as u8, index), encode_leaf(leaf).as_slice()))?;
+            }
+            let mut meta = db!(w.open_table(META))?;
+            db!(meta.insert(LEAVES_THROUGH, through))?;
+            db!(meta.insert(AUDIT_COUNT, audit_count))?;
+            db!(meta.insert(LEAVES_KEPT, 1))?;
+        }
+        db!(w.commit())
     }
 
     /// One batch.
@@ -346,8 +548,10 @@ impl Store {
         let w = db!(self.db.begin_write())?;
         {
             db!(db!(w.open_table(BATCHES))?.insert(s.batch.batch, encode(s.batch).as_slice()))?;
-            db!(db!(w.open_table(JOBS))?.insert(s.job.batch, encode(s.job).as_slice()))?;
+            db!(db!(w.open_table(BATCH_CIDS))?.insert(s.batch.cid.to_string().as_str(), s.batch.batch))?;
+            write_job(&w, s.job)?;
             put_answers(&w, s.answers, s.batch.sealed_at_ms)?;
+            keep_written_leaves(&w, &s)?;
             let mut applied = db!(w.open_table(APPLIED))?;
             for m in s.applied {
                 db!(applied.insert(m.as_str(), s.batch.batch))?;
@@ -459,16 +663,20 @@ impl Store {
         db!(t.get(n))?.map(|g| decode(|| format!("job {n}"), g.value())).transpose()
     }
 
-    /// Every job, in batch order.
-    pub fn jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+    /// The jobs not yet proven (queued or dead), in batch order.
+    pub fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
+        open_jobs_in(&db!(self.db.begin_read())?)
+    }
+
+    /// How many jobs are in each state (one per sealed batch; the proven
+    /// ones are counted, not read).
+    pub fn job_counts(&self) -> Result<JobCounts, StoreError> {
         let r = db!(self.db.begin_read())?;
-        let t = db!(r.open_table(JOBS))?;
-        let mut out = Vec::new();
-        for row in db!(t.iter())? {
-            let (k, v) = db!(row)?;
-            out.push(decode(|| format!("job {}", k.value()), v.value())?);
-        }
-        Ok(out)
+        let open = open_jobs_in(&r)?;
+        let total = db!(db!(r.open_table(JOBS))?.len())?;
+        let queued = open.iter().filter(|j| j.state == JobState::Queued).count() as u64;
+        let dead = open.len() as u64 - queued;
+        Ok(JobCounts { queued, proven: total - open.len() as u64, dead })
     }
 
     /// How many batches from `n` on are proven, in a row: those L1 can take
@@ -492,7 +700,7 @@ impl Store {
     pub fn put_job(&self, job: &JobRecord, worker: Option<(&str, &WorkerRecord)>) -> Result<(), StoreError> {
         let w = db!(self.db.begin_write())?;
         {
-            db!(db!(w.open_table(JOBS))?.insert(job.batch, encode(job).as_slice()))?;
+            write_job(&w, job)?;
             if let Some((name, rec)) = worker {
                 db!(db!(w.open_table(WORKERS))?.insert(name, encode(rec).as_slice()))?;
             }
@@ -511,7 +719,7 @@ impl Store {
         let w = db!(self.db.begin_write())?;
         {
             db!(db!(w.open_table(BATCHES))?.insert(batch.batch, encode(batch).as_slice()))?;
-            db!(db!(w.open_table(JOBS))?.insert(job.batch, encode(job).as_slice()))?;
+            write_job(&w, job)?;
             db!(db!(w.open_table(WORKERS))?.insert(worker, encode(rec).as_slice()))?;
         }
         db!(w.commit())
@@ -613,6 +821,31 @@ fn refusal(status: &medrollup_wire::TxStatus) -> bool {
 /// [`Store::forget_refusals`]). An accepted transaction's answer is kept:
 /// the same bytes sent again later are answered `duplicate`, which must not
 /// hide where the first copy went.
+/// Applies a sealed batch's written leaves to [`LEAVES`] when they hold the
+/// state just before it; otherwise stops keeping them (the next start
+/// replays the batches and keeps them again).
+fn keep_written_leaves(w: &redb::WriteTransaction, s: &Seal<'_>) -> Result<(), StoreError> {
+    let mut meta = db!(w.open_table(META))?;
+    let kept = db!(meta.get(LEAVES_KEPT))?.is_some_and(|g| g.value() == 1);
+    let through = db!(meta.get(LEAVES_THROUGH))?.map(|g| g.value());
+    if !kept || through != Some(s.batch.batch) {
+        db!(meta.insert(LEAVES_KEPT, 0))?;
+        return Ok(());
+    }
+    let mut t = db!(w.open_table(LEAVES))?;
+    for (tree, index, leaf) in s.leaves {
+        let key = (*tree as u8, *index);
+        if leaf[0] == Default::default() {
+            db!(t.remove(key))?;
+        } else {
+            db!(t.insert(key, encode_leaf(leaf).as_slice()))?;
+        }
+    }
+    db!(meta.insert(LEAVES_THROUGH, s.batch.batch + 1))?;
+    db!(meta.insert(AUDIT_COUNT, s.audit_count))?;
+    Ok(())
+}
+
 fn put_answers(w: &redb::WriteTransaction, answers: &[TxAnswer], now_ms: u64) -> Result<(), StoreError> {
     let mut t = db!(w.open_table(ANSWERS))?;
     let mut refusals = db!(w.open_table(REFUSALS))?;
@@ -729,6 +962,76 @@ mod tests {
         assert_eq!(store.answer("b").unwrap(), Some(later));
         assert_eq!(store.decision(9).unwrap(), None);
         assert_eq!(store.applied_seq().unwrap(), 9);
+    }
+
+    #[test]
+    fn open_jobs_and_counts_follow_every_job_and_an_older_database_is_indexed_when_it_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let mut jobs: Vec<JobRecord> = (0..5).map(|n| JobRecord::new(n, 0)).collect();
+        for j in &jobs {
+            store.put_job(j, None).unwrap();
+        }
+        jobs[1].state = JobState::Proven;
+        jobs[4].state = JobState::Proven;
+        jobs[3].park("no worker could prove it".into(), 5);
+        for j in &jobs {
+            store.put_job(j, None).unwrap();
+        }
+        let open = |s: &Store| s.open_jobs().unwrap().iter().map(|j| j.batch).collect::<Vec<_>>();
+        assert_eq!(open(&store), [0, 2, 3]);
+        assert_eq!(store.job_counts().unwrap(), JobCounts { queued: 2, proven: 2, dead: 1 });
+        jobs[3].revive(9);
+        store.put_job(&jobs[3], None).unwrap();
+        assert_eq!(store.job_counts().unwrap(), JobCounts { queued: 3, proven: 2, dead: 0 });
+
+        // A database of a version with no indices: jobs and one batch's data
+        // CID stored, nothing indexed.
+        let cid = Cid::of(b"batch 0 data");
+        {
+            let w = store.db.begin_write().unwrap();
+            {
+                let mut meta = w.open_table(META).unwrap();
+                meta.remove(INDEXED).unwrap();
+                w.open_table(OPEN_JOBS).unwrap().retain(|_, _| false).unwrap();
+                let rec = serde_json::to_vec(&serde_json::json!({ "batch": 0, "cid": cid })).unwrap();
+                w.open_table(BATCHES).unwrap().insert(0, rec.as_slice()).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        assert_eq!(open(&store), Vec::<u64>::new(), "nothing indexed");
+        assert_eq!(store.batch_with_cid(&cid).unwrap(), None);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(open(&store), [0, 2, 3]);
+        assert_eq!(store.job_counts().unwrap(), JobCounts { queued: 3, proven: 2, dead: 0 });
+        assert_eq!(store.batch_with_cid(&cid).unwrap(), Some(0));
+        assert_eq!(store.batch_with_cid(&Cid::of(b"other")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_damaged_stored_leaf_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let leaf = [medrollup_circuits::Fr::from(3u64); LEAF_WIDTH];
+        store.keep_leaves(0, 0, [(TreeId::Records, 9, &leaf)]).unwrap();
+        let kept = store.kept_leaves().unwrap().unwrap();
+        assert_eq!(kept.leaves, [(TreeId::Records, 9, leaf)]);
+        for (key, bytes, why) in [
+            ((1, 9), vec![0xff; 32 * LEAF_WIDTH], "not below the modulus"),
+            ((1, 9), vec![0; 31], "not 7 fields"),
+            ((7, 9), vec![0; 32 * LEAF_WIDTH], "no such tree"),
+        ] {
+            let w = store.db.begin_write().unwrap();
+            w.open_table(LEAVES).unwrap().insert(key, bytes.as_slice()).unwrap();
+            w.commit().unwrap();
+            let e = store.kept_leaves().unwrap_err().to_string();
+            assert!(e.contains(why) && e.contains(&format!("leaf ({}, 9)", key.0)), "{e}");
+            let w = store.db.begin_write().unwrap();
+            w.open_table(LEAVES).unwrap().remove(key).unwrap();
+            w.commit().unwrap();
+        }
     }
 
     #[test]
