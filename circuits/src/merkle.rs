@@ -86,7 +86,7 @@ impl MerklePath {
 }
 
 /// A sparse tree with `4^levels` leaves that stores only non-empty nodes.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SparseTree {
     levels: usize,
     zeros: Vec<Fr>,
@@ -181,6 +181,24 @@ impl SparseTree {
             idx /= 4;
         }
         MerklePath { siblings }
+    }
+
+    /// Takes `other`'s leaf at `index` and every node on its path, hashing
+    /// nothing: after `other` changed only leaves whose paths are copied so,
+    /// the two trees are equal.
+    ///
+    /// # Panics
+    /// When the heights differ or `index` is not below the capacity.
+    pub fn copy_path_from(&mut self, other: &SparseTree, index: u64) {
+        assert_eq!(self.levels, other.levels, "trees of one height");
+        assert!(index < self.capacity(), "leaf {index} outside the tree");
+        for h in 0..=self.levels {
+            let at = (h, index >> (2 * h));
+            match other.nodes.get(&at) {
+                Some(v) => self.nodes.insert(at, *v),
+                None => self.nodes.remove(&at),
+            };
+        }
     }
 
     /// Sets the leaf at `index` and rehashes its path.

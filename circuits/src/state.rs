@@ -509,7 +509,7 @@ pub struct Plan {
 }
 
 /// The rollup state.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct State {
     instance: Fr,
     levels: usize,
@@ -689,6 +689,11 @@ impl State {
         Ok(State { instance, levels, trees, leaves: by_tree, audit_count })
     }
 
+    /// Non-empty leaves, in all trees.
+    pub fn leaf_count(&self) -> usize {
+        self.leaves.iter().map(HashMap::len).sum()
+    }
+
     /// Every non-empty leaf (tree, index, fields), in no particular order.
     pub fn leaves(&self) -> impl Iterator<Item = (TreeId, u64, &Leaf)> {
         TreeId::ALL
@@ -719,6 +724,27 @@ impl State {
                 (tree, id, self.leaf(tree, id))
             })
             .collect()
+    }
+
+    /// Takes `other`'s leaves at `written` (tree, index), the nodes on their
+    /// paths and its audit count: where `other` is this state with some
+    /// transactions applied and `written` names every leaf they wrote (see
+    /// [`Self::written_by`]), this state becomes equal to it, in time that
+    /// grows with the leaves written, not with the state as a clone would.
+    ///
+    /// # Panics
+    /// When the two are of different instances or heights.
+    pub fn copy_written_from(&mut self, other: &State, written: impl IntoIterator<Item = (TreeId, u64)>) {
+        assert!(self.instance == other.instance && self.levels == other.levels, "states of one rollup");
+        for (tree, index) in written {
+            let t = tree as usize;
+            self.trees[t].copy_path_from(&other.trees[t], index);
+            match other.leaves[t].get(&index) {
+                Some(l) => self.leaves[t].insert(index, *l),
+                None => self.leaves[t].remove(&index),
+            };
+        }
+        self.audit_count = other.audit_count;
     }
 
     /// Overwrites a leaf directly, bypassing every rule: for tests of states

@@ -159,6 +159,7 @@ proptest! {
             st.leaves().map(|(t, i, l)| ((t, i), *l)).collect();
         let mut total = 0;
         for _batch in 0..12 {
+            let mut before = st.clone();
             let mut applied = Vec::new();
             for _ in 0..40 {
                 let tx = random_tx(&mut rng, &st);
@@ -179,6 +180,10 @@ proptest! {
             }
             let own: HashMap<_, _> = st.leaves().map(|(t, i, l)| ((t, i), *l)).collect();
             prop_assert_eq!(&copy, &own);
+            // The state before the batch, given the written leaves' paths.
+            let written = st.written_by(&applied);
+            before.copy_written_from(&st, written.iter().map(|(t, i, _)| (*t, *i)));
+            prop_assert!(before == st, "the copy is the state itself, node for node");
             let rebuilt = State::from_leaves(
                 st.instance(),
                 LEVELS,
@@ -205,10 +210,13 @@ proptest! {
 fn written_by_names_every_leaf_each_kind_of_transaction_writes() {
     let mut st = State::genesis(&sample::genesis(5)).unwrap();
     let mut kept: std::collections::HashMap<_, _> = st.leaves().map(|(t, i, l)| ((t, i), *l)).collect();
+    let mut shadow = st.clone();
     let mut audits = 0;
     for tx in sample::transactions() {
         let trace = st.apply(&tx, NOW).unwrap();
         let written = st.written_by([&trace]);
+        shadow.copy_written_from(&st, written.iter().map(|(t, i, _)| (*t, *i)));
+        assert!(shadow == st, "a copy of the written paths after {:?}", tx.tx.body);
         for (t, i, l) in &written {
             if l[0] == Fr::from(0u64) {
                 kept.remove(&(*t, *i));

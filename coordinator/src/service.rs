@@ -242,7 +242,7 @@ const REPLAY_PAGE: usize = 64;
 /// The sealed state: rebuilt from the leaves the store keeps, or, for a
 /// database made before they were kept, by replaying its batches a page at a
 /// time (then the leaves are kept from here on).
-fn restore_state(
+pub fn restore_state(
     store: &Store,
     genesis: &Genesis,
     shape: CircuitShape,
@@ -258,17 +258,22 @@ fn restore_state(
             Ok(b.public_inputs)
         };
         let ends = if count == 0 { None } else { Some((inputs(0)?, inputs(count - 1)?)) };
-        let seq = Sequencer::resume(
+        match Sequencer::resume(
             genesis,
             shape,
             count,
             kept.leaves,
             kept.audit_count,
             ends.as_ref().map(|(a, b)| (a, b)),
-        )?;
-        return Ok(seq);
+        ) {
+            Ok(seq) => return Ok(seq),
+            // The batches are what was proven: replayed, they decide (and
+            // say what is wrong if they do not replay either).
+            Err(e) => warn!(error = %e, "the stored state is not used: replaying every batch"),
+        }
+    } else {
+        info!(batches = count, "no stored state to start from: replaying every batch once");
     }
-    info!(batches = count, "no stored state to start from: replaying every batch once");
     let mut r = Sequencer::replayer(genesis, shape)?;
     loop {
         let page = store.batches_from(r.batches(), REPLAY_PAGE)?;
@@ -1121,7 +1126,11 @@ impl Coordinator {
         self.pending.clear();
         {
             let mut v = self.shared.view.write().expect("view lock");
-            v.sealed = self.seq.sealed_state().clone();
+            if v.batches_sealed == sealed.batch {
+                sequencer::follow(&mut v.sealed, self.seq.sealed_state(), &sealed.leaves);
+            } else {
+                v.sealed = self.seq.sealed_state().clone();
+            }
             v.batches_sealed = sealed.batch + 1;
             v.recent.clear();
             v.open_content.clear();
@@ -1613,7 +1622,7 @@ mod tests {
     use super::*;
     use crate::workload;
     use medrollup_circuits::sample;
-    use medrollup_circuits::state::TreeId;
+    use medrollup_circuits::state::{Leaf, TreeId};
 
     const SHAPE: CircuitShape = CircuitShape { batch_size: 4, levels: 5 };
 
@@ -1693,7 +1702,7 @@ mod tests {
     }
 
     #[test]
-    fn stored_leaves_that_do_not_give_the_sealed_root_are_refused() {
+    fn stored_leaves_that_do_not_give_the_sealed_root_are_refused_and_the_batches_replayed() {
         let (_dir, store, seq) = sealed_load(2);
         let st = seq.sealed_state();
         let mut leaves: Vec<_> = st.leaves().map(|(t, i, l)| (t, i, *l)).collect();
@@ -1702,19 +1711,38 @@ mod tests {
         // One field of one leaf changed.
         let mut altered = leaves.clone();
         altered[3].2[4] += medrollup_circuits::Fr::from(1u64);
-        store.keep_leaves(n, st.audit_count(), altered.iter().map(|(t, i, l)| (*t, *i, l))).unwrap();
-        let e = restore_state(&store, &sample::genesis(5), SHAPE).unwrap_err().to_string();
+        let genesis = sample::genesis(5);
+        let e = Sequencer::resume(&genesis, SHAPE, n, leaves.clone(), st.audit_count(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("come with no batches' public inputs"), "{e}");
+        let ends = (
+            store.batch(0).unwrap().unwrap().public_inputs,
+            store.batch(n - 1).unwrap().unwrap().public_inputs,
+        );
+        let resume = |leaves: &[(TreeId, u64, Leaf)], audit_count, g: &Genesis| {
+            Sequencer::resume(g, SHAPE, n, leaves.to_vec(), audit_count, Some((&ends.0, &ends.1)))
+                .map(|s| s.sealed_state().root())
+        };
+        let e = resume(&altered, st.audit_count(), &genesis).unwrap_err().to_string();
         assert!(e.contains("do not give the root the last batch sealed"), "{e}");
-        // The right leaves with a wrong audit count.
-        store.keep_leaves(n, st.audit_count() + 1, leaves.iter().map(|(t, i, l)| (*t, *i, l))).unwrap();
-        assert!(restore_state(&store, &sample::genesis(5), SHAPE).is_err());
-        // The right leaves, but another genesis.
-        store.keep_leaves(n, st.audit_count(), leaves.iter().map(|(t, i, l)| (*t, *i, l))).unwrap();
+        assert!(resume(&leaves, st.audit_count() + 1, &genesis).is_err(), "a wrong audit count");
         let mut other = sample::genesis(5);
         other.hospitals.pop();
-        let e = restore_state(&store, &other, SHAPE).unwrap_err().to_string();
+        let e = resume(&leaves, st.audit_count(), &other).unwrap_err().to_string();
         assert!(e.contains("does not start from the genesis state"), "{e}");
-        same_state(&restore_state(&store, &sample::genesis(5), SHAPE).unwrap(), &seq);
+        assert_eq!(resume(&leaves, st.audit_count(), &genesis).unwrap(), st.root());
+
+        // At a start, altered leaves are not used: the batches are replayed
+        // and the leaves kept anew.
+        store.keep_leaves(n, st.audit_count(), altered.iter().map(|(t, i, l)| (*t, *i, l))).unwrap();
+        same_state(&restore_state(&store, &genesis, SHAPE).unwrap(), &seq);
+        let mut again: Vec<_> = store.kept_leaves().unwrap().unwrap().leaves;
+        again.sort_by_key(|(t, i, _)| (*t as u8, *i));
+        assert_eq!(again, leaves);
+        // Another genesis does not replay either.
+        let e = restore_state(&store, &other, SHAPE).unwrap_err().to_string();
+        assert!(e.contains("stored batch 0 does not replay"), "{e}");
     }
 
     #[test]
