@@ -1,7 +1,8 @@
-//! What a coordinator restart and a seal cost as the history grows: the
-//! state rebuilt from the leaves the store keeps, against the replay of every
-//! stored batch (all loaded at once, as before the leaves were kept, and a
-//! page at a time, as a database of an older version is replayed once now).
+//! What the coordinator's store, seals and restarts cost as the history
+//! grows: bytes stored per batch (a witness is kept only until its proof),
+//! a seal's time at the first and the last batches, the sealed state brought
+//! up to date by the paths a batch wrote against a clone, and a restart from
+//! the kept leaves against a replay of every batch.
 //!
 //! `cargo bench -p medrollup-coordinator --bench restart --profile dev`
 //! (dependencies and the circuits crate at opt-level 3, as in every build
@@ -19,8 +20,11 @@ use medrollup_circuits::tx::{ConsentTarget, Scope, SignedTx, TxBody};
 use medrollup_coordinator::cid::Cid;
 use medrollup_coordinator::sequencer::{self, Sequencer};
 use medrollup_coordinator::service::restore_state;
-use medrollup_coordinator::store::{BatchRecord, JobRecord, JobState, Seal, Store};
+use medrollup_coordinator::store::{
+    BatchRecord, JobRecord, JobState, ProofRecord, Seal, Store, WorkerRecord,
+};
 use medrollup_prover::peak_alloc::{PeakAlloc, peak_since, reset_peak};
+use medrollup_wire::StageSeconds;
 use medrollup_wire::TxStatus;
 use std::time::Instant;
 
@@ -80,19 +84,31 @@ fn load(patients: u64) -> Vec<SignedTx> {
     out
 }
 
-/// Seals the open batch into `store`: seconds in the sequencer and in the
-/// store, and the leaves the batch wrote.
-fn seal_into(store: &Store, seq: &mut Sequencer) -> (f64, f64, Vec<(TreeId, u64)>) {
+/// Proofs are stored this many batches behind the seals (a farm keeping up).
+const PROOF_LAG: u64 = 8;
+
+/// What one seal cost and left behind.
+struct Sealing {
+    in_sequencer_s: f64,
+    in_store_s: f64,
+    written: Vec<(TreeId, u64)>,
+    record_bytes: usize,
+    witness_bytes: usize,
+}
+
+/// Seals the open batch into `store`, and stores the proof of the batch
+/// [`PROOF_LAG`] before it.
+fn seal_into(store: &Store, seq: &mut Sequencer) -> Sealing {
     let t = Instant::now();
     let sealed = seq.seal().expect("a batch open");
-    let in_sequencer = t.elapsed().as_secs_f64();
+    let in_sequencer_s = t.elapsed().as_secs_f64();
     let n = sealed.batch;
     let record = BatchRecord {
         batch: n,
         public_inputs: sealed.witness.public_inputs(),
         cid: Cid::of(format!("batch {n}").as_bytes()),
         tx_ids: sealed.tx_ids.clone(),
-        witness: sealed.witness,
+        txs: sealed.txs[..sealed.tx_ids.len()].to_vec(),
         sealed_at_ms: 0,
         proof: None,
         submitted: false,
@@ -101,6 +117,7 @@ fn seal_into(store: &Store, seq: &mut Sequencer) -> (f64, f64, Vec<(TreeId, u64)
     store
         .seal(Seal {
             batch: &record,
+            witness: &sealed.witness,
             job: &JobRecord::new(n, 0),
             answers: &[],
             applied: &sealed.messages,
@@ -109,8 +126,27 @@ fn seal_into(store: &Store, seq: &mut Sequencer) -> (f64, f64, Vec<(TreeId, u64)
             audit_count: sealed.audit_count,
         })
         .expect("stored");
-    let written = sealed.leaves.iter().map(|(t, i, _)| (*t, *i)).collect();
-    (in_sequencer, t.elapsed().as_secs_f64(), written)
+    let in_store_s = t.elapsed().as_secs_f64();
+    if let Some(p) = n.checked_sub(PROOF_LAG) {
+        let mut rec = store.batch(p).expect("read").expect("sealed");
+        rec.proof = Some(ProofRecord {
+            proof: "00".repeat(128),
+            worker: "bench".into(),
+            backend: "cpu".into(),
+            stages: StageSeconds::default(),
+            verified_at_ms: 0,
+        });
+        let mut job = JobRecord::new(p, 0);
+        job.state = JobState::Proven;
+        store.prove(&rec, &job, "bench", &WorkerRecord::default()).expect("proven");
+    }
+    Sealing {
+        in_sequencer_s,
+        in_store_s,
+        written: sealed.leaves.iter().map(|(t, i, _)| (*t, *i)).collect(),
+        record_bytes: serde_json::to_vec(&record).expect("json").len(),
+        witness_bytes: serde_json::to_vec(&sealed.witness).expect("json").len(),
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -127,6 +163,10 @@ fn measure<T>(f: impl FnOnce() -> T) -> (T, f64, f64) {
     (out, s, peak_since(base) as f64 / (1024.0 * 1024.0))
 }
 
+fn mib(bytes: f64) -> f64 {
+    bytes / (1024.0 * 1024.0)
+}
+
 fn main() {
     let batches: u64 =
         std::env::var("MEDROLLUP_BENCH_BATCHES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
@@ -140,33 +180,46 @@ fn main() {
     let path = dir.path().join("coordinator.redb");
     let store = Store::open(&path).expect("store");
     let mut seq = restore_state(&store, &genesis, SHAPE).expect("genesis");
-    let mut times = Vec::new();
-    let mut last_written = Vec::new();
+    let mut seals = Vec::new();
     let t = Instant::now();
     for tx in txs.iter().take(batches as usize * 4) {
         let p = sequencer::parse(&serde_json::to_vec(tx).expect("json")).expect("parses");
         let a = seq.admit(&p, sample::NOW, |_| None, true);
         assert!(matches!(a.status, TxStatus::Accepted { .. }), "{a:?}");
         if seq.is_full() {
-            let (a, b, written) = seal_into(&store, &mut seq);
-            times.push((a, b));
-            last_written = written;
+            seals.push(seal_into(&store, &mut seq));
         }
     }
     let sealed = seq.next_batch();
     let leaves = seq.sealed_state().leaves().count();
+    let n = seals.len() as f64;
+    let record = seals.iter().map(|s| s.record_bytes).sum::<usize>() as f64;
+    let witness = seals.iter().map(|s| s.witness_bytes).sum::<usize>() as f64;
     println!(
-        "sealed {sealed} batches in {:.1} s; state: {leaves} leaves, {} audit entries; database {:.1} MiB",
+        "sealed {sealed} batches in {:.1} s, proofs stored {PROOF_LAG} behind; state: {leaves} leaves, {} audit entries",
         t.elapsed().as_secs_f64(),
         seq.sealed_state().audit_count(),
-        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / (1024.0 * 1024.0),
     );
-    let window = 100.min(times.len());
+    println!();
+    println!("| stored per batch | KiB | all {sealed} batches MiB |");
+    println!("|---|---|---|");
+    println!("| record (kept) | {:.1} | {:.1} |", record / n / 1024.0, mib(record));
+    println!("| witness (kept only until the proof) | {:.1} | {:.1} |", witness / n / 1024.0, mib(witness));
+    println!(
+        "| database file at the end ({PROOF_LAG} witnesses held) | {:.1} | {:.1} |",
+        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / n / 1024.0,
+        mib(std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64),
+    );
+
+    let window = 100.min(seals.len());
     let at = |from: usize| {
-        let w = &times[from..from + window];
-        (median(w.iter().map(|x| x.0).collect()), median(w.iter().map(|x| x.1).collect()))
+        let w = &seals[from..from + window];
+        (
+            median(w.iter().map(|x| x.in_sequencer_s).collect()),
+            median(w.iter().map(|x| x.in_store_s).collect()),
+        )
     };
-    let (first, last) = (at(0), at(times.len() - window));
+    let (first, last) = (at(0), at(seals.len() - window));
     println!();
     println!("| seal, median of {window} | first batches ms | last batches ms | last / first |");
     println!("|---|---|---|---|");
@@ -189,6 +242,7 @@ fn main() {
     // The sealed state brought up to date after the last batch, twice at
     // every seal (the sequencer's and the HTTP view's): before, a clone.
     let ahead = seq.sealed_state();
+    let last_written = &seals.last().expect("a batch").written;
     let reps = 50;
     let clone_s = median(
         (0..reps)
@@ -223,20 +277,11 @@ fn main() {
 
     let root = seq.sealed_state().root();
     drop(seq);
-    // Before: every batch loaded, then replayed.
-    let (all, all_s, all_mib) = measure(|| {
-        let all = store.batches_from(0, usize::MAX).expect("batches");
-        let seq = Sequencer::restore(&genesis, SHAPE, &all).expect("replays");
-        (seq.sealed_state().root(), all.len())
-    });
-    assert_eq!(all, (root, sealed as usize));
-    // Now: from the kept leaves.
     let (kept, kept_s, kept_mib) = measure(|| restore_state(&store, &genesis, SHAPE).expect("restores"));
     assert_eq!((kept.sealed_state().root(), kept.next_batch()), (root, sealed));
     drop(kept);
-    // A database of an older version: replayed a page at a time, once.
-    // (Leaves marked out of step with the batches take the same path as
-    // none at all.)
+    // A database of an older version is replayed, a page at a time, once
+    // (leaves marked out of step with the batches take the same path).
     store.keep_leaves(sealed + 1, 0, std::iter::empty()).expect("marked out of step");
     let (paged, paged_s, paged_mib) = measure(|| restore_state(&store, &genesis, SHAPE).expect("replays"));
     assert_eq!(paged.sealed_state().root(), root);
@@ -244,25 +289,16 @@ fn main() {
     println!("| restart with {sealed} batches | s | peak heap MiB | time ratio to the kept leaves |");
     println!("|---|---|---|---|");
     println!(
-        "| before: every batch loaded, then replayed | {all_s:.2} | {all_mib:.1} | {:.0} |",
-        all_s / kept_s
-    );
-    println!(
-        "| now, older database: replayed a page at a time (once) | {paged_s:.2} | {paged_mib:.1} | {:.0} |",
+        "| replay of every batch, a page at a time (an older database, once) | {paged_s:.2} | {paged_mib:.1} | {:.0} |",
         paged_s / kept_s
     );
-    println!("| now: from the kept leaves | {kept_s:.3} | {kept_mib:.1} | 1 |");
-    // All but the last eight proven, as in a farm that keeps up.
-    for n in 0..sealed.saturating_sub(8) {
-        let mut job = JobRecord::new(n, 0);
-        job.state = JobState::Proven;
-        store.put_job(&job, None).expect("stored");
-    }
+    println!("| from the kept leaves | {kept_s:.3} | {kept_mib:.1} | 1 |");
+
     let (counts, counts_s, _) = measure(|| store.job_counts().expect("counts"));
-    assert_eq!((counts.proven, counts.queued), (sealed.saturating_sub(8), sealed.min(8)));
+    assert_eq!((counts.proven, counts.queued), (sealed.saturating_sub(PROOF_LAG), sealed.min(PROOF_LAG)));
     println!();
     println!(
-        "job counts (read at every job event for the metrics): {:.3} ms with {sealed} jobs, 8 open",
+        "job counts (read at every job event for the metrics): {:.3} ms with {sealed} jobs, {PROOF_LAG} open",
         counts_s * 1e3
     );
 }

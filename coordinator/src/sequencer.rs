@@ -167,9 +167,14 @@ impl Replayer {
                 why: format!("found batch {} in its place", rec.batch),
             });
         }
-        let mut open = OpenBatch::new(&self.state, self.shape.batch_size, rec.witness.timestamp);
-        for t in rec.witness.txs.iter().take(rec.tx_ids.len()) {
-            open.push(&mut self.state, &t.tx).map_err(|e| RestoreError::Replay {
+        if rec.txs.len() != rec.tx_ids.len() {
+            let why = format!("{} transactions stored for {} ids", rec.txs.len(), rec.tx_ids.len());
+            return Err(RestoreError::Replay { batch: n, why });
+        }
+        let timestamp = rec.public_inputs.timestamp;
+        let mut open = OpenBatch::new(&self.state, self.shape.batch_size, timestamp);
+        for tx in &rec.txs {
+            open.push(&mut self.state, tx).map_err(|e| RestoreError::Replay {
                 batch: n,
                 why: format!("a transaction is refused: {e}"),
             })?;
@@ -178,7 +183,7 @@ impl Replayer {
         if w.public_inputs() != rec.public_inputs {
             return Err(RestoreError::Replay { batch: n, why: "public inputs differ".into() });
         }
-        self.last_timestamp = rec.witness.timestamp;
+        self.last_timestamp = timestamp;
         self.next_batch += 1;
         Ok(())
     }

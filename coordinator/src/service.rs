@@ -1105,7 +1105,7 @@ impl Coordinator {
             public_inputs,
             cid,
             tx_ids: sealed.tx_ids.clone(),
-            witness: sealed.witness,
+            txs: sealed.txs[..sealed.tx_ids.len()].to_vec(),
             sealed_at_ms: now_ms(),
             proof: None,
             submitted: false,
@@ -1115,6 +1115,7 @@ impl Coordinator {
         tokio::task::block_in_place(|| {
             store.seal(Seal {
                 batch: &record,
+                witness: &sealed.witness,
                 job: &job,
                 answers: &self.pending,
                 applied: &sealed.messages,
@@ -1154,13 +1155,20 @@ impl Coordinator {
     /// Publishes a job's current attempt (once: the stream drops the same
     /// attempt again within its window) and follows its message.
     async fn publish_job(&mut self, record: &BatchRecord, job: &JobRecord) -> Result<(), CoordinatorError> {
+        let store = self.shared.store.clone();
+        let witness = tokio::task::block_in_place(|| store.witness(record.batch))?.ok_or_else(|| {
+            StoreError::Damaged {
+                what: format!("witness of batch {}", record.batch),
+                why: "missing while its job is not proven",
+            }
+        })?;
         let spec = JobSpec {
             batch: record.batch,
             attempt: job.attempt,
             shape: self.shared.manifest.shape,
             proving_key_sha256: self.shared.manifest.proving_key_sha256.clone(),
             exclude: job.excluded.clone(),
-            witness: record.witness.clone(),
+            witness,
         };
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("job-{}-{}", record.batch, job.attempt).as_str());
@@ -1635,7 +1643,7 @@ mod tests {
             public_inputs: sealed.witness.public_inputs(),
             cid: Cid::of(format!("batch {n}").as_bytes()),
             tx_ids: sealed.tx_ids.clone(),
-            witness: sealed.witness,
+            txs: sealed.txs[..sealed.tx_ids.len()].to_vec(),
             sealed_at_ms: 0,
             proof: None,
             submitted: false,
@@ -1643,6 +1651,7 @@ mod tests {
         store
             .seal(Seal {
                 batch: &record,
+                witness: &sealed.witness,
                 job: &JobRecord::new(n, 0),
                 answers: &[],
                 applied: &sealed.messages,

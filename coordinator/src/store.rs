@@ -8,6 +8,7 @@ use crate::cid::Cid;
 use medrollup_circuits::batch::{BatchWitness, PublicInputs};
 use medrollup_circuits::field::{fr_from_le32, fr_to_le32};
 use medrollup_circuits::state::{LEAF_WIDTH, Leaf, TreeId};
+use medrollup_circuits::tx::SignedTx;
 use medrollup_wire::{StageSeconds, TxAnswer};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -35,6 +36,9 @@ const REFUSED_AT: TableDefinition<&str, u64> = TableDefinition::new("refused_at"
 /// each, little-endian): a restart rebuilds the state from them instead of
 /// replaying every batch since genesis.
 const LEAVES: TableDefinition<(u8, u64), &[u8]> = TableDefinition::new("leaves");
+/// A batch's witness (what workers prove), kept until its proof is stored:
+/// nothing needs it after that, and it is most of a batch's bytes.
+const WITNESSES: TableDefinition<u64, &[u8]> = TableDefinition::new("witnesses");
 /// Jobs not yet proven (queued or dead): what the job metrics, `/farm` and a
 /// restart look at, however many batches were proven before.
 const OPEN_JOBS: TableDefinition<u64, ()> = TableDefinition::new("open_jobs");
@@ -52,6 +56,13 @@ const DUPLICATES_DATED: &str = "duplicates_dated";
 const LEAVES_KEPT: &str = "leaves_kept";
 const LEAVES_THROUGH: &str = "leaves_through";
 const AUDIT_COUNT: &str = "audit_count";
+/// Batch records rewritten per transaction when their witnesses are moved.
+const SPLIT_PAGE: usize = 128;
+/// Set once the witnesses an older version stored in the batch records are
+/// moved to [`WITNESSES`] (those of proven batches dropped); until then,
+/// `WITNESSES_SPLIT_FROM` is the first batch not yet moved.
+const WITNESSES_SPLIT: &str = "witnesses_split";
+const WITNESSES_SPLIT_FROM: &str = "witnesses_split_from";
 /// Set once [`OPEN_JOBS`] and [`BATCH_CIDS`] index what an older version stored.
 const INDEXED: &str = "indexed_jobs_and_cids";
 
@@ -130,8 +141,10 @@ pub struct BatchRecord {
     pub cid: Cid,
     /// Ids of its submitted transactions, in slot order (padding has none).
     pub tx_ids: Vec<String>,
-    /// The witness (what workers prove).
-    pub witness: BatchWitness,
+    /// Its submitted transactions, in slot order: what a replay applies.
+    /// (The witness is stored apart, until the batch is proven.)
+    #[serde(default)]
+    pub txs: Vec<SignedTx>,
     /// When it was sealed (Unix ms).
     pub sealed_at_ms: u64,
     /// The verified proof, once there is one.
@@ -261,6 +274,8 @@ pub struct WorkerRecord {
 pub struct Seal<'a> {
     /// The batch.
     pub batch: &'a BatchRecord,
+    /// Its witness.
+    pub witness: &'a BatchWitness,
     /// Its job.
     pub job: &'a JobRecord,
     /// Answers given since the previous seal.
@@ -361,12 +376,14 @@ fn open_jobs_in(r: &redb::ReadTransaction) -> Result<Vec<JobRecord>, StoreError>
     Ok(out)
 }
 
-/// Writes a job and keeps [`OPEN_JOBS`] in step with its state.
+/// Writes a job and keeps [`OPEN_JOBS`] in step with its state; a proven
+/// job's witness is let go.
 fn write_job(w: &redb::WriteTransaction, job: &JobRecord) -> Result<(), StoreError> {
     db!(db!(w.open_table(JOBS))?.insert(job.batch, encode(job).as_slice()))?;
     let mut open = db!(w.open_table(OPEN_JOBS))?;
     if job.state == JobState::Proven {
         db!(open.remove(job.batch))?;
+        db!(db!(w.open_table(WITNESSES))?.remove(job.batch))?;
     } else {
         db!(open.insert(job.batch, ()))?;
     }
@@ -429,11 +446,71 @@ impl Store {
             db!(w.open_table(LEAVES))?;
             db!(w.open_table(OPEN_JOBS))?;
             db!(w.open_table(BATCH_CIDS))?;
+            db!(w.open_table(WITNESSES))?;
             date_old_refusals(&w, crate::service::now_ms())?;
             index_jobs_and_cids(&w)?;
         }
         db!(w.commit())?;
-        Ok(Self { db })
+        let store = Self { db };
+        while !store.split_witnesses(SPLIT_PAGE)? {}
+        Ok(store)
+    }
+
+    /// Moves the witnesses of up to `page` batch records of an older version
+    /// out of them (one transaction); whether all are done.
+    fn split_witnesses(&self, page: usize) -> Result<bool, StoreError> {
+        #[derive(Deserialize)]
+        struct WitnessOf {
+            witness: Option<BatchWitness>,
+        }
+        let w = db!(self.db.begin_write())?;
+        let done = {
+            let mut meta = db!(w.open_table(META))?;
+            if db!(meta.get(WITNESSES_SPLIT))?.is_some() {
+                return Ok(true);
+            }
+            let from = db!(meta.get(WITNESSES_SPLIT_FROM))?.map_or(0, |g| g.value());
+            let mut batches = db!(w.open_table(BATCHES))?;
+            let rows: Vec<(u64, Vec<u8>)> = db!(batches.range(from..))?
+                .take(page)
+                .map(|row| row.map(|(k, v)| (k.value(), v.value().to_vec())))
+                .collect::<Result<_, _>>()
+                .map_err(|e| StoreError::Db(e.into()))?;
+            let jobs = db!(w.open_table(JOBS))?;
+            let mut witnesses = db!(w.open_table(WITNESSES))?;
+            for (n, bytes) in &rows {
+                let what = || format!("batch {n}");
+                let Some(witness) = decode::<WitnessOf>(what, bytes)?.witness else { continue };
+                let mut rec: BatchRecord = decode(what, bytes)?;
+                rec.txs = witness.txs.iter().take(rec.tx_ids.len()).map(|t| t.tx.clone()).collect();
+                db!(batches.insert(*n, encode(&rec).as_slice()))?;
+                let job: Option<JobRecord> =
+                    db!(jobs.get(*n))?.map(|g| decode(|| format!("job {n}"), g.value())).transpose()?;
+                if job.is_none_or(|j| j.state != JobState::Proven) {
+                    db!(witnesses.insert(*n, encode(&witness).as_slice()))?;
+                }
+            }
+            match rows.last() {
+                Some((last, _)) if rows.len() == page => {
+                    db!(meta.insert(WITNESSES_SPLIT_FROM, last + 1))?;
+                    false
+                }
+                _ => {
+                    db!(meta.insert(WITNESSES_SPLIT, 1))?;
+                    db!(meta.remove(WITNESSES_SPLIT_FROM))?;
+                    true
+                }
+            }
+        };
+        db!(w.commit())?;
+        Ok(done)
+    }
+
+    /// Batch `n`'s witness, while it is not proven.
+    pub fn witness(&self, n: u64) -> Result<Option<BatchWitness>, StoreError> {
+        let r = db!(self.db.begin_read())?;
+        let t = db!(r.open_table(WITNESSES))?;
+        db!(t.get(n))?.map(|g| decode(|| format!("witness of batch {n}"), g.value())).transpose()
     }
 
     fn meta(&self, key: &str) -> Result<u64, StoreError> {
@@ -548,6 +625,7 @@ impl Store {
         let w = db!(self.db.begin_write())?;
         {
             db!(db!(w.open_table(BATCHES))?.insert(s.batch.batch, encode(s.batch).as_slice()))?;
+            db!(db!(w.open_table(WITNESSES))?.insert(s.batch.batch, encode(s.witness).as_slice()))?;
             db!(db!(w.open_table(BATCH_CIDS))?.insert(s.batch.cid.to_string().as_str(), s.batch.batch))?;
             write_job(&w, s.job)?;
             put_answers(&w, s.answers, s.batch.sealed_at_ms)?;
@@ -1008,6 +1086,67 @@ mod tests {
         assert_eq!(store.job_counts().unwrap(), JobCounts { queued: 3, proven: 2, dead: 0 });
         assert_eq!(store.batch_with_cid(&cid).unwrap(), Some(0));
         assert_eq!(store.batch_with_cid(&Cid::of(b"other")).unwrap(), None);
+    }
+
+    #[test]
+    fn witnesses_are_kept_until_the_proof_and_an_older_databases_are_moved_out_of_its_records() {
+        use medrollup_circuits::{keys::CircuitShape, sample};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let store = Store::open(&path).unwrap();
+        let witness = sample::batch(CircuitShape { batch_size: 4, levels: 5 });
+        let txs: Vec<SignedTx> = witness.txs.iter().map(|t| t.tx.clone()).collect();
+        // Records as an older version wrote them: the witness inside, no
+        // transactions; five batches, 0 and 3 proven.
+        {
+            let w = store.db.begin_write().unwrap();
+            {
+                let mut batches = w.open_table(BATCHES).unwrap();
+                for n in 0..5u64 {
+                    let rec = serde_json::json!({
+                        "batch": n,
+                        "public_inputs": witness.public_inputs(),
+                        "cid": Cid::of(&n.to_le_bytes()),
+                        "tx_ids": ["a", "b", "c"],
+                        "witness": witness,
+                        "sealed_at_ms": 1,
+                        "proof": null,
+                        "submitted": false,
+                    });
+                    batches.insert(n, serde_json::to_vec(&rec).unwrap().as_slice()).unwrap();
+                    let mut job = JobRecord::new(n, 0);
+                    if n % 3 == 0 {
+                        job.state = JobState::Proven;
+                    }
+                    write_job(&w, &job).unwrap();
+                }
+                let mut meta = w.open_table(META).unwrap();
+                meta.remove(WITNESSES_SPLIT).unwrap();
+            }
+            w.commit().unwrap();
+        }
+        // Moved two records at a time (a page), as if stopped after the first.
+        assert!(!store.split_witnesses(2).unwrap());
+        assert_eq!(store.batch(0).unwrap().unwrap().txs, txs[..3], "the submitted ones");
+        assert!(store.batch(2).unwrap().unwrap().txs.is_empty(), "not moved yet");
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        for n in 0..5 {
+            let rec = store.batch(n).unwrap().unwrap();
+            assert_eq!(rec.txs, txs[..3]);
+            assert_eq!(rec.public_inputs, witness.public_inputs());
+            let kept = store.witness(n).unwrap();
+            assert_eq!(kept.is_some(), n % 3 != 0, "batch {n}: only unproven batches keep theirs");
+            if let Some(k) = kept {
+                assert_eq!(k, witness);
+            }
+        }
+        // A proof stored: the witness goes.
+        let mut job = store.job(1).unwrap().unwrap();
+        job.state = JobState::Proven;
+        store.put_job(&job, None).unwrap();
+        assert_eq!(store.witness(1).unwrap(), None);
+        assert!(store.witness(2).unwrap().is_some());
     }
 
     #[test]
