@@ -1,5 +1,5 @@
 # medrollup — the two commands a newcomer needs, and a few more.
-.PHONY: demo demo-core test lint bench bench-quick bench-gpu bench-records js-deps contracts gas-table
+.PHONY: demo demo-core test lint bench bench-quick bench-gpu bench-records bench-restart js-deps contracts gas-table
 
 # The main job: the whole farm on this machine (nats-server, anvil with the
 # contracts, the coordinator, two workers, Prometheus) under a realistic load
@@ -44,6 +44,11 @@ bench-gpu:
 bench-records:
 	./scripts/ipfs
 	cargo bench -p medrollup-client --bench records
+
+# The coordinator's store, seals and restarts as the history grows
+# (coordinator/BENCHMARKS.md; BATCHES=2000 by default).
+bench-restart:
+	MEDROLLUP_BENCH_BATCHES=$(or $(BATCHES),2000) cargo bench -p medrollup-coordinator --bench restart --profile dev
 
 js-deps:
 	./scripts/js-deps

@@ -20,9 +20,7 @@ use medrollup_circuits::tx::{ConsentTarget, Scope, SignedTx, TxBody};
 use medrollup_coordinator::cid::Cid;
 use medrollup_coordinator::sequencer::{self, Sequencer};
 use medrollup_coordinator::service::restore_state;
-use medrollup_coordinator::store::{
-    BatchRecord, JobRecord, JobState, ProofRecord, Seal, Store, WorkerRecord,
-};
+use medrollup_coordinator::store::{JobRecord, JobState, ProofRecord, Store, WorkerRecord};
 use medrollup_prover::peak_alloc::{PeakAlloc, peak_since, reset_peak};
 use medrollup_wire::StageSeconds;
 use medrollup_wire::TxStatus;
@@ -103,29 +101,9 @@ fn seal_into(store: &Store, seq: &mut Sequencer) -> Sealing {
     let sealed = seq.seal().expect("a batch open");
     let in_sequencer_s = t.elapsed().as_secs_f64();
     let n = sealed.batch;
-    let record = BatchRecord {
-        batch: n,
-        public_inputs: sealed.witness.public_inputs(),
-        cid: Cid::of(format!("batch {n}").as_bytes()),
-        tx_ids: sealed.tx_ids.clone(),
-        txs: sealed.txs[..sealed.tx_ids.len()].to_vec(),
-        sealed_at_ms: 0,
-        proof: None,
-        submitted: false,
-    };
+    let record = sealed.record(Cid::of(format!("batch {n}").as_bytes()), 0);
     let t = Instant::now();
-    store
-        .seal(Seal {
-            batch: &record,
-            witness: &sealed.witness,
-            job: &JobRecord::new(n, 0),
-            answers: &[],
-            applied: &sealed.messages,
-            applied_seq: n + 1,
-            leaves: &sealed.leaves,
-            audit_count: sealed.audit_count,
-        })
-        .expect("stored");
+    store.seal(sealed.to_store(&record, &JobRecord::new(n, 0), &[], n + 1)).expect("stored");
     let in_store_s = t.elapsed().as_secs_f64();
     if let Some(p) = n.checked_sub(PROOF_LAG) {
         let mut rec = store.batch(p).expect("read").expect("sealed");

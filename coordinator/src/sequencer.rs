@@ -4,7 +4,7 @@
 //! service feeds it and persists what it returns.
 
 use crate::cid::{Cid, DAG_PB};
-use crate::store::BatchRecord;
+use crate::store::{BatchRecord, JobRecord, Seal};
 use medrollup_circuits::batch::{BatchWitness, OpenBatch, PublicInputs, PushError};
 use medrollup_circuits::field::{Fr, fr_to_le32};
 use medrollup_circuits::keys::CircuitShape;
@@ -191,6 +191,43 @@ impl Replayer {
     /// The sequencer after the batches replayed.
     pub fn done(self) -> Sequencer {
         Sequencer::at(self.state, self.shape, self.next_batch, self.last_timestamp)
+    }
+}
+
+impl Sealed {
+    /// Its stored record, with the CID of its published data.
+    pub fn record(&self, cid: Cid, sealed_at_ms: u64) -> BatchRecord {
+        BatchRecord {
+            batch: self.batch,
+            public_inputs: self.witness.public_inputs(),
+            cid,
+            tx_ids: self.tx_ids.clone(),
+            txs: self.txs[..self.tx_ids.len()].to_vec(),
+            sealed_at_ms,
+            proof: None,
+            submitted: false,
+        }
+    }
+
+    /// Everything stored with it: `record`, its job, the `answers` given
+    /// since the previous seal and the stream sequence decided up to.
+    pub fn to_store<'a>(
+        &'a self,
+        record: &'a BatchRecord,
+        job: &'a JobRecord,
+        answers: &'a [TxAnswer],
+        applied_seq: u64,
+    ) -> Seal<'a> {
+        Seal {
+            batch: record,
+            witness: &self.witness,
+            job,
+            answers,
+            applied: &self.messages,
+            applied_seq,
+            leaves: &self.leaves,
+            audit_count: self.audit_count,
+        }
     }
 }
 

@@ -16,7 +16,7 @@ use crate::http;
 use crate::metrics::Metrics;
 use crate::sequencer::{self, RestoreError, Sequencer};
 use crate::sink::{ProofSink, RecordingSink};
-use crate::store::{BatchRecord, Decision, JobRecord, JobState, ProofRecord, Seal, Store, StoreError};
+use crate::store::{BatchRecord, Decision, JobRecord, JobState, ProofRecord, Store, StoreError};
 use ark_bn254::Bn254;
 use ark_groth16::PreparedVerifyingKey;
 use async_nats::jetstream::{self, consumer, stream};
@@ -1100,29 +1100,11 @@ impl Coordinator {
         };
         self.shared.view.write().expect("view lock").open_content.insert(cid.digest());
         drop(gate);
-        let record = BatchRecord {
-            batch: sealed.batch,
-            public_inputs,
-            cid,
-            tx_ids: sealed.tx_ids.clone(),
-            txs: sealed.txs[..sealed.tx_ids.len()].to_vec(),
-            sealed_at_ms: now_ms(),
-            proof: None,
-            submitted: false,
-        };
+        let record = sealed.record(cid, now_ms());
         let job = JobRecord::new(sealed.batch, now_ms());
         let store = self.shared.store.clone();
         tokio::task::block_in_place(|| {
-            store.seal(Seal {
-                batch: &record,
-                witness: &sealed.witness,
-                job: &job,
-                answers: &self.pending,
-                applied: &sealed.messages,
-                applied_seq: self.last_seq,
-                leaves: &sealed.leaves,
-                audit_count: sealed.audit_count,
-            })
+            store.seal(sealed.to_store(&record, &job, &self.pending, self.last_seq))
         })?;
         self.pending.clear();
         {
@@ -1638,28 +1620,8 @@ mod tests {
     fn seal_into(store: &Store, seq: &mut Sequencer) {
         let Some(sealed) = seq.seal() else { return };
         let n = sealed.batch;
-        let record = BatchRecord {
-            batch: n,
-            public_inputs: sealed.witness.public_inputs(),
-            cid: Cid::of(format!("batch {n}").as_bytes()),
-            tx_ids: sealed.tx_ids.clone(),
-            txs: sealed.txs[..sealed.tx_ids.len()].to_vec(),
-            sealed_at_ms: 0,
-            proof: None,
-            submitted: false,
-        };
-        store
-            .seal(Seal {
-                batch: &record,
-                witness: &sealed.witness,
-                job: &JobRecord::new(n, 0),
-                answers: &[],
-                applied: &sealed.messages,
-                applied_seq: n + 1,
-                leaves: &sealed.leaves,
-                audit_count: sealed.audit_count,
-            })
-            .unwrap();
+        let record = sealed.record(Cid::of(format!("batch {n}").as_bytes()), 0);
+        store.seal(sealed.to_store(&record, &JobRecord::new(n, 0), &[], n + 1)).unwrap();
     }
 
     /// A store holding `clinics` clinics' load sealed in batches (from a
