@@ -26,7 +26,7 @@ use crate::poseidon;
 use crate::tx::{ConsentTarget, Scope, SignedTx, TxBody, TxKind};
 use ark_ff::Zero;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 /// Fields per leaf.
 pub const LEAF_WIDTH: usize = 7;
@@ -516,6 +516,65 @@ pub struct State {
     trees: [SparseTree; 4],
     leaves: [HashMap<u64, Leaf>; 4],
     audit_count: u64,
+    index: Indices,
+}
+
+/// Reverse indices over the leaves, kept with every write, so that finding
+/// an account's leaves or a content's record reads what it finds, not the
+/// whole state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Indices {
+    /// Account → (tree, index) of the leaves naming it: records and consents
+    /// by their first two fields, audit entries by their second and third.
+    by_account: HashMap<u64, BTreeSet<(u8, u64)>>,
+    /// (hi, lo) limbs of a content's sha256 → the live records holding it.
+    by_content: HashMap<(Fr, Fr), BTreeSet<u64>>,
+}
+
+impl Indices {
+    fn columns(tree: TreeId) -> &'static [usize] {
+        match tree {
+            TreeId::Accounts => &[],
+            TreeId::Records | TreeId::Consents => &[0, 1],
+            TreeId::Audit => &[1, 2],
+        }
+    }
+
+    fn content(tree: TreeId, l: &Leaf) -> Option<(Fr, Fr)> {
+        (tree == TreeId::Records && l[6].is_zero() && !l[0].is_zero()).then_some((l[2], l[3]))
+    }
+
+    fn add(&mut self, tree: TreeId, index: u64, l: &Leaf) {
+        for &c in Self::columns(tree) {
+            if let Some(a) = fr_to_u64(&l[c]) {
+                self.by_account.entry(a).or_default().insert((tree as u8, index));
+            }
+        }
+        if let Some(k) = Self::content(tree, l) {
+            self.by_content.entry(k).or_default().insert(index);
+        }
+    }
+
+    fn remove(&mut self, tree: TreeId, index: u64, l: &Leaf) {
+        for &c in Self::columns(tree) {
+            if let Some(a) = fr_to_u64(&l[c])
+                && let Some(set) = self.by_account.get_mut(&a)
+            {
+                set.remove(&(tree as u8, index));
+                if set.is_empty() {
+                    self.by_account.remove(&a);
+                }
+            }
+        }
+        if let Some(k) = Self::content(tree, l)
+            && let Some(set) = self.by_content.get_mut(&k)
+        {
+            set.remove(&index);
+            if set.is_empty() {
+                self.by_content.remove(&k);
+            }
+        }
+    }
 }
 
 fn f(x: u64) -> Fr {
@@ -549,6 +608,7 @@ impl State {
             trees: core::array::from_fn(|_| SparseTree::new(g.levels)),
             leaves: Default::default(),
             audit_count: 0,
+            index: Indices::default(),
         };
         for h in &g.hospitals {
             s.check_id("hospital", h.id)?;
@@ -622,7 +682,9 @@ impl State {
     /// The audit entries about `patient`'s records, each with its index and
     /// Merkle path, so the patient can prove them against the audit root.
     pub fn audit_entries_of(&self, patient: u64) -> Vec<(u64, AuditEntry, MerklePath)> {
-        (0..self.audit_count)
+        self.index_of(patient)
+            .audit
+            .into_iter()
             .filter_map(|i| {
                 let l = self.leaf(TreeId::Audit, i);
                 (l[2] == f(patient)).then(|| (i, AuditEntry::from_fields(&l), self.path(TreeId::Audit, i)))
@@ -634,30 +696,22 @@ impl State {
     /// `digest`, if any.
     pub fn live_record_with_content(&self, digest: &[u8; 32]) -> Option<u64> {
         let [hi, lo] = crate::field::digest_to_limbs(digest);
-        self.leaves[TreeId::Records as usize]
-            .iter()
-            .find(|(_, l)| l[2] == hi && l[3] == lo && l[6].is_zero() && !l[0].is_zero())
-            .map(|(&i, _)| i)
+        self.index.by_content.get(&(hi, lo)).and_then(|set| set.first().copied())
     }
 
     /// Where `account` appears: records it owns or wrote, consents it
     /// granted or holds, audit entries it made or that concern it (sorted).
     pub fn index_of(&self, account: u64) -> AccountIndex {
-        let a = f(account);
-        let find = |tree: TreeId, cols: &[usize]| {
-            let mut ids: Vec<u64> = self.leaves[tree as usize]
-                .iter()
-                .filter(|(_, l)| cols.iter().any(|&c| l[c] == a))
-                .map(|(&i, _)| i)
-                .collect();
-            ids.sort_unstable();
-            ids
-        };
-        AccountIndex {
-            records: find(TreeId::Records, &[0, 1]),
-            consents: find(TreeId::Consents, &[0, 1]),
-            audit: find(TreeId::Audit, &[1, 2]),
+        let mut out = AccountIndex::default();
+        for &(tree, i) in self.index.by_account.get(&account).into_iter().flatten() {
+            match TreeId::ALL[usize::from(tree)] {
+                TreeId::Records => out.records.push(i),
+                TreeId::Consents => out.consents.push(i),
+                TreeId::Audit => out.audit.push(i),
+                TreeId::Accounts => {}
+            }
         }
+        out
     }
 
     /// The state of `instance` with trees of height `levels` holding
@@ -686,7 +740,13 @@ impl State {
         let trees = core::array::from_fn(|t| {
             SparseTree::from_leaves(levels, by_tree[t].iter().map(|(&i, l)| (i, leaf_hash(l))))
         });
-        Ok(State { instance, levels, trees, leaves: by_tree, audit_count })
+        let mut index = Indices::default();
+        for tree in TreeId::ALL {
+            for (&i, l) in &by_tree[tree as usize] {
+                index.add(tree, i, l);
+            }
+        }
+        Ok(State { instance, levels, trees, leaves: by_tree, audit_count, index })
     }
 
     /// Non-empty leaves, in all trees.
@@ -739,10 +799,7 @@ impl State {
         for (tree, index) in written {
             let t = tree as usize;
             self.trees[t].copy_path_from(&other.trees[t], index);
-            match other.leaves[t].get(&index) {
-                Some(l) => self.leaves[t].insert(index, *l),
-                None => self.leaves[t].remove(&index),
-            };
+            self.put_leaf(tree, index, other.leaves[t].get(&index).copied());
         }
         self.audit_count = other.audit_count;
     }
@@ -756,10 +813,20 @@ impl State {
 
     fn write(&mut self, tree: TreeId, index: u64, leaf: Leaf) {
         self.trees[tree as usize].set(index, leaf_hash(&leaf));
-        if leaf[0].is_zero() {
-            self.leaves[tree as usize].remove(&index);
-        } else {
-            self.leaves[tree as usize].insert(index, leaf);
+        self.put_leaf(tree, index, (!leaf[0].is_zero()).then_some(leaf));
+    }
+
+    /// Stores (or, with `None`, removes) a leaf's fields, with the indices.
+    fn put_leaf(&mut self, tree: TreeId, index: u64, leaf: Option<Leaf>) {
+        let old = match leaf {
+            Some(l) => self.leaves[tree as usize].insert(index, l),
+            None => self.leaves[tree as usize].remove(&index),
+        };
+        if let Some(o) = old {
+            self.index.remove(tree, index, &o);
+        }
+        if let Some(l) = leaf {
+            self.index.add(tree, index, &l);
         }
     }
 

@@ -192,6 +192,37 @@ proptest! {
             )
             .unwrap();
             prop_assert_eq!(rebuilt.root(), st.root());
+            prop_assert!(rebuilt == st, "node for node, indices included");
+            // The indices against a look at every leaf.
+            for account in 0..26u64 {
+                let a = Fr::from(account);
+                let scan = |tree: TreeId, cols: &[usize]| {
+                    let mut v: Vec<u64> = st
+                        .leaves()
+                        .filter(|(t, _, l)| *t == tree && cols.iter().any(|&c| l[c] == a))
+                        .map(|(_, i, _)| i)
+                        .collect();
+                    v.sort_unstable();
+                    v
+                };
+                let idx = st.index_of(account);
+                prop_assert_eq!(&idx.records, &scan(TreeId::Records, &[0, 1]));
+                prop_assert_eq!(&idx.consents, &scan(TreeId::Consents, &[0, 1]));
+                prop_assert_eq!(&idx.audit, &scan(TreeId::Audit, &[1, 2]));
+            }
+            for (t, i, l) in st.leaves() {
+                if t == TreeId::Records {
+                    let limbs = [l[2], l[3]];
+                    let Some(digest) = medrollup_circuits::field::limbs_to_digest(limbs) else { continue };
+                    let live = |r: &medrollup_circuits::state::Leaf| r[6] == Fr::from(0u64);
+                    let first = st
+                        .leaves()
+                        .filter(|(t2, _, r)| *t2 == TreeId::Records && r[2] == l[2] && r[3] == l[3] && live(r))
+                        .map(|(_, j, _)| j)
+                        .min();
+                    prop_assert_eq!(st.live_record_with_content(&digest), first, "record {}", i);
+                }
+            }
             for _ in 0..4 {
                 let tree = TreeId::ALL[rng.gen_range(0..4)];
                 let i = rng.gen_range(0..64);
@@ -217,6 +248,12 @@ fn written_by_names_every_leaf_each_kind_of_transaction_writes() {
         let written = st.written_by([&trace]);
         shadow.copy_written_from(&st, written.iter().map(|(t, i, _)| (*t, *i)));
         assert!(shadow == st, "a copy of the written paths after {:?}", tx.tx.body);
+        // Built afresh from the leaves: the same trees and the same indices
+        // as those kept write by write.
+        let rebuilt =
+            State::from_leaves(st.instance(), 5, st.leaves().map(|(t, i, l)| (t, i, *l)), st.audit_count())
+                .unwrap();
+        assert!(rebuilt == st, "rebuilt after {:?}", tx.tx.body);
         for (t, i, l) in &written {
             if l[0] == Fr::from(0u64) {
                 kept.remove(&(*t, *i));

@@ -1,8 +1,9 @@
 //! What the coordinator's store, seals and restarts cost as the history
 //! grows: bytes stored per batch (a witness is kept only until its proof),
 //! a seal's time at the first and the last batches, the sealed state brought
-//! up to date by the paths a batch wrote against a clone, and a restart from
-//! the kept leaves against a replay of every batch.
+//! up to date by the paths a batch wrote against a clone, an account's index
+//! against a look at every leaf, and a restart from the kept leaves against a
+//! replay of every batch.
 //!
 //! `cargo bench -p medrollup-coordinator --bench restart --profile dev`
 //! (dependencies and the circuits crate at opt-level 3, as in every build
@@ -252,6 +253,54 @@ fn main() {
         copy_s * 1e3
     );
     println!("| ratio | {:.0} |", clone_s / copy_s);
+
+    // An account's index (`GET /index/{account}`, read under the view's
+    // lock at every client's listing): before, a look at every leaf.
+    let st = seq.sealed_state();
+    let account = 1000 + patients / 2;
+    let scan = || {
+        // One pass, each leaf checked against its own tree's fields.
+        let a = Fr::from(account);
+        let (mut records, mut consents, mut audit) = (Vec::new(), Vec::new(), Vec::new());
+        for (t, i, l) in st.leaves() {
+            let (cols, out): (&[usize], _) = match t {
+                TreeId::Accounts => continue,
+                TreeId::Records => (&[0, 1], &mut records),
+                TreeId::Consents => (&[0, 1], &mut consents),
+                TreeId::Audit => (&[1, 2], &mut audit),
+            };
+            if cols.iter().any(|&c| l[c] == a) {
+                out.push(i);
+            }
+        }
+        for v in [&mut records, &mut consents, &mut audit] {
+            v.sort_unstable();
+        }
+        (records, consents, audit)
+    };
+    let timed = |f: &dyn Fn() -> (Vec<u64>, Vec<u64>, Vec<u64>)| {
+        median(
+            (0..reps)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(f());
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        )
+    };
+    let indexed = || {
+        let i = st.index_of(account);
+        (i.records, i.consents, i.audit)
+    };
+    assert_eq!(scan(), indexed());
+    let (scan_s, index_s) = (timed(&scan), timed(&indexed));
+    println!();
+    println!("| an account's index, {leaves} leaves, median of {reps} | ms |");
+    println!("|---|---|");
+    println!("| before: every leaf looked at | {:.3} |", scan_s * 1e3);
+    println!("| now: the account's entry in the kept index | {:.4} |", index_s * 1e3);
+    println!("| ratio | {:.0} |", scan_s / index_s);
 
     let root = seq.sealed_state().root();
     drop(seq);
