@@ -54,7 +54,16 @@ struct Args {
     /// the clinics).
     #[arg(long, default_value_t = 0)]
     worker_threads: usize,
+    /// Where the canonical development keys are kept (made there on the
+    /// first run): by default `.tools/keys-canonical` in the
+    /// repository.
+    #[arg(long)]
+    keys_dir: Option<PathBuf>,
 }
+
+/// Set while the first run's key setup computes: a signal then ends the
+/// demo at once (nothing is started, nothing written yet), not after it.
+static IN_KEY_SETUP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The threads each worker proves with: `asked`, or half the cores.
 fn worker_threads(asked: usize) -> usize {
@@ -102,16 +111,19 @@ impl Ports {
     }
 }
 
-/// The canonical development keys (the checked-in verifier is for them).
-fn keys() -> anyhow::Result<PathBuf> {
+/// The canonical development keys in `dir` (the checked-in verifier is for
+/// them), made there first if need be.
+fn keys(dir: &Path) -> anyhow::Result<PathBuf> {
     use medrollup_l1::canonical;
-    let dir = repo().join(".tools/keys-canonical");
+    use std::sync::atomic::Ordering::SeqCst;
     if !dir.join("keys.json").exists() {
-        println!("   (first run: a seeded development setup, about a minute)");
-        let pk = medrollup_circuits::keys::setup(canonical::SHAPE, Some(canonical::SEED))?;
-        medrollup_circuits::keys::write_keys(&dir, canonical::SHAPE, &pk, true)?;
+        println!("   (first run: a seeded development setup in {}, some seconds)", dir.display());
+        IN_KEY_SETUP.store(true, SeqCst);
+        let pk = medrollup_circuits::keys::setup(canonical::SHAPE, Some(canonical::SEED));
+        IN_KEY_SETUP.store(false, SeqCst);
+        medrollup_circuits::keys::write_keys(dir, canonical::SHAPE, &pk?, true)?;
     }
-    Ok(dir)
+    Ok(dir.to_path_buf())
 }
 
 /// The farm's processes, stopped in reverse order on drop.
@@ -131,11 +143,11 @@ impl Drop for Farm {
     }
 }
 
-fn start(out: &Path, p: &Ports, threads: usize) -> anyhow::Result<(Farm, PathBuf)> {
+fn start(out: &Path, p: &Ports, threads: usize, keys_dir: &Path) -> anyhow::Result<(Farm, PathBuf)> {
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs)?;
     let mut farm = Farm(Vec::new());
-    let keys = keys()?;
+    let keys = keys(keys_dir)?;
     // The bus locked down as in production: a user per role and per
     // hospital's worker, from `medrollup-coordinator nats-config`.
     let names: Vec<String> = (1..=p.workers.len()).map(|i| format!("hospital-{i}")).collect();
@@ -367,6 +379,10 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move {
         let code = stop_signal().await;
         services::STOP.store(true, std::sync::atomic::Ordering::SeqCst);
+        if IN_KEY_SETUP.load(std::sync::atomic::Ordering::SeqCst) {
+            println!("\nstopped during the first run's key setup: nothing was started or kept");
+            std::process::exit(code);
+        }
         let _ = stopper.send(Some(code));
         let code = stop_signal().await;
         eprintln!("\nstopping at once");
@@ -378,7 +394,11 @@ async fn main() -> anyhow::Result<()> {
         "1. start: nats-server, anvil, the coordinator (deploys the contracts), two workers, Prometheus"
     );
     let threads = worker_threads(args.worker_threads);
-    let (mut farm, _keys) = match start(&out, &ports, threads) {
+    let keys_dir = match &args.keys_dir {
+        None => repo().join(".tools/keys-canonical"),
+        Some(p) => std::env::current_dir()?.join(p),
+    };
+    let (mut farm, _keys) = match start(&out, &ports, threads, &keys_dir) {
         Err(_) if let Some(code) = stopped(&stop) => {
             println!("stopped while starting; logs in {}", out.join("logs").display());
             std::process::exit(code);

@@ -134,3 +134,41 @@ fn a_demo_killed_outright_leaves_no_service_running() {
     child.wait().unwrap();
     wait_gone(&started, out.path(), std::time::Duration::from_secs(30));
 }
+
+#[test]
+fn a_ctrl_c_during_the_first_runs_key_setup_ends_the_demo_at_once() {
+    use std::io::BufRead;
+    let out = tempfile::tempdir().unwrap();
+    let keys = out.path().join("keys");
+    let mut child = demo(&out.path().join("farm"))
+        .arg("--keys-dir")
+        .arg(&keys)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while !seen.last().is_some_and(|l: &String| l.contains("first run: a seeded development setup")) {
+        seen.push(lines.next().expect("the demo said it sets keys up").unwrap());
+    }
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    // The setup takes some seconds (8 on the 2-core development machine):
+    // the demo must not wait for it.
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(4) {
+            child.kill().unwrap();
+            panic!("still running 4 s after Ctrl-C during the key setup");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(130));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|l| l.contains("stopped during the first run's key setup")), "{rest:?}");
+    assert!(!keys.join("keys.json").exists(), "no keys kept from a setup cut short");
+    assert!(running_in(out.path()).is_empty(), "nothing started");
+}
