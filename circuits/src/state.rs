@@ -769,12 +769,12 @@ impl State {
     pub fn written_by<'a>(&self, traces: impl IntoIterator<Item = &'a TxTrace>) -> Vec<(TreeId, u64, Leaf)> {
         let mut at = std::collections::BTreeSet::new();
         for t in traces {
-            // An id that does not fit was never applied: nothing written.
-            let Ok(plan) = self.plan(&t.tx) else { continue };
-            if plan.signer.is_some() {
+            // Not `plan`, which reads the state: after the batch, it can
+            // refuse what was applied before it (an audit log now full).
+            if t.tx.tx.kind() != TxKind::Noop {
                 at.insert((TreeId::Accounts as u8, t.signer.index));
             }
-            if let Some((tree, _)) = plan.update {
+            if let Some(tree) = updated_tree(&t.tx.tx.body) {
                 at.insert((tree as u8, t.update.index));
             }
         }
@@ -1119,6 +1119,7 @@ impl State {
     /// calls [`State::check`] first). Fails only when an id does not fit the trees.
     pub fn execute(&mut self, tx: &SignedTx, now: u64) -> Result<TxTrace, TxError> {
         let plan = self.plan(tx)?;
+        debug_assert_eq!(plan.update.map(|(t, _)| t), updated_tree(&tx.tx.body), "one tree per kind");
         let fields = tx.tx.fields();
         let a = fields.args;
         let signer = fields.signer;
@@ -1172,6 +1173,20 @@ impl State {
             }
         }
         Ok(trace)
+    }
+}
+
+/// The tree a transaction of this kind updates, if any (which leaf can
+/// depend on the state: an audit entry goes at the count of its time).
+fn updated_tree(body: &TxBody) -> Option<TreeId> {
+    match body {
+        TxBody::Noop | TxBody::RegisterPatient { .. } => None,
+        TxBody::RegisterDoctor { .. } => Some(TreeId::Accounts),
+        TxBody::AddRecord { .. } | TxBody::UpdateRecord { .. } | TxBody::DeleteRecord { .. } => {
+            Some(TreeId::Records)
+        }
+        TxBody::Grant { .. } | TxBody::Revoke { .. } => Some(TreeId::Consents),
+        TxBody::LogAccess { .. } | TxBody::EmergencyAccess { .. } => Some(TreeId::Audit),
     }
 }
 

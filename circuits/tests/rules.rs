@@ -412,7 +412,17 @@ fn audit_log_full_is_refused() {
     let inst = Fr::from(5u64);
     let d = PrivateKey::from_bytes([2; 32]);
     let p = PrivateKey::from_bytes([3; 32]);
-    let apply = |st: &mut State, t: SignedTx| st.apply(&t, NOW).map(|_| ());
+    // A copy kept up to date by the leaves each transaction wrote, as the
+    // coordinator's sealed state is: the entry that fills the log included.
+    let shadow = std::cell::RefCell::new(st.clone());
+    let apply = |st: &mut State, t: SignedTx| {
+        let trace = st.apply(&t, NOW)?;
+        let written = st.written_by([&trace]);
+        let mut sh = shadow.borrow_mut();
+        sh.copy_written_from(st, written.iter().map(|(t, i, _)| (*t, *i)));
+        assert!(*sh == *st, "the copy follows {:?}", t.tx.body);
+        Ok(())
+    };
     let t = |signer, nonce, body| Tx { signer, nonce, body };
     apply(
         &mut st,

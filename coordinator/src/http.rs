@@ -390,7 +390,7 @@ async fn l1_status(State(s): State<AppState>) -> Response {
 
 /// `GET /farm`: workers, jobs by state, dead jobs.
 async fn farm(State(s): State<AppState>) -> Response {
-    let (open, counts) = match s.store.open_jobs().and_then(|o| Ok((o, s.store.job_counts()?))) {
+    let (open, counts) = match s.store.open_jobs_and_counts() {
         Ok(j) => j,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };

@@ -30,9 +30,7 @@ pub enum RestoreError {
         circuit: usize,
     },
     /// The stored leaves do not give the state the batches say.
-    #[error(
-        "the state stored leaf by leaf after {through} batches {why} (the database belongs to another genesis or was altered)"
-    )]
+    #[error("the state stored leaf by leaf after {through} batches {why}")]
     Leaves {
         /// Batches the leaves include.
         through: u64,
@@ -294,7 +292,7 @@ impl Sequencer {
         let genesis_root = Self::replayer(genesis, shape)?.state.root();
         let fail = |why: String| RestoreError::Leaves { through, why };
         let state = State::from_leaves(genesis.instance, genesis.levels, leaves, audit_count)
-            .map_err(|e| fail(format!("do not make a state: {e}")))?;
+            .map_err(|e| fail(format!("do not make a state (altered?): {e}")))?;
         let (expected, last_timestamp) = match (through, first_and_last) {
             (0, None) => (genesis_root, 0),
             (n, Some((first, last))) if n > 0 => {
@@ -313,7 +311,7 @@ impl Sequencer {
             }
         };
         if state.root() != expected {
-            return Err(fail("do not give the root the last batch sealed".into()));
+            return Err(fail("do not give the root the last batch sealed (altered, or kept wrong)".into()));
         }
         Ok(Self::at(state, shape, through, last_timestamp))
     }

@@ -248,7 +248,23 @@ pub fn restore_state(
     shape: CircuitShape,
 ) -> Result<Sequencer, CoordinatorError> {
     let count = store.batch_count()?;
-    if let Some(kept) = store.kept_leaves()?
+    // The leaves only spare a replay: leaves that cannot be read (damaged)
+    // or that do not give the batches' roots are set aside, the batches
+    // replayed, and the leaves kept anew.
+    let kept = store.kept_leaves().unwrap_or_else(|e| {
+        warn!(error = %e, "the stored state cannot be read: replaying every batch");
+        None
+    });
+    match &kept {
+        None => info!(batches = count, "no stored state to start from: replaying every batch once"),
+        Some(k) if k.through != count => warn!(
+            batches = count,
+            through = k.through,
+            "the stored state is of another batch than the last: replaying every batch"
+        ),
+        Some(_) => {}
+    }
+    if let Some(kept) = kept
         && kept.through == count
     {
         let inputs = |n: u64| -> Result<PublicInputs, CoordinatorError> {
@@ -271,8 +287,6 @@ pub fn restore_state(
             // say what is wrong if they do not replay either).
             Err(e) => warn!(error = %e, "the stored state is not used: replaying every batch"),
         }
-    } else {
-        info!(batches = count, "no stored state to start from: replaying every batch once");
     }
     let mut r = Sequencer::replayer(genesis, shape)?;
     loop {
@@ -1122,15 +1136,23 @@ impl Coordinator {
         m.batches_sealed_total.inc();
         m.batch_transactions.with_label_values::<&str>(&[]).observe(record.tx_ids.len() as f64);
         info!(txs = record.tx_ids.len(), cid = %cid, new_root = %public_inputs.new_root, "batch sealed");
-        self.dispatch(&record, &job).await;
+        self.dispatch(&record, &job).await?;
         self.refresh_job_metrics()
     }
 
     /// Publishes a job, or leaves it to the tick to publish.
-    async fn dispatch(&mut self, record: &BatchRecord, job: &JobRecord) {
-        if let Err(e) = self.publish_job(record, job).await {
-            warn!(batch = record.batch, error = %e, "job not published yet; retrying");
-            self.unpublished.push_back(record.batch);
+    /// Fails only when the store fails (a job whose witness is gone cannot
+    /// be published, ever: stopping says so, where retrying would stall
+    /// every later batch in silence).
+    async fn dispatch(&mut self, record: &BatchRecord, job: &JobRecord) -> Result<(), CoordinatorError> {
+        match self.publish_job(record, job).await {
+            Ok(()) => Ok(()),
+            Err(e @ CoordinatorError::Store(_)) => Err(e),
+            Err(e) => {
+                warn!(batch = record.batch, error = %e, "job not published yet; retrying");
+                self.unpublished.push_back(record.batch);
+                Ok(())
+            }
         }
     }
 
@@ -1298,7 +1320,7 @@ impl Coordinator {
         }
         store.put_job(&job, Some((&r.worker, &worker)))?;
         if requeue && job.state == JobState::Queued {
-            self.dispatch(&batch, &job).await;
+            self.dispatch(&batch, &job).await?;
         }
         self.refresh_job_metrics()
     }
@@ -1381,7 +1403,7 @@ impl Coordinator {
             store.put_job(&job, None)?;
             self.shared.metrics.jobs_lost_total.inc();
             if job.state == JobState::Queued {
-                self.dispatch(&batch, &job).await;
+                self.dispatch(&batch, &job).await?;
             }
         }
         if !lost.is_empty() {
@@ -1493,6 +1515,7 @@ impl Coordinator {
                 Ok(()) => {
                     self.publish_failures.remove(&n);
                 }
+                Err(e @ CoordinatorError::Store(_)) => return Err(e),
                 Err(e) => {
                     // Said at the 1st, 2nd, 4th, 8th... try, then hourly: a job that can
                     // never be published (too large for the bus, say) stalls
@@ -1711,6 +1734,11 @@ mod tests {
         let mut again: Vec<_> = store.kept_leaves().unwrap().unwrap().leaves;
         again.sort_by_key(|(t, i, _)| (*t as u8, *i));
         assert_eq!(again, leaves);
+        // A leaf that cannot be read at all: set aside the same way.
+        store.put_raw_leaf((1, 7), &[0xff; 224]).unwrap();
+        assert!(store.kept_leaves().is_err());
+        same_state(&restore_state(&store, &genesis, SHAPE).unwrap(), &seq);
+        assert_eq!(store.kept_leaves().unwrap().unwrap().leaves.len(), leaves.len());
         // Another genesis does not replay either.
         let e = restore_state(&store, &other, SHAPE).unwrap_err().to_string();
         assert!(e.contains("stored batch 0 does not replay"), "{e}");

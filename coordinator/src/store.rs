@@ -569,6 +569,14 @@ impl Store {
         Ok(Some(KeptLeaves { through, audit_count, leaves }))
     }
 
+    /// Writes a leaf row as given, damaged or not.
+    #[cfg(test)]
+    pub(crate) fn put_raw_leaf(&self, key: (u8, u64), bytes: &[u8]) -> Result<(), StoreError> {
+        let w = db!(self.db.begin_write())?;
+        db!(db!(w.open_table(LEAVES))?.insert(key, bytes))?;
+        db!(w.commit())
+    }
+
     /// Stops keeping the leaves, as a database made by an older version.
     #[cfg(test)]
     pub(crate) fn forget_kept_leaves(&self) -> Result<(), StoreError> {
@@ -749,12 +757,18 @@ impl Store {
     /// How many jobs are in each state (one per sealed batch; the proven
     /// ones are counted, not read).
     pub fn job_counts(&self) -> Result<JobCounts, StoreError> {
+        Ok(self.open_jobs_and_counts()?.1)
+    }
+
+    /// [`Self::open_jobs`] and [`Self::job_counts`], read together.
+    pub fn open_jobs_and_counts(&self) -> Result<(Vec<JobRecord>, JobCounts), StoreError> {
         let r = db!(self.db.begin_read())?;
         let open = open_jobs_in(&r)?;
         let total = db!(db!(r.open_table(JOBS))?.len())?;
         let queued = open.iter().filter(|j| j.state == JobState::Queued).count() as u64;
         let dead = open.len() as u64 - queued;
-        Ok(JobCounts { queued, proven: total - open.len() as u64, dead })
+        let counts = JobCounts { queued, proven: total - open.len() as u64, dead };
+        Ok((open, counts))
     }
 
     /// How many batches from `n` on are proven, in a row: those L1 can take
@@ -895,10 +909,6 @@ fn refusal(status: &medrollup_wire::TxStatus) -> bool {
     matches!(status, medrollup_wire::TxStatus::Rejected { .. } | medrollup_wire::TxStatus::Duplicate { .. })
 }
 
-/// Stores answers by transaction id, a refusal or duplicate as of `now_ms` (see
-/// [`Store::forget_refusals`]). An accepted transaction's answer is kept:
-/// the same bytes sent again later are answered `duplicate`, which must not
-/// hide where the first copy went.
 /// Applies a sealed batch's written leaves to [`LEAVES`] when they hold the
 /// state just before it; otherwise stops keeping them (the next start
 /// replays the batches and keeps them again).
@@ -924,6 +934,10 @@ fn keep_written_leaves(w: &redb::WriteTransaction, s: &Seal<'_>) -> Result<(), S
     Ok(())
 }
 
+/// Stores answers by transaction id, a refusal or duplicate as of `now_ms` (see
+/// [`Store::forget_refusals`]). An accepted transaction's answer is kept:
+/// the same bytes sent again later are answered `duplicate`, which must not
+/// hide where the first copy went.
 fn put_answers(w: &redb::WriteTransaction, answers: &[TxAnswer], now_ms: u64) -> Result<(), StoreError> {
     let mut t = db!(w.open_table(ANSWERS))?;
     let mut refusals = db!(w.open_table(REFUSALS))?;
