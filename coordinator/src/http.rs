@@ -388,9 +388,13 @@ async fn l1_status(State(s): State<AppState>) -> Response {
     }
 }
 
-/// `GET /farm`: workers, jobs by state, dead jobs.
+/// Open jobs `/farm` lists (the oldest; all are counted).
+const FARM_JOBS_LISTED: usize = 200;
+
+/// `GET /farm`: workers, jobs by state, the oldest open jobs (queued and
+/// dead) listed.
 async fn farm(State(s): State<AppState>) -> Response {
-    let (open, counts) = match s.store.open_jobs_and_counts() {
+    let (open, counts) = match s.store.open_jobs_and_counts(FARM_JOBS_LISTED) {
         Ok(j) => j,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
@@ -432,6 +436,7 @@ async fn farm(State(s): State<AppState>) -> Response {
         },
         "queued": queued,
         "dead": dead,
+        "open_jobs_listed_up_to": FARM_JOBS_LISTED,
     }))
     .into_response()
 }

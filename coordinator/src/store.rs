@@ -63,6 +63,12 @@ const SPLIT_PAGE: usize = 128;
 /// `WITNESSES_SPLIT_FROM` is the first batch not yet moved.
 const WITNESSES_SPLIT: &str = "witnesses_split";
 const WITNESSES_SPLIT_FROM: &str = "witnesses_split_from";
+/// Jobs queued and dead, kept with every job written (proven: the rest), so
+/// that the job metrics read two numbers at every job event; set up from
+/// the open jobs once (`JOB_COUNTS_KEPT`).
+const JOBS_QUEUED: &str = "jobs_queued";
+const JOBS_DEAD: &str = "jobs_dead";
+const JOB_COUNTS_KEPT: &str = "job_counts_kept";
 /// Set once [`OPEN_JOBS`] and [`BATCH_CIDS`] index what an older version stored.
 const INDEXED: &str = "indexed_jobs_and_cids";
 
@@ -363,11 +369,20 @@ fn decode_leaf(tree: u8, index: u64, bytes: &[u8]) -> Result<(TreeId, u64, Leaf)
     Ok((tree, index, leaf))
 }
 
-fn open_jobs_in(r: &redb::ReadTransaction) -> Result<Vec<JobRecord>, StoreError> {
+fn job_counts_in(r: &redb::ReadTransaction) -> Result<JobCounts, StoreError> {
+    let meta = db!(r.open_table(META))?;
+    let get = |k: &str| db!(meta.get(k)).map(|g| g.map_or(0, |g| g.value()));
+    let (queued, dead) = (get(JOBS_QUEUED)?, get(JOBS_DEAD)?);
+    let total = db!(db!(r.open_table(JOBS))?.len())?;
+    Ok(JobCounts { queued, proven: total.saturating_sub(queued + dead), dead })
+}
+
+/// The first `limit` open jobs.
+fn open_jobs_in(r: &redb::ReadTransaction, limit: usize) -> Result<Vec<JobRecord>, StoreError> {
     let open = db!(r.open_table(OPEN_JOBS))?;
     let jobs = db!(r.open_table(JOBS))?;
     let mut out = Vec::new();
-    for row in db!(open.iter())? {
+    for row in db!(open.iter())?.take(limit) {
         let n = db!(row)?.0.value();
         let missing = || StoreError::Damaged { what: format!("job index entry {n}"), why: "no such job" };
         let v = db!(jobs.get(n))?.ok_or_else(missing)?;
@@ -379,7 +394,19 @@ fn open_jobs_in(r: &redb::ReadTransaction) -> Result<Vec<JobRecord>, StoreError>
 /// Writes a job and keeps [`OPEN_JOBS`] in step with its state; a proven
 /// job's witness is let go.
 fn write_job(w: &redb::WriteTransaction, job: &JobRecord) -> Result<(), StoreError> {
-    db!(db!(w.open_table(JOBS))?.insert(job.batch, encode(job).as_slice()))?;
+    let mut jobs = db!(w.open_table(JOBS))?;
+    let was = match db!(jobs.get(job.batch))? {
+        Some(g) => Some(decode::<JobRecord>(|| format!("job {}", job.batch), g.value())?.state),
+        None => None,
+    };
+    db!(jobs.insert(job.batch, encode(job).as_slice()))?;
+    let mut meta = db!(w.open_table(META))?;
+    for (state, by) in [(was.as_ref(), -1i64), (Some(&job.state), 1)] {
+        if let Some(key) = state.and_then(counted_as) {
+            let n = db!(meta.get(key))?.map_or(0, |g| g.value());
+            db!(meta.insert(key, n.saturating_add_signed(by)))?;
+        }
+    }
     let mut open = db!(w.open_table(OPEN_JOBS))?;
     if job.state == JobState::Proven {
         db!(open.remove(job.batch))?;
@@ -387,6 +414,40 @@ fn write_job(w: &redb::WriteTransaction, job: &JobRecord) -> Result<(), StoreErr
     } else {
         db!(open.insert(job.batch, ()))?;
     }
+    Ok(())
+}
+
+/// The counter a job in `state` is counted in (proven ones are not).
+fn counted_as(state: &JobState) -> Option<&'static str> {
+    match state {
+        JobState::Queued => Some(JOBS_QUEUED),
+        JobState::Dead { .. } => Some(JOBS_DEAD),
+        JobState::Proven => None,
+    }
+}
+
+/// Counts the open jobs into the job counters, once (after the index).
+fn count_jobs(w: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = db!(w.open_table(META))?;
+    if db!(meta.get(JOB_COUNTS_KEPT))?.is_some() {
+        return Ok(());
+    }
+    let (mut queued, mut dead) = (0, 0);
+    let open = db!(w.open_table(OPEN_JOBS))?;
+    let jobs = db!(w.open_table(JOBS))?;
+    for row in db!(open.iter())? {
+        let n = db!(row)?.0.value();
+        let Some(v) = db!(jobs.get(n))? else { continue };
+        let job: JobRecord = decode(|| format!("job {n}"), v.value())?;
+        match job.state {
+            JobState::Queued => queued += 1,
+            JobState::Dead { .. } => dead += 1,
+            JobState::Proven => {}
+        }
+    }
+    db!(meta.insert(JOBS_QUEUED, queued))?;
+    db!(meta.insert(JOBS_DEAD, dead))?;
+    db!(meta.insert(JOB_COUNTS_KEPT, 1))?;
     Ok(())
 }
 
@@ -449,6 +510,7 @@ impl Store {
             db!(w.open_table(WITNESSES))?;
             date_old_refusals(&w, crate::service::now_ms())?;
             index_jobs_and_cids(&w)?;
+            count_jobs(&w)?;
         }
         db!(w.commit())?;
         let store = Self { db };
@@ -751,24 +813,21 @@ impl Store {
 
     /// The jobs not yet proven (queued or dead), in batch order.
     pub fn open_jobs(&self) -> Result<Vec<JobRecord>, StoreError> {
-        open_jobs_in(&db!(self.db.begin_read())?)
+        open_jobs_in(&db!(self.db.begin_read())?, usize::MAX)
     }
 
-    /// How many jobs are in each state (one per sealed batch; the proven
-    /// ones are counted, not read).
+    /// How many jobs are in each state (one per sealed batch; read from
+    /// counters kept with every job written).
     pub fn job_counts(&self) -> Result<JobCounts, StoreError> {
-        Ok(self.open_jobs_and_counts()?.1)
+        let r = db!(self.db.begin_read())?;
+        job_counts_in(&r)
     }
 
-    /// [`Self::open_jobs`] and [`Self::job_counts`], read together.
-    pub fn open_jobs_and_counts(&self) -> Result<(Vec<JobRecord>, JobCounts), StoreError> {
+    /// The first `limit` open jobs (of [`Self::open_jobs`]) with
+    /// [`Self::job_counts`], read together.
+    pub fn open_jobs_and_counts(&self, limit: usize) -> Result<(Vec<JobRecord>, JobCounts), StoreError> {
         let r = db!(self.db.begin_read())?;
-        let open = open_jobs_in(&r)?;
-        let total = db!(db!(r.open_table(JOBS))?.len())?;
-        let queued = open.iter().filter(|j| j.state == JobState::Queued).count() as u64;
-        let dead = open.len() as u64 - queued;
-        let counts = JobCounts { queued, proven: total - open.len() as u64, dead };
-        Ok((open, counts))
+        Ok((open_jobs_in(&r, limit)?, job_counts_in(&r)?))
     }
 
     /// How many batches from `n` on are proven, in a row: those L1 can take
@@ -1085,7 +1144,9 @@ mod tests {
             let w = store.db.begin_write().unwrap();
             {
                 let mut meta = w.open_table(META).unwrap();
-                meta.remove(INDEXED).unwrap();
+                for k in [INDEXED, JOB_COUNTS_KEPT, JOBS_QUEUED, JOBS_DEAD] {
+                    meta.remove(k).unwrap();
+                }
                 w.open_table(OPEN_JOBS).unwrap().retain(|_, _| false).unwrap();
                 let rec = serde_json::to_vec(&serde_json::json!({ "batch": 0, "cid": cid })).unwrap();
                 w.open_table(BATCHES).unwrap().insert(0, rec.as_slice()).unwrap();
@@ -1093,6 +1154,7 @@ mod tests {
             w.commit().unwrap();
         }
         assert_eq!(open(&store), Vec::<u64>::new(), "nothing indexed");
+        assert_eq!(store.job_counts().unwrap(), JobCounts { queued: 0, proven: 5, dead: 0 }, "nothing counted");
         assert_eq!(store.batch_with_cid(&cid).unwrap(), None);
         drop(store);
         let store = Store::open(&path).unwrap();
@@ -1100,6 +1162,13 @@ mod tests {
         assert_eq!(store.job_counts().unwrap(), JobCounts { queued: 3, proven: 2, dead: 0 });
         assert_eq!(store.batch_with_cid(&cid).unwrap(), Some(0));
         assert_eq!(store.batch_with_cid(&Cid::of(b"other")).unwrap(), None);
+        // The counters, counted afresh, keep following.
+        let mut j = store.job(2).unwrap().unwrap();
+        j.park("again".into(), 10);
+        store.put_job(&j, None).unwrap();
+        assert_eq!(store.job_counts().unwrap(), JobCounts { queued: 2, proven: 2, dead: 1 });
+        let (listed, counts) = store.open_jobs_and_counts(2).unwrap();
+        assert_eq!((listed.iter().map(|j| j.batch).collect::<Vec<_>>(), counts.dead), (vec![0, 2], 1));
     }
 
     #[test]
