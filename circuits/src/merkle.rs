@@ -123,13 +123,19 @@ impl SparseTree {
             let mut parents: Vec<u64> = layer.keys().map(|i| i / 4).collect();
             parents.sort_unstable();
             parents.dedup();
-            layer = parents
-                .into_iter()
-                .map(|p| {
-                    let c: [Fr; 4] = core::array::from_fn(|j| tree.node(h, 4 * p + j as u64));
-                    (p, poseidon::hash(&c))
-                })
-                .collect();
+            let t = &tree;
+            let hash = |&p: &u64| {
+                let c: [Fr; 4] = core::array::from_fn(|j| t.node(h, 4 * p + j as u64));
+                (p, poseidon::hash(&c))
+            };
+            // A level's nodes hash independently: on every core, once
+            // there are enough of them to pay for it.
+            layer = if parents.len() >= 256 {
+                use rayon::prelude::*;
+                parents.par_iter().map(hash).collect()
+            } else {
+                parents.iter().map(hash).collect()
+            };
         }
         tree
     }
@@ -376,6 +382,18 @@ mod tests {
             prop_assert_eq!(built.root(), tree.root());
             prop_assert_eq!(&built.nodes, &tree.nodes, "the same non-empty nodes, no zero stored");
         }
+    }
+
+    /// Enough leaves that a level is hashed on every core.
+    #[test]
+    fn a_large_tree_built_from_its_leaves_equals_one_set_leaf_by_leaf() {
+        let leaves: Vec<(u64, Fr)> = (0..3000u64).map(|i| (i * 7 % 4096, Fr::from(i + 1))).collect();
+        let mut tree = SparseTree::new(6);
+        for (i, v) in &leaves {
+            tree.set(*i, *v);
+        }
+        let built = SparseTree::from_leaves(6, leaves);
+        assert_eq!(built, tree);
     }
 
     /// Roots computed level by level with circomlibjs's poseidon (vectors file).

@@ -738,7 +738,10 @@ impl State {
             }
         }
         let trees = core::array::from_fn(|t| {
-            SparseTree::from_leaves(levels, by_tree[t].iter().map(|(&i, l)| (i, leaf_hash(l))))
+            use rayon::prelude::*;
+            // Each leaf's hash on every core (a Poseidon of 7 fields each).
+            let hashed: Vec<(u64, Fr)> = by_tree[t].par_iter().map(|(&i, l)| (i, leaf_hash(l))).collect();
+            SparseTree::from_leaves(levels, hashed)
         });
         let mut index = Indices::default();
         for tree in TreeId::ALL {

@@ -1154,7 +1154,11 @@ mod tests {
             w.commit().unwrap();
         }
         assert_eq!(open(&store), Vec::<u64>::new(), "nothing indexed");
-        assert_eq!(store.job_counts().unwrap(), JobCounts { queued: 0, proven: 5, dead: 0 }, "nothing counted");
+        assert_eq!(
+            store.job_counts().unwrap(),
+            JobCounts { queued: 0, proven: 5, dead: 0 },
+            "nothing counted"
+        );
         assert_eq!(store.batch_with_cid(&cid).unwrap(), None);
         drop(store);
         let store = Store::open(&path).unwrap();
