@@ -591,6 +591,10 @@ struct Coordinator {
     to_replay: VecDeque<u64>,
     /// The job stream, where the watchdog looks for queued jobs' messages.
     jobs: stream::Stream,
+    /// The transaction stream, trimmed of what is sealed or answered.
+    tx: stream::Stream,
+    /// The first sequence the transaction stream was last trimmed to keep.
+    tx_kept_from: u64,
     /// The message of each published job's current attempt, by batch.
     in_queue: HashMap<u64, QueuedMessage>,
     /// When the watchdog last looked.
@@ -693,6 +697,8 @@ pub async fn run(
         replay_through: 0,
         to_replay: VecDeque::new(),
         jobs: bus.jobs.clone(),
+        tx: bus.tx.clone(),
+        tx_kept_from: 0,
         in_queue: HashMap::new(),
         last_watch: Instant::now(),
         last_forget: None,
@@ -717,6 +723,7 @@ pub async fn run(
             JobState::Proven => {}
         }
     }
+    c.trim_tx_stream(store.applied_seq()?).await;
     c.advance_sink().await?;
 
     // The HTTP API.
@@ -1121,6 +1128,7 @@ impl Coordinator {
             store.seal(sealed.to_store(&record, &job, &self.pending, self.last_seq))
         })?;
         self.pending.clear();
+        self.trim_tx_stream(self.last_seq).await;
         {
             let mut v = self.shared.view.write().expect("view lock");
             if v.batches_sealed == sealed.batch {
@@ -1535,6 +1543,25 @@ impl Coordinator {
         };
         self.shared.metrics.workers.set(alive as i64);
         self.advance_sink().await
+    }
+
+    /// Removes from the transaction stream every message up to `applied`,
+    /// the sequence stored as sealed or answered: a start reads from past
+    /// it, and the stream would otherwise keep every submission ever made,
+    /// junk included. A failure costs only the space until the next seal.
+    async fn trim_tx_stream(&mut self, applied: u64) {
+        if applied < self.tx_kept_from {
+            return;
+        }
+        match self.tx.purge().sequence(applied + 1).await {
+            Ok(r) => {
+                self.tx_kept_from = applied + 1;
+                debug!(purged = r.purged, kept_from = applied + 1, "transaction stream trimmed");
+            }
+            Err(e) => {
+                warn!(error = %e, "the transaction stream could not be trimmed; the next seal tries again")
+            }
+        }
     }
 
     /// Forgets the refusals older than [`Config::refusals_kept`]: once a

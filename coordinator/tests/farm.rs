@@ -154,6 +154,13 @@ async fn two_hundred_transactions_from_concurrent_clients_end_proven_or_rejected
         .collect();
     assert_eq!(order, (0..batches).collect::<Vec<_>>(), "proofs reach L1 strictly in batch order");
 
+    // The transaction stream keeps only what came after the last seal (some
+    // of the refusals at most), not every submission.
+    let admin = async_nats::jetstream::new(farm.nats.connect(COORDINATOR).await);
+    let mut tx_stream = admin.get_stream(medrollup_wire::streams::TX).await.unwrap();
+    let kept = &tx_stream.info().await.unwrap().state;
+    assert!(kept.messages <= 25 && kept.first_sequence > 175, "{kept:?}");
+
     // Both workers proved, and the metrics say what happened.
     let farm_status = get_json(&format!("{http}/farm")).await;
     assert_eq!(farm_status["jobs"]["proven"].as_u64(), Some(batches));
