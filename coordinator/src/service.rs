@@ -2,12 +2,14 @@
 //! farm (jobs out, results in, every proof verified), in-order hand-over to
 //! the L1 sink, and the HTTP API beside it.
 //!
-//! Durability: the transaction stream keeps every submission; the database
-//! records, with each sealed batch, the stream sequence decided up to. On
-//! start the coordinator replays its sealed batches onto the genesis state
-//! and reads the stream from the next sequence, so accepted transactions in
-//! a batch that was still open at a crash are decided again, in the same
-//! order, and none is lost or applied twice.
+//! Durability: the transaction stream keeps every submission until it is
+//! sealed or answered; the database records, with each sealed batch, the
+//! stream sequence decided up to (the stream is trimmed below it). On start
+//! the coordinator restores the sealed state (from its stored leaves, or by
+//! replaying its sealed batches) and reads the stream from the next
+//! sequence, so accepted transactions in a batch that was still open at a
+//! crash are decided again, in the same order, and none is lost or applied
+//! twice.
 
 use crate::cid::Cid;
 use crate::config::Config;
@@ -337,10 +339,13 @@ async fn check_open_batch(
 /// coordinator decided (0: none), `applied` the last one in a sealed batch.
 /// A transaction stream that lacks what was decided (NATS lost its
 /// JetStream data, or the stream was made afresh and numbers from 1 again),
-/// or that no longer starts right after the sealed batches (its oldest
-/// messages were removed, by limits or by hand), is refused: read from
-/// `applied + 1`, its new transactions would be skipped as applied, taken
-/// for the ones decided there before, or decided without the open batch's.
+/// or that no longer starts right after the sealed batches (messages not
+/// yet sealed were removed, by limits or by hand: the coordinator itself
+/// removes only what is sealed), is refused: read from `applied + 1`, its
+/// new transactions would be skipped as applied, taken for the ones decided
+/// there before, or decided without the open batch's. So is a stream
+/// already trimmed under a coordinator that has decided nothing (its
+/// database lost or made afresh): what was accepted before would be lost.
 async fn setup_bus(
     js: &jetstream::Context,
     config: &Config,
@@ -384,6 +389,13 @@ async fn setup_bus(
     let info = tx.info().await.map_err(|e| CoordinatorError::Nats(format!("stream {}: {e}", streams::TX)))?;
     if info.state.last_sequence < decided {
         return Err(lost(format!("ends at sequence {}", info.state.last_sequence)));
+    }
+    if decided == 0 && info.state.first_sequence > 1 {
+        return Err(CoordinatorError::Nats(format!(
+            "stream {} starts at sequence {}: a coordinator decided and sealed its earlier transactions,              but this one's database has none. Start it on that coordinator's data directory; a new              farm needs a new transaction stream",
+            streams::TX,
+            info.state.first_sequence
+        )));
     }
     if decided > 0 && info.state.first_sequence > applied + 1 {
         return Err(lost(format!(

@@ -404,6 +404,10 @@ fn write_job(w: &redb::WriteTransaction, job: &JobRecord) -> Result<(), StoreErr
     for (state, by) in [(was.as_ref(), -1i64), (Some(&job.state), 1)] {
         if let Some(key) = state.and_then(counted_as) {
             let n = db!(meta.get(key))?.map_or(0, |g| g.value());
+            if n == 0 && by < 0 {
+                // Only a version that kept no counters writing jobs in between.
+                tracing::warn!(counter = key, batch = job.batch, "a job counter would go below 0: it is off");
+            }
             db!(meta.insert(key, n.saturating_add_signed(by)))?;
         }
     }

@@ -715,9 +715,15 @@ async fn worker_and_client_credentials_cannot_publish_what_is_not_theirs() {
     let farm = Farm::new();
     let _coordinator = farm.coordinator(30);
     let admin = jetstream::new(farm.nats.connect(COORDINATOR).await);
+    // Messages stored so far (the transaction stream is trimmed at each seal,
+    // so its last sequence, not its message count).
     let count = |name: &'static str| {
         let admin = admin.clone();
-        async move { admin.get_stream(name).await.unwrap().info().await.unwrap().state.messages }
+        async move {
+            let mut stream = admin.get_stream(name).await.unwrap();
+            let state = &stream.info().await.unwrap().state;
+            if name == medrollup_wire::streams::TX { state.last_sequence } else { state.messages }
+        }
     };
     let (tx_before, jobs_before) =
         (count(medrollup_wire::streams::TX).await, count(medrollup_wire::streams::JOBS).await);
@@ -1338,6 +1344,31 @@ async fn a_transaction_stream_made_afresh_is_refused_not_misread() {
     let log = Coordinator::refused(&opts(300));
     assert!(log.contains(&format!("message at sequence {decided} is transaction")), "{log}");
     assert!(log.contains(&format!("but {} was decided there before the restart", a.id)), "{log}");
+}
+
+/// A coordinator with a new database (the old one lost, or another farm's
+/// stream) is refused a transaction stream that a coordinator already
+/// trimmed: it would seal a batch 0 again without what was accepted before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_database_is_refused_a_stream_an_earlier_coordinator_trimmed() {
+    let farm = Farm::new();
+    let http = farm.http();
+    let load = workload::generate(1, now(), "new-database");
+    let client = Client::connect(&farm.nats).await;
+    let first = Coordinator::start(&CoordinatorOpts { seal_timeout_ms: 300, ..farm.opts() });
+    let a = client.submit_bytes(serde_json::to_vec(&load.admin[0].tx).unwrap()).await;
+    assert!(matches!(a.status, TxStatus::Accepted { batch: 0, .. }), "{a:?}");
+    wait_for("batch 0 sealed", Duration::from_secs(30), || async {
+        (get_json(&format!("{http}/root")).await["batches_sealed"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+    drop(first);
+    let fresh = tempfile::tempdir().unwrap();
+    let log = Coordinator::refused(&CoordinatorOpts { data: fresh.path(), ..farm.opts() });
+    assert!(log.contains("starts at sequence 2") && log.contains("this one's database has none"), "{log}");
+    // On its own data, the coordinator starts again.
+    let _again = Coordinator::start(&farm.opts());
+    assert_eq!(get_json(&format!("{http}/root")).await["batches_sealed"], 1);
 }
 
 /// The job queue's settings given at a start are the queue's, also when an
