@@ -392,7 +392,9 @@ async fn setup_bus(
     }
     if decided == 0 && info.state.first_sequence > 1 {
         return Err(CoordinatorError::Nats(format!(
-            "stream {} starts at sequence {}: a coordinator decided and sealed its earlier transactions,              but this one's database has none. Start it on that coordinator's data directory; a new              farm needs a new transaction stream",
+            "stream {} starts at sequence {}: a coordinator decided and sealed its earlier transactions, \
+             but this one's database has none. Start it on that coordinator's data directory; a new \
+             farm needs a new transaction stream",
             streams::TX,
             info.state.first_sequence
         )));
