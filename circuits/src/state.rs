@@ -770,7 +770,7 @@ impl State {
     /// Indices come from the traces (an audit entry's is the audit count of
     /// its time), trees from the transactions' kinds.
     pub fn written_by<'a>(&self, traces: impl IntoIterator<Item = &'a TxTrace>) -> Vec<(TreeId, u64, Leaf)> {
-        let mut at = std::collections::BTreeSet::new();
+        let mut at = BTreeSet::new();
         for t in traces {
             // Not `plan`, which reads the state: after the batch, it can
             // refuse what was applied before it (an audit log now full).

@@ -250,20 +250,6 @@ impl std::fmt::Debug for Sequencer {
 }
 
 impl Sequencer {
-    /// The genesis state with the stored batches replayed onto it (each must
-    /// give the public inputs it was sealed with).
-    pub fn restore(
-        genesis: &Genesis,
-        shape: CircuitShape,
-        batches: &[BatchRecord],
-    ) -> Result<Self, RestoreError> {
-        let mut r = Self::replayer(genesis, shape)?;
-        for rec in batches {
-            r.replay(rec)?;
-        }
-        Ok(r.done())
-    }
-
     /// Starts from the genesis state, to replay stored batches one by one.
     pub fn replayer(genesis: &Genesis, shape: CircuitShape) -> Result<Replayer, RestoreError> {
         if genesis.levels != shape.levels {
@@ -450,7 +436,7 @@ mod tests {
     use medrollup_circuits::sample;
 
     fn seq() -> Sequencer {
-        Sequencer::restore(&sample::genesis(5), CircuitShape { batch_size: 4, levels: 5 }, &[]).unwrap()
+        Sequencer::replayer(&sample::genesis(5), CircuitShape { batch_size: 4, levels: 5 }).unwrap().done()
     }
 
     fn payload(tx: &SignedTx) -> Vec<u8> {

@@ -23,7 +23,7 @@ use ark_bn254::Bn254;
 use ark_groth16::PreparedVerifyingKey;
 use async_nats::jetstream::{self, consumer, stream};
 use futures::StreamExt;
-use medrollup_circuits::batch::PublicInputs;
+use medrollup_circuits::batch::{BatchWitness, PublicInputs};
 use medrollup_circuits::keys::{self, CircuitShape, KeyError, KeyManifest};
 use medrollup_circuits::state::{Genesis, State};
 use medrollup_wire::{
@@ -1158,7 +1158,7 @@ impl Coordinator {
         m.batches_sealed_total.inc();
         m.batch_transactions.with_label_values::<&str>(&[]).observe(record.tx_ids.len() as f64);
         info!(txs = record.tx_ids.len(), cid = %cid, new_root = %public_inputs.new_root, "batch sealed");
-        self.dispatch(&record, &job).await?;
+        self.dispatch(&record, &job, Some(sealed.witness)).await?;
         self.refresh_job_metrics()
     }
 
@@ -1166,8 +1166,13 @@ impl Coordinator {
     /// Fails only when the store fails (a job whose witness is gone cannot
     /// be published, ever: stopping says so, where retrying would stall
     /// every later batch in silence).
-    async fn dispatch(&mut self, record: &BatchRecord, job: &JobRecord) -> Result<(), CoordinatorError> {
-        match self.publish_job(record, job).await {
+    async fn dispatch(
+        &mut self,
+        record: &BatchRecord,
+        job: &JobRecord,
+        witness: Option<BatchWitness>,
+    ) -> Result<(), CoordinatorError> {
+        match self.publish_job(record, job, witness).await {
             Ok(()) => Ok(()),
             Err(e @ CoordinatorError::Store(_)) => Err(e),
             Err(e) => {
@@ -1179,15 +1184,27 @@ impl Coordinator {
     }
 
     /// Publishes a job's current attempt (once: the stream drops the same
-    /// attempt again within its window) and follows its message.
-    async fn publish_job(&mut self, record: &BatchRecord, job: &JobRecord) -> Result<(), CoordinatorError> {
-        let store = self.shared.store.clone();
-        let witness = tokio::task::block_in_place(|| store.witness(record.batch))?.ok_or_else(|| {
-            StoreError::Damaged {
-                what: format!("witness of batch {}", record.batch),
-                why: "missing while its job is not proven",
+    /// attempt again within its window) and follows its message. The
+    /// witness is read from the store unless the caller holds it (a batch
+    /// just sealed).
+    async fn publish_job(
+        &mut self,
+        record: &BatchRecord,
+        job: &JobRecord,
+        witness: Option<BatchWitness>,
+    ) -> Result<(), CoordinatorError> {
+        let witness = match witness {
+            Some(w) => w,
+            None => {
+                let store = self.shared.store.clone();
+                tokio::task::block_in_place(|| store.witness(record.batch))?.ok_or_else(|| {
+                    StoreError::Damaged {
+                        what: format!("witness of batch {}", record.batch),
+                        why: "missing while its job is not proven",
+                    }
+                })?
             }
-        })?;
+        };
         let spec = JobSpec {
             batch: record.batch,
             attempt: job.attempt,
@@ -1342,7 +1359,7 @@ impl Coordinator {
         }
         store.put_job(&job, Some((&r.worker, &worker)))?;
         if requeue && job.state == JobState::Queued {
-            self.dispatch(&batch, &job).await?;
+            self.dispatch(&batch, &job, None).await?;
         }
         self.refresh_job_metrics()
     }
@@ -1425,7 +1442,7 @@ impl Coordinator {
             store.put_job(&job, None)?;
             self.shared.metrics.jobs_lost_total.inc();
             if job.state == JobState::Queued {
-                self.dispatch(&batch, &job).await?;
+                self.dispatch(&batch, &job, None).await?;
             }
         }
         if !lost.is_empty() {
@@ -1533,7 +1550,7 @@ impl Coordinator {
             if job.state != JobState::Queued {
                 continue;
             }
-            match self.publish_job(&batch, &job).await {
+            match self.publish_job(&batch, &job, None).await {
                 Ok(()) => {
                     self.publish_failures.remove(&n);
                 }

@@ -595,8 +595,8 @@ impl Store {
         self.meta(NEXT_SUBMIT)
     }
 
-    /// At most `limit` sealed batches from `first` on, in order (a page: a
-    /// batch holds its witness, and there is no bound on how many there are).
+    /// At most `limit` sealed batches from `first` on, in order (a page:
+    /// there is no bound on how many batches there are).
     pub fn batches_from(&self, first: u64, limit: usize) -> Result<Vec<BatchRecord>, StoreError> {
         let r = db!(self.db.begin_read())?;
         let t = db!(r.open_table(BATCHES))?;
