@@ -245,6 +245,7 @@ struct DeviceMetrics {
     busy: CounterVec,
     errors: CounterVec,
     fallbacks: CounterVec,
+    reopened: CounterVec,
     healthy: IntGaugeVec,
     memory_used: IntGaugeVec,
     memory_budget: IntGaugeVec,
@@ -304,6 +305,10 @@ impl Metrics {
                 "medrollup_worker_device_fallbacks_total",
                 "Pieces of work a device was given that the CPU finished",
             ),
+            reopened: counter(
+                "medrollup_worker_device_reopens_total",
+                "Times a device out of service was opened afresh (a new context) to be tested for readmission",
+            ),
             healthy: IntGaugeVec::new(
                 Opts::new("medrollup_worker_device_healthy", "1 while a device is in service"),
                 labels,
@@ -328,9 +333,14 @@ impl Metrics {
         registry.register(Box::new(jobs.clone())).expect("unique");
         registry.register(Box::new(stages.clone())).expect("unique");
         registry.register(Box::new(busy.clone())).expect("unique");
-        for c in
-            [&devices.msm_points, &devices.ntt_elements, &devices.busy, &devices.errors, &devices.fallbacks]
-        {
+        for c in [
+            &devices.msm_points,
+            &devices.ntt_elements,
+            &devices.busy,
+            &devices.errors,
+            &devices.fallbacks,
+            &devices.reopened,
+        ] {
             registry.register(Box::new(c.clone())).expect("unique");
         }
         for g in [&devices.healthy, &devices.memory_used, &devices.memory_budget] {
@@ -363,6 +373,7 @@ impl Metrics {
             d.busy.with_label_values(&l).inc_by((now.busy_seconds - before.busy_seconds).max(0.0));
             d.errors.with_label_values(&l).inc_by(now.errors.saturating_sub(before.errors) as f64);
             d.fallbacks.with_label_values(&l).inc_by(now.fallbacks.saturating_sub(before.fallbacks) as f64);
+            d.reopened.with_label_values(&l).inc_by(now.reopened.saturating_sub(before.reopened) as f64);
             d.healthy.with_label_values(&l).set(i64::from(healthy));
             *before = now.clone();
         }

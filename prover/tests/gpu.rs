@@ -445,9 +445,11 @@ fn a_device_out_of_service_is_back_once_it_passes_its_known_answer_test_again() 
     b.inject_fault(0, 7, gpu::Fault::Fails);
     proves_like_ark_groth16(&b);
     assert_eq!(b.device_count(), 1, "device 0 out: {:?}", b.report());
-    // While the fault lasts, testing it again changes nothing.
+    // While the fault lasts, testing it again changes nothing: opened
+    // afresh, a broken device is still broken.
     assert!(b.readmit().is_empty());
     assert_eq!(b.device_count(), 1);
+    assert_eq!(b.report().devices[0].counters.reopened, 1);
     // The fault is over: back in service, its error still counted, and it works.
     b.inject_fault(0, usize::MAX, gpu::Fault::Fails);
     let label = b.report().devices[0].label.clone();
@@ -458,6 +460,26 @@ fn a_device_out_of_service_is_back_once_it_passes_its_known_answer_test_again() 
     let after = b.report();
     let worked = |r: &gpu::GpuReport| r.devices[0].counters.msm_points + r.devices[0].counters.ntt_elements;
     assert!(worked(&after) > worked(&before), "{after:?}");
+}
+
+#[test]
+fn a_device_whose_context_is_lost_mid_proof_is_back_once_opened_afresh() {
+    let what = "lost context mid-proof";
+    device_0_faulting_mid_proof_is_finished_on_the_cpu(gpu::Fault::LosesContext, what);
+    let Some(b) = medrollup_prover::conformance::available(two_opencl(), what) else { return };
+    b.inject_fault(0, 7, gpu::Fault::LosesContext);
+    proves_like_ark_groth16(&b);
+    assert_eq!(b.device_count(), 1, "device 0 out: {:?}", b.report());
+    // The fault is not cleared by hand: the new context is what brings it back.
+    let label = b.report().devices[0].label.clone();
+    assert_eq!(b.readmit(), vec![label]);
+    let before = b.report();
+    assert_eq!(before.devices[0].counters.reopened, 1, "{before:?}");
+    proves_like_ark_groth16(&b);
+    let after = b.report();
+    let worked = |r: &gpu::GpuReport| r.devices[0].counters.msm_points + r.devices[0].counters.ntt_elements;
+    assert!(worked(&after) > worked(&before), "{after:?}");
+    assert_eq!(after.devices[0].counters.errors, 1, "{after:?}");
 }
 
 #[test]

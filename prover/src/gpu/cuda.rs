@@ -291,8 +291,8 @@ impl std::fmt::Debug for Cuda {
 }
 
 impl Cuda {
-    /// Opens device `ordinal` (call [`device_count`] first), compiles (or
-    /// reads from `cache`) and loads the kernels.
+    /// Opens device `ordinal` in a new context (call [`device_count`]
+    /// first), compiles (or reads from `cache`) and loads the kernels.
     pub(crate) fn new(
         ordinal: usize,
         portable: bool,
@@ -303,7 +303,13 @@ impl Cuda {
             op: op.into(),
             reason: e.to_string(),
         };
-        let ctx = CudaContext::new(ordinal).map_err(|e| fail("opening the device", &e))?;
+        // A context of its own, not the device's primary one: a fault that
+        // loses it (CUDA's sticky errors: an illegal address, a trap) loses
+        // nothing else, and the device is brought back with a new one (see
+        // `DeviceOps::reopen`); the primary context would stay lost while
+        // anything in the process held it. Logical copies of one device each
+        // have their own, so their kernels take turns rather than overlap.
+        let ctx = CudaContext::new_non_primary(ordinal, 0).map_err(|e| fail("opening the device", &e))?;
         let arch = ctx.compute_capability().map_err(|e| fail("reading its architecture", &e))?;
         let info = CudaDeviceInfo {
             name: ctx.name().map_err(|e| fail("reading its name", &e))?,

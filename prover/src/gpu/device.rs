@@ -77,6 +77,12 @@ pub enum Fault {
     ShortOfResources = 4,
     /// Every launch runs short of resources.
     ShortOfResourcesAlways = 5,
+    /// The device's context is lost, as a CUDA kernel's illegal address or
+    /// trap leaves it: this launch and every later one on that context
+    /// fails. Unlike [`Fault::Fails`] (a broken device), the fault is over
+    /// once the device is opened afresh ([`DeviceOps::reopen`], which
+    /// readmission does).
+    LosesContext = 6,
 }
 
 /// A caught panic's message.
@@ -140,6 +146,12 @@ pub(crate) trait DeviceOps: Send {
     /// Frees the cached NTT and coset tables (made again when needed): what
     /// a device short of memory gives up first.
     fn drop_caches(&mut self);
+    /// Opens the device afresh: a new context, queue and kernels, the old
+    /// ones closed. After some faults the old context is lost for good
+    /// (CUDA's sticky errors: every later call on it fails), so a device
+    /// is reopened before it is tested for readmission. Every resident set
+    /// and cached table is freed. On an error the device is left as it was.
+    fn reopen(&mut self) -> Result<(), GpuError>;
     /// Makes the device fail as `fault` says after the next `launches`
     /// launches (a test's fault; `usize::MAX`: none).
     fn inject_fault(&self, launches: usize, fault: Fault);
@@ -305,15 +317,27 @@ pub(crate) struct DeviceState<R: Runtime> {
     fault: AtomicU8,
     /// Field-element results come back wrong (an injected silent fault).
     corrupt: AtomicBool,
+    /// Its context is lost ([`Fault::LosesContext`]): every launch fails
+    /// until it is opened afresh.
+    lost: AtomicBool,
     /// Each kernel's work-group size for one-dimensional launches.
     groups: Mutex<HashMap<String, usize>>,
+    /// Opens the runtime afresh (see [`DeviceOps::reopen`]).
+    open: Box<dyn FnMut() -> Result<R, GpuError> + Send>,
 }
 
 impl<R: Runtime> DeviceState<Metered<R>> {
-    /// A device whose every buffer counts against `meter`.
-    pub(crate) fn new(rt: R, meter: Arc<Meter>) -> Self {
+    /// A device whose every buffer counts against `meter`, running on `rt`;
+    /// `open` opens its runtime afresh (see [`DeviceOps::reopen`]).
+    pub(crate) fn new(
+        rt: R,
+        meter: Arc<Meter>,
+        mut open: impl FnMut() -> Result<R, GpuError> + Send + 'static,
+    ) -> Self {
+        let metered = meter.clone();
         Self {
             rt: Metered::new(rt, meter.clone()),
+            open: Box::new(move || open().map(|rt| Metered::new(rt, metered.clone()))),
             meter,
             bases: HashMap::new(),
             ntt: HashMap::new(),
@@ -321,6 +345,7 @@ impl<R: Runtime> DeviceState<Metered<R>> {
             fault_after: AtomicUsize::new(usize::MAX),
             fault: AtomicU8::new(Fault::Fails as u8),
             corrupt: AtomicBool::new(false),
+            lost: AtomicBool::new(false),
             groups: Mutex::new(HashMap::new()),
         }
     }
@@ -415,10 +440,17 @@ impl<R: Runtime> DeviceState<R> {
         }
         const SHORT: u8 = Fault::ShortOfResources as u8;
         const SHORT_ALWAYS: u8 = Fault::ShortOfResourcesAlways as u8;
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(GpuError::Injected(format!("{} (its context is lost)", self.rt.label())));
+        }
         let left = self.fault_after.load(Ordering::Relaxed);
         if left != usize::MAX {
             if left > 0 {
                 self.fault_after.store(left - 1, Ordering::Relaxed);
+            } else if self.fault.load(Ordering::Relaxed) == Fault::LosesContext as u8 {
+                self.lost.store(true, Ordering::Relaxed);
+                self.fault_after.store(usize::MAX, Ordering::Relaxed);
+                return Err(GpuError::Injected(format!("{} (its context is lost)", self.rt.label())));
             } else if self.fault.load(Ordering::Relaxed) == Fault::Fails as u8 {
                 return Err(GpuError::Injected(self.rt.label().into()));
             } else if self.fault.load(Ordering::Relaxed) == Fault::Panics as u8 {
@@ -1002,6 +1034,17 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
     fn drop_caches(&mut self) {
         self.ntt.clear();
         self.cosets.clear();
+    }
+
+    fn reopen(&mut self) -> Result<(), GpuError> {
+        let fresh = (self.open)()?;
+        // The old buffers go back to the old context, then it is closed.
+        self.bases.clear();
+        self.drop_caches();
+        self.groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.rt = fresh;
+        self.lost.store(false, Ordering::Relaxed);
+        Ok(())
     }
 
     fn inject_fault(&self, launches: usize, fault: Fault) {

@@ -180,6 +180,7 @@ struct Counters {
     busy_nanos: AtomicU64,
     errors: AtomicU64,
     fallbacks: AtomicU64,
+    reopened: AtomicU64,
 }
 
 impl Counters {
@@ -197,6 +198,7 @@ impl Counters {
             busy_seconds: g(&self.busy_nanos) as f64 * 1e-9,
             errors: g(&self.errors),
             fallbacks: g(&self.fallbacks),
+            reopened: g(&self.reopened),
         }
     }
 }
@@ -219,6 +221,9 @@ pub struct DeviceCounters {
     pub errors: u64,
     /// Pieces of work given to this device that the CPU finished.
     pub fallbacks: u64,
+    /// Times it was opened afresh (a new context, queue and kernels) to be
+    /// tested for readmission.
+    pub reopened: u64,
 }
 
 /// A device in service, or one that failed.
@@ -372,9 +377,15 @@ struct Shared<A> {
 trait Reload: Send + Sync {
     /// Frees the set on device `index` (`ops`) and loads it afresh.
     fn reload(&self, index: usize, ops: &mut dyn DeviceOps) -> Result<(), GpuError>;
+    /// Device `index` no longer holds the set (it was opened afresh).
+    fn lost(&self, index: usize);
 }
 
 impl<A: Send + Sync> Reload for Shared<A> {
+    fn lost(&self, index: usize) {
+        self.resident[index].store(false, Ordering::Relaxed);
+    }
+
     fn reload(&self, index: usize, ops: &mut dyn DeviceOps) -> Result<(), GpuError> {
         ops.free_bases(self.id);
         self.resident[index].store(false, Ordering::Relaxed);
@@ -448,6 +459,8 @@ fn find_cuda(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> {
         for copy in 0..config.logical_per_device.max(1) {
             match cuda::Cuda::new(ordinal, config.cuda_portable, config.cache_dir.as_deref()) {
                 Ok((rt, info)) => {
+                    let (portable, cache) = (config.cuda_portable, config.cache_dir.clone());
+                    let open = move || cuda::Cuda::new(ordinal, portable, cache.as_deref()).map(|(rt, _)| rt);
                     let mut label =
                         format!("cuda:{ordinal} {} (sm_{}{})", info.name, info.arch.0, info.arch.1);
                     if config.logical_per_device > 1 {
@@ -459,7 +472,7 @@ fn find_cuda(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> {
                         runtime: "cuda",
                         memory: info.memory,
                         compute_units: info.compute_units,
-                        ops: Box::new(DeviceState::new(rt, meter.clone())),
+                        ops: Box::new(DeviceState::new(rt, meter.clone(), open)),
                         meter,
                     });
                 }
@@ -494,13 +507,15 @@ fn find_opencl(config: &GpuConfig, refused: &mut Vec<String>) -> Vec<Candidate> 
             }
             match opencl::OpenCl::new(d, label.clone()) {
                 Ok(rt) => {
+                    let (info, named) = (d.clone(), label.clone());
+                    let open = move || opencl::OpenCl::new(&info, named.clone());
                     let meter = Arc::new(Meter::new(label.clone(), budget(config, d.memory)));
                     out.push(Candidate {
                         label,
                         runtime: "opencl",
                         memory: d.memory,
                         compute_units: d.compute_units,
-                        ops: Box::new(DeviceState::new(rt, meter.clone())),
+                        ops: Box::new(DeviceState::new(rt, meter.clone(), open)),
                         meter,
                     })
                 }
@@ -806,12 +821,13 @@ impl GpuBackend {
         }
     }
 
-    /// Runs the known-answer test again on each device out of service; one
-    /// that passes has every bases set alive loaded afresh where they fit
-    /// (those loaded while it was out, and those a fault may have spoilt)
-    /// and is back in service (its fault was transient). Returns the labels of those back.
-    /// A device wrong only at sizes the test does not reach comes back too,
-    /// and the worker's proof check takes it out again.
+    /// Opens each device out of service afresh (a new context, queue and
+    /// kernels: a fault may have lost the old context for good, as CUDA's
+    /// sticky errors do) and runs the known-answer test again; one that
+    /// passes has every bases set alive loaded again where they fit and is
+    /// back in service (its fault was transient). Returns the labels of
+    /// those back. A device wrong only at sizes the test does not reach
+    /// comes back too, and the worker's proof check takes it out again.
     pub fn readmit(&self) -> Vec<String> {
         // The sets reloaded, dropped last: one whose owner let it go
         // meanwhile is freed here, with no device's lock held.
@@ -829,9 +845,13 @@ impl GpuBackend {
                 .iter()
                 .filter_map(Weak::upgrade)
                 .collect();
-            // Its tables are made afresh (a fault may have spoilt them).
-            ops.drop_caches();
             let ready = guarded(&s.label, || {
+                // Its bases and tables go with the old context.
+                ops.reopen()?;
+                Counters::add(&s.counters.reopened, 1);
+                for bases in &live {
+                    bases.lost(index);
+                }
                 known_answer(ops.as_mut())?;
                 for bases in &live {
                     match bases.reload(index, ops.as_mut()) {
@@ -1586,7 +1606,8 @@ mod tests {
             return;
         };
         let rt = SmallG2Groups(opencl::OpenCl::new(&info, "opencl:0 small G2 groups".into()).unwrap());
-        let mut d = DeviceState::new(rt, Arc::new(Meter::new("small G2 groups".into(), 1 << 30)));
+        let meter = Arc::new(Meter::new("small G2 groups".into(), 1 << 30));
+        let mut d = DeviceState::new(rt, meter, || Err(GpuError::Unsupported("not reopened here".into())));
         known_answer(&mut d).unwrap();
     }
 
@@ -1815,6 +1836,95 @@ mod tests {
         let r = b.report();
         assert_eq!(r.devices[0].counters.msm_points - before.devices[0].counters.msm_points, 2 * n as u64);
         assert_eq!(r.cpu.msm_points, before.cpu.msm_points, "nothing more on the CPU: {r:?}");
+    }
+
+    #[test]
+    fn a_device_whose_context_is_lost_is_back_once_opened_afresh() {
+        let Some(b) = opencl_with(None) else { return };
+        let n = 1500;
+        let (g, g2, s) = (g1_points(n), g2_points(n), random_scalars(n));
+        let used = |b: &GpuBackend| b.report().devices[0].memory_used;
+        let (l, l2) = (b.load_g1(&g).unwrap(), b.load_g2(&g2).unwrap());
+        let loaded = used(&b);
+        // The context is lost at the MSM's first launch: the CPU finishes,
+        // and every later launch on that context fails.
+        b.inject_fault(0, 0, Fault::LosesContext);
+        assert_eq!(crate::backend::msm_g1(&b, &l, &s).unwrap(), cpu::msm(&g, &s));
+        assert_eq!(b.device_count(), 0);
+        {
+            let mut ops = b.m.slots[0].lock();
+            let e = known_answer(ops.as_mut()).unwrap_err();
+            assert!(e.to_string().contains("its context is lost"), "{e}");
+        }
+        // Readmission opens it afresh (the fault is not cleared by hand):
+        // back, its sets loaded again in the new context, the old
+        // context's buffers given back.
+        let label = b.report().devices[0].label.clone();
+        assert_eq!(b.readmit(), vec![label]);
+        let r = b.report();
+        assert_eq!((r.devices[0].counters.reopened, r.devices[0].counters.errors), (1, 1), "{r:?}");
+        assert_eq!((l.resident(), l2.resident()), (vec![true], vec![true]));
+        assert_eq!(used(&b), loaded);
+        let before = b.report();
+        assert_eq!(crate::backend::msm_g1(&b, &l, &s).unwrap(), cpu::msm(&g, &s));
+        assert_eq!(crate::backend::msm_g2(&b, &l2, &s).unwrap(), cpu::msm(&g2, &s));
+        let after = b.report();
+        assert_eq!(
+            after.devices[0].counters.msm_points - before.devices[0].counters.msm_points,
+            2 * n as u64
+        );
+        assert_eq!(after.cpu.msm_points, before.cpu.msm_points, "nothing more on the CPU: {after:?}");
+        // A device in service is not opened again.
+        assert!(b.readmit().is_empty());
+        assert_eq!(b.report().devices[0].counters.reopened, 1);
+    }
+
+    #[test]
+    fn a_device_that_cannot_be_opened_afresh_is_left_as_it_was() {
+        let Some(info) = opencl::list().ok().and_then(|l| l.into_iter().next()) else {
+            assert!(
+                !std::env::var("MEDROLLUP_REQUIRE_OPENCL").is_ok_and(|v| v == "1"),
+                "MEDROLLUP_REQUIRE_OPENCL=1 but no OpenCL device"
+            );
+            println!("skipped: no OpenCL device");
+            return;
+        };
+        let label = "opencl:0 reopened".to_string();
+        let rt = opencl::OpenCl::new(&info, label.clone()).unwrap();
+        let meter = Arc::new(Meter::new(label.clone(), 1 << 30));
+        // The first attempt to open it afresh fails; the next succeeds.
+        let mut attempts = 0;
+        let (again, named) = (info.clone(), label.clone());
+        let open = move || {
+            attempts += 1;
+            if attempts == 1 {
+                return Err(GpuError::Call {
+                    device: named.clone(),
+                    op: "creating a context".into(),
+                    reason: "refused".into(),
+                });
+            }
+            opencl::OpenCl::new(&again, named.clone())
+        };
+        let mut d = DeviceState::new(rt, meter.clone(), open);
+        let n = 700;
+        let (g, s) = (g1_points(n), random_scalars(n));
+        d.load_bases(7, CurveId::G1, &layout::G1::pack(&g), n, false).unwrap();
+        let target = [Target { id: 7, curve: CurveId::G1, offset: 0 }];
+        let want = vec![MsmValue::G1(cpu::msm(&g, &s))];
+        let held = meter.used();
+        d.inject_fault(0, Fault::LosesContext);
+        assert!(d.msm(&s, &target).is_err());
+        let e = d.reopen().unwrap_err();
+        assert!(e.to_string().contains("creating a context failed: refused"), "{e}");
+        // Left as it was: its bases held, its context still lost.
+        assert!(d.holds(7) && meter.used() == held);
+        assert!(d.msm(&s, &target).is_err());
+        d.reopen().unwrap();
+        assert!(!d.holds(7) && meter.used() == 0, "the old context's buffers are given back");
+        known_answer(&mut d).unwrap();
+        d.load_bases(7, CurveId::G1, &layout::G1::pack(&g), n, false).unwrap();
+        assert_eq!(d.msm(&s, &target).unwrap(), want);
     }
 
     #[test]
