@@ -482,6 +482,49 @@ fn a_device_whose_context_is_lost_mid_proof_is_back_once_opened_afresh() {
     assert_eq!(after.devices[0].counters.errors, 1, "{after:?}");
 }
 
+/// On a CUDA device (skipped without one; the lost-context tests above,
+/// with an injected fault, are its CPU-runnable twins): a kernel that traps
+/// loses the device's context for real; the next call goes to the CPU, and
+/// readmission brings the device back in a new context. CUDA's guides say a
+/// crashed kernel's process may need relaunching: this says whether a new
+/// context is enough. `scripts/gpu-check run` runs it alone (its name has no
+/// "cuda"), so that a lost context cannot touch other tests' devices.
+#[test]
+fn a_gpu_whose_context_is_really_lost_is_back_once_opened_afresh() {
+    let fresh =
+        devices(GpuConfig { runtimes: Runtimes::Cuda, ..GpuConfig::default() }, "MEDROLLUP_REQUIRE_CUDA");
+    let Some(b) = medrollup_prover::conformance::available(fresh, "a real lost context") else { return };
+    let mut r = ark_std::test_rng();
+    let n = 3000;
+    let g = points_g1(n);
+    let s: Vec<Fr> = (0..n).map(|_| Fr::rand(&mut r)).collect();
+    let want = G1Projective::msm(&g, &s).unwrap();
+    let l = b.load_g1(&g).unwrap();
+    assert_eq!(msm_g1(&b, &l, &s).unwrap(), want);
+    b.lose_context(0).unwrap();
+    // The next call fails on the device: the CPU's answer, the device out.
+    assert_eq!(msm_g1(&b, &l, &s).unwrap(), want);
+    let out = b.report();
+    assert!(!out.devices[0].healthy && out.devices[0].counters.errors == 1, "{out:?}");
+    let label = out.devices[0].label.clone();
+    assert_eq!(b.readmit(), vec![label], "{:?}", b.report());
+    let before = b.report();
+    assert_eq!(before.devices[0].counters.reopened, 1, "{before:?}");
+    assert_eq!(msm_g1(&b, &l, &s).unwrap(), want);
+    let mut v: Vec<Fr> = (0..1 << 12).map(|_| Fr::rand(&mut r)).collect();
+    let mut w = v.clone();
+    ntt(&b, &mut v, NttDirection::Forward, None).unwrap();
+    ntt(&CpuBackend::new(), &mut w, NttDirection::Forward, None).unwrap();
+    assert_eq!(v, w);
+    let after = b.report();
+    let d = |r: &gpu::GpuReport| (r.devices[0].counters.msm_points, r.devices[0].counters.ntt_elements);
+    assert!(d(&after).0 > d(&before).0 && d(&after).1 > d(&before).1, "{after:?}");
+    assert_eq!(
+        (after.cpu.msm_points, after.cpu.ntt_elements),
+        (before.cpu.msm_points, before.cpu.ntt_elements)
+    );
+}
+
 #[test]
 fn a_device_failing_mid_proof_is_finished_on_the_cpu() {
     device_0_faulting_mid_proof_is_finished_on_the_cpu(gpu::Fault::Fails, "failure mid-proof");

@@ -140,6 +140,10 @@ impl<R: Runtime> Runtime for Metered<R> {
         self.inner.sync()
     }
 
+    fn lose_context(&self) -> Result<(), GpuError> {
+        self.inner.lose_context()
+    }
+
     fn max_group(&self, kernel: &str) -> Result<usize, GpuError> {
         self.inner.max_group(kernel)
     }

@@ -204,6 +204,21 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     Some(base.join("medrollup").join("kernels"))
 }
 
+/// A kernel that traps: its launch loses the context it runs in (a sticky
+/// error: every later call there fails), as a crashed kernel's does.
+pub(crate) const TRAP_SOURCE: &str =
+    "extern \"C\" __global__ void medrollup_trap() { asm volatile(\"trap;\"); }";
+
+/// [`TRAP_SOURCE`] as PTX for `arch` ("compute_90").
+pub(crate) fn trap_ptx(arch: &str) -> Result<String, GpuError> {
+    let (ptx, _) = nvrtc_compile(TRAP_SOURCE, arch, &[])?;
+    String::from_utf8(ptx).map_err(|_| GpuError::Compile {
+        compiler: "NVRTC",
+        device: arch.into(),
+        log: "the PTX is not text".into(),
+    })
+}
+
 /// What a CUDA device is.
 #[derive(Debug, Clone)]
 pub(crate) struct CudaDeviceInfo {
@@ -496,6 +511,25 @@ impl Runtime for Cuda {
         // (frees are stream-ordered).
         unsafe { b.launch(cfg) }.map(drop).map_err(|e| self.err(&format!("launching {kernel}"), e))
     }
+
+    fn lose_context(&self) -> Result<(), GpuError> {
+        let ctx = self.stream.context();
+        let arch = ctx.compute_capability().map_err(|e| self.err("reading its architecture", e))?;
+        let ptx = trap_ptx(&ptx_arch(arch, &nvrtc_archs()))?;
+        let module =
+            ctx.load_module(Ptx::from_src(ptx)).map_err(|e| self.err("loading the trap kernel", e))?;
+        let f = module.load_function("medrollup_trap").map_err(|e| self.err("loading the trap kernel", e))?;
+        let cfg = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (1, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: the kernel takes no arguments and touches no memory.
+        let launched = unsafe { self.stream.launch_builder(&f).launch(cfg) };
+        match launched.and_then(|_| self.stream.synchronize()) {
+            Err(e) => {
+                tracing::warn!(device = %self.label, error = %e, "context lost on purpose (a kernel that traps)");
+                Ok(())
+            }
+            Ok(()) => Err(self.err("losing its context", "a kernel that traps ran without an error")),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -511,6 +545,20 @@ mod tests {
         // Nothing it knows runs there, or it cannot say: the device's own.
         assert_eq!(ptx_arch((7, 0), &[75, 80]), "compute_70");
         assert_eq!(ptx_arch((9, 0), &[]), "compute_90");
+    }
+
+    #[test]
+    fn nvrtc_compiles_the_trap_kernel() {
+        if !nvrtc_present() {
+            assert!(
+                !std::env::var("MEDROLLUP_REQUIRE_NVRTC").is_ok_and(|v| v == "1"),
+                "MEDROLLUP_REQUIRE_NVRTC=1 but libnvrtc cannot be loaded"
+            );
+            println!("skipped: libnvrtc cannot be loaded");
+            return;
+        }
+        let ptx = trap_ptx("compute_90").unwrap();
+        assert!(ptx.contains(".entry medrollup_trap(") && ptx.contains("trap;"), "{ptx}");
     }
 
     #[test]

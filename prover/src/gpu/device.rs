@@ -152,6 +152,8 @@ pub(crate) trait DeviceOps: Send {
     /// is reopened before it is tested for readmission. Every resident set
     /// and cached table is freed. On an error the device is left as it was.
     fn reopen(&mut self) -> Result<(), GpuError>;
+    /// Loses the device's context for real (see [`Runtime::lose_context`]).
+    fn lose_context(&mut self) -> Result<(), GpuError>;
     /// Makes the device fail as `fault` says after the next `launches`
     /// launches (a test's fault; `usize::MAX`: none).
     fn inject_fault(&self, launches: usize, fault: Fault);
@@ -1045,6 +1047,10 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
         self.rt = fresh;
         self.lost.store(false, Ordering::Relaxed);
         Ok(())
+    }
+
+    fn lose_context(&mut self) -> Result<(), GpuError> {
+        self.rt.lose_context()
     }
 
     fn inject_fault(&self, launches: usize, fault: Fault) {

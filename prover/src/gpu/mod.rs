@@ -870,6 +870,13 @@ impl GpuBackend {
                     tracing::info!(device = %s.label, "device back in service: it passed its known-answer test again");
                     back.push(s.label.clone());
                 }
+                // CUDA documents a relaunch of the process as the only sure
+                // way back from a crashed kernel's lost context.
+                Err(e) if s.runtime == "cuda" => tracing::warn!(
+                    device = %s.label,
+                    error = %e,
+                    "device still out of service, though opened afresh; if its context was lost, restarting the worker may bring it back"
+                ),
                 Err(e) => tracing::info!(device = %s.label, error = %e, "device still out of service"),
             }
             kept.extend(live);
@@ -885,6 +892,15 @@ impl GpuBackend {
         if let Some(s) = self.m.slots.get(index) {
             s.lock().inject_fault(launches, fault);
         }
+    }
+
+    /// Makes device `index` lose its context for real, as a crashed kernel
+    /// does (CUDA: a kernel that traps), for tests of the recovery on
+    /// hardware. The device stays in service until a call on it fails.
+    pub fn lose_context(&self, index: usize) -> Result<(), GpuError> {
+        let s = self.m.slots.get(index).ok_or_else(|| GpuError::Unsupported(format!("no device {index}")))?;
+        let mut ops = s.lock();
+        guarded(&s.label, || ops.lose_context())
     }
 
     /// Makes device `index` return wrong field elements from then on,
@@ -1856,6 +1872,8 @@ mod tests {
             let e = known_answer(ops.as_mut()).unwrap_err();
             assert!(e.to_string().contains("its context is lost"), "{e}");
         }
+        // OpenCL has no safe way to lose a context for real (CUDA's test).
+        assert!(matches!(b.lose_context(0), Err(GpuError::Unsupported(_))));
         // Readmission opens it afresh (the fault is not cleared by hand):
         // back, its sets loaded again in the new context, the old
         // context's buffers given back.

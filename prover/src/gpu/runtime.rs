@@ -137,4 +137,10 @@ pub(crate) trait Runtime: Send + 'static {
         group: usize,
         args: &[KArg<'_, Self::Buf>],
     ) -> Result<(), GpuError>;
+    /// Loses this runtime's context for real, as a crashed kernel does (for
+    /// tests of the recovery on hardware); a runtime that has no safe way
+    /// to says so.
+    fn lose_context(&self) -> Result<(), GpuError> {
+        Err(GpuError::Unsupported(format!("{}: no way to lose its context on demand", self.label())))
+    }
 }
