@@ -485,22 +485,36 @@ fn a_device_whose_context_is_lost_mid_proof_is_back_once_opened_afresh() {
 /// On a CUDA device (skipped without one; the lost-context tests above,
 /// with an injected fault, are its CPU-runnable twins): a kernel that traps
 /// loses the device's context for real; the next call goes to the CPU, and
-/// readmission brings the device back in a new context. CUDA's guides say a
-/// crashed kernel's process may need relaunching: this says whether a new
-/// context is enough. `scripts/gpu-check run` runs it alone (its name has no
-/// "cuda"), so that a lost context cannot touch other tests' devices.
+/// readmission brings the device back in a new context, without the old
+/// one's memory kept. CUDA's guides say a crashed kernel's process may need
+/// relaunching: this says whether a new context is enough.
+/// `scripts/gpu-check run` runs it alone (its name has no "cuda"), so that
+/// the other tests' results stand whatever a lost context touches.
 #[test]
 fn a_gpu_whose_context_is_really_lost_is_back_once_opened_afresh() {
     let fresh =
         devices(GpuConfig { runtimes: Runtimes::Cuda, ..GpuConfig::default() }, "MEDROLLUP_REQUIRE_CUDA");
     let Some(b) = medrollup_prover::conformance::available(fresh, "a real lost context") else { return };
     let mut r = ark_std::test_rng();
-    let n = 3000;
-    let g = points_g1(n);
+    // Large enough (precomputed, hundreds of MB) that memory the old context
+    // kept would show in the driver's free memory.
+    let n = 1 << 18;
+    let step = G1Projective::rand(&mut r);
+    let mut acc = G1Projective::rand(&mut r);
+    let g = G1Projective::normalize_batch(
+        &(0..n)
+            .map(|_| {
+                acc += step;
+                acc
+            })
+            .collect::<Vec<_>>(),
+    );
     let s: Vec<Fr> = (0..n).map(|_| Fr::rand(&mut r)).collect();
     let want = G1Projective::msm(&g, &s).unwrap();
     let l = b.load_g1(&g).unwrap();
     assert_eq!(msm_g1(&b, &l, &s).unwrap(), want);
+    let held = b.report().devices[0].memory_used;
+    let (free_before, _) = b.driver_memory(0).expect("CUDA says its free memory");
     b.lose_context(0).unwrap();
     // The next call fails on the device: the CPU's answer, the device out.
     assert_eq!(msm_g1(&b, &l, &s).unwrap(), want);
@@ -510,7 +524,16 @@ fn a_gpu_whose_context_is_really_lost_is_back_once_opened_afresh() {
     assert_eq!(b.readmit(), vec![label], "{:?}", b.report());
     let before = b.report();
     assert_eq!(before.devices[0].counters.reopened, 1, "{before:?}");
+    assert_eq!(before.devices[0].memory_used, held, "the set loaded once again");
     assert_eq!(msm_g1(&b, &l, &s).unwrap(), want);
+    let (free_after, _) = b.driver_memory(0).unwrap();
+    println!(
+        "set held {held} bytes; driver free memory before the loss {free_before}, after readmission {free_after}"
+    );
+    assert!(
+        free_after + held / 2 >= free_before,
+        "the old context's memory is kept: {free_before} bytes free before, {free_after} after, the set {held}"
+    );
     let mut v: Vec<Fr> = (0..1 << 12).map(|_| Fr::rand(&mut r)).collect();
     let mut w = v.clone();
     ntt(&b, &mut v, NttDirection::Forward, None).unwrap();

@@ -11,7 +11,7 @@
 
 use super::runtime::{GpuError, KArg, Runtime};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// One device's budget and what its live buffers take.
 #[derive(Debug)]
@@ -84,15 +84,26 @@ impl Meter {
     }
 }
 
-/// A runtime whose allocations are counted against a [`Meter`].
+/// A runtime whose allocations are counted against a [`Meter`], and whose
+/// context a test can lose ([`super::Fault::LosesContext`]): every call
+/// fails from then on, as on a CUDA context a crashed kernel left, until the
+/// device is opened afresh (a new runtime).
 pub(crate) struct Metered<R> {
     inner: R,
     meter: Arc<Meter>,
+    lost: AtomicBool,
 }
 
 impl<R: Runtime> Metered<R> {
     pub(crate) fn new(inner: R, meter: Arc<Meter>) -> Self {
-        Self { inner, meter }
+        Self { inner, meter, lost: AtomicBool::new(false) }
+    }
+
+    fn usable(&self) -> Result<(), GpuError> {
+        if self.lost.load(Ordering::Relaxed) {
+            return Err(GpuError::Injected(format!("{} (its context is lost)", self.inner.label())));
+        }
+        Ok(())
     }
 }
 
@@ -117,6 +128,7 @@ impl<R: Runtime> Runtime for Metered<R> {
     }
 
     fn alloc(&self, bytes: usize) -> Result<Self::Buf, GpuError> {
+        self.usable()?;
         let counted = bytes.max(16) as u64;
         self.meter.take(counted)?;
         match self.inner.alloc(bytes) {
@@ -129,19 +141,34 @@ impl<R: Runtime> Runtime for Metered<R> {
     }
 
     fn upload(&self, buf: &mut Self::Buf, data: &[u8]) -> Result<(), GpuError> {
+        self.usable()?;
         self.inner.upload(&mut buf.buf, data)
     }
 
     fn download(&self, buf: &Self::Buf, out: &mut [u8]) -> Result<(), GpuError> {
+        self.usable()?;
         self.inner.download(&buf.buf, out)
     }
 
     fn sync(&self) -> Result<(), GpuError> {
+        self.usable()?;
         self.inner.sync()
     }
 
     fn lose_context(&self) -> Result<(), GpuError> {
         self.inner.lose_context()
+    }
+
+    fn injected_loss(&self) -> Option<&AtomicBool> {
+        Some(&self.lost)
+    }
+
+    fn trim(&self) {
+        self.inner.trim()
+    }
+
+    fn driver_memory(&self) -> Option<(u64, u64)> {
+        self.inner.driver_memory()
     }
 
     fn max_group(&self, kernel: &str) -> Result<usize, GpuError> {
@@ -155,6 +182,7 @@ impl<R: Runtime> Runtime for Metered<R> {
         group: usize,
         args: &[KArg<'_, Self::Buf>],
     ) -> Result<(), GpuError> {
+        self.usable()?;
         let inner: Vec<KArg<'_, R::Buf>> = args
             .iter()
             .map(|a| match *a {

@@ -512,6 +512,26 @@ impl Runtime for Cuda {
         unsafe { b.launch(cfg) }.map(drop).map_err(|e| self.err(&format!("launching {kernel}"), e))
     }
 
+    fn trim(&self) {
+        use cudarc::driver::sys;
+        let ctx = self.stream.context();
+        let mut pool = std::mem::MaybeUninit::<sys::CUmemoryPool>::uninit();
+        // SAFETY: plain driver calls on this context's device; trimming
+        // releases only memory the pool holds free.
+        unsafe {
+            if ctx.bind_to_thread().is_ok()
+                && sys::cuDeviceGetDefaultMemPool(pool.as_mut_ptr(), ctx.cu_device()).result().is_ok()
+            {
+                let _ = sys::cuMemPoolTrimTo(pool.assume_init(), 0);
+            }
+        }
+    }
+
+    fn driver_memory(&self) -> Option<(u64, u64)> {
+        let (free, total) = self.stream.context().mem_get_info().ok()?;
+        Some((free as u64, total as u64))
+    }
+
     fn lose_context(&self) -> Result<(), GpuError> {
         let ctx = self.stream.context();
         let arch = ctx.compute_capability().map_err(|e| self.err("reading its architecture", e))?;

@@ -150,10 +150,13 @@ pub(crate) trait DeviceOps: Send {
     /// ones closed. After some faults the old context is lost for good
     /// (CUDA's sticky errors: every later call on it fails), so a device
     /// is reopened before it is tested for readmission. Every resident set
-    /// and cached table is freed. On an error the device is left as it was.
+    /// and cached table is freed first; on an error the device keeps its old
+    /// runtime, without them.
     fn reopen(&mut self) -> Result<(), GpuError>;
     /// Loses the device's context for real (see [`Runtime::lose_context`]).
     fn lose_context(&mut self) -> Result<(), GpuError>;
+    /// The driver's free and total memory of the device, where it says.
+    fn driver_memory(&self) -> Option<(u64, u64)>;
     /// Makes the device fail as `fault` says after the next `launches`
     /// launches (a test's fault; `usize::MAX`: none).
     fn inject_fault(&self, launches: usize, fault: Fault);
@@ -319,9 +322,6 @@ pub(crate) struct DeviceState<R: Runtime> {
     fault: AtomicU8,
     /// Field-element results come back wrong (an injected silent fault).
     corrupt: AtomicBool,
-    /// Its context is lost ([`Fault::LosesContext`]): every launch fails
-    /// until it is opened afresh.
-    lost: AtomicBool,
     /// Each kernel's work-group size for one-dimensional launches.
     groups: Mutex<HashMap<String, usize>>,
     /// Opens the runtime afresh (see [`DeviceOps::reopen`]).
@@ -347,7 +347,6 @@ impl<R: Runtime> DeviceState<Metered<R>> {
             fault_after: AtomicUsize::new(usize::MAX),
             fault: AtomicU8::new(Fault::Fails as u8),
             corrupt: AtomicBool::new(false),
-            lost: AtomicBool::new(false),
             groups: Mutex::new(HashMap::new()),
         }
     }
@@ -442,15 +441,15 @@ impl<R: Runtime> DeviceState<R> {
         }
         const SHORT: u8 = Fault::ShortOfResources as u8;
         const SHORT_ALWAYS: u8 = Fault::ShortOfResourcesAlways as u8;
-        if self.lost.load(Ordering::Relaxed) {
-            return Err(GpuError::Injected(format!("{} (its context is lost)", self.rt.label())));
-        }
         let left = self.fault_after.load(Ordering::Relaxed);
         if left != usize::MAX {
             if left > 0 {
                 self.fault_after.store(left - 1, Ordering::Relaxed);
             } else if self.fault.load(Ordering::Relaxed) == Fault::LosesContext as u8 {
-                self.lost.store(true, Ordering::Relaxed);
+                // Lost with this runtime: the one a reopening makes is whole.
+                if let Some(lost) = self.rt.injected_loss() {
+                    lost.store(true, Ordering::Relaxed);
+                }
                 self.fault_after.store(usize::MAX, Ordering::Relaxed);
                 return Err(GpuError::Injected(format!("{} (its context is lost)", self.rt.label())));
             } else if self.fault.load(Ordering::Relaxed) == Fault::Fails as u8 {
@@ -1039,18 +1038,23 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
     }
 
     fn reopen(&mut self) -> Result<(), GpuError> {
-        let fresh = (self.open)()?;
-        // The old buffers go back to the old context, then it is closed.
+        // Its buffers first: they go back to the old context while it is
+        // open, and leave room for the new one.
         self.bases.clear();
         self.drop_caches();
         self.groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.rt = fresh;
-        self.lost.store(false, Ordering::Relaxed);
+        // The old context is closed here, once the new one is open.
+        self.rt = (self.open)()?;
+        self.rt.trim();
         Ok(())
     }
 
     fn lose_context(&mut self) -> Result<(), GpuError> {
         self.rt.lose_context()
+    }
+
+    fn driver_memory(&self) -> Option<(u64, u64)> {
+        self.rt.driver_memory()
     }
 
     fn inject_fault(&self, launches: usize, fault: Fault) {

@@ -367,8 +367,9 @@ struct Shared<A> {
     /// The device form of `host`.
     pack: fn(&[A]) -> Vec<u8>,
     /// Per device (by index): whether the bases are resident there. Cleared
-    /// when a device turns out to have lost them (see [`GpuError::NotResident`]),
-    /// set when a device back in service has them again.
+    /// when a device turns out to have lost them (see [`GpuError::NotResident`])
+    /// and when it is opened afresh for readmission, set when a device back
+    /// in service has them again.
     resident: Vec<AtomicBool>,
     m: Arc<Manager>,
 }
@@ -845,13 +846,14 @@ impl GpuBackend {
                 .iter()
                 .filter_map(Weak::upgrade)
                 .collect();
+            // Its bases and tables are freed with the old context, whether
+            // or not a new one opens.
+            for bases in &live {
+                bases.lost(index);
+            }
             let ready = guarded(&s.label, || {
-                // Its bases and tables go with the old context.
                 ops.reopen()?;
                 Counters::add(&s.counters.reopened, 1);
-                for bases in &live {
-                    bases.lost(index);
-                }
                 known_answer(ops.as_mut())?;
                 for bases in &live {
                     match bases.reload(index, ops.as_mut()) {
@@ -875,7 +877,7 @@ impl GpuBackend {
                 Err(e) if s.runtime == "cuda" => tracing::warn!(
                     device = %s.label,
                     error = %e,
-                    "device still out of service, though opened afresh; if its context was lost, restarting the worker may bring it back"
+                    "device still out of service, though opened afresh; if it failed with a lost context (a crashed kernel), restarting the worker may bring it back"
                 ),
                 Err(e) => tracing::info!(device = %s.label, error = %e, "device still out of service"),
             }
@@ -901,6 +903,12 @@ impl GpuBackend {
         let s = self.m.slots.get(index).ok_or_else(|| GpuError::Unsupported(format!("no device {index}")))?;
         let mut ops = s.lock();
         guarded(&s.label, || ops.lose_context())
+    }
+
+    /// The driver's free and total memory of device `index`, where it says
+    /// (CUDA does; for tests of what a lost context leaves).
+    pub fn driver_memory(&self, index: usize) -> Option<(u64, u64)> {
+        self.m.slots.get(index)?.lock().driver_memory()
     }
 
     /// Makes device `index` return wrong field elements from then on,
@@ -1898,7 +1906,7 @@ mod tests {
     }
 
     #[test]
-    fn a_device_that_cannot_be_opened_afresh_is_left_as_it_was() {
+    fn a_device_that_cannot_be_opened_afresh_keeps_its_old_runtime() {
         let Some(info) = opencl::list().ok().and_then(|l| l.into_iter().next()) else {
             assert!(
                 !std::env::var("MEDROLLUP_REQUIRE_OPENCL").is_ok_and(|v| v == "1"),
@@ -1930,16 +1938,18 @@ mod tests {
         d.load_bases(7, CurveId::G1, &layout::G1::pack(&g), n, false).unwrap();
         let target = [Target { id: 7, curve: CurveId::G1, offset: 0 }];
         let want = vec![MsmValue::G1(cpu::msm(&g, &s))];
-        let held = meter.used();
+        assert!(meter.used() > 0);
         d.inject_fault(0, Fault::LosesContext);
         assert!(d.msm(&s, &target).is_err());
         let e = d.reopen().unwrap_err();
         assert!(e.to_string().contains("creating a context failed: refused"), "{e}");
-        // Left as it was: its bases held, its context still lost.
-        assert!(d.holds(7) && meter.used() == held);
-        assert!(d.msm(&s, &target).is_err());
+        // Its buffers were given back first; its context is still lost.
+        assert!(!d.holds(7) && meter.used() == 0);
+        let e = d.load_bases(7, CurveId::G1, &layout::G1::pack(&g), n, false).unwrap_err();
+        assert!(e.to_string().contains("its context is lost"), "{e}");
+        assert!(known_answer(&mut d).is_err());
+        // Opened afresh: a new runtime, whole (the fault was not cleared by hand).
         d.reopen().unwrap();
-        assert!(!d.holds(7) && meter.used() == 0, "the old context's buffers are given back");
         known_answer(&mut d).unwrap();
         d.load_bases(7, CurveId::G1, &layout::G1::pack(&g), n, false).unwrap();
         assert_eq!(d.msm(&s, &target).unwrap(), want);

@@ -16,6 +16,7 @@ use opencl3::memory::{Buffer, CL_MEM_READ_WRITE};
 use opencl3::program::Program;
 use opencl3::types::{CL_BLOCKING, cl_uint};
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::sync::Mutex;
 
 /// An OpenCL device as listed, before its program is built.
@@ -66,14 +67,52 @@ pub(crate) fn list() -> Result<Vec<ClDeviceInfo>, GpuError> {
 }
 
 /// The program built for one device, with its own context and queue (so that
-/// one physical device can act as several logical ones).
+/// one physical device can act as several logical ones). Closed (when the
+/// device is opened afresh) without a panic: see [`release`].
 pub(crate) struct OpenCl {
     label: String,
     device: Device,
-    context: Context,
-    queue: CommandQueue,
-    program: Program,
+    context: ManuallyDrop<Context>,
+    queue: ManuallyDrop<CommandQueue>,
+    program: ManuallyDrop<Program>,
     kernels: Mutex<HashMap<String, Kernel>>,
+}
+
+/// Runs a release (an opencl3 `Drop`, which panics when the driver refuses
+/// it, as a driver may after a device fault) with the panic caught and
+/// logged: a second panic while one unwinds would abort the worker, and
+/// what a driver refused to release goes with its context.
+fn release(label: &str, what: &str, f: impl FnOnce()) {
+    if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        let error = super::device::panic_message(p.as_ref());
+        tracing::warn!(device = %label, what, %error, "the OpenCL driver refused a release");
+    }
+}
+
+impl Drop for OpenCl {
+    fn drop(&mut self) {
+        let kernels = std::mem::take(self.kernels.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for (name, k) in kernels {
+            release(&self.label, &name, || drop(k));
+        }
+        // SAFETY: each is dropped once, here, the queue and the program
+        // before the context they belong to.
+        unsafe {
+            release(&self.label, "the queue", || ManuallyDrop::drop(&mut self.queue));
+            release(&self.label, "the program", || ManuallyDrop::drop(&mut self.program));
+            release(&self.label, "the context", || ManuallyDrop::drop(&mut self.context));
+        }
+    }
+}
+
+/// A device buffer whose release never panics (see [`release`]).
+pub(crate) struct ClBuf(ManuallyDrop<Buffer<u8>>);
+
+impl Drop for ClBuf {
+    fn drop(&mut self) {
+        // SAFETY: dropped once, here.
+        release("opencl", "a buffer", || unsafe { ManuallyDrop::drop(&mut self.0) });
+    }
 }
 
 impl std::fmt::Debug for OpenCl {
@@ -100,7 +139,14 @@ impl OpenCl {
             "-cl-std=CL1.2",
         )
         .map_err(|log| GpuError::Compile { compiler: "OpenCL", device: label.clone(), log })?;
-        Ok(Self { label, device, context, queue, program, kernels: Mutex::new(HashMap::new()) })
+        Ok(Self {
+            label,
+            device,
+            context: ManuallyDrop::new(context),
+            queue: ManuallyDrop::new(queue),
+            program: ManuallyDrop::new(program),
+            kernels: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The error for `op`. OpenCL backs buffers lazily: a shortage of device
@@ -128,15 +174,16 @@ impl OpenCl {
 }
 
 impl Runtime for OpenCl {
-    type Buf = Buffer<u8>;
+    type Buf = ClBuf;
 
     fn label(&self) -> &str {
         &self.label
     }
 
-    fn alloc(&self, bytes: usize) -> Result<Buffer<u8>, GpuError> {
+    fn alloc(&self, bytes: usize) -> Result<ClBuf, GpuError> {
         // SAFETY: no host pointer is given; the buffer is owned by the result.
         unsafe { Buffer::<u8>::create(&self.context, CL_MEM_READ_WRITE, bytes.max(16), std::ptr::null_mut()) }
+            .map(|b| ClBuf(ManuallyDrop::new(b)))
             .map_err(|e| match e.0 {
                 // At the allocation, the out-of-resources answers are about
                 // memory too (at a launch they can be a kernel's fault).
@@ -148,22 +195,22 @@ impl Runtime for OpenCl {
             })
     }
 
-    fn upload(&self, buf: &mut Buffer<u8>, data: &[u8]) -> Result<(), GpuError> {
+    fn upload(&self, buf: &mut ClBuf, data: &[u8]) -> Result<(), GpuError> {
         if data.is_empty() {
             return Ok(());
         }
         // SAFETY: a blocking write: `data` outlives the call.
-        unsafe { self.queue.enqueue_write_buffer(buf, CL_BLOCKING, 0, data, &[]) }
+        unsafe { self.queue.enqueue_write_buffer(&mut buf.0, CL_BLOCKING, 0, data, &[]) }
             .map(drop)
             .map_err(|e| self.err("writing a buffer", e))
     }
 
-    fn download(&self, buf: &Buffer<u8>, out: &mut [u8]) -> Result<(), GpuError> {
+    fn download(&self, buf: &ClBuf, out: &mut [u8]) -> Result<(), GpuError> {
         if out.is_empty() {
             return Ok(());
         }
         // SAFETY: a blocking read: `out` outlives the call.
-        unsafe { self.queue.enqueue_read_buffer(buf, CL_BLOCKING, 0, out, &[]) }
+        unsafe { self.queue.enqueue_read_buffer(&buf.0, CL_BLOCKING, 0, out, &[]) }
             .map(drop)
             .map_err(|e| self.err("reading a buffer", e))
     }
@@ -183,7 +230,7 @@ impl Runtime for OpenCl {
         kernel: &str,
         groups: usize,
         group: usize,
-        args: &[KArg<'_, Buffer<u8>>],
+        args: &[KArg<'_, ClBuf>],
     ) -> Result<(), GpuError> {
         self.with_kernel(kernel, |k| {
             let mut exec = ExecuteKernel::new(k);
@@ -193,7 +240,7 @@ impl Runtime for OpenCl {
                 // suites exercise for every kernel.
                 unsafe {
                     match a {
-                        KArg::Buf(b) => exec.set_arg(*b),
+                        KArg::Buf(b) => exec.set_arg::<Buffer<u8>>(&b.0),
                         KArg::U32(v) => exec.set_arg(&(*v as cl_uint)),
                     };
                 }
@@ -225,6 +272,24 @@ fn classify(label: &str, op: &str, e: ClError) -> GpuError {
 mod tests {
     use super::*;
     use opencl3::error_codes::CL_INVALID_KERNEL_ARGS;
+
+    #[test]
+    fn a_refused_release_is_logged_not_a_panic_even_while_one_unwinds() {
+        struct Refused;
+        impl Drop for Refused {
+            fn drop(&mut self) {
+                release("opencl:0 test", "a buffer", || panic!("Error: clReleaseMemObject"));
+            }
+        }
+        drop(Refused);
+        // A panic escaping this drop while the first unwinds would abort
+        // the test process.
+        let unwound = std::panic::catch_unwind(|| {
+            let _held = Refused;
+            panic!("a device fault");
+        });
+        assert!(unwound.is_err());
+    }
 
     #[test]
     fn driver_answers_are_told_apart() {

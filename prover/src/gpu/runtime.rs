@@ -1,6 +1,8 @@
 //! The device-agnostic seam under the MSM and NTT drivers: buffers, copies and
 //! kernel launches, implemented by the OpenCL and CUDA runtimes.
 
+use std::sync::atomic::AtomicBool;
+
 /// What went wrong on (or while looking for) a device.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GpuError {
@@ -142,5 +144,18 @@ pub(crate) trait Runtime: Send + 'static {
     /// to says so.
     fn lose_context(&self) -> Result<(), GpuError> {
         Err(GpuError::Unsupported(format!("{}: no way to lose its context on demand", self.label())))
+    }
+    /// The flag a test sets to lose this runtime's context
+    /// ([`super::Fault::LosesContext`]), where it has one: once set, every
+    /// call on it fails.
+    fn injected_loss(&self) -> Option<&AtomicBool> {
+        None
+    }
+    /// Gives the driver back the device memory it keeps free for reuse (once
+    /// an old context is closed, what it held goes back).
+    fn trim(&self) {}
+    /// The driver's free and total memory of the device, where it says.
+    fn driver_memory(&self) -> Option<(u64, u64)> {
+        None
     }
 }
