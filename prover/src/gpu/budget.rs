@@ -87,23 +87,31 @@ impl Meter {
 /// A runtime whose allocations are counted against a [`Meter`], and whose
 /// context a test can lose ([`super::Fault::LosesContext`]): every call
 /// fails from then on, as on a CUDA context a crashed kernel left, until the
-/// device is opened afresh (a new runtime).
+/// device is opened afresh (a new runtime). Closed (see [`Runtime::close`]),
+/// every call fails too.
 pub(crate) struct Metered<R> {
-    inner: R,
+    inner: Option<R>,
+    label: String,
     meter: Arc<Meter>,
     lost: AtomicBool,
 }
 
 impl<R: Runtime> Metered<R> {
     pub(crate) fn new(inner: R, meter: Arc<Meter>) -> Self {
-        Self { inner, meter, lost: AtomicBool::new(false) }
+        Self { label: inner.label().to_string(), inner: Some(inner), meter, lost: AtomicBool::new(false) }
     }
 
-    fn usable(&self) -> Result<(), GpuError> {
+    /// The runtime, if its context is neither lost nor closed.
+    fn usable(&self) -> Result<&R, GpuError> {
+        let inner = self.inner.as_ref().ok_or_else(|| GpuError::Call {
+            device: self.label.clone(),
+            op: "a call".into(),
+            reason: "the device is closed (it could not be opened afresh)".into(),
+        })?;
         if self.lost.load(Ordering::Relaxed) {
-            return Err(GpuError::Injected(format!("{} (its context is lost)", self.inner.label())));
+            return Err(GpuError::Injected(format!("{} (its context is lost)", self.label)));
         }
-        Ok(())
+        Ok(inner)
     }
 }
 
@@ -124,14 +132,14 @@ impl<R: Runtime> Runtime for Metered<R> {
     type Buf = MeteredBuf<R::Buf>;
 
     fn label(&self) -> &str {
-        self.inner.label()
+        &self.label
     }
 
     fn alloc(&self, bytes: usize) -> Result<Self::Buf, GpuError> {
-        self.usable()?;
+        let inner = self.usable()?;
         let counted = bytes.max(16) as u64;
         self.meter.take(counted)?;
-        match self.inner.alloc(bytes) {
+        match inner.alloc(bytes) {
             Ok(buf) => Ok(MeteredBuf { buf, bytes: counted, meter: self.meter.clone() }),
             Err(e) => {
                 self.meter.give_back(counted);
@@ -141,22 +149,19 @@ impl<R: Runtime> Runtime for Metered<R> {
     }
 
     fn upload(&self, buf: &mut Self::Buf, data: &[u8]) -> Result<(), GpuError> {
-        self.usable()?;
-        self.inner.upload(&mut buf.buf, data)
+        self.usable()?.upload(&mut buf.buf, data)
     }
 
     fn download(&self, buf: &Self::Buf, out: &mut [u8]) -> Result<(), GpuError> {
-        self.usable()?;
-        self.inner.download(&buf.buf, out)
+        self.usable()?.download(&buf.buf, out)
     }
 
     fn sync(&self) -> Result<(), GpuError> {
-        self.usable()?;
-        self.inner.sync()
+        self.usable()?.sync()
     }
 
     fn lose_context(&self) -> Result<(), GpuError> {
-        self.inner.lose_context()
+        self.usable()?.lose_context()
     }
 
     fn injected_loss(&self) -> Option<&AtomicBool> {
@@ -164,15 +169,21 @@ impl<R: Runtime> Runtime for Metered<R> {
     }
 
     fn trim(&self) {
-        self.inner.trim()
+        if let Some(inner) = &self.inner {
+            inner.trim()
+        }
     }
 
     fn driver_memory(&self) -> Option<(u64, u64)> {
-        self.inner.driver_memory()
+        self.inner.as_ref()?.driver_memory()
+    }
+
+    fn close(&mut self) {
+        self.inner = None;
     }
 
     fn max_group(&self, kernel: &str) -> Result<usize, GpuError> {
-        self.inner.max_group(kernel)
+        self.usable()?.max_group(kernel)
     }
 
     fn launch(
@@ -182,15 +193,15 @@ impl<R: Runtime> Runtime for Metered<R> {
         group: usize,
         args: &[KArg<'_, Self::Buf>],
     ) -> Result<(), GpuError> {
-        self.usable()?;
-        let inner: Vec<KArg<'_, R::Buf>> = args
+        let inner = self.usable()?;
+        let args: Vec<KArg<'_, R::Buf>> = args
             .iter()
             .map(|a| match *a {
                 KArg::Buf(b) => KArg::Buf(&b.buf),
                 KArg::U32(v) => KArg::U32(v),
             })
             .collect();
-        self.inner.launch(kernel, groups, group, &inner)
+        inner.launch(kernel, groups, group, &args)
     }
 }
 

@@ -150,8 +150,8 @@ pub(crate) trait DeviceOps: Send {
     /// ones closed. After some faults the old context is lost for good
     /// (CUDA's sticky errors: every later call on it fails), so a device
     /// is reopened before it is tested for readmission. Every resident set
-    /// and cached table is freed first; on an error the device keeps its old
-    /// runtime, without them.
+    /// and cached table is freed, and the old context closed, before the new
+    /// one opens; on an error the device is left closed (every call fails).
     fn reopen(&mut self) -> Result<(), GpuError>;
     /// Loses the device's context for real (see [`Runtime::lose_context`]).
     fn lose_context(&mut self) -> Result<(), GpuError>;
@@ -1038,12 +1038,13 @@ impl<R: Runtime> DeviceOps for DeviceState<R> {
     }
 
     fn reopen(&mut self) -> Result<(), GpuError> {
-        // Its buffers first: they go back to the old context while it is
-        // open, and leave room for the new one.
+        // Its buffers first, while their context is open; then the context,
+        // before the new one opens: room for it, and a GPU in CUDA's
+        // exclusive-process mode takes one context of a process at a time.
         self.bases.clear();
         self.drop_caches();
         self.groups.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        // The old context is closed here, once the new one is open.
+        self.rt.close();
         self.rt = (self.open)()?;
         self.rt.trim();
         Ok(())

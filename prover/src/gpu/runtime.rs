@@ -158,4 +158,7 @@ pub(crate) trait Runtime: Send + 'static {
     fn driver_memory(&self) -> Option<(u64, u64)> {
         None
     }
+    /// Closes the runtime's context now (every later call fails), where it
+    /// can be closed before it is dropped.
+    fn close(&mut self) {}
 }
