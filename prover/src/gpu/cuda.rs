@@ -516,6 +516,9 @@ impl Runtime for Cuda {
         use cudarc::driver::sys;
         let ctx = self.stream.context();
         let mut pool = std::mem::MaybeUninit::<sys::CUmemoryPool>::uninit();
+        // The pool is the device's, shared by every context on it: other
+        // logical copies lose their free blocks too (their next allocations
+        // grow it again). Worth it after a reopen only.
         // SAFETY: plain driver calls on this context's device; trimming
         // releases only memory the pool holds free.
         unsafe {
