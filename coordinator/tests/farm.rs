@@ -175,6 +175,15 @@ async fn proven_by(http: &str, batch: u64) -> Option<String> {
     b["proof"]["worker"].as_str().map(str::to_string)
 }
 
+/// Waits (at most `limit`) for the first batch to be sealed.
+async fn first_batch_sealed(http: &str, limit: Duration) {
+    wait_for("the batch sealed", limit, || async {
+        let root = get_json(&format!("{http}/root")).await;
+        (root["batches_sealed"].as_u64()? >= 1).then_some(())
+    })
+    .await;
+}
+
 /// One full batch: the doctor registrations of eight clinics.
 async fn one_batch(client: &Client, http: &str) -> Vec<TxAnswer> {
     let load = workload::generate(8, now(), "one-batch");
@@ -199,11 +208,7 @@ async fn a_hospital_worker_proves_on_its_device_and_reports_what_it_did() {
     );
     let client = Client::connect(&farm.nats).await;
     one_batch(&client, &http).await;
-    wait_for("the batch sealed", Duration::from_secs(60), || async {
-        let root = get_json(&format!("{http}/root")).await;
-        (root["batches_sealed"].as_u64()? >= 1).then_some(())
-    })
-    .await;
+    first_batch_sealed(&http, Duration::from_secs(60)).await;
     let who = wait_for("the batch proven", Duration::from_secs(300), || proven_by(&http, 0)).await;
     assert_eq!(who, "gpu-hospital");
 
@@ -1161,6 +1166,49 @@ async fn a_worker_whose_prover_overruns_its_bound_fails_the_job_and_stops() {
     let _worker = farm.worker("hospital-a");
     let by = wait_for("the batch proven", Duration::from_secs(180), || proven_by(&http, 0)).await;
     assert_eq!(by, "hospital-a");
+}
+
+/// A device that fails for good (the worker's fault drill: from its first
+/// kernel launch) is taken out of service mid-proof and the CPU finishes the
+/// proof; opened afresh and tested again, it is still out, and a worker told
+/// to exits then (status 4) for its supervisor to start it again, its job
+/// answered first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_whose_device_stays_out_once_opened_afresh_exits_for_a_relaunch_after_its_proof() {
+    let Some(device) = opencl_device() else { return };
+    let _heavy = HEAVY.lock().await;
+    let farm = Farm::new();
+    let _coordinator = farm.coordinator(30);
+    let http = farm.http();
+    let drill = ["--fault-drill", "0", "--readmit-after-s", "0.2", "--relaunch-when-device-lost"];
+    let mut w = start_worker_with(
+        &farm.nats,
+        "drilled",
+        &farm.dir.path().join("cache-drilled"),
+        farm.dir.path(),
+        &[OPENCL_WORKER, &["--device-memory", "1GiB"], &drill].concat(),
+    );
+    one_batch(&Client::connect(&farm.nats).await, &http).await;
+    first_batch_sealed(&http, Duration::from_secs(60)).await;
+    // The coordinator verified it: the CPU's proof, the device's part given up.
+    let who = wait_for("the batch proven", Duration::from_secs(300), || proven_by(&http, 0)).await;
+    assert_eq!(who, "drilled");
+    let status = wait_for("the worker to exit", Duration::from_secs(120), || {
+        let s = w.child.try_wait().unwrap();
+        async move { s }
+    })
+    .await;
+    let log = w.log_text();
+    assert_eq!(status.code(), Some(4), "{log}");
+    assert!(log.contains("fault drill"), "{log}");
+    assert!(log.contains("device failed; its work goes to the CPU"), "{log}");
+    let stopped =
+        log.lines().find(|l| l.contains("stopped for a relaunch")).unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        stopped.contains(&device) && stopped.contains("still out of service though opened afresh"),
+        "{log}"
+    );
+    wait_for("batch 0 on L1", Duration::from_secs(60), || all_submitted(&http)).await;
 }
 
 /// A job whose deliveries ran out while the coordinator was down: the

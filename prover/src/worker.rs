@@ -13,7 +13,7 @@
 //! prover; `/metrics` reports each device's work, errors and fallbacks.
 
 use crate::backend::BackendError;
-use crate::gpu::{DeviceCounters, GpuBackend, GpuConfig};
+use crate::gpu::{DeviceCounters, Fault, GpuBackend, GpuConfig};
 use crate::groth16::{LoadedKey, ProveError, StageTimes, prove_with_inputs};
 use ark_bn254::Fr;
 use ark_ff::UniformRand;
@@ -64,6 +64,22 @@ pub struct WorkerConfig {
     /// and would hold the device; its supervisor starts it again. Set it
     /// well above the slowest proof the machine makes.
     pub prove_timeout: Duration,
+    /// How long devices out of service wait before they are opened afresh
+    /// and tested again (doubled each time one comes back, up to six hours;
+    /// back to this once all have served a day).
+    pub readmit_after: Duration,
+    /// A device still out of service once opened afresh makes the worker
+    /// stop taking jobs and exit (status 4 from `medrollup-prover worker`)
+    /// for its supervisor to start it again: CUDA documents a relaunch of
+    /// the process as the only sure way back from a crashed kernel's lost
+    /// context. A device that fails its test at the next start is refused
+    /// then, so the worker does not exit again for it. Off: the worker proves on
+    /// its other devices, or the CPU, until a test brings the device back.
+    pub relaunch_when_device_lost: bool,
+    /// A drill for operators (does the supervisor start the worker again?)
+    /// and tests: the first device fails every kernel launch after this
+    /// many, for good, as a broken one does. Never for production.
+    pub fault_drill: Option<usize>,
 }
 
 impl WorkerConfig {
@@ -80,6 +96,9 @@ impl WorkerConfig {
             gpu: GpuConfig::default(),
             max_keys: 2,
             prove_timeout: Duration::from_secs(1800),
+            readmit_after: READMIT_EVERY,
+            relaunch_when_device_lost: false,
+            fault_drill: None,
         }
     }
 }
@@ -96,6 +115,11 @@ pub enum WorkerError {
     /// The prover overran its bound (see [`WorkerConfig::prove_timeout`]).
     #[error("stopped: {0}")]
     Stuck(String),
+    /// A device stayed out of service though opened afresh, and the worker
+    /// was asked to exit for a relaunch then (see
+    /// [`WorkerConfig::relaunch_when_device_lost`]).
+    #[error("stopped for a relaunch: {0}")]
+    Relaunch(String),
 }
 
 /// What went wrong with one job, and so what to do with it.
@@ -409,8 +433,9 @@ struct Worker {
     busy: Arc<AtomicBool>,
     done: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
-    /// Set when the prover overran its bound: the worker stops.
-    stuck: Option<String>,
+    /// Set when the worker is to stop: its prover overran its bound, or a
+    /// device lost for good asks for a relaunch.
+    stop: Option<WorkerError>,
     /// Since when devices have been out of service untested (reset while
     /// all are in service, and at each test).
     last_readmit: std::time::Instant,
@@ -459,6 +484,15 @@ pub async fn run(
     if report.devices.is_empty() {
         info!(reasons = ?report.refused, "no device: proving on the CPU");
     }
+    if let Some(launches) = config.fault_drill {
+        match report.devices.first() {
+            Some(d) => {
+                warn!(device = %d.label, launches, "fault drill: the device fails for good after this many kernel launches");
+                backend.inject_fault(0, launches, Fault::Fails);
+            }
+            None => warn!("fault drill asked for, but there is no device to fail"),
+        }
+    }
     let mut w = Worker {
         config: config.clone(),
         js: js.clone(),
@@ -469,9 +503,9 @@ pub async fn run(
         busy: Arc::new(AtomicBool::new(false)),
         done: Arc::new(AtomicU64::new(0)),
         failed: Arc::new(AtomicU64::new(0)),
-        stuck: None,
+        stop: None,
         last_readmit: std::time::Instant::now(),
-        readmit_every: READMIT_EVERY,
+        readmit_every: config.readmit_after,
         all_healthy_since: Some(std::time::Instant::now()),
     };
     let heartbeat = tokio::spawn(heartbeats(
@@ -499,9 +533,9 @@ pub async fn run(
     };
     info!(name = %config.name, "taking jobs");
     tokio::pin!(shutdown);
-    while w.stuck.is_none() {
+    while w.stop.is_none() {
         w.readmit_if_due().await;
-        if w.stuck.is_some() {
+        if w.stop.is_some() {
             break;
         }
         let batch = tokio::select! {
@@ -528,8 +562,8 @@ pub async fn run(
         s.abort();
     }
     let _ = client.flush().await;
-    if let Some(why) = w.stuck {
-        return Err(WorkerError::Stuck(why));
+    if let Some(e) = w.stop {
+        return Err(e);
     }
     info!(name = %config.name, "worker stopped");
     Ok(())
@@ -609,7 +643,7 @@ pub fn parse_name(name: &str) -> Result<String, String> {
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     let s: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if !(s > 0.0 && s <= 1e7) {
-        return Err(format!("{text} s: a timeout is more than 0 and at most 10000000 s"));
+        return Err(format!("{text} s: give more than 0 and at most 10000000 seconds"));
     }
     Ok(Duration::from_secs_f64(s))
 }
@@ -665,23 +699,39 @@ const MAX_READMIT_EVERY: Duration = Duration::from_secs(6 * 3600);
 const READMIT_FORGIVEN_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// The wait before devices out of service are tested again, when every
-/// device has been in service for `healthy_for` (None: one is out).
-fn readmit_wait(current: Duration, healthy_for: Option<Duration>) -> Duration {
+/// device has been in service for `healthy_for` (None: one is out): back to
+/// `first` after a day.
+fn readmit_wait(current: Duration, first: Duration, healthy_for: Option<Duration>) -> Duration {
     match healthy_for {
-        Some(t) if t >= READMIT_FORGIVEN_AFTER => READMIT_EVERY,
+        Some(t) if t >= READMIT_FORGIVEN_AFTER => first,
         _ => current,
     }
+}
+
+/// Why the worker should exit for a relaunch once devices were opened
+/// afresh and tested: those still out of service (labels), when asked to
+/// (`relaunch`). None: it goes on.
+fn relaunch_reason(relaunch: bool, still_out: &[String]) -> Option<String> {
+    (relaunch && !still_out.is_empty()).then(|| {
+        format!(
+            "{} still out of service though opened afresh (--relaunch-when-device-lost): a new process may bring {} back",
+            still_out.join(", "),
+            if still_out.len() == 1 { "it" } else { "them" }
+        )
+    })
 }
 
 impl Worker {
     /// Between jobs, once devices have been out of service for
     /// `readmit_every`: those that pass their known-answer test again are
     /// back (else one transient fault would leave a hospital's GPUs idle
-    /// until a restart). A test that hangs is taken for stuck.
+    /// until a restart). A test that hangs is taken for stuck; a device
+    /// still out asks for a relaunch where the worker was told to exit then.
     async fn readmit_if_due(&mut self) {
         if self.backend.report().devices.iter().all(|d| d.healthy) {
             let since = *self.all_healthy_since.get_or_insert_with(std::time::Instant::now);
-            self.readmit_every = readmit_wait(self.readmit_every, Some(since.elapsed()));
+            self.readmit_every =
+                readmit_wait(self.readmit_every, self.config.readmit_after, Some(since.elapsed()));
             self.last_readmit = std::time::Instant::now();
             return;
         }
@@ -692,15 +742,30 @@ impl Worker {
         let backend = self.backend.clone();
         let testing = tokio::task::spawn_blocking(move || backend.readmit());
         match within(self.config.prove_timeout, "testing devices out of service again", testing).await {
-            Ok(back) if !back.is_empty() => {
-                self.metrics.sync_devices();
-                self.readmit_every = (self.readmit_every * 2).min(MAX_READMIT_EVERY);
-                info!(devices = ?back, next_wait_s = self.readmit_every.as_secs(), "devices back in service");
+            Ok(back) => {
+                if !back.is_empty() {
+                    self.metrics.sync_devices();
+                    self.readmit_every =
+                        (self.readmit_every * 2).min(MAX_READMIT_EVERY).max(self.config.readmit_after);
+                    info!(devices = ?back, next_wait_s = self.readmit_every.as_secs(), "devices back in service");
+                }
+                // Each device out was opened afresh and tested just now.
+                let still_out: Vec<String> = self
+                    .backend
+                    .report()
+                    .devices
+                    .into_iter()
+                    .filter(|d| !d.healthy)
+                    .map(|d| d.label)
+                    .collect();
+                if let Some(reason) = relaunch_reason(self.config.relaunch_when_device_lost, &still_out) {
+                    tracing::error!(%reason, "the worker stops for a relaunch");
+                    self.stop = Some(WorkerError::Relaunch(reason));
+                }
             }
-            Ok(_) => {}
             Err(JobError::Stuck(reason)) => {
                 tracing::error!(%reason, "a device test is taken for stuck");
-                self.stuck = Some(reason);
+                self.stop = Some(WorkerError::Stuck(reason));
             }
             Err(e) => warn!(error = %e, "testing devices again failed"),
         }
@@ -779,7 +844,7 @@ impl Worker {
             Err(JobError::Fatal(reason)) => JobOutcome::Failed { reason },
             Err(JobError::Stuck(reason)) => {
                 tracing::error!(%reason, "the prover is taken for stuck");
-                self.stuck = Some(reason.clone());
+                self.stop = Some(WorkerError::Stuck(reason.clone()));
                 JobOutcome::Failed { reason }
             }
         };
@@ -991,9 +1056,26 @@ mod tests {
     #[test]
     fn the_wait_between_device_tests_is_forgiven_after_a_day_in_service() {
         let long = MAX_READMIT_EVERY;
-        assert_eq!(readmit_wait(long, None), long, "a device out of service: the wait stays");
-        assert_eq!(readmit_wait(long, Some(Duration::from_secs(3600))), long, "in service for an hour only");
-        assert_eq!(readmit_wait(long, Some(READMIT_FORGIVEN_AFTER)), READMIT_EVERY);
+        let first = Duration::from_secs(5);
+        assert_eq!(readmit_wait(long, first, None), long, "a device out of service: the wait stays");
+        assert_eq!(
+            readmit_wait(long, first, Some(Duration::from_secs(3600))),
+            long,
+            "in service for an hour only"
+        );
+        assert_eq!(readmit_wait(long, first, Some(READMIT_FORGIVEN_AFTER)), first);
+    }
+
+    #[test]
+    fn a_device_still_out_once_opened_afresh_asks_for_a_relaunch_only_where_told_to() {
+        let out = vec!["cuda:1 NVIDIA H200".to_string()];
+        assert_eq!(relaunch_reason(false, &out), None, "not asked: the worker goes on");
+        assert_eq!(relaunch_reason(true, &[]), None, "every device back: nothing to relaunch for");
+        let why = relaunch_reason(true, &out).unwrap();
+        assert!(why.starts_with("cuda:1 NVIDIA H200 still out of service though opened afresh"), "{why}");
+        assert!(why.ends_with("bring it back"), "{why}");
+        let two = relaunch_reason(true, &["cuda:0".into(), "cuda:1".into()]).unwrap();
+        assert!(two.starts_with("cuda:0, cuda:1 still out") && two.ends_with("bring them back"), "{two}");
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub const WORKERS: &[&str] = &[
     "honest",
     "steady",
     "stuck",
+    "drilled",
 ];
 
 /// The NATS credential of the test worker `name`.

@@ -14,6 +14,8 @@ struct Args {
     command: Command,
 }
 
+// Parsed once, at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// List the devices a worker would prove on, and why others are not used.
@@ -83,6 +85,23 @@ enum Command {
         /// Keep it well above the machine's slowest proof.
         #[arg(long, default_value = "1800", value_parser = worker::parse_timeout)]
         prove_timeout_s: std::time::Duration,
+        /// Seconds devices out of service (after a fault) wait before they
+        /// are opened afresh and tested again; doubled each time one comes
+        /// back, up to six hours.
+        #[arg(long, default_value = "600", value_parser = worker::parse_timeout)]
+        readmit_after_s: std::time::Duration,
+        /// Exit (status 4) when a device is still out of service once
+        /// opened afresh, for the supervisor to start the worker again: CUDA
+        /// documents a relaunch as the only sure way back from a crashed
+        /// kernel's lost context. Without it, the worker goes on with its
+        /// other devices, or the CPU.
+        #[arg(long)]
+        relaunch_when_device_lost: bool,
+        /// Drill: the first device fails for good after this many kernel
+        /// launches (does the supervisor start the worker again?). Never in
+        /// production.
+        #[arg(long, hide = true)]
+        fault_drill: Option<usize>,
     },
 }
 
@@ -130,6 +149,9 @@ async fn main() -> anyhow::Result<()> {
             device_memory,
             max_keys,
             prove_timeout_s,
+            readmit_after_s,
+            relaunch_when_device_lost,
+            fault_drill,
         } => {
             let mut config = WorkerConfig::local(&name);
             config.nats_url = nats_url;
@@ -148,6 +170,9 @@ async fn main() -> anyhow::Result<()> {
             config.gpu.memory_limit = device_memory;
             config.max_keys = max_keys as usize;
             config.prove_timeout = prove_timeout_s;
+            config.readmit_after = readmit_after_s;
+            config.relaunch_when_device_lost = relaunch_when_device_lost;
+            config.fault_drill = fault_drill;
             match worker::run(config, medrollup_wire::service::shutdown_signal()).await {
                 Ok(()) => {}
                 // Not a return from main: the runtime would wait for the
@@ -155,6 +180,10 @@ async fn main() -> anyhow::Result<()> {
                 Err(e @ worker::WorkerError::Stuck(_)) => {
                     eprintln!("Error: {e}");
                     std::process::exit(3);
+                }
+                Err(e @ worker::WorkerError::Relaunch(_)) => {
+                    eprintln!("Error: {e}");
+                    std::process::exit(4);
                 }
                 Err(e) => return Err(e.into()),
             }

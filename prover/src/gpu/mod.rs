@@ -878,7 +878,7 @@ impl GpuBackend {
                 Err(e) if s.runtime == "cuda" => tracing::warn!(
                     device = %s.label,
                     error = %e,
-                    "device still out of service, though opened afresh; if it failed with a lost context (a crashed kernel), restarting the worker may bring it back"
+                    "device still out of service, though opened afresh; if it failed with a lost context (a crashed kernel), restarting the worker may bring it back (--relaunch-when-device-lost does)"
                 ),
                 Err(e) => tracing::info!(device = %s.label, error = %e, "device still out of service"),
             }
