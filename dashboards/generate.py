@@ -76,10 +76,13 @@ DASHBOARDS = {
         panel("MSM points per second, per device", [q("sum by (instance, device) (rate(medrollup_worker_device_msm_points_total[1m]))", "{{instance}} {{device}}")], "short"),
         panel("NTT elements per second, per device", [q("sum by (instance, device) (rate(medrollup_worker_device_ntt_elements_total[1m]))", "{{instance}} {{device}}")], "short"),
         panel("Device busy (fraction of time)", [q("sum by (instance, device) (rate(medrollup_worker_device_busy_seconds_total[1m]))", "{{instance}} {{device}}")], "percentunit"),
-        panel("Device errors and CPU fallbacks (5 min)", [
+        panel("Device errors, CPU fallbacks and reopens (5 min)", [
             q("sum by (instance, device) (increase(medrollup_worker_device_errors_total[5m]))", "errors {{instance}} {{device}}"),
             q("sum by (instance, device) (increase(medrollup_worker_device_fallbacks_total[5m]))", "fallbacks {{instance}} {{device}}"),
-        ], "short"),
+            q("sum by (instance, device) (increase(medrollup_worker_device_reopens_total[5m]))", "reopens {{instance}} {{device}}"),
+        ], "short",
+              desc="A device that fails goes out of service and its work to the CPU; to come back it is opened afresh "
+                   "(a new context) and passes its known-answer test again."),
         panel("Device memory: used and budget", [
             q("sum by (instance, device) (medrollup_worker_device_memory_used_bytes)", "used {{instance}} {{device}}"),
             q("sum by (instance, device) (medrollup_worker_device_memory_budget_bytes)", "budget {{instance}} {{device}}"),
