@@ -1181,10 +1181,11 @@ async fn a_worker_whose_device_stays_out_once_opened_afresh_exits_for_a_relaunch
     let _coordinator = farm.coordinator(30);
     let http = farm.http();
     let drill = ["--fault-drill", "0", "--readmit-after-s", "0.2", "--relaunch-when-device-lost"];
+    let cache = farm.dir.path().join("cache-drilled");
     let mut w = start_worker_with(
         &farm.nats,
         "drilled",
-        &farm.dir.path().join("cache-drilled"),
+        &cache,
         farm.dir.path(),
         &[OPENCL_WORKER, &["--device-memory", "1GiB"], &drill].concat(),
     );
@@ -1202,12 +1203,30 @@ async fn a_worker_whose_device_stays_out_once_opened_afresh_exits_for_a_relaunch
     assert_eq!(status.code(), Some(4), "{log}");
     assert!(log.contains("fault drill"), "{log}");
     assert!(log.contains("device failed; its work goes to the CPU"), "{log}");
+    assert!(log.contains("device still out of service, though opened afresh"), "{log}");
     let stopped =
         log.lines().find(|l| l.contains("stopped for a relaunch")).unwrap_or_else(|| panic!("{log}"));
     assert!(
         stopped.contains(&device) && stopped.contains("still out of service though opened afresh"),
         "{log}"
     );
+    // The wait before the next test is doubled for the next start, which reads it.
+    let kept = std::fs::read_to_string(cache.join("readmit-wait-s")).unwrap();
+    assert_eq!(kept.trim().parse::<f64>().unwrap(), 0.4, "{kept}");
+    drop(w);
+    let again = start_worker_with(
+        &farm.nats,
+        "drilled",
+        &cache,
+        farm.dir.path(),
+        &[OPENCL_WORKER, &["--device-memory", "1GiB", "--readmit-after-s", "0.2"]].concat(),
+    );
+    wait_for("the kept wait read at the next start", Duration::from_secs(60), || {
+        let log = again.log_text();
+        let read = log.lines().any(|l| l.contains("kept from the last relaunch") && l.contains("wait_s=0.4"));
+        async move { read.then_some(()) }
+    })
+    .await;
     wait_for("batch 0 on L1", Duration::from_secs(60), || all_submitted(&http)).await;
 }
 

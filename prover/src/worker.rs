@@ -68,17 +68,21 @@ pub struct WorkerConfig {
     /// and tested again (doubled each time one comes back, up to six hours;
     /// back to this once all have served a day).
     pub readmit_after: Duration,
-    /// A device still out of service once opened afresh makes the worker
-    /// stop taking jobs and exit (status 4 from `medrollup-prover worker`)
-    /// for its supervisor to start it again: CUDA documents a relaunch of
-    /// the process as the only sure way back from a crashed kernel's lost
-    /// context. A device that fails its test at the next start is refused
-    /// then, so the worker does not exit again for it. Off: the worker proves on
-    /// its other devices, or the CPU, until a test brings the device back.
+    /// A device (of any runtime) still out of service once opened afresh
+    /// makes the worker stop taking jobs and exit (status 4 from
+    /// `medrollup-prover worker`) for its supervisor to start it again: CUDA
+    /// documents a relaunch of the process as the only sure way back from a
+    /// crashed kernel's lost context. A device that fails its test at the
+    /// next start is refused then, so the worker does not exit again for
+    /// it; one that fails again after each start makes it exit once per
+    /// wait, doubled at each relaunch (kept in `cache_dir`, forgotten after
+    /// a day), up to six hours. Off: the worker proves on its other
+    /// devices, or the CPU, until a test brings the device back.
     pub relaunch_when_device_lost: bool,
     /// A drill for operators (does the supervisor start the worker again?)
     /// and tests: the first device fails every kernel launch after this
-    /// many, for good, as a broken one does. Never for production.
+    /// many, for good, as a broken one does; again at every start, so it is
+    /// taken off once the drill is over. Never for production.
     pub fault_drill: Option<usize>,
 }
 
@@ -505,9 +509,15 @@ pub async fn run(
         failed: Arc::new(AtomicU64::new(0)),
         stop: None,
         last_readmit: std::time::Instant::now(),
-        readmit_every: config.readmit_after,
+        readmit_every: saved_readmit_wait(&config.cache_dir, config.readmit_after),
         all_healthy_since: Some(std::time::Instant::now()),
     };
+    if w.readmit_every > config.readmit_after {
+        info!(
+            wait_s = w.readmit_every.as_secs_f64(),
+            "kept from the last relaunch: devices out of service wait this long before they are tested again"
+        );
+    }
     let heartbeat = tokio::spawn(heartbeats(
         client.clone(),
         config.clone(),
@@ -638,7 +648,7 @@ pub fn parse_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// A `--prove-timeout-s`: seconds, fractions allowed, more than 0 and at
+/// A `--prove-timeout-s` (or `--readmit-after-s`): seconds, fractions allowed, more than 0 and at
 /// most 10^7 (about 116 days).
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     let s: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
@@ -721,7 +731,55 @@ fn relaunch_reason(relaunch: bool, still_out: &[String]) -> Option<String> {
     })
 }
 
+/// The file in the worker's cache directory that keeps the wait before
+/// devices are tested again across a relaunch.
+const READMIT_WAIT_FILE: &str = "readmit-wait-s";
+
+/// Keeps `wait` for the next start (see [`saved_readmit_wait`]).
+fn save_readmit_wait(dir: &std::path::Path, wait: Duration) -> std::io::Result<()> {
+    let (path, part) = (dir.join(READMIT_WAIT_FILE), dir.join(format!("{READMIT_WAIT_FILE}.part")));
+    std::fs::write(&part, format!("{}\n", wait.as_secs_f64()))?;
+    std::fs::rename(part, path)
+}
+
+/// The wait kept at the last relaunch, if it was kept less than a day ago
+/// (then every fault before counts as over), and at least `first`; else
+/// `first`.
+fn saved_readmit_wait(dir: &std::path::Path, first: Duration) -> Duration {
+    let path = dir.join(READMIT_WAIT_FILE);
+    let read = || -> Option<Duration> {
+        let age = std::fs::metadata(&path).ok()?.modified().ok()?.elapsed().unwrap_or_default();
+        if age >= READMIT_FORGIVEN_AFTER {
+            return None;
+        }
+        let text = std::fs::read_to_string(&path).ok()?;
+        match parse_timeout(&text) {
+            Ok(wait) => Some(wait.min(MAX_READMIT_EVERY)),
+            Err(e) => {
+                warn!(file = %path.display(), error = %e, "a kept wait before devices are tested again, unreadable: ignored");
+                None
+            }
+        }
+    };
+    read().map_or(first, |w| w.max(first))
+}
+
+/// Forgets the wait kept at a relaunch (the devices have served a day).
+fn forget_readmit_wait(dir: &std::path::Path) {
+    match std::fs::remove_file(dir.join(READMIT_WAIT_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            warn!(error = %e, "the kept wait before devices are tested again is not forgotten")
+        }
+        _ => {}
+    }
+}
+
 impl Worker {
+    /// The wait before the next test of devices out of service, doubled.
+    fn longer_readmit_wait(&self) -> Duration {
+        (self.readmit_every * 2).min(MAX_READMIT_EVERY).max(self.config.readmit_after)
+    }
+
     /// Between jobs, once devices have been out of service for
     /// `readmit_every`: those that pass their known-answer test again are
     /// back (else one transient fault would leave a hospital's GPUs idle
@@ -730,8 +788,11 @@ impl Worker {
     async fn readmit_if_due(&mut self) {
         if self.backend.report().devices.iter().all(|d| d.healthy) {
             let since = *self.all_healthy_since.get_or_insert_with(std::time::Instant::now);
-            self.readmit_every =
-                readmit_wait(self.readmit_every, self.config.readmit_after, Some(since.elapsed()));
+            let wait = readmit_wait(self.readmit_every, self.config.readmit_after, Some(since.elapsed()));
+            if wait != self.readmit_every {
+                forget_readmit_wait(&self.config.cache_dir);
+            }
+            self.readmit_every = wait;
             self.last_readmit = std::time::Instant::now();
             return;
         }
@@ -742,24 +803,22 @@ impl Worker {
         let backend = self.backend.clone();
         let testing = tokio::task::spawn_blocking(move || backend.readmit());
         match within(self.config.prove_timeout, "testing devices out of service again", testing).await {
-            Ok(back) => {
-                if !back.is_empty() {
+            Ok(done) => {
+                if !done.back.is_empty() {
                     self.metrics.sync_devices();
-                    self.readmit_every =
-                        (self.readmit_every * 2).min(MAX_READMIT_EVERY).max(self.config.readmit_after);
-                    info!(devices = ?back, next_wait_s = self.readmit_every.as_secs(), "devices back in service");
+                    self.readmit_every = self.longer_readmit_wait();
+                    info!(devices = ?done.back, next_wait_s = self.readmit_every.as_secs_f64(), "devices back in service");
                 }
-                // Each device out was opened afresh and tested just now.
-                let still_out: Vec<String> = self
-                    .backend
-                    .report()
-                    .devices
-                    .into_iter()
-                    .filter(|d| !d.healthy)
-                    .map(|d| d.label)
-                    .collect();
-                if let Some(reason) = relaunch_reason(self.config.relaunch_when_device_lost, &still_out) {
+                if let Some(reason) = relaunch_reason(self.config.relaunch_when_device_lost, &done.still_out)
+                {
                     tracing::error!(%reason, "the worker stops for a relaunch");
+                    // The next process waits longer before its own test: a
+                    // device that crashes again after every start does not
+                    // have the worker started again every few minutes.
+                    let wait = self.longer_readmit_wait();
+                    if let Err(e) = save_readmit_wait(&self.config.cache_dir, wait) {
+                        warn!(error = %e, "the wait before devices are tested again is not kept for the next start");
+                    }
                     self.stop = Some(WorkerError::Relaunch(reason));
                 }
             }
@@ -1076,6 +1135,35 @@ mod tests {
         assert!(why.ends_with("bring it back"), "{why}");
         let two = relaunch_reason(true, &["cuda:0".into(), "cuda:1".into()]).unwrap();
         assert!(two.starts_with("cuda:0, cuda:1 still out") && two.ends_with("bring them back"), "{two}");
+    }
+
+    #[test]
+    fn the_wait_kept_at_a_relaunch_is_read_at_the_next_start_for_a_day() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Duration::from_secs(600);
+        assert_eq!(saved_readmit_wait(dir.path(), first), first, "nothing kept");
+        save_readmit_wait(dir.path(), Duration::from_secs(2400)).unwrap();
+        assert_eq!(saved_readmit_wait(dir.path(), first), Duration::from_secs(2400));
+        assert_eq!(
+            saved_readmit_wait(dir.path(), Duration::from_secs(3600)),
+            Duration::from_secs(3600),
+            "at least the first"
+        );
+        // Kept more than a day ago: the faults before count as over.
+        let path = dir.path().join(READMIT_WAIT_FILE);
+        let old = std::time::SystemTime::now() - READMIT_FORGIVEN_AFTER - Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(old).unwrap();
+        assert_eq!(saved_readmit_wait(dir.path(), first), first);
+        // Unreadable: ignored.
+        std::fs::write(&path, "soon").unwrap();
+        assert_eq!(saved_readmit_wait(dir.path(), first), first);
+        // At most the longest wait; forgotten on request.
+        save_readmit_wait(dir.path(), Duration::from_secs(1_000_000)).unwrap();
+        assert_eq!(saved_readmit_wait(dir.path(), first), MAX_READMIT_EVERY);
+        forget_readmit_wait(dir.path());
+        assert!(!path.exists());
+        assert_eq!(saved_readmit_wait(dir.path(), first), first);
+        forget_readmit_wait(dir.path());
     }
 
     #[test]

@@ -383,7 +383,8 @@ fn a_device_giving_wrong_answers_is_caught_by_the_proof_check_and_the_proof_made
     let (next, _) = prove_checked(&b, &key, || BatchCircuit::new(w.clone())).unwrap();
     assert!(verifies(&next));
     // Still wrong, it fails its known-answer test: it stays out.
-    assert!(b.readmit().is_empty());
+    let label = b.report().devices[0].label.clone();
+    assert_eq!(b.readmit(), gpu::Readmission { back: vec![], still_out: vec![label] });
     assert_eq!(b.device_count(), 0);
 }
 
@@ -405,7 +406,7 @@ fn a_proof_survives_a_device_that_loses_its_input(fault: gpu::Fault, launches: u
     assert_eq!(b.device_count(), 1);
     // Device 0 is back, and fails again; the worker's proof is made anyway.
     b.inject_fault(0, usize::MAX, fault);
-    assert_eq!(b.readmit(), vec![label]);
+    assert_eq!(b.readmit().back, vec![label]);
     b.inject_fault(0, launches, fault);
     let (proof, _) = prove_checked(&b, &key, || BatchCircuit::new(w.clone())).unwrap();
     let pvk = keys::prepare(&pk.vk);
@@ -447,13 +448,13 @@ fn a_device_out_of_service_is_back_once_it_passes_its_known_answer_test_again() 
     assert_eq!(b.device_count(), 1, "device 0 out: {:?}", b.report());
     // While the fault lasts, testing it again changes nothing: opened
     // afresh, a broken device is still broken.
-    assert!(b.readmit().is_empty());
+    let label = b.report().devices[0].label.clone();
+    assert_eq!(b.readmit(), gpu::Readmission { back: vec![], still_out: vec![label.clone()] });
     assert_eq!(b.device_count(), 1);
     assert_eq!(b.report().devices[0].counters.reopened, 1);
     // The fault is over: back in service, its error still counted, and it works.
     b.inject_fault(0, usize::MAX, gpu::Fault::Fails);
-    let label = b.report().devices[0].label.clone();
-    assert_eq!(b.readmit(), vec![label]);
+    assert_eq!(b.readmit().back, vec![label]);
     let before = b.report();
     assert!(before.devices[0].healthy && before.devices[0].counters.errors == 1, "{before:?}");
     proves_like_ark_groth16(&b);
@@ -472,7 +473,7 @@ fn a_device_whose_context_is_lost_mid_proof_is_back_once_opened_afresh() {
     assert_eq!(b.device_count(), 1, "device 0 out: {:?}", b.report());
     // The fault is not cleared by hand: the new context is what brings it back.
     let label = b.report().devices[0].label.clone();
-    assert_eq!(b.readmit(), vec![label]);
+    assert_eq!(b.readmit().back, vec![label]);
     let before = b.report();
     assert_eq!(before.devices[0].counters.reopened, 1, "{before:?}");
     proves_like_ark_groth16(&b);
@@ -521,7 +522,7 @@ fn a_gpu_whose_context_is_really_lost_is_back_once_opened_afresh() {
     let out = b.report();
     assert!(!out.devices[0].healthy && out.devices[0].counters.errors == 1, "{out:?}");
     let label = out.devices[0].label.clone();
-    assert_eq!(b.readmit(), vec![label], "{:?}", b.report());
+    assert_eq!(b.readmit().back, vec![label], "{:?}", b.report());
     let before = b.report();
     assert_eq!(before.devices[0].counters.reopened, 1, "{before:?}");
     assert_eq!(before.devices[0].memory_used, held, "the set loaded once again");

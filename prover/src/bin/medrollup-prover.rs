@@ -90,16 +90,18 @@ enum Command {
         /// back, up to six hours.
         #[arg(long, default_value = "600", value_parser = worker::parse_timeout)]
         readmit_after_s: std::time::Duration,
-        /// Exit (status 4) when a device is still out of service once
-        /// opened afresh, for the supervisor to start the worker again: CUDA
-        /// documents a relaunch as the only sure way back from a crashed
-        /// kernel's lost context. Without it, the worker goes on with its
-        /// other devices, or the CPU.
+        /// Exit (status 4) when a device (of any runtime) is still out of
+        /// service once opened afresh, for the supervisor to start the worker
+        /// again: CUDA documents a relaunch as the only sure way back from a
+        /// crashed kernel's lost context. The wait before the test doubles at
+        /// each such relaunch (kept in the cache directory for a day), up to
+        /// six hours. Without it, the worker goes on with its other devices,
+        /// or the CPU.
         #[arg(long)]
         relaunch_when_device_lost: bool,
         /// Drill: the first device fails for good after this many kernel
-        /// launches (does the supervisor start the worker again?). Never in
-        /// production.
+        /// launches (does the supervisor start the worker again?), at every
+        /// start: take it off after the drill. Never in production.
         #[arg(long, hide = true)]
         fault_drill: Option<usize>,
     },

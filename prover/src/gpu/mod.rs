@@ -204,6 +204,16 @@ impl Counters {
     }
 }
 
+/// What a readmission did ([`GpuBackend::readmit`]): the devices out of
+/// service it opened afresh and tested, by label.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readmission {
+    /// Those that passed: back in service.
+    pub back: Vec<String>,
+    /// Those that did not (or could not be opened): still out.
+    pub still_out: Vec<String>,
+}
+
 /// Work counted on one device (or on the CPU).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DeviceCounters {
@@ -827,14 +837,15 @@ impl GpuBackend {
     /// kernels: a fault may have lost the old context for good, as CUDA's
     /// sticky errors do) and runs the known-answer test again; one that
     /// passes has every bases set alive loaded again where they fit and is
-    /// back in service (its fault was transient). Returns the labels of
-    /// those back. A device wrong only at sizes the test does not reach
-    /// comes back too, and the worker's proof check takes it out again.
-    pub fn readmit(&self) -> Vec<String> {
+    /// back in service (its fault was transient). Says which are back and
+    /// which, tested, are still out. A device wrong only at sizes the test
+    /// does not reach comes back too, and the worker's proof check takes it
+    /// out again.
+    pub fn readmit(&self) -> Readmission {
         // The sets reloaded, dropped last: one whose owner let it go
         // meanwhile is freed here, with no device's lock held.
         let mut kept: Vec<Arc<dyn Reload>> = Vec::new();
-        let mut back = Vec::new();
+        let mut done = Readmission::default();
         for (index, s) in self.m.slots.iter().enumerate().filter(|(_, s)| !s.healthy()) {
             let mut ops = s.lock();
             // Listed under the device's lock: a set loaded from now on finds
@@ -871,20 +882,26 @@ impl GpuBackend {
                 Ok(()) => {
                     s.healthy.store(true, Ordering::Relaxed);
                     tracing::info!(device = %s.label, "device back in service: it passed its known-answer test again");
-                    back.push(s.label.clone());
+                    done.back.push(s.label.clone());
                 }
                 // CUDA documents a relaunch of the process as the only sure
                 // way back from a crashed kernel's lost context.
-                Err(e) if s.runtime == "cuda" => tracing::warn!(
-                    device = %s.label,
-                    error = %e,
-                    "device still out of service, though opened afresh; if it failed with a lost context (a crashed kernel), restarting the worker may bring it back (--relaunch-when-device-lost does)"
-                ),
-                Err(e) => tracing::info!(device = %s.label, error = %e, "device still out of service"),
+                Err(e) => {
+                    if s.runtime == "cuda" {
+                        tracing::warn!(
+                            device = %s.label,
+                            error = %e,
+                            "device still out of service, though opened afresh; if it failed with a lost context (a crashed kernel), restarting the worker may bring it back (--relaunch-when-device-lost does)"
+                        )
+                    } else {
+                        tracing::info!(device = %s.label, error = %e, "device still out of service, though opened afresh")
+                    }
+                    done.still_out.push(s.label.clone());
+                }
             }
             kept.extend(live);
         }
-        back
+        done
     }
 
     /// Makes device `index` fail as `fault` says after `launches` more
@@ -1846,7 +1863,7 @@ mod tests {
         assert_eq!(lc.resident(), vec![false]);
         drop(lb);
         b.inject_fault(0, usize::MAX, Fault::Fails);
-        assert_eq!(b.readmit().len(), 1);
+        assert_eq!(b.readmit().back.len(), 1);
         // Back, with A loaded afresh and C loaded now; B's memory given back.
         assert_eq!((la.resident(), lc.resident()), (vec![true], vec![true]));
         let packed = |n: usize, bytes: usize| (n * bytes) as u64;
@@ -1887,7 +1904,7 @@ mod tests {
         // back, its sets loaded again in the new context, the old
         // context's buffers given back.
         let label = b.report().devices[0].label.clone();
-        assert_eq!(b.readmit(), vec![label]);
+        assert_eq!(b.readmit(), Readmission { back: vec![label], still_out: vec![] });
         let r = b.report();
         assert_eq!((r.devices[0].counters.reopened, r.devices[0].counters.errors), (1, 1), "{r:?}");
         assert_eq!((l.resident(), l2.resident()), (vec![true], vec![true]));
@@ -1902,7 +1919,7 @@ mod tests {
         );
         assert_eq!(after.cpu.msm_points, before.cpu.msm_points, "nothing more on the CPU: {after:?}");
         // A device in service is not opened again.
-        assert!(b.readmit().is_empty());
+        assert_eq!(b.readmit(), Readmission::default());
         assert_eq!(b.report().devices[0].counters.reopened, 1);
     }
 
@@ -1971,7 +1988,7 @@ mod tests {
         // A panic in an in-place call before its result is copied: the
         // input is whole and the CPU takes over.
         b.inject_fault(0, usize::MAX, Fault::Fails);
-        assert_eq!(b.readmit().len(), 1);
+        assert_eq!(b.readmit().back.len(), 1);
         b.inject_fault(0, 0, Fault::Panics);
         let mut v = random_scalars(1024);
         let mut want = v.clone();
@@ -1987,7 +2004,7 @@ mod tests {
         // One in the copy over the input: the call fails, naming the device
         // (the worker proves again without it).
         b.inject_fault(0, usize::MAX, Fault::Fails);
-        assert_eq!(b.readmit().len(), 1);
+        assert_eq!(b.readmit().back.len(), 1);
         b.inject_fault(0, 0, Fault::PanicsInCopy);
         let e = crate::backend::ntt(&b, &mut v, NttDirection::Forward, None).unwrap_err();
         let e = e.to_string();
