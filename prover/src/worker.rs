@@ -648,8 +648,8 @@ pub fn parse_name(name: &str) -> Result<String, String> {
     Ok(name.to_string())
 }
 
-/// A `--prove-timeout-s` (or `--readmit-after-s`): seconds, fractions allowed, more than 0 and at
-/// most 10^7 (about 116 days).
+/// A `--prove-timeout-s` (or `--readmit-after-s`): seconds, fractions
+/// allowed, more than 0 and at most 10^7 (about 116 days).
 pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     let s: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
     if !(s > 0.0 && s <= 1e7) {
@@ -804,9 +804,10 @@ impl Worker {
         let testing = tokio::task::spawn_blocking(move || backend.readmit());
         match within(self.config.prove_timeout, "testing devices out of service again", testing).await {
             Ok(done) => {
+                let longer = self.longer_readmit_wait();
                 if !done.back.is_empty() {
                     self.metrics.sync_devices();
-                    self.readmit_every = self.longer_readmit_wait();
+                    self.readmit_every = longer;
                     info!(devices = ?done.back, next_wait_s = self.readmit_every.as_secs_f64(), "devices back in service");
                 }
                 if let Some(reason) = relaunch_reason(self.config.relaunch_when_device_lost, &done.still_out)
@@ -815,8 +816,7 @@ impl Worker {
                     // The next process waits longer before its own test: a
                     // device that crashes again after every start does not
                     // have the worker started again every few minutes.
-                    let wait = self.longer_readmit_wait();
-                    if let Err(e) = save_readmit_wait(&self.config.cache_dir, wait) {
+                    if let Err(e) = save_readmit_wait(&self.config.cache_dir, longer) {
                         warn!(error = %e, "the wait before devices are tested again is not kept for the next start");
                     }
                     self.stop = Some(WorkerError::Relaunch(reason));
