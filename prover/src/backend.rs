@@ -95,6 +95,15 @@ pub trait MsmBackend: Send + Sync {
     /// The same on G2.
     fn msm_g2_unchecked(&self, bases: &Self::G2Bases, scalars: &[Fr]) -> Result<G2Projective, BackendError>;
 
+    /// Whether this backend's MSMs run off the host's cores (on devices), so
+    /// that a prover gains by running them beside its own CPU work: the
+    /// Groth16 prover then starts a proof's four MSMs over the witness
+    /// while it computes the quotient's inputs. A CPU backend's would only
+    /// compete with that work for the same cores.
+    fn offloads_msms(&self) -> bool {
+        false
+    }
+
     /// Several MSMs at once (a proof's five), each within its bases (checked
     /// by [`msm_batch`]). A backend with several devices runs them side by
     /// side; this default runs them one after another.

@@ -45,7 +45,10 @@ pub struct StageTimes {
     /// The constraints' values (the QAP's a, b, c, from the kept constraints) and
     /// the check that the witness satisfies them.
     pub witness_map: Duration,
-    /// The quotient: seven NTTs and the pointwise step.
+    /// The quotient: seven NTTs and the pointwise step. With a backend that
+    /// offloads its MSMs ([`MsmBackend::offloads_msms`]), the four over the
+    /// witness run meanwhile, and this includes waiting for a device busy
+    /// with them.
     pub ntt: Duration,
     /// G1 MSM over the quotient h. The MSM times are the backend's time on
     /// each MSM; a backend with several devices runs them side by side, so
@@ -221,33 +224,58 @@ where
     times.synthesis = t.elapsed();
 
     // The QAP's a, b, c (libsnark's reduction, as ark-groth16 computes it):
-    // the constraints' values, then the public inputs in a.
-    let t = Instant::now();
+    // the constraints' values, then the public inputs in a; then the
+    // quotient's coefficients h.
     let z = assignment.z;
     let (num_inputs, num_constraints) = (r1cs.num_instance(), r1cs.num_constraints());
-    let n = (num_constraints + num_inputs).next_power_of_two();
-    let [mut a, b, c] = r1cs.satisfied_values(&z, n)?;
-    a[num_constraints..num_constraints + num_inputs].copy_from_slice(&z[..num_inputs]);
-    times.witness_map = t.elapsed();
+    let quotient = |times: &mut StageTimes| -> Result<Vec<Fr>, ProveError> {
+        let t = Instant::now();
+        let n = (num_constraints + num_inputs).next_power_of_two();
+        let [mut a, b, c] = r1cs.satisfied_values(&z, n)?;
+        a[num_constraints..num_constraints + num_inputs].copy_from_slice(&z[..num_inputs]);
+        times.witness_map = t.elapsed();
+        let t = Instant::now();
+        let h = backend::qap_quotient(backend, a, b, c)?;
+        times.ntt = t.elapsed();
+        Ok(h)
+    };
 
-    let t = Instant::now();
-    let h = backend::qap_quotient(backend, a, b, c)?;
-    times.ntt = t.elapsed();
-
-    // The five MSMs in one batch (a backend with several devices runs them
-    // side by side). The assignment without the constant one: public
-    // inputs, then the witness.
+    // The five MSMs: one over h, four over the assignment without the
+    // constant one (public inputs, then the witness).
     let assignment = &z[1..];
     let aux = &z[num_inputs..];
     let pk = &key.pk;
-    let h_len = backend.g1_len(&key.h).min(h.len());
-    let mut g1_jobs: Vec<(&B::G1Bases, &[Fr])> =
-        vec![(&key.h, &h[..h_len]), (&key.l, aux), (&key.a, assignment)];
+    let mut witness_g1: Vec<(&B::G1Bases, &[Fr])> = vec![(&key.l, aux), (&key.a, assignment)];
     // With r = 0, ark-groth16 computes no B in G1 (it is multiplied by r).
     if !r.is_zero() {
-        g1_jobs.push((&key.b_g1, assignment));
+        witness_g1.push((&key.b_g1, assignment));
     }
-    let out = backend::msm_batch(backend, &g1_jobs, &[(&key.b_g2, assignment)])?;
+    let witness_g2 = [(&key.b_g2, assignment)];
+    let h_len = |h: &[Fr]| backend.g1_len(&key.h).min(h.len());
+    // In `out`, G1: h, l, a and b (where r is not zero); G2: b.
+    let out = if backend.offloads_msms() {
+        // The four over the witness go to the devices at once, while the
+        // host computes the quotient's inputs (and a device the quotient,
+        // once free); the one over h follows. A witness that breaks a
+        // constraint is refused once they are done.
+        let (h, witness) = std::thread::scope(|scope| {
+            let msms = scope.spawn(|| backend::msm_batch(backend, &witness_g1, &witness_g2));
+            let h = quotient(&mut times);
+            (h, msms.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+        });
+        let h = h?;
+        let mut out = witness?;
+        let over_h = backend::msm_batch(backend, &[(&key.h, &h[..h_len(&h)])], &[])?;
+        out.g1.insert(0, over_h.g1[0]);
+        out
+    } else {
+        // The five in one batch (a backend with several devices runs them
+        // side by side).
+        let h = quotient(&mut times)?;
+        let mut g1_jobs = vec![(&key.h, &h[..h_len(&h)])];
+        g1_jobs.extend_from_slice(&witness_g1);
+        backend::msm_batch(backend, &g1_jobs, &witness_g2)?
+    };
     let (h_acc, l_acc, a_acc) = (out.g1[0].0, out.g1[1].0, out.g1[2].0);
     times.msm_h = out.g1[0].1;
     times.msm_l = out.g1[1].1;

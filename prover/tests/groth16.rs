@@ -1,9 +1,10 @@
 //! The prover against ark-groth16 on the batch circuit: the same proof bit for
 //! bit with the same randomness, and proofs that ark-groth16's verifier accepts;
 //! the constraint matrices kept with a key, and the witnesses and circuits it
-//! refuses.
+//! refuses; the MSMs over the witness beside the quotient where a backend
+//! offloads its MSMs.
 
-use ark_bn254::{Bn254, Fr};
+use ark_bn254::{Bn254, Fr, G1Affine, G1Projective, G2Affine, G2Projective};
 use ark_ff::UniformRand;
 use ark_groth16::Groth16;
 use ark_relations::gr1cs::{ConstraintSynthesizer, ConstraintSystemRef, SynthesisError};
@@ -12,8 +13,9 @@ use ark_snark::SNARK;
 use medrollup_circuits::circuit::BatchCircuit;
 use medrollup_circuits::keys::{self, CircuitShape};
 use medrollup_circuits::sample::batch;
-use medrollup_prover::CpuBackend;
+use medrollup_prover::backend::MsmBatch;
 use medrollup_prover::groth16::{LoadedKey, ProveError, prove};
+use medrollup_prover::{BackendError, CpuBackend, MsmBackend, NttBackend, NttDirection};
 use rand::SeedableRng;
 
 #[test]
@@ -224,4 +226,157 @@ fn a_key_with_a_query_cut_short_is_refused_naming_it() {
         assert!(matches!(err, ProveError::KeyMismatch(_)), "{name}: {err}");
         assert!(err.to_string().contains(&format!("the key's {name} query has")), "{name}: {err}");
     }
+}
+
+/// A CPU backend that says whether its MSMs are offloaded, and logs the
+/// prover's calls. Where it meets (`meet`), the batch of MSMs over the
+/// witness (the one with a G2 MSM) and the quotient each wait, up to a
+/// minute, for the other to have started: a prover that ran them one after
+/// the other fails.
+struct Rendezvous {
+    cpu: CpuBackend,
+    offloads: bool,
+    meet: bool,
+    /// Whether the witness MSMs, and the quotient, have started.
+    started: std::sync::Mutex<[bool; 2]>,
+    turn: std::sync::Condvar,
+    log: std::sync::Mutex<Vec<String>>,
+}
+
+impl Rendezvous {
+    fn new(offloads: bool, meet: bool) -> Self {
+        Rendezvous {
+            cpu: CpuBackend::new(),
+            offloads,
+            meet,
+            started: Default::default(),
+            turn: Default::default(),
+            log: Default::default(),
+        }
+    }
+
+    fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    fn started(&self, side: usize, what: String) -> Result<(), BackendError> {
+        self.log.lock().unwrap().push(what.clone());
+        if !self.meet {
+            return Ok(());
+        }
+        let mut started = self.started.lock().unwrap();
+        started[side] = true;
+        self.turn.notify_all();
+        let (started, wait) = self
+            .turn
+            .wait_timeout_while(started, std::time::Duration::from_secs(60), |s| !s[1 - side])
+            .unwrap();
+        if wait.timed_out() && !started[1 - side] {
+            return Err(BackendError::Device {
+                backend: "rendezvous".into(),
+                reason: format!("{what} ran alone"),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl MsmBackend for Rendezvous {
+    type G1Bases = <CpuBackend as MsmBackend>::G1Bases;
+    type G2Bases = <CpuBackend as MsmBackend>::G2Bases;
+    fn name(&self) -> String {
+        "rendezvous".into()
+    }
+    fn load_g1(&self, points: &[G1Affine]) -> Result<Self::G1Bases, BackendError> {
+        self.cpu.load_g1(points)
+    }
+    fn load_g2(&self, points: &[G2Affine]) -> Result<Self::G2Bases, BackendError> {
+        self.cpu.load_g2(points)
+    }
+    fn g1_len(&self, bases: &Self::G1Bases) -> usize {
+        self.cpu.g1_len(bases)
+    }
+    fn g2_len(&self, bases: &Self::G2Bases) -> usize {
+        self.cpu.g2_len(bases)
+    }
+    fn msm_g1_unchecked(&self, bases: &Self::G1Bases, scalars: &[Fr]) -> Result<G1Projective, BackendError> {
+        self.cpu.msm_g1_unchecked(bases, scalars)
+    }
+    fn msm_g2_unchecked(&self, bases: &Self::G2Bases, scalars: &[Fr]) -> Result<G2Projective, BackendError> {
+        self.cpu.msm_g2_unchecked(bases, scalars)
+    }
+    fn offloads_msms(&self) -> bool {
+        self.offloads
+    }
+    fn msm_batch_unchecked(
+        &self,
+        g1: &[(&Self::G1Bases, &[Fr])],
+        g2: &[(&Self::G2Bases, &[Fr])],
+    ) -> Result<MsmBatch, BackendError> {
+        let what = format!("MSMs: {} G1, {} G2", g1.len(), g2.len());
+        if g2.is_empty() {
+            self.log.lock().unwrap().push(what);
+        } else {
+            self.started(0, what)?;
+        }
+        self.cpu.msm_batch_unchecked(g1, g2)
+    }
+}
+
+impl NttBackend for Rendezvous {
+    fn name(&self) -> String {
+        "rendezvous".into()
+    }
+    fn max_log_size(&self) -> u32 {
+        self.cpu.max_log_size()
+    }
+    fn ntt_unchecked(
+        &self,
+        data: &mut [Fr],
+        dir: NttDirection,
+        coset: Option<Fr>,
+    ) -> Result<(), BackendError> {
+        self.cpu.ntt_unchecked(data, dir, coset)
+    }
+    fn qap_quotient_unchecked(&self, a: Vec<Fr>, b: Vec<Fr>, c: Vec<Fr>) -> Result<Vec<Fr>, BackendError> {
+        self.started(1, "quotient".into())?;
+        self.cpu.qap_quotient_unchecked(a, b, c)
+    }
+}
+
+#[test]
+fn msms_over_the_witness_run_beside_the_quotient_where_the_backend_offloads_them() {
+    let shape = CircuitShape { batch_size: 1, levels: 3 };
+    let pk = keys::setup(shape, Some(5)).unwrap();
+    let w = batch(shape);
+    let (r, s) = (Fr::from(3u64), Fr::from(4u64));
+    let theirs =
+        Groth16::<Bn254>::create_proof_with_reduction(BatchCircuit::new(w.clone()), &pk, r, s).unwrap();
+
+    // Offloaded: the four over the witness beside the quotient (each waits
+    // for the other to start), then the one over h.
+    let backend = Rendezvous::new(true, true);
+    let key = LoadedKey::load(&backend, pk.clone()).unwrap();
+    let (ours, _) = prove(&backend, &key, BatchCircuit::new(w.clone()), r, s).unwrap();
+    assert_eq!(ours, theirs, "same randomness, same proof");
+    let mut log = backend.log();
+    log[..2].sort();
+    assert_eq!(log, ["MSMs: 3 G1, 1 G2", "quotient", "MSMs: 1 G1, 0 G2"]);
+
+    // Not offloaded: the quotient, then the five in one batch.
+    let backend = Rendezvous::new(false, false);
+    let key = LoadedKey::load(&backend, pk.clone()).unwrap();
+    let (ours, _) = prove(&backend, &key, BatchCircuit::new(w.clone()), r, s).unwrap();
+    assert_eq!(ours, theirs);
+    assert_eq!(backend.log(), ["quotient", "MSMs: 4 G1, 1 G2"]);
+
+    // A witness that breaks a constraint is refused as such, once the MSMs
+    // it started are done; the quotient and the MSM over h never run.
+    let backend = Rendezvous::new(true, false);
+    let key = LoadedKey::load(&backend, pk).unwrap();
+    let mut bad = w;
+    bad.new_roots[0] += Fr::from(1u64);
+    let err = prove(&backend, &key, BatchCircuit::new(bad), r, s).unwrap_err();
+    assert!(matches!(err, ProveError::Unsatisfied { .. }), "{err}");
+    assert_eq!(backend.log(), ["MSMs: 3 G1, 1 G2"]);
 }

@@ -1197,6 +1197,12 @@ impl MsmBackend for GpuBackend {
         }
     }
 
+    /// While a device is in service (bases that fit none still run on the
+    /// CPU, beside the prover's work).
+    fn offloads_msms(&self) -> bool {
+        self.m.slots.iter().any(Slot::healthy)
+    }
+
     fn load_g1(&self, points: &[G1Affine]) -> Result<Self::G1Bases, BackendError> {
         Ok(self.load::<layout::G1>(points, CurveId::G1))
     }
@@ -1979,16 +1985,19 @@ mod tests {
         let n = 1500;
         let (g, s) = (g1_points(n), random_scalars(n));
         let l = b.load_g1(&g).unwrap();
+        assert!(b.offloads_msms(), "a device in service takes the MSMs off the host");
         b.inject_fault(0, 2, Fault::Panics);
         assert_eq!(crate::backend::msm_g1(&b, &l, &s).unwrap(), cpu::msm(&g, &s));
         let r = b.report();
         let d = &r.devices[0];
         assert!(!d.healthy && d.counters.errors == 1 && d.counters.fallbacks == 1, "{r:?}");
         assert!(!b.m.slots[0].ops.is_poisoned(), "the device's lock is let go cleanly");
+        assert!(!b.offloads_msms(), "with no device in service the MSMs run on the host");
         // A panic in an in-place call before its result is copied: the
         // input is whole and the CPU takes over.
         b.inject_fault(0, usize::MAX, Fault::Fails);
         assert_eq!(b.readmit().back.len(), 1);
+        assert!(b.offloads_msms());
         b.inject_fault(0, 0, Fault::Panics);
         let mut v = random_scalars(1024);
         let mut want = v.clone();
