@@ -37,6 +37,16 @@ fn bit_identical_to_ark_groth16_and_verified_by_it() {
     assert_eq!(r1cs.num_instance() + r1cs.num_witness(), pk.a_query.len());
     assert_eq!(r1cs.num_constraints(), keys::constraint_count(shape));
     assert!(times.ntt > std::time::Duration::ZERO && times.msm_h > std::time::Duration::ZERO);
+    // On the CPU backend the stages run one after another, within the whole.
+    let stages = times.synthesis
+        + times.witness_map
+        + times.ntt
+        + times.msm_h
+        + times.msm_l
+        + times.msm_a
+        + times.msm_b_g1
+        + times.msm_b_g2;
+    assert!(times.total >= stages, "{times:?}");
 
     let pvk = keys::prepare(&pk.vk);
     let public = w.public_inputs();

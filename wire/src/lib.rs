@@ -169,11 +169,14 @@ pub struct JobSpec {
 pub struct StageSeconds {
     /// Circuit synthesis (witness generation).
     pub synthesis: f64,
-    /// Witness map and NTTs.
+    /// Witness map and NTTs (with a GPU, the MSMs over the witness run
+    /// meanwhile, and this includes waiting for a device busy with them).
     pub ntt: f64,
-    /// All MSMs.
+    /// All MSMs (their times on the backend, added: MSMs run side by side
+    /// on several devices add up to more than the time they took).
     pub msm: f64,
-    /// The whole proof.
+    /// The whole proof, start to end (less than the stages' sum where they
+    /// overlap).
     pub total: f64,
 }
 
