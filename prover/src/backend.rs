@@ -99,12 +99,16 @@ pub trait MsmBackend: Send + Sync {
     /// that a prover gains by running them beside its own CPU work: the
     /// Groth16 prover then starts a proof's four MSMs over the witness
     /// while it computes the quotient's inputs. A CPU backend's would only
-    /// compete with that work for the same cores.
+    /// compete with that work for the same cores. (The answer is the
+    /// backend's, not a key's: a GPU backend whose device holds none of a
+    /// key's bases says yes, and runs those MSMs on the CPU beside the
+    /// quotient, which costs time, not correctness.)
     fn offloads_msms(&self) -> bool {
         false
     }
 
-    /// Several MSMs at once (a proof's five), each within its bases (checked
+    /// Several MSMs at once (a proof's five, or the four over its witness),
+    /// each within its bases (checked
     /// by [`msm_batch`]). A backend with several devices runs them side by
     /// side; this default runs them one after another.
     fn msm_batch_unchecked(

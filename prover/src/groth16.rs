@@ -43,12 +43,13 @@ pub struct StageTimes {
     /// also its constraints).
     pub synthesis: Duration,
     /// The constraints' values (the QAP's a, b, c, from the kept constraints) and
-    /// the check that the witness satisfies them.
+    /// the check that the witness satisfies them. With a backend that
+    /// offloads its MSMs ([`MsmBackend::offloads_msms`]), the four over the
+    /// witness run meanwhile (on the devices).
     pub witness_map: Duration,
     /// The quotient: seven NTTs and the pointwise step. With a backend that
-    /// offloads its MSMs ([`MsmBackend::offloads_msms`]), the four over the
-    /// witness run meanwhile, and this includes waiting for a device busy
-    /// with them.
+    /// offloads its MSMs, this includes waiting for a device busy with those
+    /// over the witness.
     pub ntt: Duration,
     /// G1 MSM over the quotient h. The MSM times are the backend's time on
     /// each MSM; a backend with several devices runs them side by side, so
@@ -62,8 +63,9 @@ pub struct StageTimes {
     pub msm_b_g1: Duration,
     /// G2 MSM for B.
     pub msm_b_g2: Duration,
-    /// The whole proof, start to end: less than the stages' sum where they
-    /// overlap (MSMs side by side on several devices, or beside the
+    /// The whole proof, start to end (with the first proof of a key, also
+    /// its check against the key): it can be less than the stages' sum, where
+    /// they overlap (MSMs side by side on several devices, or beside the
     /// quotient).
     pub total: Duration,
 }

@@ -324,6 +324,33 @@ fn a_device_short_of_resources_for_good_is_taken_out_of_service() {
 }
 
 #[test]
+fn a_device_faulting_mid_quotient_chain_is_finished_on_the_cpu() {
+    for fault in [gpu::Fault::Fails, gpu::Fault::Panics] {
+        let Some(b) = medrollup_prover::conformance::available(two_opencl(), "failure mid-chain") else {
+            return;
+        };
+        let mut r = ark_std::test_rng();
+        let m = 1 << 9;
+        let v: Vec<Vec<Fr>> = (0..3).map(|_| (0..m).map(|_| Fr::rand(&mut r)).collect()).collect();
+        // Device 0 takes chains a and c (device 1 takes b), and faults a
+        // few launches into the first of them, before anything is written
+        // over its input: the CPU does both of its chains.
+        b.inject_fault(0, 3, fault);
+        let got = qap_quotient(&b, v[0].clone(), v[1].clone(), v[2].clone()).unwrap();
+        let want = qap_quotient(&CpuBackend::new(), v[0].clone(), v[1].clone(), v[2].clone()).unwrap();
+        assert_eq!(got, want, "{fault:?}");
+        let report = b.report();
+        let (d0, d1) = (&report.devices[0], &report.devices[1]);
+        assert!(
+            !d0.healthy && d0.counters.errors == 1 && d0.counters.ntt_calls == 0,
+            "{fault:?}: {report:?}"
+        );
+        assert!(d1.healthy && d1.counters.ntt_elements > 0, "{fault:?}: {report:?}");
+        assert_eq!(report.cpu.ntt_elements, 2 * 2 * m as u64, "two chains of two NTTs: {report:?}");
+    }
+}
+
+#[test]
 fn a_device_failing_mid_msm_is_finished_on_the_cpu() {
     let Some(b) = medrollup_prover::conformance::available(two_opencl(), "failure mid-MSM") else { return };
     let mut r = ark_std::test_rng();
@@ -555,9 +582,10 @@ fn a_device_failing_mid_proof_is_finished_on_the_cpu() {
 }
 
 /// Of two devices, device 0 faults as `fault` says a few launches into the
-/// proof, in the middle of its first quotient chain: the proof is
-/// ark-groth16's, finished on the CPU and device 1, and the next one avoids
-/// device 0.
+/// proof (in the MSMs over the witness, which go to the devices first: see
+/// `a_device_faulting_mid_quotient_chain_is_finished_on_the_cpu` for a
+/// chain): the proof is ark-groth16's, finished on the CPU and device 1, and
+/// the next one avoids device 0.
 fn device_0_faulting_mid_proof_is_finished_on_the_cpu(fault: gpu::Fault, what: &str) {
     let Some(b) = medrollup_prover::conformance::available(two_opencl(), what) else { return };
     b.inject_fault(0, 7, fault);

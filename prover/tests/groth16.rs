@@ -372,6 +372,17 @@ fn msms_over_the_witness_run_beside_the_quotient_where_the_backend_offloads_them
     let mut log = backend.log();
     log[..2].sort();
     assert_eq!(log, ["MSMs: 3 G1, 1 G2", "quotient", "MSMs: 1 G1, 0 G2"]);
+    // With r = 0, no B in G1 (ark-groth16's other branch): still its proof.
+    let theirs0 =
+        Groth16::<Bn254>::create_proof_with_reduction(BatchCircuit::new(w.clone()), &pk, Fr::from(0u64), s)
+            .unwrap();
+    let backend = Rendezvous::new(true, true);
+    let key = LoadedKey::load(&backend, pk.clone()).unwrap();
+    let (ours0, _) = prove(&backend, &key, BatchCircuit::new(w.clone()), Fr::from(0u64), s).unwrap();
+    assert_eq!(ours0, theirs0);
+    let mut log = backend.log();
+    log[..2].sort();
+    assert_eq!(log, ["MSMs: 2 G1, 1 G2", "quotient", "MSMs: 1 G1, 0 G2"]);
 
     // Not offloaded: the quotient, then the five in one batch.
     let backend = Rendezvous::new(false, false);

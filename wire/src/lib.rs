@@ -175,8 +175,8 @@ pub struct StageSeconds {
     /// All MSMs (their times on the backend, added: MSMs run side by side
     /// on several devices add up to more than the time they took).
     pub msm: f64,
-    /// The whole proof, start to end (less than the stages' sum where they
-    /// overlap).
+    /// The whole proof, start to end (it can be less than the stages' sum,
+    /// where they overlap).
     pub total: f64,
 }
 
