@@ -108,9 +108,9 @@ pub trait MsmBackend: Send + Sync {
     }
 
     /// Several MSMs at once (a proof's five, or the four over its witness),
-    /// each within its bases (checked
-    /// by [`msm_batch`]). A backend with several devices runs them side by
-    /// side; this default runs them one after another.
+    /// each within its bases (checked by [`msm_batch`]). A backend with
+    /// several devices runs them side by side; this default runs them one
+    /// after another.
     fn msm_batch_unchecked(
         &self,
         g1: &[(&Self::G1Bases, &[Fr])],
